@@ -1,0 +1,73 @@
+//! Collective steps between dataflows: every worker contributes a value and every worker
+//! receives all of them, in worker order. Jobs use this at their barriers (after the
+//! survey pass: file observations, the trained models, counts for the report), so that
+//! a value computed on one worker reaches the others through timely's own channels,
+//! across threads and processes alike.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use serde::{de::DeserializeOwned, Serialize};
+use timely::dataflow::operators::vec::{Broadcast, Input};
+use timely::dataflow::operators::{Inspect, Probe};
+use timely::worker::Worker;
+
+use crate::error::{Error, Result};
+
+/// Gathers one value from every worker onto every worker, ordered by worker index.
+/// Every worker must call it at the same point of its program.
+pub fn all_gather<T: Serialize + DeserializeOwned>(worker: &mut Worker, value: &T) -> Result<Vec<T>> {
+    let bytes = serde_json::to_vec(value).map_err(|e| Error::other("all_gather", e))?;
+    let received: Rc<RefCell<Vec<(usize, Vec<u8>)>>> = Rc::new(RefCell::new(Vec::new()));
+    let sink = received.clone();
+    let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+        let (input, stream) = scope.new_input::<(usize, Vec<u8>)>();
+        let (probe, _) = stream
+            .broadcast()
+            .inspect(move |x: &(usize, Vec<u8>)| sink.borrow_mut().push(x.clone()))
+            .probe();
+        (input, probe)
+    });
+    input.send((worker.index(), bytes));
+    drop(input);
+    while !probe.done() {
+        worker.step();
+    }
+    let mut got = received.borrow_mut().split_off(0);
+    got.sort_by_key(|(i, _)| *i);
+    got.into_iter()
+        .map(|(_, b)| serde_json::from_slice(&b).map_err(|e| Error::other("all_gather", e)))
+        .collect()
+}
+
+/// Runs `compute` on worker 0 only and hands its result to every worker.
+pub fn compute_on_leader<T, F>(worker: &mut Worker, compute: F) -> Result<T>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnOnce() -> Result<T>,
+{
+    let local: Option<std::result::Result<T, (i32, String)>> =
+        if worker.index() == 0 { Some(compute().map_err(|e| (e.exit_code(), e.to_string()))) } else { None };
+    let mut all = all_gather(worker, &local)?;
+    match all.swap_remove(0) {
+        Some(Ok(v)) => Ok(v),
+        Some(Err((exit_code, message))) => Err(Error::PeerFailed { worker: 0, exit_code, message }),
+        None => Err(Error::Worker("worker 0 sent nothing".into())),
+    }
+}
+
+/// Makes every worker agree on failure: if any worker has an error, all return one
+/// (the first by worker index), so that none waits forever for peers that stopped.
+pub fn agree_on_errors(worker: &mut Worker, local: Result<()>) -> Result<()> {
+    let message: Option<(i32, String)> = local.as_ref().err().map(|e| (e.exit_code(), e.to_string()));
+    let all = all_gather(worker, &message)?;
+    if let Err(e) = local {
+        return Err(e);
+    }
+    for (i, m) in all.into_iter().enumerate() {
+        if let Some((code, message)) = m {
+            return Err(Error::PeerFailed { worker: i, exit_code: code, message });
+        }
+    }
+    Ok(())
+}

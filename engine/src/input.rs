@@ -1,0 +1,704 @@
+//! Reading preference pairs: planning the input (files, formats, columns, shards) and
+//! reading one shard into raw records.
+//!
+//! A Parquet file is sharded by row group, a JSONL file by byte range; shard `i` goes to
+//! worker `i mod workers`, so every worker reads a disjoint part of the input. Readers
+//! do not judge rows: they report what is there (`RawRecord`), and the validate operator
+//! decides. What makes a whole file unusable (unreadable, not Parquet, a required
+//! column missing or of the wrong type) is an error naming the file and column.
+
+// `ParquetObjectReader` is deprecated in parquet 60 in favour of a hand-written
+// `AsyncFileReader`; it still does exactly what we need (ranged gets through
+// object_store), so we keep the maintained crate's reader until it is removed.
+#![allow(deprecated)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StructArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use futures::StreamExt;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStream};
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::extras::ExtrasCodec;
+use crate::model::{Attributes, Conversation, Message, RowKey, ATTRIBUTE_COLUMNS};
+use crate::store::{block_on, list_inputs, InputFile, Location};
+
+/// Rows per record batch when reading.
+pub const READ_BATCH_ROWS: usize = 8192;
+/// JSONL files larger than this are split into byte ranges read by different workers.
+pub const JSONL_SHARD_BYTES: u64 = 32 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileFormat {
+    Parquet,
+    Jsonl,
+}
+
+impl FileFormat {
+    pub fn of(name: &str) -> Option<FileFormat> {
+        let n = name.to_ascii_lowercase();
+        if n.ends_with(".parquet") || n.ends_with(".pq") {
+            Some(FileFormat::Parquet)
+        } else if n.ends_with(".jsonl") || n.ends_with(".ndjson") || n.ends_with(".json") {
+            Some(FileFormat::Jsonl)
+        } else {
+            None
+        }
+    }
+}
+
+/// How a prompt/response column is stored in a Parquet file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConvForm {
+    Text,
+    Messages,
+}
+
+/// The columns of one Parquet file we understand.
+#[derive(Clone, Debug)]
+pub struct ParquetColumns {
+    pub pair_id: bool,
+    pub prompt: Option<ConvForm>,
+    pub chosen: ConvForm,
+    pub rejected: ConvForm,
+    pub attributes: [bool; 6],
+    pub extras: Vec<Field>,
+}
+
+#[derive(Clone)]
+pub struct PlannedFile {
+    pub index: usize,
+    pub location: Location,
+    pub size: u64,
+    pub format: FileFormat,
+    pub parquet: Option<(ArrowReaderMetadata, ParquetColumns)>,
+}
+
+/// A unit of reading work.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Shard {
+    RowGroup { file: usize, row_group: usize, rows: u64 },
+    ByteRange { file: usize, start: u64, end: u64 },
+}
+
+impl Shard {
+    pub fn file(&self) -> usize {
+        match self {
+            Shard::RowGroup { file, .. } | Shard::ByteRange { file, .. } => *file,
+        }
+    }
+}
+
+/// What to read: files in order and their shards.
+#[derive(Clone)]
+pub struct InputPlan {
+    pub url: String,
+    pub files: Vec<PlannedFile>,
+    pub shards: Vec<Shard>,
+    /// Exact for Parquet, estimated (bytes / 512) for JSONL.
+    pub estimated_rows: u64,
+}
+
+impl InputPlan {
+    /// The shards a worker reads.
+    pub fn shards_for(&self, worker: usize, peers: usize) -> Vec<Shard> {
+        self.shards.iter().enumerate().filter(|(i, _)| i % peers == worker).map(|(_, s)| s.clone()).collect()
+    }
+    pub fn file_url(&self, file: usize) -> &str {
+        &self.files[file].location.url
+    }
+}
+
+fn accept_input(name: &str) -> bool {
+    FileFormat::of(name).is_some()
+}
+
+/// Lists the input and reads every Parquet footer; fails on the first unusable file.
+pub fn plan_input(url: &str) -> Result<InputPlan> {
+    let files = list_inputs(url, &accept_input)?;
+    let mut planned = Vec::with_capacity(files.len());
+    let mut shards = Vec::new();
+    let mut estimated_rows = 0;
+    for (index, InputFile { location, size }) in files.into_iter().enumerate() {
+        let name = location.path.as_ref().rsplit('/').next().unwrap_or("").to_string();
+        let format = FileFormat::of(&name).expect("filtered by accept_input");
+        match format {
+            FileFormat::Parquet => {
+                let mut reader = ParquetObjectReader::new(location.store.clone(), location.path.clone()).with_file_size(size);
+                let meta = block_on(ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new()))
+                    .map_err(|e| Error::bad_file(&location.url, format!("not a readable Parquet file: {e}")))?;
+                let columns = parquet_columns(&location.url, meta.schema())?;
+                for (rg, md) in meta.metadata().row_groups().iter().enumerate() {
+                    let rows = md.num_rows() as u64;
+                    estimated_rows += rows;
+                    if rows > 0 {
+                        shards.push(Shard::RowGroup { file: index, row_group: rg, rows });
+                    }
+                }
+                planned.push(PlannedFile { index, location, size, format, parquet: Some((meta, columns)) });
+            }
+            FileFormat::Jsonl => {
+                estimated_rows += size / 512 + 1;
+                let mut start = 0;
+                while start < size {
+                    let end = (start + JSONL_SHARD_BYTES).min(size);
+                    shards.push(Shard::ByteRange { file: index, start, end });
+                    start = end;
+                }
+                planned.push(PlannedFile { index, location, size, format, parquet: None });
+            }
+        }
+    }
+    Ok(InputPlan { url: url.to_string(), files: planned, shards, estimated_rows })
+}
+
+fn conv_form(file: &str, column: &str, dt: &DataType) -> Result<ConvForm> {
+    match dt {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(ConvForm::Text),
+        DataType::List(f) | DataType::LargeList(f) => match f.data_type() {
+            DataType::Struct(fields)
+                if fields.iter().any(|f| f.name() == "role") && fields.iter().any(|f| f.name() == "content") =>
+            {
+                Ok(ConvForm::Messages)
+            }
+            other => Err(Error::bad_column(
+                file,
+                column,
+                format!("list of {other}; expected a string or a list of {{role, content}} messages"),
+            )),
+        },
+        other => Err(Error::bad_column(
+            file,
+            column,
+            format!("has type {other}; expected a string or a list of {{role, content}} messages"),
+        )),
+    }
+}
+
+fn is_string(dt: &DataType) -> bool {
+    matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+fn parquet_columns(file: &str, schema: &Schema) -> Result<ParquetColumns> {
+    let find = |name: &str| schema.fields().iter().find(|f| f.name() == name);
+    let required = |name: &str| {
+        find(name).ok_or_else(|| {
+            Error::bad_column(file, name, format!("required column `{name}` is missing (columns: {})", column_list(schema)))
+        })
+    };
+    let chosen = conv_form(file, "chosen", required("chosen")?.data_type())?;
+    let rejected = conv_form(file, "rejected", required("rejected")?.data_type())?;
+    let prompt = match find("prompt") {
+        Some(f) => Some(conv_form(file, "prompt", f.data_type())?),
+        None => {
+            if chosen != ConvForm::Messages || rejected != ConvForm::Messages {
+                return Err(Error::bad_column(
+                    file,
+                    "prompt",
+                    "required column `prompt` is missing, and `chosen`/`rejected` are not whole conversations \
+                     (TRL implicit-prompt form needs lists of {role, content} messages)",
+                ));
+            }
+            None
+        }
+    };
+    let pair_id = match find("pair_id") {
+        Some(f) if is_string(f.data_type()) => true,
+        Some(f) => return Err(Error::bad_column(file, "pair_id", format!("has type {}; expected a string", f.data_type()))),
+        None => false,
+    };
+    let mut attributes = [false; 6];
+    for (i, name) in ATTRIBUTE_COLUMNS.iter().enumerate() {
+        if let Some(f) = find(name) {
+            if !is_string(f.data_type()) {
+                return Err(Error::bad_column(file, *name, format!("has type {}; expected a string", f.data_type())));
+            }
+            attributes[i] = true;
+        }
+    }
+    let mut extras = Vec::new();
+    for f in schema.fields() {
+        let n = f.name().as_str();
+        if ["pair_id", "prompt", "chosen", "rejected"].contains(&n) || ATTRIBUTE_COLUMNS.contains(&n) {
+            continue;
+        }
+        if !ExtrasCodec::supports(f.data_type()) {
+            return Err(Error::bad_column(file, n, format!("type {} cannot be carried through", f.data_type())));
+        }
+        extras.push(Field::new(n, f.data_type().clone(), true));
+    }
+    Ok(ParquetColumns { pair_id, prompt, chosen, rejected, attributes, extras })
+}
+
+fn column_list(schema: &Schema) -> String {
+    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// A field of a raw record as found in the input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RawValue {
+    /// The column or key is absent.
+    Missing,
+    Null,
+    Value(Conversation),
+    /// Present, but neither text nor a list of messages; the string describes it.
+    WrongType(String),
+}
+
+/// The fields of one input row, unjudged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RawFields {
+    pub pair_id: Option<String>,
+    /// `pair_id` present but not a string.
+    pub pair_id_wrong_type: bool,
+    pub prompt: RawValue,
+    pub chosen: RawValue,
+    pub rejected: RawValue,
+    pub attributes: Attributes,
+    pub extras: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RawBody {
+    Fields(RawFields),
+    /// A JSONL line that is not a JSON object.
+    Unparsable { raw: String, message: String },
+}
+
+/// One input row as read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RawRecord {
+    pub key: RowKey,
+    /// Parquet: row index from 0; JSONL: line number from 1 (0 when the line number is
+    /// not known because the line lies in a later byte range; see `byte_offset`).
+    pub row: u64,
+    /// Total bytes of the row's text, for the size limit.
+    pub bytes: usize,
+    pub body: RawBody,
+}
+
+/// What a survey of JSONL shards saw, merged over workers to judge files and to fix
+/// the output schema.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct JsonlObservation {
+    pub file: usize,
+    pub lines: u64,
+    pub unparsable: u64,
+    pub first_error: Option<(u64, String)>,
+    pub keys: BTreeSet<String>,
+    pub message_columns: BTreeSet<String>,
+    pub has_prompt: bool,
+}
+
+/// Reads one shard in batches.
+pub struct ShardReader<'a> {
+    plan: &'a InputPlan,
+    shard: Shard,
+    extras: Option<&'a ExtrasCodec>,
+    state: ReaderState,
+}
+
+enum ReaderState {
+    Parquet { stream: ParquetRecordBatchStream<ParquetObjectReader>, next_row: u64 },
+    Jsonl { data: bytes::Bytes, pos: usize, base_offset: u64, line: u64, line_known: bool },
+    Done,
+}
+
+impl<'a> ShardReader<'a> {
+    pub fn open(plan: &'a InputPlan, shard: Shard, extras: Option<&'a ExtrasCodec>) -> Result<Self> {
+        let file = &plan.files[shard.file()];
+        let state = match &shard {
+            Shard::RowGroup { row_group, .. } => {
+                let (meta, _) = file.parquet.as_ref().expect("row groups only for parquet files");
+                let reader =
+                    ParquetObjectReader::new(file.location.store.clone(), file.location.path.clone()).with_file_size(file.size);
+                let first_row: i64 = meta.metadata().row_groups()[..*row_group].iter().map(|r| r.num_rows()).sum();
+                let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta.clone())
+                    .with_row_groups(vec![*row_group])
+                    .with_batch_size(READ_BATCH_ROWS)
+                    .build()
+                    .map_err(|e| Error::bad_file(&file.location.url, format!("cannot read row group {row_group}: {e}")))?;
+                ReaderState::Parquet { stream, next_row: first_row as u64 }
+            }
+            Shard::ByteRange { start, end, .. } => {
+                let (data, skip) = read_line_range(&file.location, *start, *end, file.size)?;
+                ReaderState::Jsonl {
+                    data,
+                    pos: skip,
+                    base_offset: start.saturating_sub(1).min(*start),
+                    line: 0,
+                    line_known: *start == 0,
+                }
+            }
+        };
+        Ok(ShardReader { plan, shard, extras, state })
+    }
+
+    /// The next batch of records, or None at the end of the shard.
+    pub fn next_batch(&mut self, jsonl_obs: Option<&mut JsonlObservation>) -> Result<Option<Vec<RawRecord>>> {
+        let file_index = self.shard.file();
+        let file = &self.plan.files[file_index];
+        match &mut self.state {
+            ReaderState::Done => Ok(None),
+            ReaderState::Parquet { stream, next_row } => match block_on(stream.next()) {
+                None => {
+                    self.state = ReaderState::Done;
+                    Ok(None)
+                }
+                Some(Err(e)) => Err(Error::bad_file(&file.location.url, format!("cannot decode Parquet data: {e}"))),
+                Some(Ok(batch)) => {
+                    let (_, cols) = file.parquet.as_ref().expect("parquet");
+                    let records = parquet_batch_records(&file.location.url, file_index, *next_row, &batch, cols, self.extras)?;
+                    *next_row += batch.num_rows() as u64;
+                    Ok(Some(records))
+                }
+            },
+            ReaderState::Jsonl { data, pos, base_offset, line, line_known } => {
+                if *pos >= data.len() {
+                    self.state = ReaderState::Done;
+                    return Ok(None);
+                }
+                let mut records = Vec::with_capacity(READ_BATCH_ROWS.min(1024));
+                let mut obs = jsonl_obs;
+                let mut texts: Vec<(usize, serde_json::Map<String, Value>)> = Vec::new();
+                while *pos < data.len() && records.len() < READ_BATCH_ROWS {
+                    let rest = &data[*pos..];
+                    let len = memchr_newline(rest).unwrap_or(rest.len());
+                    let line_bytes = &rest[..len];
+                    let offset = *base_offset + *pos as u64;
+                    *pos += (len + 1).min(rest.len());
+                    *line += 1;
+                    let trimmed = trim_ascii(line_bytes);
+                    if trimmed.is_empty() {
+                        continue;
+                    }
+                    let row = if *line_known { *line } else { 0 };
+                    let key = RowKey::new(file_index, offset);
+                    if let Some(o) = obs.as_deref_mut() {
+                        o.lines += 1;
+                    }
+                    match serde_json::from_slice::<Value>(trimmed) {
+                        Ok(Value::Object(map)) => {
+                            if let Some(o) = obs.as_deref_mut() {
+                                observe_keys(o, &map);
+                            }
+                            texts.push((records.len(), map));
+                            records.push(RawRecord { key, row, bytes: trimmed.len(), body: RawBody::Unparsable { raw: String::new(), message: String::new() } });
+                        }
+                        Ok(other) => {
+                            let message = format!("line is JSON {} but not an object", json_kind(&other));
+                            note_error(obs.as_deref_mut(), row, &message);
+                            records.push(unparsable(key, row, trimmed, message));
+                        }
+                        Err(e) => {
+                            let message = format!("not valid JSON: {e}");
+                            note_error(obs.as_deref_mut(), row, &message);
+                            records.push(unparsable(key, row, trimmed, message));
+                        }
+                    }
+                }
+                // Extras of a JSONL batch are encoded column-wise, like Parquet's.
+                let extras_rows = match self.extras {
+                    Some(codec) if !codec.is_empty() => {
+                        let cols: Vec<Option<ArrayRef>> = codec
+                            .fields
+                            .iter()
+                            .map(|f| {
+                                let values: StringArray = texts
+                                    .iter()
+                                    .map(|(_, m)| m.get(f.name()).and_then(|v| match v {
+                                        Value::Null => None,
+                                        Value::String(s) => Some(s.clone()),
+                                        other => Some(other.to_string()),
+                                    }))
+                                    .collect();
+                                Some(Arc::new(values) as ArrayRef)
+                            })
+                            .collect();
+                        Some(codec.encode(cols, texts.len())?)
+                    }
+                    _ => None,
+                };
+                let mut extras_iter = extras_rows.map(|v| v.into_iter());
+                for (i, map) in texts {
+                    let extras = extras_iter.as_mut().and_then(|it| it.next()).unwrap_or_default();
+                    records[i].body = RawBody::Fields(json_fields(map, extras));
+                }
+                Ok(Some(records))
+            }
+        }
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn note_error(obs: Option<&mut JsonlObservation>, row: u64, message: &str) {
+    if let Some(o) = obs {
+        o.unparsable += 1;
+        if o.first_error.is_none() {
+            o.first_error = Some((row, message.to_string()));
+        }
+    }
+}
+
+fn observe_keys(o: &mut JsonlObservation, map: &serde_json::Map<String, Value>) {
+    for (k, v) in map {
+        if !o.keys.contains(k) {
+            o.keys.insert(k.clone());
+        }
+        if matches!(k.as_str(), "prompt" | "chosen" | "rejected") && matches!(v, Value::Array(_)) && !o.message_columns.contains(k) {
+            o.message_columns.insert(k.clone());
+        }
+    }
+    if map.contains_key("prompt") {
+        o.has_prompt = true;
+    }
+}
+
+fn unparsable(key: RowKey, row: u64, bytes: &[u8], message: String) -> RawRecord {
+    // Keep at most 64 KiB of the raw line in quarantine.
+    let raw = String::from_utf8_lossy(&bytes[..bytes.len().min(64 << 10)]).into_owned();
+    RawRecord { key, row, bytes: bytes.len(), body: RawBody::Unparsable { raw, message } }
+}
+
+fn memchr_newline(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b'\n')
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map(|i| i + 1).unwrap_or(start);
+    &b[start..end.max(start)]
+}
+
+/// Reads the bytes of the lines that start in [start, end): from one byte before
+/// `start` (to see whether a line starts exactly there) to the newline ending the last
+/// line. Returns the data and how many leading bytes to skip.
+fn read_line_range(loc: &Location, start: u64, end: u64, size: u64) -> Result<(bytes::Bytes, usize)> {
+    let from = start.saturating_sub(1);
+    let mut buf = loc.get_range(from..end)?.to_vec();
+    let skip = if start == 0 {
+        0
+    } else {
+        match memchr_newline(&buf) {
+            Some(i) => i + 1,
+            None => buf.len(),
+        }
+    };
+    // Extend past `end` to finish the last line.
+    let mut next = end;
+    if buf.len() > skip && buf.last() != Some(&b'\n') {
+        while next < size {
+            let chunk_end = (next + (1 << 20)).min(size);
+            let chunk = loc.get_range(next..chunk_end)?;
+            match memchr_newline(&chunk) {
+                Some(i) => {
+                    buf.extend_from_slice(&chunk[..=i]);
+                    break;
+                }
+                None => buf.extend_from_slice(&chunk),
+            }
+            next = chunk_end;
+        }
+    }
+    Ok((bytes::Bytes::from(buf), skip))
+}
+
+fn json_conversation(v: Option<&Value>) -> RawValue {
+    match v {
+        None => RawValue::Missing,
+        Some(Value::Null) => RawValue::Null,
+        Some(Value::String(s)) => RawValue::Value(Conversation::Text(s.clone())),
+        Some(Value::Array(items)) => {
+            let mut messages = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Value::Object(m) => {
+                        let role = m.get("role").and_then(Value::as_str);
+                        let content = m.get("content").and_then(Value::as_str);
+                        match (role, content) {
+                            (Some(role), Some(content)) => {
+                                messages.push(Message { role: role.to_string(), content: content.to_string() })
+                            }
+                            _ => return RawValue::WrongType("a message without string `role` and `content`".into()),
+                        }
+                    }
+                    other => return RawValue::WrongType(format!("a list holding {}", json_kind(other))),
+                }
+            }
+            RawValue::Value(Conversation::Messages(messages))
+        }
+        Some(other) => RawValue::WrongType(json_kind(other).to_string()),
+    }
+}
+
+fn json_fields(map: serde_json::Map<String, Value>, extras: Vec<u8>) -> RawFields {
+    let (pair_id, pair_id_wrong_type) = match map.get("pair_id") {
+        None | Some(Value::Null) => (None, false),
+        Some(Value::String(s)) => (Some(s.clone()), false),
+        Some(_) => (None, true),
+    };
+    let mut attributes = Attributes::default();
+    for (i, name) in ATTRIBUTE_COLUMNS.iter().enumerate() {
+        *attributes.slot(i) = match map.get(*name) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => Some(other.to_string()),
+        };
+    }
+    RawFields {
+        pair_id,
+        pair_id_wrong_type,
+        prompt: json_conversation(map.get("prompt")),
+        chosen: json_conversation(map.get("chosen")),
+        rejected: json_conversation(map.get("rejected")),
+        attributes,
+        extras,
+    }
+}
+
+/// Pre-downcast access to a prompt/response column of a batch.
+enum ConvColumn<'b> {
+    Text(ArrayRef, std::marker::PhantomData<&'b ()>),
+    Messages { offsets: Vec<usize>, nulls: Option<arrow::buffer::NullBuffer>, roles: StringArray, contents: StringArray },
+}
+
+impl ConvColumn<'_> {
+    fn new(file: &str, name: &str, col: &ArrayRef) -> Result<Self> {
+        let err = |e: arrow::error::ArrowError| Error::bad_column(file, name, format!("cannot decode: {e}"));
+        match col.data_type() {
+            DataType::Utf8 => Ok(ConvColumn::Text(col.clone(), Default::default())),
+            DataType::LargeUtf8 | DataType::Utf8View => {
+                Ok(ConvColumn::Text(arrow::compute::cast(col, &DataType::Utf8).map_err(err)?, Default::default()))
+            }
+            DataType::List(_) | DataType::LargeList(_) => {
+                let (offsets, values, nulls): (Vec<usize>, ArrayRef, _) = match col.data_type() {
+                    DataType::List(_) => {
+                        let l = col.as_list::<i32>();
+                        (l.offsets().iter().map(|o| *o as usize).collect(), l.values().clone(), l.nulls().cloned())
+                    }
+                    _ => {
+                        let l = col.as_list::<i64>();
+                        (l.offsets().iter().map(|o| *o as usize).collect(), l.values().clone(), l.nulls().cloned())
+                    }
+                };
+                let s: &StructArray = values.as_struct();
+                let field = |n: &str| -> Result<StringArray> {
+                    let c = s.column_by_name(n).ok_or_else(|| Error::bad_column(file, name, format!("messages lack `{n}`")))?;
+                    let c = arrow::compute::cast(c, &DataType::Utf8).map_err(err)?;
+                    Ok(c.as_string::<i32>().clone())
+                };
+                Ok(ConvColumn::Messages { offsets, nulls, roles: field("role")?, contents: field("content")? })
+            }
+            other => Err(Error::bad_column(file, name, format!("unexpected type {other}"))),
+        }
+    }
+
+    fn value(&self, i: usize) -> RawValue {
+        match self {
+            ConvColumn::Text(a, _) => {
+                let a = a.as_string::<i32>();
+                if a.is_null(i) {
+                    RawValue::Null
+                } else {
+                    RawValue::Value(Conversation::Text(a.value(i).to_string()))
+                }
+            }
+            ConvColumn::Messages { offsets, nulls, roles, contents } => {
+                if nulls.as_ref().is_some_and(|n| n.is_null(i)) {
+                    return RawValue::Null;
+                }
+                let mut ms = Vec::with_capacity(offsets[i + 1] - offsets[i]);
+                for j in offsets[i]..offsets[i + 1] {
+                    if roles.is_null(j) || contents.is_null(j) {
+                        return RawValue::WrongType("a message with a null `role` or `content`".into());
+                    }
+                    ms.push(Message { role: roles.value(j).to_string(), content: contents.value(j).to_string() });
+                }
+                RawValue::Value(Conversation::Messages(ms))
+            }
+        }
+    }
+}
+
+fn string_column(file: &str, name: &str, batch: &RecordBatch) -> Result<Option<StringArray>> {
+    match batch.column_by_name(name) {
+        None => Ok(None),
+        Some(c) => {
+            let c = arrow::compute::cast(c, &DataType::Utf8)
+                .map_err(|e| Error::bad_column(file, name, format!("cannot decode: {e}")))?;
+            Ok(Some(c.as_string::<i32>().clone()))
+        }
+    }
+}
+
+fn parquet_batch_records(
+    file: &str,
+    file_index: usize,
+    first_row: u64,
+    batch: &RecordBatch,
+    cols: &ParquetColumns,
+    extras: Option<&ExtrasCodec>,
+) -> Result<Vec<RawRecord>> {
+    let n = batch.num_rows();
+    let conv = |name: &str| -> Result<Option<ConvColumn>> {
+        batch.column_by_name(name).map(|c| ConvColumn::new(file, name, c)).transpose()
+    };
+    let prompt = conv("prompt")?;
+    let chosen = conv("chosen")?.expect("checked at planning");
+    let rejected = conv("rejected")?.expect("checked at planning");
+    let pair_id = string_column(file, "pair_id", batch)?;
+    let attrs: Vec<Option<StringArray>> =
+        ATTRIBUTE_COLUMNS.iter().map(|n| string_column(file, n, batch)).collect::<Result<_>>()?;
+    let extras_rows = match extras {
+        Some(codec) if !codec.is_empty() => Some(codec.encode(
+            codec.fields.iter().map(|f| batch.column_by_name(f.name()).cloned()).collect(),
+            n,
+        )?),
+        _ => None,
+    };
+    let _ = cols;
+    let mut extras_iter = extras_rows.map(|v| v.into_iter());
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let row = first_row + i as u64;
+        let mut attributes = Attributes::default();
+        for (j, a) in attrs.iter().enumerate() {
+            if let Some(a) = a {
+                if !a.is_null(i) {
+                    *attributes.slot(j) = Some(a.value(i).to_string());
+                }
+            }
+        }
+        let fields = RawFields {
+            pair_id: pair_id.as_ref().and_then(|a| (!a.is_null(i)).then(|| a.value(i).to_string())),
+            pair_id_wrong_type: false,
+            prompt: prompt.as_ref().map(|p| p.value(i)).unwrap_or(RawValue::Missing),
+            chosen: chosen.value(i),
+            rejected: rejected.value(i),
+            attributes,
+            extras: extras_iter.as_mut().and_then(|it| it.next()).unwrap_or_default(),
+        };
+        let bytes = [&fields.prompt, &fields.chosen, &fields.rejected]
+            .iter()
+            .map(|v| if let RawValue::Value(c) = v { c.text_bytes() } else { 0 })
+            .sum();
+        out.push(RawRecord { key: RowKey::new(file_index, row), row, bytes, body: RawBody::Fields(fields) });
+    }
+    Ok(out)
+}

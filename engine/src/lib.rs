@@ -1,0 +1,18 @@
+//! synpref-engine owns the data model (`model`), Parquet and JSONL I/O through
+//! object_store (`store`, `input`, `output`, `side`, `extras`), sharding of input over
+//! timely workers (`input::InputPlan`), the collective steps between dataflows
+//! (`collective`), progress reporting (`progress`), and the one error type (`error`).
+//! It holds no model code and no jobs.
+
+pub mod collective;
+pub mod error;
+pub mod extras;
+pub mod hashing;
+pub mod input;
+pub mod model;
+pub mod output;
+pub mod progress;
+pub mod side;
+pub mod store;
+
+pub use error::{Error, Result};

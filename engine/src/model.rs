@@ -1,0 +1,348 @@
+//! The data model: preference pairs, conversations, gold labels, decisions and reasons.
+//!
+//! Everything here is plain data with serde derives: timely exchanges it between workers
+//! (and processes) through serde.
+
+use serde::{Deserialize, Serialize};
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+/// A prompt or a response, in the form it had in the input: plain text or a list of
+/// `{role, content}` messages. Output keeps the input's form (DESIGN §4).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Conversation {
+    Text(String),
+    Messages(Vec<Message>),
+}
+
+impl Conversation {
+    /// Total bytes of text content.
+    pub fn text_bytes(&self) -> usize {
+        match self {
+            Conversation::Text(t) => t.len(),
+            Conversation::Messages(ms) => ms.iter().map(|m| m.content.len() + m.role.len()).sum(),
+        }
+    }
+
+    /// True when there is no non-whitespace content at all.
+    pub fn is_blank(&self) -> bool {
+        match self {
+            Conversation::Text(t) => t.trim().is_empty(),
+            Conversation::Messages(ms) => ms.iter().all(|m| m.content.trim().is_empty()),
+        }
+    }
+
+    /// Calls `f` on each piece of text content, in order (roles excluded).
+    pub fn for_each_text(&self, mut f: impl FnMut(&str)) {
+        match self {
+            Conversation::Text(t) => f(t),
+            Conversation::Messages(ms) => ms.iter().for_each(|m| f(&m.content)),
+        }
+    }
+
+    /// Text of the first user turn (the whole text for the plain form).
+    pub fn first_user_turn(&self) -> &str {
+        match self {
+            Conversation::Text(t) => t,
+            Conversation::Messages(ms) => ms
+                .iter()
+                .find(|m| m.role == "user")
+                .or_else(|| ms.first())
+                .map(|m| m.content.as_str())
+                .unwrap_or(""),
+        }
+    }
+
+    /// Feeds a canonical, unambiguous encoding to a hasher (used for content hashes).
+    pub fn hash_into(&self, h: &mut xxhash_rust::xxh3::Xxh3) {
+        match self {
+            Conversation::Text(t) => {
+                h.update(b"T");
+                h.update(&(t.len() as u64).to_le_bytes());
+                h.update(t.as_bytes());
+            }
+            Conversation::Messages(ms) => {
+                h.update(b"M");
+                h.update(&(ms.len() as u64).to_le_bytes());
+                for m in ms {
+                    h.update(&(m.role.len() as u64).to_le_bytes());
+                    h.update(m.role.as_bytes());
+                    h.update(&(m.content.len() as u64).to_le_bytes());
+                    h.update(m.content.as_bytes());
+                }
+            }
+        }
+    }
+
+    /// Converts to the messages form (used when files of one run mix forms). Plain text
+    /// becomes one message with the given role.
+    pub fn into_messages(self, role: &str) -> Vec<Message> {
+        match self {
+            Conversation::Text(t) => vec![Message { role: role.to_string(), content: t }],
+            Conversation::Messages(ms) => ms,
+        }
+    }
+}
+
+/// Identifies an input row: file index in the run's sorted file list and the row's
+/// position in that file (Parquet: row index; JSONL: byte offset of the line). Orders
+/// rows as they appear in the input, which decides which of several duplicates is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RowKey(pub u64);
+
+impl RowKey {
+    pub const POSITION_BITS: u32 = 40;
+    pub fn new(file_index: usize, position: u64) -> Self {
+        debug_assert!(position < (1 << Self::POSITION_BITS));
+        RowKey(((file_index as u64) << Self::POSITION_BITS) | position)
+    }
+    pub fn file_index(self) -> usize {
+        (self.0 >> Self::POSITION_BITS) as usize
+    }
+}
+
+/// The LLM-written preference attributes of SynPref (DESIGN §1), all optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Attributes {
+    pub source: Option<String>,
+    pub task_category: Option<String>,
+    pub objectivity: Option<String>,
+    pub controversiality: Option<String>,
+    pub desired_attributes: Option<String>,
+    pub guideline: Option<String>,
+}
+
+/// Names of the optional attribute columns, in output order.
+pub const ATTRIBUTE_COLUMNS: [&str; 6] =
+    ["source", "task_category", "objectivity", "controversiality", "desired_attributes", "guideline"];
+
+impl Attributes {
+    pub fn get(&self, i: usize) -> Option<&str> {
+        match i {
+            0 => self.source.as_deref(),
+            1 => self.task_category.as_deref(),
+            2 => self.objectivity.as_deref(),
+            3 => self.controversiality.as_deref(),
+            4 => self.desired_attributes.as_deref(),
+            5 => self.guideline.as_deref(),
+            _ => None,
+        }
+    }
+    pub fn slot(&mut self, i: usize) -> &mut Option<String> {
+        match i {
+            0 => &mut self.source,
+            1 => &mut self.task_category,
+            2 => &mut self.objectivity,
+            3 => &mut self.controversiality,
+            4 => &mut self.desired_attributes,
+            _ => &mut self.guideline,
+        }
+    }
+}
+
+/// A valid preference pair (x, y_w, y_l) with everything needed to write it back out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreferencePair {
+    pub key: RowKey,
+    pub pair_id: String,
+    /// The conversation so far. For the TRL implicit-prompt form this is the shared
+    /// prefix of the two conversations and is not written back out.
+    pub prompt: Conversation,
+    pub chosen: Conversation,
+    pub rejected: Conversation,
+    /// The input had no prompt column: `chosen`/`rejected` hold whole conversations.
+    pub implicit_prompt: bool,
+    pub attributes: Attributes,
+    /// Other input columns, carried through untouched (arrow row encoding, see
+    /// `engine::extras`).
+    pub extras: Vec<u8>,
+    /// 128-bit hash of (x, y_w, y_l), the key of exact dedup and of the score cache.
+    pub content_hash: u128,
+}
+
+impl PreferencePair {
+    /// The final replies: the whole conversations in implicit form end in them.
+    pub fn chosen_reply(&self) -> &Conversation {
+        &self.chosen
+    }
+}
+
+/// Why a row was quarantined (bad input flows as data, DESIGN §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum InvalidReason {
+    /// A JSONL line that is not a JSON object.
+    Unparsable,
+    /// A field of the wrong type (e.g. a number where text was expected).
+    WrongType,
+    MissingPrompt,
+    MissingResponse,
+    EmptyResponse,
+    /// Over the configured size limit.
+    TooLarge,
+    /// Implicit-prompt form whose conversations do not share a prefix or do not end in
+    /// an assistant reply.
+    ImplicitPrompt,
+    /// A pair_id already used by an earlier row with different content.
+    DuplicatePairId,
+}
+
+impl InvalidReason {
+    pub const ALL: [InvalidReason; 8] = [
+        InvalidReason::Unparsable,
+        InvalidReason::WrongType,
+        InvalidReason::MissingPrompt,
+        InvalidReason::MissingResponse,
+        InvalidReason::EmptyResponse,
+        InvalidReason::TooLarge,
+        InvalidReason::ImplicitPrompt,
+        InvalidReason::DuplicatePairId,
+    ];
+    pub fn code(self) -> &'static str {
+        match self {
+            InvalidReason::Unparsable => "invalid_unparsable",
+            InvalidReason::WrongType => "invalid_wrong_type",
+            InvalidReason::MissingPrompt => "invalid_missing_prompt",
+            InvalidReason::MissingResponse => "invalid_missing_response",
+            InvalidReason::EmptyResponse => "invalid_empty_response",
+            InvalidReason::TooLarge => "invalid_too_large",
+            InvalidReason::ImplicitPrompt => "invalid_implicit_prompt",
+            InvalidReason::DuplicatePairId => "invalid_duplicate_pair_id",
+        }
+    }
+}
+
+/// The reason codes of DESIGN §4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Reason {
+    HumanAgrees,
+    HumanCorrected,
+    BothRmsAgree,
+    GoldRmAndJudgeAgree,
+    HumanUndecidable,
+    GoldRmDisagrees,
+    BestRmAndJudgeDisagree,
+    Duplicate,
+    Contaminated,
+    Invalid(InvalidReason),
+}
+
+/// Where a row goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Destination {
+    Curated,
+    Discarded,
+    Quarantine,
+}
+
+impl Destination {
+    pub const ALL: [Destination; 3] = [Destination::Curated, Destination::Discarded, Destination::Quarantine];
+    pub fn dir(self) -> &'static str {
+        match self {
+            Destination::Curated => "curated",
+            Destination::Discarded => "discarded",
+            Destination::Quarantine => "quarantine",
+        }
+    }
+}
+
+impl Reason {
+    /// Every reason code, valid ones first.
+    pub fn all() -> Vec<Reason> {
+        let mut v = vec![
+            Reason::HumanAgrees,
+            Reason::HumanCorrected,
+            Reason::BothRmsAgree,
+            Reason::GoldRmAndJudgeAgree,
+            Reason::HumanUndecidable,
+            Reason::GoldRmDisagrees,
+            Reason::BestRmAndJudgeDisagree,
+            Reason::Duplicate,
+            Reason::Contaminated,
+        ];
+        v.extend(InvalidReason::ALL.iter().map(|r| Reason::Invalid(*r)));
+        v
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::HumanAgrees => "human_agrees",
+            Reason::HumanCorrected => "human_corrected",
+            Reason::BothRmsAgree => "both_rms_agree",
+            Reason::GoldRmAndJudgeAgree => "gold_rm_and_judge_agree",
+            Reason::HumanUndecidable => "human_undecidable",
+            Reason::GoldRmDisagrees => "gold_rm_disagrees",
+            Reason::BestRmAndJudgeDisagree => "best_rm_and_judge_disagree",
+            Reason::Duplicate => "duplicate",
+            Reason::Contaminated => "contaminated",
+            Reason::Invalid(r) => r.code(),
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Reason> {
+        Reason::all().into_iter().find(|r| r.code() == code)
+    }
+
+    pub fn destination(self) -> Destination {
+        match self {
+            Reason::HumanAgrees | Reason::HumanCorrected | Reason::BothRmsAgree | Reason::GoldRmAndJudgeAgree => {
+                Destination::Curated
+            }
+            Reason::Invalid(_) => Destination::Quarantine,
+            _ => Destination::Discarded,
+        }
+    }
+}
+
+/// A human (gold) verdict on a pair (DESIGN §4): "chosen" means the human prefers the
+/// pair's chosen reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Verdict {
+    Chosen,
+    Rejected,
+    Undecidable,
+}
+
+impl Verdict {
+    pub fn parse(s: &str) -> Option<Verdict> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "chosen" => Some(Verdict::Chosen),
+            "rejected" => Some(Verdict::Rejected),
+            "undecidable" => Some(Verdict::Undecidable),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Chosen => "chosen",
+            Verdict::Rejected => "rejected",
+            Verdict::Undecidable => "undecidable",
+        }
+    }
+}
+
+/// A gold label, possibly carrying the pair's text (then the pair need not be in the pool).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GoldLabel {
+    pub pair_id: String,
+    pub verdict: Verdict,
+    pub annotator: Option<String>,
+    pub labeled_at: Option<String>,
+    /// (prompt, chosen, rejected) when the label file carries the text.
+    pub text: Option<(Conversation, Conversation, Conversation)>,
+}
+
+/// The decision for one valid or discarded row, as written out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub reason: Reason,
+    /// Chosen and rejected were swapped on output (human correction or --emit-flipped).
+    pub swapped: bool,
+    /// σ(r_best(chosen) − r_best(rejected)) for the row as written; None when not scored.
+    pub p_best: Option<f64>,
+    pub p_gold: Option<f64>,
+}

@@ -1,0 +1,261 @@
+//! Side inputs, small next to the pool and read whole by every process: gold labels,
+//! LLM-judge votes, ground truth and benchmark prompts for decontamination. Each is a
+//! Parquet or JSONL file (or a directory/glob of them); rows are read as JSON objects
+//! (Parquet through arrow's JSON writer) so that one parser serves both formats.
+
+use rustc_hash::FxHashMap;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::hashing::pair_key;
+use crate::input::FileFormat;
+use crate::model::{Conversation, GoldLabel, Message, Verdict};
+use crate::store::{list_inputs, Location};
+
+/// One row of a side table: where it came from and its fields.
+pub struct SideRow {
+    pub file: String,
+    /// Parquet: row index from 0; JSONL: line number from 1.
+    pub row: u64,
+    pub fields: Map<String, Value>,
+}
+
+/// Reads every row of every file under `url`.
+pub fn read_rows(url: &str) -> Result<Vec<SideRow>> {
+    let files = list_inputs(url, &|n| FileFormat::of(n).is_some())?;
+    let mut out = Vec::new();
+    for f in files {
+        let name = f.location.path.as_ref().to_string();
+        match FileFormat::of(&name).expect("filtered") {
+            FileFormat::Jsonl => read_jsonl(&f.location, &mut out)?,
+            FileFormat::Parquet => read_parquet(&f.location, &mut out)?,
+        }
+    }
+    Ok(out)
+}
+
+fn read_jsonl(loc: &Location, out: &mut Vec<SideRow>) -> Result<()> {
+    let bytes = loc.get()?;
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let line_no = i as u64 + 1;
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        match serde_json::from_slice::<Value>(line) {
+            Ok(Value::Object(fields)) => out.push(SideRow { file: loc.url.clone(), row: line_no, fields }),
+            Ok(_) => return Err(Error::bad_row(&loc.url, line_no, None, "line is not a JSON object")),
+            Err(e) => return Err(Error::bad_row(&loc.url, line_no, None, format!("not valid JSON: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+fn read_parquet(loc: &Location, out: &mut Vec<SideRow>) -> Result<()> {
+    let bytes = loc.get()?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .and_then(|b| b.with_batch_size(8192).build())
+        .map_err(|e| Error::bad_file(&loc.url, format!("not a readable Parquet file: {e}")))?;
+    let mut row = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| Error::bad_file(&loc.url, format!("cannot decode Parquet data: {e}")))?;
+        let mut buf = Vec::new();
+        {
+            let mut w = arrow::json::writer::LineDelimitedWriter::new(&mut buf);
+            w.write(&batch).map_err(|e| Error::Arrow { context: loc.url.clone(), source: e })?;
+            w.finish().map_err(|e| Error::Arrow { context: loc.url.clone(), source: e })?;
+        }
+        for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let fields = match serde_json::from_slice::<Value>(line) {
+                Ok(Value::Object(m)) => m,
+                _ => Map::new(),
+            };
+            out.push(SideRow { file: loc.url.clone(), row, fields });
+            row += 1;
+        }
+    }
+    Ok(())
+}
+
+impl SideRow {
+    pub fn string(&self, column: &str) -> Result<Option<String>> {
+        match self.fields.get(column) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(Error::bad_row(
+                &self.file,
+                self.row,
+                Some(column.to_string()),
+                format!("expected a string, found {other}"),
+            )),
+        }
+    }
+
+    pub fn required_string(&self, column: &str) -> Result<String> {
+        self.string(column)?.ok_or_else(|| {
+            Error::bad_row(&self.file, self.row, Some(column.to_string()), format!("required column `{column}` is missing or null"))
+        })
+    }
+
+    /// A prompt or response column: a string or a list of {role, content} messages.
+    pub fn conversation(&self, column: &str) -> Result<Option<Conversation>> {
+        let bad = |m: &str| Error::bad_row(&self.file, self.row, Some(column.to_string()), m.to_string());
+        match self.fields.get(column) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(Conversation::Text(s.clone()))),
+            Some(Value::Array(items)) => {
+                let mut ms = Vec::new();
+                for it in items {
+                    let role = it.get("role").and_then(Value::as_str);
+                    let content = it.get("content").and_then(Value::as_str);
+                    match (role, content) {
+                        (Some(r), Some(c)) => ms.push(Message { role: r.into(), content: c.into() }),
+                        _ => return Err(bad("expected {role, content} messages")),
+                    }
+                }
+                Ok(Some(Conversation::Messages(ms)))
+            }
+            Some(_) => Err(bad("expected a string or a list of {role, content} messages")),
+        }
+    }
+}
+
+/// Gold labels by pair key, the later label for a pair superseding the earlier
+/// (DESIGN §4): later by `labeled_at` where both have it, else later in file order.
+#[derive(Default, Clone)]
+pub struct GoldLabels {
+    pub labels: FxHashMap<u64, GoldLabel>,
+    /// Label records read (relabels included).
+    pub records: u64,
+    pub files: Vec<String>,
+}
+
+impl GoldLabels {
+    pub fn read(url: &str) -> Result<GoldLabels> {
+        let rows = read_rows(url)?;
+        let mut gold = GoldLabels::default();
+        for r in rows {
+            if !gold.files.contains(&r.file) {
+                gold.files.push(r.file.clone());
+            }
+            let pair_id = r.required_string("pair_id")?;
+            let verdict_text = r.required_string("verdict")?;
+            let verdict = Verdict::parse(&verdict_text).ok_or_else(|| {
+                Error::bad_row(
+                    &r.file,
+                    r.row,
+                    Some("verdict".into()),
+                    format!("`{verdict_text}` is not one of \"chosen\", \"rejected\", \"undecidable\""),
+                )
+            })?;
+            let text = match (r.conversation("prompt")?, r.conversation("chosen")?, r.conversation("rejected")?) {
+                (Some(p), Some(c), Some(j)) => Some((p, c, j)),
+                _ => None,
+            };
+            let label = GoldLabel {
+                pair_id,
+                verdict,
+                annotator: r.string("annotator")?,
+                labeled_at: scalar_text(r.fields.get("labeled_at")),
+                text,
+            };
+            gold.insert(label);
+        }
+        Ok(gold)
+    }
+
+    pub fn insert(&mut self, label: GoldLabel) {
+        self.records += 1;
+        let key = pair_key(&label.pair_id);
+        match self.labels.get(&key) {
+            Some(old) if matches!((&old.labeled_at, &label.labeled_at), (Some(a), Some(b)) if b < a) => {}
+            _ => {
+                self.labels.insert(key, label);
+            }
+        }
+    }
+
+    pub fn get(&self, pair_id: &str) -> Option<&GoldLabel> {
+        self.labels.get(&pair_key(pair_id))
+    }
+}
+
+fn scalar_text(v: Option<&Value>) -> Option<String> {
+    match v {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
+    }
+}
+
+/// Aggregated LLM-judge votes per pair: (votes for chosen, votes for rejected).
+#[derive(Default, Clone)]
+pub struct JudgeVotes {
+    pub votes: FxHashMap<u64, (u32, u32)>,
+}
+
+impl JudgeVotes {
+    /// Reads `pair_id`, `verdict` (chosen/rejected/undecidable) rows; several rows per
+    /// pair (several judges or samples) are aggregated by majority.
+    pub fn read(url: &str) -> Result<JudgeVotes> {
+        let mut out = JudgeVotes::default();
+        for r in read_rows(url)? {
+            let pair_id = r.required_string("pair_id")?;
+            let v = r.required_string("verdict")?;
+            let verdict = Verdict::parse(&v).ok_or_else(|| {
+                Error::bad_row(&r.file, r.row, Some("verdict".into()), format!("`{v}` is not chosen/rejected/undecidable"))
+            })?;
+            let e = out.votes.entry(pair_key(&pair_id)).or_default();
+            match verdict {
+                Verdict::Chosen => e.0 += 1,
+                Verdict::Rejected => e.1 += 1,
+                Verdict::Undecidable => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// The judges agree with the pair's label: a strict majority of votes for chosen.
+    pub fn agree(&self, pair_id: &str) -> Option<bool> {
+        self.votes.get(&pair_key(pair_id)).map(|(c, r)| c > r)
+    }
+}
+
+/// Ground truth for evaluation: whether the pair's chosen reply is truly the better one.
+#[derive(Default, Clone)]
+pub struct Truth {
+    pub chosen_is_better: FxHashMap<u64, bool>,
+}
+
+impl Truth {
+    /// Reads `pair_id` and `preference` ∈ {"chosen", "rejected"} rows.
+    pub fn read(url: &str) -> Result<Truth> {
+        let mut t = Truth::default();
+        for r in read_rows(url)? {
+            let pair_id = r.required_string("pair_id")?;
+            let p = r.required_string("preference")?;
+            let better = match p.as_str() {
+                "chosen" => true,
+                "rejected" => false,
+                other => {
+                    return Err(Error::bad_row(&r.file, r.row, Some("preference".into()), format!("`{other}` is not chosen/rejected")))
+                }
+            };
+            t.chosen_is_better.insert(pair_key(&pair_id), better);
+        }
+        Ok(t)
+    }
+}
+
+/// First-turn prompts of evaluation benchmarks, from files with a `prompt` column.
+pub fn read_benchmark_prompts(urls: &[String]) -> Result<Vec<String>> {
+    let mut prompts = Vec::new();
+    for url in urls {
+        for r in read_rows(url)? {
+            let c = r.conversation("prompt")?.ok_or_else(|| {
+                Error::bad_row(&r.file, r.row, Some("prompt".into()), "benchmark file rows need a `prompt`")
+            })?;
+            prompts.push(c.first_user_turn().to_string());
+        }
+    }
+    Ok(prompts)
+}

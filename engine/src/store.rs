@@ -1,0 +1,255 @@
+//! Object storage: turning user URLs (local paths, file://, s3://, gs://, az://, http(s)://)
+//! into an `ObjectStore` and a path, listing inputs given as a file, a directory or a
+//! glob, and the process-wide tokio runtime that drives the async I/O from timely's
+//! synchronous worker threads.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::{path::Path, ObjectStore, ObjectStoreExt, PutPayload};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// The process-wide runtime for storage I/O. Two threads: I/O here is mostly waiting,
+/// and the CPU belongs to timely's workers.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("synpref-io")
+            .enable_all()
+            .build()
+            .expect("cannot start the tokio runtime")
+    })
+}
+
+/// Runs a future to completion on the I/O runtime.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    runtime().block_on(f)
+}
+
+/// A location in object storage: a store plus a path in it, and the text the user gave.
+#[derive(Clone, Debug)]
+pub struct Location {
+    pub store: Arc<dyn ObjectStore>,
+    pub path: Path,
+    /// The URL as shown to the user in messages and manifests.
+    pub url: String,
+}
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '[', '{'])
+}
+
+/// Parses a URL or a local path into a store and a path. Local paths need not exist.
+pub fn resolve(input: &str) -> Result<Location> {
+    let url = to_url(input)?;
+    let (store, path) = object_store::parse_url_opts(&url, std::env::vars())
+        .map_err(|e| Error::setting(input, format!("cannot open storage for this URL: {e}")))?;
+    Ok(Location { store: Arc::from(store), path, url: display_url(input, &url) })
+}
+
+fn display_url(input: &str, url: &Url) -> String {
+    if url.scheme() == "file" && !input.starts_with("file:") {
+        input.to_string()
+    } else {
+        url.to_string()
+    }
+}
+
+fn to_url(input: &str) -> Result<Url> {
+    if input.is_empty() {
+        return Err(Error::setting("url", "empty URL or path"));
+    }
+    if let Ok(url) = Url::parse(input) {
+        if url.scheme().len() > 1 {
+            return Ok(url);
+        }
+    }
+    // A local path: make it absolute without requiring it to exist (outputs may not).
+    let p = std::path::Path::new(input);
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().map_err(|e| Error::other("current directory", e))?.join(p)
+    };
+    let abs = normalise_path(&abs);
+    // Glob characters must survive as literal path text for the listing below.
+    let mut url = Url::parse("file:///").expect("static URL");
+    url.set_path(&abs.to_string_lossy());
+    Ok(url)
+}
+
+fn normalise_path(p: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+impl Location {
+    /// A child location (`dir/name`).
+    pub fn child(&self, name: &str) -> Location {
+        let mut path = self.path.clone();
+        for part in name.split('/').filter(|p| !p.is_empty()) {
+            path = path.clone().join(part);
+        }
+        let url = format!("{}/{}", self.url.trim_end_matches('/'), name);
+        Location { store: self.store.clone(), path, url }
+    }
+
+    pub fn put(&self, bytes: Vec<u8>) -> Result<()> {
+        block_on(self.store.put(&self.path, PutPayload::from(bytes)))
+            .map(|_| ())
+            .map_err(|e| Error::Storage { path: self.url.clone(), source: e })
+    }
+
+    pub fn get(&self) -> Result<Bytes> {
+        block_on(async { self.store.get(&self.path).await?.bytes().await })
+            .map_err(|e| self.read_error(e))
+    }
+
+    pub fn get_range(&self, range: std::ops::Range<u64>) -> Result<Bytes> {
+        block_on(self.store.get_range(&self.path, range)).map_err(|e| self.read_error(e))
+    }
+
+    pub fn size(&self) -> Result<u64> {
+        block_on(self.store.head(&self.path)).map(|m| m.size).map_err(|e| self.read_error(e))
+    }
+
+    fn read_error(&self, e: object_store::Error) -> Error {
+        match e {
+            object_store::Error::NotFound { .. } => Error::bad_file(&self.url, "file not found"),
+            other => Error::Storage { path: self.url.clone(), source: other },
+        }
+    }
+
+    /// Deletes every object under this prefix (used to clear a previous run's output).
+    pub fn delete_prefix(&self) -> Result<()> {
+        block_on(async {
+            let metas: Vec<_> = self.store.list(Some(&self.path)).try_collect().await?;
+            for m in metas {
+                match self.store.delete(&m.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| Error::Storage { path: self.url.clone(), source: e })
+    }
+
+    pub fn delete(&self) -> Result<()> {
+        match block_on(self.store.delete(&self.path)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::Storage { path: self.url.clone(), source: e }),
+        }
+    }
+
+    /// Relative names of the objects under this prefix, sorted.
+    pub fn list_names(&self) -> Result<Vec<String>> {
+        let prefix = self.path.clone();
+        let metas: Vec<_> = block_on(self.store.list(Some(&prefix)).try_collect::<Vec<_>>())
+            .map_err(|e| Error::Storage { path: self.url.clone(), source: e })?;
+        let base = prefix.as_ref().len();
+        let mut names: Vec<String> = metas
+            .iter()
+            .map(|m| m.location.as_ref()[base..].trim_start_matches('/').to_string())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// One input file found by [`list_inputs`].
+#[derive(Clone, Debug)]
+pub struct InputFile {
+    pub location: Location,
+    pub size: u64,
+}
+
+/// Expands an input URL (a file, a directory or a glob) into its files, sorted by path.
+/// Directories are walked recursively; hidden files and files starting with `_` are
+/// skipped, and only names accepted by `accept` are kept.
+pub fn list_inputs(input: &str, accept: &dyn Fn(&str) -> bool) -> Result<Vec<InputFile>> {
+    let loc = resolve(input)?;
+    let path_text = loc.path.as_ref().to_string();
+    let glob_pattern = if has_glob(input) { Some(path_text.clone()) } else { None };
+    let mut files = Vec::new();
+    if glob_pattern.is_none() {
+        if let Ok(meta) = block_on(loc.store.head(&loc.path)) {
+            return Ok(vec![InputFile { location: loc, size: meta.size }]);
+        }
+    }
+    // Directory or glob: list from the longest prefix without glob characters.
+    let prefix: Path = match &glob_pattern {
+        Some(p) => {
+            let parts: Vec<&str> = p.split('/').collect();
+            let fixed: Vec<&str> = parts.iter().take_while(|s| !has_glob(s)).cloned().collect();
+            Path::from(fixed.join("/"))
+        }
+        None => loc.path.clone(),
+    };
+    let matcher = match &glob_pattern {
+        Some(p) => Some(
+            globset::GlobBuilder::new(p)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| Error::setting(input, format!("bad glob pattern: {e}")))?
+                .compile_matcher(),
+        ),
+        None => None,
+    };
+    let metas: Vec<_> = block_on(loc.store.list(Some(&prefix)).try_collect::<Vec<_>>()).map_err(|e| match e {
+        object_store::Error::NotFound { .. } => Error::NoInput { url: input.to_string(), message: "not found".into() },
+        other => Error::Storage { path: input.to_string(), source: other },
+    })?;
+    for m in metas {
+        let p = m.location.as_ref();
+        let name = p.rsplit('/').next().unwrap_or(p);
+        if name.starts_with('.') || name.starts_with('_') || !accept(name) {
+            continue;
+        }
+        if let Some(matcher) = &matcher {
+            if !matcher.is_match(p) {
+                continue;
+            }
+        }
+        let rel = &p[prefix.as_ref().len()..];
+        let base_url = if let Some(g) = &glob_pattern {
+            let fixed_len = prefix.as_ref().len();
+            let _ = g;
+            // Rebuild a readable URL: the user's text up to the glob, then the rest.
+            let cut = input.find(|c| ['*', '?', '[', '{'].contains(&c)).unwrap_or(input.len());
+            let head = &input[..cut];
+            let head = &head[..head.rfind('/').map(|i| i + 1).unwrap_or(0)];
+            let _ = fixed_len;
+            format!("{}{}", head, rel.trim_start_matches('/'))
+        } else {
+            format!("{}/{}", loc.url.trim_end_matches('/'), rel.trim_start_matches('/'))
+        };
+        files.push(InputFile {
+            location: Location { store: loc.store.clone(), path: m.location.clone(), url: base_url },
+            size: m.size,
+        });
+    }
+    files.sort_by(|a, b| a.location.path.as_ref().cmp(b.location.path.as_ref()));
+    if files.is_empty() {
+        return Err(Error::NoInput {
+            url: input.to_string(),
+            message: "no .parquet or .jsonl files at this path, directory or glob".into(),
+        });
+    }
+    Ok(files)
+}

@@ -1,0 +1,5 @@
+//! synpref-jobs: each job is a plain serde spec with documented defaults plus the code
+//! that builds its dataflow from operators: `curate` (batch Stage 2), `gen` (synthetic
+//! SynPref-like data with ground truth) and `demo` (gen + curate on an embedded default).
+
+pub mod gen;

@@ -1,0 +1,91 @@
+//! `consistency_rule`: the Stage-2 decision of DESIGN §1 for every scored pair.
+//!
+//! - a human verdict decides: agrees → keep (`human_agrees`); prefers the rejected reply
+//!   → keep with chosen/rejected swapped (`human_corrected`); undecidable → discard;
+//! - otherwise KEEP iff p_gold > τ AND (p_best > τ OR the LLM judges agree), the judges
+//!   consulted only when p_best ≤ τ, and "no" without judges;
+//! - with `emit_flipped`, pairs discarded by the RMs are written with chosen and rejected
+//!   swapped, as the paper's 40M training mix did.
+//!
+//! `p_best`/`p_gold` in the output refer to the row as written: swapped rows carry 1 − p.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use synpref_engine::model::{Reason, Verdict};
+use synpref_engine::output::OutputRow;
+use synpref_engine::side::{GoldLabels, JudgeVotes};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::score::ScoredPair;
+use crate::{routed, Rows};
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RuleSettings {
+    /// τ of the consistency rule (paper default 0.5).
+    pub threshold: f64,
+    pub emit_flipped: bool,
+}
+
+/// What the rule consults besides the scores.
+pub struct RuleInputs {
+    pub settings: RuleSettings,
+    pub gold: Arc<GoldLabels>,
+    pub judges: Option<Arc<JudgeVotes>>,
+}
+
+/// (reason, swap) for one pair.
+pub fn decide(inputs: &RuleInputs, pair_id: &str, p_best: f64, p_gold: f64) -> (Reason, bool) {
+    let tau = inputs.settings.threshold;
+    if let Some(label) = inputs.gold.get(pair_id) {
+        return match label.verdict {
+            Verdict::Chosen => (Reason::HumanAgrees, false),
+            Verdict::Rejected => (Reason::HumanCorrected, true),
+            Verdict::Undecidable => (Reason::HumanUndecidable, false),
+        };
+    }
+    let flip = inputs.settings.emit_flipped;
+    if p_gold <= tau {
+        return (Reason::GoldRmDisagrees, flip);
+    }
+    if p_best > tau {
+        return (Reason::BothRmsAgree, false);
+    }
+    let judges_agree = inputs.judges.as_ref().and_then(|j| j.agree(pair_id)).unwrap_or(false);
+    if judges_agree {
+        (Reason::GoldRmAndJudgeAgree, false)
+    } else {
+        (Reason::BestRmAndJudgeDisagree, flip)
+    }
+}
+
+pub trait ConsistencyRule<'scope> {
+    fn consistency_rule(self, inputs: Arc<RuleInputs>) -> Rows<'scope, OutputRow>;
+}
+
+impl<'scope> ConsistencyRule<'scope> for Rows<'scope, ScoredPair> {
+    fn consistency_rule(self, inputs: Arc<RuleInputs>) -> Rows<'scope, OutputRow> {
+        self.unary(Pipeline, "ConsistencyRule", move |_, _| {
+            move |input, output| {
+                input.for_each(|time, data| {
+                    let mut session = output.session(&time);
+                    for ScoredPair { pair, p_best, p_gold } in data.drain(..) {
+                        let (reason, swap) = decide(&inputs, &pair.pair_id, p_best, p_gold);
+                        let mut row = routed(pair, reason, None);
+                        if swap {
+                            std::mem::swap(&mut row.chosen, &mut row.rejected);
+                            row.swapped = true;
+                            row.p_best = Some(1.0 - p_best);
+                            row.p_gold = Some(1.0 - p_gold);
+                        } else {
+                            row.p_best = Some(p_best);
+                            row.p_gold = Some(p_gold);
+                        }
+                        session.give(row);
+                    }
+                });
+            }
+        })
+    }
+}

@@ -1,0 +1,46 @@
+//! synpref-operators: the dataflow operators of synpref, one per file, each an
+//! extension trait with one method on timely streams and a name in the dataflow graph
+//! (validate, index_first, dedup, unique_pair_ids, decontaminate, score,
+//! consistency_rule, collect_examples, write_parts), plus the reward-model boundary and
+//! the built-in hashed Bradley–Terry model (`models`).
+//!
+//! Operators route bad or dropped rows as data (a second stream of `OutputRow`s with a
+//! reason) beside the good ones; none panics on bad input.
+
+pub mod collect_examples;
+pub mod consistency_rule;
+pub mod decontaminate;
+pub mod dedup;
+pub mod index_first;
+pub mod models;
+pub mod score;
+pub mod unique_pair_ids;
+pub mod validate;
+pub mod write_parts;
+
+use synpref_engine::model::{PreferencePair, Reason};
+use synpref_engine::output::OutputRow;
+use timely::dataflow::StreamVec;
+
+/// A stream of items in a job's dataflow (timestamps are batch numbers).
+pub type Rows<'scope, D> = StreamVec<'scope, u64, D>;
+
+/// The output row for a valid pair routed away with `reason`, unscored.
+pub fn routed(pair: PreferencePair, reason: Reason, error: Option<String>) -> OutputRow {
+    OutputRow {
+        key: pair.key,
+        row: 0,
+        pair_id: Some(pair.pair_id),
+        prompt: if pair.implicit_prompt { None } else { Some(pair.prompt) },
+        chosen: Some(pair.chosen),
+        rejected: Some(pair.rejected),
+        attributes: pair.attributes,
+        extras: pair.extras,
+        reason,
+        p_best: None,
+        p_gold: None,
+        error,
+        raw: None,
+        swapped: false,
+    }
+}

@@ -1,0 +1,82 @@
+//! `score`: rewards of both replies under the best RM and the gold RM, and the
+//! Bradley–Terry probabilities p = σ(r(x, y_w) − r(x, y_l)) (DESIGN §1).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use synpref_engine::model::PreferencePair;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::models::features::{category_hash, reply_text, response_features, SparseFeatures};
+use crate::models::{sigmoid, RewardModel};
+use crate::Rows;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScoredPair {
+    pub pair: PreferencePair,
+    pub p_best: f64,
+    pub p_gold: f64,
+}
+
+pub trait Score<'scope> {
+    fn score(
+        self,
+        best: Arc<dyn RewardModel>,
+        gold: Arc<dyn RewardModel>,
+        progress: Option<indicatif::ProgressBar>,
+    ) -> Rows<'scope, ScoredPair>;
+}
+
+impl<'scope> Score<'scope> for Rows<'scope, PreferencePair> {
+    fn score(
+        self,
+        best: Arc<dyn RewardModel>,
+        gold: Arc<dyn RewardModel>,
+        progress: Option<indicatif::ProgressBar>,
+    ) -> Rows<'scope, ScoredPair> {
+        self.unary(Pipeline, "Score", move |_, _| {
+            let mut c = SparseFeatures::default();
+            let mut r = SparseFeatures::default();
+            move |input, output| {
+                input.for_each(|time, data| {
+                    let mut session = output.session(&time);
+                    // Both built-in with one feature space: hash each reply once.
+                    let both = match (best.as_hashed(), gold.as_hashed()) {
+                        (Some(b), Some(g)) if b.feature_bits == g.feature_bits => Some((b, g)),
+                        _ => None,
+                    };
+                    let scores: Vec<(f64, f64)> = match both {
+                        Some((b, g)) => data
+                            .iter()
+                            .map(|p| {
+                                let cat = category_hash(p.attributes.task_category.as_deref());
+                                response_features(&reply_text(&p.chosen, p.implicit_prompt), cat, b.feature_bits, &mut c);
+                                response_features(&reply_text(&p.rejected, p.implicit_prompt), cat, b.feature_bits, &mut r);
+                                (
+                                    sigmoid((b.reward(&c) - b.reward(&r)) as f64),
+                                    sigmoid((g.reward(&c) - g.reward(&r)) as f64),
+                                )
+                            })
+                            .collect(),
+                        None => {
+                            let refs: Vec<&PreferencePair> = data.iter().collect();
+                            let sb = best.score(&refs);
+                            let sg = gold.score(&refs);
+                            sb.iter()
+                                .zip(&sg)
+                                .map(|(b, g)| (sigmoid((b.0 - b.1) as f64), sigmoid((g.0 - g.1) as f64)))
+                                .collect()
+                        }
+                    };
+                    if let Some(pb) = &progress {
+                        pb.inc(data.len() as u64);
+                    }
+                    for (pair, (p_best, p_gold)) in data.drain(..).zip(scores) {
+                        session.give(ScoredPair { pair, p_best, p_gold });
+                    }
+                });
+            }
+        })
+    }
+}

@@ -1,0 +1,177 @@
+//! `validate`: raw input rows to valid preference pairs; everything else goes to the
+//! quarantine stream with an `invalid_*` reason (DESIGN §2: bad records are data).
+
+use synpref_engine::hashing::{content_hash, derived_pair_id};
+use synpref_engine::input::{RawBody, RawFields, RawRecord, RawValue};
+use synpref_engine::model::{Conversation, InvalidReason, PreferencePair, Reason};
+use synpref_engine::output::OutputRow;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::core::OkErr;
+
+use crate::Rows;
+
+/// Limits a row must respect.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct ValidateSettings {
+    /// Largest accepted pair, in bytes of text (prompt + chosen + rejected).
+    pub max_pair_bytes: usize,
+}
+
+pub trait Validate<'scope> {
+    /// Splits raw rows into valid pairs and quarantined rows.
+    fn validate(self, settings: ValidateSettings) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>);
+}
+
+impl<'scope> Validate<'scope> for Rows<'scope, RawRecord> {
+    fn validate(self, settings: ValidateSettings) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>) {
+        let checked: Rows<'scope, Result<PreferencePair, OutputRow>> = self.unary(Pipeline, "Validate", move |_, _| {
+            move |input, output| {
+                input.for_each(|time, data| {
+                    let mut session = output.session(&time);
+                    for record in data.drain(..) {
+                        session.give(check(record, &settings));
+                    }
+                });
+            }
+        });
+        checked.ok_err(|r| r)
+    }
+}
+
+/// The verdict on one raw row.
+pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<PreferencePair, OutputRow> {
+    let RawRecord { key, row, bytes, body } = record;
+    let fields = match body {
+        RawBody::Unparsable { raw, message } => {
+            return Err(quarantined(key, row, None, InvalidReason::Unparsable, message, Some(raw)));
+        }
+        RawBody::Fields(f) => f,
+    };
+    let fail = |fields: RawFields, reason: InvalidReason, message: String| -> Result<PreferencePair, OutputRow> {
+        Err(quarantined(key, row, Some(fields), reason, message, None))
+    };
+    if fields.pair_id_wrong_type {
+        return fail(fields, InvalidReason::WrongType, "`pair_id` is not a string".into());
+    }
+    if let Some((reason, message)) = field_problem(&fields) {
+        return fail(fields, reason, message);
+    }
+    if bytes > settings.max_pair_bytes {
+        let message = format!("pair has {bytes} bytes of text, over the limit of {} (--max-pair-bytes)", settings.max_pair_bytes);
+        return fail(fields, InvalidReason::TooLarge, message);
+    }
+    let take = |v: &RawValue| match v {
+        RawValue::Value(c) => Some(c.clone()),
+        _ => None,
+    };
+    let (chosen, rejected) = (take(&fields.chosen).expect("checked"), take(&fields.rejected).expect("checked"));
+    let (prompt, implicit_prompt) = match &fields.prompt {
+        RawValue::Value(p) => (p.clone(), false),
+        RawValue::Null => return fail(fields, InvalidReason::MissingPrompt, "`prompt` is null".into()),
+        RawValue::Missing => match implicit_prompt(&chosen, &rejected) {
+            Ok(p) => (p, true),
+            Err(message) => {
+                let reason = if matches!(chosen, Conversation::Text(_)) || matches!(rejected, Conversation::Text(_)) {
+                    InvalidReason::MissingPrompt
+                } else {
+                    InvalidReason::ImplicitPrompt
+                };
+                return fail(fields, reason, message);
+            }
+        },
+        RawValue::WrongType(_) => unreachable!("checked above"),
+    };
+    for (name, reply) in [("chosen", &chosen), ("rejected", &rejected)] {
+        let blank = match (implicit_prompt, reply) {
+            (true, Conversation::Messages(ms)) => ms.last().is_none_or(|m| m.content.trim().is_empty()),
+            _ => reply.is_blank(),
+        };
+        if blank {
+            return fail(fields, InvalidReason::EmptyResponse, format!("`{name}` reply is empty"));
+        }
+    }
+    let hash = content_hash(&prompt, &chosen, &rejected);
+    let RawFields { pair_id, attributes, extras, .. } = fields;
+    Ok(PreferencePair {
+        key,
+        pair_id: pair_id.unwrap_or_else(|| derived_pair_id(hash)),
+        prompt,
+        chosen,
+        rejected,
+        implicit_prompt,
+        attributes,
+        extras,
+        content_hash: hash,
+    })
+}
+
+/// Wrong types and missing responses, checked before anything else.
+fn field_problem(fields: &RawFields) -> Option<(InvalidReason, String)> {
+    for (name, v) in [("prompt", &fields.prompt), ("chosen", &fields.chosen), ("rejected", &fields.rejected)] {
+        if let RawValue::WrongType(what) = v {
+            let message = format!("`{name}` is {what}; expected a string or a list of {{role, content}} messages");
+            return Some((InvalidReason::WrongType, message));
+        }
+    }
+    for (name, v) in [("chosen", &fields.chosen), ("rejected", &fields.rejected)] {
+        if matches!(v, RawValue::Missing | RawValue::Null) {
+            return Some((InvalidReason::MissingResponse, format!("`{name}` is missing")));
+        }
+    }
+    None
+}
+
+/// The shared prompt of the TRL implicit-prompt form: both conversations must end in an
+/// assistant reply and agree on everything before it.
+fn implicit_prompt(chosen: &Conversation, rejected: &Conversation) -> Result<Conversation, String> {
+    match (chosen, rejected) {
+        (Conversation::Messages(c), Conversation::Messages(r)) => {
+            let (Some((lc, pc)), Some((lr, pr))) = (c.split_last(), r.split_last()) else {
+                return Err("implicit-prompt form: a conversation is empty".into());
+            };
+            if lc.role != "assistant" || lr.role != "assistant" {
+                return Err("implicit-prompt form: a conversation does not end in an assistant reply".into());
+            }
+            if pc != pr {
+                return Err("implicit-prompt form: the chosen and rejected conversations differ before the final reply".into());
+            }
+            Ok(Conversation::Messages(pc.to_vec()))
+        }
+        _ => Err("`prompt` is missing (and chosen/rejected are not whole conversations)".into()),
+    }
+}
+
+fn quarantined(
+    key: synpref_engine::model::RowKey,
+    row: u64,
+    fields: Option<RawFields>,
+    reason: InvalidReason,
+    message: String,
+    raw: Option<String>,
+) -> OutputRow {
+    let value = |v: RawValue| match v {
+        RawValue::Value(c) => Some(c),
+        _ => None,
+    };
+    let (pair_id, prompt, chosen, rejected, attributes, extras) = match fields {
+        Some(f) => (f.pair_id, value(f.prompt), value(f.chosen), value(f.rejected), f.attributes, f.extras),
+        None => (None, None, None, None, Default::default(), Vec::new()),
+    };
+    OutputRow {
+        key,
+        row,
+        pair_id,
+        prompt,
+        chosen,
+        rejected,
+        attributes,
+        extras,
+        reason: Reason::Invalid(reason),
+        p_best: None,
+        p_gold: None,
+        error: Some(message),
+        raw,
+        swapped: false,
+    }
+}

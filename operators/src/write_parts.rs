@@ -1,0 +1,117 @@
+//! `write_parts`: the sink of a curate dataflow. Each worker writes its rows to its own
+//! Parquet parts under curated/, discarded/ and quarantine/, counts rows per reason and,
+//! with ground truth, how many labels match it.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use synpref_engine::hashing::pair_key;
+use synpref_engine::model::Destination;
+use synpref_engine::output::{OutputRow, PartWriter, WrittenFile};
+use synpref_engine::side::Truth;
+use synpref_engine::Error;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::Rows;
+
+/// Counts of one worker, summed over workers for the report.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SinkStats {
+    pub rows: BTreeMap<String, u64>,
+    /// (rows with a truth entry, of which the label matches), over all input rows as read.
+    pub truth_input: (u64, u64),
+    /// The same over curated rows as written.
+    pub truth_curated: (u64, u64),
+}
+
+impl SinkStats {
+    pub fn merge(&mut self, other: &SinkStats) {
+        for (k, v) in &other.rows {
+            *self.rows.entry(k.clone()).or_default() += v;
+        }
+        self.truth_input.0 += other.truth_input.0;
+        self.truth_input.1 += other.truth_input.1;
+        self.truth_curated.0 += other.truth_curated.0;
+        self.truth_curated.1 += other.truth_curated.1;
+    }
+}
+
+/// A worker's three part writers and its counts. The first write error is kept and
+/// later rows are only counted, so that the dataflow still completes on every worker
+/// and the error is reported at the next barrier.
+pub struct OutputSinks {
+    pub writers: Vec<(Destination, Option<PartWriter>)>,
+    pub stats: SinkStats,
+    pub truth: Option<Arc<Truth>>,
+    pub error: Option<Error>,
+}
+
+impl OutputSinks {
+    pub fn new(writers: Vec<(Destination, PartWriter)>, truth: Option<Arc<Truth>>) -> Self {
+        OutputSinks {
+            writers: writers.into_iter().map(|(d, w)| (d, Some(w))).collect(),
+            stats: SinkStats::default(),
+            truth,
+            error: None,
+        }
+    }
+
+    pub fn push(&mut self, row: OutputRow) {
+        let dest = row.reason.destination();
+        *self.stats.rows.entry(row.reason.code().to_string()).or_default() += 1;
+        if let (Some(truth), Some(id)) = (&self.truth, &row.pair_id) {
+            if let Some(&chosen_better) = truth.chosen_is_better.get(&pair_key(id)) {
+                let as_read = chosen_better != row.swapped;
+                self.stats.truth_input.0 += 1;
+                self.stats.truth_input.1 += as_read as u64;
+                if dest == Destination::Curated {
+                    self.stats.truth_curated.0 += 1;
+                    self.stats.truth_curated.1 += chosen_better as u64;
+                }
+            }
+        }
+        if self.error.is_some() {
+            return;
+        }
+        if let Some((_, Some(w))) = self.writers.iter_mut().find(|(d, _)| *d == dest) {
+            if let Err(e) = w.push(row) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    /// Closes the writers; returns the files written and the counts.
+    pub fn finish(&mut self) -> Result<(Vec<WrittenFile>, SinkStats), Error> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let mut files = Vec::new();
+        for (_, w) in self.writers.iter_mut() {
+            if let Some(w) = w.take() {
+                files.extend(w.finish()?);
+            }
+        }
+        Ok((files, std::mem::take(&mut self.stats)))
+    }
+}
+
+pub trait WriteParts {
+    fn write_parts(self, sinks: Rc<RefCell<OutputSinks>>);
+}
+
+impl WriteParts for Rows<'_, OutputRow> {
+    fn write_parts(self, sinks: Rc<RefCell<OutputSinks>>) {
+        self.sink(Pipeline, "WriteParts", move |(input, _)| {
+            let mut s = sinks.borrow_mut();
+            input.for_each(|_, data| {
+                for row in data.drain(..) {
+                    s.push(row);
+                }
+            });
+        });
+    }
+}

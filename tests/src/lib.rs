@@ -1,0 +1,1 @@
+//! Dev-only integration tests for synpref live in `tests/integration.rs`.
