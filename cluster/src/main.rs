@@ -1,1 +1,180 @@
-fn main() {}
+//! The `synpref` binary: parses flags, validates them into a job spec, and runs it on
+//! timely workers (`runner`). Exit status (DESIGN §4): 0 success, 2 bad usage or bad
+//! input files, 1 other failures.
+
+mod runner;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use synpref_jobs::curate::CurateSpec;
+use synpref_jobs::demo::{summary, DemoSpec};
+use synpref_jobs::gen::{run_gen, GenSpec};
+
+#[derive(Parser)]
+#[command(name = "synpref", version, about = "Curate preference data for reward-model training (Skywork-Reward-V2 style), on timely dataflow")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the main job end to end on an embedded synthetic dataset (gen + curate).
+    Demo {
+        /// Output directory (generated data under DIR/data, curated output under DIR/curated).
+        #[arg(long, default_value = "synpref-demo")]
+        out: String,
+        /// Worker threads (default: the number of CPU cores).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Generate SynPref-like pairs with known ground truth, gold verdicts and an eval set.
+    Gen {
+        /// Pairs in the pool.
+        #[arg(long)]
+        pairs: u64,
+        /// Output directory (pairs/, gold.parquet, truth.parquet, eval.parquet, ...).
+        #[arg(long)]
+        out: String,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// Batch Stage 2: keep the pairs the gold RM, the best RM (or LLM judges) and human
+    /// verdicts agree with.
+    Curate(CurateArgs),
+}
+
+#[derive(Args)]
+struct CurateArgs {
+    /// Input pairs: a Parquet or JSONL file, a directory or a glob (local path or URL).
+    #[arg(long)]
+    pairs: String,
+    /// Gold labels: pair_id, verdict ∈ {chosen, rejected, undecidable}.
+    #[arg(long)]
+    gold: String,
+    /// Output directory (curated/, discarded/, quarantine/, report.json, manifest.json).
+    #[arg(long)]
+    out: String,
+    /// Timely worker threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// τ of the consistency rule: keep iff p_gold > τ and (p_best > τ or judges agree).
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f64,
+    /// Ground truth (pair_id, preference) for truth_agreement_* in the report.
+    #[arg(long)]
+    truth: Option<String>,
+    /// LLM-judge votes (pair_id, verdict), consulted when p_best ≤ τ.
+    #[arg(long)]
+    judges: Option<String>,
+    /// Benchmark prompt files (column `prompt`); pairs sharing a 13-gram are dropped.
+    #[arg(long, num_args = 1..)]
+    decontaminate: Vec<String>,
+    /// Write RM-discarded pairs with chosen and rejected swapped.
+    #[arg(long)]
+    emit_flipped: bool,
+    /// Largest accepted pair in bytes of text; larger rows are quarantined.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_pair_bytes: usize,
+    /// The best RM (`builtin`).
+    #[arg(long, default_value = "builtin")]
+    best_rm: String,
+    /// The gold RM (`builtin`).
+    #[arg(long, default_value = "builtin")]
+    gold_rm: String,
+    /// Seed of the built-in models' training.
+    #[arg(long, default_value_t = 17)]
+    seed: u64,
+    /// Do not draw progress bars.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+impl CurateArgs {
+    fn into_spec(self) -> CurateSpec {
+        let mut spec = CurateSpec {
+            pairs: self.pairs,
+            gold: self.gold,
+            out: self.out,
+            workers: self.workers,
+            threshold: self.threshold,
+            truth: self.truth,
+            judges: self.judges,
+            decontaminate: self.decontaminate,
+            emit_flipped: self.emit_flipped,
+            max_pair_bytes: self.max_pair_bytes,
+            best_rm: self.best_rm,
+            gold_rm: self.gold_rm,
+            progress: !self.no_progress,
+            ..CurateSpec::default()
+        };
+        spec.train.seed = self.seed;
+        spec
+    }
+}
+
+fn main() -> ExitCode {
+    runner::install_abort_on_panic();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("synpref: error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn run(command: Command) -> Result<(), synpref_engine::Error> {
+    match command {
+        Command::Demo { out, workers } => {
+            let demo = DemoSpec::new(out.clone(), workers.unwrap_or_else(default_workers));
+            eprintln!("synpref demo: generating {} pairs under {}/data", demo.pairs, out);
+            let g = run_gen(&demo.gen_spec())?;
+            eprintln!(
+                "synpref demo: {} pairs, {} gold labels, {:.1}% of pool labels wrong; curating with {} worker(s)",
+                g.pairs,
+                g.gold_labels,
+                100.0 * g.label_noise,
+                demo.workers
+            );
+            let spec = demo.curate_spec();
+            let out_dir = spec.out.clone();
+            let report = runner::run_curate(spec)?;
+            print!("{}", summary(&report, &out_dir));
+            Ok(())
+        }
+        Command::Gen { pairs, out, seed } => {
+            let s = run_gen(&GenSpec::new(pairs, out.clone(), seed))?;
+            println!(
+                "wrote {} pairs ({} files), {} gold labels, {} eval pairs, {} judge votes, {} benchmark prompts under {out} (label noise {:.1}%)",
+                s.pairs,
+                s.pair_files.len(),
+                s.gold_labels,
+                s.eval_pairs,
+                s.judge_votes,
+                s.benchmark_prompts,
+                100.0 * s.label_noise
+            );
+            Ok(())
+        }
+        Command::Curate(args) => {
+            let spec = args.into_spec();
+            let out = spec.out.clone();
+            let report = runner::run_curate(spec)?;
+            print!("{}", summary(&report, &out));
+            Ok(())
+        }
+    }
+}

@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use serde::{de::DeserializeOwned, Serialize};
+use timely::ExchangeData;
 use timely::dataflow::operators::vec::{Broadcast, Input};
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::worker::Worker;
@@ -16,34 +16,36 @@ use crate::error::{Error, Result};
 
 /// Gathers one value from every worker onto every worker, ordered by worker index.
 /// Every worker must call it at the same point of its program.
-pub fn all_gather<T: Serialize + DeserializeOwned>(worker: &mut Worker, value: &T) -> Result<Vec<T>> {
-    let bytes = serde_json::to_vec(value).map_err(|e| Error::other("all_gather", e))?;
-    let received: Rc<RefCell<Vec<(usize, Vec<u8>)>>> = Rc::new(RefCell::new(Vec::new()));
+/// Within a process values move through typed channels (no serialization); between
+/// processes timely serializes them with serde.
+pub fn all_gather<T: ExchangeData + Clone>(worker: &mut Worker, value: &T) -> Result<Vec<T>> {
+    let received: Rc<RefCell<Vec<(usize, T)>>> = Rc::new(RefCell::new(Vec::new()));
     let sink = received.clone();
-    let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
-        let (input, stream) = scope.new_input::<(usize, Vec<u8>)>();
+    let (mut input, probe) = worker.dataflow_named::<u64, _, _>("AllGather", |scope| {
+        let (input, stream) = scope.new_input::<(usize, T)>();
         let (probe, _) = stream
             .broadcast()
-            .inspect(move |x: &(usize, Vec<u8>)| sink.borrow_mut().push(x.clone()))
+            .inspect(move |x: &(usize, T)| sink.borrow_mut().push(x.clone()))
             .probe();
         (input, probe)
     });
-    input.send((worker.index(), bytes));
+    input.send((worker.index(), value.clone()));
     drop(input);
     while !probe.done() {
         worker.step();
     }
     let mut got = received.borrow_mut().split_off(0);
     got.sort_by_key(|(i, _)| *i);
-    got.into_iter()
-        .map(|(_, b)| serde_json::from_slice(&b).map_err(|e| Error::other("all_gather", e)))
-        .collect()
+    if got.len() != worker.peers() {
+        return Err(Error::Worker(format!("all_gather: got {} values from {} workers", got.len(), worker.peers())));
+    }
+    Ok(got.into_iter().map(|(_, v)| v).collect())
 }
 
 /// Runs `compute` on worker 0 only and hands its result to every worker.
 pub fn compute_on_leader<T, F>(worker: &mut Worker, compute: F) -> Result<T>
 where
-    T: Serialize + DeserializeOwned,
+    T: ExchangeData + Clone,
     F: FnOnce() -> Result<T>,
 {
     let local: Option<std::result::Result<T, (i32, String)>> =

@@ -2,4 +2,6 @@
 //! that builds its dataflow from operators: `curate` (batch Stage 2), `gen` (synthetic
 //! SynPref-like data with ground truth) and `demo` (gen + curate on an embedded default).
 
+pub mod curate;
+pub mod demo;
 pub mod gen;

@@ -134,8 +134,11 @@ impl HashedBtModel {
         settings: &TrainSettings,
         mut on_epoch: impl FnMut(usize, f64),
     ) -> HashedBtModel {
-        train.sort_by(|a, b| a.pair_id.cmp(&b.pair_id));
-        heldout.sort_by(|a, b| a.pair_id.cmp(&b.pair_id));
+        // A total order, so that examples gathered from workers in any order (even two
+        // with one pair id) train the same model.
+        let order_key = |e: &TrainExample| (e.pair_id.clone(), e.winner.indices.clone(), e.loser.indices.clone());
+        train.sort_by_cached_key(order_key);
+        heldout.sort_by_cached_key(order_key);
         let dim = 1usize << settings.feature_bits;
         let mut model = HashedBtModel::zero(settings.feature_bits);
         let mut g2 = vec![1e-6f32; dim];

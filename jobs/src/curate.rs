@@ -1,0 +1,647 @@
+//! `curate`: the batch Stage-2 job (DESIGN §1, §2).
+//!
+//! The spec (`CurateSpec`) is plain data with documented defaults; `prepare` validates
+//! it and reads everything small (input plan, gold labels, judge votes, truth,
+//! benchmark prompts) into a `CuratePlan` before any worker starts, so that bad input
+//! fails fast with exit 2; `run_worker` builds and runs the dataflows on each timely
+//! worker:
+//!
+//! 1. Survey: read all shards, validate, index the first row of every content hash and
+//!    pair id, and send training examples to worker 0 (a deterministic sample of the
+//!    pool for the best RM; the gold-labelled pairs for the gold RM).
+//! 2. Barrier: file-level checks of JSONL inputs, the output schema, and the two
+//!    built-in models trained on worker 0 and handed to all workers.
+//! 3. Curate: read again; validate → dedup → unique pair ids → decontaminate → score →
+//!    consistency rule → Parquet parts, with every routed-away row written beside.
+//! 4. Barrier: counts and files from all workers; worker 0 writes report.json, then
+//!    manifest.json last (its presence means the run committed).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::datatypes::{DataType, Field};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use synpref_engine::collective::{agree_on_errors, all_gather, compute_on_leader};
+use synpref_engine::extras::ExtrasCodec;
+use synpref_engine::hashing::{content_key, pair_key, unit_interval};
+use synpref_engine::input::{plan_input, ConvForm, FileFormat, InputPlan, JsonlObservation, RawRecord, ShardReader};
+use synpref_engine::model::{Attributes, Destination, PreferencePair, Reason, RowKey, Verdict, ATTRIBUTE_COLUMNS};
+use synpref_engine::output::{write_json, OutputSchema, PartWriter, WrittenFile};
+use synpref_engine::side::{read_benchmark_prompts, GoldLabels, JudgeVotes, Truth};
+use synpref_engine::store::{resolve, Location};
+use synpref_engine::{Error, Result};
+use synpref_operators::collect_examples::CollectExamples;
+use synpref_operators::consistency_rule::{ConsistencyRule, RuleInputs, RuleSettings};
+use synpref_operators::decontaminate::{Decontaminate, NgramIndex};
+use synpref_operators::dedup::Dedup;
+use synpref_operators::index_first::{FirstIndex, IndexFirst};
+use synpref_operators::models::builtin::{HashedBtModel, TrainExample, TrainSettings};
+use synpref_operators::models::RewardModel;
+use synpref_operators::score::Score;
+use synpref_operators::unique_pair_ids::UniquePairIds;
+use synpref_operators::validate::{Validate, ValidateSettings};
+use synpref_operators::write_parts::{OutputSinks, SinkStats, WriteParts};
+use timely::dataflow::operators::vec::{Input, Map};
+use timely::dataflow::operators::{Concatenate, Probe};
+use timely::dataflow::{InputHandleVec, ProbeHandle};
+use timely::worker::Worker;
+
+/// Batches a worker may run ahead of its slowest operator: enough to overlap reading
+/// with processing, few enough that memory holds only a few batches per worker.
+const PIPELINE_SLACK: u64 = 2;
+/// Salts of the deterministic samples (any fixed values; changing one changes the sample).
+const SALT_SAMPLE: u64 = 0x5a17_0001;
+const SALT_HELDOUT: u64 = 0x5a17_0002;
+
+/// The settings of a curate run. Every knob's name, default and meaning is here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CurateSpec {
+    /// Input pairs: a Parquet/JSONL file, a directory or a glob, local or object store.
+    pub pairs: String,
+    /// Gold labels (human verdicts): pair_id, verdict [, annotator, labeled_at, texts].
+    pub gold: String,
+    /// Output directory.
+    pub out: String,
+    /// Timely worker threads in this process.
+    pub workers: usize,
+    /// τ of the consistency rule (paper default 0.5).
+    pub threshold: f64,
+    /// Ground truth (pair_id, preference) to measure label agreement before and after.
+    pub truth: Option<String>,
+    /// LLM-judge votes (pair_id, verdict), consulted when p_best ≤ τ.
+    pub judges: Option<String>,
+    /// Benchmark prompt files for 13-gram decontamination.
+    pub decontaminate: Vec<String>,
+    /// Write RM-discarded pairs with chosen and rejected swapped.
+    pub emit_flipped: bool,
+    /// Largest accepted pair in bytes of text; larger rows are quarantined.
+    pub max_pair_bytes: usize,
+    /// The best RM: `builtin` (hashed BT model trained on a sample of the pool's labels).
+    pub best_rm: String,
+    /// The gold RM: `builtin` (hashed BT model trained on the gold labels).
+    pub gold_rm: String,
+    /// Most pool pairs the best RM trains on (a deterministic sample by pair id):
+    /// 200K pairs reach the accuracy plateau of a hashed linear model in well under a
+    /// second per epoch.
+    pub best_rm_sample: u64,
+    /// Share of the sample held out to choose the best RM's checkpoint.
+    pub heldout_share: f64,
+    pub train: TrainSettings,
+    /// Draw progress bars (they also hide themselves when stderr is not a terminal).
+    pub progress: bool,
+}
+
+impl Default for CurateSpec {
+    fn default() -> Self {
+        CurateSpec {
+            pairs: String::new(),
+            gold: String::new(),
+            out: String::new(),
+            workers: 1,
+            threshold: 0.5,
+            truth: None,
+            judges: None,
+            decontaminate: Vec::new(),
+            emit_flipped: false,
+            max_pair_bytes: 4 << 20,
+            best_rm: "builtin".into(),
+            gold_rm: "builtin".into(),
+            best_rm_sample: 200_000,
+            heldout_share: 0.1,
+            train: TrainSettings::default(),
+            progress: true,
+        }
+    }
+}
+
+impl CurateSpec {
+    pub fn validate(&self) -> Result<()> {
+        if self.pairs.is_empty() {
+            return Err(Error::setting("--pairs", "is required"));
+        }
+        if self.gold.is_empty() {
+            return Err(Error::setting("--gold", "is required"));
+        }
+        if self.out.is_empty() {
+            return Err(Error::setting("--out", "is required"));
+        }
+        if self.workers == 0 || self.workers > 1024 {
+            return Err(Error::setting("--workers", format!("{} is not between 1 and 1024", self.workers)));
+        }
+        if !(self.threshold > 0.0 && self.threshold < 1.0) {
+            return Err(Error::setting("--threshold", format!("{} is not strictly between 0 and 1", self.threshold)));
+        }
+        if !(0.0..0.9).contains(&self.heldout_share) {
+            return Err(Error::setting("heldout_share", "must be in [0, 0.9)"));
+        }
+        if self.max_pair_bytes == 0 {
+            return Err(Error::setting("--max-pair-bytes", "must be positive"));
+        }
+        if self.train.feature_bits < 10 || self.train.feature_bits > 28 {
+            return Err(Error::setting("--feature-bits", "must be between 10 and 28"));
+        }
+        for (flag, spec) in [("--best-rm", &self.best_rm), ("--gold-rm", &self.gold_rm)] {
+            if spec != "builtin" {
+                return Err(Error::setting(
+                    flag,
+                    format!("`{spec}` is not a known model spec; this build supports `builtin`"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything a worker needs, prepared once per process.
+pub struct CuratePlan {
+    pub spec: CurateSpec,
+    pub input: InputPlan,
+    pub gold: Arc<GoldLabels>,
+    pub judges: Option<Arc<JudgeVotes>>,
+    pub truth: Option<Arc<Truth>>,
+    pub ngrams: Arc<NgramIndex>,
+    pub out: Location,
+    pub started: Instant,
+    pub bars: Bars,
+}
+
+/// Progress bars shared by the workers of a process.
+pub struct Bars {
+    pub survey: indicatif::ProgressBar,
+    pub curate: indicatif::ProgressBar,
+}
+
+/// Validates the spec and reads the small inputs; clears a previous run's output.
+pub fn prepare(spec: CurateSpec) -> Result<CuratePlan> {
+    let started = Instant::now();
+    spec.validate()?;
+    let input = plan_input(&spec.pairs)?;
+    tracing::info!(files = input.files.len(), shards = input.shards.len(), rows = input.estimated_rows, "planned input");
+    let gold = GoldLabels::read(&spec.gold)?;
+    tracing::info!(labels = gold.labels.len(), records = gold.records, "read gold labels");
+    let judges = spec.judges.as_deref().map(JudgeVotes::read).transpose()?.map(Arc::new);
+    let truth = spec.truth.as_deref().map(Truth::read).transpose()?.map(Arc::new);
+    let prompts = read_benchmark_prompts(&spec.decontaminate)?;
+    let ngrams = NgramIndex::build(prompts.iter().map(|s| s.as_str()));
+    let out = resolve(&spec.out)?;
+    // Uncommit first (the manifest goes first), then clear old parts.
+    out.child("manifest.json").delete()?;
+    for d in Destination::ALL {
+        out.child(d.dir()).delete_prefix()?;
+    }
+    out.child("report.json").delete()?;
+    let hidden = !spec.progress;
+    let mk = |m: &str, n: u64| {
+        let b = synpref_engine::progress::bar(m, n, "pairs");
+        if hidden {
+            b.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        b
+    };
+    let bars = Bars { survey: mk("survey", input.estimated_rows), curate: mk("curate", input.estimated_rows) };
+    Ok(CuratePlan {
+        spec,
+        input,
+        gold: Arc::new(gold),
+        judges,
+        truth,
+        ngrams: Arc::new(ngrams),
+        out,
+        started,
+        bars,
+    })
+}
+
+/// What worker 0 returns: the report as written.
+pub type Report = serde_json::Value;
+
+/// Feeds a worker's shards into an input, keeping at most `PIPELINE_SLACK` batches in
+/// flight. A read error stops feeding and is returned after the input is closed.
+fn feed(
+    worker: &mut Worker,
+    plan: &CuratePlan,
+    mut input: InputHandleVec<u64, RawRecord>,
+    probe: &ProbeHandle<u64>,
+    extras: Option<&ExtrasCodec>,
+    mut observations: Option<&mut Vec<JsonlObservation>>,
+    bar: &indicatif::ProgressBar,
+) -> Result<u64> {
+    let mut rows = 0u64;
+    let mut result = Ok(());
+    'shards: for shard in plan.input.shards_for(worker.index(), worker.peers()) {
+        let file = shard.file();
+        let mut obs = JsonlObservation { file, ..Default::default() };
+        let mut reader = match ShardReader::open(&plan.input, shard, extras) {
+            Ok(r) => r,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        };
+        loop {
+            match reader.next_batch(Some(&mut obs)) {
+                Ok(None) => break,
+                Ok(Some(batch)) => {
+                    rows += batch.len() as u64;
+                    bar.inc(batch.len() as u64);
+                    for r in batch {
+                        input.send(r);
+                    }
+                    let next = *input.time() + 1;
+                    input.advance_to(next);
+                    while probe.less_than(&next.saturating_sub(PIPELINE_SLACK)) {
+                        worker.step();
+                    }
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break 'shards;
+                }
+            }
+        }
+        if plan.input.files[file].format == FileFormat::Jsonl {
+            if let Some(o) = observations.as_deref_mut() {
+                o.push(obs);
+            }
+        }
+    }
+    drop(input);
+    while worker.step() {}
+    result.map(|_| rows)
+}
+
+/// What the survey learns on one worker.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct SurveyResult {
+    rows: u64,
+    observations: Vec<JsonlObservation>,
+}
+
+/// The two trained models and what they were trained on.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Models {
+    best: HashedBtModel,
+    gold: HashedBtModel,
+    train_s: f64,
+}
+
+/// Runs curate on one timely worker. Worker 0 returns the report.
+pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Report>> {
+    let spec = &plan.spec;
+    let validate_settings = ValidateSettings { max_pair_bytes: spec.max_pair_bytes };
+    let bits = spec.train.feature_bits;
+
+    // ---- 1. Survey ----
+    let t_survey = Instant::now();
+    let content_index: FirstIndex = Rc::new(RefCell::new(FxHashMap::default()));
+    let pair_index: FirstIndex = Rc::new(RefCell::new(FxHashMap::default()));
+    let best_examples = Rc::new(RefCell::new(Vec::<TrainExample>::new()));
+    let gold_examples = Rc::new(RefCell::new(Vec::<TrainExample>::new()));
+    let sample_rate = (spec.best_rm_sample as f64 / (1.0 - spec.heldout_share) / plan.input.estimated_rows.max(1) as f64).min(1.0);
+    let (input, probe) = {
+        let (ci, pi) = (content_index.clone(), pair_index.clone());
+        let (be, ge) = (best_examples.clone(), gold_examples.clone());
+        let ngrams = plan.ngrams.clone();
+        let gold = plan.gold.clone();
+        worker.dataflow_named::<u64, _, _>("Survey", move |scope| {
+            let (input, raw) = scope.new_input::<RawRecord>();
+            let (valid, _quarantined) = raw.validate(validate_settings);
+            let (probe, valid) = valid.probe();
+            valid.clone().map(|p: PreferencePair| (content_key(p.content_hash), p.key)).index_first("IndexContent", ci);
+            valid.clone().map(|p: PreferencePair| (pair_key(&p.pair_id), p.key)).index_first("IndexPairId", pi);
+            let (clean, _contaminated) = valid.clone().decontaminate(ngrams);
+            clean
+                .flat_map(move |p: PreferencePair| {
+                    (unit_interval(&p.pair_id, SALT_SAMPLE) < sample_rate).then(|| TrainExample::from_pair(&p, bits, false))
+                })
+                .collect_examples("CollectBestRmExamples", be);
+            valid
+                .flat_map(move |p: PreferencePair| match gold.get(&p.pair_id) {
+                    Some(l) if l.text.is_none() && l.verdict != Verdict::Undecidable => {
+                        Some(TrainExample::from_pair(&p, bits, l.verdict == Verdict::Rejected))
+                    }
+                    _ => None,
+                })
+                .collect_examples("CollectGoldRmExamples", ge);
+            (input, probe)
+        })
+    };
+    let mut observations = Vec::new();
+    let fed = feed(worker, plan, input, &probe, None, Some(&mut observations), &plan.bars.survey);
+    let rows = match &fed {
+        Ok(n) => *n,
+        Err(_) => 0,
+    };
+    agree_on_errors(worker, fed.map(|_| ()))?;
+    if worker.index() == 0 {
+        plan.bars.survey.finish_and_clear();
+    }
+    let surveys = all_gather(worker, &SurveyResult { rows, observations })?;
+    let survey_rows: u64 = surveys.iter().map(|s| s.rows).sum();
+    let observations: Vec<JsonlObservation> = surveys.into_iter().flat_map(|s| s.observations).collect();
+    let (schema, extras_fields) = output_schema(&plan.input, &observations)?;
+    let survey_s = t_survey.elapsed().as_secs_f64();
+    tracing::info!(rows = survey_rows, seconds = survey_s, "survey done");
+
+    // ---- 2. Train the built-in models on worker 0 ----
+    let models = compute_on_leader(worker, || {
+        let t = Instant::now();
+        let mut sample = best_examples.borrow_mut().split_off(0);
+        sample.sort_by(|a, b| a.pair_id.cmp(&b.pair_id));
+        let (heldout, train): (Vec<_>, Vec<_>) =
+            sample.into_iter().partition(|e| unit_interval(&e.pair_id, SALT_HELDOUT) < spec.heldout_share);
+        let bar = synpref_engine::progress::bar("train", spec.train.epochs as u64 * 2, "epochs");
+        if !spec.progress {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        tracing::info!(train = train.len(), heldout = heldout.len(), "training the best RM on the pool's labels");
+        let best = HashedBtModel::train(train, heldout, &spec.train, |epoch, acc| {
+            bar.inc(1);
+            tracing::debug!(epoch, heldout_accuracy = acc, "best RM epoch");
+        });
+        let mut gold_set = gold_examples.borrow_mut().split_off(0);
+        for label in plan.gold.labels.values() {
+            if let (Some((p, c, r)), false) = (&label.text, label.verdict == Verdict::Undecidable) {
+                let pair = PreferencePair {
+                    key: RowKey(0),
+                    pair_id: label.pair_id.clone(),
+                    prompt: p.clone(),
+                    chosen: c.clone(),
+                    rejected: r.clone(),
+                    implicit_prompt: false,
+                    attributes: Attributes::default(),
+                    extras: Vec::new(),
+                    content_hash: 0,
+                };
+                gold_set.push(TrainExample::from_pair(&pair, bits, label.verdict == Verdict::Rejected));
+            }
+        }
+        // One example per labelled pair id.
+        gold_set.sort_by_cached_key(|e| (e.pair_id.clone(), e.winner.indices.clone(), e.loser.indices.clone()));
+        gold_set.dedup_by(|a, b| a.pair_id == b.pair_id);
+        if gold_set.is_empty() {
+            tracing::warn!("no gold label matches a pool pair or carries its text: the gold RM is untrained (p_gold = 0.5), so no pair passes the gold check");
+        }
+        tracing::info!(examples = gold_set.len(), "training the gold RM on the gold labels");
+        let gold = HashedBtModel::train(gold_set, Vec::new(), &spec.train, |_, _| bar.inc(1));
+        bar.finish_and_clear();
+        Ok(Models { best, gold, train_s: t.elapsed().as_secs_f64() })
+    })?;
+    tracing::info!(
+        best_heldout_accuracy = ?models.best.info.heldout_accuracy,
+        best_examples = models.best.info.examples,
+        gold_examples = models.gold.info.examples,
+        "models trained"
+    );
+
+    // ---- 3. Curate ----
+    let t_curate = Instant::now();
+    let extras = Arc::new(ExtrasCodec::new(extras_fields)?);
+    let file_urls: Arc<Vec<String>> = Arc::new(plan.input.files.iter().map(|f| f.location.url.clone()).collect());
+    let writers = Destination::ALL
+        .iter()
+        .map(|d| (*d, PartWriter::new(&plan.out, *d, worker.index(), schema.clone(), extras.clone(), file_urls.clone())))
+        .collect();
+    let sinks = Rc::new(RefCell::new(OutputSinks::new(writers, plan.truth.clone())));
+    let best: Arc<dyn RewardModel> = Arc::new(models.best.clone());
+    let gold: Arc<dyn RewardModel> = Arc::new(models.gold.clone());
+    let rule = Arc::new(RuleInputs {
+        settings: RuleSettings { threshold: spec.threshold, emit_flipped: spec.emit_flipped },
+        gold: plan.gold.clone(),
+        judges: plan.judges.clone(),
+    });
+    let (input, probe) = {
+        let sinks = sinks.clone();
+        let ngrams = plan.ngrams.clone();
+        let (ci, pi) = (content_index.clone(), pair_index.clone());
+        let bar = plan.bars.curate.clone();
+        worker.dataflow_named::<u64, _, _>("Curate", move |scope| {
+            let (input, raw) = scope.new_input::<RawRecord>();
+            let (valid, invalid) = raw.validate(validate_settings);
+            let (unique, duplicates) = valid.dedup(ci);
+            let (unique, reused_ids) = unique.unique_pair_ids(pi);
+            let (clean, contaminated) = unique.decontaminate(ngrams);
+            let decided = clean.score(best, gold, Some(bar)).consistency_rule(rule);
+            let all = scope.concatenate(vec![invalid, duplicates, reused_ids, contaminated, decided]);
+            let (probe, all) = all.probe();
+            all.write_parts(sinks);
+            (input, probe)
+        })
+    };
+    let extras_ref = extras.clone();
+    let fed = feed(worker, plan, input, &probe, Some(&extras_ref), None, &indicatif::ProgressBar::hidden());
+    let finished = fed.and_then(|_| sinks.borrow_mut().finish());
+    let (files, stats) = match finished {
+        Ok(v) => (v.0, v.1),
+        Err(e) => {
+            agree_on_errors(worker, Err(e))?;
+            unreachable!("agree_on_errors returns the local error")
+        }
+    };
+    agree_on_errors(worker, Ok(()))?;
+    if worker.index() == 0 {
+        plan.bars.curate.finish_and_clear();
+    }
+    let curate_s = t_curate.elapsed().as_secs_f64();
+    drop(content_index);
+    drop(pair_index);
+
+    // ---- 4. Report and commit ----
+    let gathered = all_gather(worker, &(files, stats))?;
+    if worker.index() != 0 {
+        return Ok(None);
+    }
+    let mut all_files: Vec<WrittenFile> = Vec::new();
+    let mut total = SinkStats::default();
+    for (f, s) in gathered {
+        all_files.extend(f);
+        total.merge(&s);
+    }
+    all_files.sort();
+    let timings = Timings { survey_s, train_s: models.train_s, curate_s, total_s: plan.started.elapsed().as_secs_f64() };
+    let report = build_report(plan, &total, &models, &timings, worker.peers());
+    write_json(&plan.out.child("report.json"), &report)?;
+    let manifest = build_manifest(plan, &models, &all_files, &report);
+    write_json(&plan.out.child("manifest.json"), &manifest)?;
+    Ok(Some(report))
+}
+
+struct Timings {
+    survey_s: f64,
+    train_s: f64,
+    curate_s: f64,
+    total_s: f64,
+}
+
+fn build_report(plan: &CuratePlan, total: &SinkStats, models: &Models, t: &Timings, workers: usize) -> serde_json::Value {
+    let count = |d: Destination| -> u64 {
+        total.rows.iter().filter(|(k, _)| Reason::from_code(k).map(|r| r.destination()) == Some(d)).map(|(_, v)| v).sum()
+    };
+    let (curated, discarded, quarantined) = (count(Destination::Curated), count(Destination::Discarded), count(Destination::Quarantine));
+    let input_rows = curated + discarded + quarantined;
+    let mut reasons = serde_json::Map::new();
+    for r in Reason::all() {
+        reasons.insert(r.code().to_string(), total.rows.get(r.code()).copied().unwrap_or(0).into());
+    }
+    let mut report = serde_json::json!({
+        "job": "curate",
+        "input_rows": input_rows,
+        "curated_rows": curated,
+        "discarded_rows": discarded,
+        "quarantined_rows": quarantined,
+        "reasons": reasons.clone(),
+        "workers": workers,
+        "threshold": plan.spec.threshold,
+        "elapsed_s": t.total_s,
+        "pairs_per_s": input_rows as f64 / t.total_s.max(1e-9),
+        "stages_s": { "survey": t.survey_s, "train": t.train_s, "curate": t.curate_s },
+        "best_rm": { "spec": plan.spec.best_rm, "fingerprint": models.best.fingerprint(), "training": models.best.info },
+        "gold_rm": { "spec": plan.spec.gold_rm, "fingerprint": models.gold.fingerprint(), "training": models.gold.info },
+        "gold_labels": plan.gold.labels.len(),
+        "benchmark_ngrams": plan.ngrams.len(),
+    });
+    let obj = report.as_object_mut().expect("object");
+    for (k, v) in reasons {
+        obj.insert(k, v);
+    }
+    if plan.truth.is_some() {
+        let share = |(n, hits): (u64, u64)| if n == 0 { serde_json::Value::Null } else { (hits as f64 / n as f64).into() };
+        obj.insert("truth_agreement_input".into(), share(total.truth_input));
+        obj.insert("truth_agreement_curated".into(), share(total.truth_curated));
+        obj.insert("truth_rows_input".into(), total.truth_input.0.into());
+        obj.insert("truth_rows_curated".into(), total.truth_curated.0.into());
+    }
+    report
+}
+
+fn build_manifest(plan: &CuratePlan, models: &Models, files: &[WrittenFile], report: &serde_json::Value) -> serde_json::Value {
+    let committed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    serde_json::json!({
+        "synpref_version": env!("CARGO_PKG_VERSION"),
+        "job": "curate",
+        "spec": plan.spec,
+        "inputs": {
+            "pairs": plan.input.files.iter().map(|f| serde_json::json!({"url": f.location.url, "bytes": f.size})).collect::<Vec<_>>(),
+            "gold": plan.gold.files,
+            "gold_label_records": plan.gold.records,
+            "judges": plan.spec.judges,
+            "truth": plan.spec.truth,
+            "decontaminate": plan.spec.decontaminate,
+        },
+        "models": {
+            "best_rm": { "spec": plan.spec.best_rm, "fingerprint": models.best.fingerprint() },
+            "gold_rm": { "spec": plan.spec.gold_rm, "fingerprint": models.gold.fingerprint() },
+        },
+        "outputs": files,
+        "report": "report.json",
+        "rows": {
+            "input": report["input_rows"], "curated": report["curated_rows"],
+            "discarded": report["discarded_rows"], "quarantined": report["quarantined_rows"],
+        },
+        "committed_unix_s": committed,
+    })
+}
+
+/// The output schema of a run: from Parquet footers and what the survey saw in JSONL
+/// files. Also where whole JSONL files are judged unusable.
+fn output_schema(input: &InputPlan, observations: &[JsonlObservation]) -> Result<(OutputSchema, Vec<Field>)> {
+    let mut per_file: FxHashMap<usize, JsonlObservation> = FxHashMap::default();
+    for o in observations {
+        let e = per_file.entry(o.file).or_insert_with(|| JsonlObservation { file: o.file, ..Default::default() });
+        e.lines += o.lines;
+        e.unparsable += o.unparsable;
+        if e.first_error.is_none() || o.first_error.as_ref().is_some_and(|x| e.first_error.as_ref().is_some_and(|y| x.0 < y.0)) {
+            if o.first_error.is_some() {
+                e.first_error = o.first_error.clone();
+            }
+        }
+        e.keys.extend(o.keys.iter().cloned());
+        e.message_columns.extend(o.message_columns.iter().cloned());
+        e.has_prompt |= o.has_prompt;
+    }
+    let mut schema = OutputSchema {
+        has_prompt: false,
+        prompt: ConvForm::Text,
+        chosen: ConvForm::Text,
+        rejected: ConvForm::Text,
+        attributes: [false; 6],
+    };
+    let mut extras: Vec<(Field, String)> = Vec::new();
+    let mut add_extra = |f: Field, file: &str| -> Result<()> {
+        match extras.iter().find(|(e, _)| e.name() == f.name()) {
+            Some((e, first)) if e.data_type() != f.data_type() => Err(Error::bad_column(
+                file,
+                f.name(),
+                format!("has type {} here but {} in {first}; files of one run must agree", f.data_type(), e.data_type()),
+            )),
+            Some(_) => Ok(()),
+            None => {
+                extras.push((f, file.to_string()));
+                Ok(())
+            }
+        }
+    };
+    for f in &input.files {
+        let url = &f.location.url;
+        match (&f.parquet, per_file.get(&f.index)) {
+            (Some((_, cols)), _) => {
+                if let Some(p) = cols.prompt {
+                    schema.has_prompt = true;
+                    if p == ConvForm::Messages {
+                        schema.prompt = ConvForm::Messages;
+                    }
+                }
+                if cols.chosen == ConvForm::Messages {
+                    schema.chosen = ConvForm::Messages;
+                }
+                if cols.rejected == ConvForm::Messages {
+                    schema.rejected = ConvForm::Messages;
+                }
+                for i in 0..6 {
+                    schema.attributes[i] |= cols.attributes[i];
+                }
+                for e in &cols.extras {
+                    add_extra(e.clone(), url)?;
+                }
+            }
+            (None, Some(o)) => {
+                if o.lines > 0 && o.unparsable == o.lines {
+                    let (line, message) = o.first_error.clone().unwrap_or((1, "unparsable".into()));
+                    return Err(Error::bad_row(url, line, None, format!("not a JSONL file (no line is a JSON object): {message}")));
+                }
+                if o.lines > o.unparsable {
+                    for required in ["chosen", "rejected"] {
+                        if !o.keys.contains(required) {
+                            return Err(Error::bad_column(
+                                url,
+                                required,
+                                format!("required column `{required}` is missing from every row (keys seen: {})", o.keys.iter().cloned().collect::<Vec<_>>().join(", ")),
+                            ));
+                        }
+                    }
+                }
+                schema.has_prompt |= o.has_prompt;
+                for (col, slot) in [("prompt", &mut schema.prompt), ("chosen", &mut schema.chosen), ("rejected", &mut schema.rejected)] {
+                    if o.message_columns.contains(col) {
+                        *slot = ConvForm::Messages;
+                    }
+                }
+                for (i, name) in ATTRIBUTE_COLUMNS.iter().enumerate() {
+                    schema.attributes[i] |= o.keys.contains(*name);
+                }
+                for k in &o.keys {
+                    if ["pair_id", "prompt", "chosen", "rejected"].contains(&k.as_str()) || ATTRIBUTE_COLUMNS.contains(&k.as_str()) {
+                        continue;
+                    }
+                    add_extra(Field::new(k, DataType::Utf8, true), url)?;
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    Ok((schema, extras.into_iter().map(|(f, _)| f).collect()))
+}

@@ -1,0 +1,392 @@
+//! synpref's one integration-test binary (ripgrep style): every test runs the real
+//! `synpref` binary on real files and checks what it wrote. Tests are named after what
+//! they guard.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use serde_json::Value;
+
+fn synpref(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_synpref"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run synpref")
+}
+
+fn ok(args: &[&str]) -> Output {
+    let out = synpref(args);
+    assert!(
+        out.status.success(),
+        "synpref {args:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn fails_with(args: &[&str], code: i32) -> String {
+    let out = synpref(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "synpref {args:?}: expected exit {code}; stderr: {stderr}");
+    stderr
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Rows of every Parquet part under `dir`, as JSON objects sorted by pair_id (then by
+/// the whole row), so that outputs can be compared whatever the worker count.
+fn read_rows(dir: &Path) -> Vec<Value> {
+    let mut rows = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return rows };
+    let mut paths: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    paths.sort();
+    for p in paths {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&p).unwrap()).unwrap().build().unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let mut buf = Vec::new();
+            {
+                let mut w = arrow::json::writer::LineDelimitedWriter::new(&mut buf);
+                w.write(&batch).unwrap();
+                w.finish().unwrap();
+            }
+            for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                rows.push(serde_json::from_slice::<Value>(line).unwrap());
+            }
+        }
+    }
+    rows.sort_by_key(|r| (r["pair_id"].as_str().unwrap_or("").to_string(), r.to_string()));
+    rows
+}
+
+fn report(out: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json")).unwrap()
+}
+
+/// DESIGN §4: input_rows = curated_rows + discarded_rows + quarantined_rows, the reason
+/// counts add up, and the files hold exactly the counted rows.
+fn assert_accounting(out: &Path) -> Value {
+    let r = report(out);
+    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("report lacks {k}: {r}"));
+    assert_eq!(n("input_rows"), n("curated_rows") + n("discarded_rows") + n("quarantined_rows"), "{r}");
+    let by_reason: u64 = r["reasons"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(by_reason, n("input_rows"));
+    assert_eq!(read_rows(&out.join("curated")).len() as u64, n("curated_rows"));
+    assert_eq!(read_rows(&out.join("discarded")).len() as u64, n("discarded_rows"));
+    assert_eq!(read_rows(&out.join("quarantine")).len() as u64, n("quarantined_rows"));
+    assert!(out.join("manifest.json").exists(), "manifest.json is the commit marker");
+    assert!(r["elapsed_s"].as_f64().is_some() && r["workers"].as_u64().is_some());
+    r
+}
+
+fn gen(dir: &Path, pairs: u64, seed: u64) {
+    ok(&["gen", "--pairs", &pairs.to_string(), "--out", s(dir), "--seed", &seed.to_string()]);
+}
+
+fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
+    let schema = Arc::new(Schema::new(
+        columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new(schema.clone(), columns.into_iter().map(|(_, a)| a).collect()).unwrap();
+    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+fn strings(v: &[&str]) -> ArrayRef {
+    Arc::new(StringArray::from(v.to_vec()))
+}
+
+#[test]
+fn curated_rows_are_identical_with_1_2_and_4_workers_and_curation_beats_the_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 20_000, 7);
+    let mut outputs = Vec::new();
+    for workers in [1, 2, 4] {
+        let out = tmp.path().join(format!("o{workers}"));
+        ok(&[
+            "curate", "--pairs", s(&data.join("pairs")), "--gold", s(&data.join("gold.parquet")),
+            "--truth", s(&data.join("truth.parquet")), "--out", s(&out), "--workers", &workers.to_string(),
+        ]);
+        let r = assert_accounting(&out);
+        assert_eq!(r["workers"], workers);
+        assert_eq!(r["input_rows"], 20_000);
+        let (a, b) = (r["truth_agreement_input"].as_f64().unwrap(), r["truth_agreement_curated"].as_f64().unwrap());
+        assert!(b >= a + 0.05, "curation must help: input {a:.3}, curated {b:.3}");
+        outputs.push(out);
+    }
+    for dest in ["curated", "discarded", "quarantine"] {
+        let one = read_rows(&outputs[0].join(dest));
+        assert!(!one.is_empty() || dest == "quarantine");
+        for other in &outputs[1..] {
+            assert!(one == read_rows(&other.join(dest)), "{dest} differs between worker counts");
+        }
+    }
+}
+
+/// A JSONL file with one row of each kind of bad input, plus valid rows in the TRL
+/// implicit-prompt form and with an extra column.
+fn write_crafted_jsonl(path: &Path) {
+    let long = "x".repeat(3000);
+    let lines = vec![
+        "this line is not json".to_string(),
+        r#"{"pair_id":"wrong-type","prompt":"p","chosen":5,"rejected":"r"}"#.to_string(),
+        r#"{"pair_id":"no-prompt","chosen":"a","rejected":"b"}"#.to_string(),
+        r#"{"pair_id":"no-rejected","prompt":"p","chosen":"a"}"#.to_string(),
+        r#"{"pair_id":"empty","prompt":"p","chosen":"   ","rejected":"b"}"#.to_string(),
+        format!(r#"{{"pair_id":"too-large","prompt":"p","chosen":"{long}","rejected":"b"}}"#),
+        r#"{"pair_id":"implicit-bad","chosen":[{"role":"user","content":"hi"},{"role":"assistant","content":"a"}],"rejected":[{"role":"user","content":"other"},{"role":"assistant","content":"b"}]}"#.to_string(),
+        r#"{"pair_id":"reused","prompt":"first","chosen":"a","rejected":"b","note":"kept"}"#.to_string(),
+        r#"{"pair_id":"reused","prompt":"second","chosen":"a","rejected":"b"}"#.to_string(),
+        r#"{"pair_id":"implicit-ok","chosen":[{"role":"user","content":"hello there"},{"role":"assistant","content":"kind reply"}],"rejected":[{"role":"user","content":"hello there"},{"role":"assistant","content":"rude reply"}],"note":"carried"}"#.to_string(),
+        r#"{"pair_id":"copy-1","prompt":"same","chosen":"c","rejected":"d"}"#.to_string(),
+        r#"{"pair_id":"copy-2","prompt":"same","chosen":"c","rejected":"d"}"#.to_string(),
+        r#"{"pair_id":"undecided","prompt":"q","chosen":"c1","rejected":"d1"}"#.to_string(),
+        r#"{"pair_id":"leaked","prompt":"please answer the following benchmark question about the capital city of the republic of nowhere today","chosen":"c2","rejected":"d2"}"#.to_string(),
+    ];
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn every_reason_code_is_reached_and_bad_rows_are_quarantined_with_their_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 4_000, 11);
+    let pool = tmp.path().join("pool");
+    std::fs::create_dir_all(&pool).unwrap();
+    for e in std::fs::read_dir(data.join("pairs")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, pool.join(p.file_name().unwrap())).unwrap();
+    }
+    write_crafted_jsonl(&pool.join("crafted.jsonl"));
+    let gold = tmp.path().join("gold");
+    std::fs::create_dir_all(&gold).unwrap();
+    std::fs::copy(data.join("gold.parquet"), gold.join("a.parquet")).unwrap();
+    std::fs::write(gold.join("b.jsonl"), "{\"pair_id\":\"undecided\",\"verdict\":\"undecidable\"}\n").unwrap();
+    let bench = tmp.path().join("bench.jsonl");
+    std::fs::write(
+        &bench,
+        "{\"prompt\":\"Please answer the following benchmark question about the capital city of the Republic of Nowhere\"}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    ok(&[
+        "curate", "--pairs", s(&pool), "--gold", s(&gold), "--judges", s(&data.join("judge_votes.parquet")),
+        "--decontaminate", s(&bench), "--max-pair-bytes", "2000", "--out", s(&out), "--workers", "2",
+    ]);
+    let r = assert_accounting(&out);
+    for code in [
+        "human_agrees", "human_corrected", "both_rms_agree", "gold_rm_and_judge_agree", "human_undecidable",
+        "gold_rm_disagrees", "best_rm_and_judge_disagree", "duplicate", "contaminated", "invalid_unparsable",
+        "invalid_wrong_type", "invalid_missing_prompt", "invalid_missing_response", "invalid_empty_response",
+        "invalid_too_large", "invalid_implicit_prompt", "invalid_duplicate_pair_id",
+    ] {
+        assert!(r["reasons"][code].as_u64().unwrap_or(0) > 0, "reason {code} never reached: {}", r["reasons"]);
+        assert_eq!(r[code], r["reasons"][code]);
+    }
+    let quarantine = read_rows(&out.join("quarantine"));
+    let reason_of = |id: &str| -> String {
+        let row = quarantine.iter().find(|r| r["pair_id"] == id).unwrap_or_else(|| panic!("{id} not quarantined"));
+        assert!(row["source_file"].as_str().unwrap().ends_with("crafted.jsonl"));
+        assert!(row["error"].as_str().is_some_and(|e| !e.is_empty()));
+        row["reason"].as_str().unwrap().to_string()
+    };
+    assert_eq!(reason_of("wrong-type"), "invalid_wrong_type");
+    assert_eq!(reason_of("no-prompt"), "invalid_missing_prompt");
+    assert_eq!(reason_of("no-rejected"), "invalid_missing_response");
+    assert_eq!(reason_of("empty"), "invalid_empty_response");
+    assert_eq!(reason_of("too-large"), "invalid_too_large");
+    assert_eq!(reason_of("implicit-bad"), "invalid_implicit_prompt");
+    assert_eq!(reason_of("reused"), "invalid_duplicate_pair_id");
+    let unparsable = quarantine.iter().find(|r| r["reason"] == "invalid_unparsable").expect("unparsable row");
+    assert_eq!(unparsable["raw"], "this line is not json");
+    assert_eq!(unparsable["source_row"], 1, "JSONL rows are named by line number");
+    // Valid rows of every form made it through with their extra columns.
+    let all: Vec<Value> = ["curated", "discarded"].iter().flat_map(|d| read_rows(&out.join(d))).collect();
+    let implicit = all.iter().find(|r| r["pair_id"] == "implicit-ok").expect("implicit-prompt pair kept as data");
+    assert_eq!(implicit["note"], "carried");
+    assert_eq!(all.iter().find(|r| r["pair_id"] == "reused").unwrap()["note"], "kept");
+    assert!(all.iter().filter(|r| r["gen_index"].is_i64()).count() >= 3_900, "gen_index carried through");
+    let dup = all.iter().find(|r| r["pair_id"] == "copy-2").unwrap();
+    assert_eq!(dup["reason"], "duplicate");
+    assert_eq!(all.iter().find(|r| r["pair_id"] == "copy-1").unwrap()["reason"].as_str().unwrap() == "duplicate", false);
+    assert_eq!(all.iter().find(|r| r["pair_id"] == "leaked").unwrap()["reason"], "contaminated");
+    assert_eq!(all.iter().find(|r| r["pair_id"] == "undecided").unwrap()["reason"], "human_undecidable");
+    // Human corrections are written swapped, with p for the row as written.
+    let corrected: Vec<&Value> = all.iter().filter(|r| r["reason"] == "human_corrected").collect();
+    assert!(!corrected.is_empty());
+}
+
+#[test]
+fn human_corrected_pairs_are_swapped_and_emit_flipped_swaps_rm_discards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = tmp.path().join("pool.jsonl");
+    std::fs::write(
+        &pool,
+        [
+            r#"{"pair_id":"a","prompt":"p","chosen":"good answer","rejected":"bad answer"}"#,
+            r#"{"pair_id":"b","prompt":"p","chosen":"bad answer","rejected":"good answer"}"#,
+            r#"{"pair_id":"c","prompt":"p","chosen":"bad answer here","rejected":"good answer here"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let gold = tmp.path().join("gold.jsonl");
+    std::fs::write(
+        &gold,
+        [
+            r#"{"pair_id":"a","verdict":"chosen"}"#,
+            r#"{"pair_id":"b","verdict":"chosen","labeled_at":"2025-01-01"}"#,
+            r#"{"pair_id":"b","verdict":"rejected","labeled_at":"2025-02-01"}"#,
+            r#"{"pair_id":"g1","verdict":"chosen","prompt":"p","chosen":"good reply","rejected":"bad reply"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    ok(&["curate", "--pairs", s(&pool), "--gold", s(&gold), "--out", s(&out), "--emit-flipped"]);
+    assert_accounting(&out);
+    let curated = read_rows(&out.join("curated"));
+    let b = curated.iter().find(|r| r["pair_id"] == "b").expect("b curated");
+    assert_eq!(b["reason"], "human_corrected", "the later label supersedes");
+    assert_eq!(b["chosen"], "good answer");
+    assert_eq!(b["rejected"], "bad answer");
+    let discarded = read_rows(&out.join("discarded"));
+    let c = discarded.iter().find(|r| r["pair_id"] == "c").expect("c discarded by the gold RM");
+    assert_eq!(c["reason"], "gold_rm_disagrees");
+    assert_eq!(c["chosen"], "good answer here", "--emit-flipped writes RM discards swapped");
+    assert!(c["p_gold"].as_f64().unwrap() > 0.5, "p refers to the row as written");
+}
+
+#[test]
+fn parquet_without_rejected_column_exits_2_naming_file_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("no_rejected.parquet");
+    write_parquet(&bad, vec![("prompt", strings(&["p"])), ("chosen", strings(&["c"]))]);
+    let gold = tmp.path().join("gold.jsonl");
+    std::fs::write(&gold, "{\"pair_id\":\"x\",\"verdict\":\"chosen\"}\n").unwrap();
+    let err = fails_with(&["curate", "--pairs", s(&bad), "--gold", s(&gold), "--out", s(&tmp.path().join("o"))], 2);
+    assert!(err.contains("no_rejected.parquet") && err.contains("rejected"), "{err}");
+}
+
+#[test]
+fn bad_input_files_exit_2_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gold = tmp.path().join("gold.jsonl");
+    std::fs::write(&gold, "{\"pair_id\":\"x\",\"verdict\":\"chosen\"}\n").unwrap();
+    let out = tmp.path().join("o");
+    let garbage = tmp.path().join("garbage.parquet");
+    std::fs::write(&garbage, b"PAR1 definitely not parquet").unwrap();
+    let err = fails_with(&["curate", "--pairs", s(&garbage), "--gold", s(&gold), "--out", s(&out)], 2);
+    assert!(err.contains("garbage.parquet"), "{err}");
+
+    let not_jsonl = tmp.path().join("notes.jsonl");
+    std::fs::write(&not_jsonl, "hello\nworld\n").unwrap();
+    let err = fails_with(&["curate", "--pairs", s(&not_jsonl), "--gold", s(&gold), "--out", s(&out)], 2);
+    assert!(err.contains("notes.jsonl") && err.contains("not a JSONL"), "{err}");
+
+    let no_rejected = tmp.path().join("no_rejected.jsonl");
+    std::fs::write(&no_rejected, "{\"prompt\":\"p\",\"chosen\":\"c\"}\n").unwrap();
+    let err = fails_with(&["curate", "--pairs", s(&no_rejected), "--gold", s(&gold), "--out", s(&out)], 2);
+    assert!(err.contains("no_rejected.jsonl") && err.contains("`rejected`"), "{err}");
+
+    let wrong_type = tmp.path().join("wrong_type.parquet");
+    write_parquet(&wrong_type, vec![("prompt", strings(&["p"])), ("chosen", strings(&["c"])), ("rejected", Arc::new(Int64Array::from(vec![1])) as ArrayRef)]);
+    let err = fails_with(&["curate", "--pairs", s(&wrong_type), "--gold", s(&gold), "--out", s(&out)], 2);
+    assert!(err.contains("wrong_type.parquet") && err.contains("rejected") && err.contains("Int64"), "{err}");
+
+    let pool = tmp.path().join("pool.jsonl");
+    std::fs::write(&pool, "{\"prompt\":\"p\",\"chosen\":\"c\",\"rejected\":\"r\"}\n").unwrap();
+    let bad_gold = tmp.path().join("bad_gold.jsonl");
+    std::fs::write(&bad_gold, "{\"pair_id\":\"x\",\"verdict\":\"chosen\"}\n{\"pair_id\":\"y\",\"verdict\":\"maybe\"}\n").unwrap();
+    let err = fails_with(&["curate", "--pairs", s(&pool), "--gold", s(&bad_gold), "--out", s(&out)], 2);
+    assert!(err.contains("bad_gold.jsonl") && err.contains("row 2") && err.contains("verdict"), "{err}");
+
+    let err = fails_with(&["curate", "--pairs", s(&tmp.path().join("missing")), "--gold", s(&gold), "--out", s(&out)], 2);
+    assert!(err.contains("missing"), "{err}");
+    assert!(!out.join("manifest.json").exists(), "a failed run commits nothing");
+}
+
+#[test]
+fn bad_settings_exit_2_naming_the_setting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = tmp.path().join("pool.jsonl");
+    std::fs::write(&pool, "{\"prompt\":\"p\",\"chosen\":\"c\",\"rejected\":\"r\"}\n").unwrap();
+    let base = ["curate", "--pairs", s(&pool), "--gold", s(&pool), "--out", "o"];
+    let err = fails_with(&[&base[..], &["--threshold", "1.5"]].concat(), 2);
+    assert!(err.contains("--threshold"), "{err}");
+    let err = fails_with(&[&base[..], &["--workers", "0"]].concat(), 2);
+    assert!(err.contains("--workers"), "{err}");
+    let err = fails_with(&[&base[..], &["--best-rm", "nonsense"]].concat(), 2);
+    assert!(err.contains("--best-rm"), "{err}");
+    let err = fails_with(&["curate", "--pairs", s(&pool)], 2);
+    assert!(err.contains("--gold"), "{err}");
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in [vec!["--help"], vec!["demo", "--help"], vec!["gen", "--help"], vec!["curate", "--help"]] {
+        let out = ok(&sub);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
+    }
+}
+
+#[test]
+fn demo_runs_end_to_end_and_summarises() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = ok(&["demo", "--out", s(&tmp.path().join("d")), "--workers", "2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("labels matching the ground truth") && text.contains("rows per reason"), "{text}");
+    let r = assert_accounting(&tmp.path().join("d/curated"));
+    assert!(r["truth_agreement_curated"].as_f64().unwrap() > r["truth_agreement_input"].as_f64().unwrap() + 0.05);
+}
+
+/// The real data of DESIGN §5: CI always has ../shared, where a missing file fails the
+/// test; elsewhere the test is skipped with a notice.
+fn shared_data() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    if dir.join("alpaca_eval_gpt4t_dev.parquet").exists() && dir.join("hh_rlhf_harmless_gold.parquet").exists() {
+        return Some(dir);
+    }
+    if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") {
+        panic!("../shared/data is missing on CI: {}", dir.display());
+    }
+    eprintln!("NOTICE: skipping the real-data test: {} not found", dir.display());
+    None
+}
+
+#[test]
+fn real_alpaca_eval_pool_with_hh_rlhf_gold_labels() {
+    let Some(data) = shared_data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    ok(&[
+        "curate", "--pairs", s(&data.join("alpaca_eval_gpt4t_dev.parquet")), "--gold",
+        s(&data.join("hh_rlhf_harmless_gold.parquet")), "--out", s(&out), "--workers", "2",
+    ]);
+    let r = assert_accounting(&out);
+    assert_eq!(r["input_rows"], 33_478);
+    // The data's README: 15 pairs with an empty output, 1,134 exact duplicate pairs
+    // from the nested vicuna re-runs (plus repeated reference outputs elsewhere).
+    assert!(r["reasons"]["invalid_empty_response"].as_u64().unwrap() >= 15, "{r}");
+    assert!(r["reasons"]["duplicate"].as_u64().unwrap() >= 1_134, "{r}");
+    assert_eq!(r["gold_rm"]["training"]["examples"], 1_200, "every HH gold label carries its text");
+    // Every other column of the input is carried through.
+    let curated = read_rows(&out.join("curated"));
+    assert!(!curated.is_empty());
+    for col in ["split", "subset", "label_source", "chosen_generator", "prefix_mismatch"] {
+        assert!(curated[0].get(col).is_some() || col.ends_with("generator"), "column {col} lost");
+    }
+}

@@ -1,1 +1,0 @@
-//! Dev-only integration tests for synpref live in `tests/integration.rs`.
