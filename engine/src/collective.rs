@@ -14,6 +14,9 @@ use timely::worker::Worker;
 
 use crate::error::{Error, Result};
 
+/// Longest a worker sleeps waiting for peers before it looks again.
+pub const PARK: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Gathers one value from every worker onto every worker, ordered by worker index.
 /// Every worker must call it at the same point of its program.
 /// Within a process values move through typed channels (no serialization); between
@@ -31,8 +34,10 @@ pub fn all_gather<T: ExchangeData + Clone>(worker: &mut Worker, value: &T) -> Re
     });
     input.send((worker.index(), value.clone()));
     drop(input);
+    // Park rather than spin while waiting: at a barrier the other workers often wait
+    // for worker 0 to finish training, and spinning threads would take its CPU.
     while !probe.done() {
-        worker.step();
+        worker.step_or_park(Some(PARK));
     }
     let mut got = received.borrow_mut().split_off(0);
     got.sort_by_key(|(i, _)| *i);

@@ -24,7 +24,7 @@ use std::time::Instant;
 use arrow::datatypes::{DataType, Field};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use synpref_engine::collective::{agree_on_errors, all_gather, compute_on_leader};
+use synpref_engine::collective::{agree_on_errors, all_gather, compute_on_leader, PARK};
 use synpref_engine::extras::ExtrasCodec;
 use synpref_engine::hashing::{content_key, pair_key, unit_interval};
 use synpref_engine::input::{plan_input, ConvForm, FileFormat, InputPlan, JsonlObservation, RawRecord, ShardReader};
@@ -254,7 +254,7 @@ fn feed(
                     let next = *input.time() + 1;
                     input.advance_to(next);
                     while probe.less_than(&next.saturating_sub(PIPELINE_SLACK)) {
-                        worker.step();
+                        worker.step_or_park(Some(PARK));
                     }
                 }
                 Err(e) => {
@@ -270,7 +270,7 @@ fn feed(
         }
     }
     drop(input);
-    while worker.step() {}
+    while worker.step_or_park(Some(PARK)) {}
     result.map(|_| rows)
 }
 

@@ -56,7 +56,8 @@
 //!   `empty_fraction` share get `rejected = ""` (invalid input; their truth is "chosen",
 //!   since any reply beats an empty one). A `contaminated_fraction` share of fresh rows
 //!   also put their prompt into `benchmark_prompts.jsonl`; those prompts are at least
-//!   [`NGRAM_WORDS`] words long so that a 13-gram decontaminator can find them.
+//!   [`NGRAM_WORDS`] (13) words long, so
+//!   that the 13-gram decontaminator can find them.
 //! * **Gold labels** (humans): the truth, undecidable with probability
 //!   [`GOLD_UNDECIDABLE`], otherwise wrong with probability [`GOLD_ERROR`].
 //! * **Judge votes** (LLM judges): three independent votes per sampled pair, each equal
@@ -67,7 +68,7 @@
 //! # Determinism and streams
 //!
 //! Every random choice comes from `ChaCha8Rng::seed_from_u64(seed)` with a separate
-//! ChaCha stream per concern ([`Stream`]): the vocabulary, the pool, gold, judges,
+//! ChaCha stream per concern: the vocabulary, the pool, gold, judges,
 //! contamination, eval and the unrelated benchmark prompts. Output is byte-identical
 //! for a given spec, and changing e.g. `gold_fraction` does not change the pool's text.
 //!
@@ -91,7 +92,7 @@ use serde::{Deserialize, Serialize};
 use synpref_engine::output::writer_properties;
 use synpref_engine::store::{resolve, Location};
 use synpref_engine::{Error, Result};
-pub use synpref_operators::decontaminate::NGRAM_WORDS;
+use synpref_operators::decontaminate::NGRAM_WORDS;
 
 // ---------------------------------------------------------------------------------------
 // Spec defaults
@@ -421,8 +422,7 @@ struct Quality {
 }
 
 impl Quality {
-    /// −1, 0 or 1 as `self` is worse than, as good as or better than `other`
-    /// (exact, by cross-multiplication).
+    /// How `self` compares with `other` (exactly, by cross-multiplication).
     fn cmp(self, other: Quality) -> std::cmp::Ordering {
         let (a_n, b_n) = (self.n.max(1), other.n.max(1));
         (self.sum * b_n).cmp(&(other.sum * a_n))
@@ -560,7 +560,7 @@ impl Generator {
         }
         out.guideline.clear();
         let penalise = PENALISE[rng.random_range(0..PENALISE.len())];
-        let _ = write!(out.guideline, "Prefer the reply that is {}; penalise {}.", DESIRED[picked[0]], penalise);
+        let _ = write!(out.guideline, "Favour replies that put {} first; penalise {}.", DESIRED[picked[0]], penalise);
         self.prompt(rng, category, min_prompt_words, &mut out.prompt);
         let qa = self.reply(rng, &mut out.chosen);
         let mut qb = self.reply(rng, &mut out.rejected);
@@ -1245,5 +1245,21 @@ mod tests {
         let t = std::time::Instant::now();
         let s = run_gen(&GenSpec::new(1_000_000, dir.path(), 7)).expect("gen");
         eprintln!("{:.2} s: {s:?}", t.elapsed().as_secs_f64());
+    }
+
+    #[test]
+    #[ignore]
+    fn gen_e2e_tmp() {
+        for pairs in [5_000u64, 50_000] {
+            let dir = TempDir::new("e2e");
+            let demo = crate::demo::DemoSpec { pairs, ..crate::demo::DemoSpec::new(dir.path(), 1) };
+            let mut demo = demo;
+            demo.progress = false;
+            run_gen(&demo.gen_spec()).expect("gen");
+            let plan = crate::curate::prepare(demo.curate_spec()).expect("prepare");
+            let report = timely::execute_directly(move |w| crate::curate::run_worker(w, &plan)).expect("curate").unwrap();
+            eprintln!("{pairs}: {}", crate::demo::summary(&report, "x"));
+            eprintln!("{}", serde_json::to_string(&report["gold_rm"]).unwrap());
+        }
     }
 }
