@@ -4,6 +4,12 @@
 
 mod runner;
 
+/// mimalloc instead of glibc malloc: the dataflow allocates and frees millions of
+/// short strings per second across worker threads, and glibc's per-thread arenas spent
+/// a quarter of curate's time in malloc/free and held freed memory (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};

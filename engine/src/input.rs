@@ -311,7 +311,9 @@ enum ReaderState {
 }
 
 impl<'a> ShardReader<'a> {
-    pub fn open(plan: &'a InputPlan, shard: Shard, extras: Option<&'a ExtrasCodec>) -> Result<Self> {
+    /// Opens a shard. With `survey_only`, Parquet columns a survey does not need
+    /// (attributes other than `task_category`, extra columns) are not even decoded.
+    pub fn open(plan: &'a InputPlan, shard: Shard, extras: Option<&'a ExtrasCodec>, survey_only: bool) -> Result<Self> {
         let file = &plan.files[shard.file()];
         let state = match &shard {
             Shard::RowGroup { row_group, .. } => {
@@ -319,7 +321,21 @@ impl<'a> ShardReader<'a> {
                 let reader =
                     ParquetObjectReader::new(file.location.store.clone(), file.location.path.clone()).with_file_size(file.size);
                 let first_row: i64 = meta.metadata().row_groups()[..*row_group].iter().map(|r| r.num_rows()).sum();
-                let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta.clone())
+                let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta.clone());
+                if survey_only {
+                    const SURVEY_COLUMNS: [&str; 5] = ["pair_id", "prompt", "chosen", "rejected", "task_category"];
+                    let roots: Vec<usize> = meta
+                        .schema()
+                        .fields()
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, f)| SURVEY_COLUMNS.contains(&f.name().as_str()))
+                        .map(|(i, _)| i)
+                        .collect();
+                    let mask = parquet::arrow::ProjectionMask::roots(meta.metadata().file_metadata().schema_descr(), roots);
+                    builder = builder.with_projection(mask);
+                }
+                let stream = builder
                     .with_row_groups(vec![*row_group])
                     .with_batch_size(READ_BATCH_ROWS)
                     .build()

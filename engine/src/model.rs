@@ -78,15 +78,6 @@ impl Conversation {
             }
         }
     }
-
-    /// Converts to the messages form (used when files of one run mix forms). Plain text
-    /// becomes one message with the given role.
-    pub fn into_messages(self, role: &str) -> Vec<Message> {
-        match self {
-            Conversation::Text(t) => vec![Message { role: role.to_string(), content: t }],
-            Conversation::Messages(ms) => ms,
-        }
-    }
 }
 
 /// Identifies an input row: file index in the run's sorted file list and the row's
@@ -163,6 +154,8 @@ pub struct PreferencePair {
     pub extras: Vec<u8>,
     /// 128-bit hash of (x, y_w, y_l), the key of exact dedup and of the score cache.
     pub content_hash: u128,
+    /// `hashing::pair_key(pair_id)`, computed once: the exchange and join key.
+    pub pair_key: u64,
 }
 
 impl PreferencePair {

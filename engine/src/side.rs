@@ -51,6 +51,8 @@ fn read_jsonl(loc: &Location, out: &mut Vec<SideRow>) -> Result<()> {
 }
 
 fn read_parquet(loc: &Location, out: &mut Vec<SideRow>) -> Result<()> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::DataType;
     let bytes = loc.get()?;
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
         .and_then(|b| b.with_batch_size(8192).build())
@@ -58,17 +60,38 @@ fn read_parquet(loc: &Location, out: &mut Vec<SideRow>) -> Result<()> {
     let mut row = 0u64;
     for batch in reader {
         let batch = batch.map_err(|e| Error::bad_file(&loc.url, format!("cannot decode Parquet data: {e}")))?;
-        let mut buf = Vec::new();
-        {
-            let mut w = arrow::json::writer::LineDelimitedWriter::new(&mut buf);
-            w.write(&batch).map_err(|e| Error::Arrow { context: loc.url.clone(), source: e })?;
-            w.finish().map_err(|e| Error::Arrow { context: loc.url.clone(), source: e })?;
+        let n = batch.num_rows();
+        let mut rows: Vec<Map<String, Value>> = vec![Map::new(); n];
+        for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
+            if matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+                // Strings, by far the common case, skip the JSON round trip.
+                let col = arrow::compute::cast(col, &DataType::Utf8).map_err(|e| Error::Arrow { context: loc.url.clone(), source: e })?;
+                let col = col.as_string::<i32>();
+                for (i, r) in rows.iter_mut().enumerate() {
+                    if col.is_valid(i) {
+                        r.insert(field.name().clone(), Value::String(col.value(i).to_string()));
+                    }
+                }
+                continue;
+            }
+            let one = arrow::record_batch::RecordBatch::try_new(
+                std::sync::Arc::new(arrow::datatypes::Schema::new(vec![field.as_ref().clone()])),
+                vec![col.clone()],
+            )
+            .map_err(|e| Error::Arrow { context: loc.url.clone(), source: e })?;
+            let mut buf = Vec::new();
+            {
+                let mut w = arrow::json::writer::LineDelimitedWriter::new(&mut buf);
+                w.write(&one).map_err(|e| Error::Arrow { context: loc.url.clone(), source: e })?;
+                w.finish().map_err(|e| Error::Arrow { context: loc.url.clone(), source: e })?;
+            }
+            for (r, line) in rows.iter_mut().zip(buf.split(|b| *b == b'\n')) {
+                if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(line) {
+                    r.extend(m);
+                }
+            }
         }
-        for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let fields = match serde_json::from_slice::<Value>(line) {
-                Ok(Value::Object(m)) => m,
-                _ => Map::new(),
-            };
+        for fields in rows {
             out.push(SideRow { file: loc.url.clone(), row, fields });
             row += 1;
         }
@@ -216,7 +239,11 @@ impl JudgeVotes {
 
     /// The judges agree with the pair's label: a strict majority of votes for chosen.
     pub fn agree(&self, pair_id: &str) -> Option<bool> {
-        self.votes.get(&pair_key(pair_id)).map(|(c, r)| c > r)
+        self.agree_key(pair_key(pair_id))
+    }
+
+    pub fn agree_key(&self, key: u64) -> Option<bool> {
+        self.votes.get(&key).map(|(c, r)| c > r)
     }
 }
 

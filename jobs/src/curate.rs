@@ -26,7 +26,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use synpref_engine::collective::{agree_on_errors, all_gather, compute_on_leader, PARK};
 use synpref_engine::extras::ExtrasCodec;
-use synpref_engine::hashing::{content_key, pair_key, unit_interval};
+use synpref_engine::hashing::{content_key, unit_interval};
 use synpref_engine::input::{plan_input, ConvForm, FileFormat, InputPlan, JsonlObservation, RawRecord, ShardReader};
 use synpref_engine::model::{Attributes, Destination, PreferencePair, Reason, RowKey, Verdict, ATTRIBUTE_COLUMNS};
 use synpref_engine::output::{write_json, OutputSchema, PartWriter, WrittenFile};
@@ -84,13 +84,17 @@ pub struct CurateSpec {
     pub best_rm: String,
     /// The gold RM: `builtin` (hashed BT model trained on the gold labels).
     pub gold_rm: String,
-    /// Most pool pairs the best RM trains on (a deterministic sample by pair id):
-    /// 200K pairs reach the accuracy plateau of a hashed linear model in well under a
-    /// second per epoch.
+    /// Most pool pairs the best RM trains on (a deterministic sample by pair id): 100K
+    /// pairs reach the held-out accuracy plateau of the hashed linear model on
+    /// generated data (docs/benchmarks.md) at a fraction of a second per epoch.
     pub best_rm_sample: u64,
     /// Share of the sample held out to choose the best RM's checkpoint.
     pub heldout_share: f64,
+    /// Training of the built-in best RM (and of the gold RM, but for its epochs).
     pub train: TrainSettings,
+    /// Epochs of the gold RM: its labels are few and clean, so more passes help
+    /// rather than fit noise.
+    pub gold_epochs: usize,
     /// Draw progress bars (they also hide themselves when stderr is not a terminal).
     pub progress: bool,
 }
@@ -110,9 +114,10 @@ impl Default for CurateSpec {
             max_pair_bytes: 4 << 20,
             best_rm: "builtin".into(),
             gold_rm: "builtin".into(),
-            best_rm_sample: 200_000,
+            best_rm_sample: 100_000,
             heldout_share: 0.1,
             train: TrainSettings::default(),
+            gold_epochs: 4,
             progress: true,
         }
     }
@@ -235,7 +240,7 @@ fn feed(
     'shards: for shard in plan.input.shards_for(worker.index(), worker.peers()) {
         let file = shard.file();
         let mut obs = JsonlObservation { file, ..Default::default() };
-        let mut reader = match ShardReader::open(&plan.input, shard, extras) {
+        let mut reader = match ShardReader::open(&plan.input, shard, extras, observations.is_some()) {
             Ok(r) => r,
             Err(e) => {
                 result = Err(e);
@@ -274,6 +279,15 @@ fn feed(
     result.map(|_| rows)
 }
 
+/// What the survey keeps of one valid pair.
+#[derive(Clone, Debug)]
+struct SurveyFacts {
+    content: (u64, RowKey),
+    pair: (u64, RowKey),
+    best: Option<TrainExample>,
+    gold: Option<TrainExample>,
+}
+
 /// What the survey learns on one worker.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct SurveyResult {
@@ -310,23 +324,24 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
         worker.dataflow_named::<u64, _, _>("Survey", move |scope| {
             let (input, raw) = scope.new_input::<RawRecord>();
             let (valid, _quarantined) = raw.validate(validate_settings);
-            let (probe, valid) = valid.probe();
-            valid.clone().map(|p: PreferencePair| (content_key(p.content_hash), p.key)).index_first("IndexContent", ci);
-            valid.clone().map(|p: PreferencePair| (pair_key(&p.pair_id), p.key)).index_first("IndexPairId", pi);
-            let (clean, _contaminated) = valid.clone().decontaminate(ngrams);
-            clean
-                .flat_map(move |p: PreferencePair| {
-                    (unit_interval(&p.pair_id, SALT_SAMPLE) < sample_rate).then(|| TrainExample::from_pair(&p, bits, false))
-                })
-                .collect_examples("CollectBestRmExamples", be);
-            valid
-                .flat_map(move |p: PreferencePair| match gold.get(&p.pair_id) {
+            // One pass over each pair reduces it to the few facts the survey keeps, so
+            // that the full pairs are never cloned for several consumers.
+            let facts = valid.map(move |p: PreferencePair| {
+                let best = (unit_interval(&p.pair_id, SALT_SAMPLE) < sample_rate && !ngrams.contaminates(&p))
+                    .then(|| TrainExample::from_pair(&p, bits, false));
+                let gold = match gold.labels.get(&p.pair_key) {
                     Some(l) if l.text.is_none() && l.verdict != Verdict::Undecidable => {
                         Some(TrainExample::from_pair(&p, bits, l.verdict == Verdict::Rejected))
                     }
                     _ => None,
-                })
-                .collect_examples("CollectGoldRmExamples", ge);
+                };
+                SurveyFacts { content: (content_key(p.content_hash), p.key), pair: (p.pair_key, p.key), best, gold }
+            });
+            let (probe, facts) = facts.probe();
+            facts.clone().map(|f: SurveyFacts| f.content).index_first("IndexContent", ci);
+            facts.clone().map(|f: SurveyFacts| f.pair).index_first("IndexPairId", pi);
+            facts.clone().flat_map(|f: SurveyFacts| f.best).collect_examples("CollectBestRmExamples", be);
+            facts.flat_map(|f: SurveyFacts| f.gold).collect_examples("CollectGoldRmExamples", ge);
             (input, probe)
         })
     };
@@ -354,15 +369,10 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
         sample.sort_by(|a, b| a.pair_id.cmp(&b.pair_id));
         let (heldout, train): (Vec<_>, Vec<_>) =
             sample.into_iter().partition(|e| unit_interval(&e.pair_id, SALT_HELDOUT) < spec.heldout_share);
-        let bar = synpref_engine::progress::bar("train", spec.train.epochs as u64 * 2, "epochs");
+        let bar = synpref_engine::progress::bar("train", (spec.train.epochs + spec.gold_epochs) as u64, "epochs");
         if !spec.progress {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
-        tracing::info!(train = train.len(), heldout = heldout.len(), "training the best RM on the pool's labels");
-        let best = HashedBtModel::train(train, heldout, &spec.train, |epoch, acc| {
-            bar.inc(1);
-            tracing::debug!(epoch, heldout_accuracy = acc, "best RM epoch");
-        });
         let mut gold_set = gold_examples.borrow_mut().split_off(0);
         for label in plan.gold.labels.values() {
             if let (Some((p, c, r)), false) = (&label.text, label.verdict == Verdict::Undecidable) {
@@ -376,18 +386,28 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
                     attributes: Attributes::default(),
                     extras: Vec::new(),
                     content_hash: 0,
+                    pair_key: 0,
                 };
                 gold_set.push(TrainExample::from_pair(&pair, bits, label.verdict == Verdict::Rejected));
             }
         }
         // One example per labelled pair id.
-        gold_set.sort_by_cached_key(|e| (e.pair_id.clone(), e.winner.indices.clone(), e.loser.indices.clone()));
+        gold_set.sort_by(TrainExample::total_order);
         gold_set.dedup_by(|a, b| a.pair_id == b.pair_id);
         if gold_set.is_empty() {
             tracing::warn!("no gold label matches a pool pair or carries its text: the gold RM is untrained (p_gold = 0.5), so no pair passes the gold check");
         }
-        tracing::info!(examples = gold_set.len(), "training the gold RM on the gold labels");
-        let gold = HashedBtModel::train(gold_set, Vec::new(), &spec.train, |_, _| bar.inc(1));
+        tracing::info!(train = train.len(), heldout = heldout.len(), gold = gold_set.len(), "training the best RM (pool labels) and the gold RM (gold labels)");
+        let gold_settings = TrainSettings { epochs: spec.gold_epochs, ..spec.train.clone() };
+        // The two models train at once on two threads; each alone is deterministic.
+        let (best, gold) = std::thread::scope(|scope| {
+            let gold = scope.spawn(|| HashedBtModel::train(gold_set, Vec::new(), &gold_settings, |_, _| bar.inc(1)));
+            let best = HashedBtModel::train(train, heldout, &spec.train, |epoch, acc| {
+                bar.inc(1);
+                tracing::debug!(epoch, heldout_accuracy = acc, "best RM epoch");
+            });
+            (best, gold.join().expect("gold RM training thread"))
+        });
         bar.finish_and_clear();
         Ok(Models { best, gold, train_s: t.elapsed().as_secs_f64() })
     })?;

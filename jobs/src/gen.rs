@@ -30,12 +30,12 @@
 //! * **Reply.** [`REPLY_WORDS`] words in sentences of [`SENTENCE_WORDS`] words (each
 //!   sentence capitalised and ended with a period). Each word is a filler word with
 //!   probability [`FILLER_SHARE`], else a content word. Each reply has a latent level
-//!   q ~ N(0, 1) that tilts its content words: P(good) = 0.15 + [`QUALITY_TILT`]·tanh q,
-//!   P(bad) = 0.15 − [`QUALITY_TILT`]·tanh q, the rest neutral. The **true quality** of
-//!   a reply is the mean weight of its content words (0 if it has none). The tilt
-//!   spreads the replies of a pair apart, so most pairs have a clear winner, as real
-//!   pairs of a strong and a weak model do; sampling noise on top leaves some close
-//!   calls.
+//!   q ~ N(0, 1) that tilts its content words: with t = [`QUALITY_TILT`]·tanh(
+//!   [`QUALITY_SHARPNESS`]·q), P(good) = [`GOOD_SHARE`] + t and P(bad) = [`BAD_SHARE`] − t,
+//!   the rest neutral. The **true quality** of a reply is the mean weight of its content
+//!   words (0 if it has none). The tilt spreads the replies of a pair apart, so most
+//!   pairs have a clear winner, as real pairs of a strong and a weak model do; sampling
+//!   noise on top leaves some close calls.
 //! * **Pair.** Two replies to one prompt; the one with the higher true quality is the
 //!   truly better one (an exact tie redraws the second reply). The prompt has
 //!   [`PROMPT_WORDS`] words: a lead typical of its task category ("How do I fix", "Solve",
@@ -56,8 +56,7 @@
 //!   `empty_fraction` share get `rejected = ""` (invalid input; their truth is "chosen",
 //!   since any reply beats an empty one). A `contaminated_fraction` share of fresh rows
 //!   also put their prompt into `benchmark_prompts.jsonl`; those prompts are at least
-//!   [`NGRAM_WORDS`] (13) words long, so
-//!   that the 13-gram decontaminator can find them.
+//!   [`NGRAM_WORDS`] (13) words long, so that the 13-gram decontaminator can find them.
 //! * **Gold labels** (humans): the truth, undecidable with probability
 //!   [`GOLD_UNDECIDABLE`], otherwise wrong with probability [`GOLD_ERROR`].
 //! * **Judge votes** (LLM judges): three independent votes per sampled pair, each equal
@@ -68,15 +67,24 @@
 //! # Determinism and streams
 //!
 //! Every random choice comes from `ChaCha8Rng::seed_from_u64(seed)` with a separate
-//! ChaCha stream per concern: the vocabulary, the pool, gold, judges,
-//! contamination, eval and the unrelated benchmark prompts. Output is byte-identical
-//! for a given spec, and changing e.g. `gold_fraction` does not change the pool's text.
+//! ChaCha stream per concern: the vocabulary, the pool, gold, judges, contamination,
+//! eval and the unrelated benchmark prompts. Output is byte-identical for a given spec,
+//! and changing `gold_fraction`, `judge_fraction` or `eval_pairs` does not change the
+//! pool (`contaminated_fraction` only lengthens the leaked prompts).
+//!
+//! # Measured
+//!
+//! Label noise 0.136 at 5K pairs and 0.130 at 1M (expected 0.13). Generated pools run
+//! through `curate` with its defaults (demo settings): the share of labels matching the
+//! truth goes from 86.8% to 93.9% of the curated set at 5K pairs, 87.3% → 96.2% at 20K
+//! and 87.3% → 96.7% at 50K. 1M pairs generate in about 8 s (release, one core) in
+//! about 200 MB.
 //!
 //! # Memory
 //!
 //! The pool is built in record batches of [`BATCH_ROWS`] rows and encoded into one
 //! part at a time, so memory is bounded by one compressed part (`rows_per_file` rows),
-//! plus one bit of truth per row and the sampled gold and judge rows. Nothing else of
+//! plus one byte of truth per row and the sampled gold and judge rows. Nothing else of
 //! the pool is kept.
 
 use std::fmt::Write as _;
@@ -150,10 +158,17 @@ pub const GOOD_SHARE: f64 = 0.15;
 /// the mean quality of a reply is 0.
 pub const BAD_SHARE: f64 = 0.15;
 /// How far a reply's latent level q moves its good/bad word shares:
-/// P(good) = GOOD_SHARE + tilt·tanh q. 0.12 keeps both shares positive (≥ 0.03) while
-/// making the expected quality difference of two replies about 0.2, twice the sampling
-/// noise of a 25-content-word reply (≈ 0.11): most pairs are clear, some are close.
-pub const QUALITY_TILT: f64 = 0.12;
+/// P(good) = GOOD_SHARE + tilt·tanh(sharpness·q). 0.14 keeps both shares positive
+/// (≥ 0.01) while making the typical quality gap of two replies (≈ 0.25) more than
+/// twice the sampling noise of a 25-content-word reply (≈ 0.11): most pairs are
+/// clear, some are close. Measured: a 0.12 tilt leaves the gold RM of a 5K pool
+/// (≈ 250 gold pairs) at 63% accuracy, 0.14 with sharpness 2 at 71%.
+pub const QUALITY_TILT: f64 = 0.14;
+/// Sharpness of the tilt: tanh(2q) makes most replies clearly good or clearly weak
+/// (|tanh 2q| > 0.76 for half of them), like replies of a strong and of a weak model,
+/// which is what lets an RM trained on a few hundred gold pairs already rank most
+/// pairs right.
+pub const QUALITY_SHARPNESS: f64 = 2.0;
 /// Share of reply (and prompt) words that are filler: about a third, as function words
 /// are in English text.
 pub const FILLER_SHARE: f64 = 0.35;
@@ -488,7 +503,7 @@ impl Generator {
     /// A reply into `buf` (cleared); returns its true quality.
     fn reply(&self, rng: &mut ChaCha8Rng, buf: &mut String) -> Quality {
         buf.clear();
-        let tilt = QUALITY_TILT * normal(rng).tanh();
+        let tilt = QUALITY_TILT * (QUALITY_SHARPNESS * normal(rng)).tanh();
         let p_good = GOOD_SHARE + tilt;
         let p_bad = BAD_SHARE - tilt;
         let len = rng.random_range(REPLY_WORDS.0..=REPLY_WORDS.1);
@@ -1245,21 +1260,5 @@ mod tests {
         let t = std::time::Instant::now();
         let s = run_gen(&GenSpec::new(1_000_000, dir.path(), 7)).expect("gen");
         eprintln!("{:.2} s: {s:?}", t.elapsed().as_secs_f64());
-    }
-
-    #[test]
-    #[ignore]
-    fn gen_e2e_tmp() {
-        for pairs in [5_000u64, 50_000] {
-            let dir = TempDir::new("e2e");
-            let demo = crate::demo::DemoSpec { pairs, ..crate::demo::DemoSpec::new(dir.path(), 1) };
-            let mut demo = demo;
-            demo.progress = false;
-            run_gen(&demo.gen_spec()).expect("gen");
-            let plan = crate::curate::prepare(demo.curate_spec()).expect("prepare");
-            let report = timely::execute_directly(move |w| crate::curate::run_worker(w, &plan)).expect("curate").unwrap();
-            eprintln!("{pairs}: {}", crate::demo::summary(&report, "x"));
-            eprintln!("{}", serde_json::to_string(&report["gold_rm"]).unwrap());
-        }
     }
 }

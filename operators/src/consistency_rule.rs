@@ -36,9 +36,9 @@ pub struct RuleInputs {
 }
 
 /// (reason, swap) for one pair.
-pub fn decide(inputs: &RuleInputs, pair_id: &str, p_best: f64, p_gold: f64) -> (Reason, bool) {
+pub fn decide(inputs: &RuleInputs, pair_key: u64, p_best: f64, p_gold: f64) -> (Reason, bool) {
     let tau = inputs.settings.threshold;
-    if let Some(label) = inputs.gold.get(pair_id) {
+    if let Some(label) = inputs.gold.labels.get(&pair_key) {
         return match label.verdict {
             Verdict::Chosen => (Reason::HumanAgrees, false),
             Verdict::Rejected => (Reason::HumanCorrected, true),
@@ -52,7 +52,7 @@ pub fn decide(inputs: &RuleInputs, pair_id: &str, p_best: f64, p_gold: f64) -> (
     if p_best > tau {
         return (Reason::BothRmsAgree, false);
     }
-    let judges_agree = inputs.judges.as_ref().and_then(|j| j.agree(pair_id)).unwrap_or(false);
+    let judges_agree = inputs.judges.as_ref().and_then(|j| j.agree_key(pair_key)).unwrap_or(false);
     if judges_agree {
         (Reason::GoldRmAndJudgeAgree, false)
     } else {
@@ -71,7 +71,7 @@ impl<'scope> ConsistencyRule<'scope> for Rows<'scope, ScoredPair> {
                 input.for_each(|time, data| {
                     let mut session = output.session(&time);
                     for ScoredPair { pair, p_best, p_gold } in data.drain(..) {
-                        let (reason, swap) = decide(&inputs, &pair.pair_id, p_best, p_gold);
+                        let (reason, swap) = decide(&inputs, pair.pair_key, p_best, p_gold);
                         let mut row = routed(pair, reason, None);
                         if swap {
                             std::mem::swap(&mut row.chosen, &mut row.rejected);

@@ -105,6 +105,7 @@ mod tests {
             attributes: Default::default(),
             extras: vec![],
             content_hash: 0,
+            pair_key: 0,
         };
         assert!(idx.contaminates(&mk("Please: TWO three four five six seven eight nine ten eleven twelve thirteen fourteen!")));
         assert!(!idx.contaminates(&mk("two three four five six seven eight nine ten eleven twelve thirteen")));

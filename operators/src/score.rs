@@ -19,6 +19,18 @@ pub struct ScoredPair {
     pub p_gold: f64,
 }
 
+/// Rewards of one reply under two models whose weights are interleaved.
+#[inline]
+fn dot2(w: &[[f32; 2]], f: &SparseFeatures) -> [f32; 2] {
+    let mut s = [0.0f32; 2];
+    for &i in &f.indices {
+        let x = w[i as usize];
+        s[0] += x[0];
+        s[1] += x[1];
+    }
+    [s[0] * f.value, s[1] * f.value]
+}
+
 pub trait Score<'scope> {
     fn score(
         self,
@@ -35,28 +47,32 @@ impl<'scope> Score<'scope> for Rows<'scope, PreferencePair> {
         gold: Arc<dyn RewardModel>,
         progress: Option<indicatif::ProgressBar>,
     ) -> Rows<'scope, ScoredPair> {
+        // Both built-in with one feature space: hash each reply once, and read both
+        // models' weights from one interleaved array, so that each feature costs one
+        // cache miss instead of two (the weights do not fit in L2).
+        let paired: Option<Vec<[f32; 2]>> = match (best.as_hashed(), gold.as_hashed()) {
+            (Some(b), Some(g)) if b.feature_bits == g.feature_bits => {
+                Some(b.weights.iter().zip(&g.weights).map(|(x, y)| [*x, *y]).collect())
+            }
+            _ => None,
+        };
+        let bits = best.as_hashed().map(|b| b.feature_bits).unwrap_or(0);
         self.unary(Pipeline, "Score", move |_, _| {
             let mut c = SparseFeatures::default();
             let mut r = SparseFeatures::default();
             move |input, output| {
                 input.for_each(|time, data| {
                     let mut session = output.session(&time);
-                    // Both built-in with one feature space: hash each reply once.
-                    let both = match (best.as_hashed(), gold.as_hashed()) {
-                        (Some(b), Some(g)) if b.feature_bits == g.feature_bits => Some((b, g)),
-                        _ => None,
-                    };
-                    let scores: Vec<(f64, f64)> = match both {
-                        Some((b, g)) => data
+                    let scores: Vec<(f64, f64)> = match &paired {
+                        Some(w) => data
                             .iter()
                             .map(|p| {
                                 let cat = category_hash(p.attributes.task_category.as_deref());
-                                response_features(&reply_text(&p.chosen, p.implicit_prompt), cat, b.feature_bits, &mut c);
-                                response_features(&reply_text(&p.rejected, p.implicit_prompt), cat, b.feature_bits, &mut r);
-                                (
-                                    sigmoid((b.reward(&c) - b.reward(&r)) as f64),
-                                    sigmoid((g.reward(&c) - g.reward(&r)) as f64),
-                                )
+                                response_features(&reply_text(&p.chosen, p.implicit_prompt), cat, bits, &mut c);
+                                response_features(&reply_text(&p.rejected, p.implicit_prompt), cat, bits, &mut r);
+                                let rc = dot2(w, &c);
+                                let rr = dot2(w, &r);
+                                (sigmoid((rc[0] - rr[0]) as f64), sigmoid((rc[1] - rr[1]) as f64))
                             })
                             .collect(),
                         None => {

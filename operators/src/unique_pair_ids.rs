@@ -5,7 +5,6 @@
 
 use std::rc::Rc;
 
-use synpref_engine::hashing::pair_key;
 use synpref_engine::model::{InvalidReason, PreferencePair, Reason};
 use synpref_engine::output::OutputRow;
 use timely::dataflow::channels::pact::Exchange;
@@ -23,7 +22,7 @@ impl<'scope> UniquePairIds<'scope> for Rows<'scope, PreferencePair> {
     fn unique_pair_ids(self, pair_index: FirstIndex) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>) {
         let index = Rc::clone(&pair_index);
         let checked: Rows<'scope, Result<PreferencePair, OutputRow>> = self.unary(
-            Exchange::new(|p: &PreferencePair| pair_key(&p.pair_id)),
+            Exchange::new(|p: &PreferencePair| p.pair_key),
             "UniquePairIds",
             move |_, _| {
                 move |input, output| {
@@ -31,7 +30,7 @@ impl<'scope> UniquePairIds<'scope> for Rows<'scope, PreferencePair> {
                     input.for_each(|time, data| {
                         let mut session = output.session(&time);
                         for pair in data.drain(..) {
-                            let first = map.get(&pair_key(&pair.pair_id)).copied();
+                            let first = map.get(&pair.pair_key).copied();
                             if first.is_none_or(|f| f == pair.key) {
                                 session.give(Ok(pair));
                             } else {

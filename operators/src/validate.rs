@@ -1,7 +1,7 @@
 //! `validate`: raw input rows to valid preference pairs; everything else goes to the
 //! quarantine stream with an `invalid_*` reason (DESIGN §2: bad records are data).
 
-use synpref_engine::hashing::{content_hash, derived_pair_id};
+use synpref_engine::hashing::{content_hash, derived_pair_id, pair_key};
 use synpref_engine::input::{RawBody, RawFields, RawRecord, RawValue};
 use synpref_engine::model::{Conversation, InvalidReason, PreferencePair, Reason};
 use synpref_engine::output::OutputRow;
@@ -61,14 +61,26 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
         let message = format!("pair has {bytes} bytes of text, over the limit of {} (--max-pair-bytes)", settings.max_pair_bytes);
         return fail(fields, InvalidReason::TooLarge, message);
     }
-    let take = |v: &RawValue| match v {
-        RawValue::Value(c) => Some(c.clone()),
-        _ => None,
+    let RawFields { pair_id, pair_id_wrong_type, prompt, chosen, rejected, attributes, extras } = fields;
+    let (RawValue::Value(chosen), RawValue::Value(rejected)) = (chosen, rejected) else {
+        unreachable!("missing and mistyped responses were routed above")
     };
-    let (chosen, rejected) = (take(&fields.chosen).expect("checked"), take(&fields.rejected).expect("checked"));
-    let (prompt, implicit_prompt) = match &fields.prompt {
-        RawValue::Value(p) => (p.clone(), false),
-        RawValue::Null => return fail(fields, InvalidReason::MissingPrompt, "`prompt` is null".into()),
+    // Rebuilds the raw fields for a quarantined row (the failure paths are rare).
+    let refill = |prompt: RawValue, chosen: Conversation, rejected: Conversation, attributes, extras| RawFields {
+        pair_id: pair_id.clone(),
+        pair_id_wrong_type,
+        prompt,
+        chosen: RawValue::Value(chosen),
+        rejected: RawValue::Value(rejected),
+        attributes,
+        extras,
+    };
+    let (prompt, implicit_prompt) = match prompt {
+        RawValue::Value(p) => (p, false),
+        RawValue::Null => {
+            let f = refill(RawValue::Null, chosen, rejected, attributes, extras);
+            return fail(f, InvalidReason::MissingPrompt, "`prompt` is null".into());
+        }
         RawValue::Missing => match implicit_prompt(&chosen, &rejected) {
             Ok(p) => (p, true),
             Err(message) => {
@@ -77,25 +89,35 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
                 } else {
                     InvalidReason::ImplicitPrompt
                 };
-                return fail(fields, reason, message);
+                let f = refill(RawValue::Missing, chosen, rejected, attributes, extras);
+                return fail(f, reason, message);
             }
         },
         RawValue::WrongType(_) => unreachable!("checked above"),
     };
-    for (name, reply) in [("chosen", &chosen), ("rejected", &rejected)] {
-        let blank = match (implicit_prompt, reply) {
-            (true, Conversation::Messages(ms)) => ms.last().is_none_or(|m| m.content.trim().is_empty()),
-            _ => reply.is_blank(),
-        };
-        if blank {
-            return fail(fields, InvalidReason::EmptyResponse, format!("`{name}` reply is empty"));
-        }
+    let is_blank = |reply: &Conversation| match (implicit_prompt, reply) {
+        (true, Conversation::Messages(ms)) => ms.last().is_none_or(|m| m.content.trim().is_empty()),
+        _ => reply.is_blank(),
+    };
+    let blank = if is_blank(&chosen) {
+        Some("chosen")
+    } else if is_blank(&rejected) {
+        Some("rejected")
+    } else {
+        None
+    };
+    if let Some(name) = blank {
+        let message = format!("`{name}` reply is empty");
+        let shown = if implicit_prompt { RawValue::Missing } else { RawValue::Value(prompt) };
+        let f = refill(shown, chosen, rejected, attributes, extras);
+        return fail(f, InvalidReason::EmptyResponse, message);
     }
     let hash = content_hash(&prompt, &chosen, &rejected);
-    let RawFields { pair_id, attributes, extras, .. } = fields;
+    let pair_id = pair_id.unwrap_or_else(|| derived_pair_id(hash));
     Ok(PreferencePair {
         key,
-        pair_id: pair_id.unwrap_or_else(|| derived_pair_id(hash)),
+        pair_key: pair_key(&pair_id),
+        pair_id,
         prompt,
         chosen,
         rejected,

@@ -19,8 +19,10 @@ use synpref_engine::model::PreferencePair;
 pub struct TrainSettings {
     /// log2 of the number of hashed features.
     pub feature_bits: u32,
-    /// Passes over the training examples. Four passes reach a plateau of held-out
-    /// accuracy on generated and AlpacaEval data; more mostly fits label noise.
+    /// Passes over the training examples. On noisy pool labels held-out accuracy peaks
+    /// after one or two passes and then falls as the model fits the noise (measured on
+    /// generated data, docs/benchmarks.md), so the best RM makes two; the gold RM, on
+    /// few clean labels, makes `gold_epochs` (jobs' settings).
     pub epochs: usize,
     /// AdaGrad base step size; 0.5 is a common choice for sparse logistic regression
     /// with normalised features (e.g. Vowpal Wabbit's default learning rate).
@@ -32,7 +34,7 @@ pub struct TrainSettings {
 
 impl Default for TrainSettings {
     fn default() -> Self {
-        TrainSettings { feature_bits: super::features::DEFAULT_FEATURE_BITS, epochs: 4, learning_rate: 0.5, l2: 1e-6, seed: 17 }
+        TrainSettings { feature_bits: super::features::DEFAULT_FEATURE_BITS, epochs: 2, learning_rate: 0.5, l2: 1e-6, seed: 17 }
     }
 }
 
@@ -45,6 +47,14 @@ pub struct TrainExample {
 }
 
 impl TrainExample {
+    /// Pair id first, then the features: a total order, whatever order examples came in.
+    pub fn total_order(a: &TrainExample, b: &TrainExample) -> std::cmp::Ordering {
+        a.pair_id
+            .cmp(&b.pair_id)
+            .then_with(|| a.winner.indices.cmp(&b.winner.indices))
+            .then_with(|| a.loser.indices.cmp(&b.loser.indices))
+    }
+
     /// Features of a pool pair; `swap` makes the rejected reply the winner.
     pub fn from_pair(pair: &PreferencePair, bits: u32, swap: bool) -> TrainExample {
         let cat = category_hash(pair.attributes.task_category.as_deref());
@@ -136,9 +146,8 @@ impl HashedBtModel {
     ) -> HashedBtModel {
         // A total order, so that examples gathered from workers in any order (even two
         // with one pair id) train the same model.
-        let order_key = |e: &TrainExample| (e.pair_id.clone(), e.winner.indices.clone(), e.loser.indices.clone());
-        train.sort_by_cached_key(order_key);
-        heldout.sort_by_cached_key(order_key);
+        train.sort_by(TrainExample::total_order);
+        heldout.sort_by(TrainExample::total_order);
         let dim = 1usize << settings.feature_bits;
         let mut model = HashedBtModel::zero(settings.feature_bits);
         let mut g2 = vec![1e-6f32; dim];
