@@ -99,6 +99,82 @@ fn read_parquet(loc: &Location, out: &mut Vec<SideRow>) -> Result<()> {
     Ok(())
 }
 
+/// Calls `f(file, row, values)` for each row of every file under `url`, with the
+/// values of the named string columns (None where absent or null). For large side
+/// tables (truth, judge votes): Parquet files are read column-projected and typed,
+/// without building a JSON object per row.
+pub fn for_each_string_row(
+    url: &str,
+    columns: &[&str],
+    mut f: impl FnMut(&str, u64, &[Option<&str>]) -> Result<()>,
+) -> Result<()> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::DataType;
+    let files = list_inputs(url, &|n| FileFormat::of(n).is_some())?;
+    for file in files {
+        let loc = &file.location;
+        if FileFormat::of(loc.path.as_ref()) == Some(FileFormat::Jsonl) {
+            let mut rows = Vec::new();
+            read_jsonl(loc, &mut rows)?;
+            for r in rows {
+                let mut values = Vec::with_capacity(columns.len());
+                for c in columns {
+                    values.push(r.string(c)?);
+                }
+                let refs: Vec<Option<&str>> = values.iter().map(|v| v.as_deref()).collect();
+                f(&r.file, r.row, &refs)?;
+            }
+            continue;
+        }
+        let bytes = loc.get()?;
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .map_err(|e| Error::bad_file(&loc.url, format!("not a readable Parquet file: {e}")))?;
+        let schema = builder.schema().clone();
+        let mut roots = Vec::new();
+        for c in columns {
+            if let Some((i, field)) = schema.fields().iter().enumerate().find(|(_, fl)| fl.name() == c) {
+                if !matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+                    return Err(Error::bad_column(&loc.url, *c, format!("has type {}; expected a string", field.data_type())));
+                }
+                roots.push(i);
+            }
+        }
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots);
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(8192)
+            .build()
+            .map_err(|e| Error::bad_file(&loc.url, format!("not a readable Parquet file: {e}")))?;
+        let mut row = 0u64;
+        for batch in reader {
+            let batch = batch.map_err(|e| Error::bad_file(&loc.url, format!("cannot decode Parquet data: {e}")))?;
+            let cols: Vec<Option<arrow::array::StringArray>> = columns
+                .iter()
+                .map(|c| {
+                    batch.column_by_name(c).map(|a| {
+                        arrow::compute::cast(a, &DataType::Utf8).map(|a| a.as_string::<i32>().clone())
+                    })
+                    .transpose()
+                })
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| Error::Arrow { context: loc.url.clone(), source: e })?;
+            let mut values: Vec<Option<&str>> = vec![None; columns.len()];
+            for i in 0..batch.num_rows() {
+                for (v, c) in values.iter_mut().zip(&cols) {
+                    *v = c.as_ref().and_then(|c| c.is_valid(i).then(|| c.value(i)));
+                }
+                f(&loc.url, row, &values)?;
+                row += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn required<'a>(file: &str, row: u64, column: &str, v: Option<&'a str>) -> Result<&'a str> {
+    v.ok_or_else(|| Error::bad_row(file, row, Some(column.to_string()), format!("required column `{column}` is missing or null")))
+}
+
 impl SideRow {
     pub fn string(&self, column: &str) -> Result<Option<String>> {
         match self.fields.get(column) {
@@ -221,19 +297,20 @@ impl JudgeVotes {
     /// pair (several judges or samples) are aggregated by majority.
     pub fn read(url: &str) -> Result<JudgeVotes> {
         let mut out = JudgeVotes::default();
-        for r in read_rows(url)? {
-            let pair_id = r.required_string("pair_id")?;
-            let v = r.required_string("verdict")?;
-            let verdict = Verdict::parse(&v).ok_or_else(|| {
-                Error::bad_row(&r.file, r.row, Some("verdict".into()), format!("`{v}` is not chosen/rejected/undecidable"))
+        for_each_string_row(url, &["pair_id", "verdict"], |file, row, v| {
+            let pair_id = required(file, row, "pair_id", v[0])?;
+            let text = required(file, row, "verdict", v[1])?;
+            let verdict = Verdict::parse(text).ok_or_else(|| {
+                Error::bad_row(file, row, Some("verdict".into()), format!("`{text}` is not chosen/rejected/undecidable"))
             })?;
-            let e = out.votes.entry(pair_key(&pair_id)).or_default();
+            let e = out.votes.entry(pair_key(pair_id)).or_default();
             match verdict {
                 Verdict::Chosen => e.0 += 1,
                 Verdict::Rejected => e.1 += 1,
                 Verdict::Undecidable => {}
             }
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -257,18 +334,18 @@ impl Truth {
     /// Reads `pair_id` and `preference` ∈ {"chosen", "rejected"} rows.
     pub fn read(url: &str) -> Result<Truth> {
         let mut t = Truth::default();
-        for r in read_rows(url)? {
-            let pair_id = r.required_string("pair_id")?;
-            let p = r.required_string("preference")?;
-            let better = match p.as_str() {
+        for_each_string_row(url, &["pair_id", "preference"], |file, row, v| {
+            let pair_id = required(file, row, "pair_id", v[0])?;
+            let better = match required(file, row, "preference", v[1])? {
                 "chosen" => true,
                 "rejected" => false,
                 other => {
-                    return Err(Error::bad_row(&r.file, r.row, Some("preference".into()), format!("`{other}` is not chosen/rejected")))
+                    return Err(Error::bad_row(file, row, Some("preference".into()), format!("`{other}` is not chosen/rejected")))
                 }
             };
-            t.chosen_is_better.insert(pair_key(&pair_id), better);
-        }
+            t.chosen_is_better.insert(pair_key(pair_id), better);
+            Ok(())
+        })?;
         Ok(t)
     }
 }
