@@ -390,3 +390,98 @@ fn real_alpaca_eval_pool_with_hh_rlhf_gold_labels() {
         assert!(curated[0].get(col).is_some() || col.ends_with("generator"), "column {col} lost");
     }
 }
+
+fn messages(rows: &[&[(&str, &str)]]) -> ArrayRef {
+    use arrow::array::{ListBuilder, StringBuilder, StructBuilder};
+    use arrow::datatypes::Fields;
+    let fields = Fields::from(vec![Field::new("role", DataType::Utf8, true), Field::new("content", DataType::Utf8, true)]);
+    let mut b = ListBuilder::new(StructBuilder::from_fields(fields, 0));
+    for row in rows {
+        for (role, content) in row.iter() {
+            let s = b.values();
+            s.field_builder::<StringBuilder>(0).unwrap().append_value(role);
+            s.field_builder::<StringBuilder>(1).unwrap().append_value(content);
+            s.append(true);
+        }
+        b.append(true);
+    }
+    Arc::new(b.finish())
+}
+
+#[test]
+fn parquet_message_lists_implicit_prompts_and_typed_extra_columns_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = tmp.path().join("pool");
+    std::fs::create_dir_all(&pool).unwrap();
+    // Explicit prompt as a message list, with typed extra columns.
+    write_parquet(
+        &pool.join("a.parquet"),
+        vec![
+            ("pair_id", strings(&["m1", "m2"])),
+            ("prompt", messages(&[&[("system", "be kind"), ("user", "hi")], &[("user", "hello")]])),
+            ("chosen", messages(&[&[("assistant", "good reply")], &[("assistant", "good answer")]])),
+            ("rejected", messages(&[&[("assistant", "bad reply")], &[("assistant", "bad answer")]])),
+            ("score", Arc::new(arrow::array::Float64Array::from(vec![Some(0.25), None])) as ArrayRef),
+            ("turns", Arc::new(Int64Array::from(vec![2, 1])) as ArrayRef),
+        ],
+    );
+    let out = tmp.path().join("out");
+    let gold = tmp.path().join("gold.jsonl");
+    std::fs::write(&gold, "{\"pair_id\":\"g\",\"verdict\":\"chosen\",\"prompt\":\"p\",\"chosen\":\"good\",\"rejected\":\"bad\"}\n").unwrap();
+    ok(&["curate", "--pairs", s(&pool), "--gold", s(&gold), "--out", s(&out)]);
+    assert_accounting(&out);
+    let rows: Vec<Value> = ["curated", "discarded"].iter().flat_map(|d| read_rows(&out.join(d))).collect();
+    let m1 = rows.iter().find(|r| r["pair_id"] == "m1").unwrap();
+    assert_eq!(m1["prompt"], serde_json::json!([{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"}]));
+    assert_eq!(m1["score"], 0.25);
+    assert_eq!(m1["turns"], 2);
+    let m2 = rows.iter().find(|r| r["pair_id"] == "m2").unwrap();
+    assert!(m2.get("score").is_none() || m2["score"].is_null(), "nulls stay null");
+
+    // TRL implicit-prompt form: no prompt column; the output has none either.
+    let implicit = tmp.path().join("implicit.parquet");
+    write_parquet(
+        &implicit,
+        vec![
+            ("chosen", messages(&[&[("user", "q"), ("assistant", "fine")], &[("user", "x"), ("assistant", "y")]])),
+            ("rejected", messages(&[&[("user", "q"), ("assistant", "poor")], &[("user", "other"), ("assistant", "z")]])),
+        ],
+    );
+    let out2 = tmp.path().join("out2");
+    ok(&["curate", "--pairs", s(&implicit), "--gold", s(&gold), "--out", s(&out2)]);
+    let r = assert_accounting(&out2);
+    assert_eq!(r["reasons"]["invalid_implicit_prompt"], 1, "conversations that differ before the reply");
+    let rows: Vec<Value> = ["curated", "discarded"].iter().flat_map(|d| read_rows(&out2.join(d))).collect();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].get("prompt").is_none());
+    assert!(rows[0]["pair_id"].as_str().unwrap().starts_with('h'), "pair ids are derived from content");
+    assert_eq!(rows[0]["chosen"][1]["content"], "fine");
+}
+
+#[test]
+fn rerun_replaces_previous_output_and_manifest_lists_the_parts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 3_000, 5);
+    let out = tmp.path().join("o");
+    let (pairs, gold) = (data.join("pairs"), data.join("gold.parquet"));
+    let args = ["curate", "--pairs", s(&pairs), "--gold", s(&gold), "--out", s(&out)];
+    ok(&[&args[..], &["--workers", "4"]].concat());
+    ok(&[&args[..], &["--workers", "1"]].concat());
+    // Parts of the 4-worker run are gone; the manifest names exactly what is there.
+    let manifest: Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let mut listed: Vec<String> = manifest["outputs"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()).collect();
+    listed.sort();
+    let mut present = Vec::new();
+    for d in ["curated", "discarded", "quarantine"] {
+        for e in std::fs::read_dir(out.join(d)).into_iter().flatten() {
+            present.push(format!("{d}/{}", e.unwrap().file_name().to_string_lossy()));
+        }
+    }
+    present.sort();
+    assert_eq!(listed, present);
+    assert!(present.iter().all(|p| p.contains("part-00000-")), "{present:?}");
+    assert_eq!(manifest["spec"]["workers"], 1);
+    assert!(manifest["models"]["best_rm"]["fingerprint"].as_str().unwrap().starts_with("builtin-"));
+    assert_accounting(&out);
+}

@@ -121,6 +121,11 @@ fn accept_input(name: &str) -> bool {
 
 /// Lists the input and reads every Parquet footer; fails on the first unusable file.
 pub fn plan_input(url: &str) -> Result<InputPlan> {
+    plan_input_with(url, JSONL_SHARD_BYTES)
+}
+
+/// [`plan_input`] with a chosen JSONL shard size (tests use small ones).
+pub fn plan_input_with(url: &str, jsonl_shard_bytes: u64) -> Result<InputPlan> {
     let files = list_inputs(url, &accept_input)?;
     let mut planned = Vec::with_capacity(files.len());
     let mut shards = Vec::new();
@@ -147,7 +152,7 @@ pub fn plan_input(url: &str) -> Result<InputPlan> {
                 estimated_rows += size / 512 + 1;
                 let mut start = 0;
                 while start < size {
-                    let end = (start + JSONL_SHARD_BYTES).min(size);
+                    let end = (start + jsonl_shard_bytes.max(1)).min(size);
                     shards.push(Shard::ByteRange { file: index, start, end });
                     start = end;
                 }
@@ -288,6 +293,11 @@ pub struct RawRecord {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct JsonlObservation {
     pub file: usize,
+    /// First byte of the shard this observation covers.
+    pub start: u64,
+    /// Lines (blank ones included) that start in the shard: turns into the first line
+    /// number of each later shard, so quarantine rows name their line.
+    pub line_count: u64,
     pub lines: u64,
     pub unparsable: u64,
     pub first_error: Option<(u64, String)>,
@@ -313,7 +323,15 @@ enum ReaderState {
 impl<'a> ShardReader<'a> {
     /// Opens a shard. With `survey_only`, Parquet columns a survey does not need
     /// (attributes other than `task_category`, extra columns) are not even decoded.
-    pub fn open(plan: &'a InputPlan, shard: Shard, extras: Option<&'a ExtrasCodec>, survey_only: bool) -> Result<Self> {
+    /// `first_line` is the number of lines before a JSONL shard (known after a survey);
+    /// without it, lines of shards after a file's first are numbered 0.
+    pub fn open(
+        plan: &'a InputPlan,
+        shard: Shard,
+        extras: Option<&'a ExtrasCodec>,
+        survey_only: bool,
+        first_line: Option<u64>,
+    ) -> Result<Self> {
         let file = &plan.files[shard.file()];
         let state = match &shard {
             Shard::RowGroup { row_group, .. } => {
@@ -348,8 +366,8 @@ impl<'a> ShardReader<'a> {
                     data,
                     pos: skip,
                     base_offset: start.saturating_sub(1).min(*start),
-                    line: 0,
-                    line_known: *start == 0,
+                    line: if *start == 0 { 0 } else { first_line.unwrap_or(0) },
+                    line_known: *start == 0 || first_line.is_some(),
                 }
             }
         };
@@ -390,6 +408,9 @@ impl<'a> ShardReader<'a> {
                     let offset = *base_offset + *pos as u64;
                     *pos += (len + 1).min(rest.len());
                     *line += 1;
+                    if let Some(o) = obs.as_deref_mut() {
+                        o.line_count += 1;
+                    }
                     let trimmed = trim_ascii(line_bytes);
                     if trimmed.is_empty() {
                         continue;
@@ -717,4 +738,58 @@ fn parquet_batch_records(
         out.push(RawRecord { key: RowKey::new(file_index, row), row, bytes, body: RawBody::Fields(fields) });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every line of a JSONL file is read exactly once, with its line number, however
+    /// the file is cut into byte ranges (cuts inside lines, at newlines, in blank lines).
+    #[test]
+    fn jsonl_byte_ranges_read_every_line_once_with_its_number() {
+        let dir = std::env::temp_dir().join(format!("synpref-ranges-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pairs.jsonl");
+        let mut text = String::new();
+        for i in 0..300 {
+            if i % 37 == 5 {
+                text.push('\n');
+            }
+            let pad = "x".repeat(i % 23);
+            text.push_str(&format!("{{\"pair_id\":\"p{i}\",\"prompt\":\"{pad}\",\"chosen\":\"a\",\"rejected\":\"b\"}}\n"));
+        }
+        std::fs::write(&path, &text).unwrap();
+        let expected: Vec<(String, u64)> = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.is_empty())
+            .map(|(n, l)| (l.split('"').nth(3).unwrap().to_string(), n as u64 + 1))
+            .collect();
+        for shard_bytes in [1, 7, 64, 100, 1000, 1 << 20] {
+            let plan = plan_input_with(path.to_str().unwrap(), shard_bytes).unwrap();
+            // First pass: count lines per shard, as the survey does.
+            let mut counts = Vec::new();
+            for shard in &plan.shards {
+                let mut obs = JsonlObservation::default();
+                let mut r = ShardReader::open(&plan, shard.clone(), None, true, None).unwrap();
+                while r.next_batch(Some(&mut obs)).unwrap().is_some() {}
+                counts.push(obs.line_count);
+            }
+            let mut got = Vec::new();
+            let mut before = 0;
+            for (shard, count) in plan.shards.iter().zip(counts) {
+                let mut r = ShardReader::open(&plan, shard.clone(), None, false, Some(before)).unwrap();
+                while let Some(batch) = r.next_batch(None).unwrap() {
+                    for rec in batch {
+                        let RawBody::Fields(f) = rec.body else { panic!("unparsable") };
+                        got.push((f.pair_id.unwrap(), rec.row));
+                    }
+                }
+                before += count;
+            }
+            assert_eq!(got, expected, "shard size {shard_bytes}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use synpref_engine::collective::{agree_on_errors, all_gather, compute_on_leader, PARK};
 use synpref_engine::extras::ExtrasCodec;
 use synpref_engine::hashing::{content_key, unit_interval};
-use synpref_engine::input::{plan_input, ConvForm, FileFormat, InputPlan, JsonlObservation, RawRecord, ShardReader};
+use synpref_engine::input::{plan_input, ConvForm, FileFormat, InputPlan, JsonlObservation, RawRecord, Shard, ShardReader};
 use synpref_engine::model::{Attributes, Destination, PreferencePair, Reason, RowKey, Verdict, ATTRIBUTE_COLUMNS};
 use synpref_engine::output::{write_json, OutputSchema, PartWriter, WrittenFile};
 use synpref_engine::side::{read_benchmark_prompts, GoldLabels, JudgeVotes, Truth};
@@ -37,7 +37,7 @@ use synpref_operators::collect_examples::CollectExamples;
 use synpref_operators::consistency_rule::{ConsistencyRule, RuleInputs, RuleSettings};
 use synpref_operators::decontaminate::{Decontaminate, NgramIndex};
 use synpref_operators::dedup::Dedup;
-use synpref_operators::index_first::{FirstIndex, IndexFirst};
+use synpref_operators::index_first::{FirstIndex, IndexFirst, KeyIndex};
 use synpref_operators::models::builtin::{HashedBtModel, TrainExample, TrainSettings};
 use synpref_operators::models::RewardModel;
 use synpref_operators::score::Score;
@@ -233,14 +233,20 @@ fn feed(
     probe: &ProbeHandle<u64>,
     extras: Option<&ExtrasCodec>,
     mut observations: Option<&mut Vec<JsonlObservation>>,
+    first_lines: &FxHashMap<(usize, u64), u64>,
     bar: &indicatif::ProgressBar,
 ) -> Result<u64> {
     let mut rows = 0u64;
     let mut result = Ok(());
     'shards: for shard in plan.input.shards_for(worker.index(), worker.peers()) {
         let file = shard.file();
-        let mut obs = JsonlObservation { file, ..Default::default() };
-        let mut reader = match ShardReader::open(&plan.input, shard, extras, observations.is_some()) {
+        let start = match &shard {
+            Shard::ByteRange { start, .. } => *start,
+            Shard::RowGroup { .. } => 0,
+        };
+        let mut obs = JsonlObservation { file, start, ..Default::default() };
+        let first_line = first_lines.get(&(file, start)).copied();
+        let mut reader = match ShardReader::open(&plan.input, shard, extras, observations.is_some(), first_line) {
             Ok(r) => r,
             Err(e) => {
                 result = Err(e);
@@ -311,8 +317,8 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
 
     // ---- 1. Survey ----
     let t_survey = Instant::now();
-    let content_index: FirstIndex = Rc::new(RefCell::new(FxHashMap::default()));
-    let pair_index: FirstIndex = Rc::new(RefCell::new(FxHashMap::default()));
+    let content_index: FirstIndex = Rc::new(RefCell::new(KeyIndex::default()));
+    let pair_index: FirstIndex = Rc::new(RefCell::new(KeyIndex::default()));
     let best_examples = Rc::new(RefCell::new(Vec::<TrainExample>::new()));
     let gold_examples = Rc::new(RefCell::new(Vec::<TrainExample>::new()));
     let sample_rate = (spec.best_rm_sample as f64 / (1.0 - spec.heldout_share) / plan.input.estimated_rows.max(1) as f64).min(1.0);
@@ -346,12 +352,14 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
         })
     };
     let mut observations = Vec::new();
-    let fed = feed(worker, plan, input, &probe, None, Some(&mut observations), &plan.bars.survey);
+    let fed = feed(worker, plan, input, &probe, None, Some(&mut observations), &FxHashMap::default(), &plan.bars.survey);
     let rows = match &fed {
         Ok(n) => *n,
         Err(_) => 0,
     };
     agree_on_errors(worker, fed.map(|_| ()))?;
+    content_index.borrow_mut().seal();
+    pair_index.borrow_mut().seal();
     if worker.index() == 0 {
         plan.bars.survey.finish_and_clear();
     }
@@ -359,6 +367,18 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
     let survey_rows: u64 = surveys.iter().map(|s| s.rows).sum();
     let observations: Vec<JsonlObservation> = surveys.into_iter().flat_map(|s| s.observations).collect();
     let (schema, extras_fields) = output_schema(&plan.input, &observations)?;
+    // Line numbers where each JSONL byte range starts, for quarantine rows.
+    let mut ranges: Vec<(usize, u64, u64)> = observations.iter().map(|o| (o.file, o.start, o.line_count)).collect();
+    ranges.sort();
+    let mut first_lines: FxHashMap<(usize, u64), u64> = FxHashMap::default();
+    let mut running = (usize::MAX, 0u64);
+    for (file, start, count) in ranges {
+        if running.0 != file {
+            running = (file, 0);
+        }
+        first_lines.insert((file, start), running.1);
+        running.1 += count;
+    }
     let survey_s = t_survey.elapsed().as_secs_f64();
     tracing::info!(rows = survey_rows, seconds = survey_s, "survey done");
 
@@ -453,7 +473,7 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
         })
     };
     let extras_ref = extras.clone();
-    let fed = feed(worker, plan, input, &probe, Some(&extras_ref), None, &indicatif::ProgressBar::hidden());
+    let fed = feed(worker, plan, input, &probe, Some(&extras_ref), None, &first_lines, &indicatif::ProgressBar::hidden());
     let finished = fed.and_then(|_| sinks.borrow_mut().finish());
     let (files, stats) = match finished {
         Ok(v) => (v.0, v.1),

@@ -30,7 +30,7 @@ impl<'scope> Dedup<'scope> for Rows<'scope, PreferencePair> {
                     input.for_each(|time, data| {
                         let mut session = output.session(&time);
                         for pair in data.drain(..) {
-                            let first = map.get(&content_key(pair.content_hash)).copied();
+                            let first = map.first(content_key(pair.content_hash));
                             if first.is_none_or(|f| f == pair.key) {
                                 session.give(Ok(pair));
                             } else {

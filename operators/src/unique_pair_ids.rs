@@ -30,7 +30,7 @@ impl<'scope> UniquePairIds<'scope> for Rows<'scope, PreferencePair> {
                     input.for_each(|time, data| {
                         let mut session = output.session(&time);
                         for pair in data.drain(..) {
-                            let first = map.get(&pair.pair_key).copied();
+                            let first = map.first(pair.pair_key);
                             if first.is_none_or(|f| f == pair.key) {
                                 session.give(Ok(pair));
                             } else {
