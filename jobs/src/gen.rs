@@ -1242,23 +1242,4 @@ mod tests {
         eprintln!("pool {pool:.3} gold-RM {gold_rm:.3} best-RM(in-sample) {best_rm:.3} curated {curated:.3}");
         assert!(curated > pool + 0.05, "pool {pool} curated {curated}");
     }
-
-    #[test]
-    #[ignore]
-    fn gen_curation_sizes() {
-        for pairs in [5_000, 20_000, 50_000, 200_000] {
-            let (pool, gold_rm, best_rm, curated) = simulate_curation(pairs, 7);
-            eprintln!("{pairs}: pool {pool:.3} gold-RM {gold_rm:.3} best-RM(in-sample) {best_rm:.3} curated {curated:.3}");
-        }
-    }
-
-    /// `cargo test --release -p synpref-jobs gen_million -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn gen_million() {
-        let dir = TempDir::new("million");
-        let t = std::time::Instant::now();
-        let s = run_gen(&GenSpec::new(1_000_000, dir.path(), 7)).expect("gen");
-        eprintln!("{:.2} s: {s:?}", t.elapsed().as_secs_f64());
-    }
 }

@@ -69,3 +69,32 @@ impl IndexFirst for Rows<'_, (u64, RowKey)> {
         });
     }
 }
+
+/// The lookup half shared by `dedup` and `unique_pair_ids`: exchanges pairs by `key`
+/// to the worker owning that part of `index`, passes on each pair that is the first row
+/// with its key, and turns the others into output rows with `route`.
+pub(crate) fn keep_first<'scope>(
+    pairs: Rows<'scope, synpref_engine::model::PreferencePair>,
+    name: &str,
+    index: FirstIndex,
+    key: fn(&synpref_engine::model::PreferencePair) -> u64,
+    route: impl Fn(synpref_engine::model::PreferencePair, RowKey) -> synpref_engine::output::OutputRow + 'static,
+) -> (Rows<'scope, synpref_engine::model::PreferencePair>, Rows<'scope, synpref_engine::output::OutputRow>) {
+    use timely::dataflow::operators::core::OkErr;
+    type Checked = Result<synpref_engine::model::PreferencePair, synpref_engine::output::OutputRow>;
+    let checked: Rows<'scope, Checked> = pairs.unary(Exchange::new(move |p| key(p)), name, move |_, _| {
+        move |input, output| {
+            let index = index.borrow();
+            input.for_each(|time, data| {
+                let mut session = output.session(&time);
+                for pair in data.drain(..) {
+                    match index.first(key(&pair)) {
+                        Some(first) if first != pair.key => session.give(Err(route(pair, first))),
+                        _ => session.give(Ok(pair)),
+                    }
+                }
+            });
+        }
+    });
+    checked.ok_err(|r| r)
+}
