@@ -210,6 +210,8 @@ fn every_reason_code_is_reached_and_bad_rows_are_quarantined_with_their_reason()
     assert_eq!(reason_of("too-large"), "invalid_too_large");
     assert_eq!(reason_of("implicit-bad"), "invalid_implicit_prompt");
     assert_eq!(reason_of("reused"), "invalid_duplicate_pair_id");
+    let reused = quarantine.iter().find(|r| r["pair_id"] == "reused").unwrap();
+    assert_eq!(reused["source_row"], 9, "rows routed after validation keep their line number");
     let unparsable = quarantine.iter().find(|r| r["reason"] == "invalid_unparsable").expect("unparsable row");
     assert_eq!(unparsable["raw"], "this line is not json");
     assert_eq!(unparsable["source_row"], 1, "JSONL rows are named by line number");

@@ -140,6 +140,8 @@ impl Attributes {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreferencePair {
     pub key: RowKey,
+    /// Parquet: row index from 0; JSONL: line number from 1 (as in quarantine output).
+    pub row: u64,
     pub pair_id: String,
     /// The conversation so far. For the TRL implicit-prompt form this is the shared
     /// prefix of the two conversations and is not written back out.

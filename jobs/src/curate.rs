@@ -398,6 +398,7 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
             if let (Some((p, c, r)), false) = (&label.text, label.verdict == Verdict::Undecidable) {
                 let pair = PreferencePair {
                     key: RowKey(0),
+                    row: 0,
                     pair_id: label.pair_id.clone(),
                     prompt: p.clone(),
                     chosen: c.clone(),
@@ -458,14 +459,13 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
         let sinks = sinks.clone();
         let ngrams = plan.ngrams.clone();
         let (ci, pi) = (content_index.clone(), pair_index.clone());
-        let bar = plan.bars.curate.clone();
         worker.dataflow_named::<u64, _, _>("Curate", move |scope| {
             let (input, raw) = scope.new_input::<RawRecord>();
             let (valid, invalid) = raw.validate(validate_settings);
             let (unique, duplicates) = valid.dedup(ci);
             let (unique, reused_ids) = unique.unique_pair_ids(pi);
             let (clean, contaminated) = unique.decontaminate(ngrams);
-            let decided = clean.score(best, gold, Some(bar)).consistency_rule(rule);
+            let decided = clean.score(best, gold, None).consistency_rule(rule);
             let all = scope.concatenate(vec![invalid, duplicates, reused_ids, contaminated, decided]);
             let (probe, all) = all.probe();
             all.write_parts(sinks);
@@ -473,7 +473,7 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
         })
     };
     let extras_ref = extras.clone();
-    let fed = feed(worker, plan, input, &probe, Some(&extras_ref), None, &first_lines, &indicatif::ProgressBar::hidden());
+    let fed = feed(worker, plan, input, &probe, Some(&extras_ref), None, &first_lines, &plan.bars.curate);
     let finished = fed.and_then(|_| sinks.borrow_mut().finish());
     let (files, stats) = match finished {
         Ok(v) => (v.0, v.1),

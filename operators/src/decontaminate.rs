@@ -97,6 +97,7 @@ mod tests {
         let idx = NgramIndex::build([bench]);
         let mk = |p: &str| PreferencePair {
             key: synpref_engine::model::RowKey(0),
+            row: 0,
             pair_id: "x".into(),
             prompt: synpref_engine::model::Conversation::Text(p.into()),
             chosen: synpref_engine::model::Conversation::Text("a".into()),

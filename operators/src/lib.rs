@@ -29,7 +29,7 @@ pub type Rows<'scope, D> = StreamVec<'scope, u64, D>;
 pub fn routed(pair: PreferencePair, reason: Reason, error: Option<String>) -> OutputRow {
     OutputRow {
         key: pair.key,
-        row: 0,
+        row: pair.row,
         pair_id: Some(pair.pair_id),
         prompt: if pair.implicit_prompt { None } else { Some(pair.prompt) },
         chosen: Some(pair.chosen),

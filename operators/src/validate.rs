@@ -116,6 +116,7 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
     let pair_id = pair_id.unwrap_or_else(|| derived_pair_id(hash));
     Ok(PreferencePair {
         key,
+        row,
         pair_key: pair_key(&pair_id),
         pair_id,
         prompt,
