@@ -487,3 +487,55 @@ fn rerun_replaces_previous_output_and_manifest_lists_the_parts() {
     assert!(manifest["models"]["best_rm"]["fingerprint"].as_str().unwrap().starts_with("builtin-"));
     assert_accounting(&out);
 }
+
+#[test]
+fn two_timely_processes_curate_the_same_rows_as_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 6_000, 3);
+    let (pairs, gold) = (data.join("pairs"), data.join("gold.parquet"));
+    let single = tmp.path().join("single");
+    ok(&["curate", "--pairs", s(&pairs), "--gold", s(&gold), "--out", s(&single), "--workers", "2"]);
+
+    // Two processes of one worker each, on loopback.
+    let ports: Vec<u16> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    let hostfile = tmp.path().join("hosts");
+    std::fs::write(&hostfile, ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect::<String>()).unwrap();
+    let multi = tmp.path().join("multi");
+    let mut children: Vec<_> = (0..2)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_synpref"))
+                .args(["curate", "--pairs", s(&pairs), "--gold", s(&gold), "--out", s(&multi), "--workers", "1"])
+                .args(["--hostfile", s(&hostfile), "--process", &i.to_string()])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    for child in children.iter_mut() {
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "a curate process failed: {status}");
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                for c in children.iter_mut() {
+                    let _ = c.kill();
+                }
+                panic!("two-process curate did not finish in time");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let r = assert_accounting(&multi);
+    assert_eq!(r["workers"], 2);
+    for dest in ["curated", "discarded", "quarantine"] {
+        assert!(read_rows(&single.join(dest)) == read_rows(&multi.join(dest)), "{dest} differs between 1 and 2 processes");
+    }
+}

@@ -109,9 +109,23 @@ struct CurateArgs {
     /// Do not draw progress bars.
     #[arg(long)]
     no_progress: bool,
+    /// Run as one of several timely processes: a file with one host:port per process.
+    /// Start the same command once per line, each with its own --process.
+    #[arg(long, requires = "process")]
+    hostfile: Option<String>,
+    /// This process's index in --hostfile (from 0).
+    #[arg(long, requires = "hostfile")]
+    process: Option<usize>,
 }
 
 impl CurateArgs {
+    fn cluster(&self) -> Result<runner::ClusterSpec, synpref_engine::Error> {
+        match (&self.hostfile, self.process) {
+            (Some(h), Some(p)) => runner::ClusterSpec::from_hostfile(h, p),
+            _ => Ok(runner::ClusterSpec::default()),
+        }
+    }
+
     fn into_spec(self) -> CurateSpec {
         let mut spec = CurateSpec {
             pairs: self.pairs,
@@ -172,7 +186,7 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
             );
             let spec = demo.curate_spec();
             let out_dir = spec.out.clone();
-            let report = runner::run_curate(spec)?;
+            let report = runner::run_curate(spec, &runner::ClusterSpec::default())?;
             print!("{}", summary(&report, &out_dir));
             Ok(())
         }
@@ -191,10 +205,13 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
             Ok(())
         }
         Command::Curate(args) => {
+            let cluster = args.cluster()?;
             let spec = args.into_spec();
             let out = spec.out.clone();
-            let report = runner::run_curate(spec)?;
-            print!("{}", summary(&report, &out));
+            let report = runner::run_curate(spec, &cluster)?;
+            if cluster.process == 0 {
+                print!("{}", summary(&report, &out));
+            }
             Ok(())
         }
     }

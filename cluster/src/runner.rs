@@ -19,19 +19,67 @@ pub fn install_abort_on_panic() {
     }));
 }
 
-fn timely_config(workers: usize) -> timely::Config {
-    if workers == 1 {
-        timely::Config::thread()
-    } else {
-        timely::Config::process(workers)
+/// Where this process stands in a run: alone, or one of several timely processes
+/// (each with `workers` threads) that find each other at `addresses`.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterSpec {
+    /// This process's index in `addresses`.
+    pub process: usize,
+    /// host:port of every process, in process order; empty for a single process.
+    pub addresses: Vec<String>,
+}
+
+impl ClusterSpec {
+    /// Reads a hostfile: one `host:port` per line, blank lines and `#` comments skipped.
+    pub fn from_hostfile(path: &str, process: usize) -> Result<ClusterSpec, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::setting("--hostfile", format!("{path}: {e}")))?;
+        let addresses: Vec<String> = text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        for (i, a) in addresses.iter().enumerate() {
+            if !a.contains(':') {
+                return Err(Error::setting("--hostfile", format!("{path}: line {}: `{a}` is not host:port", i + 1)));
+            }
+        }
+        if process >= addresses.len() {
+            return Err(Error::setting(
+                "--process",
+                format!("{process} is not below the {} processes of {path}", addresses.len()),
+            ));
+        }
+        Ok(ClusterSpec { process, addresses })
+    }
+
+    fn timely_config(&self, workers: usize) -> timely::Config {
+        if self.addresses.len() > 1 {
+            timely::Config {
+                communication: timely::CommunicationConfig::Cluster {
+                    threads: workers,
+                    process: self.process,
+                    addresses: self.addresses.clone(),
+                    report: false,
+                    zerocopy: false,
+                },
+                worker: timely::WorkerConfig::default(),
+            }
+        } else if workers == 1 {
+            timely::Config::thread()
+        } else {
+            timely::Config::process(workers)
+        }
     }
 }
 
-/// Runs curate on `spec.workers` worker threads of this process.
-pub fn run_curate(spec: CurateSpec) -> Result<Report, Error> {
+/// Runs curate on `spec.workers` worker threads of this process (and, with a cluster,
+/// of every other process of the run).
+pub fn run_curate(spec: CurateSpec, cluster: &ClusterSpec) -> Result<Report, Error> {
     let workers = spec.workers;
-    let plan: Arc<CuratePlan> = Arc::new(curate::prepare(spec)?);
-    let guards = timely::execute(timely_config(workers), move |worker| curate::run_worker(worker, &plan))
+    let leader = cluster.process == 0;
+    let plan: Arc<CuratePlan> = Arc::new(curate::prepare(spec, leader)?);
+    let guards = timely::execute(cluster.timely_config(workers), move |worker| curate::run_worker(worker, &plan))
         .map_err(|e| Error::Worker(format!("cannot start timely workers: {e}")))?;
     let mut report = None;
     let mut first_error: Option<Error> = None;
@@ -56,5 +104,10 @@ pub fn run_curate(spec: CurateSpec) -> Result<Report, Error> {
     if let Some(e) = first_error {
         return Err(e);
     }
-    report.ok_or_else(|| Error::Worker("worker 0 returned no report".into()))
+    match report {
+        Some(r) => Ok(r),
+        // Processes other than the first have no report; worker 0 wrote it.
+        None if !leader => Ok(serde_json::Value::Null),
+        None => Err(Error::Worker("worker 0 returned no report".into())),
+    }
 }

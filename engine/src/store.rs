@@ -47,7 +47,10 @@ fn has_glob(s: &str) -> bool {
 /// Parses a URL or a local path into a store and a path. Local paths need not exist.
 pub fn resolve(input: &str) -> Result<Location> {
     let url = to_url(input)?;
-    let (store, path) = object_store::parse_url_opts(&url, std::env::vars())
+    // Credentials and endpoints come from the usual environment variables
+    // (AWS_*, GOOGLE_*, AZURE_*); other variables are not offered to the builders.
+    let options = std::env::vars().filter(|(k, _)| ["AWS_", "GOOGLE_", "AZURE_"].iter().any(|p| k.starts_with(p)));
+    let (store, path) = object_store::parse_url_opts(&url, options)
         .map_err(|e| Error::setting(input, format!("cannot open storage for this URL: {e}")))?;
     Ok(Location { store: Arc::from(store), path, url: display_url(input, &url) })
 }

@@ -180,8 +180,10 @@ pub struct Bars {
     pub curate: indicatif::ProgressBar,
 }
 
-/// Validates the spec and reads the small inputs; clears a previous run's output.
-pub fn prepare(spec: CurateSpec) -> Result<CuratePlan> {
+/// Validates the spec and reads the small inputs. The `leader` process (the first of a
+/// cluster, or the only one) also clears a previous run's output; the others connect
+/// only after every process has prepared, so no part is written before the clearing.
+pub fn prepare(spec: CurateSpec, leader: bool) -> Result<CuratePlan> {
     let started = Instant::now();
     spec.validate()?;
     let input = plan_input(&spec.pairs)?;
@@ -193,12 +195,14 @@ pub fn prepare(spec: CurateSpec) -> Result<CuratePlan> {
     let prompts = read_benchmark_prompts(&spec.decontaminate)?;
     let ngrams = NgramIndex::build(prompts.iter().map(|s| s.as_str()));
     let out = resolve(&spec.out)?;
-    // Uncommit first (the manifest goes first), then clear old parts.
-    out.child("manifest.json").delete()?;
-    for d in Destination::ALL {
-        out.child(d.dir()).delete_prefix()?;
+    if leader {
+        // Uncommit first (the manifest goes first), then clear old parts.
+        out.child("manifest.json").delete()?;
+        for d in Destination::ALL {
+            out.child(d.dir()).delete_prefix()?;
+        }
+        out.child("report.json").delete()?;
     }
-    out.child("report.json").delete()?;
     let hidden = !spec.progress;
     let mk = |m: &str, n: u64| {
         let b = synpref_engine::progress::bar(m, n, "pairs");
