@@ -469,7 +469,7 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
             let (unique, duplicates) = valid.dedup(ci);
             let (unique, reused_ids) = unique.unique_pair_ids(pi);
             let (clean, contaminated) = unique.decontaminate(ngrams);
-            let decided = clean.score(best, gold, None).consistency_rule(rule);
+            let decided = clean.score(best, gold).consistency_rule(rule);
             let all = scope.concatenate(vec![invalid, duplicates, reused_ids, contaminated, decided]);
             let (probe, all) = all.probe();
             all.write_parts(sinks);

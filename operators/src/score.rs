@@ -36,7 +36,6 @@ pub trait Score<'scope> {
         self,
         best: Arc<dyn RewardModel>,
         gold: Arc<dyn RewardModel>,
-        progress: Option<indicatif::ProgressBar>,
     ) -> Rows<'scope, ScoredPair>;
 }
 
@@ -45,7 +44,6 @@ impl<'scope> Score<'scope> for Rows<'scope, PreferencePair> {
         self,
         best: Arc<dyn RewardModel>,
         gold: Arc<dyn RewardModel>,
-        progress: Option<indicatif::ProgressBar>,
     ) -> Rows<'scope, ScoredPair> {
         // Both built-in with one feature space: hash each reply once, and read both
         // models' weights from one interleaved array, so that each feature costs one
@@ -85,9 +83,6 @@ impl<'scope> Score<'scope> for Rows<'scope, PreferencePair> {
                                 .collect()
                         }
                     };
-                    if let Some(pb) = &progress {
-                        pb.inc(data.len() as u64);
-                    }
                     for (pair, (p_best, p_gold)) in data.drain(..).zip(scores) {
                         session.give(ScoredPair { pair, p_best, p_gold });
                     }
