@@ -539,3 +539,31 @@ fn two_timely_processes_curate_the_same_rows_as_one() {
         assert!(read_rows(&single.join(dest)) == read_rows(&multi.join(dest)), "{dest} differs between 1 and 2 processes");
     }
 }
+
+#[test]
+fn globs_and_directories_select_input_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("in");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let row = |id: &str| format!("{{\"pair_id\":\"{id}\",\"prompt\":\"p {id}\",\"chosen\":\"good\",\"rejected\":\"bad\"}}\n");
+    std::fs::write(dir.join("a.jsonl"), row("a")).unwrap();
+    std::fs::write(dir.join("b.jsonl"), row("b")).unwrap();
+    std::fs::write(dir.join("sub/c.jsonl"), row("c")).unwrap();
+    std::fs::write(dir.join("_skipped.jsonl"), row("x")).unwrap();
+    std::fs::write(dir.join(".hidden.jsonl"), row("y")).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not an input").unwrap();
+    let gold = tmp.path().join("gold.jsonl");
+    std::fs::write(&gold, "{\"pair_id\":\"a\",\"verdict\":\"chosen\"}\n").unwrap();
+    for (pairs, rows) in [
+        (dir.clone(), 3),
+        (dir.join("*.jsonl"), 2),
+        (dir.join("a*"), 1),
+        (dir.join("**/*.jsonl"), 3),
+    ] {
+        let out = tmp.path().join("out");
+        ok(&["curate", "--pairs", s(&pairs), "--gold", s(&gold), "--out", s(&out)]);
+        assert_eq!(assert_accounting(&out)["input_rows"], rows, "{}", pairs.display());
+    }
+    let err = fails_with(&["curate", "--pairs", s(&dir.join("*.parquet")), "--gold", s(&gold), "--out", s(&tmp.path().join("o"))], 2);
+    assert!(err.contains("no input files"), "{err}");
+}

@@ -387,8 +387,7 @@ impl<'a> ShardReader<'a> {
                 }
                 Some(Err(e)) => Err(Error::bad_file(&file.location.url, format!("cannot decode Parquet data: {e}"))),
                 Some(Ok(batch)) => {
-                    let (_, cols) = file.parquet.as_ref().expect("parquet");
-                    let records = parquet_batch_records(&file.location.url, file_index, *next_row, &batch, cols, self.extras)?;
+                    let records = parquet_batch_records(&file.location.url, file_index, *next_row, &batch, self.extras)?;
                     *next_row += batch.num_rows() as u64;
                     Ok(Some(records))
                 }
@@ -689,7 +688,6 @@ fn parquet_batch_records(
     file_index: usize,
     first_row: u64,
     batch: &RecordBatch,
-    cols: &ParquetColumns,
     extras: Option<&ExtrasCodec>,
 ) -> Result<Vec<RawRecord>> {
     let n = batch.num_rows();
@@ -709,7 +707,6 @@ fn parquet_batch_records(
         )?),
         _ => None,
     };
-    let _ = cols;
     let mut extras_iter = extras_rows.map(|v| v.into_iter());
     let mut out = Vec::with_capacity(n);
     for i in 0..n {

@@ -230,14 +230,12 @@ pub fn list_inputs(input: &str, accept: &dyn Fn(&str) -> bool) -> Result<Vec<Inp
             }
         }
         let rel = &p[prefix.as_ref().len()..];
-        let base_url = if let Some(g) = &glob_pattern {
-            let fixed_len = prefix.as_ref().len();
-            let _ = g;
-            // Rebuild a readable URL: the user's text up to the glob, then the rest.
-            let cut = input.find(|c| ['*', '?', '[', '{'].contains(&c)).unwrap_or(input.len());
+        let base_url = if glob_pattern.is_some() {
+            // A readable URL: the user's text up to the directory holding the first glob
+            // character, then the rest of the object's path.
+            let cut = input.find(['*', '?', '[', '{']).unwrap_or(input.len());
             let head = &input[..cut];
             let head = &head[..head.rfind('/').map(|i| i + 1).unwrap_or(0)];
-            let _ = fixed_len;
             format!("{}{}", head, rel.trim_start_matches('/'))
         } else {
             format!("{}/{}", loc.url.trim_end_matches('/'), rel.trim_start_matches('/'))
