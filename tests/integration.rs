@@ -567,3 +567,34 @@ fn globs_and_directories_select_input_files() {
     let err = fails_with(&["curate", "--pairs", s(&dir.join("*.parquet")), "--gold", s(&gold), "--out", s(&tmp.path().join("o"))], 2);
     assert!(err.contains("no input files"), "{err}");
 }
+
+/// DataFusion-style: the same run under many read batch sizes (the unit of pipelining
+/// and of exchange between workers) gives the same rows.
+#[test]
+fn output_does_not_depend_on_read_batch_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 2_500, 13);
+    let pool = tmp.path().join("pool");
+    std::fs::create_dir_all(&pool).unwrap();
+    for e in std::fs::read_dir(data.join("pairs")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, pool.join(p.file_name().unwrap())).unwrap();
+    }
+    write_crafted_jsonl(&pool.join("crafted.jsonl"));
+    let (gold, judges) = (data.join("gold.parquet"), data.join("judge_votes.parquet"));
+    let mut first: Option<Vec<Vec<Value>>> = None;
+    for (batch, workers) in [(8192, 1), (1, 2), (7, 3), (100, 2), (333, 4)] {
+        let out = tmp.path().join(format!("o{batch}"));
+        ok(&[
+            "curate", "--pairs", s(&pool), "--gold", s(&gold), "--judges", s(&judges), "--out", s(&out),
+            "--batch-rows", &batch.to_string(), "--workers", &workers.to_string(), "--max-pair-bytes", "2000",
+        ]);
+        assert_accounting(&out);
+        let rows: Vec<Vec<Value>> = ["curated", "discarded", "quarantine"].iter().map(|d| read_rows(&out.join(d))).collect();
+        match &first {
+            None => first = Some(rows),
+            Some(f) => assert!(f == &rows, "batch size {batch} with {workers} workers changed the output"),
+        }
+    }
+}

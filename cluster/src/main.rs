@@ -77,10 +77,10 @@ struct CurateArgs {
     #[arg(long)]
     out: String,
     /// Timely worker threads.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = CurateSpec::default().workers)]
     workers: usize,
     /// τ of the consistency rule: keep iff p_gold > τ and (p_best > τ or judges agree).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = CurateSpec::default().threshold)]
     threshold: f64,
     /// Ground truth (pair_id, preference) for truth_agreement_* in the report.
     #[arg(long)]
@@ -95,20 +95,23 @@ struct CurateArgs {
     #[arg(long)]
     emit_flipped: bool,
     /// Largest accepted pair in bytes of text; larger rows are quarantined.
-    #[arg(long, default_value_t = 4 << 20)]
+    #[arg(long, default_value_t = CurateSpec::default().max_pair_bytes)]
     max_pair_bytes: usize,
     /// The best RM (`builtin`).
-    #[arg(long, default_value = "builtin")]
+    #[arg(long, default_value_t = CurateSpec::default().best_rm)]
     best_rm: String,
     /// The gold RM (`builtin`).
-    #[arg(long, default_value = "builtin")]
+    #[arg(long, default_value_t = CurateSpec::default().gold_rm)]
     gold_rm: String,
     /// Seed of the built-in models' training.
-    #[arg(long, default_value_t = 17)]
+    #[arg(long, default_value_t = CurateSpec::default().train.seed)]
     seed: u64,
     /// Do not draw progress bars.
     #[arg(long)]
     no_progress: bool,
+    /// Rows per read batch: the unit of pipelining between reading and the dataflow.
+    #[arg(long, default_value_t = CurateSpec::default().batch_rows)]
+    batch_rows: usize,
     /// Run as one of several timely processes: a file with one host:port per process.
     /// Start the same command once per line, each with its own --process.
     #[arg(long, requires = "process")]
@@ -141,6 +144,7 @@ impl CurateArgs {
             best_rm: self.best_rm,
             gold_rm: self.gold_rm,
             progress: !self.no_progress,
+            batch_rows: self.batch_rows,
             ..CurateSpec::default()
         };
         spec.train.seed = self.seed;

@@ -29,7 +29,9 @@ use crate::extras::ExtrasCodec;
 use crate::model::{Attributes, Conversation, Message, RowKey, ATTRIBUTE_COLUMNS};
 use crate::store::{block_on, list_inputs, InputFile, Location};
 
-/// Rows per record batch when reading.
+/// Default rows per record batch when reading: arrow-rs's own default batch size, large
+/// enough to amortise per-batch overhead, small enough to keep a few batches per worker
+/// in flight.
 pub const READ_BATCH_ROWS: usize = 8192;
 /// JSONL files larger than this are split into byte ranges read by different workers.
 pub const JSONL_SHARD_BYTES: u64 = 32 << 20;
@@ -103,6 +105,8 @@ pub struct InputPlan {
     pub shards: Vec<Shard>,
     /// Exact for Parquet, estimated (bytes / 512) for JSONL.
     pub estimated_rows: u64,
+    /// Rows per batch a shard reader hands out (`READ_BATCH_ROWS` unless set).
+    pub batch_rows: usize,
 }
 
 impl InputPlan {
@@ -160,7 +164,7 @@ pub fn plan_input_with(url: &str, jsonl_shard_bytes: u64) -> Result<InputPlan> {
             }
         }
     }
-    Ok(InputPlan { url: url.to_string(), files: planned, shards, estimated_rows })
+    Ok(InputPlan { url: url.to_string(), files: planned, shards, estimated_rows, batch_rows: READ_BATCH_ROWS })
 }
 
 fn conv_form(file: &str, column: &str, dt: &DataType) -> Result<ConvForm> {
@@ -355,7 +359,7 @@ impl<'a> ShardReader<'a> {
                 }
                 let stream = builder
                     .with_row_groups(vec![*row_group])
-                    .with_batch_size(READ_BATCH_ROWS)
+                    .with_batch_size(plan.batch_rows.max(1))
                     .build()
                     .map_err(|e| Error::bad_file(&file.location.url, format!("cannot read row group {row_group}: {e}")))?;
                 ReaderState::Parquet { stream, next_row: first_row as u64 }
@@ -397,10 +401,11 @@ impl<'a> ShardReader<'a> {
                     self.state = ReaderState::Done;
                     return Ok(None);
                 }
-                let mut records = Vec::with_capacity(READ_BATCH_ROWS.min(1024));
+                let batch_rows = self.plan.batch_rows.max(1);
+                let mut records = Vec::with_capacity(batch_rows.min(1024));
                 let mut obs = jsonl_obs;
                 let mut texts: Vec<(usize, serde_json::Map<String, Value>)> = Vec::new();
-                while *pos < data.len() && records.len() < READ_BATCH_ROWS {
+                while *pos < data.len() && records.len() < batch_rows {
                     let rest = &data[*pos..];
                     let len = memchr_newline(rest).unwrap_or(rest.len());
                     let line_bytes = &rest[..len];

@@ -95,6 +95,8 @@ pub struct CurateSpec {
     /// Epochs of the gold RM: its labels are few and clean, so more passes help
     /// rather than fit noise.
     pub gold_epochs: usize,
+    /// Rows per read batch (the unit of pipelining; the output does not depend on it).
+    pub batch_rows: usize,
     /// Draw progress bars (they also hide themselves when stderr is not a terminal).
     pub progress: bool,
 }
@@ -118,6 +120,7 @@ impl Default for CurateSpec {
             heldout_share: 0.1,
             train: TrainSettings::default(),
             gold_epochs: 4,
+            batch_rows: synpref_engine::input::READ_BATCH_ROWS,
             progress: true,
         }
     }
@@ -142,6 +145,9 @@ impl CurateSpec {
         }
         if !(0.0..0.9).contains(&self.heldout_share) {
             return Err(Error::setting("heldout_share", "must be in [0, 0.9)"));
+        }
+        if self.batch_rows == 0 || self.batch_rows > 1 << 20 {
+            return Err(Error::setting("--batch-rows", format!("{} is not between 1 and 1048576", self.batch_rows)));
         }
         if self.max_pair_bytes == 0 {
             return Err(Error::setting("--max-pair-bytes", "must be positive"));
@@ -186,7 +192,8 @@ pub struct Bars {
 pub fn prepare(spec: CurateSpec, leader: bool) -> Result<CuratePlan> {
     let started = Instant::now();
     spec.validate()?;
-    let input = plan_input(&spec.pairs)?;
+    let mut input = plan_input(&spec.pairs)?;
+    input.batch_rows = spec.batch_rows;
     tracing::info!(files = input.files.len(), shards = input.shards.len(), rows = input.estimated_rows, "planned input");
     let gold = GoldLabels::read(&spec.gold)?;
     tracing::info!(labels = gold.labels.len(), records = gold.records, "read gold labels");
