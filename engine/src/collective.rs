@@ -68,9 +68,7 @@ where
 pub fn agree_on_errors(worker: &mut Worker, local: Result<()>) -> Result<()> {
     let message: Option<(i32, String)> = local.as_ref().err().map(|e| (e.exit_code(), e.to_string()));
     let all = all_gather(worker, &message)?;
-    if let Err(e) = local {
-        return Err(e);
-    }
+    local?;
     for (i, m) in all.into_iter().enumerate() {
         if let Some((code, message)) = m {
             return Err(Error::PeerFailed { worker: i, exit_code: code, message });

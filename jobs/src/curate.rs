@@ -601,14 +601,15 @@ fn build_manifest(plan: &CuratePlan, models: &Models, files: &[WrittenFile], rep
 /// files. Also where whole JSONL files are judged unusable.
 fn output_schema(input: &InputPlan, observations: &[JsonlObservation]) -> Result<(OutputSchema, Vec<Field>)> {
     let mut per_file: FxHashMap<usize, JsonlObservation> = FxHashMap::default();
-    for o in observations {
+    // In file order, so that a file's first error is the one nearest its start.
+    let mut ordered: Vec<&JsonlObservation> = observations.iter().collect();
+    ordered.sort_by_key(|o| (o.file, o.start));
+    for o in ordered {
         let e = per_file.entry(o.file).or_insert_with(|| JsonlObservation { file: o.file, ..Default::default() });
         e.lines += o.lines;
         e.unparsable += o.unparsable;
-        if e.first_error.is_none() || o.first_error.as_ref().is_some_and(|x| e.first_error.as_ref().is_some_and(|y| x.0 < y.0)) {
-            if o.first_error.is_some() {
-                e.first_error = o.first_error.clone();
-            }
+        if e.first_error.is_none() {
+            e.first_error = o.first_error.clone();
         }
         e.keys.extend(o.keys.iter().cloned());
         e.message_columns.extend(o.message_columns.iter().cloned());

@@ -82,7 +82,7 @@ pub(crate) fn keep_first<'scope>(
 ) -> (Rows<'scope, synpref_engine::model::PreferencePair>, Rows<'scope, synpref_engine::output::OutputRow>) {
     use timely::dataflow::operators::core::OkErr;
     type Checked = Result<synpref_engine::model::PreferencePair, synpref_engine::output::OutputRow>;
-    let checked: Rows<'scope, Checked> = pairs.unary(Exchange::new(move |p| key(p)), name, move |_, _| {
+    let checked: Rows<'scope, Checked> = pairs.unary(Exchange::new(key), name, move |_, _| {
         move |input, output| {
             let index = index.borrow();
             input.for_each(|time, data| {
