@@ -598,3 +598,124 @@ fn output_does_not_depend_on_read_batch_size() {
         }
     }
 }
+
+// ---- Parity with Hugging Face (fixtures: tests/fixtures/PROVENANCE.md) ----
+
+fn fixture(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(path)
+}
+
+fn json_file(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+fn f32s(v: &Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+fn u32s(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+#[test]
+fn parity_tokenizers_match_hugging_face_exactly() {
+    for kind in ["bpe", "wordpiece"] {
+        let tok = tokenizers::Tokenizer::from_file(fixture(&format!("tokenizer/{kind}/tokenizer.json"))).unwrap();
+        let expected = json_file(&fixture(&format!("tokenizer/{kind}/expected.json")));
+        for sample in expected["samples"].as_array().unwrap() {
+            let text = sample["text"].as_str().unwrap();
+            let enc = tok.encode(text, true).unwrap();
+            assert_eq!(enc.get_ids(), u32s(&sample["ids"]).as_slice(), "{kind}: ids of {text:?}");
+            let tokens: Vec<&str> = sample["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+            assert_eq!(enc.get_tokens(), tokens.as_slice(), "{kind}: tokens of {text:?}");
+            let offsets: Vec<(usize, usize)> = sample["offsets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| (o[0].as_u64().unwrap() as usize, o[1].as_u64().unwrap() as usize))
+                .collect();
+            // transformers reports offsets in characters (Python string indices), the
+            // Rust crate in bytes.
+            let chars = |byte: usize| text[..byte].chars().count();
+            let ours: Vec<(usize, usize)> = enc.get_offsets().iter().map(|&(a, b)| (chars(a), chars(b))).collect();
+            assert_eq!(ours, offsets, "{kind}: offsets of {text:?}");
+            let plain = tok.encode(text, false).unwrap();
+            assert_eq!(plain.get_ids(), u32s(&sample["ids_no_special"]).as_slice(), "{kind}: ids without specials");
+            let decoded = tok.decode(enc.get_ids(), true).unwrap();
+            assert_eq!(decoded, sample["decoded_skip_special"].as_str().unwrap(), "{kind}: decode of {text:?}");
+        }
+    }
+}
+
+#[test]
+fn parity_bert_fixture_hidden_states_and_sentence_embeddings() {
+    use synpref_operators::models::bert::BertEncoder;
+    let expected = json_file(&fixture("bert_minilm/expected.json"));
+    let tol = expected["recommended_tolerance"]["f32_atol"].as_f64().unwrap() as f32;
+    let enc = BertEncoder::load(&fixture("bert_minilm"), 512).unwrap();
+    let texts: Vec<&str> = expected["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let lengths: Vec<usize> = expected["lengths"].as_array().unwrap().iter().map(|l| l.as_u64().unwrap() as usize).collect();
+    // Tokenisation: our ids are transformers' ids.
+    let ids: Vec<Vec<u32>> = texts.iter().map(|t| enc.tokenize(t).unwrap()).collect();
+    for (i, row) in expected["input_ids"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(ids[i], u32s(row)[..lengths[i]].to_vec(), "ids of text {i}");
+    }
+    // Hidden states of the padded batch, on the real tokens.
+    let t = lengths.iter().copied().max().unwrap();
+    let mut flat = Vec::new();
+    let mut mask = Vec::new();
+    for row in &ids {
+        flat.extend(row.iter().copied().chain(std::iter::repeat(0).take(t - row.len())));
+        mask.extend((0..t).map(|i| u32::from(i < row.len())));
+    }
+    let dev = candle_core::Device::Cpu;
+    let hidden = enc
+        .forward(
+            &candle_core::Tensor::from_vec(flat, (ids.len(), t), &dev).unwrap(),
+            &candle_core::Tensor::from_vec(mask, (ids.len(), t), &dev).unwrap(),
+        )
+        .unwrap()
+        .to_vec3::<f32>()
+        .unwrap();
+    for seq in [0usize, 3] {
+        let rows = expected["last_hidden_state"][format!("sequence_{seq}")].as_array().unwrap();
+        for (pos, row) in rows.iter().enumerate().take(lengths[seq]) {
+            for (a, b) in hidden[seq][pos].iter().zip(f32s(row)) {
+                assert!((a - b).abs() <= tol, "hidden state seq {seq} pos {pos}: {a} vs {b}");
+            }
+        }
+    }
+    let got = enc.embed(&texts).unwrap();
+    for (i, row) in expected["sentence_embeddings"].as_array().unwrap().iter().enumerate() {
+        for (a, b) in got[i].iter().zip(f32s(row)) {
+            assert!((a - b).abs() <= tol, "embedding {i}: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn parity_real_all_minilm_l6_v2_against_sentence_transformers() {
+    use synpref_operators::models::bert::BertEncoder;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/all-MiniLM-L6-v2");
+    if !dir.join("model.safetensors").exists() {
+        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") {
+            panic!("../shared/models/all-MiniLM-L6-v2 is missing on CI: {}", dir.display());
+        }
+        eprintln!("NOTICE: skipping the MiniLM parity test: {} not found", dir.display());
+        return;
+    }
+    let expected = json_file(&dir.join("expected_embeddings.json"));
+    let enc = BertEncoder::load(&dir, expected["max_seq_length"].as_u64().unwrap() as usize).unwrap();
+    let texts: Vec<&str> = expected["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    for (i, t) in texts.iter().enumerate() {
+        assert_eq!(enc.tokenize(t).unwrap(), u32s(&expected["input_ids"][i]), "ids of text {i} (truncation included)");
+    }
+    let got = enc.embed(&texts).unwrap();
+    for (i, row) in expected["embeddings"].as_array().unwrap().iter().enumerate() {
+        let want = f32s(row);
+        let dot: f32 = got[i].iter().zip(&want).map(|(a, b)| a * b).sum();
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let cos = dot / (norm(&got[i]) * norm(&want));
+        assert!(cos >= 0.9999, "text {i}: cosine {cos}");
+    }
+}

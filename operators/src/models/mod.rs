@@ -2,6 +2,7 @@
 //! built-in hashed Bradley–Terry model behind it. Transformer RMs and encoders (candle)
 //! plug in behind the same trait.
 
+pub mod bert;
 pub mod builtin;
 pub mod features;
 
