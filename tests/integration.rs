@@ -36,7 +36,11 @@ fn ok(args: &[&str]) -> Output {
 fn fails_with(args: &[&str], code: i32) -> String {
     let out = synpref(args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(code), "synpref {args:?}: expected exit {code}; stderr: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "synpref {args:?}: expected exit {code}; stderr: {stderr}"
+    );
     stderr
 }
 
@@ -48,11 +52,19 @@ fn s(p: &Path) -> &str {
 /// the whole row), so that outputs can be compared whatever the worker count.
 fn read_rows(dir: &Path) -> Vec<Value> {
     let mut rows = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return rows };
-    let mut paths: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return rows;
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
     paths.sort();
     for p in paths {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&p).unwrap()).unwrap().build().unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&p).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
         for batch in reader {
             let batch = batch.unwrap();
             let mut buf = Vec::new();
@@ -66,7 +78,12 @@ fn read_rows(dir: &Path) -> Vec<Value> {
             }
         }
     }
-    rows.sort_by_key(|r| (r["pair_id"].as_str().unwrap_or("").to_string(), r.to_string()));
+    rows.sort_by_key(|r| {
+        (
+            r["pair_id"].as_str().unwrap_or("").to_string(),
+            r.to_string(),
+        )
+    });
     rows
 }
 
@@ -78,30 +95,97 @@ fn report(out: &Path) -> Value {
 /// counts add up, and the files hold exactly the counted rows.
 fn assert_accounting(out: &Path) -> Value {
     let r = report(out);
-    let n = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("report lacks {k}: {r}"));
-    assert_eq!(n("input_rows"), n("curated_rows") + n("discarded_rows") + n("quarantined_rows"), "{r}");
-    let by_reason: u64 = r["reasons"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let n = |k: &str| {
+        r[k].as_u64()
+            .unwrap_or_else(|| panic!("report lacks {k}: {r}"))
+    };
+    assert_eq!(
+        n("input_rows"),
+        n("curated_rows") + n("discarded_rows") + n("quarantined_rows"),
+        "{r}"
+    );
+    let by_reason: u64 = r["reasons"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(by_reason, n("input_rows"));
-    assert_eq!(read_rows(&out.join("curated")).len() as u64, n("curated_rows"));
-    assert_eq!(read_rows(&out.join("discarded")).len() as u64, n("discarded_rows"));
-    assert_eq!(read_rows(&out.join("quarantine")).len() as u64, n("quarantined_rows"));
-    assert!(out.join("manifest.json").exists(), "manifest.json is the commit marker");
+    assert_eq!(
+        read_rows(&out.join("curated")).len() as u64,
+        n("curated_rows")
+    );
+    assert_eq!(
+        read_rows(&out.join("discarded")).len() as u64,
+        n("discarded_rows")
+    );
+    assert_eq!(
+        read_rows(&out.join("quarantine")).len() as u64,
+        n("quarantined_rows")
+    );
+    assert!(
+        out.join("manifest.json").exists(),
+        "manifest.json is the commit marker"
+    );
     assert!(r["elapsed_s"].as_f64().is_some() && r["workers"].as_u64().is_some());
     r
 }
 
 fn gen(dir: &Path, pairs: u64, seed: u64) {
-    ok(&["gen", "--pairs", &pairs.to_string(), "--out", s(dir), "--seed", &seed.to_string()]);
+    ok(&[
+        "gen",
+        "--pairs",
+        &pairs.to_string(),
+        "--out",
+        s(dir),
+        "--seed",
+        &seed.to_string(),
+    ]);
 }
 
 fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
     let schema = Arc::new(Schema::new(
-        columns.iter().map(|(n, a)| Field::new(*n, a.data_type().clone(), true)).collect::<Vec<_>>(),
+        columns
+            .iter()
+            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+            .collect::<Vec<_>>(),
     ));
-    let batch = RecordBatch::try_new(schema.clone(), columns.into_iter().map(|(_, a)| a).collect()).unwrap();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )
+    .unwrap();
     let mut w = ArrowWriter::try_new(File::create(path).unwrap(), schema, None).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
+}
+
+/// A pool directory holding `gen`'s pairs and the crafted JSONL rows side by side.
+fn pool_with_crafted_rows(tmp: &Path, data: &Path) -> PathBuf {
+    let pool = tmp.join("pool");
+    std::fs::create_dir_all(&pool).unwrap();
+    for e in std::fs::read_dir(data.join("pairs")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, pool.join(p.file_name().unwrap())).unwrap();
+    }
+    write_crafted_jsonl(&pool.join("crafted.jsonl"));
+    pool
+}
+
+/// Runs curate on `pairs` and `gold` expecting exit 2; returns stderr.
+fn curate_fails(pairs: &Path, gold: &Path, out: &Path) -> String {
+    fails_with(
+        &[
+            "curate",
+            "--pairs",
+            s(pairs),
+            "--gold",
+            s(gold),
+            "--out",
+            s(out),
+        ],
+        2,
+    )
 }
 
 fn strings(v: &[&str]) -> ArrayRef {
@@ -117,21 +201,39 @@ fn curated_rows_are_identical_with_1_2_and_4_workers_and_curation_beats_the_inpu
     for workers in [1, 2, 4] {
         let out = tmp.path().join(format!("o{workers}"));
         ok(&[
-            "curate", "--pairs", s(&data.join("pairs")), "--gold", s(&data.join("gold.parquet")),
-            "--truth", s(&data.join("truth.parquet")), "--out", s(&out), "--workers", &workers.to_string(),
+            "curate",
+            "--pairs",
+            s(&data.join("pairs")),
+            "--gold",
+            s(&data.join("gold.parquet")),
+            "--truth",
+            s(&data.join("truth.parquet")),
+            "--out",
+            s(&out),
+            "--workers",
+            &workers.to_string(),
         ]);
         let r = assert_accounting(&out);
         assert_eq!(r["workers"], workers);
         assert_eq!(r["input_rows"], 20_000);
-        let (a, b) = (r["truth_agreement_input"].as_f64().unwrap(), r["truth_agreement_curated"].as_f64().unwrap());
-        assert!(b >= a + 0.05, "curation must help: input {a:.3}, curated {b:.3}");
+        let (a, b) = (
+            r["truth_agreement_input"].as_f64().unwrap(),
+            r["truth_agreement_curated"].as_f64().unwrap(),
+        );
+        assert!(
+            b >= a + 0.05,
+            "curation must help: input {a:.3}, curated {b:.3}"
+        );
         outputs.push(out);
     }
     for dest in ["curated", "discarded", "quarantine"] {
         let one = read_rows(&outputs[0].join(dest));
         assert!(!one.is_empty() || dest == "quarantine");
         for other in &outputs[1..] {
-            assert!(one == read_rows(&other.join(dest)), "{dest} differs between worker counts");
+            assert!(
+                one == read_rows(&other.join(dest)),
+                "{dest} differs between worker counts"
+            );
         }
     }
 }
@@ -164,17 +266,15 @@ fn every_reason_code_is_reached_and_bad_rows_are_quarantined_with_their_reason()
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("g");
     gen(&data, 4_000, 11);
-    let pool = tmp.path().join("pool");
-    std::fs::create_dir_all(&pool).unwrap();
-    for e in std::fs::read_dir(data.join("pairs")).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, pool.join(p.file_name().unwrap())).unwrap();
-    }
-    write_crafted_jsonl(&pool.join("crafted.jsonl"));
+    let pool = pool_with_crafted_rows(tmp.path(), &data);
     let gold = tmp.path().join("gold");
     std::fs::create_dir_all(&gold).unwrap();
     std::fs::copy(data.join("gold.parquet"), gold.join("a.parquet")).unwrap();
-    std::fs::write(gold.join("b.jsonl"), "{\"pair_id\":\"undecided\",\"verdict\":\"undecidable\"}\n").unwrap();
+    std::fs::write(
+        gold.join("b.jsonl"),
+        "{\"pair_id\":\"undecided\",\"verdict\":\"undecidable\"}\n",
+    )
+    .unwrap();
     let bench = tmp.path().join("bench.jsonl");
     std::fs::write(
         &bench,
@@ -183,23 +283,59 @@ fn every_reason_code_is_reached_and_bad_rows_are_quarantined_with_their_reason()
     .unwrap();
     let out = tmp.path().join("out");
     ok(&[
-        "curate", "--pairs", s(&pool), "--gold", s(&gold), "--judges", s(&data.join("judge_votes.parquet")),
-        "--decontaminate", s(&bench), "--max-pair-bytes", "2000", "--out", s(&out), "--workers", "2",
+        "curate",
+        "--pairs",
+        s(&pool),
+        "--gold",
+        s(&gold),
+        "--judges",
+        s(&data.join("judge_votes.parquet")),
+        "--decontaminate",
+        s(&bench),
+        "--max-pair-bytes",
+        "2000",
+        "--out",
+        s(&out),
+        "--workers",
+        "2",
     ]);
     let r = assert_accounting(&out);
     for code in [
-        "human_agrees", "human_corrected", "both_rms_agree", "gold_rm_and_judge_agree", "human_undecidable",
-        "gold_rm_disagrees", "best_rm_and_judge_disagree", "duplicate", "contaminated", "invalid_unparsable",
-        "invalid_wrong_type", "invalid_missing_prompt", "invalid_missing_response", "invalid_empty_response",
-        "invalid_too_large", "invalid_implicit_prompt", "invalid_duplicate_pair_id",
+        "human_agrees",
+        "human_corrected",
+        "both_rms_agree",
+        "gold_rm_and_judge_agree",
+        "human_undecidable",
+        "gold_rm_disagrees",
+        "best_rm_and_judge_disagree",
+        "duplicate",
+        "contaminated",
+        "invalid_unparsable",
+        "invalid_wrong_type",
+        "invalid_missing_prompt",
+        "invalid_missing_response",
+        "invalid_empty_response",
+        "invalid_too_large",
+        "invalid_implicit_prompt",
+        "invalid_duplicate_pair_id",
     ] {
-        assert!(r["reasons"][code].as_u64().unwrap_or(0) > 0, "reason {code} never reached: {}", r["reasons"]);
+        assert!(
+            r["reasons"][code].as_u64().unwrap_or(0) > 0,
+            "reason {code} never reached: {}",
+            r["reasons"]
+        );
         assert_eq!(r[code], r["reasons"][code]);
     }
     let quarantine = read_rows(&out.join("quarantine"));
     let reason_of = |id: &str| -> String {
-        let row = quarantine.iter().find(|r| r["pair_id"] == id).unwrap_or_else(|| panic!("{id} not quarantined"));
-        assert!(row["source_file"].as_str().unwrap().ends_with("crafted.jsonl"));
+        let row = quarantine
+            .iter()
+            .find(|r| r["pair_id"] == id)
+            .unwrap_or_else(|| panic!("{id} not quarantined"));
+        assert!(row["source_file"]
+            .as_str()
+            .unwrap()
+            .ends_with("crafted.jsonl"));
         assert!(row["error"].as_str().is_some_and(|e| !e.is_empty()));
         row["reason"].as_str().unwrap().to_string()
     };
@@ -210,24 +346,61 @@ fn every_reason_code_is_reached_and_bad_rows_are_quarantined_with_their_reason()
     assert_eq!(reason_of("too-large"), "invalid_too_large");
     assert_eq!(reason_of("implicit-bad"), "invalid_implicit_prompt");
     assert_eq!(reason_of("reused"), "invalid_duplicate_pair_id");
-    let reused = quarantine.iter().find(|r| r["pair_id"] == "reused").unwrap();
-    assert_eq!(reused["source_row"], 9, "rows routed after validation keep their line number");
-    let unparsable = quarantine.iter().find(|r| r["reason"] == "invalid_unparsable").expect("unparsable row");
+    let reused = quarantine
+        .iter()
+        .find(|r| r["pair_id"] == "reused")
+        .unwrap();
+    assert_eq!(
+        reused["source_row"], 9,
+        "rows routed after validation keep their line number"
+    );
+    let unparsable = quarantine
+        .iter()
+        .find(|r| r["reason"] == "invalid_unparsable")
+        .expect("unparsable row");
     assert_eq!(unparsable["raw"], "this line is not json");
-    assert_eq!(unparsable["source_row"], 1, "JSONL rows are named by line number");
+    assert_eq!(
+        unparsable["source_row"], 1,
+        "JSONL rows are named by line number"
+    );
     // Valid rows of every form made it through with their extra columns.
-    let all: Vec<Value> = ["curated", "discarded"].iter().flat_map(|d| read_rows(&out.join(d))).collect();
-    let implicit = all.iter().find(|r| r["pair_id"] == "implicit-ok").expect("implicit-prompt pair kept as data");
+    let all: Vec<Value> = ["curated", "discarded"]
+        .iter()
+        .flat_map(|d| read_rows(&out.join(d)))
+        .collect();
+    let implicit = all
+        .iter()
+        .find(|r| r["pair_id"] == "implicit-ok")
+        .expect("implicit-prompt pair kept as data");
     assert_eq!(implicit["note"], "carried");
-    assert_eq!(all.iter().find(|r| r["pair_id"] == "reused").unwrap()["note"], "kept");
-    assert!(all.iter().filter(|r| r["gen_index"].is_i64()).count() >= 3_900, "gen_index carried through");
+    assert_eq!(
+        all.iter().find(|r| r["pair_id"] == "reused").unwrap()["note"],
+        "kept"
+    );
+    assert!(
+        all.iter().filter(|r| r["gen_index"].is_i64()).count() >= 3_900,
+        "gen_index carried through"
+    );
     let dup = all.iter().find(|r| r["pair_id"] == "copy-2").unwrap();
     assert_eq!(dup["reason"], "duplicate");
-    assert_ne!(all.iter().find(|r| r["pair_id"] == "copy-1").unwrap()["reason"], "duplicate", "the first copy is kept");
-    assert_eq!(all.iter().find(|r| r["pair_id"] == "leaked").unwrap()["reason"], "contaminated");
-    assert_eq!(all.iter().find(|r| r["pair_id"] == "undecided").unwrap()["reason"], "human_undecidable");
+    assert_ne!(
+        all.iter().find(|r| r["pair_id"] == "copy-1").unwrap()["reason"],
+        "duplicate",
+        "the first copy is kept"
+    );
+    assert_eq!(
+        all.iter().find(|r| r["pair_id"] == "leaked").unwrap()["reason"],
+        "contaminated"
+    );
+    assert_eq!(
+        all.iter().find(|r| r["pair_id"] == "undecided").unwrap()["reason"],
+        "human_undecidable"
+    );
     // Human corrections are written swapped, with p for the row as written.
-    let corrected: Vec<&Value> = all.iter().filter(|r| r["reason"] == "human_corrected").collect();
+    let corrected: Vec<&Value> = all
+        .iter()
+        .filter(|r| r["reason"] == "human_corrected")
+        .collect();
     assert!(!corrected.is_empty());
 }
 
@@ -258,29 +431,67 @@ fn human_corrected_pairs_are_swapped_and_emit_flipped_swaps_rm_discards() {
     )
     .unwrap();
     let out = tmp.path().join("out");
-    ok(&["curate", "--pairs", s(&pool), "--gold", s(&gold), "--out", s(&out), "--emit-flipped"]);
+    ok(&[
+        "curate",
+        "--pairs",
+        s(&pool),
+        "--gold",
+        s(&gold),
+        "--out",
+        s(&out),
+        "--emit-flipped",
+    ]);
     assert_accounting(&out);
     let curated = read_rows(&out.join("curated"));
-    let b = curated.iter().find(|r| r["pair_id"] == "b").expect("b curated");
+    let b = curated
+        .iter()
+        .find(|r| r["pair_id"] == "b")
+        .expect("b curated");
     assert_eq!(b["reason"], "human_corrected", "the later label supersedes");
     assert_eq!(b["chosen"], "good answer");
     assert_eq!(b["rejected"], "bad answer");
     let discarded = read_rows(&out.join("discarded"));
-    let c = discarded.iter().find(|r| r["pair_id"] == "c").expect("c discarded by the gold RM");
+    let c = discarded
+        .iter()
+        .find(|r| r["pair_id"] == "c")
+        .expect("c discarded by the gold RM");
     assert_eq!(c["reason"], "gold_rm_disagrees");
-    assert_eq!(c["chosen"], "good answer here", "--emit-flipped writes RM discards swapped");
-    assert!(c["p_gold"].as_f64().unwrap() > 0.5, "p refers to the row as written");
+    assert_eq!(
+        c["chosen"], "good answer here",
+        "--emit-flipped writes RM discards swapped"
+    );
+    assert!(
+        c["p_gold"].as_f64().unwrap() > 0.5,
+        "p refers to the row as written"
+    );
 }
 
 #[test]
 fn parquet_without_rejected_column_exits_2_naming_file_and_column() {
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("no_rejected.parquet");
-    write_parquet(&bad, vec![("prompt", strings(&["p"])), ("chosen", strings(&["c"]))]);
+    write_parquet(
+        &bad,
+        vec![("prompt", strings(&["p"])), ("chosen", strings(&["c"]))],
+    );
     let gold = tmp.path().join("gold.jsonl");
     std::fs::write(&gold, "{\"pair_id\":\"x\",\"verdict\":\"chosen\"}\n").unwrap();
-    let err = fails_with(&["curate", "--pairs", s(&bad), "--gold", s(&gold), "--out", s(&tmp.path().join("o"))], 2);
-    assert!(err.contains("no_rejected.parquet") && err.contains("rejected"), "{err}");
+    let err = fails_with(
+        &[
+            "curate",
+            "--pairs",
+            s(&bad),
+            "--gold",
+            s(&gold),
+            "--out",
+            s(&tmp.path().join("o")),
+        ],
+        2,
+    );
+    assert!(
+        err.contains("no_rejected.parquet") && err.contains("rejected"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -291,42 +502,95 @@ fn bad_input_files_exit_2_naming_the_file() {
     let out = tmp.path().join("o");
     let garbage = tmp.path().join("garbage.parquet");
     std::fs::write(&garbage, b"PAR1 definitely not parquet").unwrap();
-    let err = fails_with(&["curate", "--pairs", s(&garbage), "--gold", s(&gold), "--out", s(&out)], 2);
+    let err = curate_fails(&garbage, &gold, &out);
     assert!(err.contains("garbage.parquet"), "{err}");
 
     let not_jsonl = tmp.path().join("notes.jsonl");
     std::fs::write(&not_jsonl, "hello\nworld\n").unwrap();
-    let err = fails_with(&["curate", "--pairs", s(&not_jsonl), "--gold", s(&gold), "--out", s(&out)], 2);
-    assert!(err.contains("notes.jsonl") && err.contains("not a JSONL"), "{err}");
+    let err = curate_fails(&not_jsonl, &gold, &out);
+    assert!(
+        err.contains("notes.jsonl") && err.contains("not a JSONL"),
+        "{err}"
+    );
 
     let no_rejected = tmp.path().join("no_rejected.jsonl");
     std::fs::write(&no_rejected, "{\"prompt\":\"p\",\"chosen\":\"c\"}\n").unwrap();
-    let err = fails_with(&["curate", "--pairs", s(&no_rejected), "--gold", s(&gold), "--out", s(&out)], 2);
-    assert!(err.contains("no_rejected.jsonl") && err.contains("`rejected`"), "{err}");
+    let err = curate_fails(&no_rejected, &gold, &out);
+    assert!(
+        err.contains("no_rejected.jsonl") && err.contains("`rejected`"),
+        "{err}"
+    );
 
     let wrong_type = tmp.path().join("wrong_type.parquet");
-    write_parquet(&wrong_type, vec![("prompt", strings(&["p"])), ("chosen", strings(&["c"])), ("rejected", Arc::new(Int64Array::from(vec![1])) as ArrayRef)]);
-    let err = fails_with(&["curate", "--pairs", s(&wrong_type), "--gold", s(&gold), "--out", s(&out)], 2);
-    assert!(err.contains("wrong_type.parquet") && err.contains("rejected") && err.contains("Int64"), "{err}");
+    write_parquet(
+        &wrong_type,
+        vec![
+            ("prompt", strings(&["p"])),
+            ("chosen", strings(&["c"])),
+            ("rejected", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+        ],
+    );
+    let err = curate_fails(&wrong_type, &gold, &out);
+    assert!(
+        err.contains("wrong_type.parquet") && err.contains("rejected") && err.contains("Int64"),
+        "{err}"
+    );
 
     let pool = tmp.path().join("pool.jsonl");
-    std::fs::write(&pool, "{\"prompt\":\"p\",\"chosen\":\"c\",\"rejected\":\"r\"}\n").unwrap();
+    std::fs::write(
+        &pool,
+        "{\"prompt\":\"p\",\"chosen\":\"c\",\"rejected\":\"r\"}\n",
+    )
+    .unwrap();
     let bad_gold = tmp.path().join("bad_gold.jsonl");
-    std::fs::write(&bad_gold, "{\"pair_id\":\"x\",\"verdict\":\"chosen\"}\n{\"pair_id\":\"y\",\"verdict\":\"maybe\"}\n").unwrap();
-    let err = fails_with(&["curate", "--pairs", s(&pool), "--gold", s(&bad_gold), "--out", s(&out)], 2);
-    assert!(err.contains("bad_gold.jsonl") && err.contains("row 2") && err.contains("verdict"), "{err}");
+    std::fs::write(
+        &bad_gold,
+        "{\"pair_id\":\"x\",\"verdict\":\"chosen\"}\n{\"pair_id\":\"y\",\"verdict\":\"maybe\"}\n",
+    )
+    .unwrap();
+    let err = curate_fails(&pool, &bad_gold, &out);
+    assert!(
+        err.contains("bad_gold.jsonl") && err.contains("row 2") && err.contains("verdict"),
+        "{err}"
+    );
 
-    let err = fails_with(&["curate", "--pairs", s(&tmp.path().join("missing")), "--gold", s(&gold), "--out", s(&out)], 2);
+    let err = fails_with(
+        &[
+            "curate",
+            "--pairs",
+            s(&tmp.path().join("missing")),
+            "--gold",
+            s(&gold),
+            "--out",
+            s(&out),
+        ],
+        2,
+    );
     assert!(err.contains("missing"), "{err}");
-    assert!(!out.join("manifest.json").exists(), "a failed run commits nothing");
+    assert!(
+        !out.join("manifest.json").exists(),
+        "a failed run commits nothing"
+    );
 }
 
 #[test]
 fn bad_settings_exit_2_naming_the_setting() {
     let tmp = tempfile::tempdir().unwrap();
     let pool = tmp.path().join("pool.jsonl");
-    std::fs::write(&pool, "{\"prompt\":\"p\",\"chosen\":\"c\",\"rejected\":\"r\"}\n").unwrap();
-    let base = ["curate", "--pairs", s(&pool), "--gold", s(&pool), "--out", "o"];
+    std::fs::write(
+        &pool,
+        "{\"prompt\":\"p\",\"chosen\":\"c\",\"rejected\":\"r\"}\n",
+    )
+    .unwrap();
+    let base = [
+        "curate",
+        "--pairs",
+        s(&pool),
+        "--gold",
+        s(&pool),
+        "--out",
+        "o",
+    ];
     let err = fails_with(&[&base[..], &["--threshold", "1.5"]].concat(), 2);
     assert!(err.contains("--threshold"), "{err}");
     let err = fails_with(&[&base[..], &["--workers", "0"]].concat(), 2);
@@ -339,7 +603,12 @@ fn bad_settings_exit_2_naming_the_setting() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in [vec!["--help"], vec!["demo", "--help"], vec!["gen", "--help"], vec!["curate", "--help"]] {
+    for sub in [
+        vec!["--help"],
+        vec!["demo", "--help"],
+        vec!["gen", "--help"],
+        vec!["curate", "--help"],
+    ] {
         let out = ok(&sub);
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
     }
@@ -350,22 +619,33 @@ fn demo_runs_end_to_end_and_summarises() {
     let tmp = tempfile::tempdir().unwrap();
     let out = ok(&["demo", "--out", s(&tmp.path().join("d")), "--workers", "2"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("labels matching the ground truth") && text.contains("rows per reason"), "{text}");
+    assert!(
+        text.contains("labels matching the ground truth") && text.contains("rows per reason"),
+        "{text}"
+    );
     let r = assert_accounting(&tmp.path().join("d/curated"));
-    assert!(r["truth_agreement_curated"].as_f64().unwrap() > r["truth_agreement_input"].as_f64().unwrap() + 0.05);
+    assert!(
+        r["truth_agreement_curated"].as_f64().unwrap()
+            > r["truth_agreement_input"].as_f64().unwrap() + 0.05
+    );
 }
 
 /// The real data of DESIGN §5: CI always has ../shared, where a missing file fails the
 /// test; elsewhere the test is skipped with a notice.
 fn shared_data() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
-    if dir.join("alpaca_eval_gpt4t_dev.parquet").exists() && dir.join("hh_rlhf_harmless_gold.parquet").exists() {
+    if dir.join("alpaca_eval_gpt4t_dev.parquet").exists()
+        && dir.join("hh_rlhf_harmless_gold.parquet").exists()
+    {
         return Some(dir);
     }
     if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") {
         panic!("../shared/data is missing on CI: {}", dir.display());
     }
-    eprintln!("NOTICE: skipping the real-data test: {} not found", dir.display());
+    eprintln!(
+        "NOTICE: skipping the real-data test: {} not found",
+        dir.display()
+    );
     None
 }
 
@@ -375,34 +655,63 @@ fn real_alpaca_eval_pool_with_hh_rlhf_gold_labels() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     ok(&[
-        "curate", "--pairs", s(&data.join("alpaca_eval_gpt4t_dev.parquet")), "--gold",
-        s(&data.join("hh_rlhf_harmless_gold.parquet")), "--out", s(&out), "--workers", "2",
+        "curate",
+        "--pairs",
+        s(&data.join("alpaca_eval_gpt4t_dev.parquet")),
+        "--gold",
+        s(&data.join("hh_rlhf_harmless_gold.parquet")),
+        "--out",
+        s(&out),
+        "--workers",
+        "2",
     ]);
     let r = assert_accounting(&out);
     assert_eq!(r["input_rows"], 33_478);
     // The data's README: 15 pairs with an empty output, 1,134 exact duplicate pairs
     // from the nested vicuna re-runs (plus repeated reference outputs elsewhere).
-    assert!(r["reasons"]["invalid_empty_response"].as_u64().unwrap() >= 15, "{r}");
+    assert!(
+        r["reasons"]["invalid_empty_response"].as_u64().unwrap() >= 15,
+        "{r}"
+    );
     assert!(r["reasons"]["duplicate"].as_u64().unwrap() >= 1_134, "{r}");
-    assert_eq!(r["gold_rm"]["training"]["examples"], 1_200, "every HH gold label carries its text");
+    assert_eq!(
+        r["gold_rm"]["training"]["examples"], 1_200,
+        "every HH gold label carries its text"
+    );
     // Every other column of the input is carried through.
     let curated = read_rows(&out.join("curated"));
     assert!(!curated.is_empty());
-    for col in ["split", "subset", "label_source", "chosen_generator", "prefix_mismatch"] {
-        assert!(curated[0].get(col).is_some() || col.ends_with("generator"), "column {col} lost");
+    for col in [
+        "split",
+        "subset",
+        "label_source",
+        "chosen_generator",
+        "prefix_mismatch",
+    ] {
+        assert!(
+            curated[0].get(col).is_some() || col.ends_with("generator"),
+            "column {col} lost"
+        );
     }
 }
 
 fn messages(rows: &[&[(&str, &str)]]) -> ArrayRef {
     use arrow::array::{ListBuilder, StringBuilder, StructBuilder};
     use arrow::datatypes::Fields;
-    let fields = Fields::from(vec![Field::new("role", DataType::Utf8, true), Field::new("content", DataType::Utf8, true)]);
+    let fields = Fields::from(vec![
+        Field::new("role", DataType::Utf8, true),
+        Field::new("content", DataType::Utf8, true),
+    ]);
     let mut b = ListBuilder::new(StructBuilder::from_fields(fields, 0));
     for row in rows {
         for (role, content) in row.iter() {
             let s = b.values();
-            s.field_builder::<StringBuilder>(0).unwrap().append_value(role);
-            s.field_builder::<StringBuilder>(1).unwrap().append_value(content);
+            s.field_builder::<StringBuilder>(0)
+                .unwrap()
+                .append_value(role);
+            s.field_builder::<StringBuilder>(1)
+                .unwrap()
+                .append_value(content);
             s.append(true);
         }
         b.append(true);
@@ -420,43 +729,110 @@ fn parquet_message_lists_implicit_prompts_and_typed_extra_columns_round_trip() {
         &pool.join("a.parquet"),
         vec![
             ("pair_id", strings(&["m1", "m2"])),
-            ("prompt", messages(&[&[("system", "be kind"), ("user", "hi")], &[("user", "hello")]])),
-            ("chosen", messages(&[&[("assistant", "good reply")], &[("assistant", "good answer")]])),
-            ("rejected", messages(&[&[("assistant", "bad reply")], &[("assistant", "bad answer")]])),
-            ("score", Arc::new(arrow::array::Float64Array::from(vec![Some(0.25), None])) as ArrayRef),
+            (
+                "prompt",
+                messages(&[
+                    &[("system", "be kind"), ("user", "hi")],
+                    &[("user", "hello")],
+                ]),
+            ),
+            (
+                "chosen",
+                messages(&[
+                    &[("assistant", "good reply")],
+                    &[("assistant", "good answer")],
+                ]),
+            ),
+            (
+                "rejected",
+                messages(&[
+                    &[("assistant", "bad reply")],
+                    &[("assistant", "bad answer")],
+                ]),
+            ),
+            (
+                "score",
+                Arc::new(arrow::array::Float64Array::from(vec![Some(0.25), None])) as ArrayRef,
+            ),
             ("turns", Arc::new(Int64Array::from(vec![2, 1])) as ArrayRef),
         ],
     );
     let out = tmp.path().join("out");
     let gold = tmp.path().join("gold.jsonl");
     std::fs::write(&gold, "{\"pair_id\":\"g\",\"verdict\":\"chosen\",\"prompt\":\"p\",\"chosen\":\"good\",\"rejected\":\"bad\"}\n").unwrap();
-    ok(&["curate", "--pairs", s(&pool), "--gold", s(&gold), "--out", s(&out)]);
+    ok(&[
+        "curate",
+        "--pairs",
+        s(&pool),
+        "--gold",
+        s(&gold),
+        "--out",
+        s(&out),
+    ]);
     assert_accounting(&out);
-    let rows: Vec<Value> = ["curated", "discarded"].iter().flat_map(|d| read_rows(&out.join(d))).collect();
+    let rows: Vec<Value> = ["curated", "discarded"]
+        .iter()
+        .flat_map(|d| read_rows(&out.join(d)))
+        .collect();
     let m1 = rows.iter().find(|r| r["pair_id"] == "m1").unwrap();
-    assert_eq!(m1["prompt"], serde_json::json!([{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"}]));
+    assert_eq!(
+        m1["prompt"],
+        serde_json::json!([{"role": "system", "content": "be kind"}, {"role": "user", "content": "hi"}])
+    );
     assert_eq!(m1["score"], 0.25);
     assert_eq!(m1["turns"], 2);
     let m2 = rows.iter().find(|r| r["pair_id"] == "m2").unwrap();
-    assert!(m2.get("score").is_none() || m2["score"].is_null(), "nulls stay null");
+    assert!(
+        m2.get("score").is_none() || m2["score"].is_null(),
+        "nulls stay null"
+    );
 
     // TRL implicit-prompt form: no prompt column; the output has none either.
     let implicit = tmp.path().join("implicit.parquet");
     write_parquet(
         &implicit,
         vec![
-            ("chosen", messages(&[&[("user", "q"), ("assistant", "fine")], &[("user", "x"), ("assistant", "y")]])),
-            ("rejected", messages(&[&[("user", "q"), ("assistant", "poor")], &[("user", "other"), ("assistant", "z")]])),
+            (
+                "chosen",
+                messages(&[
+                    &[("user", "q"), ("assistant", "fine")],
+                    &[("user", "x"), ("assistant", "y")],
+                ]),
+            ),
+            (
+                "rejected",
+                messages(&[
+                    &[("user", "q"), ("assistant", "poor")],
+                    &[("user", "other"), ("assistant", "z")],
+                ]),
+            ),
         ],
     );
     let out2 = tmp.path().join("out2");
-    ok(&["curate", "--pairs", s(&implicit), "--gold", s(&gold), "--out", s(&out2)]);
+    ok(&[
+        "curate",
+        "--pairs",
+        s(&implicit),
+        "--gold",
+        s(&gold),
+        "--out",
+        s(&out2),
+    ]);
     let r = assert_accounting(&out2);
-    assert_eq!(r["reasons"]["invalid_implicit_prompt"], 1, "conversations that differ before the reply");
-    let rows: Vec<Value> = ["curated", "discarded"].iter().flat_map(|d| read_rows(&out2.join(d))).collect();
+    assert_eq!(
+        r["reasons"]["invalid_implicit_prompt"], 1,
+        "conversations that differ before the reply"
+    );
+    let rows: Vec<Value> = ["curated", "discarded"]
+        .iter()
+        .flat_map(|d| read_rows(&out2.join(d)))
+        .collect();
     assert_eq!(rows.len(), 1);
     assert!(rows[0].get("prompt").is_none());
-    assert!(rows[0]["pair_id"].as_str().unwrap().starts_with('h'), "pair ids are derived from content");
+    assert!(
+        rows[0]["pair_id"].as_str().unwrap().starts_with('h'),
+        "pair ids are derived from content"
+    );
     assert_eq!(rows[0]["chosen"][1]["content"], "fine");
 }
 
@@ -467,12 +843,26 @@ fn rerun_replaces_previous_output_and_manifest_lists_the_parts() {
     gen(&data, 3_000, 5);
     let out = tmp.path().join("o");
     let (pairs, gold) = (data.join("pairs"), data.join("gold.parquet"));
-    let args = ["curate", "--pairs", s(&pairs), "--gold", s(&gold), "--out", s(&out)];
+    let args = [
+        "curate",
+        "--pairs",
+        s(&pairs),
+        "--gold",
+        s(&gold),
+        "--out",
+        s(&out),
+    ];
     ok(&[&args[..], &["--workers", "4"]].concat());
     ok(&[&args[..], &["--workers", "1"]].concat());
     // Parts of the 4-worker run are gone; the manifest names exactly what is there.
-    let manifest: Value = serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
-    let mut listed: Vec<String> = manifest["outputs"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap().to_string()).collect();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let mut listed: Vec<String> = manifest["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
     listed.sort();
     let mut present = Vec::new();
     for d in ["curated", "discarded", "quarantine"] {
@@ -482,9 +872,15 @@ fn rerun_replaces_previous_output_and_manifest_lists_the_parts() {
     }
     present.sort();
     assert_eq!(listed, present);
-    assert!(present.iter().all(|p| p.contains("part-00000-")), "{present:?}");
+    assert!(
+        present.iter().all(|p| p.contains("part-00000-")),
+        "{present:?}"
+    );
     assert_eq!(manifest["spec"]["workers"], 1);
-    assert!(manifest["models"]["best_rm"]["fingerprint"].as_str().unwrap().starts_with("builtin-"));
+    assert!(manifest["models"]["best_rm"]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .starts_with("builtin-"));
     assert_accounting(&out);
 }
 
@@ -495,7 +891,17 @@ fn two_timely_processes_curate_the_same_rows_as_one() {
     gen(&data, 6_000, 3);
     let (pairs, gold) = (data.join("pairs"), data.join("gold.parquet"));
     let single = tmp.path().join("single");
-    ok(&["curate", "--pairs", s(&pairs), "--gold", s(&gold), "--out", s(&single), "--workers", "2"]);
+    ok(&[
+        "curate",
+        "--pairs",
+        s(&pairs),
+        "--gold",
+        s(&gold),
+        "--out",
+        s(&single),
+        "--workers",
+        "2",
+    ]);
 
     // Two processes of one worker each, on loopback.
     let ports: Vec<u16> = (0..2)
@@ -505,12 +911,29 @@ fn two_timely_processes_curate_the_same_rows_as_one() {
         .map(|l| l.local_addr().unwrap().port())
         .collect();
     let hostfile = tmp.path().join("hosts");
-    std::fs::write(&hostfile, ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        &hostfile,
+        ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
     let multi = tmp.path().join("multi");
     let mut children: Vec<_> = (0..2)
         .map(|i| {
             Command::new(env!("CARGO_BIN_EXE_synpref"))
-                .args(["curate", "--pairs", s(&pairs), "--gold", s(&gold), "--out", s(&multi), "--workers", "1"])
+                .args([
+                    "curate",
+                    "--pairs",
+                    s(&pairs),
+                    "--gold",
+                    s(&gold),
+                    "--out",
+                    s(&multi),
+                    "--workers",
+                    "1",
+                ])
                 .args(["--hostfile", s(&hostfile), "--process", &i.to_string()])
                 .stdout(std::process::Stdio::null())
                 .spawn()
@@ -536,7 +959,10 @@ fn two_timely_processes_curate_the_same_rows_as_one() {
     let r = assert_accounting(&multi);
     assert_eq!(r["workers"], 2);
     for dest in ["curated", "discarded", "quarantine"] {
-        assert!(read_rows(&single.join(dest)) == read_rows(&multi.join(dest)), "{dest} differs between 1 and 2 processes");
+        assert!(
+            read_rows(&single.join(dest)) == read_rows(&multi.join(dest)),
+            "{dest} differs between 1 and 2 processes"
+        );
     }
 }
 
@@ -545,7 +971,9 @@ fn globs_and_directories_select_input_files() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("in");
     std::fs::create_dir_all(dir.join("sub")).unwrap();
-    let row = |id: &str| format!("{{\"pair_id\":\"{id}\",\"prompt\":\"p {id}\",\"chosen\":\"good\",\"rejected\":\"bad\"}}\n");
+    let row = |id: &str| {
+        format!("{{\"pair_id\":\"{id}\",\"prompt\":\"p {id}\",\"chosen\":\"good\",\"rejected\":\"bad\"}}\n")
+    };
     std::fs::write(dir.join("a.jsonl"), row("a")).unwrap();
     std::fs::write(dir.join("b.jsonl"), row("b")).unwrap();
     std::fs::write(dir.join("sub/c.jsonl"), row("c")).unwrap();
@@ -561,10 +989,34 @@ fn globs_and_directories_select_input_files() {
         (dir.join("**/*.jsonl"), 3),
     ] {
         let out = tmp.path().join("out");
-        ok(&["curate", "--pairs", s(&pairs), "--gold", s(&gold), "--out", s(&out)]);
-        assert_eq!(assert_accounting(&out)["input_rows"], rows, "{}", pairs.display());
+        ok(&[
+            "curate",
+            "--pairs",
+            s(&pairs),
+            "--gold",
+            s(&gold),
+            "--out",
+            s(&out),
+        ]);
+        assert_eq!(
+            assert_accounting(&out)["input_rows"],
+            rows,
+            "{}",
+            pairs.display()
+        );
     }
-    let err = fails_with(&["curate", "--pairs", s(&dir.join("*.parquet")), "--gold", s(&gold), "--out", s(&tmp.path().join("o"))], 2);
+    let err = fails_with(
+        &[
+            "curate",
+            "--pairs",
+            s(&dir.join("*.parquet")),
+            "--gold",
+            s(&gold),
+            "--out",
+            s(&tmp.path().join("o")),
+        ],
+        2,
+    );
     assert!(err.contains("no input files"), "{err}");
 }
 
@@ -575,26 +1027,39 @@ fn output_does_not_depend_on_read_batch_size() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("g");
     gen(&data, 2_500, 13);
-    let pool = tmp.path().join("pool");
-    std::fs::create_dir_all(&pool).unwrap();
-    for e in std::fs::read_dir(data.join("pairs")).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, pool.join(p.file_name().unwrap())).unwrap();
-    }
-    write_crafted_jsonl(&pool.join("crafted.jsonl"));
+    let pool = pool_with_crafted_rows(tmp.path(), &data);
     let (gold, judges) = (data.join("gold.parquet"), data.join("judge_votes.parquet"));
     let mut first: Option<Vec<Vec<Value>>> = None;
     for (batch, workers) in [(8192, 1), (1, 2), (7, 3), (100, 2), (333, 4)] {
         let out = tmp.path().join(format!("o{batch}"));
         ok(&[
-            "curate", "--pairs", s(&pool), "--gold", s(&gold), "--judges", s(&judges), "--out", s(&out),
-            "--batch-rows", &batch.to_string(), "--workers", &workers.to_string(), "--max-pair-bytes", "2000",
+            "curate",
+            "--pairs",
+            s(&pool),
+            "--gold",
+            s(&gold),
+            "--judges",
+            s(&judges),
+            "--out",
+            s(&out),
+            "--batch-rows",
+            &batch.to_string(),
+            "--workers",
+            &workers.to_string(),
+            "--max-pair-bytes",
+            "2000",
         ]);
         assert_accounting(&out);
-        let rows: Vec<Vec<Value>> = ["curated", "discarded", "quarantine"].iter().map(|d| read_rows(&out.join(d))).collect();
+        let rows: Vec<Vec<Value>> = ["curated", "discarded", "quarantine"]
+            .iter()
+            .map(|d| read_rows(&out.join(d)))
+            .collect();
         match &first {
             None => first = Some(rows),
-            Some(f) => assert!(f == &rows, "batch size {batch} with {workers} workers changed the output"),
+            Some(f) => assert!(
+                f == &rows,
+                "batch size {batch} with {workers} workers changed the output"
+            ),
         }
     }
 }
@@ -602,47 +1067,92 @@ fn output_does_not_depend_on_read_batch_size() {
 // ---- Parity with Hugging Face (fixtures: tests/fixtures/PROVENANCE.md) ----
 
 fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(path)
 }
 
 fn json_file(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 fn f32s(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 #[test]
 fn parity_tokenizers_match_hugging_face_exactly() {
     for kind in ["bpe", "wordpiece"] {
-        let tok = tokenizers::Tokenizer::from_file(fixture(&format!("tokenizer/{kind}/tokenizer.json"))).unwrap();
+        let tok =
+            tokenizers::Tokenizer::from_file(fixture(&format!("tokenizer/{kind}/tokenizer.json")))
+                .unwrap();
         let expected = json_file(&fixture(&format!("tokenizer/{kind}/expected.json")));
         for sample in expected["samples"].as_array().unwrap() {
             let text = sample["text"].as_str().unwrap();
             let enc = tok.encode(text, true).unwrap();
-            assert_eq!(enc.get_ids(), u32s(&sample["ids"]).as_slice(), "{kind}: ids of {text:?}");
-            let tokens: Vec<&str> = sample["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
-            assert_eq!(enc.get_tokens(), tokens.as_slice(), "{kind}: tokens of {text:?}");
+            assert_eq!(
+                enc.get_ids(),
+                u32s(&sample["ids"]).as_slice(),
+                "{kind}: ids of {text:?}"
+            );
+            let tokens: Vec<&str> = sample["tokens"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap())
+                .collect();
+            assert_eq!(
+                enc.get_tokens(),
+                tokens.as_slice(),
+                "{kind}: tokens of {text:?}"
+            );
             let offsets: Vec<(usize, usize)> = sample["offsets"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|o| (o[0].as_u64().unwrap() as usize, o[1].as_u64().unwrap() as usize))
+                .map(|o| {
+                    (
+                        o[0].as_u64().unwrap() as usize,
+                        o[1].as_u64().unwrap() as usize,
+                    )
+                })
                 .collect();
             // transformers reports offsets in characters (Python string indices), the
             // Rust crate in bytes.
             let chars = |byte: usize| text[..byte].chars().count();
-            let ours: Vec<(usize, usize)> = enc.get_offsets().iter().map(|&(a, b)| (chars(a), chars(b))).collect();
+            let ours: Vec<(usize, usize)> = enc
+                .get_offsets()
+                .iter()
+                .map(|&(a, b)| (chars(a), chars(b)))
+                .collect();
             assert_eq!(ours, offsets, "{kind}: offsets of {text:?}");
             let plain = tok.encode(text, false).unwrap();
-            assert_eq!(plain.get_ids(), u32s(&sample["ids_no_special"]).as_slice(), "{kind}: ids without specials");
+            assert_eq!(
+                plain.get_ids(),
+                u32s(&sample["ids_no_special"]).as_slice(),
+                "{kind}: ids without specials"
+            );
             let decoded = tok.decode(enc.get_ids(), true).unwrap();
-            assert_eq!(decoded, sample["decoded_skip_special"].as_str().unwrap(), "{kind}: decode of {text:?}");
+            assert_eq!(
+                decoded,
+                sample["decoded_skip_special"].as_str().unwrap(),
+                "{kind}: decode of {text:?}"
+            );
         }
     }
 }
@@ -651,10 +1161,22 @@ fn parity_tokenizers_match_hugging_face_exactly() {
 fn parity_bert_fixture_hidden_states_and_sentence_embeddings() {
     use synpref_operators::models::bert::BertEncoder;
     let expected = json_file(&fixture("bert_minilm/expected.json"));
-    let tol = expected["recommended_tolerance"]["f32_atol"].as_f64().unwrap() as f32;
+    let tol = expected["recommended_tolerance"]["f32_atol"]
+        .as_f64()
+        .unwrap() as f32;
     let enc = BertEncoder::load(&fixture("bert_minilm"), 512).unwrap();
-    let texts: Vec<&str> = expected["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
-    let lengths: Vec<usize> = expected["lengths"].as_array().unwrap().iter().map(|l| l.as_u64().unwrap() as usize).collect();
+    let texts: Vec<&str> = expected["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let lengths: Vec<usize> = expected["lengths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_u64().unwrap() as usize)
+        .collect();
     // Tokenisation: our ids are transformers' ids.
     let ids: Vec<Vec<u32>> = texts.iter().map(|t| enc.tokenize(t).unwrap()).collect();
     for (i, row) in expected["input_ids"].as_array().unwrap().iter().enumerate() {
@@ -665,7 +1187,11 @@ fn parity_bert_fixture_hidden_states_and_sentence_embeddings() {
     let mut flat = Vec::new();
     let mut mask = Vec::new();
     for row in &ids {
-        flat.extend(row.iter().copied().chain(std::iter::repeat(0).take(t - row.len())));
+        flat.extend(
+            row.iter()
+                .copied()
+                .chain(std::iter::repeat(0).take(t - row.len())),
+        );
         mask.extend((0..t).map(|i| u32::from(i < row.len())));
     }
     let dev = candle_core::Device::Cpu;
@@ -678,15 +1204,25 @@ fn parity_bert_fixture_hidden_states_and_sentence_embeddings() {
         .to_vec3::<f32>()
         .unwrap();
     for seq in [0usize, 3] {
-        let rows = expected["last_hidden_state"][format!("sequence_{seq}")].as_array().unwrap();
+        let rows = expected["last_hidden_state"][format!("sequence_{seq}")]
+            .as_array()
+            .unwrap();
         for (pos, row) in rows.iter().enumerate().take(lengths[seq]) {
             for (a, b) in hidden[seq][pos].iter().zip(f32s(row)) {
-                assert!((a - b).abs() <= tol, "hidden state seq {seq} pos {pos}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= tol,
+                    "hidden state seq {seq} pos {pos}: {a} vs {b}"
+                );
             }
         }
     }
     let got = enc.embed(&texts).unwrap();
-    for (i, row) in expected["sentence_embeddings"].as_array().unwrap().iter().enumerate() {
+    for (i, row) in expected["sentence_embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
         for (a, b) in got[i].iter().zip(f32s(row)) {
             assert!((a - b).abs() <= tol, "embedding {i}: {a} vs {b}");
         }
@@ -699,19 +1235,40 @@ fn parity_real_all_minilm_l6_v2_against_sentence_transformers() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/all-MiniLM-L6-v2");
     if !dir.join("model.safetensors").exists() {
         if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") {
-            panic!("../shared/models/all-MiniLM-L6-v2 is missing on CI: {}", dir.display());
+            panic!(
+                "../shared/models/all-MiniLM-L6-v2 is missing on CI: {}",
+                dir.display()
+            );
         }
-        eprintln!("NOTICE: skipping the MiniLM parity test: {} not found", dir.display());
+        eprintln!(
+            "NOTICE: skipping the MiniLM parity test: {} not found",
+            dir.display()
+        );
         return;
     }
     let expected = json_file(&dir.join("expected_embeddings.json"));
-    let enc = BertEncoder::load(&dir, expected["max_seq_length"].as_u64().unwrap() as usize).unwrap();
-    let texts: Vec<&str> = expected["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let enc =
+        BertEncoder::load(&dir, expected["max_seq_length"].as_u64().unwrap() as usize).unwrap();
+    let texts: Vec<&str> = expected["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
     for (i, t) in texts.iter().enumerate() {
-        assert_eq!(enc.tokenize(t).unwrap(), u32s(&expected["input_ids"][i]), "ids of text {i} (truncation included)");
+        assert_eq!(
+            enc.tokenize(t).unwrap(),
+            u32s(&expected["input_ids"][i]),
+            "ids of text {i} (truncation included)"
+        );
     }
     let got = enc.embed(&texts).unwrap();
-    for (i, row) in expected["embeddings"].as_array().unwrap().iter().enumerate() {
+    for (i, row) in expected["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
         let want = f32s(row);
         let dot: f32 = got[i].iter().zip(&want).map(|(a, b)| a * b).sum();
         let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();

@@ -32,7 +32,11 @@ use synpref_jobs::demo::{summary, DemoSpec};
 use synpref_jobs::gen::{run_gen, GenSpec};
 
 #[derive(Parser)]
-#[command(name = "synpref", version, about = "Curate preference data for reward-model training (Skywork-Reward-V2 style), on timely dataflow")]
+#[command(
+    name = "synpref",
+    version,
+    about = "Curate preference data for reward-model training (Skywork-Reward-V2 style), on timely dataflow"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -157,7 +161,8 @@ fn main() -> ExitCode {
     runner::install_abort_on_panic();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -172,14 +177,19 @@ fn main() -> ExitCode {
 }
 
 fn default_workers() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 fn run(command: Command) -> Result<(), synpref_engine::Error> {
     match command {
         Command::Demo { out, workers } => {
             let demo = DemoSpec::new(out.clone(), workers.unwrap_or_else(default_workers));
-            eprintln!("synpref demo: generating {} pairs under {}/data", demo.pairs, out);
+            eprintln!(
+                "synpref demo: generating {} pairs under {}/data",
+                demo.pairs, out
+            );
             let g = run_gen(&demo.gen_spec())?;
             eprintln!(
                 "synpref demo: {} pairs, {} gold labels, {:.1}% of pool labels wrong; curating with {} worker(s)",

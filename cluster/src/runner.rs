@@ -32,7 +32,8 @@ pub struct ClusterSpec {
 impl ClusterSpec {
     /// Reads a hostfile: one `host:port` per line, blank lines and `#` comments skipped.
     pub fn from_hostfile(path: &str, process: usize) -> Result<ClusterSpec, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::setting("--hostfile", format!("{path}: {e}")))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::setting("--hostfile", format!("{path}: {e}")))?;
         let addresses: Vec<String> = text
             .lines()
             .map(|l| l.split('#').next().unwrap_or("").trim())
@@ -41,13 +42,19 @@ impl ClusterSpec {
             .collect();
         for (i, a) in addresses.iter().enumerate() {
             if !a.contains(':') {
-                return Err(Error::setting("--hostfile", format!("{path}: line {}: `{a}` is not host:port", i + 1)));
+                return Err(Error::setting(
+                    "--hostfile",
+                    format!("{path}: line {}: `{a}` is not host:port", i + 1),
+                ));
             }
         }
         if process >= addresses.len() {
             return Err(Error::setting(
                 "--process",
-                format!("{process} is not below the {} processes of {path}", addresses.len()),
+                format!(
+                    "{process} is not below the {} processes of {path}",
+                    addresses.len()
+                ),
             ));
         }
         Ok(ClusterSpec { process, addresses })
@@ -79,8 +86,10 @@ pub fn run_curate(spec: CurateSpec, cluster: &ClusterSpec) -> Result<Report, Err
     let workers = spec.workers;
     let leader = cluster.process == 0;
     let plan: Arc<CuratePlan> = Arc::new(curate::prepare(spec, leader)?);
-    let guards = timely::execute(cluster.timely_config(workers), move |worker| curate::run_worker(worker, &plan))
-        .map_err(|e| Error::Worker(format!("cannot start timely workers: {e}")))?;
+    let guards = timely::execute(cluster.timely_config(workers), move |worker| {
+        curate::run_worker(worker, &plan)
+    })
+    .map_err(|e| Error::Worker(format!("cannot start timely workers: {e}")))?;
     let mut report = None;
     let mut first_error: Option<Error> = None;
     for (i, r) in guards.join().into_iter().enumerate() {

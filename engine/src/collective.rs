@@ -7,10 +7,10 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use timely::ExchangeData;
 use timely::dataflow::operators::vec::{Broadcast, Input};
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::worker::Worker;
+use timely::ExchangeData;
 
 use crate::error::{Error, Result};
 
@@ -42,7 +42,11 @@ pub fn all_gather<T: ExchangeData + Clone>(worker: &mut Worker, value: &T) -> Re
     let mut got = received.borrow_mut().split_off(0);
     got.sort_by_key(|(i, _)| *i);
     if got.len() != worker.peers() {
-        return Err(Error::Worker(format!("all_gather: got {} values from {} workers", got.len(), worker.peers())));
+        return Err(Error::Worker(format!(
+            "all_gather: got {} values from {} workers",
+            got.len(),
+            worker.peers()
+        )));
     }
     Ok(got.into_iter().map(|(_, v)| v).collect())
 }
@@ -53,12 +57,19 @@ where
     T: ExchangeData + Clone,
     F: FnOnce() -> Result<T>,
 {
-    let local: Option<std::result::Result<T, (i32, String)>> =
-        if worker.index() == 0 { Some(compute().map_err(|e| (e.exit_code(), e.to_string()))) } else { None };
+    let local: Option<std::result::Result<T, (i32, String)>> = if worker.index() == 0 {
+        Some(compute().map_err(|e| (e.exit_code(), e.to_string())))
+    } else {
+        None
+    };
     let mut all = all_gather(worker, &local)?;
     match all.swap_remove(0) {
         Some(Ok(v)) => Ok(v),
-        Some(Err((exit_code, message))) => Err(Error::PeerFailed { worker: 0, exit_code, message }),
+        Some(Err((exit_code, message))) => Err(Error::PeerFailed {
+            worker: 0,
+            exit_code,
+            message,
+        }),
         None => Err(Error::Worker("worker 0 sent nothing".into())),
     }
 }
@@ -66,12 +77,17 @@ where
 /// Makes every worker agree on failure: if any worker has an error, all return one
 /// (the first by worker index), so that none waits forever for peers that stopped.
 pub fn agree_on_errors(worker: &mut Worker, local: Result<()>) -> Result<()> {
-    let message: Option<(i32, String)> = local.as_ref().err().map(|e| (e.exit_code(), e.to_string()));
+    let message: Option<(i32, String)> =
+        local.as_ref().err().map(|e| (e.exit_code(), e.to_string()));
     let all = all_gather(worker, &message)?;
     local?;
     for (i, m) in all.into_iter().enumerate() {
         if let Some((code, message)) = m {
-            return Err(Error::PeerFailed { worker: i, exit_code: code, message });
+            return Err(Error::PeerFailed {
+                worker: i,
+                exit_code: code,
+                message,
+            });
         }
     }
     Ok(())

@@ -71,7 +71,11 @@ pub enum Error {
 
     /// Another worker failed; this one stops with the same exit status.
     #[error("{message}")]
-    PeerFailed { worker: usize, exit_code: i32, message: String },
+    PeerFailed {
+        worker: usize,
+        exit_code: i32,
+        message: String,
+    },
 
     #[error("{context}: {message}")]
     Other { context: String, message: String },
@@ -88,32 +92,59 @@ impl Error {
     }
 
     pub fn setting(setting: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Setting { setting: setting.into(), message: message.into() }
+        Error::Setting {
+            setting: setting.into(),
+            message: message.into(),
+        }
     }
 
     pub fn bad_file(file: impl Into<String>, message: impl Into<String>) -> Self {
         Error::BadInput {
-            location: Location { file: file.into(), row: None, column: None },
+            location: Location {
+                file: file.into(),
+                row: None,
+                column: None,
+            },
             message: message.into(),
         }
     }
 
-    pub fn bad_column(file: impl Into<String>, column: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn bad_column(
+        file: impl Into<String>,
+        column: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Error::BadInput {
-            location: Location { file: file.into(), row: None, column: Some(column.into()) },
+            location: Location {
+                file: file.into(),
+                row: None,
+                column: Some(column.into()),
+            },
             message: message.into(),
         }
     }
 
-    pub fn bad_row(file: impl Into<String>, row: u64, column: Option<String>, message: impl Into<String>) -> Self {
+    pub fn bad_row(
+        file: impl Into<String>,
+        row: u64,
+        column: Option<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Error::BadInput {
-            location: Location { file: file.into(), row: Some(row), column },
+            location: Location {
+                file: file.into(),
+                row: Some(row),
+                column,
+            },
             message: message.into(),
         }
     }
 
     pub fn other(context: impl Into<String>, message: impl fmt::Display) -> Self {
-        Error::Other { context: context.into(), message: message.to_string() }
+        Error::Other {
+            context: context.into(),
+            message: message.to_string(),
+        }
     }
 }
 

@@ -85,8 +85,16 @@ pub struct PlannedFile {
 /// A unit of reading work.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Shard {
-    RowGroup { file: usize, row_group: usize, rows: u64 },
-    ByteRange { file: usize, start: u64, end: u64 },
+    RowGroup {
+        file: usize,
+        row_group: usize,
+        rows: u64,
+    },
+    ByteRange {
+        file: usize,
+        start: u64,
+        end: u64,
+    },
 }
 
 impl Shard {
@@ -112,10 +120,12 @@ pub struct InputPlan {
 impl InputPlan {
     /// The shards a worker reads.
     pub fn shards_for(&self, worker: usize, peers: usize) -> Vec<Shard> {
-        self.shards.iter().enumerate().filter(|(i, _)| i % peers == worker).map(|(_, s)| s.clone()).collect()
-    }
-    pub fn file_url(&self, file: usize) -> &str {
-        &self.files[file].location.url
+        self.shards
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % peers == worker)
+            .map(|(_, s)| s.clone())
+            .collect()
     }
 }
 
@@ -135,36 +145,75 @@ pub fn plan_input_with(url: &str, jsonl_shard_bytes: u64) -> Result<InputPlan> {
     let mut shards = Vec::new();
     let mut estimated_rows = 0;
     for (index, InputFile { location, size }) in files.into_iter().enumerate() {
-        let name = location.path.as_ref().rsplit('/').next().unwrap_or("").to_string();
+        let name = location
+            .path
+            .as_ref()
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
         let format = FileFormat::of(&name).expect("filtered by accept_input");
         match format {
             FileFormat::Parquet => {
-                let mut reader = ParquetObjectReader::new(location.store.clone(), location.path.clone()).with_file_size(size);
-                let meta = block_on(ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new()))
-                    .map_err(|e| Error::bad_file(&location.url, format!("not a readable Parquet file: {e}")))?;
+                let mut reader =
+                    ParquetObjectReader::new(location.store.clone(), location.path.clone())
+                        .with_file_size(size);
+                let meta = block_on(ArrowReaderMetadata::load_async(
+                    &mut reader,
+                    ArrowReaderOptions::new(),
+                ))
+                .map_err(|e| {
+                    Error::bad_file(&location.url, format!("not a readable Parquet file: {e}"))
+                })?;
                 let columns = parquet_columns(&location.url, meta.schema())?;
                 for (rg, md) in meta.metadata().row_groups().iter().enumerate() {
                     let rows = md.num_rows() as u64;
                     estimated_rows += rows;
                     if rows > 0 {
-                        shards.push(Shard::RowGroup { file: index, row_group: rg, rows });
+                        shards.push(Shard::RowGroup {
+                            file: index,
+                            row_group: rg,
+                            rows,
+                        });
                     }
                 }
-                planned.push(PlannedFile { index, location, size, format, parquet: Some((meta, columns)) });
+                planned.push(PlannedFile {
+                    index,
+                    location,
+                    size,
+                    format,
+                    parquet: Some((meta, columns)),
+                });
             }
             FileFormat::Jsonl => {
                 estimated_rows += size / 512 + 1;
                 let mut start = 0;
                 while start < size {
                     let end = (start + jsonl_shard_bytes.max(1)).min(size);
-                    shards.push(Shard::ByteRange { file: index, start, end });
+                    shards.push(Shard::ByteRange {
+                        file: index,
+                        start,
+                        end,
+                    });
                     start = end;
                 }
-                planned.push(PlannedFile { index, location, size, format, parquet: None });
+                planned.push(PlannedFile {
+                    index,
+                    location,
+                    size,
+                    format,
+                    parquet: None,
+                });
             }
         }
     }
-    Ok(InputPlan { url: url.to_string(), files: planned, shards, estimated_rows, batch_rows: READ_BATCH_ROWS })
+    Ok(InputPlan {
+        url: url.to_string(),
+        files: planned,
+        shards,
+        estimated_rows,
+        batch_rows: READ_BATCH_ROWS,
+    })
 }
 
 fn conv_form(file: &str, column: &str, dt: &DataType) -> Result<ConvForm> {
@@ -172,14 +221,17 @@ fn conv_form(file: &str, column: &str, dt: &DataType) -> Result<ConvForm> {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(ConvForm::Text),
         DataType::List(f) | DataType::LargeList(f) => match f.data_type() {
             DataType::Struct(fields)
-                if fields.iter().any(|f| f.name() == "role") && fields.iter().any(|f| f.name() == "content") =>
+                if fields.iter().any(|f| f.name() == "role")
+                    && fields.iter().any(|f| f.name() == "content") =>
             {
                 Ok(ConvForm::Messages)
             }
             other => Err(Error::bad_column(
                 file,
                 column,
-                format!("list of {other}; expected a string or a list of {{role, content}} messages"),
+                format!(
+                    "list of {other}; expected a string or a list of {{role, content}} messages"
+                ),
             )),
         },
         other => Err(Error::bad_column(
@@ -191,14 +243,24 @@ fn conv_form(file: &str, column: &str, dt: &DataType) -> Result<ConvForm> {
 }
 
 fn is_string(dt: &DataType) -> bool {
-    matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+    matches!(
+        dt,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
 }
 
 fn parquet_columns(file: &str, schema: &Schema) -> Result<ParquetColumns> {
     let find = |name: &str| schema.fields().iter().find(|f| f.name() == name);
     let required = |name: &str| {
         find(name).ok_or_else(|| {
-            Error::bad_column(file, name, format!("required column `{name}` is missing (columns: {})", column_list(schema)))
+            Error::bad_column(
+                file,
+                name,
+                format!(
+                    "required column `{name}` is missing (columns: {})",
+                    column_list(schema)
+                ),
+            )
         })
     };
     let chosen = conv_form(file, "chosen", required("chosen")?.data_type())?;
@@ -219,14 +281,24 @@ fn parquet_columns(file: &str, schema: &Schema) -> Result<ParquetColumns> {
     };
     let pair_id = match find("pair_id") {
         Some(f) if is_string(f.data_type()) => true,
-        Some(f) => return Err(Error::bad_column(file, "pair_id", format!("has type {}; expected a string", f.data_type()))),
+        Some(f) => {
+            return Err(Error::bad_column(
+                file,
+                "pair_id",
+                format!("has type {}; expected a string", f.data_type()),
+            ))
+        }
         None => false,
     };
     let mut attributes = [false; 6];
     for (i, name) in ATTRIBUTE_COLUMNS.iter().enumerate() {
         if let Some(f) = find(name) {
             if !is_string(f.data_type()) {
-                return Err(Error::bad_column(file, *name, format!("has type {}; expected a string", f.data_type())));
+                return Err(Error::bad_column(
+                    file,
+                    *name,
+                    format!("has type {}; expected a string", f.data_type()),
+                ));
             }
             attributes[i] = true;
         }
@@ -234,19 +306,37 @@ fn parquet_columns(file: &str, schema: &Schema) -> Result<ParquetColumns> {
     let mut extras = Vec::new();
     for f in schema.fields() {
         let n = f.name().as_str();
-        if ["pair_id", "prompt", "chosen", "rejected"].contains(&n) || ATTRIBUTE_COLUMNS.contains(&n) {
+        if ["pair_id", "prompt", "chosen", "rejected"].contains(&n)
+            || ATTRIBUTE_COLUMNS.contains(&n)
+        {
             continue;
         }
         if !ExtrasCodec::supports(f.data_type()) {
-            return Err(Error::bad_column(file, n, format!("type {} cannot be carried through", f.data_type())));
+            return Err(Error::bad_column(
+                file,
+                n,
+                format!("type {} cannot be carried through", f.data_type()),
+            ));
         }
         extras.push(Field::new(n, f.data_type().clone(), true));
     }
-    Ok(ParquetColumns { pair_id, prompt, chosen, rejected, attributes, extras })
+    Ok(ParquetColumns {
+        pair_id,
+        prompt,
+        chosen,
+        rejected,
+        attributes,
+        extras,
+    })
 }
 
 fn column_list(schema: &Schema) -> String {
-    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A field of a raw record as found in the input.
@@ -277,7 +367,10 @@ pub struct RawFields {
 pub enum RawBody {
     Fields(RawFields),
     /// A JSONL line that is not a JSON object.
-    Unparsable { raw: String, message: String },
+    Unparsable {
+        raw: String,
+        message: String,
+    },
 }
 
 /// One input row as read.
@@ -319,8 +412,17 @@ pub struct ShardReader<'a> {
 }
 
 enum ReaderState {
-    Parquet { stream: ParquetRecordBatchStream<ParquetObjectReader>, next_row: u64 },
-    Jsonl { data: bytes::Bytes, pos: usize, base_offset: u64, line: u64, line_known: bool },
+    Parquet {
+        stream: ParquetRecordBatchStream<ParquetObjectReader>,
+        next_row: u64,
+    },
+    Jsonl {
+        data: bytes::Bytes,
+        pos: usize,
+        base_offset: u64,
+        line: u64,
+        line_known: bool,
+    },
     Done,
 }
 
@@ -339,13 +441,24 @@ impl<'a> ShardReader<'a> {
         let file = &plan.files[shard.file()];
         let state = match &shard {
             Shard::RowGroup { row_group, .. } => {
-                let (meta, _) = file.parquet.as_ref().expect("row groups only for parquet files");
-                let reader =
-                    ParquetObjectReader::new(file.location.store.clone(), file.location.path.clone()).with_file_size(file.size);
-                let first_row: i64 = meta.metadata().row_groups()[..*row_group].iter().map(|r| r.num_rows()).sum();
-                let mut builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta.clone());
+                let (meta, _) = file
+                    .parquet
+                    .as_ref()
+                    .expect("row groups only for parquet files");
+                let reader = ParquetObjectReader::new(
+                    file.location.store.clone(),
+                    file.location.path.clone(),
+                )
+                .with_file_size(file.size);
+                let first_row: i64 = meta.metadata().row_groups()[..*row_group]
+                    .iter()
+                    .map(|r| r.num_rows())
+                    .sum();
+                let mut builder =
+                    ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta.clone());
                 if survey_only {
-                    const SURVEY_COLUMNS: [&str; 5] = ["pair_id", "prompt", "chosen", "rejected", "task_category"];
+                    const SURVEY_COLUMNS: [&str; 5] =
+                        ["pair_id", "prompt", "chosen", "rejected", "task_category"];
                     let roots: Vec<usize> = meta
                         .schema()
                         .fields()
@@ -354,15 +467,26 @@ impl<'a> ShardReader<'a> {
                         .filter(|(_, f)| SURVEY_COLUMNS.contains(&f.name().as_str()))
                         .map(|(i, _)| i)
                         .collect();
-                    let mask = parquet::arrow::ProjectionMask::roots(meta.metadata().file_metadata().schema_descr(), roots);
+                    let mask = parquet::arrow::ProjectionMask::roots(
+                        meta.metadata().file_metadata().schema_descr(),
+                        roots,
+                    );
                     builder = builder.with_projection(mask);
                 }
                 let stream = builder
                     .with_row_groups(vec![*row_group])
                     .with_batch_size(plan.batch_rows.max(1))
                     .build()
-                    .map_err(|e| Error::bad_file(&file.location.url, format!("cannot read row group {row_group}: {e}")))?;
-                ReaderState::Parquet { stream, next_row: first_row as u64 }
+                    .map_err(|e| {
+                        Error::bad_file(
+                            &file.location.url,
+                            format!("cannot read row group {row_group}: {e}"),
+                        )
+                    })?;
+                ReaderState::Parquet {
+                    stream,
+                    next_row: first_row as u64,
+                }
             }
             Shard::ByteRange { start, end, .. } => {
                 let (data, skip) = read_line_range(&file.location, *start, *end, file.size)?;
@@ -370,16 +494,28 @@ impl<'a> ShardReader<'a> {
                     data,
                     pos: skip,
                     base_offset: start.saturating_sub(1).min(*start),
-                    line: if *start == 0 { 0 } else { first_line.unwrap_or(0) },
+                    line: if *start == 0 {
+                        0
+                    } else {
+                        first_line.unwrap_or(0)
+                    },
                     line_known: *start == 0 || first_line.is_some(),
                 }
             }
         };
-        Ok(ShardReader { plan, shard, extras, state })
+        Ok(ShardReader {
+            plan,
+            shard,
+            extras,
+            state,
+        })
     }
 
     /// The next batch of records, or None at the end of the shard.
-    pub fn next_batch(&mut self, jsonl_obs: Option<&mut JsonlObservation>) -> Result<Option<Vec<RawRecord>>> {
+    pub fn next_batch(
+        &mut self,
+        jsonl_obs: Option<&mut JsonlObservation>,
+    ) -> Result<Option<Vec<RawRecord>>> {
         let file_index = self.shard.file();
         let file = &self.plan.files[file_index];
         match &mut self.state {
@@ -389,14 +525,29 @@ impl<'a> ShardReader<'a> {
                     self.state = ReaderState::Done;
                     Ok(None)
                 }
-                Some(Err(e)) => Err(Error::bad_file(&file.location.url, format!("cannot decode Parquet data: {e}"))),
+                Some(Err(e)) => Err(Error::bad_file(
+                    &file.location.url,
+                    format!("cannot decode Parquet data: {e}"),
+                )),
                 Some(Ok(batch)) => {
-                    let records = parquet_batch_records(&file.location.url, file_index, *next_row, &batch, self.extras)?;
+                    let records = parquet_batch_records(
+                        &file.location.url,
+                        file_index,
+                        *next_row,
+                        &batch,
+                        self.extras,
+                    )?;
                     *next_row += batch.num_rows() as u64;
                     Ok(Some(records))
                 }
             },
-            ReaderState::Jsonl { data, pos, base_offset, line, line_known } => {
+            ReaderState::Jsonl {
+                data,
+                pos,
+                base_offset,
+                line,
+                line_known,
+            } => {
                 if *pos >= data.len() {
                     self.state = ReaderState::Done;
                     return Ok(None);
@@ -430,10 +581,19 @@ impl<'a> ShardReader<'a> {
                                 observe_keys(o, &map);
                             }
                             texts.push((records.len(), map));
-                            records.push(RawRecord { key, row, bytes: trimmed.len(), body: RawBody::Unparsable { raw: String::new(), message: String::new() } });
+                            records.push(RawRecord {
+                                key,
+                                row,
+                                bytes: trimmed.len(),
+                                body: RawBody::Unparsable {
+                                    raw: String::new(),
+                                    message: String::new(),
+                                },
+                            });
                         }
                         Ok(other) => {
-                            let message = format!("line is JSON {} but not an object", json_kind(&other));
+                            let message =
+                                format!("line is JSON {} but not an object", json_kind(&other));
                             note_error(obs.as_deref_mut(), row, &message);
                             records.push(unparsable(key, row, trimmed, message));
                         }
@@ -453,11 +613,13 @@ impl<'a> ShardReader<'a> {
                             .map(|f| {
                                 let values: StringArray = texts
                                     .iter()
-                                    .map(|(_, m)| m.get(f.name()).and_then(|v| match v {
-                                        Value::Null => None,
-                                        Value::String(s) => Some(s.clone()),
-                                        other => Some(other.to_string()),
-                                    }))
+                                    .map(|(_, m)| {
+                                        m.get(f.name()).and_then(|v| match v {
+                                            Value::Null => None,
+                                            Value::String(s) => Some(s.clone()),
+                                            other => Some(other.to_string()),
+                                        })
+                                    })
                                     .collect();
                                 Some(Arc::new(values) as ArrayRef)
                             })
@@ -468,7 +630,10 @@ impl<'a> ShardReader<'a> {
                 };
                 let mut extras_iter = extras_rows.map(|v| v.into_iter());
                 for (i, map) in texts {
-                    let extras = extras_iter.as_mut().and_then(|it| it.next()).unwrap_or_default();
+                    let extras = extras_iter
+                        .as_mut()
+                        .and_then(|it| it.next())
+                        .unwrap_or_default();
                     records[i].body = RawBody::Fields(json_fields(map, extras));
                 }
                 Ok(Some(records))
@@ -502,7 +667,10 @@ fn observe_keys(o: &mut JsonlObservation, map: &serde_json::Map<String, Value>) 
         if !o.keys.contains(k) {
             o.keys.insert(k.clone());
         }
-        if matches!(k.as_str(), "prompt" | "chosen" | "rejected") && matches!(v, Value::Array(_)) && !o.message_columns.contains(k) {
+        if matches!(k.as_str(), "prompt" | "chosen" | "rejected")
+            && matches!(v, Value::Array(_))
+            && !o.message_columns.contains(k)
+        {
             o.message_columns.insert(k.clone());
         }
     }
@@ -514,7 +682,12 @@ fn observe_keys(o: &mut JsonlObservation, map: &serde_json::Map<String, Value>) 
 fn unparsable(key: RowKey, row: u64, bytes: &[u8], message: String) -> RawRecord {
     // Keep at most 64 KiB of the raw line in quarantine.
     let raw = String::from_utf8_lossy(&bytes[..bytes.len().min(64 << 10)]).into_owned();
-    RawRecord { key, row, bytes: bytes.len(), body: RawBody::Unparsable { raw, message } }
+    RawRecord {
+        key,
+        row,
+        bytes: bytes.len(),
+        body: RawBody::Unparsable { raw, message },
+    }
 }
 
 fn memchr_newline(b: &[u8]) -> Option<usize> {
@@ -522,15 +695,27 @@ fn memchr_newline(b: &[u8]) -> Option<usize> {
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map(|i| i + 1).unwrap_or(start);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map(|i| i + 1)
+        .unwrap_or(start);
     &b[start..end.max(start)]
 }
 
 /// Reads the bytes of the lines that start in [start, end): from one byte before
 /// `start` (to see whether a line starts exactly there) to the newline ending the last
 /// line. Returns the data and how many leading bytes to skip.
-fn read_line_range(loc: &Location, start: u64, end: u64, size: u64) -> Result<(bytes::Bytes, usize)> {
+fn read_line_range(
+    loc: &Location,
+    start: u64,
+    end: u64,
+    size: u64,
+) -> Result<(bytes::Bytes, usize)> {
     let from = start.saturating_sub(1);
     let mut buf = loc.get_range(from..end)?.to_vec();
     let skip = if start == 0 {
@@ -573,13 +758,20 @@ fn json_conversation(v: Option<&Value>) -> RawValue {
                         let role = m.get("role").and_then(Value::as_str);
                         let content = m.get("content").and_then(Value::as_str);
                         match (role, content) {
-                            (Some(role), Some(content)) => {
-                                messages.push(Message { role: role.to_string(), content: content.to_string() })
+                            (Some(role), Some(content)) => messages.push(Message {
+                                role: role.to_string(),
+                                content: content.to_string(),
+                            }),
+                            _ => {
+                                return RawValue::WrongType(
+                                    "a message without string `role` and `content`".into(),
+                                )
                             }
-                            _ => return RawValue::WrongType("a message without string `role` and `content`".into()),
                         }
                     }
-                    other => return RawValue::WrongType(format!("a list holding {}", json_kind(other))),
+                    other => {
+                        return RawValue::WrongType(format!("a list holding {}", json_kind(other)))
+                    }
                 }
             }
             RawValue::Value(Conversation::Messages(messages))
@@ -616,37 +808,64 @@ fn json_fields(map: serde_json::Map<String, Value>, extras: Vec<u8>) -> RawField
 /// Pre-downcast access to a prompt/response column of a batch.
 enum ConvColumn<'b> {
     Text(ArrayRef, std::marker::PhantomData<&'b ()>),
-    Messages { offsets: Vec<usize>, nulls: Option<arrow::buffer::NullBuffer>, roles: StringArray, contents: StringArray },
+    Messages {
+        offsets: Vec<usize>,
+        nulls: Option<arrow::buffer::NullBuffer>,
+        roles: StringArray,
+        contents: StringArray,
+    },
 }
 
 impl ConvColumn<'_> {
     fn new(file: &str, name: &str, col: &ArrayRef) -> Result<Self> {
-        let err = |e: arrow::error::ArrowError| Error::bad_column(file, name, format!("cannot decode: {e}"));
+        let err = |e: arrow::error::ArrowError| {
+            Error::bad_column(file, name, format!("cannot decode: {e}"))
+        };
         match col.data_type() {
             DataType::Utf8 => Ok(ConvColumn::Text(col.clone(), Default::default())),
-            DataType::LargeUtf8 | DataType::Utf8View => {
-                Ok(ConvColumn::Text(arrow::compute::cast(col, &DataType::Utf8).map_err(err)?, Default::default()))
-            }
+            DataType::LargeUtf8 | DataType::Utf8View => Ok(ConvColumn::Text(
+                arrow::compute::cast(col, &DataType::Utf8).map_err(err)?,
+                Default::default(),
+            )),
             DataType::List(_) | DataType::LargeList(_) => {
                 let (offsets, values, nulls): (Vec<usize>, ArrayRef, _) = match col.data_type() {
                     DataType::List(_) => {
                         let l = col.as_list::<i32>();
-                        (l.offsets().iter().map(|o| *o as usize).collect(), l.values().clone(), l.nulls().cloned())
+                        (
+                            l.offsets().iter().map(|o| *o as usize).collect(),
+                            l.values().clone(),
+                            l.nulls().cloned(),
+                        )
                     }
                     _ => {
                         let l = col.as_list::<i64>();
-                        (l.offsets().iter().map(|o| *o as usize).collect(), l.values().clone(), l.nulls().cloned())
+                        (
+                            l.offsets().iter().map(|o| *o as usize).collect(),
+                            l.values().clone(),
+                            l.nulls().cloned(),
+                        )
                     }
                 };
                 let s: &StructArray = values.as_struct();
                 let field = |n: &str| -> Result<StringArray> {
-                    let c = s.column_by_name(n).ok_or_else(|| Error::bad_column(file, name, format!("messages lack `{n}`")))?;
+                    let c = s.column_by_name(n).ok_or_else(|| {
+                        Error::bad_column(file, name, format!("messages lack `{n}`"))
+                    })?;
                     let c = arrow::compute::cast(c, &DataType::Utf8).map_err(err)?;
                     Ok(c.as_string::<i32>().clone())
                 };
-                Ok(ConvColumn::Messages { offsets, nulls, roles: field("role")?, contents: field("content")? })
+                Ok(ConvColumn::Messages {
+                    offsets,
+                    nulls,
+                    roles: field("role")?,
+                    contents: field("content")?,
+                })
             }
-            other => Err(Error::bad_column(file, name, format!("unexpected type {other}"))),
+            other => Err(Error::bad_column(
+                file,
+                name,
+                format!("unexpected type {other}"),
+            )),
         }
     }
 
@@ -660,16 +879,26 @@ impl ConvColumn<'_> {
                     RawValue::Value(Conversation::Text(a.value(i).to_string()))
                 }
             }
-            ConvColumn::Messages { offsets, nulls, roles, contents } => {
+            ConvColumn::Messages {
+                offsets,
+                nulls,
+                roles,
+                contents,
+            } => {
                 if nulls.as_ref().is_some_and(|n| n.is_null(i)) {
                     return RawValue::Null;
                 }
                 let mut ms = Vec::with_capacity(offsets[i + 1] - offsets[i]);
                 for j in offsets[i]..offsets[i + 1] {
                     if roles.is_null(j) || contents.is_null(j) {
-                        return RawValue::WrongType("a message with a null `role` or `content`".into());
+                        return RawValue::WrongType(
+                            "a message with a null `role` or `content`".into(),
+                        );
                     }
-                    ms.push(Message { role: roles.value(j).to_string(), content: contents.value(j).to_string() });
+                    ms.push(Message {
+                        role: roles.value(j).to_string(),
+                        content: contents.value(j).to_string(),
+                    });
                 }
                 RawValue::Value(Conversation::Messages(ms))
             }
@@ -697,19 +926,30 @@ fn parquet_batch_records(
 ) -> Result<Vec<RawRecord>> {
     let n = batch.num_rows();
     let conv = |name: &str| -> Result<Option<ConvColumn>> {
-        batch.column_by_name(name).map(|c| ConvColumn::new(file, name, c)).transpose()
+        batch
+            .column_by_name(name)
+            .map(|c| ConvColumn::new(file, name, c))
+            .transpose()
     };
     let prompt = conv("prompt")?;
     let chosen = conv("chosen")?.expect("checked at planning");
     let rejected = conv("rejected")?.expect("checked at planning");
     let pair_id = string_column(file, "pair_id", batch)?;
-    let attrs: Vec<Option<StringArray>> =
-        ATTRIBUTE_COLUMNS.iter().map(|n| string_column(file, n, batch)).collect::<Result<_>>()?;
+    let attrs: Vec<Option<StringArray>> = ATTRIBUTE_COLUMNS
+        .iter()
+        .map(|n| string_column(file, n, batch))
+        .collect::<Result<_>>()?;
     let extras_rows = match extras {
-        Some(codec) if !codec.is_empty() => Some(codec.encode(
-            codec.fields.iter().map(|f| batch.column_by_name(f.name()).cloned()).collect(),
-            n,
-        )?),
+        Some(codec) if !codec.is_empty() => Some(
+            codec.encode(
+                codec
+                    .fields
+                    .iter()
+                    .map(|f| batch.column_by_name(f.name()).cloned())
+                    .collect(),
+                n,
+            )?,
+        ),
         _ => None,
     };
     let mut extras_iter = extras_rows.map(|v| v.into_iter());
@@ -725,19 +965,38 @@ fn parquet_batch_records(
             }
         }
         let fields = RawFields {
-            pair_id: pair_id.as_ref().and_then(|a| (!a.is_null(i)).then(|| a.value(i).to_string())),
+            pair_id: pair_id
+                .as_ref()
+                .and_then(|a| (!a.is_null(i)).then(|| a.value(i).to_string())),
             pair_id_wrong_type: false,
-            prompt: prompt.as_ref().map(|p| p.value(i)).unwrap_or(RawValue::Missing),
+            prompt: prompt
+                .as_ref()
+                .map(|p| p.value(i))
+                .unwrap_or(RawValue::Missing),
             chosen: chosen.value(i),
             rejected: rejected.value(i),
             attributes,
-            extras: extras_iter.as_mut().and_then(|it| it.next()).unwrap_or_default(),
+            extras: extras_iter
+                .as_mut()
+                .and_then(|it| it.next())
+                .unwrap_or_default(),
         };
         let bytes = [&fields.prompt, &fields.chosen, &fields.rejected]
             .iter()
-            .map(|v| if let RawValue::Value(c) = v { c.text_bytes() } else { 0 })
+            .map(|v| {
+                if let RawValue::Value(c) = v {
+                    c.text_bytes()
+                } else {
+                    0
+                }
+            })
             .sum();
-        out.push(RawRecord { key: RowKey::new(file_index, row), row, bytes, body: RawBody::Fields(fields) });
+        out.push(RawRecord {
+            key: RowKey::new(file_index, row),
+            row,
+            bytes,
+            body: RawBody::Fields(fields),
+        });
     }
     Ok(out)
 }
@@ -781,10 +1040,13 @@ mod tests {
             let mut got = Vec::new();
             let mut before = 0;
             for (shard, count) in plan.shards.iter().zip(counts) {
-                let mut r = ShardReader::open(&plan, shard.clone(), None, false, Some(before)).unwrap();
+                let mut r =
+                    ShardReader::open(&plan, shard.clone(), None, false, Some(before)).unwrap();
                 while let Some(batch) = r.next_batch(None).unwrap() {
                     for rec in batch {
-                        let RawBody::Fields(f) = rec.body else { panic!("unparsable") };
+                        let RawBody::Fields(f) = rec.body else {
+                            panic!("unparsable")
+                        };
                         got.push((f.pair_id.unwrap(), rec.row));
                     }
                 }

@@ -109,8 +109,14 @@ pub struct Attributes {
 }
 
 /// Names of the optional attribute columns, in output order.
-pub const ATTRIBUTE_COLUMNS: [&str; 6] =
-    ["source", "task_category", "objectivity", "controversiality", "desired_attributes", "guideline"];
+pub const ATTRIBUTE_COLUMNS: [&str; 6] = [
+    "source",
+    "task_category",
+    "objectivity",
+    "controversiality",
+    "desired_attributes",
+    "guideline",
+];
 
 impl Attributes {
     pub fn get(&self, i: usize) -> Option<&str> {
@@ -158,13 +164,6 @@ pub struct PreferencePair {
     pub content_hash: u128,
     /// `hashing::pair_key(pair_id)`, computed once: the exchange and join key.
     pub pair_key: u64,
-}
-
-impl PreferencePair {
-    /// The final replies: the whole conversations in implicit form end in them.
-    pub fn chosen_reply(&self) -> &Conversation {
-        &self.chosen
-    }
 }
 
 /// Why a row was quarantined (bad input flows as data, DESIGN §2).
@@ -235,7 +234,11 @@ pub enum Destination {
 }
 
 impl Destination {
-    pub const ALL: [Destination; 3] = [Destination::Curated, Destination::Discarded, Destination::Quarantine];
+    pub const ALL: [Destination; 3] = [
+        Destination::Curated,
+        Destination::Discarded,
+        Destination::Quarantine,
+    ];
     pub fn dir(self) -> &'static str {
         match self {
             Destination::Curated => "curated",
@@ -284,9 +287,10 @@ impl Reason {
 
     pub fn destination(self) -> Destination {
         match self {
-            Reason::HumanAgrees | Reason::HumanCorrected | Reason::BothRmsAgree | Reason::GoldRmAndJudgeAgree => {
-                Destination::Curated
-            }
+            Reason::HumanAgrees
+            | Reason::HumanCorrected
+            | Reason::BothRmsAgree
+            | Reason::GoldRmAndJudgeAgree => Destination::Curated,
             Reason::Invalid(_) => Destination::Quarantine,
             _ => Destination::Discarded,
         }

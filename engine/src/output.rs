@@ -60,7 +60,10 @@ pub struct OutputRow {
 }
 
 fn messages_type() -> DataType {
-    let fields = Fields::from(vec![Field::new("role", DataType::Utf8, true), Field::new("content", DataType::Utf8, true)]);
+    let fields = Fields::from(vec![
+        Field::new("role", DataType::Utf8, true),
+        Field::new("content", DataType::Utf8, true),
+    ]);
     DataType::List(Arc::new(Field::new("item", DataType::Struct(fields), true)))
 }
 
@@ -99,7 +102,11 @@ impl OutputSchema {
     }
 }
 
-fn conv_array<'a>(form: ConvForm, values: impl Iterator<Item = Option<&'a Conversation>>, role: &str) -> ArrayRef {
+fn conv_array<'a>(
+    form: ConvForm,
+    values: impl Iterator<Item = Option<&'a Conversation>>,
+    role: &str,
+) -> ArrayRef {
     match form {
         ConvForm::Text => {
             let mut b = StringBuilder::new();
@@ -108,7 +115,12 @@ fn conv_array<'a>(form: ConvForm, values: impl Iterator<Item = Option<&'a Conver
                     Some(Conversation::Text(t)) => b.append_value(t),
                     Some(Conversation::Messages(ms)) => {
                         // Only reachable if a run mixes forms without planning for it.
-                        b.append_value(ms.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"))
+                        b.append_value(
+                            ms.iter()
+                                .map(|m| m.content.as_str())
+                                .collect::<Vec<_>>()
+                                .join("\n"),
+                        )
                     }
                     None => b.append_null(),
                 }
@@ -116,13 +128,24 @@ fn conv_array<'a>(form: ConvForm, values: impl Iterator<Item = Option<&'a Conver
             Arc::new(b.finish())
         }
         ConvForm::Messages => {
-            let fields = Fields::from(vec![Field::new("role", DataType::Utf8, true), Field::new("content", DataType::Utf8, true)]);
+            let fields = Fields::from(vec![
+                Field::new("role", DataType::Utf8, true),
+                Field::new("content", DataType::Utf8, true),
+            ]);
             let sb = StructBuilder::from_fields(fields.clone(), 0);
-            let mut b = ListBuilder::new(sb).with_field(Arc::new(Field::new("item", DataType::Struct(fields), true)));
+            let mut b = ListBuilder::new(sb).with_field(Arc::new(Field::new(
+                "item",
+                DataType::Struct(fields),
+                true,
+            )));
             let push = |b: &mut ListBuilder<StructBuilder>, r: &str, c: &str| {
                 let s = b.values();
-                s.field_builder::<StringBuilder>(0).expect("role").append_value(r);
-                s.field_builder::<StringBuilder>(1).expect("content").append_value(c);
+                s.field_builder::<StringBuilder>(0)
+                    .expect("role")
+                    .append_value(r);
+                s.field_builder::<StringBuilder>(1)
+                    .expect("content")
+                    .append_value(c);
                 s.append(true);
             };
             for v in values {
@@ -162,10 +185,22 @@ pub fn rows_to_batch(
     }
     cols.push(Arc::new(pair_id.finish()));
     if schema.has_prompt {
-        cols.push(conv_array(schema.prompt, rows.iter().map(|r| r.prompt.as_ref()), "user"));
+        cols.push(conv_array(
+            schema.prompt,
+            rows.iter().map(|r| r.prompt.as_ref()),
+            "user",
+        ));
     }
-    cols.push(conv_array(schema.chosen, rows.iter().map(|r| r.chosen.as_ref()), "assistant"));
-    cols.push(conv_array(schema.rejected, rows.iter().map(|r| r.rejected.as_ref()), "assistant"));
+    cols.push(conv_array(
+        schema.chosen,
+        rows.iter().map(|r| r.chosen.as_ref()),
+        "assistant",
+    ));
+    cols.push(conv_array(
+        schema.rejected,
+        rows.iter().map(|r| r.rejected.as_ref()),
+        "assistant",
+    ));
     for (i, _) in ATTRIBUTE_COLUMNS.iter().enumerate() {
         if schema.attributes[i] {
             let mut b = StringBuilder::new();
@@ -203,7 +238,10 @@ pub fn rows_to_batch(
         cols.push(Arc::new(error.finish()));
         cols.push(Arc::new(raw.finish()));
     }
-    RecordBatch::try_new(arrow_schema.clone(), cols).map_err(|e| Error::Arrow { context: format!("{} batch", dest.dir()), source: e })
+    RecordBatch::try_new(arrow_schema.clone(), cols).map_err(|e| Error::Arrow {
+        context: format!("{} batch", dest.dir()),
+        source: e,
+    })
 }
 
 /// Writer properties of every Parquet file synpref writes: zstd level 1 (fast, and
@@ -212,12 +250,17 @@ pub fn rows_to_batch(
 /// overflows and is thrown away, which cost a fifth of the write time when it was on.
 pub fn writer_properties() -> WriterProperties {
     let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("valid level")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("valid level"),
+        ))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_dictionary_enabled(false);
     for column in ATTRIBUTE_COLUMNS.iter().chain(&["reason", "source_file"]) {
         if *column != "desired_attributes" && *column != "guideline" {
-            b = b.set_column_dictionary_enabled(parquet::schema::types::ColumnPath::from(*column), true);
+            b = b.set_column_dictionary_enabled(
+                parquet::schema::types::ColumnPath::from(*column),
+                true,
+            );
         }
     }
     b.build()
@@ -285,18 +328,35 @@ impl PartWriter {
         }
         let rows = std::mem::take(&mut self.buffer);
         let n = rows.len() as u64;
-        let batch = rows_to_batch(&self.schema, &self.arrow_schema, &self.extras, self.dest, &self.file_urls, rows)?;
+        let batch = rows_to_batch(
+            &self.schema,
+            &self.arrow_schema,
+            &self.extras,
+            self.dest,
+            &self.file_urls,
+            rows,
+        )?;
         if self.current.is_none() {
             let name = format!("part-{:05}-{:05}.parquet", self.worker, self.seq);
             self.seq += 1;
             let loc = self.dir.child(&name);
             let object = BufWriter::new(loc.store.clone(), loc.path.clone());
-            let writer = AsyncArrowWriter::try_new(object, self.arrow_schema.clone(), Some(writer_properties()))
-                .map_err(|e| Error::Parquet { path: loc.url.clone(), source: e })?;
+            let writer = AsyncArrowWriter::try_new(
+                object,
+                self.arrow_schema.clone(),
+                Some(writer_properties()),
+            )
+            .map_err(|e| Error::Parquet {
+                path: loc.url.clone(),
+                source: e,
+            })?;
             self.current = Some((writer, format!("{}/{}", self.dest.dir(), name), 0));
         }
         let (writer, path, rows) = self.current.as_mut().expect("opened above");
-        block_on(writer.write(&batch)).map_err(|e| Error::Parquet { path: path.clone(), source: e })?;
+        block_on(writer.write(&batch)).map_err(|e| Error::Parquet {
+            path: path.clone(),
+            source: e,
+        })?;
         *rows += n;
         if *rows >= ROWS_PER_PART {
             self.close_part()?;
@@ -306,7 +366,10 @@ impl PartWriter {
 
     fn close_part(&mut self) -> Result<()> {
         if let Some((writer, path, rows)) = self.current.take() {
-            block_on(writer.close()).map_err(|e| Error::Parquet { path: path.clone(), source: e })?;
+            block_on(writer.close()).map_err(|e| Error::Parquet {
+                path: path.clone(),
+                source: e,
+            })?;
             self.written.push(WrittenFile { path, rows });
         }
         Ok(())
@@ -330,13 +393,24 @@ pub fn write_json<T: Serialize>(loc: &Location, value: &T) -> Result<()> {
 
 /// Writes a record batch as a single Parquet file (used by `gen` and tests).
 pub fn write_parquet_file(loc: &Location, batches: &[RecordBatch]) -> Result<()> {
-    let Some(first) = batches.first() else { return Err(Error::other(&loc.url, "nothing to write")) };
+    let Some(first) = batches.first() else {
+        return Err(Error::other(&loc.url, "nothing to write"));
+    };
     let object = BufWriter::new(loc.store.clone(), loc.path.clone());
     let mut writer = AsyncArrowWriter::try_new(object, first.schema(), Some(writer_properties()))
-        .map_err(|e| Error::Parquet { path: loc.url.clone(), source: e })?;
+        .map_err(|e| Error::Parquet {
+        path: loc.url.clone(),
+        source: e,
+    })?;
     for b in batches {
-        block_on(writer.write(b)).map_err(|e| Error::Parquet { path: loc.url.clone(), source: e })?;
+        block_on(writer.write(b)).map_err(|e| Error::Parquet {
+            path: loc.url.clone(),
+            source: e,
+        })?;
     }
-    block_on(writer.close()).map_err(|e| Error::Parquet { path: loc.url.clone(), source: e })?;
+    block_on(writer.close()).map_err(|e| Error::Parquet {
+        path: loc.url.clone(),
+        source: e,
+    })?;
     Ok(())
 }

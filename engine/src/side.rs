@@ -42,9 +42,27 @@ fn read_jsonl(loc: &Location, out: &mut Vec<SideRow>) -> Result<()> {
             continue;
         }
         match serde_json::from_slice::<Value>(line) {
-            Ok(Value::Object(fields)) => out.push(SideRow { file: loc.url.clone(), row: line_no, fields }),
-            Ok(_) => return Err(Error::bad_row(&loc.url, line_no, None, "line is not a JSON object")),
-            Err(e) => return Err(Error::bad_row(&loc.url, line_no, None, format!("not valid JSON: {e}"))),
+            Ok(Value::Object(fields)) => out.push(SideRow {
+                file: loc.url.clone(),
+                row: line_no,
+                fields,
+            }),
+            Ok(_) => {
+                return Err(Error::bad_row(
+                    &loc.url,
+                    line_no,
+                    None,
+                    "line is not a JSON object",
+                ))
+            }
+            Err(e) => {
+                return Err(Error::bad_row(
+                    &loc.url,
+                    line_no,
+                    None,
+                    format!("not valid JSON: {e}"),
+                ))
+            }
         }
     }
     Ok(())
@@ -59,17 +77,27 @@ fn read_parquet(loc: &Location, out: &mut Vec<SideRow>) -> Result<()> {
         .map_err(|e| Error::bad_file(&loc.url, format!("not a readable Parquet file: {e}")))?;
     let mut row = 0u64;
     for batch in reader {
-        let batch = batch.map_err(|e| Error::bad_file(&loc.url, format!("cannot decode Parquet data: {e}")))?;
+        let batch = batch
+            .map_err(|e| Error::bad_file(&loc.url, format!("cannot decode Parquet data: {e}")))?;
         let n = batch.num_rows();
         let mut rows: Vec<Map<String, Value>> = vec![Map::new(); n];
         for (field, col) in batch.schema().fields().iter().zip(batch.columns()) {
-            if matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+            if matches!(
+                field.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ) {
                 // Strings, by far the common case, skip the JSON round trip.
-                let col = arrow::compute::cast(col, &DataType::Utf8).map_err(|e| Error::Arrow { context: loc.url.clone(), source: e })?;
+                let col = arrow::compute::cast(col, &DataType::Utf8).map_err(|e| Error::Arrow {
+                    context: loc.url.clone(),
+                    source: e,
+                })?;
                 let col = col.as_string::<i32>();
                 for (i, r) in rows.iter_mut().enumerate() {
                     if col.is_valid(i) {
-                        r.insert(field.name().clone(), Value::String(col.value(i).to_string()));
+                        r.insert(
+                            field.name().clone(),
+                            Value::String(col.value(i).to_string()),
+                        );
                     }
                 }
                 continue;
@@ -78,12 +106,21 @@ fn read_parquet(loc: &Location, out: &mut Vec<SideRow>) -> Result<()> {
                 std::sync::Arc::new(arrow::datatypes::Schema::new(vec![field.as_ref().clone()])),
                 vec![col.clone()],
             )
-            .map_err(|e| Error::Arrow { context: loc.url.clone(), source: e })?;
+            .map_err(|e| Error::Arrow {
+                context: loc.url.clone(),
+                source: e,
+            })?;
             let mut buf = Vec::new();
             {
                 let mut w = arrow::json::writer::LineDelimitedWriter::new(&mut buf);
-                w.write(&one).map_err(|e| Error::Arrow { context: loc.url.clone(), source: e })?;
-                w.finish().map_err(|e| Error::Arrow { context: loc.url.clone(), source: e })?;
+                w.write(&one).map_err(|e| Error::Arrow {
+                    context: loc.url.clone(),
+                    source: e,
+                })?;
+                w.finish().map_err(|e| Error::Arrow {
+                    context: loc.url.clone(),
+                    source: e,
+                })?;
             }
             for (r, line) in rows.iter_mut().zip(buf.split(|b| *b == b'\n')) {
                 if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(line) {
@@ -92,7 +129,11 @@ fn read_parquet(loc: &Location, out: &mut Vec<SideRow>) -> Result<()> {
             }
         }
         for fields in rows {
-            out.push(SideRow { file: loc.url.clone(), row, fields });
+            out.push(SideRow {
+                file: loc.url.clone(),
+                row,
+                fields,
+            });
             row += 1;
         }
     }
@@ -132,9 +173,21 @@ pub fn for_each_string_row(
         let schema = builder.schema().clone();
         let mut roots = Vec::new();
         for c in columns {
-            if let Some((i, field)) = schema.fields().iter().enumerate().find(|(_, fl)| fl.name() == c) {
-                if !matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
-                    return Err(Error::bad_column(&loc.url, *c, format!("has type {}; expected a string", field.data_type())));
+            if let Some((i, field)) = schema
+                .fields()
+                .iter()
+                .enumerate()
+                .find(|(_, fl)| fl.name() == c)
+            {
+                if !matches!(
+                    field.data_type(),
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                ) {
+                    return Err(Error::bad_column(
+                        &loc.url,
+                        *c,
+                        format!("has type {}; expected a string", field.data_type()),
+                    ));
                 }
                 roots.push(i);
             }
@@ -147,17 +200,25 @@ pub fn for_each_string_row(
             .map_err(|e| Error::bad_file(&loc.url, format!("not a readable Parquet file: {e}")))?;
         let mut row = 0u64;
         for batch in reader {
-            let batch = batch.map_err(|e| Error::bad_file(&loc.url, format!("cannot decode Parquet data: {e}")))?;
+            let batch = batch.map_err(|e| {
+                Error::bad_file(&loc.url, format!("cannot decode Parquet data: {e}"))
+            })?;
             let cols: Vec<Option<arrow::array::StringArray>> = columns
                 .iter()
                 .map(|c| {
-                    batch.column_by_name(c).map(|a| {
-                        arrow::compute::cast(a, &DataType::Utf8).map(|a| a.as_string::<i32>().clone())
-                    })
-                    .transpose()
+                    batch
+                        .column_by_name(c)
+                        .map(|a| {
+                            arrow::compute::cast(a, &DataType::Utf8)
+                                .map(|a| a.as_string::<i32>().clone())
+                        })
+                        .transpose()
                 })
                 .collect::<std::result::Result<_, _>>()
-                .map_err(|e| Error::Arrow { context: loc.url.clone(), source: e })?;
+                .map_err(|e| Error::Arrow {
+                    context: loc.url.clone(),
+                    source: e,
+                })?;
             let mut values: Vec<Option<&str>> = vec![None; columns.len()];
             for i in 0..batch.num_rows() {
                 for (v, c) in values.iter_mut().zip(&cols) {
@@ -172,7 +233,14 @@ pub fn for_each_string_row(
 }
 
 fn required<'a>(file: &str, row: u64, column: &str, v: Option<&'a str>) -> Result<&'a str> {
-    v.ok_or_else(|| Error::bad_row(file, row, Some(column.to_string()), format!("required column `{column}` is missing or null")))
+    v.ok_or_else(|| {
+        Error::bad_row(
+            file,
+            row,
+            Some(column.to_string()),
+            format!("required column `{column}` is missing or null"),
+        )
+    })
 }
 
 impl SideRow {
@@ -191,13 +259,25 @@ impl SideRow {
 
     pub fn required_string(&self, column: &str) -> Result<String> {
         self.string(column)?.ok_or_else(|| {
-            Error::bad_row(&self.file, self.row, Some(column.to_string()), format!("required column `{column}` is missing or null"))
+            Error::bad_row(
+                &self.file,
+                self.row,
+                Some(column.to_string()),
+                format!("required column `{column}` is missing or null"),
+            )
         })
     }
 
     /// A prompt or response column: a string or a list of {role, content} messages.
     pub fn conversation(&self, column: &str) -> Result<Option<Conversation>> {
-        let bad = |m: &str| Error::bad_row(&self.file, self.row, Some(column.to_string()), m.to_string());
+        let bad = |m: &str| {
+            Error::bad_row(
+                &self.file,
+                self.row,
+                Some(column.to_string()),
+                m.to_string(),
+            )
+        };
         match self.fields.get(column) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(Conversation::Text(s.clone()))),
@@ -207,13 +287,18 @@ impl SideRow {
                     let role = it.get("role").and_then(Value::as_str);
                     let content = it.get("content").and_then(Value::as_str);
                     match (role, content) {
-                        (Some(r), Some(c)) => ms.push(Message { role: r.into(), content: c.into() }),
+                        (Some(r), Some(c)) => ms.push(Message {
+                            role: r.into(),
+                            content: c.into(),
+                        }),
                         _ => return Err(bad("expected {role, content} messages")),
                     }
                 }
                 Ok(Some(Conversation::Messages(ms)))
             }
-            Some(_) => Err(bad("expected a string or a list of {role, content} messages")),
+            Some(_) => Err(bad(
+                "expected a string or a list of {role, content} messages",
+            )),
         }
     }
 }
@@ -243,10 +328,16 @@ impl GoldLabels {
                     &r.file,
                     r.row,
                     Some("verdict".into()),
-                    format!("`{verdict_text}` is not one of \"chosen\", \"rejected\", \"undecidable\""),
+                    format!(
+                        "`{verdict_text}` is not one of \"chosen\", \"rejected\", \"undecidable\""
+                    ),
                 )
             })?;
-            let text = match (r.conversation("prompt")?, r.conversation("chosen")?, r.conversation("rejected")?) {
+            let text = match (
+                r.conversation("prompt")?,
+                r.conversation("chosen")?,
+                r.conversation("rejected")?,
+            ) {
                 (Some(p), Some(c), Some(j)) => Some((p, c, j)),
                 _ => None,
             };
@@ -266,15 +357,12 @@ impl GoldLabels {
         self.records += 1;
         let key = pair_key(&label.pair_id);
         match self.labels.get(&key) {
-            Some(old) if matches!((&old.labeled_at, &label.labeled_at), (Some(a), Some(b)) if b < a) => {}
+            Some(old) if matches!((&old.labeled_at, &label.labeled_at), (Some(a), Some(b)) if b < a) =>
+                {}
             _ => {
                 self.labels.insert(key, label);
             }
         }
-    }
-
-    pub fn get(&self, pair_id: &str) -> Option<&GoldLabel> {
-        self.labels.get(&pair_key(pair_id))
     }
 }
 
@@ -301,7 +389,12 @@ impl JudgeVotes {
             let pair_id = required(file, row, "pair_id", v[0])?;
             let text = required(file, row, "verdict", v[1])?;
             let verdict = Verdict::parse(text).ok_or_else(|| {
-                Error::bad_row(file, row, Some("verdict".into()), format!("`{text}` is not chosen/rejected/undecidable"))
+                Error::bad_row(
+                    file,
+                    row,
+                    Some("verdict".into()),
+                    format!("`{text}` is not chosen/rejected/undecidable"),
+                )
             })?;
             let e = out.votes.entry(pair_key(pair_id)).or_default();
             match verdict {
@@ -315,10 +408,6 @@ impl JudgeVotes {
     }
 
     /// The judges agree with the pair's label: a strict majority of votes for chosen.
-    pub fn agree(&self, pair_id: &str) -> Option<bool> {
-        self.agree_key(pair_key(pair_id))
-    }
-
     pub fn agree_key(&self, key: u64) -> Option<bool> {
         self.votes.get(&key).map(|(c, r)| c > r)
     }
@@ -340,7 +429,12 @@ impl Truth {
                 "chosen" => true,
                 "rejected" => false,
                 other => {
-                    return Err(Error::bad_row(file, row, Some("preference".into()), format!("`{other}` is not chosen/rejected")))
+                    return Err(Error::bad_row(
+                        file,
+                        row,
+                        Some("preference".into()),
+                        format!("`{other}` is not chosen/rejected"),
+                    ))
                 }
             };
             t.chosen_is_better.insert(pair_key(pair_id), better);
@@ -356,7 +450,12 @@ pub fn read_benchmark_prompts(urls: &[String]) -> Result<Vec<String>> {
     for url in urls {
         for r in read_rows(url)? {
             let c = r.conversation("prompt")?.ok_or_else(|| {
-                Error::bad_row(&r.file, r.row, Some("prompt".into()), "benchmark file rows need a `prompt`")
+                Error::bad_row(
+                    &r.file,
+                    r.row,
+                    Some("prompt".into()),
+                    "benchmark file rows need a `prompt`",
+                )
             })?;
             prompts.push(c.first_user_turn().to_string());
         }

@@ -49,10 +49,18 @@ pub fn resolve(input: &str) -> Result<Location> {
     let url = to_url(input)?;
     // Credentials and endpoints come from the usual environment variables
     // (AWS_*, GOOGLE_*, AZURE_*); other variables are not offered to the builders.
-    let options = std::env::vars().filter(|(k, _)| ["AWS_", "GOOGLE_", "AZURE_"].iter().any(|p| k.starts_with(p)));
+    let options = std::env::vars().filter(|(k, _)| {
+        ["AWS_", "GOOGLE_", "AZURE_"]
+            .iter()
+            .any(|p| k.starts_with(p))
+    });
     let (store, path) = object_store::parse_url_opts(&url, options)
         .map_err(|e| Error::setting(input, format!("cannot open storage for this URL: {e}")))?;
-    Ok(Location { store: Arc::from(store), path, url: display_url(input, &url) })
+    Ok(Location {
+        store: Arc::from(store),
+        path,
+        url: display_url(input, &url),
+    })
 }
 
 fn display_url(input: &str, url: &Url) -> String {
@@ -77,7 +85,9 @@ fn to_url(input: &str) -> Result<Url> {
     let abs = if p.is_absolute() {
         p.to_path_buf()
     } else {
-        std::env::current_dir().map_err(|e| Error::other("current directory", e))?.join(p)
+        std::env::current_dir()
+            .map_err(|e| Error::other("current directory", e))?
+            .join(p)
     };
     let abs = normalise_path(&abs);
     // Glob characters must survive as literal path text for the listing below.
@@ -109,13 +119,20 @@ impl Location {
             path = path.clone().join(part);
         }
         let url = format!("{}/{}", self.url.trim_end_matches('/'), name);
-        Location { store: self.store.clone(), path, url }
+        Location {
+            store: self.store.clone(),
+            path,
+            url,
+        }
     }
 
     pub fn put(&self, bytes: Vec<u8>) -> Result<()> {
         block_on(self.store.put(&self.path, PutPayload::from(bytes)))
             .map(|_| ())
-            .map_err(|e| Error::Storage { path: self.url.clone(), source: e })
+            .map_err(|e| Error::Storage {
+                path: self.url.clone(),
+                source: e,
+            })
     }
 
     pub fn get(&self) -> Result<Bytes> {
@@ -128,13 +145,18 @@ impl Location {
     }
 
     pub fn size(&self) -> Result<u64> {
-        block_on(self.store.head(&self.path)).map(|m| m.size).map_err(|e| self.read_error(e))
+        block_on(self.store.head(&self.path))
+            .map(|m| m.size)
+            .map_err(|e| self.read_error(e))
     }
 
     fn read_error(&self, e: object_store::Error) -> Error {
         match e {
             object_store::Error::NotFound { .. } => Error::bad_file(&self.url, "file not found"),
-            other => Error::Storage { path: self.url.clone(), source: other },
+            other => Error::Storage {
+                path: self.url.clone(),
+                source: other,
+            },
         }
     }
 
@@ -150,13 +172,19 @@ impl Location {
             }
             Ok(())
         })
-        .map_err(|e| Error::Storage { path: self.url.clone(), source: e })
+        .map_err(|e| Error::Storage {
+            path: self.url.clone(),
+            source: e,
+        })
     }
 
     pub fn delete(&self) -> Result<()> {
         match block_on(self.store.delete(&self.path)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(Error::Storage { path: self.url.clone(), source: e }),
+            Err(e) => Err(Error::Storage {
+                path: self.url.clone(),
+                source: e,
+            }),
         }
     }
 
@@ -164,11 +192,18 @@ impl Location {
     pub fn list_names(&self) -> Result<Vec<String>> {
         let prefix = self.path.clone();
         let metas: Vec<_> = block_on(self.store.list(Some(&prefix)).try_collect::<Vec<_>>())
-            .map_err(|e| Error::Storage { path: self.url.clone(), source: e })?;
+            .map_err(|e| Error::Storage {
+                path: self.url.clone(),
+                source: e,
+            })?;
         let base = prefix.as_ref().len();
         let mut names: Vec<String> = metas
             .iter()
-            .map(|m| m.location.as_ref()[base..].trim_start_matches('/').to_string())
+            .map(|m| {
+                m.location.as_ref()[base..]
+                    .trim_start_matches('/')
+                    .to_string()
+            })
             .collect();
         names.sort();
         Ok(names)
@@ -188,11 +223,18 @@ pub struct InputFile {
 pub fn list_inputs(input: &str, accept: &dyn Fn(&str) -> bool) -> Result<Vec<InputFile>> {
     let loc = resolve(input)?;
     let path_text = loc.path.as_ref().to_string();
-    let glob_pattern = if has_glob(input) { Some(path_text.clone()) } else { None };
+    let glob_pattern = if has_glob(input) {
+        Some(path_text.clone())
+    } else {
+        None
+    };
     let mut files = Vec::new();
     if glob_pattern.is_none() {
         if let Ok(meta) = block_on(loc.store.head(&loc.path)) {
-            return Ok(vec![InputFile { location: loc, size: meta.size }]);
+            return Ok(vec![InputFile {
+                location: loc,
+                size: meta.size,
+            }]);
         }
     }
     // Directory or glob: list from the longest prefix without glob characters.
@@ -214,10 +256,17 @@ pub fn list_inputs(input: &str, accept: &dyn Fn(&str) -> bool) -> Result<Vec<Inp
         ),
         None => None,
     };
-    let metas: Vec<_> = block_on(loc.store.list(Some(&prefix)).try_collect::<Vec<_>>()).map_err(|e| match e {
-        object_store::Error::NotFound { .. } => Error::NoInput { url: input.to_string(), message: "not found".into() },
-        other => Error::Storage { path: input.to_string(), source: other },
-    })?;
+    let metas: Vec<_> =
+        block_on(loc.store.list(Some(&prefix)).try_collect::<Vec<_>>()).map_err(|e| match e {
+            object_store::Error::NotFound { .. } => Error::NoInput {
+                url: input.to_string(),
+                message: "not found".into(),
+            },
+            other => Error::Storage {
+                path: input.to_string(),
+                source: other,
+            },
+        })?;
     for m in metas {
         let p = m.location.as_ref();
         let name = p.rsplit('/').next().unwrap_or(p);
@@ -238,10 +287,18 @@ pub fn list_inputs(input: &str, accept: &dyn Fn(&str) -> bool) -> Result<Vec<Inp
             let head = &head[..head.rfind('/').map(|i| i + 1).unwrap_or(0)];
             format!("{}{}", head, rel.trim_start_matches('/'))
         } else {
-            format!("{}/{}", loc.url.trim_end_matches('/'), rel.trim_start_matches('/'))
+            format!(
+                "{}/{}",
+                loc.url.trim_end_matches('/'),
+                rel.trim_start_matches('/')
+            )
         };
         files.push(InputFile {
-            location: Location { store: loc.store.clone(), path: m.location.clone(), url: base_url },
+            location: Location {
+                store: loc.store.clone(),
+                path: m.location.clone(),
+                url: base_url,
+            },
             size: m.size,
         });
     }

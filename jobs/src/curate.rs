@@ -27,8 +27,12 @@ use serde::{Deserialize, Serialize};
 use synpref_engine::collective::{agree_on_errors, all_gather, compute_on_leader, PARK};
 use synpref_engine::extras::ExtrasCodec;
 use synpref_engine::hashing::{content_key, unit_interval};
-use synpref_engine::input::{plan_input, ConvForm, FileFormat, InputPlan, JsonlObservation, RawRecord, Shard, ShardReader};
-use synpref_engine::model::{Attributes, Destination, PreferencePair, Reason, RowKey, Verdict, ATTRIBUTE_COLUMNS};
+use synpref_engine::input::{
+    plan_input, ConvForm, FileFormat, InputPlan, JsonlObservation, RawRecord, Shard, ShardReader,
+};
+use synpref_engine::model::{
+    Attributes, Destination, PreferencePair, Reason, RowKey, Verdict, ATTRIBUTE_COLUMNS,
+};
 use synpref_engine::output::{write_json, OutputSchema, PartWriter, WrittenFile};
 use synpref_engine::side::{read_benchmark_prompts, GoldLabels, JudgeVotes, Truth};
 use synpref_engine::store::{resolve, Location};
@@ -138,22 +142,34 @@ impl CurateSpec {
             return Err(Error::setting("--out", "is required"));
         }
         if self.workers == 0 || self.workers > 1024 {
-            return Err(Error::setting("--workers", format!("{} is not between 1 and 1024", self.workers)));
+            return Err(Error::setting(
+                "--workers",
+                format!("{} is not between 1 and 1024", self.workers),
+            ));
         }
         if !(self.threshold > 0.0 && self.threshold < 1.0) {
-            return Err(Error::setting("--threshold", format!("{} is not strictly between 0 and 1", self.threshold)));
+            return Err(Error::setting(
+                "--threshold",
+                format!("{} is not strictly between 0 and 1", self.threshold),
+            ));
         }
         if !(0.0..0.9).contains(&self.heldout_share) {
             return Err(Error::setting("heldout_share", "must be in [0, 0.9)"));
         }
         if self.batch_rows == 0 || self.batch_rows > 1 << 20 {
-            return Err(Error::setting("--batch-rows", format!("{} is not between 1 and 1048576", self.batch_rows)));
+            return Err(Error::setting(
+                "--batch-rows",
+                format!("{} is not between 1 and 1048576", self.batch_rows),
+            ));
         }
         if self.max_pair_bytes == 0 {
             return Err(Error::setting("--max-pair-bytes", "must be positive"));
         }
         if self.train.feature_bits < 10 || self.train.feature_bits > 28 {
-            return Err(Error::setting("--feature-bits", "must be between 10 and 28"));
+            return Err(Error::setting(
+                "--feature-bits",
+                "must be between 10 and 28",
+            ));
         }
         for (flag, spec) in [("--best-rm", &self.best_rm), ("--gold-rm", &self.gold_rm)] {
             if spec != "builtin" {
@@ -194,11 +210,30 @@ pub fn prepare(spec: CurateSpec, leader: bool) -> Result<CuratePlan> {
     spec.validate()?;
     let mut input = plan_input(&spec.pairs)?;
     input.batch_rows = spec.batch_rows;
-    tracing::info!(files = input.files.len(), shards = input.shards.len(), rows = input.estimated_rows, "planned input");
+    tracing::info!(
+        files = input.files.len(),
+        shards = input.shards.len(),
+        rows = input.estimated_rows,
+        "planned input"
+    );
     let gold = GoldLabels::read(&spec.gold)?;
-    tracing::info!(labels = gold.labels.len(), records = gold.records, "read gold labels");
-    let judges = spec.judges.as_deref().map(JudgeVotes::read).transpose()?.map(Arc::new);
-    let truth = spec.truth.as_deref().map(Truth::read).transpose()?.map(Arc::new);
+    tracing::info!(
+        labels = gold.labels.len(),
+        records = gold.records,
+        "read gold labels"
+    );
+    let judges = spec
+        .judges
+        .as_deref()
+        .map(JudgeVotes::read)
+        .transpose()?
+        .map(Arc::new);
+    let truth = spec
+        .truth
+        .as_deref()
+        .map(Truth::read)
+        .transpose()?
+        .map(Arc::new);
     let prompts = read_benchmark_prompts(&spec.decontaminate)?;
     let ngrams = NgramIndex::build(prompts.iter().map(|s| s.as_str()));
     let out = resolve(&spec.out)?;
@@ -218,7 +253,10 @@ pub fn prepare(spec: CurateSpec, leader: bool) -> Result<CuratePlan> {
         }
         b
     };
-    let bars = Bars { survey: mk("survey", input.estimated_rows), curate: mk("curate", input.estimated_rows) };
+    let bars = Bars {
+        survey: mk("survey", input.estimated_rows),
+        curate: mk("curate", input.estimated_rows),
+    };
     Ok(CuratePlan {
         spec,
         input,
@@ -255,9 +293,19 @@ fn feed(
             Shard::ByteRange { start, .. } => *start,
             Shard::RowGroup { .. } => 0,
         };
-        let mut obs = JsonlObservation { file, start, ..Default::default() };
+        let mut obs = JsonlObservation {
+            file,
+            start,
+            ..Default::default()
+        };
         let first_line = first_lines.get(&(file, start)).copied();
-        let mut reader = match ShardReader::open(&plan.input, shard, extras, observations.is_some(), first_line) {
+        let mut reader = match ShardReader::open(
+            &plan.input,
+            shard,
+            extras,
+            observations.is_some(),
+            first_line,
+        ) {
             Ok(r) => r,
             Err(e) => {
                 result = Err(e);
@@ -323,7 +371,9 @@ struct Models {
 /// Runs curate on one timely worker. Worker 0 returns the report.
 pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Report>> {
     let spec = &plan.spec;
-    let validate_settings = ValidateSettings { max_pair_bytes: spec.max_pair_bytes };
+    let validate_settings = ValidateSettings {
+        max_pair_bytes: spec.max_pair_bytes,
+    };
     let bits = spec.train.feature_bits;
 
     // ---- 1. Survey ----
@@ -332,7 +382,10 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
     let pair_index: FirstIndex = Rc::new(RefCell::new(KeyIndex::default()));
     let best_examples = Rc::new(RefCell::new(Vec::<TrainExample>::new()));
     let gold_examples = Rc::new(RefCell::new(Vec::<TrainExample>::new()));
-    let sample_rate = (spec.best_rm_sample as f64 / (1.0 - spec.heldout_share) / plan.input.estimated_rows.max(1) as f64).min(1.0);
+    let sample_rate = (spec.best_rm_sample as f64
+        / (1.0 - spec.heldout_share)
+        / plan.input.estimated_rows.max(1) as f64)
+        .min(1.0);
     let (input, probe) = {
         let (ci, pi) = (content_index.clone(), pair_index.clone());
         let (be, ge) = (best_examples.clone(), gold_examples.clone());
@@ -344,26 +397,52 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
             // One pass over each pair reduces it to the few facts the survey keeps, so
             // that the full pairs are never cloned for several consumers.
             let facts = valid.map(move |p: PreferencePair| {
-                let best = (unit_interval(&p.pair_id, SALT_SAMPLE) < sample_rate && !ngrams.contaminates(&p))
-                    .then(|| TrainExample::from_pair(&p, bits, false));
+                let best = (unit_interval(&p.pair_id, SALT_SAMPLE) < sample_rate
+                    && !ngrams.contaminates(&p))
+                .then(|| TrainExample::from_pair(&p, bits, false));
                 let gold = match gold.labels.get(&p.pair_key) {
-                    Some(l) if l.text.is_none() && l.verdict != Verdict::Undecidable => {
-                        Some(TrainExample::from_pair(&p, bits, l.verdict == Verdict::Rejected))
-                    }
+                    Some(l) if l.text.is_none() && l.verdict != Verdict::Undecidable => Some(
+                        TrainExample::from_pair(&p, bits, l.verdict == Verdict::Rejected),
+                    ),
                     _ => None,
                 };
-                SurveyFacts { content: (content_key(p.content_hash), p.key), pair: (p.pair_key, p.key), best, gold }
+                SurveyFacts {
+                    content: (content_key(p.content_hash), p.key),
+                    pair: (p.pair_key, p.key),
+                    best,
+                    gold,
+                }
             });
             let (probe, facts) = facts.probe();
-            facts.clone().map(|f: SurveyFacts| f.content).index_first("IndexContent", ci);
-            facts.clone().map(|f: SurveyFacts| f.pair).index_first("IndexPairId", pi);
-            facts.clone().flat_map(|f: SurveyFacts| f.best).collect_examples("CollectBestRmExamples", be);
-            facts.flat_map(|f: SurveyFacts| f.gold).collect_examples("CollectGoldRmExamples", ge);
+            facts
+                .clone()
+                .map(|f: SurveyFacts| f.content)
+                .index_first("IndexContent", ci);
+            facts
+                .clone()
+                .map(|f: SurveyFacts| f.pair)
+                .index_first("IndexPairId", pi);
+            facts
+                .clone()
+                .flat_map(|f: SurveyFacts| f.best)
+                .collect_examples("CollectBestRmExamples", be);
+            facts
+                .flat_map(|f: SurveyFacts| f.gold)
+                .collect_examples("CollectGoldRmExamples", ge);
             (input, probe)
         })
     };
     let mut observations = Vec::new();
-    let fed = feed(worker, plan, input, &probe, None, Some(&mut observations), &FxHashMap::default(), &plan.bars.survey);
+    let fed = feed(
+        worker,
+        plan,
+        input,
+        &probe,
+        None,
+        Some(&mut observations),
+        &FxHashMap::default(),
+        &plan.bars.survey,
+    );
     let rows = match &fed {
         Ok(n) => *n,
         Err(_) => 0,
@@ -376,10 +455,14 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
     }
     let surveys = all_gather(worker, &SurveyResult { rows, observations })?;
     let survey_rows: u64 = surveys.iter().map(|s| s.rows).sum();
-    let observations: Vec<JsonlObservation> = surveys.into_iter().flat_map(|s| s.observations).collect();
+    let observations: Vec<JsonlObservation> =
+        surveys.into_iter().flat_map(|s| s.observations).collect();
     let (schema, extras_fields) = output_schema(&plan.input, &observations)?;
     // Line numbers where each JSONL byte range starts, for quarantine rows.
-    let mut ranges: Vec<(usize, u64, u64)> = observations.iter().map(|o| (o.file, o.start, o.line_count)).collect();
+    let mut ranges: Vec<(usize, u64, u64)> = observations
+        .iter()
+        .map(|o| (o.file, o.start, o.line_count))
+        .collect();
     ranges.sort();
     let mut first_lines: FxHashMap<(usize, u64), u64> = FxHashMap::default();
     let mut running = (usize::MAX, 0u64);
@@ -398,9 +481,14 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
         let t = Instant::now();
         let mut sample = best_examples.borrow_mut().split_off(0);
         sample.sort_by(|a, b| a.pair_id.cmp(&b.pair_id));
-        let (heldout, train): (Vec<_>, Vec<_>) =
-            sample.into_iter().partition(|e| unit_interval(&e.pair_id, SALT_HELDOUT) < spec.heldout_share);
-        let bar = synpref_engine::progress::bar("train", (spec.train.epochs + spec.gold_epochs) as u64, "epochs");
+        let (heldout, train): (Vec<_>, Vec<_>) = sample
+            .into_iter()
+            .partition(|e| unit_interval(&e.pair_id, SALT_HELDOUT) < spec.heldout_share);
+        let bar = synpref_engine::progress::bar(
+            "train",
+            (spec.train.epochs + spec.gold_epochs) as u64,
+            "epochs",
+        );
         if !spec.progress {
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
@@ -420,7 +508,11 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
                     content_hash: 0,
                     pair_key: 0,
                 };
-                gold_set.push(TrainExample::from_pair(&pair, bits, label.verdict == Verdict::Rejected));
+                gold_set.push(TrainExample::from_pair(
+                    &pair,
+                    bits,
+                    label.verdict == Verdict::Rejected,
+                ));
             }
         }
         // One example per labelled pair id.
@@ -429,11 +521,21 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
         if gold_set.is_empty() {
             tracing::warn!("no gold label matches a pool pair or carries its text: the gold RM is untrained (p_gold = 0.5), so no pair passes the gold check");
         }
-        tracing::info!(train = train.len(), heldout = heldout.len(), gold = gold_set.len(), "training the best RM (pool labels) and the gold RM (gold labels)");
-        let gold_settings = TrainSettings { epochs: spec.gold_epochs, ..spec.train.clone() };
+        tracing::info!(
+            train = train.len(),
+            heldout = heldout.len(),
+            gold = gold_set.len(),
+            "training the best RM (pool labels) and the gold RM (gold labels)"
+        );
+        let gold_settings = TrainSettings {
+            epochs: spec.gold_epochs,
+            ..spec.train.clone()
+        };
         // The two models train at once on two threads; each alone is deterministic.
         let (best, gold) = std::thread::scope(|scope| {
-            let gold = scope.spawn(|| HashedBtModel::train(gold_set, Vec::new(), &gold_settings, |_, _| bar.inc(1)));
+            let gold = scope.spawn(|| {
+                HashedBtModel::train(gold_set, Vec::new(), &gold_settings, |_, _| bar.inc(1))
+            });
             let best = HashedBtModel::train(train, heldout, &spec.train, |epoch, acc| {
                 bar.inc(1);
                 tracing::debug!(epoch, heldout_accuracy = acc, "best RM epoch");
@@ -441,7 +543,11 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
             (best, gold.join().expect("gold RM training thread"))
         });
         bar.finish_and_clear();
-        Ok(Models { best, gold, train_s: t.elapsed().as_secs_f64() })
+        Ok(Models {
+            best,
+            gold,
+            train_s: t.elapsed().as_secs_f64(),
+        })
     })?;
     tracing::info!(
         best_heldout_accuracy = ?models.best.info.heldout_accuracy,
@@ -453,16 +559,37 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
     // ---- 3. Curate ----
     let t_curate = Instant::now();
     let extras = Arc::new(ExtrasCodec::new(extras_fields)?);
-    let file_urls: Arc<Vec<String>> = Arc::new(plan.input.files.iter().map(|f| f.location.url.clone()).collect());
+    let file_urls: Arc<Vec<String>> = Arc::new(
+        plan.input
+            .files
+            .iter()
+            .map(|f| f.location.url.clone())
+            .collect(),
+    );
     let writers = Destination::ALL
         .iter()
-        .map(|d| (*d, PartWriter::new(&plan.out, *d, worker.index(), schema.clone(), extras.clone(), file_urls.clone())))
+        .map(|d| {
+            (
+                *d,
+                PartWriter::new(
+                    &plan.out,
+                    *d,
+                    worker.index(),
+                    schema.clone(),
+                    extras.clone(),
+                    file_urls.clone(),
+                ),
+            )
+        })
         .collect();
     let sinks = Rc::new(RefCell::new(OutputSinks::new(writers, plan.truth.clone())));
     let best: Arc<dyn RewardModel> = Arc::new(models.best.clone());
     let gold: Arc<dyn RewardModel> = Arc::new(models.gold.clone());
     let rule = Arc::new(RuleInputs {
-        settings: RuleSettings { threshold: spec.threshold, emit_flipped: spec.emit_flipped },
+        settings: RuleSettings {
+            threshold: spec.threshold,
+            emit_flipped: spec.emit_flipped,
+        },
         gold: plan.gold.clone(),
         judges: plan.judges.clone(),
     });
@@ -477,14 +604,24 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
             let (unique, reused_ids) = unique.unique_pair_ids(pi);
             let (clean, contaminated) = unique.decontaminate(ngrams);
             let decided = clean.score(best, gold).consistency_rule(rule);
-            let all = scope.concatenate(vec![invalid, duplicates, reused_ids, contaminated, decided]);
+            let all =
+                scope.concatenate(vec![invalid, duplicates, reused_ids, contaminated, decided]);
             let (probe, all) = all.probe();
             all.write_parts(sinks);
             (input, probe)
         })
     };
     let extras_ref = extras.clone();
-    let fed = feed(worker, plan, input, &probe, Some(&extras_ref), None, &first_lines, &plan.bars.curate);
+    let fed = feed(
+        worker,
+        plan,
+        input,
+        &probe,
+        Some(&extras_ref),
+        None,
+        &first_lines,
+        &plan.bars.curate,
+    );
     let finished = fed.and_then(|_| sinks.borrow_mut().finish());
     let (files, stats) = match finished {
         Ok(v) => (v.0, v.1),
@@ -513,7 +650,12 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
         total.merge(&s);
     }
     all_files.sort();
-    let timings = Timings { survey_s, train_s: models.train_s, curate_s, total_s: plan.started.elapsed().as_secs_f64() };
+    let timings = Timings {
+        survey_s,
+        train_s: models.train_s,
+        curate_s,
+        total_s: plan.started.elapsed().as_secs_f64(),
+    };
     let report = build_report(plan, &total, &models, &timings, worker.peers());
     write_json(&plan.out.child("report.json"), &report)?;
     let manifest = build_manifest(plan, &models, &all_files, &report);
@@ -528,15 +670,33 @@ struct Timings {
     total_s: f64,
 }
 
-fn build_report(plan: &CuratePlan, total: &SinkStats, models: &Models, t: &Timings, workers: usize) -> serde_json::Value {
+fn build_report(
+    plan: &CuratePlan,
+    total: &SinkStats,
+    models: &Models,
+    t: &Timings,
+    workers: usize,
+) -> serde_json::Value {
     let count = |d: Destination| -> u64 {
-        total.rows.iter().filter(|(k, _)| Reason::from_code(k).map(|r| r.destination()) == Some(d)).map(|(_, v)| v).sum()
+        total
+            .rows
+            .iter()
+            .filter(|(k, _)| Reason::from_code(k).map(|r| r.destination()) == Some(d))
+            .map(|(_, v)| v)
+            .sum()
     };
-    let (curated, discarded, quarantined) = (count(Destination::Curated), count(Destination::Discarded), count(Destination::Quarantine));
+    let (curated, discarded, quarantined) = (
+        count(Destination::Curated),
+        count(Destination::Discarded),
+        count(Destination::Quarantine),
+    );
     let input_rows = curated + discarded + quarantined;
     let mut reasons = serde_json::Map::new();
     for r in Reason::all() {
-        reasons.insert(r.code().to_string(), total.rows.get(r.code()).copied().unwrap_or(0).into());
+        reasons.insert(
+            r.code().to_string(),
+            total.rows.get(r.code()).copied().unwrap_or(0).into(),
+        );
     }
     let mut report = serde_json::json!({
         "job": "curate",
@@ -560,7 +720,13 @@ fn build_report(plan: &CuratePlan, total: &SinkStats, models: &Models, t: &Timin
         obj.insert(k, v);
     }
     if plan.truth.is_some() {
-        let share = |(n, hits): (u64, u64)| if n == 0 { serde_json::Value::Null } else { (hits as f64 / n as f64).into() };
+        let share = |(n, hits): (u64, u64)| {
+            if n == 0 {
+                serde_json::Value::Null
+            } else {
+                (hits as f64 / n as f64).into()
+            }
+        };
         obj.insert("truth_agreement_input".into(), share(total.truth_input));
         obj.insert("truth_agreement_curated".into(), share(total.truth_curated));
         obj.insert("truth_rows_input".into(), total.truth_input.0.into());
@@ -569,8 +735,16 @@ fn build_report(plan: &CuratePlan, total: &SinkStats, models: &Models, t: &Timin
     report
 }
 
-fn build_manifest(plan: &CuratePlan, models: &Models, files: &[WrittenFile], report: &serde_json::Value) -> serde_json::Value {
-    let committed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+fn build_manifest(
+    plan: &CuratePlan,
+    models: &Models,
+    files: &[WrittenFile],
+    report: &serde_json::Value,
+) -> serde_json::Value {
+    let committed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     serde_json::json!({
         "synpref_version": env!("CARGO_PKG_VERSION"),
         "job": "curate",
@@ -599,13 +773,19 @@ fn build_manifest(plan: &CuratePlan, models: &Models, files: &[WrittenFile], rep
 
 /// The output schema of a run: from Parquet footers and what the survey saw in JSONL
 /// files. Also where whole JSONL files are judged unusable.
-fn output_schema(input: &InputPlan, observations: &[JsonlObservation]) -> Result<(OutputSchema, Vec<Field>)> {
+fn output_schema(
+    input: &InputPlan,
+    observations: &[JsonlObservation],
+) -> Result<(OutputSchema, Vec<Field>)> {
     let mut per_file: FxHashMap<usize, JsonlObservation> = FxHashMap::default();
     // In file order, so that a file's first error is the one nearest its start.
     let mut ordered: Vec<&JsonlObservation> = observations.iter().collect();
     ordered.sort_by_key(|o| (o.file, o.start));
     for o in ordered {
-        let e = per_file.entry(o.file).or_insert_with(|| JsonlObservation { file: o.file, ..Default::default() });
+        let e = per_file.entry(o.file).or_insert_with(|| JsonlObservation {
+            file: o.file,
+            ..Default::default()
+        });
         e.lines += o.lines;
         e.unparsable += o.unparsable;
         if e.first_error.is_none() {
@@ -628,7 +808,11 @@ fn output_schema(input: &InputPlan, observations: &[JsonlObservation]) -> Result
             Some((e, first)) if e.data_type() != f.data_type() => Err(Error::bad_column(
                 file,
                 f.name(),
-                format!("has type {} here but {} in {first}; files of one run must agree", f.data_type(), e.data_type()),
+                format!(
+                    "has type {} here but {} in {first}; files of one run must agree",
+                    f.data_type(),
+                    e.data_type()
+                ),
             )),
             Some(_) => Ok(()),
             None => {
@@ -663,7 +847,12 @@ fn output_schema(input: &InputPlan, observations: &[JsonlObservation]) -> Result
             (None, Some(o)) => {
                 if o.lines > 0 && o.unparsable == o.lines {
                     let (line, message) = o.first_error.clone().unwrap_or((1, "unparsable".into()));
-                    return Err(Error::bad_row(url, line, None, format!("not a JSONL file (no line is a JSON object): {message}")));
+                    return Err(Error::bad_row(
+                        url,
+                        line,
+                        None,
+                        format!("not a JSONL file (no line is a JSON object): {message}"),
+                    ));
                 }
                 if o.lines > o.unparsable {
                     for required in ["chosen", "rejected"] {
@@ -677,7 +866,11 @@ fn output_schema(input: &InputPlan, observations: &[JsonlObservation]) -> Result
                     }
                 }
                 schema.has_prompt |= o.has_prompt;
-                for (col, slot) in [("prompt", &mut schema.prompt), ("chosen", &mut schema.chosen), ("rejected", &mut schema.rejected)] {
+                for (col, slot) in [
+                    ("prompt", &mut schema.prompt),
+                    ("chosen", &mut schema.chosen),
+                    ("rejected", &mut schema.rejected),
+                ] {
                     if o.message_columns.contains(col) {
                         *slot = ConvForm::Messages;
                     }
@@ -686,7 +879,9 @@ fn output_schema(input: &InputPlan, observations: &[JsonlObservation]) -> Result
                     schema.attributes[i] |= o.keys.contains(*name);
                 }
                 for k in &o.keys {
-                    if ["pair_id", "prompt", "chosen", "rejected"].contains(&k.as_str()) || ATTRIBUTE_COLUMNS.contains(&k.as_str()) {
+                    if ["pair_id", "prompt", "chosen", "rejected"].contains(&k.as_str())
+                        || ATTRIBUTE_COLUMNS.contains(&k.as_str())
+                    {
                         continue;
                     }
                     add_extra(Field::new(k, DataType::Utf8, true), url)?;

@@ -22,7 +22,13 @@ pub struct DemoSpec {
 
 impl DemoSpec {
     pub fn new(out: String, workers: usize) -> Self {
-        DemoSpec { out, pairs: 50_000, seed: 7, workers, progress: true }
+        DemoSpec {
+            out,
+            pairs: 50_000,
+            seed: 7,
+            workers,
+            progress: true,
+        }
     }
 
     pub fn gen_spec(&self) -> GenSpec {

@@ -144,14 +144,16 @@ pub const BATCH_ROWS: usize = 65_536;
 pub const VOCAB_WORDS: usize = 2_000;
 /// Syllables of the pseudo-words (consonant–vowel shapes that read as words).
 pub const SYLLABLES: [&str; 40] = [
-    "ka", "lo", "ri", "ven", "tos", "ma", "ne", "pi", "sul", "dra", "mi", "zo", "ta", "ber", "qui", "fa", "lu",
-    "gon", "shi", "rel", "vo", "dun", "ke", "ap", "or", "sa", "til", "mo", "ru", "nex", "bi", "cor", "da", "wen",
-    "ul", "pha", "xi", "tem", "gar", "so",
+    "ka", "lo", "ri", "ven", "tos", "ma", "ne", "pi", "sul", "dra", "mi", "zo", "ta", "ber", "qui",
+    "fa", "lu", "gon", "shi", "rel", "vo", "dun", "ke", "ap", "or", "sa", "til", "mo", "ru", "nex",
+    "bi", "cor", "da", "wen", "ul", "pha", "xi", "tem", "gar", "so",
 ];
 /// Common English words mixed into prompts and replies; they carry no weight, so the
 /// model must learn to ignore them (as it must ignore style words in real data).
-pub const FILLER: [&str; 15] =
-    ["the", "and", "to", "of", "a", "is", "this", "that", "you", "it", "for", "with", "can", "be", "will"];
+pub const FILLER: [&str; 15] = [
+    "the", "and", "to", "of", "a", "is", "this", "that", "you", "it", "for", "with", "can", "be",
+    "will",
+];
 /// Share of content words with weight +1 ("good" words).
 pub const GOOD_SHARE: f64 = 0.15;
 /// Share of content words with weight −1 ("bad" words); symmetric with good words so
@@ -198,20 +200,41 @@ pub const CATEGORIES: [(&str, f64); 12] = [
 const LEADS: [[&str; 3]; 12] = [
     ["What is", "Tell me about", "Who first described"],
     ["How do I fix", "Write a function that", "Why does my code"],
-    ["Should I", "How can I deal with", "What would you recommend for"],
+    [
+        "Should I",
+        "How can I deal with",
+        "What would you recommend for",
+    ],
     ["Solve", "Compute the value of", "Prove that"],
-    ["Write a poem about", "Write a story where", "Compose a song about"],
+    [
+        "Write a poem about",
+        "Write a story where",
+        "Compose a song about",
+    ],
     ["Explain why", "What follows if", "Is it true that"],
     ["Plan a", "Make a schedule for", "Outline the steps to"],
-    ["Analyze this table of", "What trend shows in", "Summarize the data on"],
-    ["Rewrite this sentence", "Fix the grammar in", "Shorten this paragraph on"],
+    [
+        "Analyze this table of",
+        "What trend shows in",
+        "Summarize the data on",
+    ],
+    [
+        "Rewrite this sentence",
+        "Fix the grammar in",
+        "Shorten this paragraph on",
+    ],
     ["Pretend you are", "Act as a", "You are a"],
     ["Give me ideas for", "List ways to", "Brainstorm names for"],
     ["Help me with", "I wonder about", "Say something about"],
 ];
 /// Categories whose prompts are mostly objective (a checkable answer exists).
-const OBJECTIVE_CATEGORIES: [&str; 5] =
-    ["information seeking", "coding & debugging", "math", "reasoning", "data analysis"];
+const OBJECTIVE_CATEGORIES: [&str; 5] = [
+    "information seeking",
+    "coding & debugging",
+    "math",
+    "reasoning",
+    "data analysis",
+];
 /// P(objective) for the fact-like categories above.
 pub const OBJECTIVE_LEANING: f64 = 0.8;
 /// P(objective) for the other categories.
@@ -234,8 +257,14 @@ const DESIRED: [&str; 10] = [
     "uses examples",
 ];
 /// What a guideline tells the annotator to penalise.
-const PENALISE: [&str; 6] =
-    ["unsupported claims", "padding", "unsafe advice", "ignoring the question", "wrong arithmetic", "off-topic content"];
+const PENALISE: [&str; 6] = [
+    "unsupported claims",
+    "padding",
+    "unsafe advice",
+    "ignoring the question",
+    "wrong arithmetic",
+    "off-topic content",
+];
 /// A duplicate copies one of this many previous rows (bounded memory; near-in-file
 /// duplicates are also the common case in scraped data).
 pub const DUPLICATE_WINDOW: usize = 1024;
@@ -324,7 +353,10 @@ impl GenSpec {
             return Err(Error::setting("--pairs", "must be at least 1"));
         }
         if self.pairs > MAX_PAIRS {
-            return Err(Error::setting("--pairs", format!("must be at most {MAX_PAIRS}")));
+            return Err(Error::setting(
+                "--pairs",
+                format!("must be at most {MAX_PAIRS}"),
+            ));
         }
         if self.out.is_empty() {
             return Err(Error::setting("--out", "empty output path"));
@@ -337,7 +369,10 @@ impl GenSpec {
             ("--contaminated-fraction", self.contaminated_fraction),
         ] {
             if !(0.0..=1.0).contains(&v) {
-                return Err(Error::setting(flag, format!("{v} is not a share between 0 and 1")));
+                return Err(Error::setting(
+                    flag,
+                    format!("{v} is not a share between 0 and 1"),
+                ));
             }
         }
         if self.duplicate_fraction + self.empty_fraction > 1.0 {
@@ -350,7 +385,10 @@ impl GenSpec {
             return Err(Error::setting("--rows-per-file", "must be at least 1"));
         }
         if self.eval_pairs > MAX_PAIRS {
-            return Err(Error::setting("--eval-pairs", format!("must be at most {MAX_PAIRS}")));
+            return Err(Error::setting(
+                "--eval-pairs",
+                format!("must be at most {MAX_PAIRS}"),
+            ));
         }
         Ok(())
     }
@@ -410,7 +448,12 @@ impl Vocab {
         let good = order[..n_good].to_vec();
         let bad = order[n_good..n_good + n_bad].to_vec();
         let neutral = order[n_good + n_bad..].to_vec();
-        Vocab { words, good, bad, neutral }
+        Vocab {
+            words,
+            good,
+            bad,
+            neutral,
+        }
     }
 }
 
@@ -479,14 +522,18 @@ struct Generator {
 
 impl Generator {
     fn new(seed: u64) -> Generator {
-        Generator { vocab: Vocab::new(seed) }
+        Generator {
+            vocab: Vocab::new(seed),
+        }
     }
 
     /// A prompt of at least `min_words` words for `category` into `buf` (cleared).
     fn prompt(&self, rng: &mut ChaCha8Rng, category: usize, min_words: usize, buf: &mut String) {
         buf.clear();
         let lead = LEADS[category][rng.random_range(0..LEADS[category].len())];
-        let total = rng.random_range(PROMPT_WORDS.0..=PROMPT_WORDS.1).max(min_words);
+        let total = rng
+            .random_range(PROMPT_WORDS.0..=PROMPT_WORDS.1)
+            .max(min_words);
         buf.push_str(lead);
         let lead_words = lead.split(' ').count();
         for _ in lead_words..total {
@@ -575,7 +622,11 @@ impl Generator {
         }
         out.guideline.clear();
         let penalise = PENALISE[rng.random_range(0..PENALISE.len())];
-        let _ = write!(out.guideline, "Favour replies that put {} first; penalise {}.", DESIRED[picked[0]], penalise);
+        let _ = write!(
+            out.guideline,
+            "Favour replies that put {} first; penalise {}.",
+            DESIRED[picked[0]], penalise
+        );
         self.prompt(rng, category, min_prompt_words, &mut out.prompt);
         let qa = self.reply(rng, &mut out.chosen);
         let mut qb = self.reply(rng, &mut out.rejected);
@@ -615,11 +666,16 @@ pub fn pairs_schema() -> SchemaRef {
 }
 
 fn schema_of(names: &[&str]) -> SchemaRef {
-    Arc::new(Schema::new(names.iter().map(|n| utf8(n)).collect::<Vec<_>>()))
+    Arc::new(Schema::new(
+        names.iter().map(|n| utf8(n)).collect::<Vec<_>>(),
+    ))
 }
 
 fn batch(schema: &SchemaRef, cols: Vec<ArrayRef>, what: &str) -> Result<RecordBatch> {
-    RecordBatch::try_new(schema.clone(), cols).map_err(|e| Error::Arrow { context: format!("gen {what} batch"), source: e })
+    RecordBatch::try_new(schema.clone(), cols).map_err(|e| Error::Arrow {
+        context: format!("gen {what} batch"),
+        source: e,
+    })
 }
 
 /// A Parquet file encoded in memory (bounded by its own compressed size) and put in
@@ -632,16 +688,25 @@ struct ParquetSink {
 impl ParquetSink {
     fn new(loc: Location, schema: &SchemaRef) -> Result<ParquetSink> {
         let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(writer_properties()))
-            .map_err(|e| Error::Parquet { path: loc.url.clone(), source: e })?;
+            .map_err(|e| Error::Parquet {
+                path: loc.url.clone(),
+                source: e,
+            })?;
         Ok(ParquetSink { loc, writer })
     }
 
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.writer.write(batch).map_err(|e| Error::Parquet { path: self.loc.url.clone(), source: e })
+        self.writer.write(batch).map_err(|e| Error::Parquet {
+            path: self.loc.url.clone(),
+            source: e,
+        })
     }
 
     fn finish(self) -> Result<()> {
-        let bytes = self.writer.into_inner().map_err(|e| Error::Parquet { path: self.loc.url.clone(), source: e })?;
+        let bytes = self.writer.into_inner().map_err(|e| Error::Parquet {
+            path: self.loc.url.clone(),
+            source: e,
+        })?;
         self.loc.put(bytes)
     }
 }
@@ -689,8 +754,13 @@ impl PairBuilders {
         self.chosen.append_value(&p.chosen);
         self.rejected.append_value(&p.rejected);
         self.category.append_value(CATEGORIES[p.category].0);
-        self.objectivity.append_value(if p.objective { "objective" } else { "subjective" });
-        self.controversiality.append_value(CONTROVERSY_SHARES[p.controversy].0);
+        self.objectivity.append_value(if p.objective {
+            "objective"
+        } else {
+            "subjective"
+        });
+        self.controversiality
+            .append_value(CONTROVERSY_SHARES[p.controversy].0);
         self.desired.append_value(&p.desired);
         self.guideline.append_value(&p.guideline);
         self.gen_index.append_value(gen_index);
@@ -794,7 +864,9 @@ impl<'a> PoolRows<'a> {
         // Drawn for every row so that the contamination stream stays aligned with rows.
         let leak = self.contamination.random::<f64>() < self.spec.contaminated_fraction;
         let slot = (i % DUPLICATE_WINDOW as u64) as usize;
-        let mut info = RowInfo { contaminated: false };
+        let mut info = RowInfo {
+            contaminated: false,
+        };
         if i > 0 && u < self.spec.duplicate_fraction {
             let back = self.rng.random_range(1..=i.min(DUPLICATE_WINDOW as u64));
             let src = ((i - back) % DUPLICATE_WINDOW as u64) as usize;
@@ -894,7 +966,10 @@ pub fn run_gen(spec: &GenSpec) -> Result<GenSummary> {
             }
             if info.contaminated {
                 leaked.push(cur.prompt.clone());
-            } else if fallback_leak.is_none() && cur.prompt.split(' ').count() >= NGRAM_WORDS && !cur.rejected.is_empty() {
+            } else if fallback_leak.is_none()
+                && cur.prompt.split(' ').count() >= NGRAM_WORDS
+                && !cur.rejected.is_empty()
+            {
                 fallback_leak = Some(cur.prompt.clone());
             }
             pool_pair_id(&mut id, seed, i);
@@ -946,7 +1021,11 @@ fn write_truth(out: &Location, seed: u64, truth: &[bool]) -> Result<()> {
             ids.append_value(&id);
             pref.append_value(verdict(better));
         }
-        sink.write(&batch(&schema, vec![Arc::new(ids.finish()), Arc::new(pref.finish())], "truth")?)?;
+        sink.write(&batch(
+            &schema,
+            vec![Arc::new(ids.finish()), Arc::new(pref.finish())],
+            "truth",
+        )?)?;
     }
     sink.finish()
 }
@@ -968,7 +1047,11 @@ fn write_gold(out: &Location, seed: u64, gold: &[GoldRow]) -> Result<()> {
             let _ = write!(text, "annotator-{}", g.annotator);
             annotators.append_value(&text);
             text.clear();
-            let _ = write!(text, "2025-{:02}-{:02}T{:02}:{:02}:00Z", g.month, g.day, g.hour, g.minute);
+            let _ = write!(
+                text,
+                "2025-{:02}-{:02}T{:02}:{:02}:00Z",
+                g.month, g.day, g.hour, g.minute
+            );
             dates.append_value(&text);
         }
         let cols: Vec<ArrayRef> = vec![
@@ -998,7 +1081,11 @@ fn write_judges(out: &Location, seed: u64, judged: &[JudgedRow]) -> Result<()> {
                 verdicts.append_value(verdict(r.votes & (1 << j) != 0));
             }
         }
-        let cols: Vec<ArrayRef> = vec![Arc::new(ids.finish()), Arc::new(judges.finish()), Arc::new(verdicts.finish())];
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(ids.finish()),
+            Arc::new(judges.finish()),
+            Arc::new(verdicts.finish()),
+        ];
         sink.write(&batch(&schema, cols, "judge votes")?)?;
     }
     sink.finish()
@@ -1007,7 +1094,12 @@ fn write_judges(out: &Location, seed: u64, judged: &[JudgedRow]) -> Result<()> {
 /// Held-out pairs from their own stream: chosen always truly better, no noise, no
 /// faults. `gen_index` continues after the pool (pool rows + eval index), so it is
 /// unique over everything `gen` writes.
-fn write_eval(out: &Location, spec: &GenSpec, generator: &Generator, schema: &SchemaRef) -> Result<()> {
+fn write_eval(
+    out: &Location,
+    spec: &GenSpec,
+    generator: &Generator,
+    schema: &SchemaRef,
+) -> Result<()> {
     let mut sink = ParquetSink::new(out.child("eval.parquet"), schema)?;
     let mut rng = rng_for(spec.seed, Stream::Eval);
     let mut builders = PairBuilders::new();
@@ -1028,7 +1120,12 @@ fn write_eval(out: &Location, spec: &GenSpec, generator: &Generator, schema: &Sc
 }
 
 /// The leaked pool prompts plus unrelated benchmark questions, in a seeded order.
-fn write_benchmark(out: &Location, seed: u64, mut prompts: Vec<String>, generator: &Generator) -> Result<u64> {
+fn write_benchmark(
+    out: &Location,
+    seed: u64,
+    mut prompts: Vec<String>,
+    generator: &Generator,
+) -> Result<u64> {
     let mut rng = rng_for(seed, Stream::Benchmark);
     let mut buf = String::new();
     for _ in 0..UNRELATED_BENCHMARK_PROMPTS {
@@ -1058,8 +1155,12 @@ mod tests {
 
     impl TempDir {
         fn new(name: &str) -> TempDir {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-            let dir = std::env::temp_dir().join(format!("synpref-gen-{name}-{}-{nanos}", std::process::id()));
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let dir = std::env::temp_dir()
+                .join(format!("synpref-gen-{name}-{}-{nanos}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("create temp dir");
             TempDir(dir)
         }
@@ -1078,7 +1179,8 @@ mod tests {
     }
 
     fn rows(path: &std::path::Path) -> i64 {
-        let reader = SerializedFileReader::new(std::fs::File::open(path).expect("open")).expect("parquet");
+        let reader =
+            SerializedFileReader::new(std::fs::File::open(path).expect("open")).expect("parquet");
         reader.metadata().file_metadata().num_rows()
     }
 
@@ -1097,8 +1199,18 @@ mod tests {
         );
         assert_eq!(ba, bb);
         assert_ne!(ba, bc);
-        for f in ["truth.parquet", "gold.parquet", "judge_votes.parquet", "eval.parquet", "benchmark_prompts.jsonl"] {
-            assert_eq!(std::fs::read(a.file(f)).unwrap(), std::fs::read(b.file(f)).unwrap(), "{f}");
+        for f in [
+            "truth.parquet",
+            "gold.parquet",
+            "judge_votes.parquet",
+            "eval.parquet",
+            "benchmark_prompts.jsonl",
+        ] {
+            assert_eq!(
+                std::fs::read(a.file(f)).unwrap(),
+                std::fs::read(b.file(f)).unwrap(),
+                "{f}"
+            );
         }
     }
 
@@ -1108,8 +1220,19 @@ mod tests {
         let mut spec = GenSpec::new(5000, dir.path(), 7);
         spec.rows_per_file = 2000;
         let s = run_gen(&spec).expect("gen");
-        assert!((0.08..=0.2).contains(&s.label_noise), "label noise {}", s.label_noise);
-        assert_eq!(s.pair_files, vec!["pairs/part-00000.parquet", "pairs/part-00001.parquet", "pairs/part-00002.parquet"]);
+        assert!(
+            (0.08..=0.2).contains(&s.label_noise),
+            "label noise {}",
+            s.label_noise
+        );
+        assert_eq!(
+            s.pair_files,
+            vec![
+                "pairs/part-00000.parquet",
+                "pairs/part-00001.parquet",
+                "pairs/part-00002.parquet"
+            ]
+        );
         let pool: i64 = s.pair_files.iter().map(|f| rows(&dir.file(f))).sum();
         assert_eq!(pool, 5000);
         assert_eq!(rows(&dir.file("truth.parquet")), 5000);
@@ -1117,7 +1240,11 @@ mod tests {
         assert_eq!(gold as u64, s.gold_labels);
         assert!((175..=325).contains(&gold), "gold rows {gold}");
         assert_eq!(rows(&dir.file("judge_votes.parquet")) as u64, s.judge_votes);
-        assert!((3 * 1100..=3 * 1400).contains(&s.judge_votes), "judge votes {}", s.judge_votes);
+        assert!(
+            (3 * 1100..=3 * 1400).contains(&s.judge_votes),
+            "judge votes {}",
+            s.judge_votes
+        );
         assert_eq!(rows(&dir.file("eval.parquet")) as u64, 500);
         let bench = std::fs::read_to_string(dir.file("benchmark_prompts.jsonl")).unwrap();
         assert_eq!(bench.lines().count() as u64, s.benchmark_prompts);
@@ -1158,7 +1285,11 @@ mod tests {
     /// truth is what the texts say.
     #[test]
     fn gen_rows_follow_the_model() {
-        let spec = GenSpec { duplicate_fraction: 0.05, empty_fraction: 0.05, ..GenSpec::new(4000, "unused", 3) };
+        let spec = GenSpec {
+            duplicate_fraction: 0.05,
+            empty_fraction: 0.05,
+            ..GenSpec::new(4000, "unused", 3)
+        };
         let generator = Generator::new(spec.seed);
         let mut pool = PoolRows::new(&spec, &generator);
         let mut cur = PairText::default();
@@ -1185,20 +1316,31 @@ mod tests {
     /// label and so does the best RM, trained on the pool's own labels).
     fn simulate_curation(pairs: u64, seed: u64) -> (f64, f64, f64, f64) {
         use synpref_operators::models::builtin::{HashedBtModel, TrainExample, TrainSettings};
-        use synpref_operators::models::features::{category_hash, response_features, SparseFeatures, DEFAULT_FEATURE_BITS};
-        let spec = GenSpec { duplicate_fraction: 0.0, empty_fraction: 0.0, ..GenSpec::new(pairs, "unused", seed) };
+        use synpref_operators::models::features::{
+            category_hash, response_features, SparseFeatures, DEFAULT_FEATURE_BITS,
+        };
+        let spec = GenSpec {
+            duplicate_fraction: 0.0,
+            empty_fraction: 0.0,
+            ..GenSpec::new(pairs, "unused", seed)
+        };
         let generator = Generator::new(spec.seed);
         let mut pool = PoolRows::new(&spec, &generator);
         let mut gold_rng = rng_for(seed, Stream::Gold);
         let mut cur = PairText::default();
-        let (mut examples, mut truth, mut gold_set, mut is_gold) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut examples, mut truth, mut gold_set, mut is_gold) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for i in 0..spec.pairs {
             pool.next_row(&mut cur);
             let cat = category_hash(Some(CATEGORIES[cur.category].0));
             let (mut c, mut r) = (SparseFeatures::default(), SparseFeatures::default());
             response_features(&cur.chosen, cat, DEFAULT_FEATURE_BITS, &mut c);
             response_features(&cur.rejected, cat, DEFAULT_FEATURE_BITS, &mut r);
-            let e = TrainExample { pair_id: format!("{i:09}"), winner: c, loser: r };
+            let e = TrainExample {
+                pair_id: format!("{i:09}"),
+                winner: c,
+                loser: r,
+            };
             let g = gold_rng.random::<f64>() < spec.gold_fraction;
             if g {
                 let right = gold_rng.random::<f64>() >= GOLD_ERROR;
@@ -1215,7 +1357,8 @@ mod tests {
         let settings = TrainSettings::default();
         let gold = HashedBtModel::train(gold_set, Vec::new(), &settings, |_, _| {});
         let best = HashedBtModel::train(examples.clone(), Vec::new(), &settings, |_, _| {});
-        let (mut n, mut right, mut gold_right, mut best_right, mut kept, mut kept_right) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        let (mut n, mut right, mut gold_right, mut best_right, mut kept, mut kept_right) =
+            (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         for ((e, &t), &g) in examples.iter().zip(&truth).zip(&is_gold) {
             if g {
                 continue;

@@ -17,9 +17,13 @@ pub trait CollectExamples {
 
 impl CollectExamples for Rows<'_, TrainExample> {
     fn collect_examples(self, name: &str, into: Rc<RefCell<Vec<TrainExample>>>) {
-        self.sink(Exchange::new(|_: &TrainExample| 0u64), name, move |(input, _)| {
-            let mut v = into.borrow_mut();
-            input.for_each(|_, data| v.append(data));
-        });
+        self.sink(
+            Exchange::new(|_: &TrainExample| 0u64),
+            name,
+            move |(input, _)| {
+                let mut v = into.borrow_mut();
+                input.for_each(|_, data| v.append(data));
+            },
+        );
     }
 }

@@ -52,7 +52,11 @@ pub fn decide(inputs: &RuleInputs, pair_key: u64, p_best: f64, p_gold: f64) -> (
     if p_best > tau {
         return (Reason::BothRmsAgree, false);
     }
-    let judges_agree = inputs.judges.as_ref().and_then(|j| j.agree_key(pair_key)).unwrap_or(false);
+    let judges_agree = inputs
+        .judges
+        .as_ref()
+        .and_then(|j| j.agree_key(pair_key))
+        .unwrap_or(false);
     if judges_agree {
         (Reason::GoldRmAndJudgeAgree, false)
     } else {
@@ -70,7 +74,12 @@ impl<'scope> ConsistencyRule<'scope> for Rows<'scope, ScoredPair> {
             move |input, output| {
                 input.for_each(|time, data| {
                     let mut session = output.session(&time);
-                    for ScoredPair { pair, p_best, p_gold } in data.drain(..) {
+                    for ScoredPair {
+                        pair,
+                        p_best,
+                        p_gold,
+                    } in data.drain(..)
+                    {
                         let (reason, swap) = decide(&inputs, pair.pair_key, p_best, p_gold);
                         let mut row = routed(pair, reason, None);
                         if swap {

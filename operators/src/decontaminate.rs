@@ -25,7 +25,9 @@ pub struct NgramIndex {
 }
 
 fn gram_hash(words: &[u64]) -> u64 {
-    words.iter().fold(0x51_7cc1_b727_220a_u64, |h, w| mix(h.rotate_left(5) ^ w))
+    words
+        .iter()
+        .fold(0x51_7cc1_b727_220a_u64, |h, w| mix(h.rotate_left(5) ^ w))
 }
 
 impl NgramIndex {
@@ -57,32 +59,47 @@ impl NgramIndex {
             return false;
         }
         let mut words = Vec::new();
-        pair.prompt.for_each_text(|t| for_each_word(t, |w| words.push(w)));
-        words.windows(NGRAM_WORDS).any(|w| self.grams.contains(&gram_hash(w)))
+        pair.prompt
+            .for_each_text(|t| for_each_word(t, |w| words.push(w)));
+        words
+            .windows(NGRAM_WORDS)
+            .any(|w| self.grams.contains(&gram_hash(w)))
     }
 }
 
 pub trait Decontaminate<'scope> {
-    fn decontaminate(self, index: Arc<NgramIndex>) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>);
+    fn decontaminate(
+        self,
+        index: Arc<NgramIndex>,
+    ) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>);
 }
 
 impl<'scope> Decontaminate<'scope> for Rows<'scope, PreferencePair> {
-    fn decontaminate(self, index: Arc<NgramIndex>) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>) {
-        let checked: Rows<'scope, Result<PreferencePair, OutputRow>> = self.unary(Pipeline, "Decontaminate", move |_, _| {
-            move |input, output| {
-                input.for_each(|time, data| {
-                    let mut session = output.session(&time);
-                    for pair in data.drain(..) {
-                        if index.contaminates(&pair) {
-                            let message = "prompt shares a 13-gram with a benchmark prompt".to_string();
-                            session.give(Err(routed(pair, Reason::Contaminated, Some(message))));
-                        } else {
-                            session.give(Ok(pair));
+    fn decontaminate(
+        self,
+        index: Arc<NgramIndex>,
+    ) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>) {
+        let checked: Rows<'scope, Result<PreferencePair, OutputRow>> =
+            self.unary(Pipeline, "Decontaminate", move |_, _| {
+                move |input, output| {
+                    input.for_each(|time, data| {
+                        let mut session = output.session(&time);
+                        for pair in data.drain(..) {
+                            if index.contaminates(&pair) {
+                                let message =
+                                    "prompt shares a 13-gram with a benchmark prompt".to_string();
+                                session.give(Err(routed(
+                                    pair,
+                                    Reason::Contaminated,
+                                    Some(message),
+                                )));
+                            } else {
+                                session.give(Ok(pair));
+                            }
                         }
-                    }
-                });
-            }
-        });
+                    });
+                }
+            });
         checked.ok_err(|r| r)
     }
 }
@@ -93,7 +110,8 @@ mod tests {
 
     #[test]
     fn thirteen_shared_words_contaminate_twelve_do_not() {
-        let bench = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen";
+        let bench =
+            "one two three four five six seven eight nine ten eleven twelve thirteen fourteen";
         let idx = NgramIndex::build([bench]);
         let mk = |p: &str| PreferencePair {
             key: synpref_engine::model::RowKey(0),
@@ -108,7 +126,11 @@ mod tests {
             content_hash: 0,
             pair_key: 0,
         };
-        assert!(idx.contaminates(&mk("Please: TWO three four five six seven eight nine ten eleven twelve thirteen fourteen!")));
-        assert!(!idx.contaminates(&mk("two three four five six seven eight nine ten eleven twelve thirteen")));
+        assert!(idx.contaminates(&mk(
+            "Please: TWO three four five six seven eight nine ten eleven twelve thirteen fourteen!"
+        )));
+        assert!(!idx.contaminates(&mk(
+            "two three four five six seven eight nine ten eleven twelve thirteen"
+        )));
     }
 }

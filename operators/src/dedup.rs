@@ -10,14 +10,29 @@ use crate::index_first::{keep_first, FirstIndex};
 use crate::{routed, Rows};
 
 pub trait Dedup<'scope> {
-    fn dedup(self, content_index: FirstIndex) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>);
+    fn dedup(
+        self,
+        content_index: FirstIndex,
+    ) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>);
 }
 
 impl<'scope> Dedup<'scope> for Rows<'scope, PreferencePair> {
-    fn dedup(self, content_index: FirstIndex) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>) {
-        keep_first(self, "Dedup", content_index, |p| content_key(p.content_hash), |pair, first| {
-            let message = format!("same prompt, chosen and rejected as the row with key {}", first.0);
-            routed(pair, Reason::Duplicate, Some(message))
-        })
+    fn dedup(
+        self,
+        content_index: FirstIndex,
+    ) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>) {
+        keep_first(
+            self,
+            "Dedup",
+            content_index,
+            |p| content_key(p.content_hash),
+            |pair, first| {
+                let message = format!(
+                    "same prompt, chosen and rejected as the row with key {}",
+                    first.0
+                );
+                routed(pair, Reason::Duplicate, Some(message))
+            },
+        )
     }
 }

@@ -38,7 +38,10 @@ impl KeyIndex {
     /// The first row with `key`.
     pub fn first(&self, key: u64) -> Option<RowKey> {
         debug_assert!(self.sorted, "KeyIndex::first before seal");
-        self.entries.binary_search_by_key(&key, |e| e.0).ok().map(|i| self.entries[i].1)
+        self.entries
+            .binary_search_by_key(&key, |e| e.0)
+            .ok()
+            .map(|i| self.entries[i].1)
     }
 
     pub fn len(&self) -> usize {
@@ -59,14 +62,18 @@ pub trait IndexFirst {
 
 impl IndexFirst for Rows<'_, (u64, RowKey)> {
     fn index_first(self, name: &str, index: FirstIndex) {
-        self.sink(Exchange::new(|x: &(u64, RowKey)| x.0), name, move |(input, _frontier)| {
-            let mut index = index.borrow_mut();
-            input.for_each(|_time, data| {
-                for (k, row) in data.drain(..) {
-                    index.push(k, row);
-                }
-            });
-        });
+        self.sink(
+            Exchange::new(|x: &(u64, RowKey)| x.0),
+            name,
+            move |(input, _frontier)| {
+                let mut index = index.borrow_mut();
+                input.for_each(|_time, data| {
+                    for (k, row) in data.drain(..) {
+                        index.push(k, row);
+                    }
+                });
+            },
+        );
     }
 }
 
@@ -78,8 +85,12 @@ pub(crate) fn keep_first<'scope>(
     name: &str,
     index: FirstIndex,
     key: fn(&synpref_engine::model::PreferencePair) -> u64,
-    route: impl Fn(synpref_engine::model::PreferencePair, RowKey) -> synpref_engine::output::OutputRow + 'static,
-) -> (Rows<'scope, synpref_engine::model::PreferencePair>, Rows<'scope, synpref_engine::output::OutputRow>) {
+    route: impl Fn(synpref_engine::model::PreferencePair, RowKey) -> synpref_engine::output::OutputRow
+        + 'static,
+) -> (
+    Rows<'scope, synpref_engine::model::PreferencePair>,
+    Rows<'scope, synpref_engine::output::OutputRow>,
+) {
     use timely::dataflow::operators::core::OkErr;
     type Checked = Result<synpref_engine::model::PreferencePair, synpref_engine::output::OutputRow>;
     let checked: Rows<'scope, Checked> = pairs.unary(Exchange::new(key), name, move |_, _| {

@@ -31,7 +31,11 @@ pub fn routed(pair: PreferencePair, reason: Reason, error: Option<String>) -> Ou
         key: pair.key,
         row: pair.row,
         pair_id: Some(pair.pair_id),
-        prompt: if pair.implicit_prompt { None } else { Some(pair.prompt) },
+        prompt: if pair.implicit_prompt {
+            None
+        } else {
+            Some(pair.prompt)
+        },
         chosen: Some(pair.chosen),
         rejected: Some(pair.rejected),
         attributes: pair.attributes,

@@ -49,9 +49,13 @@ impl<'scope> Score<'scope> for Rows<'scope, PreferencePair> {
         // models' weights from one interleaved array, so that each feature costs one
         // cache miss instead of two (the weights do not fit in L2).
         let paired: Option<Vec<[f32; 2]>> = match (best.as_hashed(), gold.as_hashed()) {
-            (Some(b), Some(g)) if b.feature_bits == g.feature_bits => {
-                Some(b.weights.iter().zip(&g.weights).map(|(x, y)| [*x, *y]).collect())
-            }
+            (Some(b), Some(g)) if b.feature_bits == g.feature_bits => Some(
+                b.weights
+                    .iter()
+                    .zip(&g.weights)
+                    .map(|(x, y)| [*x, *y])
+                    .collect(),
+            ),
             _ => None,
         };
         let bits = best.as_hashed().map(|b| b.feature_bits).unwrap_or(0);
@@ -66,11 +70,24 @@ impl<'scope> Score<'scope> for Rows<'scope, PreferencePair> {
                             .iter()
                             .map(|p| {
                                 let cat = category_hash(p.attributes.task_category.as_deref());
-                                response_features(&reply_text(&p.chosen, p.implicit_prompt), cat, bits, &mut c);
-                                response_features(&reply_text(&p.rejected, p.implicit_prompt), cat, bits, &mut r);
+                                response_features(
+                                    &reply_text(&p.chosen, p.implicit_prompt),
+                                    cat,
+                                    bits,
+                                    &mut c,
+                                );
+                                response_features(
+                                    &reply_text(&p.rejected, p.implicit_prompt),
+                                    cat,
+                                    bits,
+                                    &mut r,
+                                );
                                 let rc = dot2(w, &c);
                                 let rr = dot2(w, &r);
-                                (sigmoid((rc[0] - rr[0]) as f64), sigmoid((rc[1] - rr[1]) as f64))
+                                (
+                                    sigmoid((rc[0] - rr[0]) as f64),
+                                    sigmoid((rc[1] - rr[1]) as f64),
+                                )
                             })
                             .collect(),
                         None => {
@@ -79,12 +96,18 @@ impl<'scope> Score<'scope> for Rows<'scope, PreferencePair> {
                             let sg = gold.score(&refs);
                             sb.iter()
                                 .zip(&sg)
-                                .map(|(b, g)| (sigmoid((b.0 - b.1) as f64), sigmoid((g.0 - g.1) as f64)))
+                                .map(|(b, g)| {
+                                    (sigmoid((b.0 - b.1) as f64), sigmoid((g.0 - g.1) as f64))
+                                })
                                 .collect()
                         }
                     };
                     for (pair, (p_best, p_gold)) in data.drain(..).zip(scores) {
-                        session.give(ScoredPair { pair, p_best, p_gold });
+                        session.give(ScoredPair {
+                            pair,
+                            p_best,
+                            p_gold,
+                        });
                     }
                 });
             }

@@ -10,14 +10,33 @@ use crate::index_first::{keep_first, FirstIndex};
 use crate::{routed, Rows};
 
 pub trait UniquePairIds<'scope> {
-    fn unique_pair_ids(self, pair_index: FirstIndex) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>);
+    fn unique_pair_ids(
+        self,
+        pair_index: FirstIndex,
+    ) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>);
 }
 
 impl<'scope> UniquePairIds<'scope> for Rows<'scope, PreferencePair> {
-    fn unique_pair_ids(self, pair_index: FirstIndex) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>) {
-        keep_first(self, "UniquePairIds", pair_index, |p| p.pair_key, |pair, _first| {
-            let message = format!("pair_id `{}` is already used by an earlier row with other content", pair.pair_id);
-            routed(pair, Reason::Invalid(InvalidReason::DuplicatePairId), Some(message))
-        })
+    fn unique_pair_ids(
+        self,
+        pair_index: FirstIndex,
+    ) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>) {
+        keep_first(
+            self,
+            "UniquePairIds",
+            pair_index,
+            |p| p.pair_key,
+            |pair, _first| {
+                let message = format!(
+                    "pair_id `{}` is already used by an earlier row with other content",
+                    pair.pair_id
+                );
+                routed(
+                    pair,
+                    Reason::Invalid(InvalidReason::DuplicatePairId),
+                    Some(message),
+                )
+            },
+        )
     }
 }

@@ -6,8 +6,8 @@ use synpref_engine::input::{RawBody, RawFields, RawRecord, RawValue};
 use synpref_engine::model::{Conversation, InvalidReason, PreferencePair, Reason};
 use synpref_engine::output::OutputRow;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::generic::Operator;
 
 use crate::Rows;
 
@@ -20,61 +20,101 @@ pub struct ValidateSettings {
 
 pub trait Validate<'scope> {
     /// Splits raw rows into valid pairs and quarantined rows.
-    fn validate(self, settings: ValidateSettings) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>);
+    fn validate(
+        self,
+        settings: ValidateSettings,
+    ) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>);
 }
 
 impl<'scope> Validate<'scope> for Rows<'scope, RawRecord> {
-    fn validate(self, settings: ValidateSettings) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>) {
-        let checked: Rows<'scope, Result<PreferencePair, OutputRow>> = self.unary(Pipeline, "Validate", move |_, _| {
-            move |input, output| {
-                input.for_each(|time, data| {
-                    let mut session = output.session(&time);
-                    for record in data.drain(..) {
-                        session.give(check(record, &settings));
-                    }
-                });
-            }
-        });
+    fn validate(
+        self,
+        settings: ValidateSettings,
+    ) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>) {
+        let checked: Rows<'scope, Result<PreferencePair, OutputRow>> =
+            self.unary(Pipeline, "Validate", move |_, _| {
+                move |input, output| {
+                    input.for_each(|time, data| {
+                        let mut session = output.session(&time);
+                        for record in data.drain(..) {
+                            session.give(check(record, &settings));
+                        }
+                    });
+                }
+            });
         checked.ok_err(|r| r)
     }
 }
 
 /// The verdict on one raw row.
 pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<PreferencePair, OutputRow> {
-    let RawRecord { key, row, bytes, body } = record;
+    let RawRecord {
+        key,
+        row,
+        bytes,
+        body,
+    } = record;
     let fields = match body {
         RawBody::Unparsable { raw, message } => {
-            return Err(quarantined(key, row, None, InvalidReason::Unparsable, message, Some(raw)));
+            return Err(quarantined(
+                key,
+                row,
+                None,
+                InvalidReason::Unparsable,
+                message,
+                Some(raw),
+            ));
         }
         RawBody::Fields(f) => f,
     };
-    let fail = |fields: RawFields, reason: InvalidReason, message: String| -> Result<PreferencePair, OutputRow> {
+    let fail = |fields: RawFields,
+                reason: InvalidReason,
+                message: String|
+     -> Result<PreferencePair, OutputRow> {
         Err(quarantined(key, row, Some(fields), reason, message, None))
     };
     if fields.pair_id_wrong_type {
-        return fail(fields, InvalidReason::WrongType, "`pair_id` is not a string".into());
+        return fail(
+            fields,
+            InvalidReason::WrongType,
+            "`pair_id` is not a string".into(),
+        );
     }
     if let Some((reason, message)) = field_problem(&fields) {
         return fail(fields, reason, message);
     }
     if bytes > settings.max_pair_bytes {
-        let message = format!("pair has {bytes} bytes of text, over the limit of {} (--max-pair-bytes)", settings.max_pair_bytes);
+        let message = format!(
+            "pair has {bytes} bytes of text, over the limit of {} (--max-pair-bytes)",
+            settings.max_pair_bytes
+        );
         return fail(fields, InvalidReason::TooLarge, message);
     }
-    let RawFields { pair_id, pair_id_wrong_type, prompt, chosen, rejected, attributes, extras } = fields;
+    let RawFields {
+        pair_id,
+        pair_id_wrong_type,
+        prompt,
+        chosen,
+        rejected,
+        attributes,
+        extras,
+    } = fields;
     let (RawValue::Value(chosen), RawValue::Value(rejected)) = (chosen, rejected) else {
         unreachable!("missing and mistyped responses were routed above")
     };
     // Rebuilds the raw fields for a quarantined row (the failure paths are rare).
-    let refill = |prompt: RawValue, chosen: Conversation, rejected: Conversation, attributes, extras| RawFields {
-        pair_id: pair_id.clone(),
-        pair_id_wrong_type,
-        prompt,
-        chosen: RawValue::Value(chosen),
-        rejected: RawValue::Value(rejected),
-        attributes,
-        extras,
-    };
+    let refill =
+        |prompt: RawValue, chosen: Conversation, rejected: Conversation, attributes, extras| {
+            RawFields {
+                pair_id: pair_id.clone(),
+                pair_id_wrong_type,
+                prompt,
+                chosen: RawValue::Value(chosen),
+                rejected: RawValue::Value(rejected),
+                attributes,
+                extras,
+            }
+        };
     let (prompt, implicit_prompt) = match prompt {
         RawValue::Value(p) => (p, false),
         RawValue::Null => {
@@ -84,7 +124,9 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
         RawValue::Missing => match implicit_prompt(&chosen, &rejected) {
             Ok(p) => (p, true),
             Err(message) => {
-                let reason = if matches!(chosen, Conversation::Text(_)) || matches!(rejected, Conversation::Text(_)) {
+                let reason = if matches!(chosen, Conversation::Text(_))
+                    || matches!(rejected, Conversation::Text(_))
+                {
                     InvalidReason::MissingPrompt
                 } else {
                     InvalidReason::ImplicitPrompt
@@ -108,7 +150,11 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
     };
     if let Some(name) = blank {
         let message = format!("`{name}` reply is empty");
-        let shown = if implicit_prompt { RawValue::Missing } else { RawValue::Value(prompt) };
+        let shown = if implicit_prompt {
+            RawValue::Missing
+        } else {
+            RawValue::Value(prompt)
+        };
         let f = refill(shown, chosen, rejected, attributes, extras);
         return fail(f, InvalidReason::EmptyResponse, message);
     }
@@ -131,15 +177,24 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
 
 /// Wrong types and missing responses, checked before anything else.
 fn field_problem(fields: &RawFields) -> Option<(InvalidReason, String)> {
-    for (name, v) in [("prompt", &fields.prompt), ("chosen", &fields.chosen), ("rejected", &fields.rejected)] {
+    for (name, v) in [
+        ("prompt", &fields.prompt),
+        ("chosen", &fields.chosen),
+        ("rejected", &fields.rejected),
+    ] {
         if let RawValue::WrongType(what) = v {
-            let message = format!("`{name}` is {what}; expected a string or a list of {{role, content}} messages");
+            let message = format!(
+                "`{name}` is {what}; expected a string or a list of {{role, content}} messages"
+            );
             return Some((InvalidReason::WrongType, message));
         }
     }
     for (name, v) in [("chosen", &fields.chosen), ("rejected", &fields.rejected)] {
         if matches!(v, RawValue::Missing | RawValue::Null) {
-            return Some((InvalidReason::MissingResponse, format!("`{name}` is missing")));
+            return Some((
+                InvalidReason::MissingResponse,
+                format!("`{name}` is missing"),
+            ));
         }
     }
     None
@@ -154,7 +209,10 @@ fn implicit_prompt(chosen: &Conversation, rejected: &Conversation) -> Result<Con
                 return Err("implicit-prompt form: a conversation is empty".into());
             };
             if lc.role != "assistant" || lr.role != "assistant" {
-                return Err("implicit-prompt form: a conversation does not end in an assistant reply".into());
+                return Err(
+                    "implicit-prompt form: a conversation does not end in an assistant reply"
+                        .into(),
+                );
             }
             if pc != pr {
                 return Err("implicit-prompt form: the chosen and rejected conversations differ before the final reply".into());
@@ -178,7 +236,14 @@ fn quarantined(
         _ => None,
     };
     let (pair_id, prompt, chosen, rejected, attributes, extras) = match fields {
-        Some(f) => (f.pair_id, value(f.prompt), value(f.chosen), value(f.rejected), f.attributes, f.extras),
+        Some(f) => (
+            f.pair_id,
+            value(f.prompt),
+            value(f.chosen),
+            value(f.rejected),
+            f.attributes,
+            f.extras,
+        ),
         None => (None, None, None, None, Default::default(), Vec::new()),
     };
     OutputRow {

@@ -62,7 +62,11 @@ impl OutputSinks {
 
     pub fn push(&mut self, row: OutputRow) {
         let dest = row.reason.destination();
-        *self.stats.rows.entry(row.reason.code().to_string()).or_default() += 1;
+        *self
+            .stats
+            .rows
+            .entry(row.reason.code().to_string())
+            .or_default() += 1;
         if let (Some(truth), Some(id)) = (&self.truth, &row.pair_id) {
             if let Some(&chosen_better) = truth.chosen_is_better.get(&pair_key(id)) {
                 let as_read = chosen_better != row.swapped;

@@ -10,7 +10,9 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, LayerNormConfig, Linear, VarBuilder};
+use candle_nn::{
+    embedding, layer_norm, linear, Embedding, LayerNorm, LayerNormConfig, Linear, VarBuilder,
+};
 use serde::Deserialize;
 
 /// What can go wrong loading or running an encoder.
@@ -70,7 +72,10 @@ pub struct BertEncoder {
 }
 
 fn load_err(path: &Path, e: impl std::fmt::Display) -> EncoderError {
-    EncoderError::Load { path: path.display().to_string(), message: e.to_string() }
+    EncoderError::Load {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
 }
 
 impl BertEncoder {
@@ -81,23 +86,45 @@ impl BertEncoder {
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| load_err(&cfg_path, e))?;
         let config: BertConfig = serde_json::from_str(&text).map_err(|e| load_err(&cfg_path, e))?;
         if config.hidden_act != "gelu" {
-            return Err(load_err(&cfg_path, format!("hidden_act `{}` is not supported (only exact gelu)", config.hidden_act)));
+            return Err(load_err(
+                &cfg_path,
+                format!(
+                    "hidden_act `{}` is not supported (only exact gelu)",
+                    config.hidden_act
+                ),
+            ));
         }
         let weights = dir.join("model.safetensors");
         // SAFETY: the file is mapped read-only and not modified while the model lives.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
             .map_err(|e| load_err(&weights, e))?;
         let tok_path = dir.join("tokenizer.json");
-        let mut tokenizer = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| load_err(&tok_path, e))?;
+        let mut tokenizer =
+            tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| load_err(&tok_path, e))?;
         // Hub tokenizer.json files often carry padding and truncation settings (all-MiniLM-L6-v2
         // pads to 128); we pad per batch and truncate by `max_tokens` ourselves.
         tokenizer.with_padding(None);
-        tokenizer.with_truncation(None).map_err(|e| load_err(&tok_path, e))?;
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| load_err(&tok_path, e))?;
         let h = config.hidden_size;
-        let ln = |size, vb: VarBuilder| layer_norm(size, LayerNormConfig { eps: config.layer_norm_eps, ..Default::default() }, vb);
+        let ln = |size, vb: VarBuilder| {
+            layer_norm(
+                size,
+                LayerNormConfig {
+                    eps: config.layer_norm_eps,
+                    ..Default::default()
+                },
+                vb,
+            )
+        };
         let e = vb.pp("embeddings");
         let word = embedding(config.vocab_size, h, e.pp("word_embeddings"))?;
-        let position = embedding(config.max_position_embeddings, h, e.pp("position_embeddings"))?;
+        let position = embedding(
+            config.max_position_embeddings,
+            h,
+            e.pp("position_embeddings"),
+        )?;
         let token_type = embedding(config.type_vocab_size, h, e.pp("token_type_embeddings"))?;
         let embed_norm = ln(h, e.pp("LayerNorm"))?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
@@ -116,7 +143,17 @@ impl BertEncoder {
             });
         }
         let max_tokens = max_tokens.min(config.max_position_embeddings);
-        Ok(BertEncoder { config, word, position, token_type, embed_norm, layers, tokenizer, device, max_tokens })
+        Ok(BertEncoder {
+            config,
+            word,
+            position,
+            token_type,
+            embed_norm,
+            layers,
+            tokenizer,
+            device,
+            max_tokens,
+        })
     }
 
     pub fn hidden_size(&self) -> usize {
@@ -126,7 +163,10 @@ impl BertEncoder {
     /// Token ids of a text with the tokenizer's special tokens, truncated to `max_tokens`
     /// (keeping the final [SEP], as sentence-transformers does).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, EncoderError> {
-        let enc = self.tokenizer.encode(text, true).map_err(|e| EncoderError::Tokenizer(e.to_string()))?;
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| EncoderError::Tokenizer(e.to_string()))?;
         let mut ids = enc.get_ids().to_vec();
         if ids.len() > self.max_tokens {
             let last = *ids.last().expect("non-empty");
@@ -139,24 +179,36 @@ impl BertEncoder {
     /// Last hidden states [B, T, H] for right-padded ids and their mask.
     pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor, EncoderError> {
         let (b, t) = ids.dims2()?;
-        let positions = Tensor::arange(0u32, t as u32, &self.device)?.unsqueeze(0)?.broadcast_as((b, t))?;
+        let positions = Tensor::arange(0u32, t as u32, &self.device)?
+            .unsqueeze(0)?
+            .broadcast_as((b, t))?;
         let types = ids.zeros_like()?;
-        let x = self.word.forward(ids)?.add(&self.position.forward(&positions)?)?.add(&self.token_type.forward(&types)?)?;
+        let x = self
+            .word
+            .forward(ids)?
+            .add(&self.position.forward(&positions)?)?
+            .add(&self.token_type.forward(&types)?)?;
         let mut x = self.embed_norm.forward(&x)?;
         let heads = self.config.num_attention_heads;
         let dh = self.config.hidden_size / heads;
         // Additive mask: 0 on real tokens, the most negative f32 on padding (as
         // transformers' eager attention does with torch.finfo(float32).min).
-        let bias = ((mask.to_dtype(DType::F32)?.affine(-1.0, 1.0)?) * f32::MIN as f64)?.reshape((b, 1, 1, t))?;
+        let bias = ((mask.to_dtype(DType::F32)?.affine(-1.0, 1.0)?) * f32::MIN as f64)?
+            .reshape((b, 1, 1, t))?;
         let scale = 1.0 / (dh as f64).sqrt();
         for l in &self.layers {
-            let split = |y: Tensor| -> candle_core::Result<Tensor> { y.reshape((b, t, heads, dh))?.transpose(1, 2)?.contiguous() };
+            let split = |y: Tensor| -> candle_core::Result<Tensor> {
+                y.reshape((b, t, heads, dh))?.transpose(1, 2)?.contiguous()
+            };
             let q = split(l.query.forward(&x)?)?;
             let k = split(l.key.forward(&x)?)?;
             let v = split(l.value.forward(&x)?)?;
             let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, heads * dh))?;
+            let ctx = probs
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((b, t, heads * dh))?;
             let attn = l.attn_norm.forward(&(l.attn_out.forward(&ctx)? + &x)?)?;
             let inter = l.intermediate.forward(&attn)?.gelu_erf()?;
             x = l.out_norm.forward(&(l.out.forward(&inter)? + &attn)?)?;
@@ -170,7 +222,11 @@ impl BertEncoder {
         let mut ids = Vec::with_capacity(batch.len() * t);
         let mut mask = Vec::with_capacity(batch.len() * t);
         for row in batch {
-            ids.extend(row.iter().copied().chain(std::iter::repeat(0).take(t - row.len())));
+            ids.extend(
+                row.iter()
+                    .copied()
+                    .chain(std::iter::repeat(0).take(t - row.len())),
+            );
             mask.extend((0..t).map(|i| u32::from(i < row.len())));
         }
         let b = batch.len();
@@ -181,13 +237,20 @@ impl BertEncoder {
         let summed = hidden.broadcast_mul(&m)?.sum(1)?;
         let counts = m.sum(1)?.clamp(1e-9, f64::MAX)?;
         let mean = summed.broadcast_div(&counts)?;
-        let norm = mean.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        let norm = mean
+            .sqr()?
+            .sum_keepdim(D::Minus1)?
+            .sqrt()?
+            .clamp(1e-12, f64::MAX)?;
         Ok(mean.broadcast_div(&norm)?.to_vec2::<f32>()?)
     }
 
     /// Embeddings of texts.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EncoderError> {
-        let ids = texts.iter().map(|t| self.tokenize(t)).collect::<Result<Vec<_>, _>>()?;
+        let ids = texts
+            .iter()
+            .map(|t| self.tokenize(t))
+            .collect::<Result<Vec<_>, _>>()?;
         self.embed_ids(&ids)
     }
 }

@@ -34,7 +34,13 @@ pub struct TrainSettings {
 
 impl Default for TrainSettings {
     fn default() -> Self {
-        TrainSettings { feature_bits: super::features::DEFAULT_FEATURE_BITS, epochs: 2, learning_rate: 0.5, l2: 1e-6, seed: 17 }
+        TrainSettings {
+            feature_bits: super::features::DEFAULT_FEATURE_BITS,
+            epochs: 2,
+            learning_rate: 0.5,
+            l2: 1e-6,
+            seed: 17,
+        }
     }
 }
 
@@ -60,12 +66,26 @@ impl TrainExample {
         let cat = category_hash(pair.attributes.task_category.as_deref());
         let mut c = SparseFeatures::default();
         let mut r = SparseFeatures::default();
-        response_features(&reply_text(&pair.chosen, pair.implicit_prompt), cat, bits, &mut c);
-        response_features(&reply_text(&pair.rejected, pair.implicit_prompt), cat, bits, &mut r);
+        response_features(
+            &reply_text(&pair.chosen, pair.implicit_prompt),
+            cat,
+            bits,
+            &mut c,
+        );
+        response_features(
+            &reply_text(&pair.rejected, pair.implicit_prompt),
+            cat,
+            bits,
+            &mut r,
+        );
         if swap {
             std::mem::swap(&mut c, &mut r);
         }
-        TrainExample { pair_id: pair.pair_id.clone(), winner: c, loser: r }
+        TrainExample {
+            pair_id: pair.pair_id.clone(),
+            winner: c,
+            loser: r,
+        }
     }
 }
 
@@ -101,7 +121,11 @@ fn dot(w: &[f32], f: &SparseFeatures) -> f32 {
 impl HashedBtModel {
     /// A model with all weights zero (p = 0.5 everywhere).
     pub fn zero(feature_bits: u32) -> Self {
-        HashedBtModel { feature_bits, weights: vec![0.0; 1 << feature_bits], info: TrainInfo::default() }
+        HashedBtModel {
+            feature_bits,
+            weights: vec![0.0; 1 << feature_bits],
+            info: TrainInfo::default(),
+        }
     }
 
     pub fn reward(&self, f: &SparseFeatures) -> f32 {
@@ -121,7 +145,13 @@ impl HashedBtModel {
         let mut hits = 0.0;
         for e in examples {
             let m = self.margin(e);
-            hits += if m > 0.0 { 1.0 } else if m == 0.0 { 0.5 } else { 0.0 };
+            hits += if m > 0.0 {
+                1.0
+            } else if m == 0.0 {
+                0.5
+            } else {
+                0.0
+            };
         }
         hits / examples.len() as f64
     }
@@ -214,15 +244,28 @@ mod tests {
         let mut l = SparseFeatures::default();
         response_features(good, 0, 16, &mut w);
         response_features(bad, 0, 16, &mut l);
-        TrainExample { pair_id: format!("{id:04}"), winner: w, loser: l }
+        TrainExample {
+            pair_id: format!("{id:04}"),
+            winner: w,
+            loser: l,
+        }
     }
 
     #[test]
     fn learns_a_separable_preference_and_is_deterministic() {
-        let goods = ["clear helpful answer", "helpful and correct", "correct clear steps"];
+        let goods = [
+            "clear helpful answer",
+            "helpful and correct",
+            "correct clear steps",
+        ];
         let bads = ["rude wrong reply", "wrong and rude", "useless rude text"];
-        let examples: Vec<_> = (0..60).map(|i| ex(i, goods[i % 3], bads[(i / 3) % 3])).collect();
-        let s = TrainSettings { feature_bits: 16, ..Default::default() };
+        let examples: Vec<_> = (0..60)
+            .map(|i| ex(i, goods[i % 3], bads[(i / 3) % 3]))
+            .collect();
+        let s = TrainSettings {
+            feature_bits: 16,
+            ..Default::default()
+        };
         let a = HashedBtModel::train(examples.clone(), examples[..10].to_vec(), &s, |_, _| {});
         let b = HashedBtModel::train(examples.clone(), examples[..10].to_vec(), &s, |_, _| {});
         assert_eq!(a.weights, b.weights);

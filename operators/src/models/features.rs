@@ -37,7 +37,11 @@ pub fn for_each_word(text: &str, mut f: impl FnMut(u64)) {
     for &b in text.as_bytes() {
         // ASCII fast path; bytes of multi-byte UTF-8 characters (>= 0x80) count as word
         // characters, so non-Latin words hash as whole words too.
-        let c = if b.is_ascii_alphanumeric() || b >= 0x80 { b.to_ascii_lowercase() } else { 0 };
+        let c = if b.is_ascii_alphanumeric() || b >= 0x80 {
+            b.to_ascii_lowercase()
+        } else {
+            0
+        };
         if c != 0 {
             h = (h ^ c as u64).wrapping_mul(FNV_PRIME);
             in_word = true;
@@ -83,7 +87,8 @@ pub fn response_features(response: &str, category: u64, bits: u32, out: &mut Spa
     for_each_word(response, |w| {
         out.indices.push(idx(w));
         if words > 0 {
-            out.indices.push(idx(prev.rotate_left(23) ^ w ^ SEED_BIGRAM));
+            out.indices
+                .push(idx(prev.rotate_left(23) ^ w ^ SEED_BIGRAM));
         }
         if category != 0 {
             out.indices.push(idx(w ^ category));
@@ -94,7 +99,8 @@ pub fn response_features(response: &str, category: u64, bits: u32, out: &mut Spa
     // Length bucket: ⌊log2(1 + words)⌋, crossed with the category.
     let bucket = (32 - (words + 1).leading_zeros()) as u64;
     out.indices.push(idx(SEED_LENGTH ^ bucket));
-    out.indices.push(idx(SEED_LENGTH ^ bucket ^ category.rotate_left(7)));
+    out.indices
+        .push(idx(SEED_LENGTH ^ bucket ^ category.rotate_left(7)));
     out.value = 1.0 / (out.indices.len() as f32).sqrt();
 }
 
@@ -106,10 +112,15 @@ pub fn reply_text(reply: &Conversation, implicit_prompt: bool) -> std::borrow::C
         Conversation::Messages(ms) if implicit_prompt => {
             std::borrow::Cow::Borrowed(ms.last().map(|m| m.content.as_str()).unwrap_or(""))
         }
-        Conversation::Messages(ms) if ms.len() == 1 => std::borrow::Cow::Borrowed(ms[0].content.as_str()),
-        Conversation::Messages(ms) => {
-            std::borrow::Cow::Owned(ms.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"))
+        Conversation::Messages(ms) if ms.len() == 1 => {
+            std::borrow::Cow::Borrowed(ms[0].content.as_str())
         }
+        Conversation::Messages(ms) => std::borrow::Cow::Owned(
+            ms.iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
     }
 }
 
@@ -130,9 +141,19 @@ mod tests {
     #[test]
     fn features_are_normalised_and_deterministic() {
         let mut f = SparseFeatures::default();
-        response_features("the cat sat on the mat", category_hash(Some("coding")), 20, &mut f);
+        response_features(
+            "the cat sat on the mat",
+            category_hash(Some("coding")),
+            20,
+            &mut f,
+        );
         let mut g = SparseFeatures::default();
-        response_features("the cat sat on the mat", category_hash(Some("coding")), 20, &mut g);
+        response_features(
+            "the cat sat on the mat",
+            category_hash(Some("coding")),
+            20,
+            &mut g,
+        );
         assert_eq!(f, g);
         assert!((f.value * f.value * f.indices.len() as f32 - 1.0).abs() < 1e-5);
         assert!(f.indices.iter().all(|&i| i < (1 << 20)));

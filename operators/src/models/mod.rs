@@ -41,8 +41,18 @@ impl RewardModel for builtin::HashedBtModel {
             .iter()
             .map(|p| {
                 let cat = features::category_hash(p.attributes.task_category.as_deref());
-                features::response_features(&features::reply_text(&p.chosen, p.implicit_prompt), cat, self.feature_bits, &mut c);
-                features::response_features(&features::reply_text(&p.rejected, p.implicit_prompt), cat, self.feature_bits, &mut r);
+                features::response_features(
+                    &features::reply_text(&p.chosen, p.implicit_prompt),
+                    cat,
+                    self.feature_bits,
+                    &mut c,
+                );
+                features::response_features(
+                    &features::reply_text(&p.rejected, p.implicit_prompt),
+                    cat,
+                    self.feature_bits,
+                    &mut r,
+                );
                 (self.reward(&c), self.reward(&r))
             })
             .collect()
