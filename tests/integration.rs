@@ -1276,3 +1276,143 @@ fn parity_real_all_minilm_l6_v2_against_sentence_transformers() {
         assert!(cos >= 0.9999, "text {i}: cosine {cos}");
     }
 }
+
+/// Rows of a JSON matrix of integers.
+fn u32_rows(v: &Value) -> Vec<Vec<u32>> {
+    v.as_array().unwrap().iter().map(u32s).collect()
+}
+
+fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (a - b).abs() <= tol,
+            "{what} row {i}: got {a}, transformers gives {b} (|diff| {} > {tol})",
+            (a - b).abs()
+        );
+    }
+}
+
+/// Runs one decoder fixture (qwen3_rm or llama_rm) with both config forms, in f32
+/// against `rewards_f32` and, on the CPU too, in bf16 against `rewards_bf16`.
+fn decoder_fixture_parity(name: &str, f32_tol: f32, bf16_tol: f32) {
+    use candle_core::{DType, Device};
+    use synpref_operators::models::decoder::{DecoderConfig, DecoderRm, PaddedBatch};
+    let dir = fixture(name);
+    let expected = json_file(&dir.join("expected.json"));
+    let hub =
+        DecoderConfig::parse(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let v5 = DecoderConfig::parse(
+        &std::fs::read_to_string(dir.join("config.transformers-v5.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        hub, v5,
+        "{name}: hub and transformers-v5 configs parse alike"
+    );
+    let batch_of = |section: &Value| {
+        let ids = u32_rows(&section["input_ids"]);
+        let mask = u32_rows(&section["attention_mask"]);
+        PaddedBatch {
+            rows: ids.len(),
+            width: ids[0].len(),
+            ids: ids.concat(),
+            mask: mask.concat().into_iter().map(|m| m as u8).collect(),
+        }
+    };
+    for (form, config) in [("hub", hub), ("v5", v5)] {
+        let what = |s: &str| format!("{name} ({form} config) {s}");
+        let model = DecoderRm::load(
+            config.clone(),
+            &[dir.join("model.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        for section in ["right_padded", "left_padded", "edge_cases"] {
+            let batch = batch_of(&expected[section]);
+            let got = model.rewards(&batch).unwrap();
+            assert_close(
+                &got,
+                &f32s(&expected[section]["rewards_f32"]),
+                f32_tol,
+                &what(section),
+            );
+        }
+        // Edge cases: the pad id inside content, as the last real token, and length 1.
+        let edge = batch_of(&expected["edge_cases"]);
+        for (r, want) in u32s(&expected["edge_cases"]["pooled_index_transformers"])
+            .into_iter()
+            .enumerate()
+        {
+            let row = &edge.ids[r * edge.width..(r + 1) * edge.width];
+            assert_eq!(
+                model.pooled_index(row, edge.width) as u32,
+                want,
+                "{}",
+                what("pooled index")
+            );
+        }
+        // Each sequence alone, unpadded.
+        let right = &expected["right_padded"];
+        let lengths = u32s(&right["lengths"]);
+        let singles: Vec<f32> = u32_rows(&right["input_ids"])
+            .iter()
+            .zip(&lengths)
+            .map(|(ids, &n)| {
+                let seq = &ids[..n as usize];
+                model.rewards(&PaddedBatch::right(&[seq], 0, 0)).unwrap()[0]
+            })
+            .collect();
+        assert_close(
+            &singles,
+            &f32s(&expected["unpadded_single"]["rewards_f32"]),
+            f32_tol,
+            &what("unpadded"),
+        );
+        let bf16 = DecoderRm::load(
+            config,
+            &[dir.join("model.safetensors")],
+            DType::BF16,
+            &Device::Cpu,
+        )
+        .unwrap();
+        for section in ["right_padded", "left_padded"] {
+            let got = bf16.rewards(&batch_of(&expected[section])).unwrap();
+            assert_close(
+                &got,
+                &f32s(&expected[section]["rewards_bf16"]),
+                bf16_tol,
+                &what("bf16"),
+            );
+        }
+    }
+}
+
+#[test]
+fn parity_qwen3_rm_fixture_rewards_padding_and_edge_cases() {
+    decoder_fixture_parity("qwen3_rm", 1.3e-5, 0.084);
+}
+
+#[test]
+fn parity_llama_rm_fixture_rewards_padding_and_edge_cases() {
+    use synpref_operators::models::decoder::DecoderConfig;
+    let config =
+        DecoderConfig::parse(&std::fs::read_to_string(fixture("llama_rm/config.json")).unwrap())
+            .unwrap();
+    // fixtures/README.md: all three llama3 regimes occur among the 8 frequencies.
+    let want = [
+        1.0,
+        0.07940301,
+        0.004700754,
+        9.115831e-4,
+        1.7677668e-4,
+        3.428102e-5,
+        6.64787e-6,
+        1.2891732e-6,
+    ];
+    for (a, b) in config.inv_freq().iter().zip(want) {
+        assert!((a - b).abs() <= 1e-6 * b, "llama3 inv_freq {a} vs {b}");
+    }
+    decoder_fixture_parity("llama_rm", 3.5e-5, 0.18);
+}

@@ -15,16 +15,7 @@ use candle_nn::{
 };
 use serde::Deserialize;
 
-/// What can go wrong loading or running an encoder.
-#[derive(Debug, thiserror::Error)]
-pub enum EncoderError {
-    #[error("{path}: {message}")]
-    Load { path: String, message: String },
-    #[error("tokenizer: {0}")]
-    Tokenizer(String),
-    #[error("candle: {0}")]
-    Candle(#[from] candle_core::Error),
-}
+use super::ModelError;
 
 /// The fields of a BERT config.json we use (hub and transformers-v5 forms agree on them).
 #[derive(Clone, Debug, Deserialize)]
@@ -71,8 +62,8 @@ pub struct BertEncoder {
     pub max_tokens: usize,
 }
 
-fn load_err(path: &Path, e: impl std::fmt::Display) -> EncoderError {
-    EncoderError::Load {
+fn load_err(path: &Path, e: impl std::fmt::Display) -> ModelError {
+    ModelError::Load {
         path: path.display().to_string(),
         message: e.to_string(),
     }
@@ -80,7 +71,7 @@ fn load_err(path: &Path, e: impl std::fmt::Display) -> EncoderError {
 
 impl BertEncoder {
     /// Loads `dir` in f32 on the CPU.
-    pub fn load(dir: &Path, max_tokens: usize) -> Result<Self, EncoderError> {
+    pub fn load(dir: &Path, max_tokens: usize) -> Result<Self, ModelError> {
         let device = Device::Cpu;
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| load_err(&cfg_path, e))?;
@@ -162,11 +153,11 @@ impl BertEncoder {
 
     /// Token ids of a text with the tokenizer's special tokens, truncated to `max_tokens`
     /// (keeping the final [SEP], as sentence-transformers does).
-    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, EncoderError> {
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, ModelError> {
         let enc = self
             .tokenizer
             .encode(text, true)
-            .map_err(|e| EncoderError::Tokenizer(e.to_string()))?;
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         let mut ids = enc.get_ids().to_vec();
         if ids.len() > self.max_tokens {
             let last = *ids.last().expect("non-empty");
@@ -177,7 +168,7 @@ impl BertEncoder {
     }
 
     /// Last hidden states [B, T, H] for right-padded ids and their mask.
-    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor, EncoderError> {
+    pub fn forward(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor, ModelError> {
         let (b, t) = ids.dims2()?;
         let positions = Tensor::arange(0u32, t as u32, &self.device)?
             .unsqueeze(0)?
@@ -217,7 +208,7 @@ impl BertEncoder {
     }
 
     /// Mean-pooled, L2-normalised embeddings of already tokenised inputs.
-    pub fn embed_ids(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EncoderError> {
+    pub fn embed_ids(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ModelError> {
         let t = batch.iter().map(|v| v.len()).max().unwrap_or(0).max(1);
         let mut ids = Vec::with_capacity(batch.len() * t);
         let mut mask = Vec::with_capacity(batch.len() * t);
@@ -246,7 +237,7 @@ impl BertEncoder {
     }
 
     /// Embeddings of texts.
-    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EncoderError> {
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, ModelError> {
         let ids = texts
             .iter()
             .map(|t| self.tokenize(t))

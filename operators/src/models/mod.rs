@@ -4,7 +4,23 @@
 
 pub mod bert;
 pub mod builtin;
+pub mod decoder;
 pub mod features;
+
+/// What can go wrong loading or running a model (the operators crate's one error type
+/// for models; jobs map it to exit codes).
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A model file or directory is missing or malformed; `path` names it.
+    #[error("{path}: {message}")]
+    Load { path: String, message: String },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("chat template: {0}")]
+    Template(String),
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+}
 
 use synpref_engine::model::PreferencePair;
 

@@ -1,0 +1,590 @@
+//! Decoder-only sequence classifiers in candle: the Qwen3 and Llama backbones of the
+//! released Skywork-Reward-V2 reward models, with transformers' `score` head
+//! (`Linear(hidden, num_labels, bias=False)` on the final-norm output) and its pooling
+//! rule (the rightmost token whose id is not `config.pad_token_id`,
+//! transformers 5.x `GenericForSequenceClassification`).
+//!
+//! Written from candle_nn layers: candle-transformers has no sequence-classification
+//! head for these models, its Llama returns only last-position logits, and its Qwen3
+//! keeps a KV cache between calls, none of which fits scoring many independent
+//! sequences. The numerics follow transformers' eager attention (see
+//! ../shared/fixtures/README.md, "Things a candle implementation must get right"):
+//! RMSNorm in f32 cast back before the weight, q/k RMSNorm per head before RoPE (Qwen3),
+//! rotate-half RoPE with optional llama3 frequency scaling, GQA by repeat-interleave,
+//! additive masks of the most negative finite value, softmax in f32.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{embedding, linear_b, linear_no_bias, Embedding, Linear, VarBuilder};
+use serde_json::Value;
+
+use super::ModelError;
+
+/// The two supported backbones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Qwen3,
+    Llama,
+}
+
+/// Llama-3.1 RoPE frequency scaling (`rope_type: "llama3"`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Llama3Scaling {
+    pub factor: f32,
+    pub low_freq_factor: f32,
+    pub high_freq_factor: f32,
+    pub original_max_position_embeddings: f32,
+}
+
+/// A decoder config, from either the hub form of config.json (top-level `rope_theta`
+/// and `rope_scaling`, as transformers 4.x wrote the released checkpoints) or the
+/// transformers-5 form (both nested in `rope_parameters`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecoderConfig {
+    pub arch: Arch,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f32,
+    pub rope_scaling: Option<Llama3Scaling>,
+    /// The pooling rule's pad id; `None` pools at each sequence's last token.
+    pub pad_token_id: Option<u32>,
+    pub attention_bias: bool,
+    pub mlp_bias: bool,
+    /// Per layer: the sliding-window width, or `None` for full attention.
+    pub layer_windows: Vec<Option<usize>>,
+    pub max_position_embeddings: usize,
+    pub num_labels: usize,
+}
+
+fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    v.get(key).filter(|x| !x.is_null())
+}
+
+fn usize_field(v: &Value, key: &str) -> Result<usize, String> {
+    field(v, key)
+        .and_then(Value::as_u64)
+        .map(|x| x as usize)
+        .ok_or_else(|| format!("missing or non-integer `{key}`"))
+}
+
+fn f64_field(v: &Value, key: &str) -> Option<f64> {
+    field(v, key).and_then(Value::as_f64)
+}
+
+/// `pad_token_id` and friends may be an integer, a list of integers or null.
+fn token_id_field(v: &Value, key: &str) -> Option<u32> {
+    match field(v, key)? {
+        Value::Number(n) => n.as_u64().map(|x| x as u32),
+        Value::Array(xs) => xs.first().and_then(Value::as_u64).map(|x| x as u32),
+        _ => None,
+    }
+}
+
+impl DecoderConfig {
+    /// Parses config.json text. Errors name the offending key.
+    pub fn parse(text: &str) -> Result<DecoderConfig, String> {
+        let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let model_type = field(&v, "model_type")
+            .and_then(Value::as_str)
+            .ok_or("missing `model_type`")?;
+        let arch = match model_type {
+            "qwen3" => Arch::Qwen3,
+            "llama" => Arch::Llama,
+            other => {
+                return Err(format!(
+                    "model_type `{other}` is not supported (qwen3 and llama are)"
+                ))
+            }
+        };
+        let act = field(&v, "hidden_act")
+            .and_then(Value::as_str)
+            .unwrap_or("silu");
+        if act != "silu" {
+            return Err(format!("hidden_act `{act}` is not supported (only silu)"));
+        }
+        let hidden_size = usize_field(&v, "hidden_size")?;
+        let num_attention_heads = usize_field(&v, "num_attention_heads")?;
+        let head_dim = match field(&v, "head_dim") {
+            Some(_) => usize_field(&v, "head_dim")?,
+            None => hidden_size / num_attention_heads,
+        };
+        let num_key_value_heads = match field(&v, "num_key_value_heads") {
+            Some(_) => usize_field(&v, "num_key_value_heads")?,
+            None => num_attention_heads,
+        };
+        if num_attention_heads % num_key_value_heads != 0 {
+            return Err(format!(
+                "num_attention_heads {num_attention_heads} is not a multiple of num_key_value_heads {num_key_value_heads}"
+            ));
+        }
+        // RoPE: transformers 5 nests everything in `rope_parameters`; 4.x has a top-level
+        // `rope_theta` and an optional `rope_scaling` dict.
+        let (rope, theta) = match field(&v, "rope_parameters") {
+            Some(p) => (Some(p), f64_field(p, "rope_theta")),
+            None => (field(&v, "rope_scaling"), f64_field(&v, "rope_theta")),
+        };
+        let rope_theta = theta.ok_or(
+            "missing `rope_theta` (neither top-level nor in `rope_parameters`); refusing to guess",
+        )? as f32;
+        let rope_type = rope
+            .and_then(|r| field(r, "rope_type").or_else(|| field(r, "type")))
+            .and_then(Value::as_str)
+            .unwrap_or("default");
+        let rope_scaling = match rope_type {
+            "default" => None,
+            "llama3" => {
+                let r = rope.expect("rope_type came from it");
+                let get = |k: &str| {
+                    f64_field(r, k)
+                        .map(|x| x as f32)
+                        .ok_or_else(|| format!("llama3 rope scaling without `{k}`"))
+                };
+                Some(Llama3Scaling {
+                    factor: get("factor")?,
+                    low_freq_factor: get("low_freq_factor")?,
+                    high_freq_factor: get("high_freq_factor")?,
+                    original_max_position_embeddings: get("original_max_position_embeddings")?,
+                })
+            }
+            other => {
+                return Err(format!(
+                    "rope_type `{other}` is not supported (default and llama3 are)"
+                ))
+            }
+        };
+        let num_hidden_layers = usize_field(&v, "num_hidden_layers")?;
+        // Qwen3 slides only when `use_sliding_window` is true, and then only from layer
+        // `max_window_layers` on; a non-null `sliding_window` alone means nothing.
+        let sliding = arch == Arch::Qwen3
+            && field(&v, "use_sliding_window")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+        let layer_windows = if sliding {
+            let window = usize_field(&v, "sliding_window")?;
+            let from = field(&v, "max_window_layers")
+                .and_then(Value::as_u64)
+                .unwrap_or(num_hidden_layers as u64) as usize;
+            (0..num_hidden_layers)
+                .map(|i| (i >= from).then_some(window))
+                .collect()
+        } else {
+            vec![None; num_hidden_layers]
+        };
+        if field(&v, "tie_word_embeddings").and_then(Value::as_bool) == Some(true) {
+            // Harmless for a classifier (no LM head), noted only for completeness.
+        }
+        let num_labels = field(&v, "id2label")
+            .and_then(Value::as_object)
+            .map(|m| m.len())
+            .or_else(|| {
+                field(&v, "num_labels")
+                    .and_then(Value::as_u64)
+                    .map(|x| x as usize)
+            })
+            .unwrap_or(1);
+        Ok(DecoderConfig {
+            arch,
+            vocab_size: usize_field(&v, "vocab_size")?,
+            hidden_size,
+            intermediate_size: usize_field(&v, "intermediate_size")?,
+            num_hidden_layers,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            rms_norm_eps: f64_field(&v, "rms_norm_eps").ok_or("missing `rms_norm_eps`")?,
+            rope_theta,
+            rope_scaling,
+            pad_token_id: token_id_field(&v, "pad_token_id"),
+            attention_bias: field(&v, "attention_bias")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            mlp_bias: field(&v, "mlp_bias")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            layer_windows,
+            max_position_embeddings: usize_field(&v, "max_position_embeddings")?,
+            num_labels,
+        })
+    }
+
+    /// RoPE inverse frequencies, in f32 as transformers computes them, with llama3
+    /// scaling applied (fixtures/README.md item 4).
+    pub fn inv_freq(&self) -> Vec<f32> {
+        let d = self.head_dim;
+        let base: Vec<f32> = (0..d)
+            .step_by(2)
+            .map(|i| 1.0 / self.rope_theta.powf(i as f32 / d as f32))
+            .collect();
+        let Some(s) = &self.rope_scaling else {
+            return base;
+        };
+        let low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
+        let high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+        base.into_iter()
+            .map(|f| {
+                let wavelen = 2.0 * std::f32::consts::PI / f;
+                if wavelen < high_wavelen {
+                    f
+                } else if wavelen > low_wavelen {
+                    f / s.factor
+                } else {
+                    let smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor)
+                        / (s.high_freq_factor - s.low_freq_factor);
+                    (1.0 - smooth) * f / s.factor + smooth * f
+                }
+            })
+            .collect()
+    }
+}
+
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn load(size: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(RmsNorm {
+            weight: vb.get(size, "weight")?,
+            eps,
+        })
+    }
+
+    /// transformers: normalise in f32, cast back to the input dtype, then scale.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        if x.dtype() == DType::F32 {
+            candle_nn::ops::rms_norm(x, &self.weight, self.eps as f32)
+        } else {
+            candle_nn::ops::rms_norm_slow(x, &self.weight, self.eps as f32)
+        }
+    }
+}
+
+struct Block {
+    input_norm: RmsNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    post_norm: RmsNorm,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    window: Option<usize>,
+}
+
+/// A loaded decoder sequence classifier on one device.
+pub struct DecoderRm {
+    pub config: DecoderConfig,
+    embed: Embedding,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    score: Linear,
+    inv_freq: Vec<f32>,
+    pub device: Device,
+    pub dtype: DType,
+}
+
+/// Right-padded token ids of one batch, ready for [`DecoderRm::rewards`].
+pub struct PaddedBatch {
+    pub ids: Vec<u32>,
+    pub mask: Vec<u8>,
+    pub rows: usize,
+    pub width: usize,
+}
+
+impl PaddedBatch {
+    /// Pads `seqs` on the right to `width` (at least the longest) with `pad`.
+    pub fn right(seqs: &[&[u32]], width: usize, pad: u32) -> PaddedBatch {
+        let width = seqs
+            .iter()
+            .map(|s| s.len())
+            .max()
+            .unwrap_or(0)
+            .max(width)
+            .max(1);
+        let mut ids = Vec::with_capacity(seqs.len() * width);
+        let mut mask = Vec::with_capacity(seqs.len() * width);
+        for s in seqs {
+            ids.extend_from_slice(s);
+            ids.extend(std::iter::repeat_n(pad, width - s.len()));
+            mask.extend(std::iter::repeat_n(1u8, s.len()));
+            mask.extend(std::iter::repeat_n(0u8, width - s.len()));
+        }
+        PaddedBatch {
+            ids,
+            mask,
+            rows: seqs.len(),
+            width,
+        }
+    }
+}
+
+impl DecoderRm {
+    /// Loads a model from its config and safetensors files (one, or the shards named
+    /// by model.safetensors.index.json), cast to `dtype` on `device`.
+    pub fn load(
+        config: DecoderConfig,
+        weights: &[std::path::PathBuf],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<DecoderRm, ModelError> {
+        let err = |e: candle_core::Error| ModelError::Load {
+            path: weights
+                .first()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            message: e.to_string(),
+        };
+        // SAFETY: the files are mapped read-only and must not change while the model lives.
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(weights, dtype, device) }.map_err(err)?;
+        Self::from_varbuilder(config, vb, dtype, device).map_err(err)
+    }
+
+    fn from_varbuilder(
+        config: DecoderConfig,
+        vb: VarBuilder,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<DecoderRm> {
+        let c = &config;
+        let m = vb.pp("model");
+        let embed = embedding(c.vocab_size, c.hidden_size, m.pp("embed_tokens"))?;
+        let q_out = c.num_attention_heads * c.head_dim;
+        let kv_out = c.num_key_value_heads * c.head_dim;
+        let mut blocks = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let l = m.pp(format!("layers.{i}"));
+            let a = l.pp("self_attn");
+            let mlp = l.pp("mlp");
+            let qk_norm = |name: &str| -> candle_core::Result<Option<RmsNorm>> {
+                match c.arch {
+                    Arch::Qwen3 => Ok(Some(RmsNorm::load(c.head_dim, c.rms_norm_eps, a.pp(name))?)),
+                    Arch::Llama => Ok(None),
+                }
+            };
+            blocks.push(Block {
+                input_norm: RmsNorm::load(c.hidden_size, c.rms_norm_eps, l.pp("input_layernorm"))?,
+                q: linear_b(c.hidden_size, q_out, c.attention_bias, a.pp("q_proj"))?,
+                k: linear_b(c.hidden_size, kv_out, c.attention_bias, a.pp("k_proj"))?,
+                v: linear_b(c.hidden_size, kv_out, c.attention_bias, a.pp("v_proj"))?,
+                o: linear_b(q_out, c.hidden_size, c.attention_bias, a.pp("o_proj"))?,
+                q_norm: qk_norm("q_norm")?,
+                k_norm: qk_norm("k_norm")?,
+                post_norm: RmsNorm::load(
+                    c.hidden_size,
+                    c.rms_norm_eps,
+                    l.pp("post_attention_layernorm"),
+                )?,
+                gate: linear_b(
+                    c.hidden_size,
+                    c.intermediate_size,
+                    c.mlp_bias,
+                    mlp.pp("gate_proj"),
+                )?,
+                up: linear_b(
+                    c.hidden_size,
+                    c.intermediate_size,
+                    c.mlp_bias,
+                    mlp.pp("up_proj"),
+                )?,
+                down: linear_b(
+                    c.intermediate_size,
+                    c.hidden_size,
+                    c.mlp_bias,
+                    mlp.pp("down_proj"),
+                )?,
+                window: c.layer_windows[i],
+            });
+        }
+        let norm = RmsNorm::load(c.hidden_size, c.rms_norm_eps, m.pp("norm"))?;
+        let score = linear_no_bias(c.hidden_size, c.num_labels, vb.pp("score"))?;
+        let inv_freq = c.inv_freq();
+        Ok(DecoderRm {
+            config,
+            embed,
+            blocks,
+            norm,
+            score,
+            inv_freq,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// The pooling rule of transformers 5.x: the rightmost position whose id is not the
+    /// pad id (0 when there is none); with no pad id, the row's last real token.
+    pub fn pooled_index(&self, ids: &[u32], real_len: usize) -> usize {
+        match self.config.pad_token_id {
+            Some(pad) => ids.iter().rposition(|&t| t != pad).unwrap_or(0),
+            None => real_len.saturating_sub(1),
+        }
+    }
+
+    /// Additive attention bias [B, 1, T, T]: causal, key padding, and for sliding
+    /// layers the window; 0 where visible, the most negative finite f32 elsewhere (as
+    /// transformers' eager path uses `finfo.min`, so that fully masked rows of left
+    /// padding stay finite instead of turning into NaN).
+    fn attention_bias(
+        &self,
+        batch: &PaddedBatch,
+        window: Option<usize>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, t) = (batch.rows, batch.width);
+        let mut bias = vec![0f32; b * t * t];
+        for r in 0..b {
+            let mask = &batch.mask[r * t..(r + 1) * t];
+            for i in 0..t {
+                let row = &mut bias[(r * t + i) * t..(r * t + i + 1) * t];
+                for (j, slot) in row.iter_mut().enumerate() {
+                    let visible = j <= i && mask[j] == 1 && window.is_none_or(|w| i - j < w);
+                    if !visible {
+                        *slot = f32::MIN;
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(bias, (b, 1, t, t), &self.device)
+    }
+
+    /// The final-norm hidden state at each row's pooled position: [B, H].
+    fn pooled_hidden(&self, batch: &PaddedBatch) -> candle_core::Result<Tensor> {
+        let (b, t) = (batch.rows, batch.width);
+        let c = &self.config;
+        let ids = Tensor::from_slice(&batch.ids, (b, t), &self.device)?;
+        let mut x = self.embed.forward(&ids)?;
+        // Positions are arange(T) on every row, left padding included (transformers).
+        let freqs: Vec<f32> = (0..t)
+            .flat_map(|p| self.inv_freq.iter().map(move |f| p as f32 * f))
+            .collect();
+        let half = self.inv_freq.len();
+        let cos = Tensor::from_vec(
+            freqs.iter().map(|f| f.cos()).collect(),
+            (t, half),
+            &self.device,
+        )?
+        .to_dtype(self.dtype)?;
+        let sin = Tensor::from_vec(
+            freqs.iter().map(|f| f.sin()).collect(),
+            (t, half),
+            &self.device,
+        )?
+        .to_dtype(self.dtype)?;
+        let full_bias = self.attention_bias(batch, None)?;
+        let (heads, kv_heads, dh) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let rep = heads / kv_heads;
+        let scale = 1.0 / (dh as f64).sqrt();
+        for block in &self.blocks {
+            let bias = match block.window {
+                None => full_bias.clone(),
+                Some(w) => self.attention_bias(batch, Some(w))?,
+            };
+            let h = block.input_norm.forward(&x)?;
+            let split =
+                |y: Tensor, n: usize, norm: &Option<RmsNorm>| -> candle_core::Result<Tensor> {
+                    let y = y.reshape((b, t, n, dh))?;
+                    let y = match norm {
+                        Some(nm) => nm.forward(&y)?,
+                        None => y,
+                    };
+                    y.transpose(1, 2)?.contiguous()
+                };
+            let q = split(block.q.forward(&h)?, heads, &block.q_norm)?;
+            let k = split(block.k.forward(&h)?, kv_heads, &block.k_norm)?;
+            let v = split(block.v.forward(&h)?, kv_heads, &None)?;
+            let q = candle_nn::rotary_emb::rope(&q, &cos, &sin)?;
+            let k = candle_nn::rotary_emb::rope(&k, &cos, &sin)?;
+            // GQA: kv head j serves query heads j·rep … j·rep+rep−1 (repeat_interleave).
+            let expand = |y: Tensor| -> candle_core::Result<Tensor> {
+                if rep == 1 {
+                    return Ok(y);
+                }
+                y.unsqueeze(2)?
+                    .broadcast_as((b, kv_heads, rep, t, dh))?
+                    .reshape((b, heads, t, dh))
+            };
+            let k = expand(k)?;
+            let v = expand(v)?.contiguous()?;
+            let scores = (q.matmul(&k.t()?)? * scale)?
+                .to_dtype(DType::F32)?
+                .broadcast_add(&bias)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(self.dtype)?;
+            let ctx = probs
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((b, t, heads * dh))?;
+            x = (x + block.o.forward(&ctx)?)?;
+            let h = block.post_norm.forward(&x)?;
+            let act = (candle_nn::ops::silu(&block.gate.forward(&h)?)? * block.up.forward(&h)?)?;
+            x = (x + block.down.forward(&act)?)?;
+        }
+        // Only the pooled position of each row is read: gather it before the final
+        // norm and the head (both act per position, so this changes nothing but work).
+        let picks: Vec<u32> = (0..b)
+            .map(|r| {
+                let row = &batch.ids[r * t..(r + 1) * t];
+                let len = batch.mask[r * t..(r + 1) * t]
+                    .iter()
+                    .filter(|&&m| m == 1)
+                    .count();
+                (r * t + self.pooled_index(row, len)) as u32
+            })
+            .collect();
+        let picks = Tensor::from_vec(picks, b, &self.device)?;
+        let flat = x.reshape((b * t, c.hidden_size))?;
+        self.norm.forward(&flat.index_select(&picks, 0)?)
+    }
+
+    /// Rewards (the first label's logit at the pooled position) of a padded batch.
+    pub fn rewards(&self, batch: &PaddedBatch) -> Result<Vec<f32>, ModelError> {
+        let pooled = self.pooled_hidden(batch)?;
+        let logits = self.score.forward(&pooled)?;
+        Ok(logits
+            .narrow(D::Minus1, 0, 1)?
+            .squeeze(D::Minus1)?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?)
+    }
+}
+
+/// The safetensors files of a model directory: model.safetensors, or every shard named
+/// in model.safetensors.index.json (sorted, each once).
+pub fn weight_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, ModelError> {
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index).map_err(|e| ModelError::Load {
+        path: dir.display().to_string(),
+        message: format!("neither model.safetensors nor model.safetensors.index.json: {e}"),
+    })?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::Load {
+        path: index.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let map = v
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| ModelError::Load {
+            path: index.display().to_string(),
+            message: "no `weight_map` object".into(),
+        })?;
+    let mut files: Vec<String> = map
+        .values()
+        .filter_map(|f| f.as_str().map(str::to_owned))
+        .collect();
+    files.sort();
+    files.dedup();
+    Ok(files.into_iter().map(|f| dir.join(f)).collect())
+}
