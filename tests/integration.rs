@@ -1297,7 +1297,8 @@ fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
 /// against `rewards_f32` and, on the CPU too, in bf16 against `rewards_bf16`.
 fn decoder_fixture_parity(name: &str, f32_tol: f32, bf16_tol: f32) {
     use candle_core::{DType, Device};
-    use synpref_operators::models::decoder::{DecoderConfig, DecoderRm, PaddedBatch};
+    use synpref_operators::models::batching::PaddedBatch;
+    use synpref_operators::models::decoder::{DecoderConfig, DecoderRm};
     let dir = fixture(name);
     let expected = json_file(&dir.join("expected.json"));
     let hub =
@@ -1415,4 +1416,184 @@ fn parity_llama_rm_fixture_rewards_padding_and_edge_cases() {
         assert!((a - b).abs() <= 1e-6 * b, "llama3 inv_freq {a} vs {b}");
     }
     decoder_fixture_parity("llama_rm", 3.5e-5, 0.18);
+}
+
+/// Reads every `part-*.parquet` directly under `dir` as JSON rows.
+fn read_parts(dir: &Path) -> Vec<Value> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("part-")
+        })
+        .collect();
+    paths.sort();
+    let mut rows = Vec::new();
+    for p in paths {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&p).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let mut buf = Vec::new();
+            let mut w = arrow::json::ArrayWriter::new(&mut buf);
+            w.write(&batch).unwrap();
+            w.finish().unwrap();
+            rows.extend(serde_json::from_slice::<Vec<Value>>(&buf).unwrap());
+        }
+    }
+    rows
+}
+
+#[test]
+fn parity_qwen3_rm_chat_end_to_end_template_tokenizer_and_rewards() {
+    use synpref_operators::models::hf::HfRewardModel;
+    use synpref_operators::models::ModelOptions;
+    let dir = fixture("qwen3_rm_chat");
+    let expected = json_file(&dir.join("expected.json"));
+    let tol = expected["recommended_tolerance_f32"].as_f64().unwrap() as f32;
+    // Rendered text and token ids, exactly.
+    let model = HfRewardModel::load(&dir, &ModelOptions::default()).unwrap();
+    let pairs: Vec<Value> = std::fs::read_to_string(dir.join("pairs.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (p, e) in pairs.iter().zip(expected["pairs"].as_array().unwrap()) {
+        let pair = synpref_engine::model::PreferencePair {
+            key: synpref_engine::model::RowKey(0),
+            row: 0,
+            pair_id: p["pair_id"].as_str().unwrap().into(),
+            prompt: serde_json::from_value::<Vec<synpref_engine::model::Message>>(
+                p["prompt"].clone(),
+            )
+            .map(synpref_engine::model::Conversation::Messages)
+            .unwrap(),
+            chosen: synpref_engine::model::Conversation::Text(p["chosen"].as_str().unwrap().into()),
+            rejected: synpref_engine::model::Conversation::Text(
+                p["rejected"].as_str().unwrap().into(),
+            ),
+            implicit_prompt: false,
+            attributes: Default::default(),
+            extras: Vec::new(),
+            content_hash: 0,
+            pair_key: 0,
+        };
+        for side in ["chosen", "rejected"] {
+            let reply = if side == "chosen" {
+                &pair.chosen
+            } else {
+                &pair.rejected
+            };
+            let (text, _) = model.render(&pair, reply).unwrap();
+            assert_eq!(
+                text,
+                e[format!("text_{side}")].as_str().unwrap(),
+                "{} {side}: rendered text",
+                pair.pair_id
+            );
+            assert_eq!(
+                model.tokenize(&pair, reply).unwrap(),
+                u32s(&e[format!("input_ids_{side}")]),
+                "{} {side}: ids",
+                pair.pair_id
+            );
+        }
+    }
+    // The command, twice: the second run takes every pair from the score cache.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("scored");
+    let cache = tmp.path().join("cache");
+    let model_spec = format!("hf:{}", dir.display());
+    let pairs_file = dir.join("pairs.jsonl");
+    let args = [
+        "score",
+        "--model",
+        &model_spec,
+        "--pairs",
+        s(&pairs_file),
+        "--out",
+        s(&out),
+        "--score-cache",
+        s(&cache),
+        "--no-progress",
+    ];
+    for run in 0..2 {
+        ok(&args);
+        let rows = read_parts(&out);
+        assert_eq!(
+            rows.len(),
+            5,
+            "every pair scored (the empty reply included)"
+        );
+        for (r, e) in rows.iter().zip(expected["pairs"].as_array().unwrap()) {
+            assert_eq!(r["pair_id"], e["pair_id"]);
+            for side in ["chosen", "rejected"] {
+                let got = r[format!("r_{side}")].as_f64().unwrap() as f32;
+                let want = e[format!("reward_{side}")].as_f64().unwrap() as f32;
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{} {side}: {got} vs {want}",
+                    e["pair_id"]
+                );
+            }
+            let (c, j) = (
+                r["r_chosen"].as_f64().unwrap(),
+                r["r_rejected"].as_f64().unwrap(),
+            );
+            assert!((r["p"].as_f64().unwrap() - 1.0 / (1.0 + (j - c).exp())).abs() < 1e-6);
+        }
+        let report = json_file(&out.join("report.json"));
+        let (scored, cached) = (
+            report["usage"]["scored"].as_u64().unwrap(),
+            report["usage"]["cached"].as_u64().unwrap(),
+        );
+        assert_eq!(
+            (scored, cached),
+            if run == 0 { (5, 0) } else { (0, 5) },
+            "run {run}"
+        );
+    }
+}
+
+#[test]
+fn rewards_do_not_depend_on_batch_mates_or_batch_size() {
+    use synpref_operators::models::batching::{
+        bucket_width, run_sequences, BatchModel, PaddedBatch,
+    };
+    use synpref_operators::models::hf::HfRewardModel;
+    use synpref_operators::models::ModelOptions;
+    // The real MiniLM has widths where k-blocking matters; the fixture checks the logic.
+    let model = HfRewardModel::load(&fixture("qwen3_rm_chat"), &ModelOptions::default()).unwrap();
+    let seqs: Vec<Vec<u32>> = (0..40u32)
+        .map(|i| {
+            (0..(3 + (i * 7) % 60))
+                .map(|t| 3 + (t * 31 + i * 17) % 500)
+                .collect()
+        })
+        .collect();
+    let alone: Vec<f32> = seqs
+        .iter()
+        .map(|s| {
+            let w = bucket_width(s.len(), model.max_tokens());
+            model
+                .forward_rows(&PaddedBatch::right(&[s.as_slice()], w, model.pad_id()))
+                .unwrap()[0]
+        })
+        .collect();
+    for budget in [16, 100, 1000, 100_000] {
+        let got = run_sequences(&model, seqs.len(), |i| Ok(seqs[i].clone()), budget).unwrap();
+        for (i, (a, b)) in got.iter().zip(&alone).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "sequence {i}, token budget {budget}"
+            );
+        }
+    }
 }

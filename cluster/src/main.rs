@@ -27,9 +27,11 @@ fn tune_allocator() {
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use synpref_jobs::curate::CurateSpec;
+use synpref_jobs::curate::{default_score_cache, CurateSpec};
 use synpref_jobs::demo::{summary, DemoSpec};
 use synpref_jobs::gen::{run_gen, GenSpec};
+use synpref_jobs::score::{run_score, ScoreSpec};
+use synpref_operators::models::ModelOptions;
 
 #[derive(Parser)]
 #[command(
@@ -67,6 +69,90 @@ enum Command {
     /// Batch Stage 2: keep the pairs the gold RM, the best RM (or LLM judges) and human
     /// verdicts agree with.
     Curate(CurateArgs),
+    /// Score pairs with one reward model: the input columns plus r_chosen, r_rejected and
+    /// p = σ(r_chosen − r_rejected), and the accuracy against the input's labels.
+    Score(ScoreArgs),
+}
+
+/// Settings of the transformer models (`hf:DIR`, `encoder:DIR`).
+#[derive(Args)]
+struct ModelArgs {
+    /// Longest input in tokens; longer conversations lose tokens from the start of the
+    /// prompt, and the report counts them (hf default 4096; encoder: its max_seq_length).
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Padded tokens per model batch.
+    #[arg(long, default_value_t = ModelOptions::default().token_budget)]
+    token_budget: usize,
+    /// auto, cpu or cuda (cuda needs a build with `--features cuda`).
+    #[arg(long, default_value_t = ModelOptions::default().device)]
+    device: String,
+    /// auto (bf16 on CUDA, f32 on CPU), f32 or bf16.
+    #[arg(long, default_value_t = ModelOptions::default().dtype)]
+    dtype: String,
+    /// Score cache (a directory or object-store URL) [default: $SYNPREF_CACHE, else
+    /// ~/.cache/synpref/scores].
+    #[arg(long)]
+    score_cache: Option<String>,
+    /// Do not read or write the score cache.
+    #[arg(long, conflicts_with = "score_cache")]
+    no_score_cache: bool,
+}
+
+impl ModelArgs {
+    fn options(&self) -> Result<ModelOptions, synpref_engine::Error> {
+        use synpref_engine::Error;
+        if !["auto", "cpu", "cuda"].contains(&self.device.as_str()) {
+            return Err(Error::setting(
+                "--device",
+                format!("`{}`: use auto, cpu or cuda", self.device),
+            ));
+        }
+        if !["auto", "f32", "bf16"].contains(&self.dtype.as_str()) {
+            return Err(Error::setting(
+                "--dtype",
+                format!("`{}`: use auto, f32 or bf16", self.dtype),
+            ));
+        }
+        if self.token_budget == 0 {
+            return Err(Error::setting("--token-budget", "must be at least 1"));
+        }
+        if self.max_tokens == Some(0) {
+            return Err(Error::setting("--max-tokens", "must be at least 1"));
+        }
+        Ok(ModelOptions {
+            max_tokens: self.max_tokens,
+            token_budget: self.token_budget,
+            device: self.device.clone(),
+            dtype: self.dtype.clone(),
+        })
+    }
+
+    fn cache(&self) -> Option<String> {
+        if self.no_score_cache {
+            None
+        } else {
+            self.score_cache.clone().or_else(default_score_cache)
+        }
+    }
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    /// The reward model: `hf:DIR` (a Qwen3 or Llama sequence-classifier directory).
+    #[arg(long)]
+    model: String,
+    /// Input pairs: a Parquet or JSONL file, a directory or a glob (local path or URL).
+    #[arg(long)]
+    pairs: String,
+    /// Output directory (part-*.parquet, quarantine/, report.json).
+    #[arg(long)]
+    out: String,
+    #[command(flatten)]
+    models: ModelArgs,
+    /// Do not draw progress bars.
+    #[arg(long)]
+    no_progress: bool,
 }
 
 #[derive(Args)]
@@ -101,12 +187,14 @@ struct CurateArgs {
     /// Largest accepted pair in bytes of text; larger rows are quarantined.
     #[arg(long, default_value_t = CurateSpec::default().max_pair_bytes)]
     max_pair_bytes: usize,
-    /// The best RM (`builtin`).
+    /// The best RM: `builtin`, `hf:DIR` or `encoder:DIR` (a head trained on the pool's labels).
     #[arg(long, default_value_t = CurateSpec::default().best_rm)]
     best_rm: String,
-    /// The gold RM (`builtin`).
+    /// The gold RM: `builtin`, `hf:DIR` or `encoder:DIR` (a head trained on the gold labels).
     #[arg(long, default_value_t = CurateSpec::default().gold_rm)]
     gold_rm: String,
+    #[command(flatten)]
+    models: ModelArgs,
     /// Seed of the built-in models' training.
     #[arg(long, default_value_t = CurateSpec::default().train.seed)]
     seed: u64,
@@ -133,8 +221,10 @@ impl CurateArgs {
         }
     }
 
-    fn into_spec(self) -> CurateSpec {
+    fn into_spec(self) -> Result<CurateSpec, synpref_engine::Error> {
         let mut spec = CurateSpec {
+            models: self.models.options()?,
+            score_cache: self.models.cache(),
             pairs: self.pairs,
             gold: self.gold,
             out: self.out,
@@ -152,7 +242,7 @@ impl CurateArgs {
             ..CurateSpec::default()
         };
         spec.train.seed = self.seed;
-        spec
+        Ok(spec)
     }
 }
 
@@ -220,12 +310,38 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
         }
         Command::Curate(args) => {
             let cluster = args.cluster()?;
-            let spec = args.into_spec();
+            let spec = args.into_spec()?;
             let out = spec.out.clone();
             let report = runner::run_curate(spec, &cluster)?;
             if cluster.process == 0 {
                 print!("{}", summary(&report, &out));
             }
+            Ok(())
+        }
+        Command::Score(args) => {
+            let spec = ScoreSpec {
+                model: args.model,
+                pairs: args.pairs,
+                out: args.out.clone(),
+                options: args.models.options()?,
+                cache: args.models.cache(),
+                chunk_pairs: 4096,
+                progress: !args.no_progress,
+            };
+            let r = run_score(&spec)?;
+            println!(
+                "scored {} pairs ({} computed, {} from the cache; {} quarantined) in {:.1} s ({:.1} pairs/s); accuracy (r_chosen > r_rejected) {:.2}%; truncated: {} prompts, {} responses; output under {}",
+                r.scored_rows,
+                r.usage.scored,
+                r.usage.cached,
+                r.quarantined_rows,
+                r.elapsed_s,
+                r.pairs_per_s,
+                100.0 * r.accuracy,
+                r.usage.truncations.prompt_truncated,
+                r.usage.truncations.response_truncated,
+                args.out
+            );
             Ok(())
         }
     }

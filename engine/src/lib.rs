@@ -1,7 +1,8 @@
 //! synpref-engine owns the data model (`model`), Parquet and JSONL I/O through
 //! object_store (`store`, `input`, `output`, `side`, `extras`), sharding of input over
 //! timely workers (`input::InputPlan`), the collective steps between dataflows
-//! (`collective`), progress reporting (`progress`), and the one error type (`error`).
+//! (`collective`), progress reporting (`progress`), the durable score cache
+//! (`score_cache`), and the one error type (`error`).
 //! It holds no model code and no jobs.
 
 pub mod collective;
@@ -12,6 +13,7 @@ pub mod input;
 pub mod model;
 pub mod output;
 pub mod progress;
+pub mod score_cache;
 pub mod side;
 pub mod store;
 

@@ -43,7 +43,12 @@ use synpref_operators::decontaminate::{Decontaminate, NgramIndex};
 use synpref_operators::dedup::Dedup;
 use synpref_operators::index_first::{FirstIndex, IndexFirst, KeyIndex};
 use synpref_operators::models::builtin::{HashedBtModel, TrainExample, TrainSettings};
-use synpref_operators::models::RewardModel;
+use synpref_operators::models::encoder::{delta, DenseHead, HeadExample, HeadSettings};
+use synpref_operators::models::{
+    load_features, CachedFeatures, EncoderScorer, HfScorer, ModelOptions, ModelSpec, ModelUsage,
+    RewardModel,
+};
+use synpref_operators::score::ModelFailure;
 use synpref_operators::score::Score;
 use synpref_operators::unique_pair_ids::UniquePairIds;
 use synpref_operators::validate::{Validate, ValidateSettings};
@@ -92,6 +97,10 @@ pub struct CurateSpec {
     /// pairs reach the held-out accuracy plateau of the hashed linear model on
     /// generated data (docs/benchmarks.md) at a fraction of a second per epoch.
     pub best_rm_sample: u64,
+    /// Settings of transformer models (`hf:`, `encoder:` specs).
+    pub models: ModelOptions,
+    /// Score-cache URL for transformer models (`None`: no cache).
+    pub score_cache: Option<String>,
     /// Share of the sample held out to choose the best RM's checkpoint.
     pub heldout_share: f64,
     /// Training of the built-in best RM (and of the gold RM, but for its epochs).
@@ -121,6 +130,8 @@ impl Default for CurateSpec {
             best_rm: "builtin".into(),
             gold_rm: "builtin".into(),
             best_rm_sample: 100_000,
+            models: ModelOptions::default(),
+            score_cache: None,
             heldout_share: 0.1,
             train: TrainSettings::default(),
             gold_epochs: 4,
@@ -172,12 +183,7 @@ impl CurateSpec {
             ));
         }
         for (flag, spec) in [("--best-rm", &self.best_rm), ("--gold-rm", &self.gold_rm)] {
-            if spec != "builtin" {
-                return Err(Error::setting(
-                    flag,
-                    format!("`{spec}` is not a known model spec; this build supports `builtin`"),
-                ));
-            }
+            ModelSpec::parse(spec).map_err(|e| Error::setting(flag, e))?;
         }
         Ok(())
     }
@@ -351,6 +357,9 @@ struct SurveyFacts {
     pair: (u64, RowKey),
     best: Option<TrainExample>,
     gold: Option<TrainExample>,
+    /// Encoder heads train on whole pairs (the flag: the rejected reply won).
+    best_pair: Option<(PreferencePair, bool)>,
+    gold_pair: Option<(PreferencePair, bool)>,
 }
 
 /// What the survey learns on one worker.
@@ -360,12 +369,91 @@ struct SurveyResult {
     observations: Vec<JsonlObservation>,
 }
 
+/// A model as trained on worker 0 and handed to every worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum Trained {
+    Builtin(HashedBtModel),
+    /// A ready reward model (`hf:`): nothing to train.
+    Hf,
+    Encoder(DenseHead),
+}
+
+impl Trained {
+    fn info(&self) -> serde_json::Value {
+        match self {
+            Trained::Builtin(m) => serde_json::json!(m.info),
+            Trained::Hf => serde_json::Value::Null,
+            Trained::Encoder(h) => serde_json::json!(h.info),
+        }
+    }
+}
+
 /// The two trained models and what they were trained on.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Models {
-    best: HashedBtModel,
-    gold: HashedBtModel,
+    best: Trained,
+    gold: Trained,
     train_s: f64,
+}
+
+/// Transformer feature sources, loaded once per process and shared by its workers
+/// (weights are large; the score cache is one per model).
+fn shared_features(spec: &ModelSpec, plan: &CuratePlan) -> Result<Option<Arc<CachedFeatures>>> {
+    use std::sync::{Mutex, OnceLock};
+    static LOADED: OnceLock<Mutex<Vec<(ModelSpec, Arc<CachedFeatures>)>>> = OnceLock::new();
+    if *spec == ModelSpec::Builtin {
+        return Ok(None);
+    }
+    let mut loaded = LOADED
+        .get_or_init(Default::default)
+        .lock()
+        .expect("model registry");
+    if let Some((_, f)) = loaded.iter().find(|(s, _)| s == spec) {
+        return Ok(Some(f.clone()));
+    }
+    let flag = if plan.spec.best_rm == spec_string(spec) {
+        "--best-rm"
+    } else {
+        "--gold-rm"
+    };
+    let f = load_features(spec, &plan.spec.models, plan.spec.score_cache.as_deref())
+        .map_err(|e| model_error(flag, e))?
+        .expect("not builtin");
+    loaded.push((spec.clone(), f.clone()));
+    Ok(Some(f))
+}
+
+fn spec_string(spec: &ModelSpec) -> String {
+    match spec {
+        ModelSpec::Builtin => "builtin".into(),
+        ModelSpec::Hf(d) => format!("hf:{}", d.display()),
+        ModelSpec::Encoder(d) => format!("encoder:{}", d.display()),
+    }
+}
+
+/// Trains an encoder head on labelled pairs (sorted by pair id), features from the cache.
+fn train_head(
+    features: &CachedFeatures,
+    pairs: Vec<(PreferencePair, bool)>,
+    heldout_share: f64,
+    settings: &HeadSettings,
+) -> Result<DenseHead> {
+    let refs: Vec<&PreferencePair> = pairs.iter().map(|(p, _)| p).collect();
+    let f = features.get(&refs).map_err(|e| model_error("encoder", e))?;
+    let w = features.features.width();
+    let (mut train, mut heldout) = (Vec::new(), Vec::new());
+    for ((p, swap), x) in pairs.iter().zip(f.chunks_exact(w)) {
+        let e = HeadExample {
+            pair_id: p.pair_id.clone(),
+            delta: delta(x, *swap),
+        };
+        if heldout_share > 0.0 && unit_interval(&p.pair_id, SALT_HELDOUT) < heldout_share {
+            heldout.push(e);
+        } else {
+            train.push(e);
+        }
+    }
+    Ok(DenseHead::train(2 * w / 3, train, heldout, settings))
 }
 
 /// Runs curate on one timely worker. Worker 0 returns the report.
@@ -373,8 +461,22 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
     let spec = &plan.spec;
     let validate_settings = ValidateSettings {
         max_pair_bytes: spec.max_pair_bytes,
+        allow_empty_replies: false,
     };
     let bits = spec.train.feature_bits;
+    let best_spec = ModelSpec::parse(&spec.best_rm).map_err(|e| Error::setting("--best-rm", e))?;
+    let gold_spec = ModelSpec::parse(&spec.gold_rm).map_err(|e| Error::setting("--gold-rm", e))?;
+    let loaded =
+        shared_features(&best_spec, plan).and_then(|b| Ok((b, shared_features(&gold_spec, plan)?)));
+    agree_on_errors(
+        worker,
+        loaded
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| Error::other("models", e)),
+    )?;
+    let (best_features, gold_features) = loaded?;
+    let (best_kind, gold_kind) = (best_spec.clone(), gold_spec.clone());
 
     // ---- 1. Survey ----
     let t_survey = Instant::now();
@@ -382,6 +484,8 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
     let pair_index: FirstIndex = Rc::new(RefCell::new(KeyIndex::default()));
     let best_examples = Rc::new(RefCell::new(Vec::<TrainExample>::new()));
     let gold_examples = Rc::new(RefCell::new(Vec::<TrainExample>::new()));
+    let best_pairs = Rc::new(RefCell::new(Vec::<(PreferencePair, bool)>::new()));
+    let gold_pairs = Rc::new(RefCell::new(Vec::<(PreferencePair, bool)>::new()));
     let sample_rate = (spec.best_rm_sample as f64
         / (1.0 - spec.heldout_share)
         / plan.input.estimated_rows.max(1) as f64)
@@ -389,6 +493,7 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
     let (input, probe) = {
         let (ci, pi) = (content_index.clone(), pair_index.clone());
         let (be, ge) = (best_examples.clone(), gold_examples.clone());
+        let (bp, gp) = (best_pairs.clone(), gold_pairs.clone());
         let ngrams = plan.ngrams.clone();
         let gold = plan.gold.clone();
         worker.dataflow_named::<u64, _, _>("Survey", move |scope| {
@@ -397,20 +502,28 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
             // One pass over each pair reduces it to the few facts the survey keeps, so
             // that the full pairs are never cloned for several consumers.
             let facts = valid.map(move |p: PreferencePair| {
-                let best = (unit_interval(&p.pair_id, SALT_SAMPLE) < sample_rate
-                    && !ngrams.contaminates(&p))
-                .then(|| TrainExample::from_pair(&p, bits, false));
-                let gold = match gold.labels.get(&p.pair_key) {
-                    Some(l) if l.text.is_none() && l.verdict != Verdict::Undecidable => Some(
-                        TrainExample::from_pair(&p, bits, l.verdict == Verdict::Rejected),
-                    ),
+                let sampled = unit_interval(&p.pair_id, SALT_SAMPLE) < sample_rate
+                    && !ngrams.contaminates(&p);
+                let gold_swap = match gold.labels.get(&p.pair_key) {
+                    Some(l) if l.text.is_none() && l.verdict != Verdict::Undecidable => {
+                        Some(l.verdict == Verdict::Rejected)
+                    }
                     _ => None,
+                };
+                let sparse = |take: bool, kind: &ModelSpec, swap: bool| {
+                    (take && *kind == ModelSpec::Builtin)
+                        .then(|| TrainExample::from_pair(&p, bits, swap))
+                };
+                let whole = |take: bool, kind: &ModelSpec, swap: bool| {
+                    (take && matches!(kind, ModelSpec::Encoder(_))).then(|| (p.clone(), swap))
                 };
                 SurveyFacts {
                     content: (content_key(p.content_hash), p.key),
                     pair: (p.pair_key, p.key),
-                    best,
-                    gold,
+                    best: sparse(sampled, &best_kind, false),
+                    gold: sparse(gold_swap.is_some(), &gold_kind, gold_swap.unwrap_or(false)),
+                    best_pair: whole(sampled, &best_kind, false),
+                    gold_pair: whole(gold_swap.is_some(), &gold_kind, gold_swap.unwrap_or(false)),
                 }
             });
             let (probe, facts) = facts.probe();
@@ -427,8 +540,16 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
                 .flat_map(|f: SurveyFacts| f.best)
                 .collect_examples("CollectBestRmExamples", be);
             facts
+                .clone()
                 .flat_map(|f: SurveyFacts| f.gold)
                 .collect_examples("CollectGoldRmExamples", ge);
+            facts
+                .clone()
+                .flat_map(|f: SurveyFacts| f.best_pair)
+                .collect_examples("CollectBestRmPairs", bp);
+            facts
+                .flat_map(|f: SurveyFacts| f.gold_pair)
+                .collect_examples("CollectGoldRmPairs", gp);
             (input, probe)
         })
     };
@@ -493,6 +614,7 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
         }
         let mut gold_set = gold_examples.borrow_mut().split_off(0);
+        let mut gold_pair_set = gold_pairs.borrow_mut().split_off(0);
         for label in plan.gold.labels.values() {
             if let (Some((p, c, r)), false) = (&label.text, label.verdict == Verdict::Undecidable) {
                 let pair = PreferencePair {
@@ -505,43 +627,89 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
                     implicit_prompt: false,
                     attributes: Attributes::default(),
                     extras: Vec::new(),
-                    content_hash: 0,
+                    content_hash: synpref_engine::hashing::content_hash(p, c, r),
                     pair_key: 0,
                 };
-                gold_set.push(TrainExample::from_pair(
-                    &pair,
-                    bits,
-                    label.verdict == Verdict::Rejected,
-                ));
+                let swap = label.verdict == Verdict::Rejected;
+                match gold_spec {
+                    ModelSpec::Builtin => gold_set.push(TrainExample::from_pair(&pair, bits, swap)),
+                    ModelSpec::Encoder(_) => gold_pair_set.push((pair, swap)),
+                    ModelSpec::Hf(_) => {}
+                }
             }
         }
         // One example per labelled pair id.
         gold_set.sort_by(TrainExample::total_order);
         gold_set.dedup_by(|a, b| a.pair_id == b.pair_id);
-        if gold_set.is_empty() {
+        gold_pair_set.sort_by(|a, b| {
+            a.0.pair_id
+                .cmp(&b.0.pair_id)
+                .then(a.0.content_hash.cmp(&b.0.content_hash))
+        });
+        gold_pair_set.dedup_by(|a, b| a.0.pair_id == b.0.pair_id);
+        if gold_set.is_empty() && gold_pair_set.is_empty() && !matches!(gold_spec, ModelSpec::Hf(_))
+        {
             tracing::warn!("no gold label matches a pool pair or carries its text: the gold RM is untrained (p_gold = 0.5), so no pair passes the gold check");
         }
         tracing::info!(
             train = train.len(),
             heldout = heldout.len(),
-            gold = gold_set.len(),
+            gold = gold_set.len() + gold_pair_set.len(),
             "training the best RM (pool labels) and the gold RM (gold labels)"
         );
         let gold_settings = TrainSettings {
             epochs: spec.gold_epochs,
             ..spec.train.clone()
         };
-        // The two models train at once on two threads; each alone is deterministic.
-        let (best, gold) = std::thread::scope(|scope| {
-            let gold = scope.spawn(|| {
-                HashedBtModel::train(gold_set, Vec::new(), &gold_settings, |_, _| bar.inc(1))
-            });
-            let best = HashedBtModel::train(train, heldout, &spec.train, |epoch, acc| {
-                bar.inc(1);
-                tracing::debug!(epoch, heldout_accuracy = acc, "best RM epoch");
-            });
-            (best, gold.join().expect("gold RM training thread"))
+        let mut best_pair_set = best_pairs.borrow_mut().split_off(0);
+        best_pair_set.sort_by(|a, b| {
+            a.0.pair_id
+                .cmp(&b.0.pair_id)
+                .then(a.0.content_hash.cmp(&b.0.content_hash))
         });
+        let head_settings = HeadSettings {
+            seed: spec.train.seed,
+            ..HeadSettings::default()
+        };
+        // The two models train at once on two threads; each alone is deterministic.
+        let (best, gold) = std::thread::scope(|scope| -> Result<(Trained, Trained)> {
+            let gold = scope.spawn(|| -> Result<Trained> {
+                Ok(match &gold_spec {
+                    ModelSpec::Builtin => Trained::Builtin(HashedBtModel::train(
+                        gold_set,
+                        Vec::new(),
+                        &gold_settings,
+                        |_, _| bar.inc(1),
+                    )),
+                    ModelSpec::Hf(_) => Trained::Hf,
+                    ModelSpec::Encoder(_) => Trained::Encoder(train_head(
+                        gold_features.as_deref().expect("encoder features"),
+                        gold_pair_set,
+                        0.0,
+                        &head_settings,
+                    )?),
+                })
+            });
+            let best = match &best_spec {
+                ModelSpec::Builtin => Trained::Builtin(HashedBtModel::train(
+                    train,
+                    heldout,
+                    &spec.train,
+                    |epoch, acc| {
+                        bar.inc(1);
+                        tracing::debug!(epoch, heldout_accuracy = acc, "best RM epoch");
+                    },
+                )),
+                ModelSpec::Hf(_) => Trained::Hf,
+                ModelSpec::Encoder(_) => Trained::Encoder(train_head(
+                    best_features.as_deref().expect("encoder features"),
+                    best_pair_set,
+                    spec.heldout_share,
+                    &head_settings,
+                )?),
+            };
+            Ok((best, gold.join().expect("gold RM training thread")?))
+        })?;
         bar.finish_and_clear();
         Ok(Models {
             best,
@@ -549,12 +717,7 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
             train_s: t.elapsed().as_secs_f64(),
         })
     })?;
-    tracing::info!(
-        best_heldout_accuracy = ?models.best.info.heldout_accuracy,
-        best_examples = models.best.info.examples,
-        gold_examples = models.gold.info.examples,
-        "models trained"
-    );
+    tracing::info!(best = %models.best.info(), gold = %models.gold.info(), "models trained");
 
     // ---- 3. Curate ----
     let t_curate = Instant::now();
@@ -583,8 +746,20 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
         })
         .collect();
     let sinks = Rc::new(RefCell::new(OutputSinks::new(writers, plan.truth.clone())));
-    let best: Arc<dyn RewardModel> = Arc::new(models.best.clone());
-    let gold: Arc<dyn RewardModel> = Arc::new(models.gold.clone());
+    let scorer = |t: &Trained, f: &Option<Arc<CachedFeatures>>| -> Arc<dyn RewardModel> {
+        match t {
+            Trained::Builtin(m) => Arc::new(m.clone()),
+            Trained::Hf => Arc::new(HfScorer(f.clone().expect("hf features"))),
+            Trained::Encoder(h) => Arc::new(EncoderScorer {
+                features: f.clone().expect("encoder features"),
+                head: h.clone(),
+            }),
+        }
+    };
+    let best = scorer(&models.best, &best_features);
+    let gold = scorer(&models.gold, &gold_features);
+    let fingerprints = (best.fingerprint(), gold.fingerprint());
+    let failure: ModelFailure = Rc::new(RefCell::new(None));
     let rule = Arc::new(RuleInputs {
         settings: RuleSettings {
             threshold: spec.threshold,
@@ -597,13 +772,14 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
         let sinks = sinks.clone();
         let ngrams = plan.ngrams.clone();
         let (ci, pi) = (content_index.clone(), pair_index.clone());
+        let failure = failure.clone();
         worker.dataflow_named::<u64, _, _>("Curate", move |scope| {
             let (input, raw) = scope.new_input::<RawRecord>();
             let (valid, invalid) = raw.validate(validate_settings);
             let (unique, duplicates) = valid.dedup(ci);
             let (unique, reused_ids) = unique.unique_pair_ids(pi);
             let (clean, contaminated) = unique.decontaminate(ngrams);
-            let decided = clean.score(best, gold).consistency_rule(rule);
+            let decided = clean.score(best, gold, failure).consistency_rule(rule);
             let all =
                 scope.concatenate(vec![invalid, duplicates, reused_ids, contaminated, decided]);
             let (probe, all) = all.probe();
@@ -622,7 +798,19 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
         &first_lines,
         &plan.bars.curate,
     );
-    let finished = fed.and_then(|_| sinks.borrow_mut().finish());
+    let model_failed = failure.borrow_mut().take();
+    let flushed = [&best_features, &gold_features]
+        .into_iter()
+        .flatten()
+        .try_for_each(|f| f.flush())
+        .map_err(|e| model_error("--score-cache", e));
+    let finished = fed
+        .and_then(|_| match model_failed {
+            Some(e) => Err(Error::other("scoring", e)),
+            None => Ok(()),
+        })
+        .and_then(|_| flushed)
+        .and_then(|_| sinks.borrow_mut().finish());
     let (files, stats) = match finished {
         Ok(v) => (v.0, v.1),
         Err(e) => {
@@ -639,20 +827,39 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
     drop(pair_index);
 
     // ---- 4. Report and commit ----
-    let gathered = all_gather(worker, &(files, stats))?;
+    // Model usage: the feature sources are shared by a process's workers, so each
+    // process reports once (its first worker).
+    let usage = |f: &Option<Arc<CachedFeatures>>| {
+        f.as_ref()
+            .filter(|_| worker.index() % spec.workers == 0)
+            .map(|f| f.usage())
+            .unwrap_or_default()
+    };
+    let gathered = all_gather(
+        worker,
+        &(files, stats, usage(&best_features), usage(&gold_features)),
+    )?;
     if worker.index() != 0 {
         return Ok(None);
     }
     let mut all_files: Vec<WrittenFile> = Vec::new();
     let mut total = SinkStats::default();
-    for (f, s) in gathered {
+    let (mut best_usage, mut gold_usage) = (ModelUsage::default(), ModelUsage::default());
+    for (f, s, b, g) in gathered {
         all_files.extend(f);
         total.merge(&s);
+        best_usage.merge(&b);
+        gold_usage.merge(&g);
     }
+    let models = ModelSummary {
+        trained: &models,
+        fingerprints,
+        usage: (best_usage, gold_usage),
+    };
     all_files.sort();
     let timings = Timings {
         survey_s,
-        train_s: models.train_s,
+        train_s: models.trained.train_s,
         curate_s,
         total_s: plan.started.elapsed().as_secs_f64(),
     };
@@ -661,6 +868,36 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
     let manifest = build_manifest(plan, &models, &all_files, &report);
     write_json(&plan.out.child("manifest.json"), &manifest)?;
     Ok(Some(report))
+}
+
+/// A model failure as an engine error: a missing or malformed model file is bad input
+/// (exit 2, naming the flag and the file); anything else is a runtime failure.
+pub fn model_error(flag: &str, e: synpref_operators::models::ModelError) -> Error {
+    use synpref_operators::models::ModelError;
+    match e {
+        ModelError::Load { .. } | ModelError::Template(_) => Error::setting(flag, e.to_string()),
+        other => Error::other(flag, other),
+    }
+}
+
+/// The default score-cache location: `$SYNPREF_CACHE`, else
+/// `$XDG_CACHE_HOME/synpref/scores`, else `~/.cache/synpref/scores`.
+pub fn default_score_cache() -> Option<String> {
+    if let Ok(c) = std::env::var("SYNPREF_CACHE") {
+        return Some(c);
+    }
+    let base = std::env::var("XDG_CACHE_HOME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOME").ok().map(|h| format!("{h}/.cache")))?;
+    Some(format!("{base}/synpref/scores"))
+}
+
+/// The models as the report and the manifest describe them.
+struct ModelSummary<'a> {
+    trained: &'a Models,
+    fingerprints: (String, String),
+    usage: (ModelUsage, ModelUsage),
 }
 
 struct Timings {
@@ -673,7 +910,7 @@ struct Timings {
 fn build_report(
     plan: &CuratePlan,
     total: &SinkStats,
-    models: &Models,
+    models: &ModelSummary,
     t: &Timings,
     workers: usize,
 ) -> serde_json::Value {
@@ -710,8 +947,8 @@ fn build_report(
         "elapsed_s": t.total_s,
         "pairs_per_s": input_rows as f64 / t.total_s.max(1e-9),
         "stages_s": { "survey": t.survey_s, "train": t.train_s, "curate": t.curate_s },
-        "best_rm": { "spec": plan.spec.best_rm, "fingerprint": models.best.fingerprint(), "training": models.best.info },
-        "gold_rm": { "spec": plan.spec.gold_rm, "fingerprint": models.gold.fingerprint(), "training": models.gold.info },
+        "best_rm": { "spec": plan.spec.best_rm, "fingerprint": models.fingerprints.0, "training": models.trained.best.info(), "scoring": models.usage.0 },
+        "gold_rm": { "spec": plan.spec.gold_rm, "fingerprint": models.fingerprints.1, "training": models.trained.gold.info(), "scoring": models.usage.1 },
         "gold_labels": plan.gold.labels.len(),
         "benchmark_ngrams": plan.ngrams.len(),
     });
@@ -737,7 +974,7 @@ fn build_report(
 
 fn build_manifest(
     plan: &CuratePlan,
-    models: &Models,
+    models: &ModelSummary,
     files: &[WrittenFile],
     report: &serde_json::Value,
 ) -> serde_json::Value {
@@ -758,8 +995,8 @@ fn build_manifest(
             "decontaminate": plan.spec.decontaminate,
         },
         "models": {
-            "best_rm": { "spec": plan.spec.best_rm, "fingerprint": models.best.fingerprint() },
-            "gold_rm": { "spec": plan.spec.gold_rm, "fingerprint": models.gold.fingerprint() },
+            "best_rm": { "spec": plan.spec.best_rm, "fingerprint": models.fingerprints.0 },
+            "gold_rm": { "spec": plan.spec.gold_rm, "fingerprint": models.fingerprints.1 },
         },
         "outputs": files,
         "report": "report.json",
@@ -773,7 +1010,7 @@ fn build_manifest(
 
 /// The output schema of a run: from Parquet footers and what the survey saw in JSONL
 /// files. Also where whole JSONL files are judged unusable.
-fn output_schema(
+pub(crate) fn output_schema(
     input: &InputPlan,
     observations: &[JsonlObservation],
 ) -> Result<(OutputSchema, Vec<Field>)> {

@@ -1,7 +1,9 @@
 //! synpref-jobs: each job is a plain serde spec with documented defaults plus the code
-//! that builds its dataflow from operators: `curate` (batch Stage 2), `gen` (synthetic
-//! SynPref-like data with ground truth) and `demo` (gen + curate on an embedded default).
+//! that builds its dataflow from operators: `curate` (batch Stage 2), `score` (one reward
+//! model over a dataset), `gen` (synthetic SynPref-like data with ground truth) and
+//! `demo` (gen + curate on an embedded default).
 
 pub mod curate;
 pub mod demo;
 pub mod gen;
+pub mod score;

@@ -1,6 +1,8 @@
 //! `score`: rewards of both replies under the best RM and the gold RM, and the
 //! Bradley–Terry probabilities p = σ(r(x, y_w) − r(x, y_l)) (DESIGN §1).
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -31,11 +33,17 @@ fn dot2(w: &[[f32; 2]], f: &SparseFeatures) -> [f32; 2] {
     [s[0] * f.value, s[1] * f.value]
 }
 
+/// Where the score operator leaves the first model failure (a broken model file, a
+/// template that raises, a device error): the job reads it after the dataflow and
+/// fails with it, rather than a worker panicking.
+pub type ModelFailure = Rc<RefCell<Option<String>>>;
+
 pub trait Score<'scope> {
     fn score(
         self,
         best: Arc<dyn RewardModel>,
         gold: Arc<dyn RewardModel>,
+        failure: ModelFailure,
     ) -> Rows<'scope, ScoredPair>;
 }
 
@@ -44,6 +52,7 @@ impl<'scope> Score<'scope> for Rows<'scope, PreferencePair> {
         self,
         best: Arc<dyn RewardModel>,
         gold: Arc<dyn RewardModel>,
+        failure: ModelFailure,
     ) -> Rows<'scope, ScoredPair> {
         // Both built-in with one feature space: hash each reply once, and read both
         // models' weights from one interleaved array, so that each feature costs one
@@ -91,9 +100,27 @@ impl<'scope> Score<'scope> for Rows<'scope, PreferencePair> {
                             })
                             .collect(),
                         None => {
+                            if failure.borrow().is_some() {
+                                data.clear();
+                                return;
+                            }
                             let refs: Vec<&PreferencePair> = data.iter().collect();
-                            let sb = best.score(&refs);
-                            let sg = gold.score(&refs);
+                            let both = best
+                                .score(&refs)
+                                .map_err(|e| format!("best RM: {e}"))
+                                .and_then(|b| {
+                                    gold.score(&refs)
+                                        .map(|g| (b, g))
+                                        .map_err(|e| format!("gold RM: {e}"))
+                                });
+                            let (sb, sg) = match both {
+                                Ok(v) => v,
+                                Err(e) => {
+                                    *failure.borrow_mut() = Some(e);
+                                    data.clear();
+                                    return;
+                                }
+                            };
                             sb.iter()
                                 .zip(&sg)
                                 .map(|(b, g)| {

@@ -16,6 +16,9 @@ use crate::Rows;
 pub struct ValidateSettings {
     /// Largest accepted pair, in bytes of text (prompt + chosen + rejected).
     pub max_pair_bytes: usize,
+    /// Accept empty replies (`score` rates them like any reply; curate quarantines them
+    /// as `invalid_empty_response`, an empty reply being no training signal).
+    pub allow_empty_replies: bool,
 }
 
 pub trait Validate<'scope> {
@@ -141,7 +144,9 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
         (true, Conversation::Messages(ms)) => ms.last().is_none_or(|m| m.content.trim().is_empty()),
         _ => reply.is_blank(),
     };
-    let blank = if is_blank(&chosen) {
+    let blank = if settings.allow_empty_replies {
+        None
+    } else if is_blank(&chosen) {
         Some("chosen")
     } else if is_blank(&rejected) {
         Some("rejected")

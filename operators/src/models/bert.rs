@@ -15,6 +15,7 @@ use candle_nn::{
 };
 use serde::Deserialize;
 
+use super::batching::PaddedBatch;
 use super::ModelError;
 
 /// The fields of a BERT config.json we use (hub and transformers-v5 forms agree on them).
@@ -154,17 +155,23 @@ impl BertEncoder {
     /// Token ids of a text with the tokenizer's special tokens, truncated to `max_tokens`
     /// (keeping the final [SEP], as sentence-transformers does).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, ModelError> {
+        Ok(self.tokenize_counted(text)?.0)
+    }
+
+    /// [`Self::tokenize`], and whether the text was truncated.
+    pub fn tokenize_counted(&self, text: &str) -> Result<(Vec<u32>, bool), ModelError> {
         let enc = self
             .tokenizer
             .encode(text, true)
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         let mut ids = enc.get_ids().to_vec();
-        if ids.len() > self.max_tokens {
+        let truncated = ids.len() > self.max_tokens;
+        if truncated {
             let last = *ids.last().expect("non-empty");
             ids.truncate(self.max_tokens - 1);
             ids.push(last);
         }
-        Ok(ids)
+        Ok((ids, truncated))
     }
 
     /// Last hidden states [B, T, H] for right-padded ids and their mask.
@@ -209,19 +216,19 @@ impl BertEncoder {
 
     /// Mean-pooled, L2-normalised embeddings of already tokenised inputs.
     pub fn embed_ids(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ModelError> {
-        let t = batch.iter().map(|v| v.len()).max().unwrap_or(0).max(1);
-        let mut ids = Vec::with_capacity(batch.len() * t);
-        let mut mask = Vec::with_capacity(batch.len() * t);
-        for row in batch {
-            ids.extend(
-                row.iter()
-                    .copied()
-                    .chain(std::iter::repeat(0).take(t - row.len())),
-            );
-            mask.extend((0..t).map(|i| u32::from(i < row.len())));
-        }
-        let b = batch.len();
-        let ids = Tensor::from_vec(ids, (b, t), &self.device)?;
+        let refs: Vec<&[u32]> = batch.iter().map(|v| v.as_slice()).collect();
+        let flat = self.embed_batch(&PaddedBatch::right(&refs, 0, 0))?;
+        Ok(flat
+            .chunks_exact(self.hidden_size())
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
+    /// Embeddings of a padded batch, `rows × hidden` floats.
+    pub fn embed_batch(&self, batch: &PaddedBatch) -> Result<Vec<f32>, ModelError> {
+        let (b, t) = (batch.rows, batch.width);
+        let ids = Tensor::from_slice(&batch.ids, (b, t), &self.device)?;
+        let mask: Vec<u32> = batch.mask.iter().map(|&m| u32::from(m)).collect();
         let mask = Tensor::from_vec(mask, (b, t), &self.device)?;
         let hidden = self.forward(&ids, &mask)?;
         let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
@@ -233,7 +240,7 @@ impl BertEncoder {
             .sum_keepdim(D::Minus1)?
             .sqrt()?
             .clamp(1e-12, f64::MAX)?;
-        Ok(mean.broadcast_div(&norm)?.to_vec2::<f32>()?)
+        Ok(mean.broadcast_div(&norm)?.flatten_all()?.to_vec1::<f32>()?)
     }
 
     /// Embeddings of texts.

@@ -19,6 +19,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{embedding, linear_b, linear_no_bias, Embedding, Linear, VarBuilder};
 use serde_json::Value;
 
+use super::batching::PaddedBatch;
 use super::ModelError;
 
 /// The two supported backbones.
@@ -292,41 +293,6 @@ pub struct DecoderRm {
     inv_freq: Vec<f32>,
     pub device: Device,
     pub dtype: DType,
-}
-
-/// Right-padded token ids of one batch, ready for [`DecoderRm::rewards`].
-pub struct PaddedBatch {
-    pub ids: Vec<u32>,
-    pub mask: Vec<u8>,
-    pub rows: usize,
-    pub width: usize,
-}
-
-impl PaddedBatch {
-    /// Pads `seqs` on the right to `width` (at least the longest) with `pad`.
-    pub fn right(seqs: &[&[u32]], width: usize, pad: u32) -> PaddedBatch {
-        let width = seqs
-            .iter()
-            .map(|s| s.len())
-            .max()
-            .unwrap_or(0)
-            .max(width)
-            .max(1);
-        let mut ids = Vec::with_capacity(seqs.len() * width);
-        let mut mask = Vec::with_capacity(seqs.len() * width);
-        for s in seqs {
-            ids.extend_from_slice(s);
-            ids.extend(std::iter::repeat_n(pad, width - s.len()));
-            mask.extend(std::iter::repeat_n(1u8, s.len()));
-            mask.extend(std::iter::repeat_n(0u8, width - s.len()));
-        }
-        PaddedBatch {
-            ids,
-            mask,
-            rows: seqs.len(),
-            width,
-        }
-    }
 }
 
 impl DecoderRm {

@@ -1,11 +1,26 @@
-//! The model boundary: what the score operator needs of a reward model, and the
-//! built-in hashed Bradley–Terry model behind it. Transformer RMs and encoders (candle)
-//! plug in behind the same trait.
+//! The model boundary: what the score operator needs of a reward model (`RewardModel`),
+//! the model specs that choose one (`builtin`, `hf:DIR`, `encoder:DIR`), and the
+//! models: the built-in hashed Bradley–Terry model, Qwen3/Llama sequence classifiers
+//! (`decoder`, `hf`) and BERT encoders with a trained head (`bert`, `encoder`) in
+//! candle, their batching (`batching`) and chat templates (`chat`). Transformer models
+//! split into a label-free, cacheable part (`PairFeatures`, behind the score cache) and
+//! what is computed from it.
 
+pub mod batching;
 pub mod bert;
 pub mod builtin;
+pub mod chat;
 pub mod decoder;
+pub mod encoder;
 pub mod features;
+pub mod hf;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use synpref_engine::score_cache::ScoreCache;
 
 /// What can go wrong loading or running a model (the operators crate's one error type
 /// for models; jobs map it to exit codes).
@@ -18,6 +33,8 @@ pub enum ModelError {
     Tokenizer(String),
     #[error("chat template: {0}")]
     Template(String),
+    #[error("score cache: {0}")]
+    Cache(String),
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
 }
@@ -26,15 +43,252 @@ use synpref_engine::model::PreferencePair;
 
 /// A reward model: r(x, y) for the chosen and the rejected reply of each pair.
 pub trait RewardModel: Send + Sync {
-    /// Identifies weights and settings; part of the score cache key and the manifest.
+    /// Identifies weights and settings (for the manifest).
     fn fingerprint(&self) -> String;
     /// (r(x, y_w), r(x, y_l)) per pair, in order.
-    fn score(&self, pairs: &[&PreferencePair]) -> Vec<(f32, f32)>;
+    fn score(&self, pairs: &[&PreferencePair]) -> Result<Vec<(f32, f32)>, ModelError>;
     /// The built-in model behind this one, if it is one (lets the score operator hash
     /// each reply once for two built-in models).
     fn as_hashed(&self) -> Option<&builtin::HashedBtModel> {
         None
     }
+    /// What scoring has cost so far (cache use, truncations); zero for the built-in model.
+    fn usage(&self) -> ModelUsage {
+        ModelUsage::default()
+    }
+}
+
+/// Settings shared by the transformer models; every knob has its default here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelOptions {
+    /// Longest input in tokens (hf: 4096; encoder: the model's max_seq_length).
+    pub max_tokens: Option<usize>,
+    /// Padded tokens per batch. 16384 keeps a CPU batch's activations of a 1B model
+    /// near 100 MB; raise it on GPUs.
+    pub token_budget: usize,
+    /// `auto` (CUDA if built with it and present), `cpu` or `cuda`.
+    pub device: String,
+    /// `auto` (bf16 on CUDA, f32 on CPU), `f32` or `bf16`.
+    pub dtype: String,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions {
+            max_tokens: None,
+            token_budget: 16384,
+            device: "auto".into(),
+            dtype: "auto".into(),
+        }
+    }
+}
+
+/// Inputs shortened to fit a model's limit (see hf.rs for the policy).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TruncationStats {
+    pub prompt_truncated: u64,
+    pub response_truncated: u64,
+}
+
+/// Per-model counts for the report.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelUsage {
+    /// Pairs the model computed in this run.
+    pub scored: u64,
+    /// Pairs whose outputs came from the score cache.
+    pub cached: u64,
+    pub truncations: TruncationStats,
+}
+
+impl ModelUsage {
+    pub fn merge(&mut self, o: &ModelUsage) {
+        self.scored += o.scored;
+        self.cached += o.cached;
+        self.truncations.prompt_truncated += o.truncations.prompt_truncated;
+        self.truncations.response_truncated += o.truncations.response_truncated;
+    }
+}
+
+/// The label-free, expensive part of a transformer model: a fixed number of floats per
+/// pair, which the score cache keeps (rewards for `hf:`, embeddings for `encoder:`).
+pub trait PairFeatures: Send + Sync {
+    /// Covers everything that can change the floats: weights, config, tokenizer,
+    /// template, max length and dtype.
+    fn fingerprint(&self) -> &str;
+    fn width(&self) -> usize;
+    /// `pairs.len() × width` floats.
+    fn compute(&self, pairs: &[&PreferencePair]) -> Result<Vec<f32>, ModelError>;
+    fn truncations(&self) -> TruncationStats;
+}
+
+/// A feature source behind the durable score cache: only pairs missing from the cache
+/// are computed, and what is computed is written back.
+pub struct CachedFeatures {
+    pub features: Arc<dyn PairFeatures>,
+    cache: Option<Arc<ScoreCache>>,
+    scored: AtomicU64,
+    cached: AtomicU64,
+}
+
+impl CachedFeatures {
+    pub fn new(features: Arc<dyn PairFeatures>, cache: Option<Arc<ScoreCache>>) -> Self {
+        CachedFeatures {
+            features,
+            cache,
+            scored: AtomicU64::new(0),
+            cached: AtomicU64::new(0),
+        }
+    }
+
+    /// `pairs.len() × width` floats, from the cache where it has them.
+    pub fn get(&self, pairs: &[&PreferencePair]) -> Result<Vec<f32>, ModelError> {
+        let w = self.features.width();
+        let Some(cache) = &self.cache else {
+            self.scored.fetch_add(pairs.len() as u64, Ordering::Relaxed);
+            return self.features.compute(pairs);
+        };
+        let keys: Vec<u128> = pairs.iter().map(|p| p.content_hash).collect();
+        let hits = cache.get_many(&keys);
+        let missing: Vec<usize> = (0..pairs.len()).filter(|&i| hits[i].is_none()).collect();
+        let mut out = vec![0f32; pairs.len() * w];
+        for (i, h) in hits.iter().enumerate() {
+            if let Some(v) = h {
+                out[i * w..(i + 1) * w].copy_from_slice(v);
+            }
+        }
+        if !missing.is_empty() {
+            let todo: Vec<&PreferencePair> = missing.iter().map(|&i| pairs[i]).collect();
+            let fresh = self.features.compute(&todo)?;
+            for (j, &i) in missing.iter().enumerate() {
+                out[i * w..(i + 1) * w].copy_from_slice(&fresh[j * w..(j + 1) * w]);
+            }
+            let fresh_keys: Vec<u128> = missing.iter().map(|&i| keys[i]).collect();
+            cache
+                .insert_many(&fresh_keys, &fresh)
+                .map_err(|e| ModelError::Cache(e.to_string()))?;
+        }
+        self.scored
+            .fetch_add(missing.len() as u64, Ordering::Relaxed);
+        self.cached
+            .fetch_add((pairs.len() - missing.len()) as u64, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// Writes the cache entries not yet written.
+    pub fn flush(&self) -> Result<(), ModelError> {
+        match &self.cache {
+            Some(c) => c.flush().map_err(|e| ModelError::Cache(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    pub fn usage(&self) -> ModelUsage {
+        ModelUsage {
+            scored: self.scored.load(Ordering::Relaxed),
+            cached: self.cached.load(Ordering::Relaxed),
+            truncations: self.features.truncations(),
+        }
+    }
+}
+
+/// `hf:DIR` as a reward model: its features are the two rewards.
+pub struct HfScorer(pub Arc<CachedFeatures>);
+
+impl RewardModel for HfScorer {
+    fn fingerprint(&self) -> String {
+        self.0.features.fingerprint().to_owned()
+    }
+    fn score(&self, pairs: &[&PreferencePair]) -> Result<Vec<(f32, f32)>, ModelError> {
+        let f = self.0.get(pairs)?;
+        Ok(f.chunks_exact(2).map(|r| (r[0], r[1])).collect())
+    }
+    fn usage(&self) -> ModelUsage {
+        self.0.usage()
+    }
+}
+
+/// `encoder:DIR` as a reward model: cached encoder features and a trained head.
+pub struct EncoderScorer {
+    pub features: Arc<CachedFeatures>,
+    pub head: encoder::DenseHead,
+}
+
+impl RewardModel for EncoderScorer {
+    fn fingerprint(&self) -> String {
+        format!(
+            "{}+head-{}",
+            self.features.features.fingerprint(),
+            self.head.fingerprint()
+        )
+    }
+    fn score(&self, pairs: &[&PreferencePair]) -> Result<Vec<(f32, f32)>, ModelError> {
+        let f = self.features.get(pairs)?;
+        let w = self.features.features.width();
+        Ok(f.chunks_exact(w).map(|x| self.head.rewards(x)).collect())
+    }
+    fn usage(&self) -> ModelUsage {
+        self.features.usage()
+    }
+}
+
+/// A model chosen by a spec string (`--best-rm`, `--gold-rm`, `--model`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelSpec {
+    /// The hashed BT model, trained in-process.
+    Builtin,
+    /// A Hugging Face reward-model directory (Qwen3 or Llama sequence classifier).
+    Hf(PathBuf),
+    /// A frozen BERT-family encoder with a BT head trained in-process.
+    Encoder(PathBuf),
+}
+
+impl ModelSpec {
+    /// Parses `builtin`, `hf:DIR` or `encoder:DIR`; the directory must exist.
+    pub fn parse(spec: &str) -> Result<ModelSpec, String> {
+        let dir = |d: &str| -> Result<PathBuf, String> {
+            let p = PathBuf::from(d);
+            if d.is_empty() {
+                Err(format!("`{spec}`: no directory after the colon"))
+            } else if !p.join("config.json").is_file() {
+                Err(format!("`{spec}`: {} has no config.json", p.display()))
+            } else {
+                Ok(p)
+            }
+        };
+        if spec == "builtin" {
+            Ok(ModelSpec::Builtin)
+        } else if let Some(d) = spec.strip_prefix("hf:") {
+            dir(d).map(ModelSpec::Hf)
+        } else if let Some(d) = spec.strip_prefix("encoder:") {
+            dir(d).map(ModelSpec::Encoder)
+        } else {
+            Err(format!(
+                "`{spec}` is not a model spec (builtin, hf:DIR or encoder:DIR)"
+            ))
+        }
+    }
+}
+
+/// Loads the cacheable feature source of a transformer spec (`None` for builtin), with
+/// its cache under `cache_url` when one is given.
+pub fn load_features(
+    spec: &ModelSpec,
+    options: &ModelOptions,
+    cache_url: Option<&str>,
+) -> Result<Option<Arc<CachedFeatures>>, ModelError> {
+    let features: Arc<dyn PairFeatures> = match spec {
+        ModelSpec::Builtin => return Ok(None),
+        ModelSpec::Hf(dir) => Arc::new(hf::HfRewardModel::load(dir, options)?),
+        ModelSpec::Encoder(dir) => Arc::new(encoder::EncoderFeatures::load(dir, options)?),
+    };
+    let cache = match cache_url {
+        Some(url) => Some(Arc::new(
+            ScoreCache::open(url, features.fingerprint(), features.width())
+                .map_err(|e| ModelError::Cache(e.to_string()))?,
+        )),
+        None => None,
+    };
+    Ok(Some(Arc::new(CachedFeatures::new(features, cache))))
 }
 
 /// σ(x) in f64.
@@ -50,10 +304,10 @@ impl RewardModel for builtin::HashedBtModel {
     fn fingerprint(&self) -> String {
         builtin::HashedBtModel::fingerprint(self)
     }
-    fn score(&self, pairs: &[&PreferencePair]) -> Vec<(f32, f32)> {
+    fn score(&self, pairs: &[&PreferencePair]) -> Result<Vec<(f32, f32)>, ModelError> {
         let mut c = features::SparseFeatures::default();
         let mut r = features::SparseFeatures::default();
-        pairs
+        Ok(pairs
             .iter()
             .map(|p| {
                 let cat = features::category_hash(p.attributes.task_category.as_deref());
@@ -71,6 +325,6 @@ impl RewardModel for builtin::HashedBtModel {
                 );
                 (self.reward(&c), self.reward(&r))
             })
-            .collect()
+            .collect::<Vec<_>>())
     }
 }

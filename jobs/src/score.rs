@@ -1,0 +1,213 @@
+//! `score`: a user's "score my dataset with this reward model" command (DESIGN §4).
+//!
+//! Reads pairs (Parquet or JSONL, any form curate accepts), validates them like curate
+//! (invalid rows go to `OUT/quarantine/` with their reason), scores both replies of each
+//! valid pair with one model through the score cache, and writes Parquet parts
+//! `OUT/part-00000-SSSSS.parquet` holding the input columns plus `r_chosen`,
+//! `r_rejected` and `p` = σ(r_chosen − r_rejected), then `OUT/report.json` with the
+//! counts and the RewardBench-style accuracy (share of pairs with r_chosen > r_rejected,
+//! the input's chosen reply being the labelled winner).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, Float32Array, Float64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use serde::{Deserialize, Serialize};
+use synpref_engine::extras::ExtrasCodec;
+use synpref_engine::input::{plan_input, JsonlObservation, ShardReader};
+use synpref_engine::model::{Destination, PreferencePair, Reason};
+use synpref_engine::output::{rows_to_batch, write_json, write_parquet_file, PartWriter};
+use synpref_engine::store::resolve;
+use synpref_engine::{Error, Result};
+use synpref_operators::models::{
+    load_features, sigmoid, ModelOptions, ModelSpec, ModelUsage, RewardModel,
+};
+use synpref_operators::routed;
+use synpref_operators::validate::{check, ValidateSettings};
+
+use crate::curate::{model_error, output_schema};
+
+/// The plain-data spec of a score run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScoreSpec {
+    /// `hf:DIR` (builtin and encoder: models have no weights until curate trains them
+    /// on labels, so they are refused here).
+    pub model: String,
+    pub pairs: String,
+    pub out: String,
+    pub options: ModelOptions,
+    /// Score-cache URL; `None` disables the cache.
+    pub cache: Option<String>,
+    /// Pairs scored per call of the model (each call sorts its pairs into batches).
+    pub chunk_pairs: usize,
+    pub progress: bool,
+}
+
+/// What a score run reports.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScoreReport {
+    pub input_rows: u64,
+    pub scored_rows: u64,
+    pub quarantined_rows: u64,
+    /// Share of scored pairs with r_chosen > r_rejected.
+    pub accuracy: f64,
+    pub model: String,
+    pub fingerprint: String,
+    pub usage: ModelUsage,
+    pub elapsed_s: f64,
+    pub pairs_per_s: f64,
+}
+
+/// Runs `score`.
+pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
+    let started = Instant::now();
+    let model_spec = ModelSpec::parse(&spec.model).map_err(|e| Error::setting("--model", e))?;
+    if !matches!(model_spec, ModelSpec::Hf(_)) {
+        return Err(Error::setting(
+            "--model",
+            format!(
+                "`{}`: score needs a ready reward model, `hf:DIR` (builtin and encoder: models are trained by curate on labels)",
+                spec.model
+            ),
+        ));
+    }
+    let features = load_features(&model_spec, &spec.options, spec.cache.as_deref())
+        .map_err(|e| model_error("--model", e))?
+        .expect("hf spec has features");
+    let model = synpref_operators::models::HfScorer(features);
+    let input = plan_input(&spec.pairs)?;
+    let out = resolve(&spec.out)?;
+    out.delete_prefix()?;
+
+    // Pass 1 (JSONL only needs it): which columns hold message lists.
+    let mut observations = Vec::new();
+    for shard in input.shards_for(0, 1) {
+        let mut obs = JsonlObservation {
+            file: shard.file(),
+            ..Default::default()
+        };
+        let mut reader = ShardReader::open(&input, shard, None, true, None)?;
+        while reader.next_batch(Some(&mut obs))?.is_some() {}
+        observations.push(obs);
+    }
+    let (schema, extras_fields) = output_schema(&input, &observations)?;
+    let extras = Arc::new(ExtrasCodec::new(extras_fields)?);
+    let file_urls: Arc<Vec<String>> =
+        Arc::new(input.files.iter().map(|f| f.location.url.clone()).collect());
+    let mut quarantine = PartWriter::new(
+        &out,
+        Destination::Quarantine,
+        0,
+        schema.clone(),
+        extras.clone(),
+        file_urls.clone(),
+    );
+    let arrow_schema = schema.arrow_schema(&extras, Destination::Curated);
+    let keep = arrow_schema.fields().len() - 3; // drop reason, p_best, p_gold
+    let mut fields: Vec<Field> = arrow_schema.fields()[..keep]
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("r_chosen", DataType::Float32, false));
+    fields.push(Field::new("r_rejected", DataType::Float32, false));
+    fields.push(Field::new("p", DataType::Float64, false));
+    let out_schema = Arc::new(Schema::new(fields));
+
+    let bar = synpref_engine::progress::bar("score", input.estimated_rows, "pairs");
+    if !spec.progress {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let settings = ValidateSettings {
+        max_pair_bytes: crate::curate::CurateSpec::default().max_pair_bytes,
+        allow_empty_replies: true,
+    };
+    let (mut input_rows, mut scored_rows, mut quarantined, mut correct) = (0u64, 0u64, 0u64, 0u64);
+    let mut pending: Vec<PreferencePair> = Vec::new();
+    let mut part = 0usize;
+    let write = |pairs: Vec<PreferencePair>, part: &mut usize| -> Result<u64> {
+        let refs: Vec<&PreferencePair> = pairs.iter().collect();
+        let rewards = model.score(&refs).map_err(|e| model_error("--model", e))?;
+        let wins = rewards.iter().filter(|(c, r)| c > r).count() as u64;
+        let rows = pairs
+            .into_iter()
+            .map(|p| routed(p, Reason::BothRmsAgree, None))
+            .collect();
+        let batch = rows_to_batch(
+            &schema,
+            &arrow_schema,
+            &extras,
+            Destination::Curated,
+            &file_urls,
+            rows,
+        )?;
+        let mut cols: Vec<ArrayRef> = batch.columns()[..keep].to_vec();
+        cols.push(Arc::new(Float32Array::from_iter_values(
+            rewards.iter().map(|r| r.0),
+        )));
+        cols.push(Arc::new(Float32Array::from_iter_values(
+            rewards.iter().map(|r| r.1),
+        )));
+        cols.push(Arc::new(Float64Array::from_iter_values(
+            rewards.iter().map(|(c, r)| sigmoid((c - r) as f64)),
+        )));
+        let batch = RecordBatch::try_new(out_schema.clone(), cols).map_err(|e| Error::Arrow {
+            context: "score output".into(),
+            source: e,
+        })?;
+        write_parquet_file(
+            &out.child(&format!("part-00000-{:05}.parquet", *part)),
+            &[batch],
+        )?;
+        *part += 1;
+        Ok(wins)
+    };
+    for shard in input.shards_for(0, 1) {
+        let mut reader = ShardReader::open(&input, shard, Some(&extras), false, None)?;
+        while let Some(batch) = reader.next_batch(None)? {
+            input_rows += batch.len() as u64;
+            for record in batch {
+                match check(record, &settings) {
+                    Ok(pair) => pending.push(pair),
+                    Err(row) => {
+                        quarantined += 1;
+                        quarantine.push(row)?;
+                    }
+                }
+            }
+            while pending.len() >= spec.chunk_pairs {
+                let rest = pending.split_off(spec.chunk_pairs);
+                let chunk = std::mem::replace(&mut pending, rest);
+                scored_rows += chunk.len() as u64;
+                bar.inc(chunk.len() as u64);
+                correct += write(chunk, &mut part)?;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        let chunk = std::mem::take(&mut pending);
+        scored_rows += chunk.len() as u64;
+        correct += write(chunk, &mut part)?;
+    }
+    bar.finish_and_clear();
+    quarantine.finish()?;
+    model.0.flush().map_err(|e| model_error("--model", e))?;
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let report = ScoreReport {
+        input_rows,
+        scored_rows,
+        quarantined_rows: quarantined,
+        accuracy: if scored_rows == 0 {
+            0.0
+        } else {
+            correct as f64 / scored_rows as f64
+        },
+        model: spec.model.clone(),
+        fingerprint: model.fingerprint(),
+        usage: model.usage(),
+        elapsed_s,
+        pairs_per_s: scored_rows as f64 / elapsed_s.max(1e-9),
+    };
+    write_json(&out.child("report.json"), &report)?;
+    Ok(report)
+}
