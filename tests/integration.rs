@@ -1597,3 +1597,56 @@ fn rewards_do_not_depend_on_batch_mates_or_batch_size() {
         }
     }
 }
+
+#[test]
+fn curate_with_encoder_rms_takes_every_score_from_the_cache_on_a_second_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 300, 5);
+    let cache = tmp.path().join("cache");
+    let spec = format!("encoder:{}", fixture("bert_minilm").display());
+    let mut outputs = Vec::new();
+    for (run, workers) in [(0, "1"), (1, "2")] {
+        let out = tmp.path().join(format!("out{run}"));
+        ok(&[
+            "curate",
+            "--pairs",
+            s(&data.join("pairs")),
+            "--gold",
+            s(&data.join("gold.parquet")),
+            "--out",
+            s(&out),
+            "--best-rm",
+            &spec,
+            "--gold-rm",
+            &spec,
+            "--score-cache",
+            s(&cache),
+            "--workers",
+            workers,
+            "--no-progress",
+        ]);
+        let r = assert_accounting(&out);
+        let scored = |m: &str| r[m]["scoring"]["scored"].as_u64().unwrap();
+        let cached = |m: &str| r[m]["scoring"]["cached"].as_u64().unwrap();
+        if run == 0 {
+            assert!(scored("best_rm") > 0, "{r}");
+        } else {
+            assert_eq!(
+                (scored("best_rm"), scored("gold_rm")),
+                (0, 0),
+                "second run computes nothing: {r}"
+            );
+            assert!(cached("best_rm") > 0 && cached("gold_rm") > 0, "{r}");
+        }
+        assert!(r["best_rm"]["fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("encoder-"));
+        outputs.push(read_rows(&out.join("curated")));
+    }
+    assert_eq!(
+        outputs[0], outputs[1],
+        "cached scores and 2 workers give the same curated rows"
+    );
+}
