@@ -121,6 +121,9 @@ pub trait PairFeatures: Send + Sync {
     fn truncations(&self) -> TruncationStats;
 }
 
+/// Pairs computed per slice between cache writes (about one cache chunk).
+const CACHE_SLICE_PAIRS: usize = 4096;
+
 /// A feature source behind the durable score cache: only pairs missing from the cache
 /// are computed, and what is computed is written back.
 pub struct CachedFeatures {
@@ -156,16 +159,24 @@ impl CachedFeatures {
                 out[i * w..(i + 1) * w].copy_from_slice(v);
             }
         }
-        if !missing.is_empty() {
-            let todo: Vec<&PreferencePair> = missing.iter().map(|&i| pairs[i]).collect();
+        // In slices, each written to the cache as soon as it is computed, so that a
+        // crash in a long call loses at most one slice of work.
+        for (n, slice) in missing.chunks(CACHE_SLICE_PAIRS).enumerate() {
+            let todo: Vec<&PreferencePair> = slice.iter().map(|&i| pairs[i]).collect();
             let fresh = self.features.compute(&todo)?;
-            for (j, &i) in missing.iter().enumerate() {
+            for (j, &i) in slice.iter().enumerate() {
                 out[i * w..(i + 1) * w].copy_from_slice(&fresh[j * w..(j + 1) * w]);
             }
-            let fresh_keys: Vec<u128> = missing.iter().map(|&i| keys[i]).collect();
+            let fresh_keys: Vec<u128> = slice.iter().map(|&i| keys[i]).collect();
             cache
                 .insert_many(&fresh_keys, &fresh)
                 .map_err(|e| ModelError::Cache(e.to_string()))?;
+            tracing::info!(
+                done = n * CACHE_SLICE_PAIRS + slice.len(),
+                of = missing.len(),
+                model = self.features.fingerprint(),
+                "scored pairs"
+            );
         }
         self.scored
             .fetch_add(missing.len() as u64, Ordering::Relaxed);
