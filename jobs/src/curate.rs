@@ -397,38 +397,45 @@ struct Models {
 }
 
 /// Transformer feature sources, loaded once per process and shared by its workers
-/// (weights are large; the score cache is one per model).
-fn shared_features(spec: &ModelSpec, plan: &CuratePlan) -> Result<Option<Arc<CachedFeatures>>> {
+/// (weights are large; the score cache is one per model), keyed by everything that
+/// shapes them.
+fn shared_features(
+    flag: &str,
+    spec: &ModelSpec,
+    plan: &CuratePlan,
+) -> Result<Option<Arc<CachedFeatures>>> {
     use std::sync::{Mutex, OnceLock};
-    static LOADED: OnceLock<Mutex<Vec<(ModelSpec, Arc<CachedFeatures>)>>> = OnceLock::new();
+    type Key = (ModelSpec, ModelOptions, Option<String>);
+    static LOADED: OnceLock<Mutex<Vec<(Key, Arc<CachedFeatures>)>>> = OnceLock::new();
     if *spec == ModelSpec::Builtin {
         return Ok(None);
     }
+    let key = (
+        spec.clone(),
+        plan.spec.models.clone(),
+        plan.spec.score_cache.clone(),
+    );
     let mut loaded = LOADED
         .get_or_init(Default::default)
         .lock()
         .expect("model registry");
-    if let Some((_, f)) = loaded.iter().find(|(s, _)| s == spec) {
+    if let Some((_, f)) = loaded.iter().find(|(k, _)| *k == key) {
         return Ok(Some(f.clone()));
     }
-    let flag = if plan.spec.best_rm == spec_string(spec) {
-        "--best-rm"
-    } else {
-        "--gold-rm"
-    };
     let f = load_features(spec, &plan.spec.models, plan.spec.score_cache.as_deref())
         .map_err(|e| model_error(flag, e))?
         .expect("not builtin");
-    loaded.push((spec.clone(), f.clone()));
+    loaded.push((key, f.clone()));
     Ok(Some(f))
 }
 
-fn spec_string(spec: &ModelSpec) -> String {
-    match spec {
-        ModelSpec::Builtin => "builtin".into(),
-        ModelSpec::Hf(d) => format!("hf:{}", d.display()),
-        ModelSpec::Encoder(d) => format!("encoder:{}", d.display()),
-    }
+/// Labelled pairs in a total order: pair id, then content.
+fn sort_labelled(pairs: &mut [(PreferencePair, bool)]) {
+    pairs.sort_by(|a, b| {
+        a.0.pair_id
+            .cmp(&b.0.pair_id)
+            .then(a.0.content_hash.cmp(&b.0.content_hash))
+    });
 }
 
 /// Trains an encoder head on labelled pairs (sorted by pair id), features from the cache.
@@ -466,8 +473,8 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
     let bits = spec.train.feature_bits;
     let best_spec = ModelSpec::parse(&spec.best_rm).map_err(|e| Error::setting("--best-rm", e))?;
     let gold_spec = ModelSpec::parse(&spec.gold_rm).map_err(|e| Error::setting("--gold-rm", e))?;
-    let loaded =
-        shared_features(&best_spec, plan).and_then(|b| Ok((b, shared_features(&gold_spec, plan)?)));
+    let loaded = shared_features("--best-rm", &best_spec, plan)
+        .and_then(|b| Ok((b, shared_features("--gold-rm", &gold_spec, plan)?)));
     agree_on_errors(
         worker,
         loaded
@@ -641,11 +648,7 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
         // One example per labelled pair id.
         gold_set.sort_by(TrainExample::total_order);
         gold_set.dedup_by(|a, b| a.pair_id == b.pair_id);
-        gold_pair_set.sort_by(|a, b| {
-            a.0.pair_id
-                .cmp(&b.0.pair_id)
-                .then(a.0.content_hash.cmp(&b.0.content_hash))
-        });
+        sort_labelled(&mut gold_pair_set);
         gold_pair_set.dedup_by(|a, b| a.0.pair_id == b.0.pair_id);
         if gold_set.is_empty() && gold_pair_set.is_empty() && !matches!(gold_spec, ModelSpec::Hf(_))
         {
@@ -662,11 +665,7 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
             ..spec.train.clone()
         };
         let mut best_pair_set = best_pairs.borrow_mut().split_off(0);
-        best_pair_set.sort_by(|a, b| {
-            a.0.pair_id
-                .cmp(&b.0.pair_id)
-                .then(a.0.content_hash.cmp(&b.0.content_hash))
-        });
+        sort_labelled(&mut best_pair_set);
         let head_settings = HeadSettings {
             seed: spec.train.seed,
             ..HeadSettings::default()

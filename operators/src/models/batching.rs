@@ -109,7 +109,7 @@ pub fn run_sequences<M: BatchModel>(
         // Per bucket width, the sequences waiting for a full batch.
         let mut queues: BTreeMap<usize, Vec<(usize, Vec<u32>)>> = BTreeMap::new();
         let rows_for = |w: usize| (token_budget / w).max(1);
-        let mut run = |w: usize, seqs: Vec<(usize, Vec<u32>)>| -> Result<(), ModelError> {
+        let mut run = |w: usize, seqs: &[(usize, Vec<u32>)]| -> Result<(), ModelError> {
             let refs: Vec<&[u32]> = seqs.iter().map(|(_, s)| s.as_slice()).collect();
             let batch = PaddedBatch::right(&refs, w, model.pad_id());
             let rows = model.forward_rows(&batch)?;
@@ -125,13 +125,13 @@ pub fn run_sequences<M: BatchModel>(
                 q.push((i, ids));
                 if q.len() >= rows_for(w) {
                     let full = std::mem::take(q);
-                    run(w, full)?;
+                    run(w, &full)?;
                 }
             }
         }
         for (w, q) in std::mem::take(&mut queues) {
             for part in q.chunks(rows_for(w)) {
-                run(w, part.to_vec())?;
+                run(w, part)?;
             }
         }
         Ok(())

@@ -16,7 +16,7 @@ use candle_nn::{
 use serde::Deserialize;
 
 use super::batching::PaddedBatch;
-use super::ModelError;
+use super::{load_tokenizer, ModelError};
 
 /// The fields of a BERT config.json we use (hub and transformers-v5 forms agree on them).
 #[derive(Clone, Debug, Deserialize)]
@@ -63,22 +63,17 @@ pub struct BertEncoder {
     pub max_tokens: usize,
 }
 
-fn load_err(path: &Path, e: impl std::fmt::Display) -> ModelError {
-    ModelError::Load {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    }
-}
-
 impl BertEncoder {
     /// Loads `dir` in f32 on the CPU.
     pub fn load(dir: &Path, max_tokens: usize) -> Result<Self, ModelError> {
         let device = Device::Cpu;
         let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| load_err(&cfg_path, e))?;
-        let config: BertConfig = serde_json::from_str(&text).map_err(|e| load_err(&cfg_path, e))?;
+        let text =
+            std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::load(&cfg_path, e))?;
+        let config: BertConfig =
+            serde_json::from_str(&text).map_err(|e| ModelError::load(&cfg_path, e))?;
         if config.hidden_act != "gelu" {
-            return Err(load_err(
+            return Err(ModelError::load(
                 &cfg_path,
                 format!(
                     "hidden_act `{}` is not supported (only exact gelu)",
@@ -89,16 +84,8 @@ impl BertEncoder {
         let weights = dir.join("model.safetensors");
         // SAFETY: the file is mapped read-only and not modified while the model lives.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
-            .map_err(|e| load_err(&weights, e))?;
-        let tok_path = dir.join("tokenizer.json");
-        let mut tokenizer =
-            tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| load_err(&tok_path, e))?;
-        // Hub tokenizer.json files often carry padding and truncation settings (all-MiniLM-L6-v2
-        // pads to 128); we pad per batch and truncate by `max_tokens` ourselves.
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| load_err(&tok_path, e))?;
+            .map_err(|e| ModelError::load(&weights, e))?;
+        let tokenizer = load_tokenizer(dir)?;
         let h = config.hidden_size;
         let ln = |size, vb: VarBuilder| {
             layer_norm(

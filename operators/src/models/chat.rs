@@ -45,18 +45,14 @@ impl ChatTemplate {
     pub fn from_dir(dir: &Path) -> Result<Option<ChatTemplate>, ModelError> {
         let config_path = dir.join("tokenizer_config.json");
         let config: Value = match std::fs::read_to_string(&config_path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| ModelError::Load {
-                path: config_path.display().to_string(),
-                message: e.to_string(),
-            })?,
+            Ok(text) => {
+                serde_json::from_str(&text).map_err(|e| ModelError::load(&config_path, e))?
+            }
             Err(_) => Value::Null,
         };
         let jinja_path = dir.join("chat_template.jinja");
         let source = if jinja_path.exists() {
-            std::fs::read_to_string(&jinja_path).map_err(|e| ModelError::Load {
-                path: jinja_path.display().to_string(),
-                message: e.to_string(),
-            })?
+            std::fs::read_to_string(&jinja_path).map_err(|e| ModelError::load(&jinja_path, e))?
         } else {
             match config.get("chat_template") {
                 Some(Value::String(s)) => s.clone(),
@@ -65,9 +61,11 @@ impl ChatTemplate {
                     .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
                     .and_then(|t| t.get("template").and_then(Value::as_str))
                     .map(str::to_owned)
-                    .ok_or_else(|| ModelError::Load {
-                        path: config_path.display().to_string(),
-                        message: "`chat_template` is a list without a `default` entry".into(),
+                    .ok_or_else(|| {
+                        ModelError::load(
+                            &config_path,
+                            "`chat_template` is a list without a `default` entry",
+                        )
                     })?,
                 _ => return Ok(None),
             }

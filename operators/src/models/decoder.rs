@@ -397,30 +397,35 @@ impl DecoderRm {
         }
     }
 
-    /// Additive attention bias [B, 1, T, T]: causal, key padding, and for sliding
-    /// layers the window; 0 where visible, the most negative finite f32 elsewhere (as
-    /// transformers' eager path uses `finfo.min`, so that fully masked rows of left
-    /// padding stay finite instead of turning into NaN).
-    fn attention_bias(
-        &self,
-        batch: &PaddedBatch,
-        window: Option<usize>,
-    ) -> candle_core::Result<Tensor> {
-        let (b, t) = (batch.rows, batch.width);
-        let mut bias = vec![0f32; b * t * t];
-        for r in 0..b {
-            let mask = &batch.mask[r * t..(r + 1) * t];
-            for i in 0..t {
-                let row = &mut bias[(r * t + i) * t..(r * t + i + 1) * t];
-                for (j, slot) in row.iter_mut().enumerate() {
-                    let visible = j <= i && mask[j] == 1 && window.is_none_or(|w| i - j < w);
-                    if !visible {
-                        *slot = f32::MIN;
+    /// Additive attention biases, 0 where visible and the most negative finite f32
+    /// elsewhere (transformers' eager path uses `finfo.min`): the causal part, with a
+    /// sliding window for layers that have one, as [1, 1, T, T], and the key padding as
+    /// [B, 1, 1, T]. Added to the scores one after the other, so no [B, T, T] mask is
+    /// built; column 0 is always causally visible, so even a fully padded query row
+    /// (left padding) keeps a finite maximum and softmax never yields NaN.
+    fn causal_bias(&self, t: usize, window: Option<usize>) -> candle_core::Result<Tensor> {
+        let bias: Vec<f32> = (0..t)
+            .flat_map(|i| {
+                (0..t).map(move |j| {
+                    let visible = j <= i && window.is_none_or(|w| i - j < w);
+                    if visible {
+                        0.0
+                    } else {
+                        f32::MIN
                     }
-                }
-            }
-        }
-        Tensor::from_vec(bias, (b, 1, t, t), &self.device)
+                })
+            })
+            .collect();
+        Tensor::from_vec(bias, (1, 1, t, t), &self.device)
+    }
+
+    fn padding_bias(&self, batch: &PaddedBatch) -> candle_core::Result<Tensor> {
+        let bias: Vec<f32> = batch
+            .mask
+            .iter()
+            .map(|&m| if m == 1 { 0.0 } else { f32::MIN })
+            .collect();
+        Tensor::from_vec(bias, (batch.rows, 1, 1, batch.width), &self.device)
     }
 
     /// The final-norm hidden state at each row's pooled position: [B, H].
@@ -446,14 +451,19 @@ impl DecoderRm {
             &self.device,
         )?
         .to_dtype(self.dtype)?;
-        let full_bias = self.attention_bias(batch, None)?;
+        let causal = self.causal_bias(t, None)?;
+        let padding = self.padding_bias(batch)?;
         let (heads, kv_heads, dh) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         let rep = heads / kv_heads;
         let scale = 1.0 / (dh as f64).sqrt();
         for block in &self.blocks {
-            let bias = match block.window {
-                None => full_bias.clone(),
-                Some(w) => self.attention_bias(batch, Some(w))?,
+            let windowed;
+            let causal = match block.window {
+                None => &causal,
+                Some(w) => {
+                    windowed = self.causal_bias(t, Some(w))?;
+                    &windowed
+                }
             };
             let h = block.input_norm.forward(&x)?;
             let split =
@@ -483,7 +493,8 @@ impl DecoderRm {
             let v = expand(v)?.contiguous()?;
             let scores = (q.matmul(&k.t()?)? * scale)?
                 .to_dtype(DType::F32)?
-                .broadcast_add(&bias)?;
+                .broadcast_add(causal)?
+                .broadcast_add(&padding)?;
             let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(self.dtype)?;
             let ctx = probs
                 .matmul(&v)?
@@ -531,21 +542,17 @@ pub fn weight_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, ModelError> {
         return Ok(vec![single]);
     }
     let index = dir.join("model.safetensors.index.json");
-    let text = std::fs::read_to_string(&index).map_err(|e| ModelError::Load {
-        path: dir.display().to_string(),
-        message: format!("neither model.safetensors nor model.safetensors.index.json: {e}"),
+    let text = std::fs::read_to_string(&index).map_err(|e| {
+        ModelError::load(
+            dir,
+            format!("neither model.safetensors nor model.safetensors.index.json: {e}"),
+        )
     })?;
-    let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::Load {
-        path: index.display().to_string(),
-        message: e.to_string(),
-    })?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::load(&index, e))?;
     let map = v
         .get("weight_map")
         .and_then(Value::as_object)
-        .ok_or_else(|| ModelError::Load {
-            path: index.display().to_string(),
-            message: "no `weight_map` object".into(),
-        })?;
+        .ok_or_else(|| ModelError::load(&index, "no `weight_map` object"))?;
     let mut files: Vec<String> = map
         .values()
         .filter_map(|f| f.as_str().map(str::to_owned))

@@ -111,11 +111,14 @@ impl PairFeatures for EncoderFeatures {
                 (joined(&cm[cp..]), true),
                 (joined(&rm[rp..]), true),
             ] {
-                let next = texts.len();
-                let slot = *seen.entry(text.clone()).or_insert(next);
-                if slot == next {
-                    texts.push((text, is_reply));
-                }
+                let slot = match seen.get(&text) {
+                    Some(&slot) => slot,
+                    None => {
+                        seen.insert(text.clone(), texts.len());
+                        texts.push((text, is_reply));
+                        texts.len() - 1
+                    }
+                };
                 slots.push(slot);
             }
         }

@@ -18,7 +18,7 @@ use synpref_engine::model::PreferencePair;
 use super::batching::{run_sequences, BatchModel, PaddedBatch};
 use super::chat::{conversation, ChatTemplate};
 use super::decoder::{weight_files, DecoderConfig, DecoderRm};
-use super::{ModelError, ModelOptions, PairFeatures, TruncationStats};
+use super::{load_tokenizer, ModelError, ModelOptions, PairFeatures, TruncationStats};
 
 /// A loaded `hf:DIR` reward model.
 pub struct HfRewardModel {
@@ -33,20 +33,13 @@ pub struct HfRewardModel {
     response_truncated: AtomicU64,
 }
 
-fn load_err(path: &Path, e: impl std::fmt::Display) -> ModelError {
-    ModelError::Load {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    }
-}
-
 /// Feeds a file's bytes to a hasher in 8 MiB reads (weights can be many GB).
 pub(crate) fn hash_file(h: &mut xxhash_rust::xxh3::Xxh3, path: &Path) -> Result<(), ModelError> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| load_err(path, e))?;
+    let mut f = std::fs::File::open(path).map_err(|e| ModelError::load(path, e))?;
     let mut buf = vec![0u8; 8 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(|e| load_err(path, e))?;
+        let n = f.read(&mut buf).map_err(|e| ModelError::load(path, e))?;
         if n == 0 {
             return Ok(());
         }
@@ -63,9 +56,11 @@ pub fn device_for(options: &ModelOptions) -> Result<(Device, DType), ModelError>
         _ => candle_core::utils::cuda_is_available(),
     };
     let device = if want_cuda {
-        Device::new_cuda(0).map_err(|e| ModelError::Load {
-            path: "--device cuda".into(),
-            message: format!("no CUDA device (build with `--features cuda`): {e}"),
+        Device::new_cuda(0).map_err(|e| {
+            ModelError::load(
+                Path::new("--device cuda"),
+                format!("no CUDA device (build with `--features cuda`): {e}"),
+            )
         })?
     } else {
         Device::Cpu
@@ -82,21 +77,17 @@ pub fn device_for(options: &ModelOptions) -> Result<(Device, DType), ModelError>
 impl HfRewardModel {
     pub fn load(dir: &Path, options: &ModelOptions) -> Result<HfRewardModel, ModelError> {
         let cfg_path = dir.join("config.json");
-        let cfg_text = std::fs::read_to_string(&cfg_path).map_err(|e| load_err(&cfg_path, e))?;
-        let config = DecoderConfig::parse(&cfg_text).map_err(|e| load_err(&cfg_path, e))?;
+        let cfg_text =
+            std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::load(&cfg_path, e))?;
+        let config = DecoderConfig::parse(&cfg_text).map_err(|e| ModelError::load(&cfg_path, e))?;
         let bos_id = serde_json::from_str::<serde_json::Value>(&cfg_text)
             .ok()
             .and_then(|v| v.get("bos_token_id").and_then(|x| x.as_u64()))
             .map(|x| x as u32);
         let tok_path = dir.join("tokenizer.json");
-        let mut tokenizer =
-            tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| load_err(&tok_path, e))?;
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| load_err(&tok_path, e))?;
+        let tokenizer = load_tokenizer(dir)?;
         let template = ChatTemplate::from_dir(dir)?.ok_or_else(|| {
-            load_err(
+            ModelError::load(
                 dir,
                 "no chat template (neither chat_template.jinja nor `chat_template` in tokenizer_config.json)",
             )
@@ -143,13 +134,20 @@ impl HfRewardModel {
     ) -> Result<(String, usize), ModelError> {
         let (msgs, prompt_len) = conversation(pair, reply);
         let full = self.template.render(&msgs, false)?;
-        let prefix = self.template.render(&msgs[..prompt_len], true)?;
-        let common = full
+        let start = self.reply_start(&msgs[..prompt_len], &full)?;
+        Ok((full, start))
+    }
+
+    /// Where the reply begins in `full`: the length of its common prefix with the prompt
+    /// rendered with the generation prompt (templates may add more, e.g. Qwen3's empty
+    /// think block, after the generation prompt).
+    fn reply_start(&self, prompt: &[(&str, &str)], full: &str) -> Result<usize, ModelError> {
+        let prefix = self.template.render(prompt, true)?;
+        Ok(full
             .bytes()
             .zip(prefix.bytes())
             .take_while(|(a, b)| a == b)
-            .count();
-        Ok((full, common))
+            .count())
     }
 
     /// Token ids of one reply of a pair, truncated by the policy in the module docs.
@@ -158,7 +156,8 @@ impl HfRewardModel {
         pair: &PreferencePair,
         reply: &synpref_engine::model::Conversation,
     ) -> Result<Vec<u32>, ModelError> {
-        let (text, reply_start) = self.render(pair, reply)?;
+        let (msgs, prompt_len) = conversation(pair, reply);
+        let text = self.template.render(&msgs, false)?;
         let enc = self
             .tokenizer
             .encode(text.as_str(), true)
@@ -167,6 +166,8 @@ impl HfRewardModel {
         if ids.len() <= self.max_tokens {
             return Ok(ids);
         }
+        // Only an over-long input needs to know where its reply begins.
+        let reply_start = self.reply_start(&msgs[..prompt_len], &text)?;
         let keep_head = usize::from(self.bos_id.is_some() && ids.first() == self.bos_id.as_ref());
         let prompt_tokens = enc
             .get_offsets()

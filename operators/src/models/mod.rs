@@ -58,6 +58,30 @@ pub trait RewardModel: Send + Sync {
     }
 }
 
+impl ModelError {
+    /// A model file that cannot be used, naming it.
+    pub fn load(path: &std::path::Path, e: impl std::fmt::Display) -> ModelError {
+        ModelError::Load {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A model directory's tokenizer.json, with any padding and truncation it carries
+/// switched off: hub files often set them (all-MiniLM-L6-v2 pads to 128), and we pad
+/// per batch and truncate by our own policy.
+pub fn load_tokenizer(dir: &std::path::Path) -> Result<tokenizers::Tokenizer, ModelError> {
+    let path = dir.join("tokenizer.json");
+    let mut tokenizer =
+        tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::load(&path, e))?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| ModelError::load(&path, e))?;
+    Ok(tokenizer)
+}
+
 /// Settings shared by the transformer models; every knob has its default here.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelOptions {
