@@ -397,12 +397,14 @@ impl DecoderRm {
         }
     }
 
-    /// Additive attention biases, 0 where visible and the most negative finite f32
-    /// elsewhere (transformers' eager path uses `finfo.min`): the causal part, with a
-    /// sliding window for layers that have one, as [1, 1, T, T], and the key padding as
-    /// [B, 1, 1, T]. Added to the scores one after the other, so no [B, T, T] mask is
-    /// built; column 0 is always causally visible, so even a fully padded query row
-    /// (left padding) keeps a finite maximum and softmax never yields NaN.
+    /// Additive attention biases: the causal part, with a sliding window for layers that
+    /// have one, as [1, 1, T, T] (−∞ above the diagonal), and the key padding as
+    /// [B, 1, 1, T] (the most negative finite f32, as transformers' `finfo.min`). They
+    /// are added to the scores one after the other, so no [B, T, T] mask is built.
+    /// The diagonal is never causally masked, so even a fully padded query row (left
+    /// padding) keeps a finite maximum and softmax never yields NaN; and −∞ rather than
+    /// `finfo.min` for the causal part gives exactly the same zeros from exp, without
+    /// libm's slow underflow path (28% of CPU time on the fixture model before).
     fn causal_bias(&self, t: usize, window: Option<usize>) -> candle_core::Result<Tensor> {
         let bias: Vec<f32> = (0..t)
             .flat_map(|i| {
@@ -411,7 +413,7 @@ impl DecoderRm {
                     if visible {
                         0.0
                     } else {
-                        f32::MIN
+                        f32::NEG_INFINITY
                     }
                 })
             })
