@@ -655,8 +655,7 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
             tracing::warn!("no gold label matches a pool pair or carries its text: the gold RM is untrained (p_gold = 0.5), so no pair passes the gold check");
         }
         tracing::info!(
-            train = train.len(),
-            heldout = heldout.len(),
+            best_sample = train.len() + heldout.len() + best_pairs.borrow().len(),
             gold = gold_set.len() + gold_pair_set.len(),
             "training the best RM (pool labels) and the gold RM (gold labels)"
         );
