@@ -1293,10 +1293,21 @@ fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     }
 }
 
+/// The device of the decoder parity tests: the CPU, or the GPU with
+/// `SYNPREF_TEST_DEVICE=cuda` in a `--features cuda` build (docs/gpu.md).
+fn parity_device() -> candle_core::Device {
+    match std::env::var("SYNPREF_TEST_DEVICE").as_deref() {
+        Ok("cuda") => candle_core::Device::new_cuda(0)
+            .expect("SYNPREF_TEST_DEVICE=cuda needs a GPU and a cuda build"),
+        _ => candle_core::Device::Cpu,
+    }
+}
+
 /// Runs one decoder fixture (qwen3_rm or llama_rm) with both config forms, in f32
-/// against `rewards_f32` and, on the CPU too, in bf16 against `rewards_bf16`.
+/// against `rewards_f32` and in bf16 against `rewards_bf16`.
 fn decoder_fixture_parity(name: &str, f32_tol: f32, bf16_tol: f32) {
-    use candle_core::{DType, Device};
+    use candle_core::DType;
+    let device = parity_device();
     use synpref_operators::models::batching::PaddedBatch;
     use synpref_operators::models::decoder::{DecoderConfig, DecoderRm};
     let dir = fixture(name);
@@ -1327,7 +1338,7 @@ fn decoder_fixture_parity(name: &str, f32_tol: f32, bf16_tol: f32) {
             config.clone(),
             &[dir.join("model.safetensors")],
             DType::F32,
-            &Device::Cpu,
+            &device,
         )
         .unwrap();
         for section in ["right_padded", "left_padded", "edge_cases"] {
@@ -1375,7 +1386,7 @@ fn decoder_fixture_parity(name: &str, f32_tol: f32, bf16_tol: f32) {
             config,
             &[dir.join("model.safetensors")],
             DType::BF16,
-            &Device::Cpu,
+            &device,
         )
         .unwrap();
         for section in ["right_padded", "left_padded"] {
