@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds `synpref` with `--features cuda` on a machine without a GPU (docs/gpu.md), for
+# copying to a GPU machine with CUDA 13 drivers and libraries.
+#   scripts/build-cuda.sh [VENV=/opt/nvcc]   -> target-cuda/release/synpref
+# nvcc and the CUDA libraries come from PyPI, pinned to 13.0: cudarc 0.19.10 (under
+# candle 0.11) rejects newer toolkits such as 13.5. candle makes cudarc link
+# dynamically, so the linker needs unversioned library names (symlinks here) and
+# libcuda, the driver, which only GPU machines have: a link-time stub defining every
+# driver function cudarc declares stands in for it, as the toolkit's own stubs/ do. At
+# run time the GPU machine's real libcuda.so.1 is loaded.
+set -euo pipefail
+VENV=${1:-/opt/nvcc}
+cd "$(dirname "$0")/.."
+if [ ! -x "$VENV/bin/pip" ]; then python3 -m venv "$VENV"; fi
+"$VENV/bin/pip" install -q 'nvidia-cuda-nvcc==13.0.*' 'nvidia-cuda-runtime==13.0.*' \
+    'nvidia-cuda-crt==13.0.*' 'nvidia-nvvm==13.0.*' 'nvidia-cuda-cccl==13.0.*' \
+    'nvidia-cublas==13.0.*' 'nvidia-curand==10.*' 'nvidia-cuda-nvrtc==13.0.*'
+NV=$("$VENV/bin/python" -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13"))')
+LINK=$PWD/target-cuda/link
+mkdir -p "$LINK"
+for l in cublas cublasLt cudart nvrtc; do ln -sf "$NV/lib/lib$l.so.13" "$LINK/lib$l.so"; done
+ln -sf "$NV/lib/libcurand.so.10" "$LINK/libcurand.so"
+cargo fetch
+SYS=$(dirname "$(cargo metadata --format-version 1 | "$VENV/bin/python" -c \
+    'import json,sys; print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"]=="cudarc"))')")/src/driver/sys
+grep -rhoE "fn cu[A-Z][A-Za-z0-9_]*" "$SYS" | sed 's/fn //' | sort -u \
+    | sed 's/.*/int &(void) { return 999; }/' > "$LINK/libcuda_stub.c"
+cc -shared -fPIC -o "$LINK/libcuda.so" -Wl,-soname,libcuda.so.1 "$LINK/libcuda_stub.c"
+export PATH=$NV/bin:$PATH CUDA_ROOT=$NV CUDA_PATH=$NV CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
+RUSTFLAGS="-L $LINK" cargo build --release -p synpref --features cuda --target-dir target-cuda
+echo "built target-cuda/release/synpref (needs libcuda.so.1, libcublas.so.13, libcurand.so.10 at run time)"
