@@ -608,6 +608,9 @@ fn every_subcommand_has_help() {
         vec!["demo", "--help"],
         vec!["gen", "--help"],
         vec!["curate", "--help"],
+        vec!["score", "--help"],
+        vec!["serve", "--help"],
+        vec!["label", "add", "--help"],
     ] {
         let out = ok(&sub);
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
@@ -1659,5 +1662,388 @@ fn curate_with_encoder_rms_takes_every_score_from_the_cache_on_a_second_run() {
     assert_eq!(
         outputs[0], outputs[1],
         "cached scores and 2 workers give the same curated rows"
+    );
+}
+
+// ---- serve ----
+
+/// A running `synpref serve` on a loopback port, killed (SIGKILL) when dropped.
+struct Serve {
+    child: std::process::Child,
+    addr: String,
+    token: String,
+}
+
+const TOKEN: &str = "test-token-7f3a";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 request; returns (status, body).
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to serve");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+impl Serve {
+    fn start(pairs: &Path, out: &Path, workers: usize, labels: Option<&Path>) -> Serve {
+        Serve::start_with(pairs, out, workers, labels, &[])
+    }
+
+    fn start_with(
+        pairs: &Path,
+        out: &Path,
+        workers: usize,
+        labels: Option<&Path>,
+        extra: &[&str],
+    ) -> Serve {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut args = vec![
+            "serve".to_string(),
+            "--pairs".into(),
+            s(pairs).into(),
+            "--out".into(),
+            s(out).into(),
+            "--listen".into(),
+            addr.clone(),
+            "--workers".into(),
+            workers.to_string(),
+            "--snapshot-every".into(),
+            "0".into(),
+            "--poll-interval".into(),
+            "0.2".into(),
+            "--no-progress".into(),
+        ];
+        if let Some(l) = labels {
+            args.push("--labels".into());
+            args.push(s(l).into());
+        }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let child = Command::new(env!("CARGO_BIN_EXE_synpref"))
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .env("SYNPREF_TOKEN", TOKEN)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start serve");
+        let serve = Serve {
+            child,
+            addr,
+            token: TOKEN.into(),
+        };
+        let started = std::time::Instant::now();
+        loop {
+            if std::net::TcpStream::connect(&serve.addr).is_ok() {
+                return serve;
+            }
+            assert!(
+                started.elapsed().as_secs() < 600,
+                "serve did not start listening"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        http(&self.addr, method, path, Some(&self.token), body)
+    }
+
+    fn status(&self) -> Value {
+        let (code, body) = self.call("GET", "/v1/status", b"");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Posts labels and waits until serve has applied them.
+    fn post_labels(&self, body: &str) -> Value {
+        let (code, reply) = self.call("POST", "/v1/labels", body.as_bytes());
+        assert_eq!(code, 200, "{reply}");
+        let reply: Value = serde_json::from_str(&reply).unwrap();
+        let epoch = reply["epoch"].as_u64().unwrap();
+        self.wait_for_epoch(epoch);
+        reply
+    }
+
+    fn wait_for_epoch(&self, epoch: u64) -> Value {
+        let started = std::time::Instant::now();
+        loop {
+            let st = self.status();
+            if st["epoch"].as_u64().unwrap() >= epoch {
+                return st;
+            }
+            assert!(
+                started.elapsed().as_secs() < 300,
+                "epoch {epoch} not applied: {st}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    fn snapshot(&self) -> Value {
+        let (code, body) = self.call("POST", "/v1/snapshot", b"");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small deterministic generator for the tests' random label batches.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Rows of a curate-shaped output as (set, pair_id, reason, prompt, chosen, rejected):
+/// what serve's snapshot must share with a from-scratch curate, row for row.
+fn decisions(out: &Path) -> Vec<(String, String, String, String, String, String)> {
+    let mut all = Vec::new();
+    for set in ["curated", "discarded", "quarantine"] {
+        for r in read_rows(&out.join(set)) {
+            let f = |k: &str| r[k].to_string();
+            all.push((
+                set.to_string(),
+                f("pair_id"),
+                f("reason"),
+                f("prompt"),
+                f("chosen"),
+                f("rejected"),
+            ));
+        }
+    }
+    all.sort();
+    all
+}
+
+/// One random label line: new labels, relabels, undecidable verdicts, unknown ids.
+fn random_label(rng: &mut Lcg, ids: &[String], labelled: &mut Vec<String>) -> String {
+    let verdicts = ["chosen", "rejected", "undecidable"];
+    let verdict = verdicts[[0, 0, 1, 1, 2][rng.below(5)]];
+    let id = match rng.below(10) {
+        0 => format!("no-such-pair-{}", rng.next()),
+        1 | 2 if !labelled.is_empty() => labelled[rng.below(labelled.len())].clone(),
+        _ => ids[rng.below(ids.len())].clone(),
+    };
+    labelled.push(id.clone());
+    serde_json::json!({"pair_id": id, "verdict": verdict}).to_string()
+}
+
+#[test]
+fn serve_snapshot_equals_curate_from_scratch_after_every_epoch_with_1_and_2_workers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 1500, 23);
+    let pairs = data.join("pairs");
+    let ids: Vec<String> = read_rows(&pairs)
+        .iter()
+        .filter_map(|r| r["pair_id"].as_str().map(str::to_string))
+        .collect();
+    assert!(ids.len() > 1000);
+    for workers in [1usize, 2] {
+        let labels = tmp.path().join(format!("labels-{workers}"));
+        std::fs::create_dir_all(&labels).unwrap();
+        // gen's gold labels are there before serve starts: taken as epoch 1.
+        std::fs::copy(data.join("gold.parquet"), labels.join("gold.parquet")).unwrap();
+        let out = tmp.path().join(format!("serve-{workers}"));
+        let serve = Serve::start(&pairs, &out, workers, Some(&labels));
+        let mut rng = Lcg(97 + workers as u64);
+        let mut labelled = Vec::new();
+        let mut posted = serve.status()["labels_total"].as_u64().unwrap();
+        assert!(posted > 0, "gen's gold labels are taken at start");
+        for epoch in 0..5 {
+            let n = [1, 7, 40, 150, 3][epoch];
+            let mut lines: Vec<String> = (0..n)
+                .map(|_| random_label(&mut rng, &ids, &mut labelled))
+                .collect();
+            // A duplicate line in the same batch.
+            lines.push(lines[rng.below(lines.len())].clone());
+            posted += lines.len() as u64;
+            serve.post_labels(&(lines.join("\n") + "\n"));
+            serve.snapshot();
+            let scratch = tmp.path().join(format!("scratch-{workers}-{epoch}"));
+            ok(&[
+                "curate",
+                "--pairs",
+                s(&pairs),
+                "--gold",
+                s(&out.join("labels-log")),
+                "--out",
+                s(&scratch),
+                "--workers",
+                &workers.to_string(),
+                "--no-progress",
+            ]);
+            let (got, want) = (decisions(&out.join("snapshot")), decisions(&scratch));
+            assert_eq!(got.len(), want.len(), "workers {workers}, epoch {epoch}");
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!(
+                    g, w,
+                    "workers {workers}, epoch {epoch}: serve's snapshot differs from curate"
+                );
+            }
+            let st = serve.status();
+            assert_eq!(st["labels_total"].as_u64().unwrap(), posted, "{st}");
+            assert_eq!(st["labels_pending"].as_u64().unwrap(), 0, "{st}");
+            let r = report(&scratch);
+            for k in ["curated_rows", "discarded_rows", "quarantined_rows"] {
+                assert_eq!(st[k], r[k], "status {k} after epoch {epoch}: {st}");
+            }
+        }
+        // The changelog's +/− rows replay the snapshot's changes: every changed pair
+        // appears with its set and reason.
+        let changelog = out.join("changelog");
+        assert!(changelog.exists(), "changelog/ is written");
+    }
+}
+
+#[test]
+fn serve_requires_its_token_and_keeps_acknowledged_labels_across_sigkill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 600, 5);
+    let pairs = data.join("pairs");
+    let out = tmp.path().join("serve");
+    // No token: refuses to start, exit 2, naming the settings.
+    let refused = Command::new(env!("CARGO_BIN_EXE_synpref"))
+        .args(["serve", "--pairs", s(&pairs), "--out", s(&out)])
+        .env_remove("SYNPREF_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("SYNPREF_TOKEN"));
+
+    let ids: Vec<String> = read_rows(&pairs)
+        .iter()
+        .filter_map(|r| r["pair_id"].as_str().map(str::to_string))
+        .collect();
+    let labels = tmp.path().join("labels");
+    std::fs::create_dir_all(&labels).unwrap();
+    let serve = Serve::start_with(
+        &pairs,
+        &out,
+        1,
+        Some(&labels),
+        &["--max-body-bytes", "65536"],
+    );
+    let body = format!(
+        "{{\"pair_id\": \"{}\", \"verdict\": \"rejected\"}}\n",
+        ids[3]
+    );
+    // Without the token, or with a wrong one: 401, and nothing is taken.
+    for token in [None, Some("wrong"), Some("")] {
+        let (code, _) = http(&serve.addr, "POST", "/v1/labels", token, body.as_bytes());
+        assert_eq!(code, 401);
+        let (code, _) = http(&serve.addr, "GET", "/v1/status", token, b"");
+        assert_eq!(code, 401);
+    }
+    // A malformed line: 400 naming it, and none of the request is taken.
+    let bad = format!("{body}{{\"pair_id\": \"x\", \"verdict\": \"maybe\"}}\n");
+    let (code, reply) = serve.call("POST", "/v1/labels", bad.as_bytes());
+    assert_eq!(code, 400);
+    assert!(
+        reply.contains("line 2") && reply.contains("maybe"),
+        "{reply}"
+    );
+    let (code, reply) = serve.call("POST", "/v1/labels", b"not json\n");
+    assert_eq!(code, 400, "{reply}");
+    assert_eq!(serve.status()["labels_total"], 0);
+    // Too large a body: 413 (this serve allows 64 KiB), and nothing is taken.
+    let mut huge = String::new();
+    while huge.len() <= 64 << 10 {
+        huge.push_str(&body);
+    }
+    let (code, _) = serve.call("POST", "/v1/labels", huge.as_bytes());
+    assert_eq!(code, 413);
+    assert_eq!(serve.status()["labels_total"], 0);
+
+    // Acknowledged, then SIGKILL at once.
+    let (code, reply) = serve.call("POST", "/v1/labels", body.as_bytes());
+    assert_eq!(code, 200, "{reply}");
+    let second = format!(
+        "{{\"pair_id\": \"{}\", \"verdict\": \"undecidable\"}}\n{{\"pair_id\": \"{}\", \"verdict\": \"chosen\"}}\n",
+        ids[5], ids[7]
+    );
+    let (code, _) = serve.call("POST", "/v1/labels", second.as_bytes());
+    assert_eq!(code, 200);
+    drop(serve);
+
+    let serve = Serve::start(&pairs, &out, 1, Some(&labels));
+    let st = serve.status();
+    assert_eq!(st["labels_total"], 3, "{st}");
+    assert_eq!(st["epoch"], 2, "{st}");
+    serve.snapshot();
+    let rows = decisions(&out.join("snapshot"));
+    let reason_of = |id: &str| {
+        rows.iter()
+            .find(|r| r.1 == format!("\"{id}\""))
+            .map(|r| r.2.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(reason_of(&ids[3]), "\"human_corrected\"");
+    assert_eq!(reason_of(&ids[5]), "\"human_undecidable\"");
+    assert_eq!(reason_of(&ids[7]), "\"human_agrees\"");
+
+    // `synpref label add` puts a file under --labels; serve takes it as the next epoch.
+    let file = tmp.path().join("more.jsonl");
+    std::fs::write(
+        &file,
+        format!("{{\"pair_id\": \"{}\", \"verdict\": \"chosen\"}}\n", ids[9]),
+    )
+    .unwrap();
+    ok(&["label", "add", "--labels", s(&labels), s(&file)]);
+    let st = serve.wait_for_epoch(3);
+    assert_eq!(st["labels_total"], 4, "{st}");
+    assert_eq!(st["label_files_taken"], 1, "{st}");
+    let (code, metrics) = serve.call("GET", "/metrics", b"");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("synpref_serve_epoch 3"), "{metrics}");
+    assert!(metrics.contains("synpref_serve_rows{reason=\"human_agrees\"}"));
+    // A bad label file is refused by `label add`, exit 2 naming the row.
+    std::fs::write(&file, "{\"pair_id\": \"a\", \"verdict\": \"perhaps\"}\n").unwrap();
+    let err = fails_with(&["label", "add", "--labels", s(&labels), s(&file)], 2);
+    assert!(
+        err.contains("more.jsonl") && err.contains("perhaps"),
+        "{err}"
     );
 }

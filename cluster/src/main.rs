@@ -31,6 +31,7 @@ use synpref_jobs::curate::{default_score_cache, CurateSpec};
 use synpref_jobs::demo::{summary, DemoSpec};
 use synpref_jobs::gen::{run_gen, GenSpec};
 use synpref_jobs::score::{run_score, ScoreSpec};
+use synpref_jobs::serve::{add_label_file, run_serve, ServeSpec};
 use synpref_operators::models::ModelOptions;
 
 #[derive(Parser)]
@@ -72,6 +73,14 @@ enum Command {
     /// Score pairs with one reward model: the input columns plus r_chosen, r_rejected and
     /// p = σ(r_chosen − r_rejected), and the accuracy against the input's labels.
     Score(ScoreArgs),
+    /// Keep the curated set current as gold labels arrive (HTTP and label files): a
+    /// long-running job with a changelog and snapshots.
+    Serve(ServeArgs),
+    /// Manage the gold labels a serve polls.
+    Label {
+        #[command(subcommand)]
+        command: LabelCommand,
+    },
 }
 
 /// Settings of the transformer models (`hf:DIR`, `encoder:DIR`).
@@ -155,26 +164,15 @@ struct ScoreArgs {
     no_progress: bool,
 }
 
+/// The Stage-2 settings `curate` and `serve` share.
 #[derive(Args)]
-struct CurateArgs {
-    /// Input pairs: a Parquet or JSONL file, a directory or a glob (local path or URL).
-    #[arg(long)]
-    pairs: String,
-    /// Gold labels: pair_id, verdict ∈ {chosen, rejected, undecidable}.
-    #[arg(long)]
-    gold: String,
-    /// Output directory (curated/, discarded/, quarantine/, report.json, manifest.json).
-    #[arg(long)]
-    out: String,
+struct StageArgs {
     /// Timely worker threads.
     #[arg(long, default_value_t = CurateSpec::default().workers)]
     workers: usize,
     /// τ of the consistency rule: keep iff p_gold > τ and (p_best > τ or judges agree).
     #[arg(long, default_value_t = CurateSpec::default().threshold)]
     threshold: f64,
-    /// Ground truth (pair_id, preference) for truth_agreement_* in the report.
-    #[arg(long)]
-    truth: Option<String>,
     /// LLM-judge votes (pair_id, verdict), consulted when p_best ≤ τ.
     #[arg(long)]
     judges: Option<String>,
@@ -198,12 +196,60 @@ struct CurateArgs {
     /// Seed of the built-in models' training.
     #[arg(long, default_value_t = CurateSpec::default().train.seed)]
     seed: u64,
-    /// Do not draw progress bars.
-    #[arg(long)]
-    no_progress: bool,
     /// Rows per read batch: the unit of pipelining between reading and the dataflow.
     #[arg(long, default_value_t = CurateSpec::default().batch_rows)]
     batch_rows: usize,
+    /// Do not draw progress bars.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+impl StageArgs {
+    fn into_spec(
+        self,
+        pairs: String,
+        gold: String,
+        out: String,
+    ) -> Result<CurateSpec, synpref_engine::Error> {
+        let mut spec = CurateSpec {
+            models: self.models.options()?,
+            score_cache: self.models.cache(),
+            pairs,
+            gold,
+            out,
+            workers: self.workers,
+            threshold: self.threshold,
+            judges: self.judges,
+            decontaminate: self.decontaminate,
+            emit_flipped: self.emit_flipped,
+            max_pair_bytes: self.max_pair_bytes,
+            best_rm: self.best_rm,
+            gold_rm: self.gold_rm,
+            progress: !self.no_progress,
+            batch_rows: self.batch_rows,
+            ..CurateSpec::default()
+        };
+        spec.train.seed = self.seed;
+        Ok(spec)
+    }
+}
+
+#[derive(Args)]
+struct CurateArgs {
+    /// Input pairs: a Parquet or JSONL file, a directory or a glob (local path or URL).
+    #[arg(long)]
+    pairs: String,
+    /// Gold labels: pair_id, verdict ∈ {chosen, rejected, undecidable}.
+    #[arg(long)]
+    gold: String,
+    /// Output directory (curated/, discarded/, quarantine/, report.json, manifest.json).
+    #[arg(long)]
+    out: String,
+    /// Ground truth (pair_id, preference) for truth_agreement_* in the report.
+    #[arg(long)]
+    truth: Option<String>,
+    #[command(flatten)]
+    stage: StageArgs,
     /// Run as one of several timely processes: a file with one host:port per process.
     /// Start the same command once per line, each with its own --process.
     #[arg(long, requires = "process")]
@@ -222,28 +268,99 @@ impl CurateArgs {
     }
 
     fn into_spec(self) -> Result<CurateSpec, synpref_engine::Error> {
-        let mut spec = CurateSpec {
-            models: self.models.options()?,
-            score_cache: self.models.cache(),
-            pairs: self.pairs,
-            gold: self.gold,
-            out: self.out,
-            workers: self.workers,
-            threshold: self.threshold,
-            truth: self.truth,
-            judges: self.judges,
-            decontaminate: self.decontaminate,
-            emit_flipped: self.emit_flipped,
-            max_pair_bytes: self.max_pair_bytes,
-            best_rm: self.best_rm,
-            gold_rm: self.gold_rm,
-            progress: !self.no_progress,
-            batch_rows: self.batch_rows,
-            ..CurateSpec::default()
-        };
-        spec.train.seed = self.seed;
+        let mut spec = self.stage.into_spec(self.pairs, self.gold, self.out)?;
+        spec.truth = self.truth;
         Ok(spec)
     }
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Input pairs (the pool): a Parquet or JSONL file, a directory or a glob.
+    #[arg(long)]
+    pairs: String,
+    /// Prefix polled for new gold-label files (Parquet or JSONL; each file taken once).
+    #[arg(long)]
+    labels: Option<String>,
+    /// Output directory: snapshot/ (laid out like curate's output), changelog/, labels-log/.
+    #[arg(long)]
+    out: String,
+    /// The label log [default: OUT/labels-log].
+    #[arg(long)]
+    label_log: Option<String>,
+    /// Address of the HTTP API.
+    #[arg(long, default_value_t = ServeSpec::default().listen)]
+    listen: String,
+    /// File holding the API's bearer token [or set SYNPREF_TOKEN].
+    #[arg(long)]
+    token_file: Option<String>,
+    /// Seconds between listings of --labels.
+    #[arg(long, default_value_t = ServeSpec::default().poll_interval_s)]
+    poll_interval: f64,
+    /// Epochs between automatic snapshots (0: only on POST /v1/snapshot).
+    #[arg(long, default_value_t = ServeSpec::default().snapshot_every)]
+    snapshot_every: u64,
+    /// Largest accepted request body in bytes.
+    #[arg(long, default_value_t = ServeSpec::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Local directory for the pool store [default: the system temporary directory].
+    #[arg(long)]
+    pool_dir: Option<String>,
+    #[command(flatten)]
+    stage: StageArgs,
+}
+
+impl ServeArgs {
+    /// The token, from --token-file or SYNPREF_TOKEN; serve refuses to start without.
+    fn token(&self) -> Result<String, synpref_engine::Error> {
+        use synpref_engine::Error;
+        let token = match &self.token_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map_err(|e| Error::setting("--token-file", format!("{f}: {e}")))?
+                .trim()
+                .to_string(),
+            None => std::env::var("SYNPREF_TOKEN")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        };
+        if token.is_empty() {
+            return Err(Error::setting(
+                "--token-file",
+                "serve needs a bearer token: give --token-file FILE or set SYNPREF_TOKEN",
+            ));
+        }
+        Ok(token)
+    }
+
+    fn into_spec(self) -> Result<ServeSpec, synpref_engine::Error> {
+        let curate = self
+            .stage
+            .into_spec(self.pairs, String::new(), String::new())?;
+        Ok(ServeSpec {
+            curate,
+            labels: self.labels,
+            out: self.out,
+            label_log: self.label_log,
+            listen: self.listen,
+            poll_interval_s: self.poll_interval,
+            snapshot_every: self.snapshot_every,
+            max_body_bytes: self.max_body_bytes,
+            pool_dir: self.pool_dir,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum LabelCommand {
+    /// Validate a gold-label file and add it under the --labels prefix a serve polls.
+    Add {
+        /// The prefix `synpref serve --labels` polls.
+        #[arg(long)]
+        labels: String,
+        /// A Parquet or JSONL gold-label file.
+        file: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -316,6 +433,18 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
             if cluster.process == 0 {
                 print!("{}", summary(&report, &out));
             }
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let token = args.token()?;
+            let spec = args.into_spec()?;
+            run_serve(spec, token)
+        }
+        Command::Label {
+            command: LabelCommand::Add { labels, file },
+        } => {
+            let (n, url) = add_label_file(&labels, &file)?;
+            println!("added {n} labels as {url}");
             Ok(())
         }
         Command::Score(args) => {

@@ -299,7 +299,7 @@ impl Reason {
 
 /// A human (gold) verdict on a pair (DESIGN §4): "chosen" means the human prefers the
 /// pair's chosen reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Verdict {
     Chosen,
     Rejected,

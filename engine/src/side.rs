@@ -35,7 +35,12 @@ pub fn read_rows(url: &str) -> Result<Vec<SideRow>> {
 }
 
 fn read_jsonl(loc: &Location, out: &mut Vec<SideRow>) -> Result<()> {
-    let bytes = loc.get()?;
+    parse_jsonl(&loc.get()?, &loc.url, out)
+}
+
+/// Parses JSONL rows (one JSON object per line; blank lines skipped). `origin` names the
+/// source in errors, which also give the line number.
+pub fn parse_jsonl(bytes: &[u8], origin: &str, out: &mut Vec<SideRow>) -> Result<()> {
     for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
         let line_no = i as u64 + 1;
         if line.iter().all(|b| b.is_ascii_whitespace()) {
@@ -43,13 +48,13 @@ fn read_jsonl(loc: &Location, out: &mut Vec<SideRow>) -> Result<()> {
         }
         match serde_json::from_slice::<Value>(line) {
             Ok(Value::Object(fields)) => out.push(SideRow {
-                file: loc.url.clone(),
+                file: origin.to_string(),
                 row: line_no,
                 fields,
             }),
             Ok(_) => {
                 return Err(Error::bad_row(
-                    &loc.url,
+                    origin,
                     line_no,
                     None,
                     "line is not a JSON object",
@@ -57,7 +62,7 @@ fn read_jsonl(loc: &Location, out: &mut Vec<SideRow>) -> Result<()> {
             }
             Err(e) => {
                 return Err(Error::bad_row(
-                    &loc.url,
+                    origin,
                     line_no,
                     None,
                     format!("not valid JSON: {e}"),
@@ -313,7 +318,81 @@ pub struct GoldLabels {
     pub files: Vec<String>,
 }
 
+/// A gold label from one side-table row (DESIGN §4): `pair_id`, `verdict`, optional
+/// `annotator`, `labeled_at` and the pair's text.
+pub fn label_from_row(r: &SideRow) -> Result<GoldLabel> {
+    let pair_id = r.required_string("pair_id")?;
+    if pair_id.is_empty() {
+        return Err(Error::bad_row(
+            &r.file,
+            r.row,
+            Some("pair_id".into()),
+            "`pair_id` is empty",
+        ));
+    }
+    let verdict_text = r.required_string("verdict")?;
+    let verdict = Verdict::parse(&verdict_text).ok_or_else(|| {
+        Error::bad_row(
+            &r.file,
+            r.row,
+            Some("verdict".into()),
+            format!("`{verdict_text}` is not one of \"chosen\", \"rejected\", \"undecidable\""),
+        )
+    })?;
+    let text = match (
+        r.conversation("prompt")?,
+        r.conversation("chosen")?,
+        r.conversation("rejected")?,
+    ) {
+        (Some(p), Some(c), Some(j)) => Some((p, c, j)),
+        _ => None,
+    };
+    Ok(GoldLabel {
+        pair_id,
+        verdict,
+        annotator: r.string("annotator")?,
+        labeled_at: scalar_text(r.fields.get("labeled_at")),
+        text,
+    })
+}
+
+/// Parses a JSONL body of gold labels; the first bad line fails the whole body.
+pub fn parse_label_lines(bytes: &[u8], origin: &str) -> Result<Vec<GoldLabel>> {
+    let mut rows = Vec::new();
+    parse_jsonl(bytes, origin, &mut rows)?;
+    rows.iter().map(label_from_row).collect()
+}
+
+/// One gold label as a JSON object in the input format (so that label-log segments are
+/// themselves gold-label files any job can read).
+pub fn label_to_json(label: &GoldLabel) -> Value {
+    let conv = |c: &Conversation| match c {
+        Conversation::Text(t) => Value::String(t.clone()),
+        Conversation::Messages(ms) => Value::Array(
+            ms.iter()
+                .map(|m| serde_json::json!({"role": m.role, "content": m.content}))
+                .collect(),
+        ),
+    };
+    let mut m = Map::new();
+    m.insert("pair_id".into(), label.pair_id.clone().into());
+    m.insert("verdict".into(), label.verdict.as_str().into());
+    if let Some(a) = &label.annotator {
+        m.insert("annotator".into(), a.clone().into());
+    }
+    if let Some(t) = &label.labeled_at {
+        m.insert("labeled_at".into(), t.clone().into());
+    }
+    if let Some((p, c, r)) = &label.text {
+        m.insert("prompt".into(), conv(p));
+        m.insert("chosen".into(), conv(c));
+        m.insert("rejected".into(), conv(r));
+    }
+    Value::Object(m)
+}
+
 impl GoldLabels {
+    /// The labels of every file under `url`, in file order.
     pub fn read(url: &str) -> Result<GoldLabels> {
         let rows = read_rows(url)?;
         let mut gold = GoldLabels::default();
@@ -321,33 +400,7 @@ impl GoldLabels {
             if !gold.files.contains(&r.file) {
                 gold.files.push(r.file.clone());
             }
-            let pair_id = r.required_string("pair_id")?;
-            let verdict_text = r.required_string("verdict")?;
-            let verdict = Verdict::parse(&verdict_text).ok_or_else(|| {
-                Error::bad_row(
-                    &r.file,
-                    r.row,
-                    Some("verdict".into()),
-                    format!(
-                        "`{verdict_text}` is not one of \"chosen\", \"rejected\", \"undecidable\""
-                    ),
-                )
-            })?;
-            let text = match (
-                r.conversation("prompt")?,
-                r.conversation("chosen")?,
-                r.conversation("rejected")?,
-            ) {
-                (Some(p), Some(c), Some(j)) => Some((p, c, j)),
-                _ => None,
-            };
-            let label = GoldLabel {
-                pair_id,
-                verdict,
-                annotator: r.string("annotator")?,
-                labeled_at: scalar_text(r.fields.get("labeled_at")),
-                text,
-            };
+            let label = label_from_row(&r)?;
             gold.insert(label);
         }
         Ok(gold)

@@ -135,6 +135,44 @@ impl Location {
             })
     }
 
+    /// Writes a new object in one atomic put that fails if the object already exists
+    /// (two writers of one log cannot overwrite each other's entries), and returns only
+    /// once the bytes are durable: on local disk the file and its directory are
+    /// fsynced, since the store's rename alone survives a process kill but not a power
+    /// loss; remote stores acknowledge a put only once it is stored.
+    pub fn put_new_durable(&self, bytes: Vec<u8>) -> Result<()> {
+        let opts = object_store::PutOptions::from(object_store::PutMode::Create);
+        block_on(
+            self.store
+                .put_opts(&self.path, PutPayload::from(bytes), opts),
+        )
+        .map_err(|e| match e {
+            object_store::Error::AlreadyExists { .. } => Error::other(
+                &self.url,
+                "already exists: another process is writing to this log",
+            ),
+            other => Error::Storage {
+                path: self.url.clone(),
+                source: other,
+            },
+        })?;
+        if let Some(local) = self.local_path() {
+            let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+            sync(&local)
+                .and_then(|_| local.parent().map(sync).unwrap_or(Ok(())))
+                .map_err(|e| Error::other(&self.url, format!("cannot fsync: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The file behind this location when the store is the local file system.
+    pub fn local_path(&self) -> Option<std::path::PathBuf> {
+        self.store
+            .to_string()
+            .starts_with("LocalFileSystem")
+            .then(|| std::path::PathBuf::from(format!("/{}", self.path.as_ref())))
+    }
+
     pub fn get(&self) -> Result<Bytes> {
         block_on(async { self.store.get(&self.path).await?.bytes().await })
             .map_err(|e| self.read_error(e))

@@ -31,7 +31,7 @@ use synpref_engine::input::{
     plan_input, ConvForm, FileFormat, InputPlan, JsonlObservation, RawRecord, Shard, ShardReader,
 };
 use synpref_engine::model::{
-    Attributes, Destination, PreferencePair, Reason, RowKey, Verdict, ATTRIBUTE_COLUMNS,
+    Attributes, Destination, GoldLabel, PreferencePair, Reason, RowKey, Verdict, ATTRIBUTE_COLUMNS,
 };
 use synpref_engine::output::{write_json, OutputSchema, PartWriter, WrittenFile};
 use synpref_engine::side::{read_benchmark_prompts, GoldLabels, JudgeVotes, Truth};
@@ -49,12 +49,12 @@ use synpref_operators::models::{
     RewardModel,
 };
 use synpref_operators::score::ModelFailure;
-use synpref_operators::score::Score;
+use synpref_operators::score::{Score, ScoredPair};
 use synpref_operators::unique_pair_ids::UniquePairIds;
 use synpref_operators::validate::{Validate, ValidateSettings};
 use synpref_operators::write_parts::{OutputSinks, SinkStats, WriteParts};
 use timely::dataflow::operators::vec::{Input, Map};
-use timely::dataflow::operators::{Concatenate, Probe};
+use timely::dataflow::operators::{Concatenate, Inspect, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
@@ -189,6 +189,31 @@ impl CurateSpec {
     }
 }
 
+/// What `serve` adds to a curate run: it sees every valid and every scored pair (to
+/// build its state), and for snapshots it supplies the scorers instead of training.
+#[derive(Clone, Default)]
+pub struct CurateHooks {
+    pub tap: Option<Arc<dyn CurateTap>>,
+    /// (best, gold) scorers to use as they are: no model is trained.
+    pub scorers: Option<(Arc<dyn RewardModel>, Arc<dyn RewardModel>)>,
+}
+
+/// Observes a curate pass on each worker.
+pub trait CurateTap: Send + Sync {
+    /// Every valid row, before dedup (the pool the gold RM's examples come from).
+    fn valid(&self, worker: usize, pair: &PreferencePair);
+    /// Every scored pair (valid, unique, clean), with its margins.
+    fn scored(&self, worker: usize, scored: &ScoredPair);
+    /// The run's output schema and carried columns, once the survey has found them.
+    fn schema(
+        &self,
+        _schema: &OutputSchema,
+        _extras: &Arc<ExtrasCodec>,
+        _file_urls: &Arc<Vec<String>>,
+    ) {
+    }
+}
+
 /// Everything a worker needs, prepared once per process.
 pub struct CuratePlan {
     pub spec: CurateSpec,
@@ -200,6 +225,7 @@ pub struct CuratePlan {
     pub out: Location,
     pub started: Instant,
     pub bars: Bars,
+    pub hooks: CurateHooks,
 }
 
 /// Progress bars shared by the workers of a process.
@@ -212,6 +238,18 @@ pub struct Bars {
 /// cluster, or the only one) also clears a previous run's output; the others connect
 /// only after every process has prepared, so no part is written before the clearing.
 pub fn prepare(spec: CurateSpec, leader: bool) -> Result<CuratePlan> {
+    spec.validate()?;
+    let gold = GoldLabels::read(&spec.gold)?;
+    prepare_with_gold(spec, gold, leader, CurateHooks::default())
+}
+
+/// `prepare` with the gold labels given (serve holds them) and serve's hooks.
+pub fn prepare_with_gold(
+    spec: CurateSpec,
+    gold: GoldLabels,
+    leader: bool,
+    hooks: CurateHooks,
+) -> Result<CuratePlan> {
     let started = Instant::now();
     spec.validate()?;
     let mut input = plan_input(&spec.pairs)?;
@@ -222,7 +260,6 @@ pub fn prepare(spec: CurateSpec, leader: bool) -> Result<CuratePlan> {
         rows = input.estimated_rows,
         "planned input"
     );
-    let gold = GoldLabels::read(&spec.gold)?;
     tracing::info!(
         labels = gold.labels.len(),
         records = gold.records,
@@ -273,6 +310,7 @@ pub fn prepare(spec: CurateSpec, leader: bool) -> Result<CuratePlan> {
         out,
         started,
         bars,
+        hooks,
     })
 }
 
@@ -283,6 +321,7 @@ pub type Report = serde_json::Value;
 /// flight. A read error stops feeding and is returned after the input is closed.
 fn feed(
     worker: &mut Worker,
+    dataflow: usize,
     plan: &CuratePlan,
     mut input: InputHandleVec<u64, RawRecord>,
     probe: &ProbeHandle<u64>,
@@ -346,7 +385,11 @@ fn feed(
         }
     }
     drop(input);
-    while worker.step_or_park(Some(PARK)) {}
+    // Until this dataflow is done, sinks included (not until every dataflow of the
+    // worker is: serve keeps a long-lived one beside curate's).
+    while worker.installed_dataflows().contains(&dataflow) {
+        worker.step_or_park(Some(PARK));
+    }
     result.map(|_| rows)
 }
 
@@ -376,13 +419,15 @@ enum Trained {
     /// A ready reward model (`hf:`): nothing to train.
     Hf,
     Encoder(DenseHead),
+    /// Given by the caller (`CurateHooks::scorers`): serve's current models.
+    Given,
 }
 
 impl Trained {
     fn info(&self) -> serde_json::Value {
         match self {
             Trained::Builtin(m) => serde_json::json!(m.info),
-            Trained::Hf => serde_json::Value::Null,
+            Trained::Hf | Trained::Given => serde_json::Value::Null,
             Trained::Encoder(h) => serde_json::json!(h.info),
         }
     }
@@ -436,6 +481,81 @@ fn sort_labelled(pairs: &mut [(PreferencePair, bool)]) {
             .cmp(&b.0.pair_id)
             .then(a.0.content_hash.cmp(&b.0.content_hash))
     });
+}
+
+/// Whether a pool row with this pair key trains the gold RM, and oriented how: it does
+/// when its label carries no text of its own and is decisive (`Some(true)`: the human
+/// preferred the rejected reply, so the example is swapped).
+pub fn pool_label_swap(gold: &GoldLabels, pair_key: u64) -> Option<bool> {
+    match gold.labels.get(&pair_key) {
+        Some(l) if l.text.is_none() && l.verdict != Verdict::Undecidable => {
+            Some(l.verdict == Verdict::Rejected)
+        }
+        _ => None,
+    }
+}
+
+/// The gold RM's training sets: the examples of labelled pool rows (built-in) or the
+/// labelled pool pairs (encoder), plus every decisive label that carries its own text,
+/// one per pair id, in a total order. `curate` and `serve` both train through this.
+pub fn complete_gold_sets(
+    gold: &GoldLabels,
+    mut gold_set: Vec<TrainExample>,
+    mut gold_pair_set: Vec<(PreferencePair, bool)>,
+    bits: u32,
+    gold_spec: &ModelSpec,
+) -> (Vec<TrainExample>, Vec<(PreferencePair, bool)>) {
+    for label in gold.labels.values() {
+        if let Some((pair, swap)) = label_pair(label) {
+            match gold_spec {
+                ModelSpec::Builtin => gold_set.push(TrainExample::from_pair(&pair, bits, swap)),
+                ModelSpec::Encoder(_) => gold_pair_set.push((pair, swap)),
+                ModelSpec::Hf(_) => {}
+            }
+        }
+    }
+    // One example per labelled pair id.
+    gold_set.sort_by(TrainExample::total_order);
+    gold_set.dedup_by(|a, b| a.pair_id == b.pair_id);
+    sort_labelled(&mut gold_pair_set);
+    gold_pair_set.dedup_by(|a, b| a.0.pair_id == b.0.pair_id);
+    (gold_set, gold_pair_set)
+}
+
+/// A decisive label with its own text as a pair (and whether the example is swapped).
+fn label_pair(label: &GoldLabel) -> Option<(PreferencePair, bool)> {
+    let (p, c, r) = label.text.as_ref()?;
+    if label.verdict == Verdict::Undecidable {
+        return None;
+    }
+    let pair = PreferencePair {
+        key: RowKey(0),
+        row: 0,
+        pair_id: label.pair_id.clone(),
+        prompt: p.clone(),
+        chosen: c.clone(),
+        rejected: r.clone(),
+        implicit_prompt: false,
+        attributes: Attributes::default(),
+        extras: Vec::new(),
+        content_hash: synpref_engine::hashing::content_hash(p, c, r),
+        pair_key: 0,
+    };
+    Some((pair, label.verdict == Verdict::Rejected))
+}
+
+/// Trains the built-in gold RM on its complete training set (deterministic: the same
+/// labels give the same weights in curate and in serve).
+pub fn train_builtin_gold(
+    spec: &CurateSpec,
+    gold_set: Vec<TrainExample>,
+    mut on_epoch: impl FnMut(),
+) -> HashedBtModel {
+    let settings = TrainSettings {
+        epochs: spec.gold_epochs,
+        ..spec.train.clone()
+    };
+    HashedBtModel::train(gold_set, Vec::new(), &settings, |_, _| on_epoch())
 }
 
 /// Trains an encoder head on labelled pairs (sorted by pair id), features from the cache.
@@ -497,12 +617,14 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
         / (1.0 - spec.heldout_share)
         / plan.input.estimated_rows.max(1) as f64)
         .min(1.0);
+    let mut dataflow;
     let (input, probe) = {
         let (ci, pi) = (content_index.clone(), pair_index.clone());
         let (be, ge) = (best_examples.clone(), gold_examples.clone());
         let (bp, gp) = (best_pairs.clone(), gold_pairs.clone());
         let ngrams = plan.ngrams.clone();
         let gold = plan.gold.clone();
+        dataflow = worker.next_dataflow_index();
         worker.dataflow_named::<u64, _, _>("Survey", move |scope| {
             let (input, raw) = scope.new_input::<RawRecord>();
             let (valid, _quarantined) = raw.validate(validate_settings);
@@ -511,12 +633,7 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
             let facts = valid.map(move |p: PreferencePair| {
                 let sampled = unit_interval(&p.pair_id, SALT_SAMPLE) < sample_rate
                     && !ngrams.contaminates(&p);
-                let gold_swap = match gold.labels.get(&p.pair_key) {
-                    Some(l) if l.text.is_none() && l.verdict != Verdict::Undecidable => {
-                        Some(l.verdict == Verdict::Rejected)
-                    }
-                    _ => None,
-                };
+                let gold_swap = pool_label_swap(&gold, p.pair_key);
                 let sparse = |take: bool, kind: &ModelSpec, swap: bool| {
                     (take && *kind == ModelSpec::Builtin)
                         .then(|| TrainExample::from_pair(&p, bits, swap))
@@ -563,6 +680,7 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
     let mut observations = Vec::new();
     let fed = feed(
         worker,
+        dataflow,
         plan,
         input,
         &probe,
@@ -605,116 +723,93 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
     tracing::info!(rows = survey_rows, seconds = survey_s, "survey done");
 
     // ---- 2. Train the built-in models on worker 0 ----
-    let models = compute_on_leader(worker, || {
-        let t = Instant::now();
-        let mut sample = best_examples.borrow_mut().split_off(0);
-        sample.sort_by(|a, b| a.pair_id.cmp(&b.pair_id));
-        let (heldout, train): (Vec<_>, Vec<_>) = sample
-            .into_iter()
-            .partition(|e| unit_interval(&e.pair_id, SALT_HELDOUT) < spec.heldout_share);
-        let bar = synpref_engine::progress::bar(
-            "train",
-            (spec.train.epochs + spec.gold_epochs) as u64,
-            "epochs",
-        );
-        if !spec.progress {
-            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    let models = if plan.hooks.scorers.is_some() {
+        Models {
+            best: Trained::Given,
+            gold: Trained::Given,
+            train_s: 0.0,
         }
-        let mut gold_set = gold_examples.borrow_mut().split_off(0);
-        let mut gold_pair_set = gold_pairs.borrow_mut().split_off(0);
-        for label in plan.gold.labels.values() {
-            if let (Some((p, c, r)), false) = (&label.text, label.verdict == Verdict::Undecidable) {
-                let pair = PreferencePair {
-                    key: RowKey(0),
-                    row: 0,
-                    pair_id: label.pair_id.clone(),
-                    prompt: p.clone(),
-                    chosen: c.clone(),
-                    rejected: r.clone(),
-                    implicit_prompt: false,
-                    attributes: Attributes::default(),
-                    extras: Vec::new(),
-                    content_hash: synpref_engine::hashing::content_hash(p, c, r),
-                    pair_key: 0,
-                };
-                let swap = label.verdict == Verdict::Rejected;
-                match gold_spec {
-                    ModelSpec::Builtin => gold_set.push(TrainExample::from_pair(&pair, bits, swap)),
-                    ModelSpec::Encoder(_) => gold_pair_set.push((pair, swap)),
-                    ModelSpec::Hf(_) => {}
-                }
+    } else {
+        compute_on_leader(worker, || {
+            let t = Instant::now();
+            let mut sample = best_examples.borrow_mut().split_off(0);
+            sample.sort_by(|a, b| a.pair_id.cmp(&b.pair_id));
+            let (heldout, train): (Vec<_>, Vec<_>) = sample
+                .into_iter()
+                .partition(|e| unit_interval(&e.pair_id, SALT_HELDOUT) < spec.heldout_share);
+            let bar = synpref_engine::progress::bar(
+                "train",
+                (spec.train.epochs + spec.gold_epochs) as u64,
+                "epochs",
+            );
+            if !spec.progress {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
             }
-        }
-        // One example per labelled pair id.
-        gold_set.sort_by(TrainExample::total_order);
-        gold_set.dedup_by(|a, b| a.pair_id == b.pair_id);
-        sort_labelled(&mut gold_pair_set);
-        gold_pair_set.dedup_by(|a, b| a.0.pair_id == b.0.pair_id);
-        if gold_set.is_empty() && gold_pair_set.is_empty() && !matches!(gold_spec, ModelSpec::Hf(_))
-        {
-            tracing::warn!("no gold label matches a pool pair or carries its text: the gold RM is untrained (p_gold = 0.5), so no pair passes the gold check");
-        }
-        tracing::info!(
-            best_sample = train.len() + heldout.len() + best_pairs.borrow().len(),
-            gold = gold_set.len() + gold_pair_set.len(),
-            "training the best RM (pool labels) and the gold RM (gold labels)"
-        );
-        let gold_settings = TrainSettings {
-            epochs: spec.gold_epochs,
-            ..spec.train.clone()
-        };
-        let mut best_pair_set = best_pairs.borrow_mut().split_off(0);
-        sort_labelled(&mut best_pair_set);
-        let head_settings = HeadSettings {
-            seed: spec.train.seed,
-            ..HeadSettings::default()
-        };
-        // The two models train at once on two threads; each alone is deterministic.
-        let (best, gold) = std::thread::scope(|scope| -> Result<(Trained, Trained)> {
-            let gold = scope.spawn(|| -> Result<Trained> {
-                Ok(match &gold_spec {
+            let gold_set = gold_examples.borrow_mut().split_off(0);
+            let gold_pair_set = gold_pairs.borrow_mut().split_off(0);
+            let (gold_set, gold_pair_set) =
+                complete_gold_sets(&plan.gold, gold_set, gold_pair_set, bits, &gold_spec);
+            if gold_set.is_empty()
+                && gold_pair_set.is_empty()
+                && !matches!(gold_spec, ModelSpec::Hf(_))
+            {
+                tracing::warn!("no gold label matches a pool pair or carries its text: the gold RM is untrained (p_gold = 0.5), so no pair passes the gold check");
+            }
+            tracing::info!(
+                best_sample = train.len() + heldout.len() + best_pairs.borrow().len(),
+                gold = gold_set.len() + gold_pair_set.len(),
+                "training the best RM (pool labels) and the gold RM (gold labels)"
+            );
+            let mut best_pair_set = best_pairs.borrow_mut().split_off(0);
+            sort_labelled(&mut best_pair_set);
+            let head_settings = HeadSettings {
+                seed: spec.train.seed,
+                ..HeadSettings::default()
+            };
+            // The two models train at once on two threads; each alone is deterministic.
+            let (best, gold) = std::thread::scope(|scope| -> Result<(Trained, Trained)> {
+                let gold = scope.spawn(|| -> Result<Trained> {
+                    Ok(match &gold_spec {
+                        ModelSpec::Builtin => {
+                            Trained::Builtin(train_builtin_gold(spec, gold_set, || bar.inc(1)))
+                        }
+                        ModelSpec::Hf(_) => Trained::Hf,
+                        ModelSpec::Encoder(_) => Trained::Encoder(train_head(
+                            gold_features.as_deref().expect("encoder features"),
+                            gold_pair_set,
+                            0.0,
+                            &head_settings,
+                        )?),
+                    })
+                });
+                let best = match &best_spec {
                     ModelSpec::Builtin => Trained::Builtin(HashedBtModel::train(
-                        gold_set,
-                        Vec::new(),
-                        &gold_settings,
-                        |_, _| bar.inc(1),
+                        train,
+                        heldout,
+                        &spec.train,
+                        |epoch, acc| {
+                            bar.inc(1);
+                            tracing::debug!(epoch, heldout_accuracy = acc, "best RM epoch");
+                        },
                     )),
                     ModelSpec::Hf(_) => Trained::Hf,
                     ModelSpec::Encoder(_) => Trained::Encoder(train_head(
-                        gold_features.as_deref().expect("encoder features"),
-                        gold_pair_set,
-                        0.0,
+                        best_features.as_deref().expect("encoder features"),
+                        best_pair_set,
+                        spec.heldout_share,
                         &head_settings,
                     )?),
-                })
-            });
-            let best = match &best_spec {
-                ModelSpec::Builtin => Trained::Builtin(HashedBtModel::train(
-                    train,
-                    heldout,
-                    &spec.train,
-                    |epoch, acc| {
-                        bar.inc(1);
-                        tracing::debug!(epoch, heldout_accuracy = acc, "best RM epoch");
-                    },
-                )),
-                ModelSpec::Hf(_) => Trained::Hf,
-                ModelSpec::Encoder(_) => Trained::Encoder(train_head(
-                    best_features.as_deref().expect("encoder features"),
-                    best_pair_set,
-                    spec.heldout_share,
-                    &head_settings,
-                )?),
-            };
-            Ok((best, gold.join().expect("gold RM training thread")?))
-        })?;
-        bar.finish_and_clear();
-        Ok(Models {
-            best,
-            gold,
-            train_s: t.elapsed().as_secs_f64(),
-        })
-    })?;
+                };
+                Ok((best, gold.join().expect("gold RM training thread")?))
+            })?;
+            bar.finish_and_clear();
+            Ok(Models {
+                best,
+                gold,
+                train_s: t.elapsed().as_secs_f64(),
+            })
+        })?
+    };
     tracing::info!(best = %models.best.info(), gold = %models.gold.info(), "models trained");
 
     // ---- 3. Curate ----
@@ -743,19 +838,32 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
             )
         })
         .collect();
+    if let Some(tap) = &plan.hooks.tap {
+        tap.schema(&schema, &extras, &file_urls);
+    }
     let sinks = Rc::new(RefCell::new(OutputSinks::new(writers, plan.truth.clone())));
-    let scorer = |t: &Trained, f: &Option<Arc<CachedFeatures>>| -> Arc<dyn RewardModel> {
-        match t {
-            Trained::Builtin(m) => Arc::new(m.clone()),
-            Trained::Hf => Arc::new(HfScorer(f.clone().expect("hf features"))),
-            Trained::Encoder(h) => Arc::new(EncoderScorer {
-                features: f.clone().expect("encoder features"),
-                head: h.clone(),
-            }),
-        }
-    };
-    let best = scorer(&models.best, &best_features);
-    let gold = scorer(&models.gold, &gold_features);
+    let given = plan.hooks.scorers.clone();
+    let scorer =
+        |t: &Trained, f: &Option<Arc<CachedFeatures>>, best: bool| -> Arc<dyn RewardModel> {
+            match t {
+                Trained::Given => {
+                    let (b, g) = given.clone().expect("given scorers");
+                    if best {
+                        b
+                    } else {
+                        g
+                    }
+                }
+                Trained::Builtin(m) => Arc::new(m.clone()),
+                Trained::Hf => Arc::new(HfScorer(f.clone().expect("hf features"))),
+                Trained::Encoder(h) => Arc::new(EncoderScorer {
+                    features: f.clone().expect("encoder features"),
+                    head: h.clone(),
+                }),
+            }
+        };
+    let best = scorer(&models.best, &best_features, true);
+    let gold = scorer(&models.gold, &gold_features, false);
     let fingerprints = (best.fingerprint(), gold.fingerprint());
     let failure: ModelFailure = Rc::new(RefCell::new(None));
     let rule = Arc::new(RuleInputs {
@@ -771,13 +879,23 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
         let ngrams = plan.ngrams.clone();
         let (ci, pi) = (content_index.clone(), pair_index.clone());
         let failure = failure.clone();
+        let tap = plan.hooks.tap.clone();
+        let index = worker.index();
+        dataflow = worker.next_dataflow_index();
         worker.dataflow_named::<u64, _, _>("Curate", move |scope| {
             let (input, raw) = scope.new_input::<RawRecord>();
-            let (valid, invalid) = raw.validate(validate_settings);
+            let (mut valid, invalid) = raw.validate(validate_settings);
+            if let Some(tap) = tap.clone() {
+                valid = valid.inspect(move |p| tap.valid(index, p));
+            }
             let (unique, duplicates) = valid.dedup(ci);
             let (unique, reused_ids) = unique.unique_pair_ids(pi);
             let (clean, contaminated) = unique.decontaminate(ngrams);
-            let decided = clean.score(best, gold, failure).consistency_rule(rule);
+            let mut scored = clean.score(best, gold, failure);
+            if let Some(tap) = tap {
+                scored = scored.inspect(move |s| tap.scored(index, s));
+            }
+            let decided = scored.consistency_rule(rule);
             let all =
                 scope.concatenate(vec![invalid, duplicates, reused_ids, contaminated, decided]);
             let (probe, all) = all.probe();
@@ -788,6 +906,7 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
     let extras_ref = extras.clone();
     let fed = feed(
         worker,
+        dataflow,
         plan,
         input,
         &probe,

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use synpref_engine::model::{Reason, Verdict};
+use synpref_engine::model::{PreferencePair, Reason, Verdict};
 use synpref_engine::output::OutputRow;
 use synpref_engine::side::{GoldLabels, JudgeVotes};
 use timely::dataflow::channels::pact::Pipeline;
@@ -37,31 +37,72 @@ pub struct RuleInputs {
 
 /// (reason, swap) for one pair.
 pub fn decide(inputs: &RuleInputs, pair_key: u64, p_best: f64, p_gold: f64) -> (Reason, bool) {
-    let tau = inputs.settings.threshold;
-    if let Some(label) = inputs.gold.labels.get(&pair_key) {
-        return match label.verdict {
+    decide_with(
+        &inputs.settings,
+        inputs.gold.labels.get(&pair_key).map(|l| l.verdict),
+        || {
+            inputs
+                .judges
+                .as_ref()
+                .and_then(|j| j.agree_key(pair_key))
+                .unwrap_or(false)
+        },
+        p_best,
+        p_gold,
+    )
+}
+
+/// The rule itself, from the pair's human verdict (if any), whether the LLM judges
+/// agree with its label (asked only when needed), and the two probabilities. `curate`
+/// and `serve` both decide through this one function.
+pub fn decide_with(
+    settings: &RuleSettings,
+    verdict: Option<Verdict>,
+    judges_agree: impl FnOnce() -> bool,
+    p_best: f64,
+    p_gold: f64,
+) -> (Reason, bool) {
+    let tau = settings.threshold;
+    if let Some(verdict) = verdict {
+        return match verdict {
             Verdict::Chosen => (Reason::HumanAgrees, false),
             Verdict::Rejected => (Reason::HumanCorrected, true),
             Verdict::Undecidable => (Reason::HumanUndecidable, false),
         };
     }
-    let flip = inputs.settings.emit_flipped;
+    let flip = settings.emit_flipped;
     if p_gold <= tau {
         return (Reason::GoldRmDisagrees, flip);
     }
     if p_best > tau {
         return (Reason::BothRmsAgree, false);
     }
-    let judges_agree = inputs
-        .judges
-        .as_ref()
-        .and_then(|j| j.agree_key(pair_key))
-        .unwrap_or(false);
-    if judges_agree {
+    if judges_agree() {
         (Reason::GoldRmAndJudgeAgree, false)
     } else {
         (Reason::BestRmAndJudgeDisagree, flip)
     }
+}
+
+/// The output row of a scored pair under its decision: swapped rows carry 1 − p.
+pub fn decided_row(
+    pair: PreferencePair,
+    reason: Reason,
+    swap: bool,
+    p_best: f64,
+    p_gold: f64,
+) -> OutputRow {
+    let mut row = routed(pair, reason, None);
+    if swap {
+        std::mem::swap(&mut row.chosen, &mut row.rejected);
+        row.swapped = true;
+        row.p_best = Some(1.0 - p_best);
+        row.p_gold = Some(1.0 - p_gold);
+    } else {
+        row.p_best = Some(p_best);
+        row.p_gold = Some(p_gold);
+    }
+    row
 }
 
 pub trait ConsistencyRule<'scope> {
@@ -74,24 +115,10 @@ impl<'scope> ConsistencyRule<'scope> for Rows<'scope, ScoredPair> {
             move |input, output| {
                 input.for_each(|time, data| {
                     let mut session = output.session(&time);
-                    for ScoredPair {
-                        pair,
-                        p_best,
-                        p_gold,
-                    } in data.drain(..)
-                    {
-                        let (reason, swap) = decide(&inputs, pair.pair_key, p_best, p_gold);
-                        let mut row = routed(pair, reason, None);
-                        if swap {
-                            std::mem::swap(&mut row.chosen, &mut row.rejected);
-                            row.swapped = true;
-                            row.p_best = Some(1.0 - p_best);
-                            row.p_gold = Some(1.0 - p_gold);
-                        } else {
-                            row.p_best = Some(p_best);
-                            row.p_gold = Some(p_gold);
-                        }
-                        session.give(row);
+                    for s in data.drain(..) {
+                        let (p_best, p_gold) = (s.p_best(), s.p_gold());
+                        let (reason, swap) = decide(&inputs, s.pair.pair_key, p_best, p_gold);
+                        session.give(decided_row(s.pair, reason, swap, p_best, p_gold));
                     }
                 });
             }

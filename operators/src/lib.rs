@@ -1,7 +1,7 @@
 //! synpref-operators: the dataflow operators of synpref, one per file, each an
 //! extension trait with one method on timely streams and a name in the dataflow graph
 //! (validate, index_first, dedup, unique_pair_ids, decontaminate, score,
-//! consistency_rule, collect_examples, write_parts), plus the reward-model boundary and
+//! consistency_rule, collect_examples, write_parts; decide_incrementally for `serve`), plus the reward-model boundary and
 //! the built-in hashed Bradley–Terry model (`models`).
 //!
 //! Operators route bad or dropped rows as data (a second stream of `OutputRow`s with a
@@ -9,6 +9,7 @@
 
 pub mod collect_examples;
 pub mod consistency_rule;
+pub mod decide_incrementally;
 pub mod decontaminate;
 pub mod dedup;
 pub mod index_first;

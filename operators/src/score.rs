@@ -17,8 +17,20 @@ use crate::Rows;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScoredPair {
     pub pair: PreferencePair,
-    pub p_best: f64,
-    pub p_gold: f64,
+    /// r(x, y_w) − r(x, y_l) under the best and the gold RM, as computed in f32: the
+    /// margins are what `serve` keeps, and p = σ(margin) is recomputed from them
+    /// exactly (`p_best`, `p_gold`).
+    pub m_best: f32,
+    pub m_gold: f32,
+}
+
+impl ScoredPair {
+    pub fn p_best(&self) -> f64 {
+        sigmoid(self.m_best as f64)
+    }
+    pub fn p_gold(&self) -> f64 {
+        sigmoid(self.m_gold as f64)
+    }
 }
 
 /// Rewards of one reply under two models whose weights are interleaved.
@@ -74,7 +86,7 @@ impl<'scope> Score<'scope> for Rows<'scope, PreferencePair> {
             move |input, output| {
                 input.for_each(|time, data| {
                     let mut session = output.session(&time);
-                    let scores: Vec<(f64, f64)> = match &paired {
+                    let scores: Vec<(f32, f32)> = match &paired {
                         Some(w) => data
                             .iter()
                             .map(|p| {
@@ -93,10 +105,7 @@ impl<'scope> Score<'scope> for Rows<'scope, PreferencePair> {
                                 );
                                 let rc = dot2(w, &c);
                                 let rr = dot2(w, &r);
-                                (
-                                    sigmoid((rc[0] - rr[0]) as f64),
-                                    sigmoid((rc[1] - rr[1]) as f64),
-                                )
+                                (rc[0] - rr[0], rc[1] - rr[1])
                             })
                             .collect(),
                         None => {
@@ -123,17 +132,15 @@ impl<'scope> Score<'scope> for Rows<'scope, PreferencePair> {
                             };
                             sb.iter()
                                 .zip(&sg)
-                                .map(|(b, g)| {
-                                    (sigmoid((b.0 - b.1) as f64), sigmoid((g.0 - g.1) as f64))
-                                })
+                                .map(|(b, g)| (b.0 - b.1, g.0 - g.1))
                                 .collect()
                         }
                     };
-                    for (pair, (p_best, p_gold)) in data.drain(..).zip(scores) {
+                    for (pair, (m_best, m_gold)) in data.drain(..).zip(scores) {
                         session.give(ScoredPair {
                             pair,
-                            p_best,
-                            p_gold,
+                            m_best,
+                            m_gold,
                         });
                     }
                 });

@@ -14,6 +14,7 @@ pub mod decoder;
 pub mod encoder;
 pub mod features;
 pub mod hf;
+pub mod margin_bound;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,171 @@
+//! The label log: every batch of gold labels `serve` has accepted, in order, as
+//! numbered segments under one prefix in object storage.
+//!
+//! A segment is `seg-SSSSSSSSSS.jsonl`, named by its sequence number (the epoch its
+//! labels are applied at). Each is written in one atomic, create-only, durable put
+//! (`Location::put_new_durable`) before the batch is acknowledged, so two writers cannot
+//! both take a number. It holds the labels as gold-label JSONL (DESIGN §4), each line
+//! with one more field, `log_source`: a hash of where the batch came from (a label file
+//! under `--labels`, or an HTTP request), so that a restarted serve knows which label
+//! files it has already taken. Readers of gold labels ignore the extra field: the log
+//! directory is itself a valid `--gold` input, and `curate --gold LOG` recomputes from
+//! scratch what serve holds.
+
+use crate::error::{Error, Result};
+use crate::model::GoldLabel;
+use crate::side::{label_to_json, parse_label_lines};
+use crate::store::{resolve, Location};
+
+/// One segment of the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// 1, 2, …: the epoch at which the segment's labels apply.
+    pub seq: u64,
+    pub name: String,
+}
+
+/// A segment's contents.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    /// Hash of the batch's source (`source_tag`).
+    pub source: u64,
+    pub labels: Vec<GoldLabel>,
+}
+
+/// The field of each logged line that names the batch's source.
+const SOURCE_FIELD: &str = "log_source";
+
+/// A label log under one prefix.
+#[derive(Clone, Debug)]
+pub struct LabelLog {
+    pub dir: Location,
+}
+
+/// The tag of a batch's source: a label file's URL with its size, or a request id.
+pub fn source_tag(source: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(source.as_bytes())
+}
+
+impl LabelLog {
+    pub fn open(url: &str) -> Result<LabelLog> {
+        Ok(LabelLog { dir: resolve(url)? })
+    }
+
+    /// The segments, in sequence order. Other objects under the prefix are ignored.
+    pub fn segments(&self) -> Result<Vec<Segment>> {
+        let mut out: Vec<Segment> = self
+            .dir
+            .list_names()?
+            .into_iter()
+            .filter_map(|name| parse_name(&name).map(|seq| Segment { seq, name }))
+            .collect();
+        out.sort_by_key(|s| s.seq);
+        for (i, s) in out.iter().enumerate() {
+            if s.seq != i as u64 + 1 {
+                return Err(Error::bad_file(
+                    &self.dir.child(&s.name).url,
+                    format!(
+                        "label log is not contiguous: segment {} follows {}",
+                        s.seq, i
+                    ),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends a non-empty batch as segment `seq`; returns once it is durable. Fails
+    /// if the segment exists (another writer took the number).
+    pub fn append(&self, seq: u64, source: &str, labels: &[GoldLabel]) -> Result<Segment> {
+        if labels.is_empty() {
+            return Err(Error::other(&self.dir.url, "an empty batch is not logged"));
+        }
+        let name = format!("seg-{seq:010}.jsonl");
+        let tag = format!("{:016x}", source_tag(source));
+        let mut bytes = Vec::with_capacity(labels.len() * 96);
+        for l in labels {
+            let mut v = label_to_json(l);
+            v.as_object_mut()
+                .expect("object")
+                .insert(SOURCE_FIELD.into(), tag.clone().into());
+            serde_json::to_writer(&mut bytes, &v).map_err(|e| Error::other(&self.dir.url, e))?;
+            bytes.push(b'\n');
+        }
+        self.dir.child(&name).put_new_durable(bytes)?;
+        Ok(Segment { seq, name })
+    }
+
+    /// One segment's labels, in order, and its source.
+    pub fn read(&self, segment: &Segment) -> Result<Batch> {
+        let loc = self.dir.child(&segment.name);
+        let bytes = loc.get()?;
+        let labels = parse_label_lines(&bytes, &loc.url)?;
+        let first = bytes.split(|b| *b == b'\n').next().unwrap_or(b"");
+        let source = serde_json::from_slice::<serde_json::Value>(first)
+            .ok()
+            .and_then(|v| v.get(SOURCE_FIELD)?.as_str().map(str::to_string))
+            .and_then(|t| u64::from_str_radix(&t, 16).ok())
+            .ok_or_else(|| {
+                Error::bad_row(
+                    &loc.url,
+                    1,
+                    Some(SOURCE_FIELD.into()),
+                    "missing or not a hash",
+                )
+            })?;
+        Ok(Batch { source, labels })
+    }
+}
+
+fn parse_name(name: &str) -> Option<u64> {
+    let seq = name.strip_prefix("seg-")?.strip_suffix(".jsonl")?;
+    if seq.len() != 10 {
+        return None;
+    }
+    seq.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Conversation, Verdict};
+
+    #[test]
+    fn segments_round_trip_in_order_and_refuse_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LabelLog::open(dir.path().to_str().unwrap()).unwrap();
+        let a = GoldLabel {
+            pair_id: "p1".into(),
+            verdict: Verdict::Rejected,
+            annotator: Some("ann".into()),
+            labeled_at: Some("2026-01-01".into()),
+            text: None,
+        };
+        let b = GoldLabel {
+            pair_id: "p2".into(),
+            verdict: Verdict::Chosen,
+            annotator: None,
+            labeled_at: None,
+            text: Some((
+                Conversation::Text("x".into()),
+                Conversation::Text("y".into()),
+                Conversation::Text("z".into()),
+            )),
+        };
+        log.append(1, "http:1", &[a.clone()]).unwrap();
+        log.append(2, "file:labels/x.jsonl", &[b.clone(), a.clone()])
+            .unwrap();
+        let segs = log.segments().unwrap();
+        assert_eq!(segs.len(), 2);
+        assert_eq!(log.read(&segs[0]).unwrap().labels, vec![a.clone()]);
+        let second = log.read(&segs[1]).unwrap();
+        assert_eq!(second.labels, vec![b, a.clone()]);
+        assert_eq!(second.source, source_tag("file:labels/x.jsonl"));
+        assert!(log.append(2, "http:2", &[a.clone()]).is_err());
+        assert!(log.append(3, "http:3", &[]).is_err());
+        // The log is a gold-label input as it stands.
+        let gold = crate::side::GoldLabels::read(dir.path().to_str().unwrap()).unwrap();
+        assert_eq!(gold.records, 3);
+        assert_eq!(gold.labels.len(), 2);
+    }
+}

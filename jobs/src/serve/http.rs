@@ -1,0 +1,210 @@
+//! Serve's HTTP API (axum, on its own tokio runtime):
+//!
+//! - `POST /v1/labels`: a JSONL body of gold labels. All lines are checked before any is
+//!   taken; a bad line fails the request with 400 naming the line. The reply comes
+//!   after the batch is durably in the label log: an acknowledged label is never lost.
+//! - `GET /v1/status`: JSON (`Status`).
+//! - `GET /metrics`: Prometheus text format.
+//! - `POST /v1/snapshot`: compacts, and replies once the snapshot is written.
+//!
+//! Every endpoint needs `Authorization: Bearer TOKEN`; the token is compared in constant
+//! time (`subtle`), so response timing does not reveal how much of a guess was right.
+
+use std::fmt::Write as _;
+use std::sync::{mpsc, Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use subtle::ConstantTimeEq;
+use synpref_engine::side::parse_label_lines;
+use synpref_engine::{Error, Result};
+
+use super::{Control, Ingest, Status};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Api {
+    pub token: Arc<String>,
+    pub ingest: Arc<Mutex<mpsc::Sender<Ingest>>>,
+    pub control: Arc<Mutex<mpsc::Sender<Control>>>,
+    pub status: Arc<Mutex<Status>>,
+    pub max_body_bytes: usize,
+}
+
+/// Binds `listen` and serves on a background thread; returns the bound address.
+pub fn start(listen: &str, api: Api) -> Result<std::net::SocketAddr> {
+    let listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| Error::setting("--listen", format!("cannot bind {listen}: {e}")))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::other("--listen", e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::other("--listen", e))?;
+    let limit = api.max_body_bytes;
+    let app = Router::new()
+        .route("/v1/labels", post(post_labels))
+        .route("/v1/status", get(get_status))
+        .route("/v1/snapshot", post(post_snapshot))
+        .route("/metrics", get(get_metrics))
+        .layer(DefaultBodyLimit::max(limit))
+        .route_layer(middleware::from_fn_with_state(api.clone(), require_token))
+        .with_state(api);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("synpref-http")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::other("http runtime", e))?;
+    std::thread::Builder::new()
+        .name("synpref-http".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "http server stopped");
+                }
+            })
+        })
+        .map_err(|e| Error::other("http thread", e))?;
+    Ok(addr)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+async fn require_token(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(api.token.as_bytes())) && !api.token.is_empty() {
+        next.run(request).await
+    } else {
+        let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+        r
+    }
+}
+
+async fn post_labels(State(api): State<Api>, body: Bytes) -> Response {
+    let labels = match parse_label_lines(&body, "request body") {
+        Ok(l) => l,
+        Err(Error::BadInput { location, message }) => {
+            // JSONL rows are numbered by line from 1.
+            let line = location.row.unwrap_or(0);
+            let column = location
+                .column
+                .map(|c| format!(", column `{c}`"))
+                .unwrap_or_default();
+            let body = serde_json::json!({
+                "error": format!("line {line}{column}: {message}; no label of this request was taken"),
+                "line": line,
+            });
+            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    if labels.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "request body: no labels");
+    }
+    let n = labels.len();
+    let (tx, rx) = mpsc::channel();
+    let sent = api
+        .ingest
+        .lock()
+        .expect("ingest")
+        .send(Ingest::Http { labels, reply: tx });
+    if sent.is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "serve is shutting down");
+    }
+    match tokio::task::spawn_blocking(move || rx.recv()).await {
+        Ok(Ok(Ok(seq))) => Json(serde_json::json!({ "accepted": n, "epoch": seq })).into_response(),
+        Ok(Ok(Err(e))) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("not logged: {e}"),
+        ),
+        _ => error(StatusCode::SERVICE_UNAVAILABLE, "serve is shutting down"),
+    }
+}
+
+async fn get_status(State(api): State<Api>) -> Response {
+    let st = api.status.lock().expect("status").clone();
+    Json(st).into_response()
+}
+
+async fn post_snapshot(State(api): State<Api>) -> Response {
+    let (tx, rx) = mpsc::channel();
+    if api
+        .control
+        .lock()
+        .expect("control")
+        .send(Control::Snapshot(tx))
+        .is_err()
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "serve is shutting down");
+    }
+    match tokio::task::spawn_blocking(move || rx.recv()).await {
+        Ok(Ok(Ok(report))) => Json(report).into_response(),
+        Ok(Ok(Err(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        _ => error(StatusCode::SERVICE_UNAVAILABLE, "serve is shutting down"),
+    }
+}
+
+async fn get_metrics(State(api): State<Api>) -> Response {
+    let st = api.status.lock().expect("status").clone();
+    let mut m = String::new();
+    let mut gauge = |name: &str, help: &str, value: f64| {
+        let _ = writeln!(m, "# HELP synpref_serve_{name} {help}");
+        let _ = writeln!(m, "# TYPE synpref_serve_{name} gauge");
+        let _ = writeln!(m, "synpref_serve_{name} {value}");
+    };
+    gauge(
+        "epoch",
+        "Last applied epoch (label batch).",
+        st.epoch as f64,
+    );
+    gauge(
+        "labels_total",
+        "Label records applied so far.",
+        st.labels_total as f64,
+    );
+    gauge(
+        "labels_pending",
+        "Label records logged but not applied yet.",
+        st.labels_pending as f64,
+    );
+    gauge("pool_pairs", "Scored pairs held.", st.pool_pairs as f64);
+    gauge(
+        "state_bytes_per_pair",
+        "Memory of the per-pair arrays and index per scored pair.",
+        st.state_bytes_per_pair,
+    );
+    if let Some(u) = &st.last_update {
+        gauge(
+            "last_update_seconds",
+            "Latency of the last epoch, from batch to changelog.",
+            u.latency_s,
+        );
+        gauge(
+            "last_update_rescored_pairs",
+            "Pairs re-scored in the last epoch.",
+            u.rescored_pairs as f64,
+        );
+    }
+    let _ = writeln!(m, "# HELP synpref_serve_rows Rows per reason.");
+    let _ = writeln!(m, "# TYPE synpref_serve_rows gauge");
+    for (reason, n) in &st.reasons {
+        let _ = writeln!(m, "synpref_serve_rows{{reason=\"{reason}\"}} {n}");
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m).into_response()
+}

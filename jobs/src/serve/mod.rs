@@ -1,0 +1,868 @@
+//! `serve`: Stage 2 kept current as human gold labels arrive (DESIGN §2, "serve is the
+//! same graph in differential dataflow").
+//!
+//! Threads of a serve process:
+//! - timely workers: first a curate pass over the pool with a tap (`state::ServeTap`)
+//!   that copies every valid pair into the local pool store and captures every scored
+//!   pair's margins; then a differential dataflow whose input is the collection of
+//!   per-pair facts (margins, human verdicts) and whose output is the decisions
+//!   (`decide_incrementally`). Each epoch they apply the fact updates, and write the
+//!   decisions that changed as the epoch's changelog part. Snapshots are curate passes
+//!   whose scorers read the state (`state::StateScorer`).
+//! - the controller (the main thread): turns each label batch into fact updates
+//!   (`PoolState::apply`: new verdicts, the retrained gold RM, the re-scored pairs whose
+//!   decision its weight move can change), hands them to the workers as an epoch, and
+//!   writes snapshots every `snapshot_every` epochs or when asked.
+//! - the ingest thread: the only writer of the label log; appends HTTP batches and new
+//!   label files found under `--labels`, one segment each, durably, before anything is
+//!   acknowledged or applied.
+//! - the HTTP server (`http`), on its own tokio runtime.
+//!
+//! Restart: the label log is the source of truth. A restarted serve reads every
+//! segment, computes the state at the last one from scratch (the score cache spares
+//! transformer models their work; the built-in models are cheap), and goes on, so no
+//! acknowledged label is lost and the state equals what the first process would hold.
+
+pub mod http;
+pub mod state;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use arrow::array::{ArrayRef, Int8Array, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::record_batch::RecordBatch;
+use differential_dataflow::input::Input;
+use serde::{Deserialize, Serialize};
+use synpref_engine::input::FileFormat;
+use synpref_engine::label_log::{source_tag, LabelLog};
+use synpref_engine::model::{Destination, GoldLabel};
+use synpref_engine::output::{rows_to_batch, write_parquet_file};
+use synpref_engine::pool_store::PoolStore;
+use synpref_engine::side::{label_from_row, read_rows, GoldLabels};
+use synpref_engine::store::{resolve, Location};
+use synpref_engine::{Error, Result};
+use synpref_operators::consistency_rule::{decided_row, RuleSettings};
+use synpref_operators::decide_incrementally::{DecideIncrementally, Decided, Epoch, PairFact};
+use synpref_operators::models::ModelSpec;
+use timely::worker::Worker;
+
+use crate::curate::{self, CurateHooks, CuratePlan, CurateSpec};
+use state::{PoolState, ServeTap, StateScorer};
+
+/// The settings of a serve run. Every knob's name, default and meaning is here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServeSpec {
+    /// The curate settings serve keeps current (pairs, threshold, models, …); its `gold`
+    /// is the label log and its `out` the snapshot directory, both set by serve.
+    pub curate: CurateSpec,
+    /// Prefix polled for new label files (Parquet or JSONL gold labels). Files are
+    /// taken once each, by name: add new files rather than rewriting old ones.
+    pub labels: Option<String>,
+    /// Output: `snapshot/`, `changelog/`, `labels-log/` (unless `label_log` is set).
+    pub out: String,
+    /// Where accepted label batches are logged (default `OUT/labels-log`).
+    pub label_log: Option<String>,
+    /// Address of the HTTP API. Loopback unless told otherwise: the API accepts labels.
+    pub listen: String,
+    /// Seconds between listings of `labels`.
+    pub poll_interval_s: f64,
+    /// Epochs between automatic snapshots (0: only when asked).
+    pub snapshot_every: u64,
+    /// Largest accepted HTTP body (bytes).
+    pub max_body_bytes: usize,
+    /// Local directory for the pool store (default: the system temporary directory).
+    pub pool_dir: Option<String>,
+}
+
+impl Default for ServeSpec {
+    fn default() -> Self {
+        ServeSpec {
+            curate: CurateSpec::default(),
+            labels: None,
+            out: String::new(),
+            label_log: None,
+            listen: "127.0.0.1:8787".into(),
+            poll_interval_s: 2.0,
+            snapshot_every: 100,
+            // 16 MiB: about 100K labels with their pair ids per request.
+            max_body_bytes: 16 << 20,
+            pool_dir: None,
+        }
+    }
+}
+
+impl ServeSpec {
+    fn label_log_url(&self) -> String {
+        self.label_log
+            .clone()
+            .unwrap_or_else(|| format!("{}/labels-log", self.out.trim_end_matches('/')))
+    }
+
+    /// The curate spec of serve's passes: gold from the label log, out to `snapshot/`.
+    fn curate_spec(&self) -> CurateSpec {
+        let mut c = self.curate.clone();
+        c.gold = self.label_log_url();
+        c.out = format!("{}/snapshot", self.out.trim_end_matches('/'));
+        c
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.out.is_empty() {
+            return Err(Error::setting("--out", "is required"));
+        }
+        self.curate_spec().validate()?;
+        if ModelSpec::parse(&self.curate.gold_rm).map_err(|e| Error::setting("--gold-rm", e))?
+            != ModelSpec::Builtin
+        {
+            return Err(Error::setting(
+                "--gold-rm",
+                "serve retrains the gold RM every epoch and supports `builtin` for now",
+            ));
+        }
+        if !(self.poll_interval_s > 0.0) {
+            return Err(Error::setting("--poll-interval", "must be positive"));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(Error::setting("--max-body-bytes", "must be positive"));
+        }
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| Error::setting("--listen", format!("`{}`: {e}", self.listen)))?;
+        Ok(())
+    }
+}
+
+/// What `GET /v1/status` reports.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Status {
+    pub epoch: u64,
+    /// Label records applied so far (relabels and duplicates included).
+    pub labels_total: u64,
+    /// Label records accepted into the log but not applied yet.
+    pub labels_pending: u64,
+    pub label_files_taken: u64,
+    pub label_files_rejected: Vec<String>,
+    pub input_rows: u64,
+    pub curated_rows: u64,
+    pub discarded_rows: u64,
+    pub quarantined_rows: u64,
+    pub reasons: BTreeMap<String, u64>,
+    pub pool_pairs: u64,
+    pub state_bytes_per_pair: f64,
+    pub last_update: Option<UpdateStats>,
+    pub snapshot_epoch: Option<u64>,
+    pub started_unix_s: u64,
+}
+
+/// One epoch's figures.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct UpdateStats {
+    pub epoch: u64,
+    pub labels: u64,
+    pub latency_s: f64,
+    pub train_s: f64,
+    pub rescore_s: f64,
+    pub dataflow_s: f64,
+    pub rescored_pairs: u64,
+    pub weight_drift: f64,
+    pub changed_rows: u64,
+}
+
+/// What the workers are told to do, in order.
+enum Command {
+    Epoch {
+        epoch: Epoch,
+        updates: Arc<Vec<((u64, PairFact), isize)>>,
+    },
+    Snapshot {
+        plan: Arc<CuratePlan>,
+    },
+}
+
+/// What a worker reports after a command.
+#[derive(Default)]
+struct Done {
+    workers: usize,
+    error: Option<String>,
+    /// Changed rows per reason (+1/−1).
+    reason_deltas: BTreeMap<String, i64>,
+    changed_rows: u64,
+    report: Option<serde_json::Value>,
+}
+
+/// State shared by the threads of a serve process.
+struct Shared {
+    commands: Mutex<Vec<Arc<Command>>>,
+    commands_cv: Condvar,
+    done: Mutex<Vec<Done>>,
+    done_cv: Condvar,
+    loaded: AtomicUsize,
+    load_error: Mutex<Option<String>>,
+    state: RwLock<Option<Arc<RwLock<PoolState>>>>,
+    tap: Arc<ServeTap>,
+    changelog: Location,
+    status: Arc<Mutex<Status>>,
+}
+
+impl Shared {
+    fn publish(&self, c: Command) -> usize {
+        let mut cmds = self.commands.lock().expect("commands");
+        cmds.push(Arc::new(c));
+        self.done.lock().expect("done").push(Done::default());
+        self.commands_cv.notify_all();
+        cmds.len() - 1
+    }
+
+    fn report(&self, i: usize, f: impl FnOnce(&mut Done)) {
+        let mut done = self.done.lock().expect("done");
+        f(&mut done[i]);
+        done[i].workers += 1;
+        self.done_cv.notify_all();
+    }
+
+    fn wait(&self, i: usize, workers: usize) -> Done {
+        let mut done = self.done.lock().expect("done");
+        while done[i].workers < workers {
+            done = self.done_cv.wait(done).expect("done");
+        }
+        std::mem::take(&mut done[i])
+    }
+}
+
+/// Messages to the controller.
+pub enum Control {
+    /// A batch appended to the log as segment `seq`.
+    Labels { seq: u64, labels: Vec<GoldLabel> },
+    /// Compact now; the reply carries the snapshot's report.
+    Snapshot(mpsc::Sender<Result<serde_json::Value>>),
+}
+
+/// Messages to the ingest thread.
+pub enum Ingest {
+    Http {
+        labels: Vec<GoldLabel>,
+        reply: mpsc::Sender<Result<u64>>,
+    },
+}
+
+/// Runs serve until the process is killed (or a fatal error).
+pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
+    spec.validate()?;
+    let started = Instant::now();
+    let log = LabelLog::open(&spec.label_log_url())?;
+    let labels_dir = spec.labels.as_deref().map(resolve).transpose()?;
+    let status = Arc::new(Mutex::new(Status {
+        started_unix_s: unix_now(),
+        ..Default::default()
+    }));
+    let mut ingest = Ingester::new(log.clone(), labels_dir, status.clone())?;
+    // Label files already there are taken before the first pass.
+    ingest.poll()?;
+    let segments = log.segments()?;
+    let mut labels = GoldLabels::default();
+    for seg in &segments {
+        for l in log.read(seg)?.labels {
+            labels.insert(l);
+        }
+    }
+    let epoch0 = segments.len() as u64;
+    tracing::info!(
+        segments = epoch0,
+        records = labels.records,
+        "label log read"
+    );
+    let cspec = spec.curate_spec();
+    let workers = cspec.workers;
+    let pool_dir = spec.pool_dir.as_ref().map(std::path::PathBuf::from);
+    let store = Arc::new(PoolStore::create(pool_dir.as_deref())?);
+    let tap = Arc::new(ServeTap::new(store, cspec.train.feature_bits, workers)?);
+    let plan = Arc::new(curate::prepare_with_gold(
+        cspec.clone(),
+        labels.clone(),
+        true,
+        CurateHooks {
+            tap: Some(tap.clone()),
+            scorers: None,
+        },
+    )?);
+    let out = resolve(&spec.out)?;
+    out.child("changelog").delete_prefix()?;
+    let shared = Arc::new(Shared {
+        commands: Mutex::new(Vec::new()),
+        commands_cv: Condvar::new(),
+        done: Mutex::new(Vec::new()),
+        done_cv: Condvar::new(),
+        loaded: AtomicUsize::new(0),
+        load_error: Mutex::new(None),
+        state: RwLock::new(None),
+        tap: tap.clone(),
+        changelog: out.child("changelog"),
+        status: status.clone(),
+    });
+    let config = if workers == 1 {
+        timely::Config::thread()
+    } else {
+        timely::Config::process(workers)
+    };
+    let worker_shared = shared.clone();
+    let rule = RuleSettings {
+        threshold: cspec.threshold,
+        emit_flipped: cspec.emit_flipped,
+    };
+    let guards = timely::execute(config, move |worker| {
+        serve_worker(worker, &plan, &worker_shared, epoch0, rule)
+    })
+    .map_err(|e| Error::Worker(format!("cannot start timely workers: {e}")))?;
+    // Wait for the initial pass.
+    while shared.loaded.load(Ordering::SeqCst) < workers {
+        if let Some(e) = shared.load_error.lock().expect("load").take() {
+            drop(guards);
+            return Err(Error::Worker(e));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(e) = shared.load_error.lock().expect("load").take() {
+        return Err(Error::Worker(e));
+    }
+    let initial_report = read_initial_report(&cspec)?;
+    let state = PoolState::from_captures(&tap, labels, cspec.clone())?;
+    {
+        let mut st = status.lock().expect("status");
+        st.epoch = epoch0;
+        st.labels_total = state.labels.records;
+        st.labels_pending = 0;
+        st.pool_pairs = state.keys.len() as u64;
+        st.state_bytes_per_pair = state.bytes_per_pair();
+        st.snapshot_epoch = Some(epoch0);
+        apply_report_counts(&mut st, &initial_report);
+    }
+    let state = Arc::new(RwLock::new(state));
+    *shared.state.write().expect("state") = Some(state.clone());
+    tracing::info!(
+        epoch = epoch0,
+        pairs = state.read().expect("state").keys.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "serve loaded"
+    );
+
+    let (control_tx, control_rx) = mpsc::channel::<Control>();
+    let (ingest_tx, ingest_rx) = mpsc::channel::<Ingest>();
+    let poll = Duration::from_secs_f64(spec.poll_interval_s);
+    {
+        let control_tx = control_tx.clone();
+        std::thread::Builder::new()
+            .name("synpref-ingest".into())
+            .spawn(move || ingest.run(ingest_rx, control_tx, poll))
+            .map_err(|e| Error::other("ingest thread", e))?;
+    }
+    let addr = http::start(
+        &spec.listen,
+        http::Api {
+            token: Arc::new(token),
+            ingest: Arc::new(Mutex::new(ingest_tx)),
+            control: Arc::new(Mutex::new(control_tx)),
+            status: status.clone(),
+            max_body_bytes: spec.max_body_bytes,
+        },
+    )?;
+    eprintln!("synpref serve: listening on http://{addr} (epoch {epoch0})");
+
+    // The controller.
+    let mut last_snapshot = epoch0;
+    for msg in control_rx {
+        match msg {
+            Control::Labels { seq, labels } => {
+                let n = labels.len() as u64;
+                let t = Instant::now();
+                let change = state.write().expect("state").apply(labels)?;
+                let updates = Arc::new(change.updates);
+                let t_flow = Instant::now();
+                let i = shared.publish(Command::Epoch {
+                    epoch: seq,
+                    updates: updates.clone(),
+                });
+                let done = shared.wait(i, workers);
+                if let Some(e) = done.error {
+                    return Err(Error::Worker(e));
+                }
+                let stats = UpdateStats {
+                    epoch: seq,
+                    labels: n,
+                    latency_s: t.elapsed().as_secs_f64(),
+                    train_s: change.train_s,
+                    rescore_s: change.rescore_s,
+                    dataflow_s: t_flow.elapsed().as_secs_f64(),
+                    rescored_pairs: change.rescored as u64,
+                    weight_drift: change.drift,
+                    changed_rows: done.changed_rows,
+                };
+                tracing::info!(?stats, "epoch applied");
+                {
+                    let mut st = status.lock().expect("status");
+                    st.epoch = seq;
+                    st.labels_total += n;
+                    st.labels_pending = st.labels_pending.saturating_sub(n);
+                    for (reason, d) in &done.reason_deltas {
+                        let e = st.reasons.entry(reason.clone()).or_default();
+                        *e = (*e as i64 + d) as u64;
+                    }
+                    recount(&mut st);
+                    st.last_update = Some(stats);
+                }
+                if spec.snapshot_every > 0 && seq - last_snapshot >= spec.snapshot_every {
+                    snapshot(&shared, &state, &cspec, workers)?;
+                    last_snapshot = seq;
+                }
+            }
+            Control::Snapshot(reply) => {
+                let r = snapshot(&shared, &state, &cspec, workers);
+                if r.is_ok() {
+                    last_snapshot = status.lock().expect("status").epoch;
+                }
+                let _ = reply.send(r);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn read_initial_report(cspec: &CurateSpec) -> Result<serde_json::Value> {
+    let loc = resolve(&cspec.out)?.child("report.json");
+    serde_json::from_slice(&loc.get()?).map_err(|e| Error::other(&loc.url, e))
+}
+
+fn apply_report_counts(st: &mut Status, report: &serde_json::Value) {
+    if let Some(r) = report["reasons"].as_object() {
+        st.reasons = r
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
+            .collect();
+    }
+    recount(st);
+}
+
+fn recount(st: &mut Status) {
+    use synpref_engine::model::Reason;
+    let (mut c, mut d, mut q) = (0, 0, 0);
+    for (k, v) in &st.reasons {
+        match Reason::from_code(k).map(|r| r.destination()) {
+            Some(Destination::Curated) => c += v,
+            Some(Destination::Discarded) => d += v,
+            Some(Destination::Quarantine) => q += v,
+            None => {}
+        }
+    }
+    st.curated_rows = c;
+    st.discarded_rows = d;
+    st.quarantined_rows = q;
+    st.input_rows = c + d + q;
+}
+
+/// Writes a snapshot of the current epoch: a curate pass whose scorers read the state.
+fn snapshot(
+    shared: &Shared,
+    state: &Arc<RwLock<PoolState>>,
+    cspec: &CurateSpec,
+    workers: usize,
+) -> Result<serde_json::Value> {
+    let t = Instant::now();
+    let (labels, fingerprint) = {
+        let s = state.read().expect("state");
+        (s.labels.clone(), s.gold.fingerprint())
+    };
+    let best_fp = "serve-state".to_string();
+    let scorers = (
+        Arc::new(StateScorer {
+            state: state.clone(),
+            gold: false,
+            fingerprint: best_fp,
+        }) as Arc<dyn synpref_operators::models::RewardModel>,
+        Arc::new(StateScorer {
+            state: state.clone(),
+            gold: true,
+            fingerprint,
+        }) as Arc<dyn synpref_operators::models::RewardModel>,
+    );
+    let mut spec = cspec.clone();
+    spec.progress = false;
+    let plan = Arc::new(curate::prepare_with_gold(
+        spec,
+        labels,
+        true,
+        CurateHooks {
+            tap: None,
+            scorers: Some(scorers),
+        },
+    )?);
+    let i = shared.publish(Command::Snapshot { plan });
+    let done = shared.wait(i, workers);
+    if let Some(e) = done.error {
+        return Err(Error::Worker(e));
+    }
+    let epoch = {
+        let mut st = shared.status.lock().expect("status");
+        st.snapshot_epoch = Some(st.epoch);
+        st.epoch
+    };
+    tracing::info!(
+        epoch,
+        seconds = t.elapsed().as_secs_f64(),
+        "snapshot written"
+    );
+    let mut report = done.report.unwrap_or(serde_json::Value::Null);
+    if let Some(o) = report.as_object_mut() {
+        o.insert("epoch".into(), epoch.into());
+    }
+    Ok(report)
+}
+
+/// One changed decision, as the dataflow's output saw it.
+type Change = (u64, Decided, Epoch, isize);
+
+fn serve_worker(
+    worker: &mut Worker,
+    plan: &Arc<CuratePlan>,
+    shared: &Arc<Shared>,
+    epoch0: Epoch,
+    rule: RuleSettings,
+) -> Result<()> {
+    let index = worker.index();
+    // 1. The initial pass.
+    if let Err(e) = curate::run_worker(worker, plan) {
+        *shared.load_error.lock().expect("load") = Some(e.to_string());
+        return Err(e);
+    }
+    // 2. The incremental dataflow.
+    let changes: Rc<RefCell<Vec<Change>>> = Rc::new(RefCell::new(Vec::new()));
+    let judges = plan.judges.clone();
+    let (mut input, probe) = {
+        let changes = changes.clone();
+        worker.dataflow_named::<Epoch, _, _>("Serve", move |scope| {
+            let (input, facts) = scope.new_collection::<(u64, PairFact), isize>();
+            let (probe, _) = facts
+                .decide_incrementally(rule, judges)
+                .inspect(move |((k, d), t, r)| changes.borrow_mut().push((*k, *d, *t, *r)))
+                .probe();
+            (input, probe)
+        })
+    };
+    input.advance_to(epoch0);
+    {
+        let c = shared.tap.workers[index].lock().expect("capture");
+        for s in &c.scored {
+            input.insert((
+                s.key,
+                PairFact::Margins {
+                    best: s.m_best.to_bits(),
+                    gold: s.m_gold.to_bits(),
+                },
+            ));
+        }
+    }
+    if index == 0 {
+        let mut verdicts: Vec<_> = plan
+            .gold
+            .labels
+            .iter()
+            .map(|(k, l)| (*k, l.verdict))
+            .collect();
+        verdicts.sort();
+        for (k, v) in verdicts {
+            input.insert((k, PairFact::Verdict(v)));
+        }
+    }
+    input.advance_to(epoch0 + 1);
+    input.flush();
+    while probe.less_than(&(epoch0 + 1)) {
+        worker.step();
+    }
+    changes.borrow_mut().clear();
+    shared.loaded.fetch_add(1, Ordering::SeqCst);
+
+    // 3. Commands, in order.
+    let mut next = 0usize;
+    loop {
+        let cmd = {
+            let cmds = shared.commands.lock().expect("commands");
+            let (cmds, _) = shared
+                .commands_cv
+                .wait_timeout_while(cmds, Duration::from_millis(5), |c| c.len() <= next)
+                .expect("commands");
+            cmds.get(next).cloned()
+        };
+        let Some(cmd) = cmd else {
+            worker.step();
+            continue;
+        };
+        let i = next;
+        next += 1;
+        match &*cmd {
+            Command::Epoch { epoch, updates } => {
+                input.advance_to(*epoch);
+                if index == 0 {
+                    for (fact, diff) in updates.iter() {
+                        input.update(*fact, *diff);
+                    }
+                }
+                input.advance_to(epoch + 1);
+                input.flush();
+                while probe.less_than(&(epoch + 1)) {
+                    worker.step();
+                }
+                let mine: Vec<Change> = changes.borrow_mut().drain(..).collect();
+                let result = write_changelog(shared, index, *epoch, mine);
+                shared.report(i, |d| match result {
+                    Ok((rows, deltas)) => {
+                        d.changed_rows += rows;
+                        for (k, v) in deltas {
+                            *d.reason_deltas.entry(k).or_default() += v;
+                        }
+                    }
+                    Err(e) => d.error = Some(e.to_string()),
+                });
+            }
+            Command::Snapshot { plan } => {
+                let r = curate::run_worker(worker, plan);
+                shared.report(i, |d| match r {
+                    Ok(Some(rep)) => d.report = Some(rep),
+                    Ok(None) => {}
+                    Err(e) => d.error = Some(e.to_string()),
+                });
+            }
+        }
+    }
+}
+
+/// Writes this worker's changed decisions of one epoch as
+/// `changelog/epoch-EEEEEEEEEE/part-WWWWW.parquet`: the rows as curate writes them (with
+/// the state's current p columns), preceded by `epoch`, `diff` (+1/−1) and `set`.
+fn write_changelog(
+    shared: &Shared,
+    worker: usize,
+    epoch: Epoch,
+    mut changes: Vec<Change>,
+) -> Result<(u64, BTreeMap<String, i64>)> {
+    let mut deltas = BTreeMap::new();
+    changes.retain(|c| c.2 == epoch && c.3 != 0);
+    if changes.is_empty() {
+        return Ok((0, deltas));
+    }
+    // Retractions first, then assertions; each in key order.
+    changes.sort_by_key(|c| (c.3 > 0, c.0, c.1));
+    let state = shared.state.read().expect("state").clone().expect("loaded");
+    let state = state.read().expect("state");
+    let schema = shared.tap.schema.lock().expect("schema").clone();
+    let Some((schema, extras, urls)) = schema else {
+        return Err(Error::other("changelog", "the output schema is unknown"));
+    };
+    let mut rows = Vec::with_capacity(changes.len());
+    let (mut epochs, mut diffs, mut sets) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, decided, _, diff) in &changes {
+        let i = state
+            .find(*key)
+            .ok_or_else(|| Error::other("changelog", "a changed pair is not in the state"))?;
+        let pair = state.store.read(state.loc[i])?;
+        let (p_best, p_gold) = (
+            synpref_operators::models::sigmoid(state.m_best[i] as f64),
+            synpref_operators::models::sigmoid(state.m_gold[i] as f64),
+        );
+        *deltas.entry(decided.reason.code().to_string()).or_default() += *diff as i64;
+        rows.push(decided_row(
+            pair,
+            decided.reason,
+            decided.swap,
+            p_best,
+            p_gold,
+        ));
+        epochs.push(epoch);
+        diffs.push(*diff as i8);
+        sets.push(decided.reason.destination().dir());
+    }
+    let arrow_schema = schema.arrow_schema(&extras, Destination::Curated);
+    let batch = rows_to_batch(
+        &schema,
+        &arrow_schema,
+        &extras,
+        Destination::Curated,
+        &urls,
+        rows,
+    )?;
+    let mut fields = vec![
+        Field::new("epoch", DataType::UInt64, false),
+        Field::new("diff", DataType::Int8, false),
+        Field::new("set", DataType::Utf8, false),
+    ];
+    fields.extend(batch.schema().fields().iter().map(|f| f.as_ref().clone()));
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from(epochs)),
+        Arc::new(Int8Array::from(diffs)),
+        Arc::new(StringArray::from(sets)),
+    ];
+    cols.extend(batch.columns().iter().cloned());
+    let batch =
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| Error::Arrow {
+            context: "changelog".into(),
+            source: e,
+        })?;
+    let n = batch.num_rows() as u64;
+    let loc = shared
+        .changelog
+        .child(&format!("epoch-{epoch:010}/part-{worker:05}.parquet"));
+    write_parquet_file(&loc, &[batch])?;
+    Ok((n, deltas))
+}
+
+/// The label log's only writer.
+struct Ingester {
+    log: LabelLog,
+    next_seq: u64,
+    taken: HashSet<u64>,
+    rejected: HashSet<String>,
+    labels_dir: Option<Location>,
+    status: Arc<Mutex<Status>>,
+    requests: u64,
+}
+
+impl Ingester {
+    fn new(
+        log: LabelLog,
+        labels_dir: Option<Location>,
+        status: Arc<Mutex<Status>>,
+    ) -> Result<Self> {
+        let segments = log.segments()?;
+        let mut taken = HashSet::new();
+        for s in &segments {
+            taken.insert(log.read(s)?.source);
+        }
+        Ok(Ingester {
+            next_seq: segments.len() as u64 + 1,
+            taken,
+            rejected: HashSet::new(),
+            log,
+            labels_dir,
+            status,
+            requests: 0,
+        })
+    }
+
+    fn append(&mut self, source: &str, labels: &[GoldLabel]) -> Result<u64> {
+        let seq = self.next_seq;
+        self.log.append(seq, source, labels)?;
+        self.next_seq += 1;
+        self.taken.insert(source_tag(source));
+        self.status.lock().expect("status").labels_pending += labels.len() as u64;
+        Ok(seq)
+    }
+
+    /// Takes label files under `--labels` that are not in the log yet; returns the new
+    /// segments with their labels.
+    fn poll(&mut self) -> Result<Vec<(u64, Vec<GoldLabel>)>> {
+        let Some(dir) = self.labels_dir.clone() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for name in dir.list_names()? {
+            if FileFormat::of(&name).is_none() || self.rejected.contains(&name) {
+                continue;
+            }
+            let source = format!("file:{name}");
+            if self.taken.contains(&source_tag(&source)) {
+                continue;
+            }
+            let url = dir.child(&name).url;
+            let parsed = read_rows(&url)
+                .and_then(|rows| rows.iter().map(label_from_row).collect::<Result<Vec<_>>>());
+            let parsed = parsed.and_then(|l| {
+                if l.is_empty() {
+                    Err(Error::bad_file(&url, "no labels in this file"))
+                } else {
+                    Ok(l)
+                }
+            });
+            match parsed {
+                Ok(labels) => {
+                    let seq = self.append(&source, &labels)?;
+                    self.status.lock().expect("status").label_files_taken += 1;
+                    tracing::info!(file = %url, labels = labels.len(), epoch = seq, "label file taken");
+                    out.push((seq, labels));
+                }
+                Err(e) => {
+                    tracing::error!(file = %url, error = %e, "label file rejected");
+                    self.status
+                        .lock()
+                        .expect("status")
+                        .label_files_rejected
+                        .push(format!("{url}: {e}"));
+                    self.rejected.insert(name);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Ingest>, control: mpsc::Sender<Control>, poll: Duration) {
+        loop {
+            match rx.recv_timeout(poll) {
+                Ok(Ingest::Http { labels, reply }) => {
+                    self.requests += 1;
+                    let source = format!("http:{}:{}", unix_now(), self.requests);
+                    let r = self.append(&source, &labels);
+                    if let Ok(seq) = &r {
+                        let _ = control.send(Control::Labels { seq: *seq, labels });
+                    }
+                    let _ = reply.send(r);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => match self.poll() {
+                    Ok(batches) => {
+                        for (seq, labels) in batches {
+                            let _ = control.send(Control::Labels { seq, labels });
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot list or log label files"),
+                },
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+/// `synpref label add`: checks a gold-label file (every row must be a valid label) and
+/// adds a copy under `labels` with a new, time-ordered name, in one atomic put, for a
+/// serve polling that prefix to take. Returns the label count and the new file's URL.
+pub fn add_label_file(labels: &str, file: &str) -> Result<(usize, String)> {
+    let rows = read_rows(file)?;
+    let parsed: Vec<GoldLabel> = rows.iter().map(label_from_row).collect::<Result<_>>()?;
+    if parsed.is_empty() {
+        return Err(Error::bad_file(file, "no labels in this file"));
+    }
+    let src = resolve(file)?;
+    let ext = match FileFormat::of(src.path.as_ref()) {
+        Some(FileFormat::Parquet) => "parquet",
+        _ => "jsonl",
+    };
+    let bytes = src.get()?.to_vec();
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let name = format!(
+        "labels-{millis:015}-{:016x}.{ext}",
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    );
+    let dest = resolve(labels)?.child(&name);
+    dest.put_new_durable(bytes)?;
+    Ok((parsed.len(), dest.url))
+}

@@ -1,0 +1,370 @@
+//! Serve's per-pair state and the epoch step that updates it.
+//!
+//! Per scored pool pair serve keeps its key, its two margins, the norm ‖φ(y_w) − φ(y_l)‖
+//! of its gold-RM features and where its text is in the pool store; plus, for every
+//! valid row, its pair key and store location (a gold label names a pair id, and the
+//! gold RM trains on every valid row with that id, as in curate). The arrays are sorted
+//! by pair key. `RescoreIndex` orders the scored pairs by how far the gold RM's weights
+//! must move before a pair's decision can change.
+
+use std::sync::{Arc, Mutex};
+
+use rustc_hash::FxHashMap;
+use synpref_engine::extras::ExtrasCodec;
+use synpref_engine::hashing::pair_key;
+use synpref_engine::model::{GoldLabel, PreferencePair, RowKey, Verdict};
+use synpref_engine::output::OutputSchema;
+use synpref_engine::pool_store::{PoolLoc, PoolStore, PoolWriter};
+use synpref_engine::side::GoldLabels;
+use synpref_engine::{Error, Result};
+use synpref_operators::decide_incrementally::PairFact;
+use synpref_operators::models::builtin::{HashedBtModel, TrainExample};
+use synpref_operators::models::margin_bound::{sparse_diff_norm, weight_drift, RescoreIndex};
+use synpref_operators::models::{ModelError, ModelSpec, RewardModel};
+use synpref_operators::score::ScoredPair;
+
+use crate::curate::{
+    complete_gold_sets, pool_label_swap, train_builtin_gold, CurateSpec, CurateTap,
+};
+
+/// One scored pair as the initial pass saw it.
+#[derive(Clone, Copy, Debug)]
+pub struct ScoredFacts {
+    pub key: u64,
+    pub row: RowKey,
+    pub m_best: f32,
+    pub m_gold: f32,
+    pub norm: f32,
+}
+
+/// What one worker's share of the initial pass captured.
+#[derive(Default)]
+pub struct WorkerCapture {
+    pub writer: Option<PoolWriter>,
+    /// (pair key, row key, store location) of every valid row this worker read.
+    pub valid: Vec<(u64, RowKey, PoolLoc)>,
+    pub scored: Vec<ScoredFacts>,
+    pub error: Option<String>,
+}
+
+/// The curate tap serve runs its initial pass with.
+pub struct ServeTap {
+    pub store: Arc<PoolStore>,
+    pub bits: u32,
+    pub workers: Vec<Mutex<WorkerCapture>>,
+    pub schema: Mutex<Option<(OutputSchema, Arc<ExtrasCodec>, Arc<Vec<String>>)>>,
+}
+
+impl ServeTap {
+    pub fn new(store: Arc<PoolStore>, bits: u32, workers: usize) -> Result<ServeTap> {
+        let mut slots = Vec::new();
+        for w in 0..workers {
+            slots.push(Mutex::new(WorkerCapture {
+                writer: Some(store.writer(w as u16)?),
+                ..Default::default()
+            }));
+        }
+        Ok(ServeTap {
+            store,
+            bits,
+            workers: slots,
+            schema: Mutex::new(None),
+        })
+    }
+}
+
+impl CurateTap for ServeTap {
+    fn valid(&self, worker: usize, pair: &PreferencePair) {
+        let mut c = self.workers[worker].lock().expect("capture");
+        if c.error.is_some() {
+            return;
+        }
+        let appended = c.writer.as_mut().expect("writer").append(pair);
+        match appended {
+            Ok(loc) => c.valid.push((pair.pair_key, pair.key, loc)),
+            Err(e) => c.error = Some(e.to_string()),
+        }
+    }
+
+    fn scored(&self, worker: usize, s: &ScoredPair) {
+        let e = TrainExample::from_pair(&s.pair, self.bits, false);
+        let norm = sparse_diff_norm(&e.winner, &e.loser);
+        self.workers[worker]
+            .lock()
+            .expect("capture")
+            .scored
+            .push(ScoredFacts {
+                key: s.pair.pair_key,
+                row: s.pair.key,
+                m_best: s.m_best,
+                m_gold: s.m_gold,
+                norm,
+            });
+    }
+
+    fn schema(&self, schema: &OutputSchema, extras: &Arc<ExtrasCodec>, urls: &Arc<Vec<String>>) {
+        let mut s = self.schema.lock().expect("schema");
+        if s.is_none() {
+            *s = Some((schema.clone(), extras.clone(), urls.clone()));
+        }
+    }
+}
+
+/// Serve's state between epochs.
+pub struct PoolState {
+    pub store: Arc<PoolStore>,
+    /// Every valid row: (pair key, location), sorted.
+    pub valid: Vec<(u64, PoolLoc)>,
+    /// Scored pairs, sorted by key.
+    pub keys: Vec<u64>,
+    pub m_best: Vec<f32>,
+    pub m_gold: Vec<f32>,
+    pub norm: Vec<f32>,
+    pub loc: Vec<PoolLoc>,
+    pub index: RescoreIndex,
+    /// All labels applied so far.
+    pub labels: GoldLabels,
+    pub gold: HashedBtModel,
+    /// Unswapped features of labelled pool rows, by pair key (the gold RM retrains on
+    /// them every epoch).
+    examples: FxHashMap<u64, Vec<TrainExample>>,
+    pub spec: CurateSpec,
+}
+
+/// What an epoch changed.
+#[derive(Debug, Default)]
+pub struct EpochChange {
+    pub updates: Vec<((u64, PairFact), isize)>,
+    pub rescored: usize,
+    pub drift: f64,
+    pub train_s: f64,
+    pub rescore_s: f64,
+}
+
+impl PoolState {
+    /// Builds the state from the initial pass's captures (sorted, so the same input
+    /// gives the same state with any number of workers).
+    pub fn from_captures(
+        tap: &ServeTap,
+        labels: GoldLabels,
+        spec: CurateSpec,
+    ) -> Result<PoolState> {
+        let mut valid3 = Vec::new();
+        let mut scored = Vec::new();
+        for slot in &tap.workers {
+            let mut c = slot.lock().expect("capture");
+            if let Some(e) = c.error.take() {
+                return Err(Error::other("pool store", e));
+            }
+            if let Some(w) = c.writer.take() {
+                tap.store.finish(w)?;
+            }
+            valid3.append(&mut c.valid);
+            scored.append(&mut c.scored);
+        }
+        valid3.sort_unstable_by_key(|v| (v.0, v.1));
+        scored.sort_unstable_by_key(|s| s.key);
+        let mut loc = Vec::with_capacity(scored.len());
+        for s in &scored {
+            let at = valid3.partition_point(|v| (v.0, v.1) < (s.key, s.row));
+            match valid3.get(at) {
+                Some(v) if v.0 == s.key && v.1 == s.row => loc.push(v.2),
+                _ => {
+                    return Err(Error::other(
+                        "serve",
+                        "a scored pair is missing from the pool store",
+                    ))
+                }
+            }
+        }
+        let valid = valid3.into_iter().map(|(k, _, l)| (k, l)).collect();
+        let mut index = RescoreIndex::new(spec.threshold);
+        for (i, s) in scored.iter().enumerate() {
+            index.insert(i as u32, s.m_gold, s.norm);
+        }
+        let mut state = PoolState {
+            store: tap.store.clone(),
+            valid,
+            keys: scored.iter().map(|s| s.key).collect(),
+            m_best: scored.iter().map(|s| s.m_best).collect(),
+            m_gold: scored.iter().map(|s| s.m_gold).collect(),
+            norm: scored.iter().map(|s| s.norm).collect(),
+            loc,
+            index,
+            labels,
+            gold: HashedBtModel::zero(spec.train.feature_bits),
+            examples: FxHashMap::default(),
+            spec,
+        };
+        state.gold = state.train_gold()?;
+        Ok(state)
+    }
+
+    /// Position of a scored pair by key.
+    pub fn find(&self, key: u64) -> Option<usize> {
+        self.keys.binary_search(&key).ok()
+    }
+
+    /// The verdict facts of all labels (initial load).
+    pub fn verdict_facts(&self) -> Vec<(u64, PairFact)> {
+        let mut v: Vec<(u64, PairFact)> = self
+            .labels
+            .labels
+            .iter()
+            .map(|(k, l)| (*k, PairFact::Verdict(l.verdict)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Retrains the gold RM on all labels so far, exactly as curate would.
+    fn train_gold(&mut self) -> Result<HashedBtModel> {
+        let bits = self.spec.train.feature_bits;
+        let mut pool_examples = Vec::new();
+        let mut keys: Vec<u64> = self.labels.labels.keys().copied().collect();
+        keys.sort_unstable();
+        for key in keys {
+            let Some(swap) = pool_label_swap(&self.labels, key) else {
+                continue;
+            };
+            if !self.examples.contains_key(&key) {
+                let from = self.valid.partition_point(|v| v.0 < key);
+                let mut list = Vec::new();
+                for (_, loc) in self.valid[from..].iter().take_while(|v| v.0 == key) {
+                    list.push(TrainExample::from_pair(
+                        &self.store.read(*loc)?,
+                        bits,
+                        false,
+                    ));
+                }
+                self.examples.insert(key, list);
+            }
+            for e in &self.examples[&key] {
+                let mut e = e.clone();
+                if swap {
+                    std::mem::swap(&mut e.winner, &mut e.loser);
+                }
+                pool_examples.push(e);
+            }
+        }
+        let (set, _) = complete_gold_sets(
+            &self.labels,
+            pool_examples,
+            Vec::new(),
+            bits,
+            &ModelSpec::Builtin,
+        );
+        if set.is_empty() {
+            tracing::warn!("no gold label matches a pool pair or carries its text: the gold RM is untrained (p_gold = 0.5)");
+        }
+        Ok(train_builtin_gold(&self.spec, set, || {}))
+    }
+
+    /// Applies one batch of labels: the verdicts it changes, the retrained gold RM, and
+    /// the re-scored pairs its weight move may have carried across the threshold.
+    pub fn apply(&mut self, batch: Vec<GoldLabel>) -> Result<EpochChange> {
+        let mut change = EpochChange::default();
+        let mut before: FxHashMap<u64, Option<Verdict>> = FxHashMap::default();
+        for label in batch {
+            let key = pair_key(&label.pair_id);
+            let old = self.labels.labels.get(&key).map(|l| l.verdict);
+            before.entry(key).or_insert(old);
+            self.labels.insert(label);
+        }
+        let mut touched: Vec<(u64, Option<Verdict>)> = before.into_iter().collect();
+        touched.sort_unstable();
+        for (key, old) in touched {
+            let new = self.labels.labels.get(&key).map(|l| l.verdict);
+            if old != new {
+                if let Some(v) = old {
+                    change.updates.push(((key, PairFact::Verdict(v)), -1));
+                }
+                if let Some(v) = new {
+                    change.updates.push(((key, PairFact::Verdict(v)), 1));
+                }
+            }
+        }
+        let t = std::time::Instant::now();
+        let gold = self.train_gold()?;
+        change.train_s = t.elapsed().as_secs_f64();
+        let t = std::time::Instant::now();
+        change.drift = weight_drift(&self.gold.weights, &gold.weights);
+        let due = self.index.advance(change.drift);
+        change.rescored = due.len();
+        for i in due {
+            let i = i as usize;
+            let pair = self.store.read(self.loc[i])?;
+            let e = TrainExample::from_pair(&pair, gold.feature_bits, false);
+            let m = gold.reward(&e.winner) - gold.reward(&e.loser);
+            let old = self.m_gold[i];
+            if m.to_bits() != old.to_bits() {
+                let best = self.m_best[i].to_bits();
+                change.updates.push((
+                    (
+                        self.keys[i],
+                        PairFact::Margins {
+                            best,
+                            gold: old.to_bits(),
+                        },
+                    ),
+                    -1,
+                ));
+                change.updates.push((
+                    (
+                        self.keys[i],
+                        PairFact::Margins {
+                            best,
+                            gold: m.to_bits(),
+                        },
+                    ),
+                    1,
+                ));
+                self.m_gold[i] = m;
+            }
+            self.index.insert(i as u32, m, self.norm[i]);
+        }
+        change.rescore_s = t.elapsed().as_secs_f64();
+        self.gold = gold;
+        Ok(change)
+    }
+
+    /// Bytes of memory per scored pair held by these arrays and the index (the valid
+    /// rows' index counted over the scored pairs).
+    pub fn bytes_per_pair(&self) -> f64 {
+        let n = self.keys.len().max(1) as f64;
+        let per = 8 + 4 + 4 + 4 + 8;
+        (self.keys.capacity() * per
+            + self.valid.capacity() * 16
+            + self.index.len() * RescoreIndex::BYTES_PER_PAIR) as f64
+            / n
+    }
+}
+
+/// Serve's models as scorers for a snapshot: margins looked up from the state (the
+/// reward of the chosen reply is the margin and of the rejected one zero, so that
+/// σ(r_c − r_r) is the stored p exactly).
+pub struct StateScorer {
+    pub state: Arc<std::sync::RwLock<PoolState>>,
+    pub gold: bool,
+    pub fingerprint: String,
+}
+
+impl RewardModel for StateScorer {
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+
+    fn score(&self, pairs: &[&PreferencePair]) -> std::result::Result<Vec<(f32, f32)>, ModelError> {
+        let s = self.state.read().expect("state");
+        pairs
+            .iter()
+            .map(|p| match s.find(p.pair_key) {
+                Some(i) => Ok((if self.gold { s.m_gold[i] } else { s.m_best[i] }, 0.0)),
+                None => Err(ModelError::Cache(format!(
+                    "pair `{}` is not in serve's state (the input changed since serve started?)",
+                    p.pair_id
+                ))),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,93 @@
+//! `decide_incrementally`: the consistency rule of DESIGN §1 as a differential-dataflow
+//! `reduce`, for `serve`.
+//!
+//! Its input is a collection of facts per pool pair (keyed by pair key): the pair's two
+//! margins (best and gold RM) and the human verdict in force, if any. New labels and
+//! re-scored pairs arrive as updates to that collection (the old fact retracted, the
+//! new one asserted) at the epoch of the label batch; the output is the collection of
+//! decisions, and differential dataflow emits, per epoch, only the decisions that
+//! changed (a −1 for the old, a +1 for the new): serve's changelog. A re-scored pair
+//! whose decision stays the same produces no output.
+//!
+//! The rule itself is `consistency_rule::decide_with`, the function `curate` uses, so
+//! the two jobs cannot disagree on a decision given the same facts.
+
+use std::sync::Arc;
+
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use synpref_engine::model::{Reason, Verdict};
+use synpref_engine::side::JudgeVotes;
+
+use crate::consistency_rule::{decide_with, RuleSettings};
+use crate::models::sigmoid;
+
+/// Epochs: label batches, numbered from 0 (the state serve starts from).
+pub type Epoch = u64;
+
+/// A fact about one pool pair that its decision depends on and that can change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PairFact {
+    /// The pair's margins r(y_w) − r(y_l) under the best and the gold RM (f32 bits, so
+    /// that facts are totally ordered and compare exactly).
+    Margins { best: u32, gold: u32 },
+    /// The human verdict in force for the pair.
+    Verdict(Verdict),
+}
+
+/// The decision for one pool pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Decided {
+    pub reason: Reason,
+    /// Chosen and rejected are swapped on output.
+    pub swap: bool,
+}
+
+pub type Facts<'scope> = VecCollection<'scope, Epoch, (u64, PairFact), isize>;
+pub type Decisions<'scope> = VecCollection<'scope, Epoch, (u64, Decided), isize>;
+
+pub trait DecideIncrementally<'scope> {
+    fn decide_incrementally(
+        self,
+        settings: RuleSettings,
+        judges: Option<Arc<JudgeVotes>>,
+    ) -> Decisions<'scope>;
+}
+
+impl<'scope> DecideIncrementally<'scope> for Facts<'scope> {
+    fn decide_incrementally(
+        self,
+        settings: RuleSettings,
+        judges: Option<Arc<JudgeVotes>>,
+    ) -> Decisions<'scope> {
+        self.reduce_named("DecideIncrementally", move |key, facts, out| {
+            let mut margins = None;
+            let mut verdict = None;
+            for (fact, count) in facts {
+                if *count <= 0 {
+                    continue;
+                }
+                match fact {
+                    PairFact::Margins { best, gold } => margins = Some((*best, *gold)),
+                    PairFact::Verdict(v) => verdict = Some(*v),
+                }
+            }
+            // Labels for pairs outside the pool have no margins: nothing to decide.
+            let Some((best, gold)) = margins else {
+                return;
+            };
+            let (p_best, p_gold) = (
+                sigmoid(f32::from_bits(best) as f64),
+                sigmoid(f32::from_bits(gold) as f64),
+            );
+            let judges_agree = || {
+                judges
+                    .as_ref()
+                    .and_then(|j| j.agree_key(*key))
+                    .unwrap_or(false)
+            };
+            let (reason, swap) = decide_with(&settings, verdict, judges_agree, p_best, p_gold);
+            out.push((Decided { reason, swap }, 1));
+        })
+    }
+}

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Benchmark of `synpref serve` (not a timed test): generates N pairs once, starts serve
+# with gen's gold labels (5% of the pool) as the first epoch, posts batches of 1, 100 and
+# 1,000 random labels, and prints update latencies (median, p99), serve's memory, and a
+# from-scratch curate of the final state for comparison.
+#   scripts/bench-serve.sh [PAIRS=1000000] [WORKERS=2] [REPS=20,10,5] [DIR=/tmp/synpref-bench]
+set -euo pipefail
+PAIRS=${1:-1000000}
+WORKERS=${2:-2}
+REPS=${3:-20,10,5}
+DIR=${4:-/tmp/synpref-bench}
+cd "$(dirname "$0")/.."
+cargo build --release -p synpref --example bench_serve >&2
+BIN=target/release/synpref
+DRIVER=target/release/examples/bench_serve
+if [ ! -d "$DIR/g$PAIRS" ]; then
+    "$BIN" gen --pairs "$PAIRS" --out "$DIR/g$PAIRS" >&2
+fi
+OUT="$DIR/serve$PAIRS"
+rm -rf "$OUT" "$DIR/labels$PAIRS" "$DIR/scratch$PAIRS"
+mkdir -p "$DIR/labels$PAIRS"
+cp "$DIR/g$PAIRS/gold.parquet" "$DIR/labels$PAIRS/"
+PORT=$((20000 + RANDOM % 20000))
+export SYNPREF_TOKEN=bench-token
+T0=$(date +%s.%N)
+RUST_LOG=info "$BIN" serve --pairs "$DIR/g$PAIRS/pairs" --labels "$DIR/labels$PAIRS" --out "$OUT" \
+    --workers "$WORKERS" --snapshot-every 0 --no-progress --listen "127.0.0.1:$PORT" \
+    --pool-dir "$DIR/pool" 2>"$DIR/serve$PAIRS.log" &
+SERVE=$!
+trap 'kill -9 $SERVE 2>/dev/null || true' EXIT
+until curl -s -o /dev/null "http://127.0.0.1:$PORT/v1/status"; do sleep 0.5; done
+T1=$(date +%s.%N)
+RSS_LOADED=$(awk '/VmRSS/ {print $2}' /proc/$SERVE/status)
+echo "serve loaded in $(echo "$T1 - $T0" | bc) s; rss_kb=$RSS_LOADED" >&2
+IFS=, read -r R1 R100 R1000 <<<"$REPS"
+for spec in "1 $R1" "100 $R100" "1000 $R1000"; do
+    set -- $spec
+    "$DRIVER" "127.0.0.1:$PORT" "$SYNPREF_TOKEN" "$DIR/g$PAIRS/truth.parquet" "$1" "$2" "$1" \
+        > "$DIR/serve$PAIRS-batch$1.json"
+done
+RSS_AFTER=$(awk '/VmRSS/ {print $2}' /proc/$SERVE/status)
+RSS_PEAK=$(awk '/VmHWM/ {print $2}' /proc/$SERVE/status)
+python3 - "$DIR" "$PAIRS" "$RSS_LOADED" "$RSS_AFTER" "$RSS_PEAK" <<'PY'
+import json, sys
+d, n, loaded, after, peak = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])
+for b in (1, 100, 1000):
+    r = json.load(open(f"{d}/serve{n}-batch{b}.json"))
+    u = r["updates"][0]
+    print(f"batch={b} batches={u['batches']} latency_median_s={u['latency_s']['median']:.4f} "
+          f"p99_s={u['latency_s']['p99']:.4f} max_s={u['latency_s']['max']:.4f} "
+          f"client_median_s={u['client_latency_s']['median']:.4f} train_median_s={u['train_s_median']:.4f} "
+          f"rescored_median={u['rescored_pairs_median']:.0f} changed_rows_median={u['changed_rows_median']:.0f}")
+st = r["status"]
+pairs = st["pool_pairs"]
+print(f"pool_pairs={pairs} labels_total={st['labels_total']} epoch={st['epoch']} "
+      f"state_arrays_bytes_per_pair={st['state_bytes_per_pair']:.1f} "
+      f"rss_loaded_kb={loaded} rss_after_kb={after} peak_rss_kb={peak} "
+      f"rss_bytes_per_pair={after * 1024 / pairs:.1f}")
+PY
+kill -9 $SERVE 2>/dev/null || true
+/usr/bin/time -f "scratch_curate peak_rss_kb=%M wall_s=%e" "$BIN" curate --pairs "$DIR/g$PAIRS/pairs" \
+    --gold "$OUT/labels-log" --out "$DIR/scratch$PAIRS" --workers "$WORKERS" --no-progress 2>&1 >/dev/null | tail -1
