@@ -316,6 +316,8 @@ pub struct GoldLabels {
     /// Label records read (relabels included).
     pub records: u64,
     pub files: Vec<String>,
+    /// Every record, in the order read: the stream the gold RM learns from.
+    pub stream: Vec<GoldLabel>,
 }
 
 /// A gold label from one side-table row (DESIGN §4): `pair_id`, `verdict`, optional
@@ -408,6 +410,7 @@ impl GoldLabels {
 
     pub fn insert(&mut self, label: GoldLabel) {
         self.records += 1;
+        self.stream.push(label.clone());
         let key = pair_key(&label.pair_id);
         match self.labels.get(&key) {
             Some(old) if matches!((&old.labeled_at, &label.labeled_at), (Some(a), Some(b)) if b < a) =>

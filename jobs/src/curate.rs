@@ -22,11 +22,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::datatypes::{DataType, Field};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use synpref_engine::collective::{agree_on_errors, all_gather, compute_on_leader, PARK};
 use synpref_engine::extras::ExtrasCodec;
-use synpref_engine::hashing::{content_key, unit_interval};
+use synpref_engine::hashing::{content_key, pair_key, unit_interval};
 use synpref_engine::input::{
     plan_input, ConvForm, FileFormat, InputPlan, JsonlObservation, RawRecord, Shard, ShardReader,
 };
@@ -42,7 +42,9 @@ use synpref_operators::consistency_rule::{ConsistencyRule, RuleInputs, RuleSetti
 use synpref_operators::decontaminate::{Decontaminate, NgramIndex};
 use synpref_operators::dedup::Dedup;
 use synpref_operators::index_first::{FirstIndex, IndexFirst, KeyIndex};
-use synpref_operators::models::builtin::{HashedBtModel, TrainExample, TrainSettings};
+use synpref_operators::models::builtin::{
+    HashedBtModel, OnlineTrainer, TrainExample, TrainSettings,
+};
 use synpref_operators::models::encoder::{delta, DenseHead, HeadExample, HeadSettings};
 use synpref_operators::models::{
     load_features, CachedFeatures, EncoderScorer, HfScorer, ModelOptions, ModelSpec, ModelUsage,
@@ -103,11 +105,9 @@ pub struct CurateSpec {
     pub score_cache: Option<String>,
     /// Share of the sample held out to choose the best RM's checkpoint.
     pub heldout_share: f64,
-    /// Training of the built-in best RM (and of the gold RM, but for its epochs).
+    /// Training of the built-in models (the gold RM makes one online pass over the
+    /// label stream, `train_builtin_gold`, and ignores `epochs`).
     pub train: TrainSettings,
-    /// Epochs of the gold RM: its labels are few and clean, so more passes help
-    /// rather than fit noise.
-    pub gold_epochs: usize,
     /// Rows per read batch (the unit of pipelining; the output does not depend on it).
     pub batch_rows: usize,
     /// Draw progress bars (they also hide themselves when stderr is not a terminal).
@@ -134,7 +134,6 @@ impl Default for CurateSpec {
             score_cache: None,
             heldout_share: 0.1,
             train: TrainSettings::default(),
-            gold_epochs: 4,
             batch_rows: synpref_engine::input::READ_BATCH_ROWS,
             progress: true,
         }
@@ -399,7 +398,8 @@ struct SurveyFacts {
     content: (u64, RowKey),
     pair: (u64, RowKey),
     best: Option<TrainExample>,
-    gold: Option<TrainExample>,
+    /// (pair key, row key, unswapped features) of rows the built-in gold RM learns from.
+    gold: Option<(u64, RowKey, TrainExample)>,
     /// Encoder heads train on whole pairs (the flag: the rejected reply won).
     best_pair: Option<(PreferencePair, bool)>,
     gold_pair: Option<(PreferencePair, bool)>,
@@ -495,31 +495,60 @@ pub fn pool_label_swap(gold: &GoldLabels, pair_key: u64) -> Option<bool> {
     }
 }
 
-/// The gold RM's training sets: the examples of labelled pool rows (built-in) or the
-/// labelled pool pairs (encoder), plus every decisive label that carries its own text,
-/// one per pair id, in a total order. `curate` and `serve` both train through this.
-pub fn complete_gold_sets(
+/// The encoder gold head's training set: the labelled pool pairs plus every decisive
+/// label that carries its own text, one per pair id, in a total order.
+pub fn complete_gold_pairs(
     gold: &GoldLabels,
-    mut gold_set: Vec<TrainExample>,
     mut gold_pair_set: Vec<(PreferencePair, bool)>,
-    bits: u32,
-    gold_spec: &ModelSpec,
-) -> (Vec<TrainExample>, Vec<(PreferencePair, bool)>) {
-    for label in gold.labels.values() {
-        if let Some((pair, swap)) = label_pair(label) {
-            match gold_spec {
-                ModelSpec::Builtin => gold_set.push(TrainExample::from_pair(&pair, bits, swap)),
-                ModelSpec::Encoder(_) => gold_pair_set.push((pair, swap)),
-                ModelSpec::Hf(_) => {}
-            }
-        }
-    }
-    // One example per labelled pair id.
-    gold_set.sort_by(TrainExample::total_order);
-    gold_set.dedup_by(|a, b| a.pair_id == b.pair_id);
+) -> Vec<(PreferencePair, bool)> {
+    gold_pair_set.extend(gold.labels.values().filter_map(label_pair));
     sort_labelled(&mut gold_pair_set);
     gold_pair_set.dedup_by(|a, b| a.0.pair_id == b.0.pair_id);
-    (gold_set, gold_pair_set)
+    gold_pair_set
+}
+
+/// Pair keys whose pool rows the built-in gold RM learns from: those with a decisive
+/// label record that carries no text of its own.
+pub fn pool_trained_keys(gold: &GoldLabels) -> FxHashSet<u64> {
+    gold.stream
+        .iter()
+        .filter(|l| l.text.is_none() && l.verdict != Verdict::Undecidable)
+        .map(|l| pair_key(&l.pair_id))
+        .collect()
+}
+
+/// The example one label record gives the built-in gold RM, if any: from the record's
+/// own text, else from the pool row with its pair id (`pool`: unswapped features of the
+/// first valid row per key), oriented by the verdict. Undecidable records and records
+/// for pairs neither in the pool nor carrying text give none.
+pub fn gold_example(
+    label: &GoldLabel,
+    pool: &FxHashMap<u64, TrainExample>,
+    bits: u32,
+) -> Option<TrainExample> {
+    if label.verdict == Verdict::Undecidable {
+        return None;
+    }
+    if let Some((pair, swap)) = label_pair(label) {
+        return Some(TrainExample::from_pair(&pair, bits, swap));
+    }
+    let mut e = pool.get(&pair_key(&label.pair_id))?.clone();
+    if label.verdict == Verdict::Rejected {
+        std::mem::swap(&mut e.winner, &mut e.loser);
+    }
+    Some(e)
+}
+
+/// The unswapped example of the first valid row (by row key) of each pair key.
+pub fn first_pool_examples(
+    mut rows: Vec<(u64, RowKey, TrainExample)>,
+) -> FxHashMap<u64, TrainExample> {
+    rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let mut out = FxHashMap::default();
+    for (key, _, e) in rows {
+        out.entry(key).or_insert(e);
+    }
+    out
 }
 
 /// A decisive label with its own text as a pair (and whether the example is swapped).
@@ -544,18 +573,26 @@ fn label_pair(label: &GoldLabel) -> Option<(PreferencePair, bool)> {
     Some((pair, label.verdict == Verdict::Rejected))
 }
 
-/// Trains the built-in gold RM on its complete training set (deterministic: the same
-/// labels give the same weights in curate and in serve).
+/// Trains the built-in gold RM: one online pass over the label stream
+/// (`OnlineTrainer`), so that serve, extending the stream, reaches the same weights.
 pub fn train_builtin_gold(
     spec: &CurateSpec,
-    gold_set: Vec<TrainExample>,
-    mut on_epoch: impl FnMut(),
+    gold: &GoldLabels,
+    pool: &FxHashMap<u64, TrainExample>,
 ) -> HashedBtModel {
-    let settings = TrainSettings {
-        epochs: spec.gold_epochs,
-        ..spec.train.clone()
-    };
-    HashedBtModel::train(gold_set, Vec::new(), &settings, |_, _| on_epoch())
+    let bits = spec.train.feature_bits;
+    let mut trainer = OnlineTrainer::new(&spec.train);
+    let mut examples = Vec::new();
+    for label in &gold.stream {
+        if let Some(e) = gold_example(label, pool, bits) {
+            trainer.step(&e);
+            examples.push(e);
+        }
+    }
+    let mut model = trainer.model().clone();
+    model.info.chosen_epoch = 1;
+    model.info.train_accuracy = model.accuracy(&examples);
+    model
 }
 
 /// Trains an encoder head on labelled pairs (sorted by pair id), features from the cache.
@@ -610,7 +647,7 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
     let content_index: FirstIndex = Rc::new(RefCell::new(KeyIndex::default()));
     let pair_index: FirstIndex = Rc::new(RefCell::new(KeyIndex::default()));
     let best_examples = Rc::new(RefCell::new(Vec::<TrainExample>::new()));
-    let gold_examples = Rc::new(RefCell::new(Vec::<TrainExample>::new()));
+    let gold_examples = Rc::new(RefCell::new(Vec::<(u64, RowKey, TrainExample)>::new()));
     let best_pairs = Rc::new(RefCell::new(Vec::<(PreferencePair, bool)>::new()));
     let gold_pairs = Rc::new(RefCell::new(Vec::<(PreferencePair, bool)>::new()));
     let sample_rate = (spec.best_rm_sample as f64
@@ -624,6 +661,7 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
         let (bp, gp) = (best_pairs.clone(), gold_pairs.clone());
         let ngrams = plan.ngrams.clone();
         let gold = plan.gold.clone();
+        let gold_keys = Arc::new(pool_trained_keys(&plan.gold));
         dataflow = worker.next_dataflow_index();
         worker.dataflow_named::<u64, _, _>("Survey", move |scope| {
             let (input, raw) = scope.new_input::<RawRecord>();
@@ -645,7 +683,8 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
                     content: (content_key(p.content_hash), p.key),
                     pair: (p.pair_key, p.key),
                     best: sparse(sampled, &best_kind, false),
-                    gold: sparse(gold_swap.is_some(), &gold_kind, gold_swap.unwrap_or(false)),
+                    gold: (gold_kind == ModelSpec::Builtin && gold_keys.contains(&p.pair_key))
+                        .then(|| (p.pair_key, p.key, TrainExample::from_pair(&p, bits, false))),
                     best_pair: whole(sampled, &best_kind, false),
                     gold_pair: whole(gold_swap.is_some(), &gold_kind, gold_swap.unwrap_or(false)),
                 }
@@ -737,19 +776,24 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
             let (heldout, train): (Vec<_>, Vec<_>) = sample
                 .into_iter()
                 .partition(|e| unit_interval(&e.pair_id, SALT_HELDOUT) < spec.heldout_share);
-            let bar = synpref_engine::progress::bar(
-                "train",
-                (spec.train.epochs + spec.gold_epochs) as u64,
-                "epochs",
-            );
+            let bar =
+                synpref_engine::progress::bar("train", spec.train.epochs as u64 + 1, "epochs");
             if !spec.progress {
                 bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
             }
-            let gold_set = gold_examples.borrow_mut().split_off(0);
-            let gold_pair_set = gold_pairs.borrow_mut().split_off(0);
-            let (gold_set, gold_pair_set) =
-                complete_gold_sets(&plan.gold, gold_set, gold_pair_set, bits, &gold_spec);
-            if gold_set.is_empty()
+            let gold_pool = first_pool_examples(gold_examples.borrow_mut().split_off(0));
+            let gold_pair_set =
+                complete_gold_pairs(&plan.gold, gold_pairs.borrow_mut().split_off(0));
+            let gold_stream = plan
+                .gold
+                .stream
+                .iter()
+                .filter(|l| {
+                    l.verdict != Verdict::Undecidable
+                        && (l.text.is_some() || gold_pool.contains_key(&pair_key(&l.pair_id)))
+                })
+                .count();
+            if gold_stream == 0
                 && gold_pair_set.is_empty()
                 && !matches!(gold_spec, ModelSpec::Hf(_))
             {
@@ -757,7 +801,10 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
             }
             tracing::info!(
                 best_sample = train.len() + heldout.len() + best_pairs.borrow().len(),
-                gold = gold_set.len() + gold_pair_set.len(),
+                gold = match gold_spec {
+                    ModelSpec::Builtin => gold_stream,
+                    _ => gold_pair_set.len(),
+                },
                 "training the best RM (pool labels) and the gold RM (gold labels)"
             );
             let mut best_pair_set = best_pairs.borrow_mut().split_off(0);
@@ -771,7 +818,9 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
                 let gold = scope.spawn(|| -> Result<Trained> {
                     Ok(match &gold_spec {
                         ModelSpec::Builtin => {
-                            Trained::Builtin(train_builtin_gold(spec, gold_set, || bar.inc(1)))
+                            let m = train_builtin_gold(spec, &plan.gold, &gold_pool);
+                            bar.inc(1);
+                            Trained::Builtin(m)
                         }
                         ModelSpec::Hf(_) => Trained::Hf,
                         ModelSpec::Encoder(_) => Trained::Encoder(train_head(

@@ -481,7 +481,7 @@ fn snapshot(
     let t = Instant::now();
     let (labels, fingerprint) = {
         let s = state.read().expect("state");
-        (s.labels.clone(), s.gold.fingerprint())
+        (s.labels.clone(), s.gold().fingerprint())
     };
     let best_fp = "serve-state".to_string();
     let scorers = (

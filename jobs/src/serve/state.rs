@@ -18,14 +18,12 @@ use synpref_engine::pool_store::{PoolLoc, PoolStore, PoolWriter};
 use synpref_engine::side::GoldLabels;
 use synpref_engine::{Error, Result};
 use synpref_operators::decide_incrementally::PairFact;
-use synpref_operators::models::builtin::{HashedBtModel, TrainExample};
+use synpref_operators::models::builtin::{HashedBtModel, OnlineTrainer, TrainExample};
 use synpref_operators::models::margin_bound::{sparse_diff_norm, weight_drift, RescoreIndex};
-use synpref_operators::models::{ModelError, ModelSpec, RewardModel};
+use synpref_operators::models::{ModelError, RewardModel};
 use synpref_operators::score::ScoredPair;
 
-use crate::curate::{
-    complete_gold_sets, pool_label_swap, train_builtin_gold, CurateSpec, CurateTap,
-};
+use crate::curate::{gold_example, CurateSpec, CurateTap};
 
 /// One scored pair as the initial pass saw it.
 #[derive(Clone, Copy, Debug)]
@@ -124,10 +122,11 @@ pub struct PoolState {
     pub index: RescoreIndex,
     /// All labels applied so far.
     pub labels: GoldLabels,
-    pub gold: HashedBtModel,
-    /// Unswapped features of labelled pool rows, by pair key (the gold RM retrains on
-    /// them every epoch).
-    examples: FxHashMap<u64, Vec<TrainExample>>,
+    /// The gold RM: an online fold over the label stream, extended by each batch.
+    trainer: OnlineTrainer,
+    /// Unswapped features of the first valid row of each pair key the gold RM has
+    /// learned from.
+    examples: FxHashMap<u64, TrainExample>,
     pub spec: CurateSpec,
 }
 
@@ -191,13 +190,47 @@ impl PoolState {
             norm: scored.iter().map(|s| s.norm).collect(),
             loc,
             index,
-            labels,
-            gold: HashedBtModel::zero(spec.train.feature_bits),
+            labels: GoldLabels::default(),
+            trainer: OnlineTrainer::new(&spec.train),
             examples: FxHashMap::default(),
             spec,
         };
-        state.gold = state.train_gold()?;
+        // The initial labels, learned exactly as curate learns them.
+        for label in labels.stream {
+            state.learn(label)?;
+        }
         Ok(state)
+    }
+
+    /// The gold RM as it stands.
+    pub fn gold(&self) -> &HashedBtModel {
+        self.trainer.model()
+    }
+
+    /// Takes one label record: it supersedes per DESIGN §4 and extends the gold RM's
+    /// stream.
+    fn learn(&mut self, label: GoldLabel) -> Result<()> {
+        let key = pair_key(&label.pair_id);
+        if label.text.is_none()
+            && label.verdict != Verdict::Undecidable
+            && !self.examples.contains_key(&key)
+        {
+            let at = self.valid.partition_point(|v| v.0 < key);
+            if let Some((k, loc)) = self.valid.get(at) {
+                if *k == key {
+                    let pair = self.store.read(*loc)?;
+                    self.examples.insert(
+                        key,
+                        TrainExample::from_pair(&pair, self.spec.train.feature_bits, false),
+                    );
+                }
+            }
+        }
+        if let Some(e) = gold_example(&label, &self.examples, self.spec.train.feature_bits) {
+            self.trainer.step(&e);
+        }
+        self.labels.insert(label);
+        Ok(())
     }
 
     /// Position of a scored pair by key.
@@ -217,60 +250,21 @@ impl PoolState {
         v
     }
 
-    /// Retrains the gold RM on all labels so far, exactly as curate would.
-    fn train_gold(&mut self) -> Result<HashedBtModel> {
-        let bits = self.spec.train.feature_bits;
-        let mut pool_examples = Vec::new();
-        let mut keys: Vec<u64> = self.labels.labels.keys().copied().collect();
-        keys.sort_unstable();
-        for key in keys {
-            let Some(swap) = pool_label_swap(&self.labels, key) else {
-                continue;
-            };
-            if !self.examples.contains_key(&key) {
-                let from = self.valid.partition_point(|v| v.0 < key);
-                let mut list = Vec::new();
-                for (_, loc) in self.valid[from..].iter().take_while(|v| v.0 == key) {
-                    list.push(TrainExample::from_pair(
-                        &self.store.read(*loc)?,
-                        bits,
-                        false,
-                    ));
-                }
-                self.examples.insert(key, list);
-            }
-            for e in &self.examples[&key] {
-                let mut e = e.clone();
-                if swap {
-                    std::mem::swap(&mut e.winner, &mut e.loser);
-                }
-                pool_examples.push(e);
-            }
-        }
-        let (set, _) = complete_gold_sets(
-            &self.labels,
-            pool_examples,
-            Vec::new(),
-            bits,
-            &ModelSpec::Builtin,
-        );
-        if set.is_empty() {
-            tracing::warn!("no gold label matches a pool pair or carries its text: the gold RM is untrained (p_gold = 0.5)");
-        }
-        Ok(train_builtin_gold(&self.spec, set, || {}))
-    }
-
-    /// Applies one batch of labels: the verdicts it changes, the retrained gold RM, and
-    /// the re-scored pairs its weight move may have carried across the threshold.
+    /// Applies one batch of labels: the verdicts it changes, the gold RM's stream
+    /// extended by it, and the re-scored pairs its weight move may have carried across
+    /// the threshold.
     pub fn apply(&mut self, batch: Vec<GoldLabel>) -> Result<EpochChange> {
         let mut change = EpochChange::default();
         let mut before: FxHashMap<u64, Option<Verdict>> = FxHashMap::default();
+        let t = std::time::Instant::now();
+        let old_weights = self.trainer.model().weights.clone();
         for label in batch {
             let key = pair_key(&label.pair_id);
             let old = self.labels.labels.get(&key).map(|l| l.verdict);
             before.entry(key).or_insert(old);
-            self.labels.insert(label);
+            self.learn(label)?;
         }
+        change.train_s = t.elapsed().as_secs_f64();
         let mut touched: Vec<(u64, Option<Verdict>)> = before.into_iter().collect();
         touched.sort_unstable();
         for (key, old) in touched {
@@ -285,10 +279,8 @@ impl PoolState {
             }
         }
         let t = std::time::Instant::now();
-        let gold = self.train_gold()?;
-        change.train_s = t.elapsed().as_secs_f64();
-        let t = std::time::Instant::now();
-        change.drift = weight_drift(&self.gold.weights, &gold.weights);
+        let gold = self.trainer.model();
+        change.drift = weight_drift(&old_weights, &gold.weights);
         let due = self.index.advance(change.drift);
         change.rescored = due.len();
         for i in due {
@@ -324,7 +316,6 @@ impl PoolState {
             self.index.insert(i as u32, m, self.norm[i]);
         }
         change.rescore_s = t.elapsed().as_secs_f64();
-        self.gold = gold;
         Ok(change)
     }
 

@@ -19,10 +19,10 @@ use synpref_engine::model::PreferencePair;
 pub struct TrainSettings {
     /// log2 of the number of hashed features.
     pub feature_bits: u32,
-    /// Passes over the training examples. On noisy pool labels held-out accuracy peaks
-    /// after one or two passes and then falls as the model fits the noise (measured on
-    /// generated data, docs/benchmarks.md), so the best RM makes two; the gold RM, on
-    /// few clean labels, makes `gold_epochs` (jobs' settings).
+    /// Passes over the training examples of the best RM. On noisy pool labels held-out
+    /// accuracy peaks after one or two passes and then falls as the model fits the
+    /// noise (measured on generated data, docs/benchmarks.md), so it makes two. The
+    /// gold RM makes one online pass over the label stream (`OnlineTrainer`).
     pub epochs: usize,
     /// AdaGrad base step size; 0.5 is a common choice for sparse logistic regression
     /// with normalised features (e.g. Vowpal Wabbit's default learning rate).
@@ -180,7 +180,7 @@ impl HashedBtModel {
         heldout.sort_by(TrainExample::total_order);
         let dim = 1usize << settings.feature_bits;
         let mut model = HashedBtModel::zero(settings.feature_bits);
-        let mut g2 = vec![1e-6f32; dim];
+        let mut g2 = vec![ADAGRAD_INITIAL; dim];
         let mut best: Option<(f64, usize, Vec<f32>)> = None;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(settings.seed);
         let mut order: Vec<u32> = (0..train.len() as u32).collect();
@@ -188,22 +188,7 @@ impl HashedBtModel {
         for epoch in 1..=settings.epochs {
             order.shuffle(&mut rng);
             for &k in &order {
-                let e = &train[k as usize];
-                let m = model.margin(e);
-                // d/dm of −log σ(m) is −σ(−m).
-                let g = -1.0 / (1.0 + m.exp());
-                if g.abs() < 1e-7 {
-                    continue;
-                }
-                for (f, sign) in [(&e.winner, 1.0f32), (&e.loser, -1.0f32)] {
-                    let gv = g * sign * f.value;
-                    for &i in &f.indices {
-                        let i = i as usize;
-                        let grad = gv + settings.l2 * model.weights[i];
-                        g2[i] += grad * grad;
-                        model.weights[i] -= settings.learning_rate * grad / g2[i].sqrt();
-                    }
-                }
+                adagrad_step(&mut model.weights, &mut g2, &train[k as usize], settings);
             }
             if !heldout.is_empty() {
                 let acc = model.accuracy(&heldout);
@@ -231,6 +216,64 @@ impl HashedBtModel {
             train_accuracy: model.accuracy(&train),
         };
         model
+    }
+}
+
+/// AdaGrad's initial squared-gradient sum: keeps the first step finite.
+const ADAGRAD_INITIAL: f32 = 1e-6;
+
+/// One AdaGrad step of logistic regression on the BT loss −log σ(r(y_w) − r(y_l)).
+fn adagrad_step(weights: &mut [f32], g2: &mut [f32], e: &TrainExample, settings: &TrainSettings) {
+    let m = dot(weights, &e.winner) - dot(weights, &e.loser);
+    // d/dm of −log σ(m) is −σ(−m).
+    let g = -1.0 / (1.0 + m.exp());
+    if g.abs() < 1e-7 {
+        return;
+    }
+    for (f, sign) in [(&e.winner, 1.0f32), (&e.loser, -1.0f32)] {
+        let gv = g * sign * f.value;
+        for &i in &f.indices {
+            let i = i as usize;
+            let grad = gv + settings.l2 * weights[i];
+            g2[i] += grad * grad;
+            weights[i] -= settings.learning_rate * grad / g2[i].sqrt();
+        }
+    }
+}
+
+/// Online AdaGrad over a stream of examples, one pass, in stream order: the gold RM.
+///
+/// Training is a left fold over the stream, so the trainer's state after a prefix of
+/// the stream, stepped through the rest, reaches bit for bit the weights of a fold over
+/// the whole stream from scratch. That is what lets `serve` warm-start: each label
+/// batch only extends the stream, and serve and curate get the same model from the same
+/// labels. One pass over clean human labels in the order they were given is also how
+/// online learners such as Vowpal Wabbit train by default.
+#[derive(Clone, Debug)]
+pub struct OnlineTrainer {
+    model: HashedBtModel,
+    g2: Vec<f32>,
+    settings: TrainSettings,
+}
+
+impl OnlineTrainer {
+    pub fn new(settings: &TrainSettings) -> Self {
+        OnlineTrainer {
+            model: HashedBtModel::zero(settings.feature_bits),
+            g2: vec![ADAGRAD_INITIAL; 1 << settings.feature_bits],
+            settings: settings.clone(),
+        }
+    }
+
+    /// Learns from the next example of the stream.
+    pub fn step(&mut self, e: &TrainExample) {
+        adagrad_step(&mut self.model.weights, &mut self.g2, e, &self.settings);
+        self.model.info.examples += 1;
+    }
+
+    /// The model after the examples so far.
+    pub fn model(&self) -> &HashedBtModel {
+        &self.model
     }
 }
 
@@ -272,5 +315,30 @@ mod tests {
         assert_eq!(a.accuracy(&examples), 1.0);
         let unseen = ex(999, "a clear and correct answer", "a rude and wrong answer");
         assert!(a.margin(&unseen) > 0.0);
+    }
+
+    #[test]
+    fn an_online_fold_continued_equals_the_fold_from_scratch() {
+        let examples: Vec<_> = (0..300)
+            .map(|i| {
+                ex(
+                    i,
+                    ["good clear", "correct"][i % 2],
+                    ["rude", "wrong bad"][(i / 2) % 2],
+                )
+            })
+            .collect();
+        let s = TrainSettings {
+            feature_bits: 16,
+            ..Default::default()
+        };
+        let mut whole = OnlineTrainer::new(&s);
+        examples.iter().for_each(|e| whole.step(e));
+        let mut prefix = OnlineTrainer::new(&s);
+        examples[..123].iter().for_each(|e| prefix.step(e));
+        let mut resumed = prefix.clone();
+        examples[123..].iter().for_each(|e| resumed.step(e));
+        assert_eq!(whole.model().weights, resumed.model().weights);
+        assert_ne!(prefix.model().weights, resumed.model().weights);
     }
 }
