@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, Result};
 use crate::model::PreferencePair;
@@ -22,6 +22,30 @@ use crate::model::PreferencePair;
 pub struct PoolLoc(pub u64);
 
 const OFFSET_BITS: u32 = 48;
+
+/// Pool-store directories are `synpref-pool-PID-XXXXXX`.
+const PREFIX: &str = "synpref-pool-";
+
+/// Removes the pool stores of processes that no longer run (a SIGKILLed serve cannot
+/// remove its own).
+fn remove_orphans(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(PREFIX)
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
 
 /// Appends pairs to one file of the store (one per worker).
 pub struct PoolWriter {
@@ -47,24 +71,29 @@ impl PoolWriter {
 /// A pool store: a directory of per-worker files.
 pub struct PoolStore {
     dir: tempfile::TempDir,
-    files: Mutex<Vec<Option<File>>>,
+    /// Open files for reading, by index; shared by concurrent readers (positioned
+    /// reads need no seek position).
+    files: RwLock<Vec<Option<Arc<File>>>>,
 }
 
 impl PoolStore {
     /// A new, empty store in a fresh directory under `parent` (the system's temporary
-    /// directory when `None`).
+    /// directory when `None`), removed when the store is dropped. Stores left by killed
+    /// processes (directories named by their process id) are removed here.
     pub fn create(parent: Option<&Path>) -> Result<PoolStore> {
-        let dir = match parent {
-            Some(p) => {
-                std::fs::create_dir_all(p).map_err(|e| Error::other(p.display().to_string(), e))?;
-                tempfile::Builder::new().prefix("pool-").tempdir_in(p)
-            }
-            None => tempfile::Builder::new().prefix("synpref-pool-").tempdir(),
-        }
-        .map_err(|e| Error::other("pool store directory", e))?;
+        let parent = parent
+            .map(Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| Error::other(parent.display().to_string(), e))?;
+        remove_orphans(&parent);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{PREFIX}{}-", std::process::id()))
+            .tempdir_in(&parent)
+            .map_err(|e| Error::other("pool store directory", e))?;
         Ok(PoolStore {
             dir,
-            files: Mutex::new(Vec::new()),
+            files: RwLock::new(Vec::new()),
         })
     }
 
@@ -94,12 +123,14 @@ impl PoolStore {
             .out
             .flush()
             .map_err(|e| Error::other(writer.path.display().to_string(), e))?;
-        let mut files = self.files.lock().expect("pool store");
+        let f = File::open(&writer.path)
+            .map_err(|e| Error::other(writer.path.display().to_string(), e))?;
+        let mut files = self.files.write().expect("pool store");
         let i = writer.file as usize;
         if files.len() <= i {
             files.resize_with(i + 1, || None);
         }
-        files[i] = None; // reopened for reading on first use
+        files[i] = Some(Arc::new(f));
         Ok(())
     }
 
@@ -109,17 +140,14 @@ impl PoolStore {
         let offset = loc.0 & ((1 << OFFSET_BITS) - 1);
         let path = self.file_path(file);
         let io = |e: std::io::Error| Error::other(path.display().to_string(), e);
-        let handle = {
-            let mut files = self.files.lock().expect("pool store");
-            let i = file as usize;
-            if files.len() <= i {
-                files.resize_with(i + 1, || None);
-            }
-            if files[i].is_none() {
-                files[i] = Some(File::open(&path).map_err(io)?);
-            }
-            files[i].as_ref().expect("opened").try_clone().map_err(io)?
-        };
+        let handle = self
+            .files
+            .read()
+            .expect("pool store")
+            .get(file as usize)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| Error::other(path.display().to_string(), "not a finished pool file"))?;
         let mut len = [0u8; 4];
         handle.read_exact_at(&mut len, offset).map_err(io)?;
         let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];

@@ -9,6 +9,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use synpref_engine::extras::ExtrasCodec;
 use synpref_engine::hashing::pair_key;
@@ -283,11 +284,19 @@ impl PoolState {
         change.drift = weight_drift(&old_weights, &gold.weights);
         let due = self.index.advance(change.drift);
         change.rescored = due.len();
-        for i in due {
-            let i = i as usize;
-            let pair = self.store.read(self.loc[i])?;
-            let e = TrainExample::from_pair(&pair, gold.feature_bits, false);
-            let m = gold.reward(&e.winner) - gold.reward(&e.loser);
+        // Re-scoring reads each pair from the pool store and hashes its replies: the
+        // expensive part of an epoch, spread over all cores.
+        let (store, locs, bits) = (&self.store, &self.loc, gold.feature_bits);
+        let fresh: Vec<Result<f32>> = due
+            .par_iter()
+            .map(|&i| {
+                let pair = store.read(locs[i as usize])?;
+                let e = TrainExample::from_pair(&pair, bits, false);
+                Ok(gold.reward(&e.winner) - gold.reward(&e.loser))
+            })
+            .collect();
+        for (i, m) in due.into_iter().zip(fresh) {
+            let (i, m) = (i as usize, m?);
             let old = self.m_gold[i];
             if m.to_bits() != old.to_bits() {
                 let best = self.m_best[i].to_bits();
