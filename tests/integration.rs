@@ -2014,9 +2014,9 @@ fn serve_requires_its_token_and_keeps_acknowledged_labels_across_sigkill() {
     drop(serve);
 
     let serve = Serve::start(&pairs, &out, 1, Some(&labels));
-    let st = serve.status();
+    let st = serve.wait_for_epoch(2);
     assert_eq!(st["labels_total"], 3, "{st}");
-    assert_eq!(st["epoch"], 2, "{st}");
+    assert_eq!(st["recovered_from_saved_state"], true, "{st}");
     serve.snapshot();
     let rows = decisions(&out.join("snapshot"));
     let reason_of = |id: &str| {
@@ -2044,6 +2044,27 @@ fn serve_requires_its_token_and_keeps_acknowledged_labels_across_sigkill() {
     assert_eq!(code, 200);
     assert!(metrics.contains("synpref_serve_epoch 3"), "{metrics}");
     assert!(metrics.contains("synpref_serve_rows{reason=\"human_agrees\"}"));
+    // Killed again after a snapshot: the restart takes the state saved with it (no
+    // model runs for epochs up to 2), replays epoch 3, and equals curate from scratch.
+    drop(serve);
+    let serve = Serve::start(&pairs, &out, 2, Some(&labels));
+    let st = serve.wait_for_epoch(3);
+    assert_eq!(st["labels_total"], 4, "{st}");
+    assert_eq!(st["recovered_from_saved_state"], true, "{st}");
+    serve.snapshot();
+    let scratch = tmp.path().join("scratch");
+    ok(&[
+        "curate",
+        "--pairs",
+        s(&pairs),
+        "--gold",
+        s(&out.join("labels-log")),
+        "--out",
+        s(&scratch),
+        "--no-progress",
+    ]);
+    assert_eq!(decisions(&out.join("snapshot")), decisions(&scratch));
+    drop(serve);
     // A bad label file is refused by `label add`, exit 2 naming the row.
     std::fs::write(&file, "{\"pair_id\": \"a\", \"verdict\": \"perhaps\"}\n").unwrap();
     let err = fails_with(&["label", "add", "--labels", s(&labels), s(&file)], 2);

@@ -52,7 +52,7 @@ use synpref_operators::models::ModelSpec;
 use timely::worker::Worker;
 
 use crate::curate::{self, CurateHooks, CuratePlan, CurateSpec};
-use state::{PoolState, ServeTap, StateScorer};
+use state::{PoolState, SavedScorer, ServeTap, StateScorer};
 
 /// The settings of a serve run. Every knob's name, default and meaning is here.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -157,6 +157,9 @@ pub struct Status {
     pub state_bytes_per_pair: f64,
     pub last_update: Option<UpdateStats>,
     pub snapshot_epoch: Option<u64>,
+    /// This process started from the state saved with a snapshot (no model ran for
+    /// the epochs up to it).
+    pub recovered_from_saved_state: bool,
     pub started_unix_s: u64,
 }
 
@@ -265,34 +268,73 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
     // Label files already there are taken before the first pass.
     ingest.poll()?;
     let segments = log.segments()?;
+    let cspec = spec.curate_spec();
+    let out = resolve(&spec.out)?;
+    let state_dir = out.child("state");
+    // A state saved at epoch E spares every model its work up to E; the segments after
+    // it are applied as epochs once serve is up.
+    let saved = PoolState::load(&state_dir, &cspec)?.filter(|s| s.epoch <= segments.len() as u64);
+    let epoch0 = saved
+        .as_ref()
+        .map(|s| s.epoch)
+        .unwrap_or(segments.len() as u64);
     let mut labels = GoldLabels::default();
-    for seg in &segments {
+    for seg in &segments[..epoch0 as usize] {
         for l in log.read(seg)?.labels {
             labels.insert(l);
         }
     }
-    let epoch0 = segments.len() as u64;
     tracing::info!(
-        segments = epoch0,
+        segments = segments.len(),
+        from_saved_state = saved.is_some(),
+        epoch = epoch0,
         records = labels.records,
         "label log read"
     );
-    let cspec = spec.curate_spec();
     let workers = cspec.workers;
     let pool_dir = spec.pool_dir.as_ref().map(std::path::PathBuf::from);
     let store = Arc::new(PoolStore::create(pool_dir.as_deref())?);
     let tap = Arc::new(ServeTap::new(store, cspec.train.feature_bits, workers)?);
+    let scorers = saved.as_ref().map(|s| {
+        let keys = Arc::new(s.keys.clone());
+        let fingerprint = s.trainer.model().fingerprint();
+        (
+            Arc::new(SavedScorer {
+                keys: keys.clone(),
+                margins: Arc::new(s.m_best.clone()),
+                fingerprint: "serve-state".into(),
+            }) as Arc<dyn synpref_operators::models::RewardModel>,
+            Arc::new(SavedScorer {
+                keys,
+                margins: Arc::new(s.m_gold.clone()),
+                fingerprint,
+            }) as Arc<dyn synpref_operators::models::RewardModel>,
+        )
+    });
     let plan = Arc::new(curate::prepare_with_gold(
         cspec.clone(),
         labels.clone(),
         true,
         CurateHooks {
             tap: Some(tap.clone()),
-            scorers: None,
+            scorers,
         },
     )?);
-    let out = resolve(&spec.out)?;
-    out.child("changelog").delete_prefix()?;
+    let changelog = out.child("changelog");
+    if saved.is_none() {
+        changelog.delete_prefix()?;
+    } else {
+        // Epochs after the saved state are written again as they are replayed.
+        for name in changelog.list_names()? {
+            let epoch = name
+                .strip_prefix("epoch-")
+                .and_then(|r| r.split('/').next())
+                .and_then(|e| e.parse::<u64>().ok());
+            if epoch.is_some_and(|e| e > epoch0) {
+                changelog.child(&name).delete()?;
+            }
+        }
+    }
     let shared = Arc::new(Shared {
         commands: Mutex::new(Vec::new()),
         commands_cv: Condvar::new(),
@@ -331,7 +373,11 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
         return Err(Error::Worker(e));
     }
     let initial_report = read_initial_report(&cspec)?;
-    let state = PoolState::from_captures(&tap, labels, cspec.clone())?;
+    let recovered = saved.is_some();
+    let state = PoolState::from_captures(&tap, labels, cspec.clone(), saved)?;
+    if !recovered {
+        state.save(&state_dir, epoch0)?;
+    }
     {
         let mut st = status.lock().expect("status");
         st.epoch = epoch0;
@@ -340,6 +386,7 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
         st.pool_pairs = state.keys.len() as u64;
         st.state_bytes_per_pair = state.bytes_per_pair();
         st.snapshot_epoch = Some(epoch0);
+        st.recovered_from_saved_state = recovered;
         apply_report_counts(&mut st, &initial_report);
     }
     let state = Arc::new(RwLock::new(state));
@@ -352,6 +399,15 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
     );
 
     let (control_tx, control_rx) = mpsc::channel::<Control>();
+    // Segments logged after the saved state: applied first, as the epochs they were.
+    for seg in &segments[epoch0 as usize..] {
+        let labels = log.read(seg)?.labels;
+        status.lock().expect("status").labels_pending += labels.len() as u64;
+        let _ = control_tx.send(Control::Labels {
+            seq: seg.seq,
+            labels,
+        });
+    }
     let (ingest_tx, ingest_rx) = mpsc::channel::<Ingest>();
     let poll = Duration::from_secs_f64(spec.poll_interval_s);
     {
@@ -416,12 +472,12 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
                     st.last_update = Some(stats);
                 }
                 if spec.snapshot_every > 0 && seq - last_snapshot >= spec.snapshot_every {
-                    snapshot(&shared, &state, &cspec, workers)?;
+                    snapshot(&shared, &state, &cspec, workers, &state_dir)?;
                     last_snapshot = seq;
                 }
             }
             Control::Snapshot(reply) => {
-                let r = snapshot(&shared, &state, &cspec, workers);
+                let r = snapshot(&shared, &state, &cspec, workers, &state_dir);
                 if r.is_ok() {
                     last_snapshot = status.lock().expect("status").epoch;
                 }
@@ -477,6 +533,7 @@ fn snapshot(
     state: &Arc<RwLock<PoolState>>,
     cspec: &CurateSpec,
     workers: usize,
+    state_dir: &Location,
 ) -> Result<serde_json::Value> {
     let t = Instant::now();
     let (labels, fingerprint) = {
@@ -517,6 +574,8 @@ fn snapshot(
         st.snapshot_epoch = Some(st.epoch);
         st.epoch
     };
+    // The state beside the snapshot, so that a restart from here runs no model.
+    state.read().expect("state").save(state_dir, epoch)?;
     tracing::info!(
         epoch,
         seconds = t.elapsed().as_secs_f64(),

@@ -17,6 +17,7 @@ use synpref_engine::model::{GoldLabel, PreferencePair, RowKey, Verdict};
 use synpref_engine::output::OutputSchema;
 use synpref_engine::pool_store::{PoolLoc, PoolStore, PoolWriter};
 use synpref_engine::side::GoldLabels;
+use synpref_engine::store::Location;
 use synpref_engine::{Error, Result};
 use synpref_operators::decide_incrementally::PairFact;
 use synpref_operators::models::builtin::{HashedBtModel, OnlineTrainer, TrainExample};
@@ -148,6 +149,7 @@ impl PoolState {
         tap: &ServeTap,
         labels: GoldLabels,
         spec: CurateSpec,
+        saved: Option<Saved>,
     ) -> Result<PoolState> {
         let mut valid3 = Vec::new();
         let mut scored = Vec::new();
@@ -196,9 +198,20 @@ impl PoolState {
             examples: FxHashMap::default(),
             spec,
         };
-        // The initial labels, learned exactly as curate learns them.
-        for label in labels.stream {
-            state.learn(label)?;
+        match saved {
+            // The labels up to the saved epoch are in the saved trainer already.
+            Some(saved) => {
+                for label in labels.stream {
+                    state.labels.insert(label);
+                }
+                state.restore(saved)?;
+            }
+            // The initial labels, learned exactly as curate learns them.
+            None => {
+                for label in labels.stream {
+                    state.learn(label)?;
+                }
+            }
         }
         Ok(state)
     }
@@ -362,6 +375,194 @@ impl RewardModel for StateScorer {
                 Some(i) => Ok((if self.gold { s.m_gold[i] } else { s.m_best[i] }, 0.0)),
                 None => Err(ModelError::Cache(format!(
                     "pair `{}` is not in serve's state (the input changed since serve started?)",
+                    p.pair_id
+                ))),
+            })
+            .collect()
+    }
+}
+
+/// Serve's state as saved beside a snapshot (`OUT/state/`), so that a restart needs no
+/// model: per scored pair its key, margins, norm and slack; the gold RM's trainer; the
+/// running drift. `state.json` is written last and names the epoch.
+pub struct Saved {
+    pub epoch: u64,
+    pub keys: Vec<u64>,
+    pub m_best: Vec<f32>,
+    pub m_gold: Vec<f32>,
+    pub norm: Vec<f32>,
+    pub slack: Vec<f32>,
+    pub drift: f64,
+    pub trainer: OnlineTrainer,
+}
+
+/// Bytes per pair in `pairs-E.bin`: key u64, then m_best, m_gold, norm, slack as f32.
+const SAVED_PAIR_BYTES: usize = 24;
+
+/// What must match for a saved state to apply: everything in the curate spec that
+/// shapes scores or decisions (not where output goes, nor how many workers).
+pub fn spec_fingerprint(spec: &CurateSpec) -> String {
+    let mut s = spec.clone();
+    s.out.clear();
+    s.gold.clear();
+    s.workers = 1;
+    s.progress = false;
+    s.batch_rows = 0;
+    let json = serde_json::to_vec(&s).expect("spec serialises");
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&json))
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect()
+}
+
+impl PoolState {
+    /// Writes the state of `epoch` under `dir`; `state.json` last.
+    pub fn save(&self, dir: &Location, epoch: u64) -> Result<()> {
+        let mut slack = vec![f32::INFINITY; self.keys.len()];
+        for (i, s) in self.index.entries() {
+            slack[i as usize] = s;
+        }
+        let mut pairs = Vec::with_capacity(self.keys.len() * SAVED_PAIR_BYTES);
+        for i in 0..self.keys.len() {
+            pairs.extend_from_slice(&self.keys[i].to_le_bytes());
+            for v in [self.m_best[i], self.m_gold[i], self.norm[i], slack[i]] {
+                pairs.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        let (weights, g2, examples) = self.trainer.parts();
+        let mut trainer = Vec::with_capacity(8 * weights.len());
+        for v in weights.iter().chain(g2) {
+            trainer.extend_from_slice(&v.to_le_bytes());
+        }
+        let pairs_name = format!("pairs-{epoch:010}.bin");
+        let trainer_name = format!("trainer-{epoch:010}.bin");
+        dir.child(&pairs_name).put(pairs)?;
+        dir.child(&trainer_name).put(trainer)?;
+        let meta = serde_json::json!({
+            "epoch": epoch,
+            "pairs": self.keys.len(),
+            "drift": self.index.drift(),
+            "examples": examples,
+            "spec": spec_fingerprint(&self.spec),
+            "files": [pairs_name, trainer_name],
+        });
+        synpref_engine::output::write_json(&dir.child("state.json"), &meta)?;
+        // Older states are no longer needed.
+        for name in dir.list_names()? {
+            if name.ends_with(".bin") && name != pairs_name && name != trainer_name {
+                dir.child(&name).delete()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The saved state under `dir`, if there is one that fits `spec`.
+    pub fn load(dir: &Location, spec: &CurateSpec) -> Result<Option<Saved>> {
+        let meta_loc = dir.child("state.json");
+        let meta: serde_json::Value = match meta_loc.get() {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::other(&meta_loc.url, e))?,
+            Err(_) => return Ok(None),
+        };
+        if meta["spec"].as_str() != Some(spec_fingerprint(spec).as_str()) {
+            tracing::warn!("the saved serve state was made with other settings; recomputing");
+            return Ok(None);
+        }
+        let bad = |m: &str| Error::bad_file(&meta_loc.url, m.to_string());
+        let epoch = meta["epoch"].as_u64().ok_or_else(|| bad("no epoch"))?;
+        let n = meta["pairs"].as_u64().ok_or_else(|| bad("no pair count"))? as usize;
+        let files = meta["files"].as_array().ok_or_else(|| bad("no files"))?;
+        let name = |i: usize| {
+            files
+                .get(i)
+                .and_then(|f| f.as_str())
+                .ok_or_else(|| bad("no files"))
+        };
+        let pairs = dir.child(name(0)?).get()?;
+        if pairs.len() != n * SAVED_PAIR_BYTES {
+            return Err(bad("pairs file has the wrong size"));
+        }
+        let mut saved = Saved {
+            epoch,
+            keys: Vec::with_capacity(n),
+            m_best: Vec::with_capacity(n),
+            m_gold: Vec::with_capacity(n),
+            norm: Vec::with_capacity(n),
+            slack: Vec::with_capacity(n),
+            drift: meta["drift"].as_f64().ok_or_else(|| bad("no drift"))?,
+            trainer: OnlineTrainer::new(&spec.train),
+        };
+        for rec in pairs.chunks_exact(SAVED_PAIR_BYTES) {
+            saved
+                .keys
+                .push(u64::from_le_bytes(rec[..8].try_into().expect("8 bytes")));
+            let v = f32s(&rec[8..]);
+            saved.m_best.push(v[0]);
+            saved.m_gold.push(v[1]);
+            saved.norm.push(v[2]);
+            saved.slack.push(v[3]);
+        }
+        let t = f32s(&dir.child(name(1)?).get()?);
+        let half = t.len() / 2;
+        let examples = meta["examples"].as_u64().unwrap_or(0) as usize;
+        saved.trainer = OnlineTrainer::from_parts(
+            &spec.train,
+            t[..half].to_vec(),
+            t[half..].to_vec(),
+            examples,
+        )
+        .ok_or_else(|| bad("trainer file does not fit the feature bits"))?;
+        Ok(Some(saved))
+    }
+
+    /// Takes the saved margins, norms, index and gold RM, after a pass that rebuilt the
+    /// pool store and found the same scored pairs.
+    fn restore(&mut self, saved: Saved) -> Result<()> {
+        if saved.keys != self.keys {
+            return Err(Error::other(
+                "serve state",
+                "the saved state holds other pairs than the input (did the input change?)",
+            ));
+        }
+        self.m_best = saved.m_best;
+        self.m_gold = saved.m_gold;
+        self.norm = saved.norm;
+        let entries: Vec<(u32, f32)> = saved
+            .slack
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_finite())
+            .map(|(i, s)| (i as u32, *s))
+            .collect();
+        self.index = RescoreIndex::restore(self.spec.threshold, saved.drift, &entries);
+        self.trainer = saved.trainer;
+        Ok(())
+    }
+}
+
+/// Margins looked up from a saved state, for the pass that rebuilds the pool store on
+/// restart: no model runs.
+pub struct SavedScorer {
+    pub keys: Arc<Vec<u64>>,
+    pub margins: Arc<Vec<f32>>,
+    pub fingerprint: String,
+}
+
+impl RewardModel for SavedScorer {
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+
+    fn score(&self, pairs: &[&PreferencePair]) -> std::result::Result<Vec<(f32, f32)>, ModelError> {
+        pairs
+            .iter()
+            .map(|p| match self.keys.binary_search(&p.pair_key) {
+                Ok(i) => Ok((self.margins[i], 0.0)),
+                Err(_) => Err(ModelError::Cache(format!(
+                    "pair `{}` is not in serve's saved state (the input changed since it was saved?)",
                     p.pair_id
                 ))),
             })

@@ -284,6 +284,29 @@ impl OnlineTrainer {
     pub fn model(&self) -> &HashedBtModel {
         &self.model
     }
+
+    /// The trainer's whole state: weights, squared-gradient sums, examples seen.
+    pub fn parts(&self) -> (&[f32], &[f32], usize) {
+        (&self.model.weights, &self.g2, self.model.info.examples)
+    }
+
+    /// A trainer restored from `parts` (None if they do not fit the settings).
+    pub fn from_parts(
+        settings: &TrainSettings,
+        weights: Vec<f32>,
+        g2: Vec<f32>,
+        examples: usize,
+    ) -> Option<Self> {
+        let dim = 1usize << settings.feature_bits;
+        if weights.len() != dim || g2.len() != dim {
+            return None;
+        }
+        let mut t = OnlineTrainer::new(settings);
+        t.model.weights = weights;
+        t.model.info.examples = examples;
+        t.g2 = g2;
+        Some(t)
+    }
 }
 
 #[cfg(test)]

@@ -165,9 +165,23 @@ impl RescoreIndex {
         self.drift
     }
 
-    /// Restores the running drift (recovery from a saved state).
-    pub fn set_drift(&mut self, drift: f64) {
-        self.drift = drift;
+    /// Every indexed pair's slack (for saving; pairs not listed never need re-scoring).
+    pub fn entries(&self) -> Vec<(u32, f32)> {
+        self.heap
+            .iter()
+            .map(|Reverse((OrderedSlack(bits), i))| (*i, f32::from_bits(*bits)))
+            .collect()
+    }
+
+    /// An index as saved: its running drift and its pairs' slacks.
+    pub fn restore(threshold: f64, drift: f64, entries: &[(u32, f32)]) -> Self {
+        let mut idx = RescoreIndex::new(threshold);
+        idx.drift = drift;
+        idx.heap = entries
+            .iter()
+            .map(|(i, s)| Reverse((OrderedSlack(s.to_bits()), *i)))
+            .collect();
+        idx
     }
 
     pub fn len(&self) -> usize {
