@@ -302,7 +302,7 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
             Arc::new(SavedScorer {
                 keys: keys.clone(),
                 margins: Arc::new(s.m_best.clone()),
-                fingerprint: "serve-state".into(),
+                fingerprint: s.best_fingerprint.clone(),
             }) as Arc<dyn synpref_operators::models::RewardModel>,
             Arc::new(SavedScorer {
                 keys,
@@ -374,7 +374,13 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
     }
     let initial_report = read_initial_report(&cspec)?;
     let recovered = saved.is_some();
-    let state = PoolState::from_captures(&tap, labels, cspec.clone(), saved)?;
+    let mut state = PoolState::from_captures(&tap, labels, cspec.clone(), saved)?;
+    if !recovered {
+        state.best_fingerprint = initial_report["best_rm"]["fingerprint"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+    }
     if !recovered {
         state.save(&state_dir, epoch0)?;
     }
@@ -536,11 +542,14 @@ fn snapshot(
     state_dir: &Location,
 ) -> Result<serde_json::Value> {
     let t = Instant::now();
-    let (labels, fingerprint) = {
+    let (labels, fingerprint, best_fp) = {
         let s = state.read().expect("state");
-        (s.labels.clone(), s.gold().fingerprint())
+        (
+            s.labels.clone(),
+            s.gold().fingerprint(),
+            s.best_fingerprint.clone(),
+        )
     };
-    let best_fp = "serve-state".to_string();
     let scorers = (
         Arc::new(StateScorer {
             state: state.clone(),

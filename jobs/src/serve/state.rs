@@ -130,6 +130,8 @@ pub struct PoolState {
     /// learned from.
     examples: FxHashMap<u64, TrainExample>,
     pub spec: CurateSpec,
+    /// The best RM's fingerprint, for snapshot manifests.
+    pub best_fingerprint: String,
 }
 
 /// What an epoch changed.
@@ -197,6 +199,7 @@ impl PoolState {
             trainer: OnlineTrainer::new(&spec.train),
             examples: FxHashMap::default(),
             spec,
+            best_fingerprint: String::new(),
         };
         match saved {
             // The labels up to the saved epoch are in the saved trainer already.
@@ -387,6 +390,7 @@ impl RewardModel for StateScorer {
 /// running drift. `state.json` is written last and names the epoch.
 pub struct Saved {
     pub epoch: u64,
+    pub best_fingerprint: String,
     pub keys: Vec<u64>,
     pub m_best: Vec<f32>,
     pub m_gold: Vec<f32>,
@@ -448,6 +452,7 @@ impl PoolState {
             "drift": self.index.drift(),
             "examples": examples,
             "spec": spec_fingerprint(&self.spec),
+            "best_fingerprint": self.best_fingerprint,
             "files": [pairs_name, trainer_name],
         });
         synpref_engine::output::write_json(&dir.child("state.json"), &meta)?;
@@ -487,6 +492,10 @@ impl PoolState {
         }
         let mut saved = Saved {
             epoch,
+            best_fingerprint: meta["best_fingerprint"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
             keys: Vec::with_capacity(n),
             m_best: Vec::with_capacity(n),
             m_gold: Vec::with_capacity(n),
@@ -539,6 +548,7 @@ impl PoolState {
             .collect();
         self.index = RescoreIndex::restore(self.spec.threshold, saved.drift, &entries);
         self.trainer = saved.trainer;
+        self.best_fingerprint = saved.best_fingerprint;
         Ok(())
     }
 }
