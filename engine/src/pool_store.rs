@@ -58,10 +58,15 @@ pub struct PoolWriter {
 impl PoolWriter {
     pub fn append(&mut self, pair: &PreferencePair) -> Result<PoolLoc> {
         let bytes = serde_json::to_vec(pair).map_err(|e| Error::other("pool store", e))?;
+        self.append_bytes(&bytes)
+    }
+
+    /// Appends one opaque record (serve keeps scored pairs' features this way).
+    pub fn append_bytes(&mut self, bytes: &[u8]) -> Result<PoolLoc> {
         let loc = PoolLoc(((self.file as u64) << OFFSET_BITS) | self.offset);
         self.out
             .write_all(&(bytes.len() as u32).to_le_bytes())
-            .and_then(|_| self.out.write_all(&bytes))
+            .and_then(|_| self.out.write_all(bytes))
             .map_err(|e| Error::other(self.path.display().to_string(), e))?;
         self.offset += 4 + bytes.len() as u64;
         Ok(loc)
@@ -136,6 +141,17 @@ impl PoolStore {
 
     /// Reads the pair at `loc`.
     pub fn read(&self, loc: PoolLoc) -> Result<PreferencePair> {
+        let bytes = self.read_bytes(loc)?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::other(
+                self.path().display().to_string(),
+                format!("corrupt record: {e}"),
+            )
+        })
+    }
+
+    /// Reads the record at `loc` as written by `append_bytes`.
+    pub fn read_bytes(&self, loc: PoolLoc) -> Result<Vec<u8>> {
         let file = (loc.0 >> OFFSET_BITS) as u16;
         let offset = loc.0 & ((1 << OFFSET_BITS) - 1);
         let path = self.file_path(file);
@@ -152,8 +168,7 @@ impl PoolStore {
         handle.read_exact_at(&mut len, offset).map_err(io)?;
         let mut bytes = vec![0u8; u32::from_le_bytes(len) as usize];
         handle.read_exact_at(&mut bytes, offset + 4).map_err(io)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::other(path.display().to_string(), format!("corrupt record: {e}")))
+        Ok(bytes)
     }
 }
 

@@ -21,6 +21,7 @@ use synpref_engine::store::Location;
 use synpref_engine::{Error, Result};
 use synpref_operators::decide_incrementally::PairFact;
 use synpref_operators::models::builtin::{HashedBtModel, OnlineTrainer, TrainExample};
+use synpref_operators::models::features::SparseFeatures;
 use synpref_operators::models::margin_bound::{sparse_diff_norm, weight_drift, RescoreIndex};
 use synpref_operators::models::{ModelError, RewardModel};
 use synpref_operators::score::ScoredPair;
@@ -32,6 +33,8 @@ use crate::curate::{gold_example, CurateSpec, CurateTap};
 pub struct ScoredFacts {
     pub key: u64,
     pub row: RowKey,
+    /// Where the pair's gold-RM features are in the pool store.
+    pub features: PoolLoc,
     pub m_best: f32,
     pub m_gold: f32,
     pub norm: f32,
@@ -41,6 +44,8 @@ pub struct ScoredFacts {
 #[derive(Default)]
 pub struct WorkerCapture {
     pub writer: Option<PoolWriter>,
+    /// Writes scored pairs' features (`encode_features`).
+    pub features: Option<PoolWriter>,
     /// (pair key, row key, store location) of every valid row this worker read.
     pub valid: Vec<(u64, RowKey, PoolLoc)>,
     pub scored: Vec<ScoredFacts>,
@@ -61,6 +66,7 @@ impl ServeTap {
         for w in 0..workers {
             slots.push(Mutex::new(WorkerCapture {
                 writer: Some(store.writer(w as u16)?),
+                features: Some(store.writer(FEATURE_FILES + w as u16)?),
                 ..Default::default()
             }));
         }
@@ -89,17 +95,22 @@ impl CurateTap for ServeTap {
     fn scored(&self, worker: usize, s: &ScoredPair) {
         let e = TrainExample::from_pair(&s.pair, self.bits, false);
         let norm = sparse_diff_norm(&e.winner, &e.loser);
-        self.workers[worker]
-            .lock()
-            .expect("capture")
-            .scored
-            .push(ScoredFacts {
+        let bytes = encode_features(&e);
+        let mut c = self.workers[worker].lock().expect("capture");
+        if c.error.is_some() {
+            return;
+        }
+        match c.features.as_mut().expect("writer").append_bytes(&bytes) {
+            Ok(features) => c.scored.push(ScoredFacts {
                 key: s.pair.pair_key,
                 row: s.pair.key,
+                features,
                 m_best: s.m_best,
                 m_gold: s.m_gold,
                 norm,
-            });
+            }),
+            Err(e) => c.error = Some(e.to_string()),
+        }
     }
 
     fn schema(&self, schema: &OutputSchema, extras: &Arc<ExtrasCodec>, urls: &Arc<Vec<String>>) {
@@ -108,6 +119,48 @@ impl CurateTap for ServeTap {
             *s = Some((schema.clone(), extras.clone(), urls.clone()));
         }
     }
+}
+
+/// Pool-store file numbers of the features files (one per worker, after the pairs').
+const FEATURE_FILES: u16 = 1024;
+
+/// A scored pair's gold-RM features as one record: the counts and values of the
+/// chosen and the rejected reply's features, then their indices in extraction order
+/// (the order the model sums them in, so re-scoring from here is bit-identical to
+/// scoring the text).
+pub fn encode_features(e: &TrainExample) -> Vec<u8> {
+    let mut b = Vec::with_capacity(16 + 4 * (e.winner.indices.len() + e.loser.indices.len()));
+    b.extend_from_slice(&(e.winner.indices.len() as u32).to_le_bytes());
+    b.extend_from_slice(&(e.loser.indices.len() as u32).to_le_bytes());
+    b.extend_from_slice(&e.winner.value.to_le_bytes());
+    b.extend_from_slice(&e.loser.value.to_le_bytes());
+    for i in e.winner.indices.iter().chain(&e.loser.indices) {
+        b.extend_from_slice(&i.to_le_bytes());
+    }
+    b
+}
+
+/// r(chosen) − r(rejected) under `model` from an `encode_features` record.
+pub fn margin_from_features(model: &HashedBtModel, bytes: &[u8]) -> Option<f32> {
+    let u = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|s| u32::from_le_bytes(s.try_into().expect("4")))
+    };
+    let (nw, nl) = (u(0)? as usize, u(4)? as usize);
+    let indices: Vec<u32> = (0..nw + nl).map(|k| u(16 + 4 * k)).collect::<Option<_>>()?;
+    let winner = SparseFeatures {
+        indices: indices[..nw].to_vec(),
+        value: f32::from_bits(u(8)?),
+    };
+    let loser = SparseFeatures {
+        indices: indices[nw..].to_vec(),
+        value: f32::from_bits(u(12)?),
+    };
+    if indices.iter().any(|i| (*i as usize) >= model.weights.len()) {
+        return None;
+    }
+    Some(model.reward(&winner) - model.reward(&loser))
 }
 
 /// Serve's state between epochs.
@@ -121,6 +174,8 @@ pub struct PoolState {
     pub m_gold: Vec<f32>,
     pub norm: Vec<f32>,
     pub loc: Vec<PoolLoc>,
+    /// Where each scored pair's gold-RM features are (`encode_features`).
+    pub features: Vec<PoolLoc>,
     pub index: RescoreIndex,
     /// All labels applied so far.
     pub labels: GoldLabels,
@@ -163,6 +218,9 @@ impl PoolState {
             if let Some(w) = c.writer.take() {
                 tap.store.finish(w)?;
             }
+            if let Some(w) = c.features.take() {
+                tap.store.finish(w)?;
+            }
             valid3.append(&mut c.valid);
             scored.append(&mut c.scored);
         }
@@ -193,6 +251,7 @@ impl PoolState {
             m_best: scored.iter().map(|s| s.m_best).collect(),
             m_gold: scored.iter().map(|s| s.m_gold).collect(),
             norm: scored.iter().map(|s| s.norm).collect(),
+            features: scored.iter().map(|s| s.features).collect(),
             loc,
             index,
             labels: GoldLabels::default(),
@@ -300,15 +359,16 @@ impl PoolState {
         change.drift = weight_drift(&old_weights, &gold.weights);
         let due = self.index.advance(change.drift);
         change.rescored = due.len();
-        // Re-scoring reads each pair from the pool store and hashes its replies: the
-        // expensive part of an epoch, spread over all cores.
-        let (store, locs, bits) = (&self.store, &self.loc, gold.feature_bits);
+        // Re-scoring reads each pair's features from the pool store: the expensive part
+        // of an epoch, spread over all cores.
+        let (store, locs) = (&self.store, &self.features);
         let fresh: Vec<Result<f32>> = due
             .par_iter()
             .map(|&i| {
-                let pair = store.read(locs[i as usize])?;
-                let e = TrainExample::from_pair(&pair, bits, false);
-                Ok(gold.reward(&e.winner) - gold.reward(&e.loser))
+                let bytes = store.read_bytes(locs[i as usize])?;
+                margin_from_features(gold, &bytes).ok_or_else(|| {
+                    Error::other("pool store", "a features record does not fit the gold RM")
+                })
             })
             .collect();
         for (i, m) in due.into_iter().zip(fresh) {
@@ -348,7 +408,7 @@ impl PoolState {
     /// rows' index counted over the scored pairs).
     pub fn bytes_per_pair(&self) -> f64 {
         let n = self.keys.len().max(1) as f64;
-        let per = 8 + 4 + 4 + 4 + 8;
+        let per = 8 + 4 + 4 + 4 + 8 + 8;
         (self.keys.capacity() * per
             + self.valid.capacity() * 16
             + self.index.len() * RescoreIndex::BYTES_PER_PAIR) as f64
@@ -577,5 +637,49 @@ impl RewardModel for SavedScorer {
                 ))),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synpref_engine::model::{Attributes, Conversation};
+    use synpref_operators::models::builtin::TrainSettings;
+
+    /// Re-scoring from the stored features gives the margin scoring the text gives, bit
+    /// for bit (the oracle tests rely on it for re-scored pairs).
+    #[test]
+    fn margins_from_stored_features_equal_margins_from_text() {
+        let settings = TrainSettings {
+            feature_bits: 16,
+            ..Default::default()
+        };
+        let mut model = HashedBtModel::zero(16);
+        for (i, w) in model.weights.iter_mut().enumerate() {
+            *w = ((i * 7919) % 1000) as f32 / 997.0 - 0.5;
+        }
+        let pair = PreferencePair {
+            key: RowKey(1),
+            row: 1,
+            pair_id: "p".into(),
+            prompt: Conversation::Text("Explain the tides".into()),
+            chosen: Conversation::Text(
+                "The moon's gravity pulls the oceans; the tides follow it.".into(),
+            ),
+            rejected: Conversation::Text("Tides are caused by wind, mostly.".into()),
+            implicit_prompt: false,
+            attributes: Attributes {
+                task_category: Some("information seeking".into()),
+                ..Default::default()
+            },
+            extras: Vec::new(),
+            content_hash: 1,
+            pair_key: 1,
+        };
+        let scored = model.score(&[&pair]).unwrap()[0];
+        let e = TrainExample::from_pair(&pair, settings.feature_bits, false);
+        let m = margin_from_features(&model, &encode_features(&e)).unwrap();
+        assert_eq!(m.to_bits(), (scored.0 - scored.1).to_bits());
+        assert!(margin_from_features(&HashedBtModel::zero(10), &encode_features(&e)).is_none());
     }
 }
