@@ -1856,6 +1856,23 @@ fn decisions(out: &Path) -> Vec<(String, String, String, String, String, String)
     all
 }
 
+/// The from-scratch recomputation of what a serve with output `serve_out` holds:
+/// curate with its label log as the gold labels.
+fn curate_from_label_log(pairs: &Path, serve_out: &Path, out: &Path, workers: usize) {
+    ok(&[
+        "curate",
+        "--pairs",
+        s(pairs),
+        "--gold",
+        s(&serve_out.join("labels-log")),
+        "--out",
+        s(out),
+        "--workers",
+        &workers.to_string(),
+        "--no-progress",
+    ]);
+}
+
 /// One random label line: new labels, relabels, undecidable verdicts, unknown ids.
 fn random_label(rng: &mut Lcg, ids: &[String], labelled: &mut Vec<String>) -> String {
     let verdicts = ["chosen", "rejected", "undecidable"];
@@ -1905,18 +1922,7 @@ fn serve_snapshot_equals_curate_from_scratch_after_every_epoch_with_1_and_2_work
             serve.post_labels(&(lines.join("\n") + "\n"));
             serve.snapshot();
             let scratch = tmp.path().join(format!("scratch-{workers}-{epoch}"));
-            ok(&[
-                "curate",
-                "--pairs",
-                s(&pairs),
-                "--gold",
-                s(&out.join("labels-log")),
-                "--out",
-                s(&scratch),
-                "--workers",
-                &workers.to_string(),
-                "--no-progress",
-            ]);
+            curate_from_label_log(&pairs, &out, &scratch, workers);
             let (got, want) = (decisions(&out.join("snapshot")), decisions(&scratch));
             assert_eq!(got.len(), want.len(), "workers {workers}, epoch {epoch}");
             for (g, w) in got.iter().zip(&want) {
@@ -2053,16 +2059,7 @@ fn serve_requires_its_token_and_keeps_acknowledged_labels_across_sigkill() {
     assert_eq!(st["recovered_from_saved_state"], true, "{st}");
     serve.snapshot();
     let scratch = tmp.path().join("scratch");
-    ok(&[
-        "curate",
-        "--pairs",
-        s(&pairs),
-        "--gold",
-        s(&out.join("labels-log")),
-        "--out",
-        s(&scratch),
-        "--no-progress",
-    ]);
+    curate_from_label_log(&pairs, &out, &scratch, 1);
     assert_eq!(decisions(&out.join("snapshot")), decisions(&scratch));
     drop(serve);
     // A bad label file is refused by `label add`, exit 2 naming the row.

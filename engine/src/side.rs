@@ -358,6 +358,19 @@ pub fn label_from_row(r: &SideRow) -> Result<GoldLabel> {
     })
 }
 
+/// Every label record of the files under `url`, in order; a bad row fails the whole
+/// read, and so does a file without any label (it would teach nothing).
+pub fn read_label_records(url: &str) -> Result<Vec<GoldLabel>> {
+    let labels: Vec<GoldLabel> = read_rows(url)?
+        .iter()
+        .map(label_from_row)
+        .collect::<Result<_>>()?;
+    if labels.is_empty() {
+        return Err(Error::bad_file(url, "no labels in this file"));
+    }
+    Ok(labels)
+}
+
 /// Parses a JSONL body of gold labels; the first bad line fails the whole body.
 pub fn parse_label_lines(bytes: &[u8], origin: &str) -> Result<Vec<GoldLabel>> {
     let mut rows = Vec::new();

@@ -43,7 +43,7 @@ use synpref_engine::label_log::{source_tag, LabelLog};
 use synpref_engine::model::{Destination, GoldLabel};
 use synpref_engine::output::{rows_to_batch, write_parquet_file};
 use synpref_engine::pool_store::PoolStore;
-use synpref_engine::side::{label_from_row, read_rows, GoldLabels};
+use synpref_engine::side::{read_label_records, GoldLabels};
 use synpref_engine::store::{resolve, Location};
 use synpref_engine::{Error, Result};
 use synpref_operators::consistency_rule::{decided_row, RuleSettings};
@@ -851,15 +851,7 @@ impl Ingester {
                 continue;
             }
             let url = dir.child(&name).url;
-            let parsed = read_rows(&url)
-                .and_then(|rows| rows.iter().map(label_from_row).collect::<Result<Vec<_>>>());
-            let parsed = parsed.and_then(|l| {
-                if l.is_empty() {
-                    Err(Error::bad_file(&url, "no labels in this file"))
-                } else {
-                    Ok(l)
-                }
-            });
+            let parsed = read_label_records(&url);
             match parsed {
                 Ok(labels) => {
                     let seq = self.append(&source, &labels)?;
@@ -911,11 +903,7 @@ impl Ingester {
 /// adds a copy under `labels` with a new, time-ordered name, in one atomic put, for a
 /// serve polling that prefix to take. Returns the label count and the new file's URL.
 pub fn add_label_file(labels: &str, file: &str) -> Result<(usize, String)> {
-    let rows = read_rows(file)?;
-    let parsed: Vec<GoldLabel> = rows.iter().map(label_from_row).collect::<Result<_>>()?;
-    if parsed.is_empty() {
-        return Err(Error::bad_file(file, "no labels in this file"));
-    }
+    let parsed = read_label_records(file)?;
     let src = resolve(file)?;
     let ext = match FileFormat::of(src.path.as_ref()) {
         Some(FileFormat::Parquet) => "parquet",

@@ -314,18 +314,6 @@ impl PoolState {
         self.keys.binary_search(&key).ok()
     }
 
-    /// The verdict facts of all labels (initial load).
-    pub fn verdict_facts(&self) -> Vec<(u64, PairFact)> {
-        let mut v: Vec<(u64, PairFact)> = self
-            .labels
-            .labels
-            .iter()
-            .map(|(k, l)| (*k, PairFact::Verdict(l.verdict)))
-            .collect();
-        v.sort();
-        v
-    }
-
     /// Applies one batch of labels: the verdicts it changes, the gold RM's stream
     /// extended by it, and the re-scored pairs its weight move may have carried across
     /// the threshold.
@@ -416,6 +404,25 @@ impl PoolState {
     }
 }
 
+/// Rewards (margin, 0) of `pairs` from margins stored by sorted pair key: σ(r_c − r_r)
+/// is then the stored p exactly.
+fn lookup_margins(
+    keys: &[u64],
+    margins: &[f32],
+    pairs: &[&PreferencePair],
+) -> std::result::Result<Vec<(f32, f32)>, ModelError> {
+    pairs
+        .iter()
+        .map(|p| match keys.binary_search(&p.pair_key) {
+            Ok(i) => Ok((margins[i], 0.0)),
+            Err(_) => Err(ModelError::Cache(format!(
+                "pair `{}` is not in serve's state (did the input change since it was saved?)",
+                p.pair_id
+            ))),
+        })
+        .collect()
+}
+
 /// Serve's models as scorers for a snapshot: margins looked up from the state (the
 /// reward of the chosen reply is the margin and of the rejected one zero, so that
 /// σ(r_c − r_r) is the stored p exactly).
@@ -432,16 +439,8 @@ impl RewardModel for StateScorer {
 
     fn score(&self, pairs: &[&PreferencePair]) -> std::result::Result<Vec<(f32, f32)>, ModelError> {
         let s = self.state.read().expect("state");
-        pairs
-            .iter()
-            .map(|p| match s.find(p.pair_key) {
-                Some(i) => Ok((if self.gold { s.m_gold[i] } else { s.m_best[i] }, 0.0)),
-                None => Err(ModelError::Cache(format!(
-                    "pair `{}` is not in serve's state (the input changed since serve started?)",
-                    p.pair_id
-                ))),
-            })
-            .collect()
+        let margins = if self.gold { &s.m_gold } else { &s.m_best };
+        lookup_margins(&s.keys, margins, pairs)
     }
 }
 
@@ -627,16 +626,7 @@ impl RewardModel for SavedScorer {
     }
 
     fn score(&self, pairs: &[&PreferencePair]) -> std::result::Result<Vec<(f32, f32)>, ModelError> {
-        pairs
-            .iter()
-            .map(|p| match self.keys.binary_search(&p.pair_key) {
-                Ok(i) => Ok((self.margins[i], 0.0)),
-                Err(_) => Err(ModelError::Cache(format!(
-                    "pair `{}` is not in serve's saved state (the input changed since it was saved?)",
-                    p.pair_id
-                ))),
-            })
-            .collect()
+        lookup_margins(&self.keys, &self.margins, pairs)
     }
 }
 
