@@ -4,6 +4,12 @@
 # 1,000 random labels, and prints update latencies (median, p99), serve's memory, and a
 # from-scratch curate of the final state for comparison.
 #   scripts/bench-serve.sh [PAIRS=1000000] [WORKERS=2] [REPS=20,10,5] [DIR=/tmp/synpref-bench]
+# EXTRA: more flags for serve and the from-scratch curate, e.g. an encoder gold RM:
+#   EXTRA="--gold-rm encoder:tests/fixtures/bert_minilm --score-cache /tmp/cache"
+# The from-scratch curate then reads the encoder outputs serve cached. COLD_EXTRA, if
+# set, runs a second from-scratch curate with these flags instead, e.g.
+#   COLD_EXTRA="--gold-rm encoder:tests/fixtures/bert_minilm --no-score-cache"
+# which computes every encoder output, as a first run would.
 set -euo pipefail
 PAIRS=${1:-1000000}
 WORKERS=${2:-2}
@@ -25,7 +31,7 @@ export SYNPREF_TOKEN=bench-token
 T0=$(date +%s.%N)
 RUST_LOG=info "$BIN" serve --pairs "$DIR/g$PAIRS/pairs" --labels "$DIR/labels$PAIRS" --out "$OUT" \
     --workers "$WORKERS" --snapshot-every 0 --no-progress --listen "127.0.0.1:$PORT" \
-    --pool-dir "$DIR/pool" 2>"$DIR/serve$PAIRS.log" &
+    --pool-dir "$DIR/pool" ${EXTRA:-} 2>"$DIR/serve$PAIRS.log" &
 SERVE=$!
 trap 'kill -9 $SERVE 2>/dev/null || true' EXIT
 until curl -s -o /dev/null "http://127.0.0.1:$PORT/v1/status"; do sleep 0.5; done
@@ -59,4 +65,11 @@ print(f"pool_pairs={pairs} labels_total={st['labels_total']} epoch={st['epoch']}
 PY
 kill -9 $SERVE 2>/dev/null || true
 /usr/bin/time -f "scratch_curate peak_rss_kb=%M wall_s=%e" "$BIN" curate --pairs "$DIR/g$PAIRS/pairs" \
-    --gold "$OUT/labels-log" --out "$DIR/scratch$PAIRS" --workers "$WORKERS" --no-progress 2>&1 >/dev/null | tail -1
+    --gold "$OUT/labels-log" --out "$DIR/scratch$PAIRS" --workers "$WORKERS" --no-progress ${EXTRA:-} \
+    2>&1 >/dev/null | tail -1
+if [ -n "${COLD_EXTRA:-}" ]; then
+    rm -rf "$DIR/scratch$PAIRS"
+    /usr/bin/time -f "scratch_curate_cold peak_rss_kb=%M wall_s=%e" "$BIN" curate --pairs "$DIR/g$PAIRS/pairs" \
+        --gold "$OUT/labels-log" --out "$DIR/scratch$PAIRS" --workers "$WORKERS" --no-progress $COLD_EXTRA \
+        2>&1 >/dev/null | tail -1
+fi

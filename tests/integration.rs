@@ -1858,19 +1858,29 @@ fn decisions(out: &Path) -> Vec<(String, String, String, String, String, String)
 
 /// The from-scratch recomputation of what a serve with output `serve_out` holds:
 /// curate with its label log as the gold labels.
-fn curate_from_label_log(pairs: &Path, serve_out: &Path, out: &Path, workers: usize) {
-    ok(&[
+fn curate_from_label_log(
+    pairs: &Path,
+    serve_out: &Path,
+    out: &Path,
+    workers: usize,
+    extra: &[&str],
+) {
+    let workers = workers.to_string();
+    let log = serve_out.join("labels-log");
+    let mut args = vec![
         "curate",
         "--pairs",
         s(pairs),
         "--gold",
-        s(&serve_out.join("labels-log")),
+        s(&log),
         "--out",
         s(out),
         "--workers",
-        &workers.to_string(),
+        &workers,
         "--no-progress",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    ok(&args);
 }
 
 /// One random label line: new labels, relabels, undecidable verdicts, unknown ids.
@@ -1889,21 +1899,44 @@ fn random_label(rng: &mut Lcg, ids: &[String], labelled: &mut Vec<String>) -> St
 #[test]
 fn serve_snapshot_equals_curate_from_scratch_after_every_epoch_with_1_and_2_workers() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    gen(&data, 1500, 23);
+    serve_oracle(tmp.path(), 1500, &[1, 7, 40, 150, 3], &[]);
+}
+
+/// The same oracle with an encoder gold RM (the BERT fixture), whose head serve trains
+/// again from scratch at every epoch from the score cache.
+#[test]
+fn serve_with_an_encoder_gold_rm_equals_curate_from_scratch_after_every_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gold_rm = format!("encoder:{}", fixture("bert_minilm").display());
+    let cache = tmp.path().join("cache");
+    serve_oracle(
+        tmp.path(),
+        600,
+        &[1, 20, 60, 2],
+        &["--gold-rm", &gold_rm, "--score-cache", s(&cache)],
+    );
+}
+
+/// differential-dataflow's reduce_reference style: serve takes random label batches
+/// (new labels, relabels, undecidable verdicts, unknown ids, a duplicate line each),
+/// and after every epoch its snapshot equals a from-scratch curate with the labels so
+/// far, row for row, with 1 and 2 workers; `extra` goes to both.
+fn serve_oracle(tmp: &Path, pool: u64, batches: &[usize], extra: &[&str]) {
+    let data = tmp.join("data");
+    gen(&data, pool, 23);
     let pairs = data.join("pairs");
     let ids: Vec<String> = read_rows(&pairs)
         .iter()
         .filter_map(|r| r["pair_id"].as_str().map(str::to_string))
         .collect();
-    assert!(ids.len() > 1000);
+    assert!(ids.len() as u64 > pool * 2 / 3);
     for workers in [1usize, 2] {
-        let labels = tmp.path().join(format!("labels-{workers}"));
+        let labels = tmp.join(format!("labels-{workers}"));
         std::fs::create_dir_all(&labels).unwrap();
         // gen's gold labels are there before serve starts: taken as epoch 1.
         std::fs::copy(data.join("gold.parquet"), labels.join("gold.parquet")).unwrap();
-        let out = tmp.path().join(format!("serve-{workers}"));
-        let serve = Serve::start(&pairs, &out, workers, Some(&labels));
+        let out = tmp.join(format!("serve-{workers}"));
+        let serve = Serve::start_with(&pairs, &out, workers, Some(&labels), extra);
         let mut rng = Lcg(97 + workers as u64);
         let mut labelled = Vec::new();
         let mut posted = serve.status()["labels_total"].as_u64().unwrap();
@@ -1911,8 +1944,7 @@ fn serve_snapshot_equals_curate_from_scratch_after_every_epoch_with_1_and_2_work
         // would not check that stale margins still decide correctly.
         let mut spared = 0;
         assert!(posted > 0, "gen's gold labels are taken at start");
-        for epoch in 0..5 {
-            let n = [1, 7, 40, 150, 3][epoch];
+        for (epoch, &n) in batches.iter().enumerate() {
             let mut lines: Vec<String> = (0..n)
                 .map(|_| random_label(&mut rng, &ids, &mut labelled))
                 .collect();
@@ -1921,8 +1953,8 @@ fn serve_snapshot_equals_curate_from_scratch_after_every_epoch_with_1_and_2_work
             posted += lines.len() as u64;
             serve.post_labels(&(lines.join("\n") + "\n"));
             serve.snapshot();
-            let scratch = tmp.path().join(format!("scratch-{workers}-{epoch}"));
-            curate_from_label_log(&pairs, &out, &scratch, workers);
+            let scratch = tmp.join(format!("scratch-{workers}-{epoch}"));
+            curate_from_label_log(&pairs, &out, &scratch, workers, extra);
             let (got, want) = (decisions(&out.join("snapshot")), decisions(&scratch));
             assert_eq!(got.len(), want.len(), "workers {workers}, epoch {epoch}");
             for (g, w) in got.iter().zip(&want) {
@@ -1941,6 +1973,11 @@ fn serve_snapshot_equals_curate_from_scratch_after_every_epoch_with_1_and_2_work
             for k in ["curated_rows", "discarded_rows", "quarantined_rows"] {
                 assert_eq!(st[k], r[k], "status {k} after epoch {epoch}: {st}");
             }
+            assert_eq!(
+                report(&out.join("snapshot"))["gold_rm"]["fingerprint"],
+                r["gold_rm"]["fingerprint"],
+                "serve's gold RM is curate's"
+            );
         }
         assert!(spared > 0, "every pair was re-scored at every epoch");
         let changelog = out.join("changelog");
@@ -2059,7 +2096,7 @@ fn serve_requires_its_token_and_keeps_acknowledged_labels_across_sigkill() {
     assert_eq!(st["recovered_from_saved_state"], true, "{st}");
     serve.snapshot();
     let scratch = tmp.path().join("scratch");
-    curate_from_label_log(&pairs, &out, &scratch, 1);
+    curate_from_label_log(&pairs, &out, &scratch, 1, &[]);
     assert_eq!(decisions(&out.join("snapshot")), decisions(&scratch));
     drop(serve);
     // A bad label file is refused by `label add`, exit 2 naming the row.

@@ -444,10 +444,11 @@ struct Models {
 /// Transformer feature sources, loaded once per process and shared by its workers
 /// (weights are large; the score cache is one per model), keyed by everything that
 /// shapes them.
-fn shared_features(
+pub fn shared_features(
     flag: &str,
     spec: &ModelSpec,
-    plan: &CuratePlan,
+    options: &ModelOptions,
+    score_cache: Option<&str>,
 ) -> Result<Option<Arc<CachedFeatures>>> {
     use std::sync::{Mutex, OnceLock};
     type Key = (ModelSpec, ModelOptions, Option<String>);
@@ -457,8 +458,8 @@ fn shared_features(
     }
     let key = (
         spec.clone(),
-        plan.spec.models.clone(),
-        plan.spec.score_cache.clone(),
+        options.clone(),
+        score_cache.map(str::to_string),
     );
     let mut loaded = LOADED
         .get_or_init(Default::default)
@@ -467,7 +468,7 @@ fn shared_features(
     if let Some((_, f)) = loaded.iter().find(|(k, _)| *k == key) {
         return Ok(Some(f.clone()));
     }
-    let f = load_features(spec, &plan.spec.models, plan.spec.score_cache.as_deref())
+    let f = load_features(spec, options, score_cache)
         .map_err(|e| model_error(flag, e))?
         .expect("not builtin");
     loaded.push((key, f.clone()));
@@ -595,8 +596,16 @@ pub fn train_builtin_gold(
     model
 }
 
+/// The encoder heads' training settings under `spec` (its seed, the defaults else).
+pub fn head_settings(spec: &CurateSpec) -> HeadSettings {
+    HeadSettings {
+        seed: spec.train.seed,
+        ..HeadSettings::default()
+    }
+}
+
 /// Trains an encoder head on labelled pairs (sorted by pair id), features from the cache.
-fn train_head(
+pub fn train_head(
     features: &CachedFeatures,
     pairs: Vec<(PreferencePair, bool)>,
     heldout_share: f64,
@@ -630,8 +639,9 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
     let bits = spec.train.feature_bits;
     let best_spec = ModelSpec::parse(&spec.best_rm).map_err(|e| Error::setting("--best-rm", e))?;
     let gold_spec = ModelSpec::parse(&spec.gold_rm).map_err(|e| Error::setting("--gold-rm", e))?;
-    let loaded = shared_features("--best-rm", &best_spec, plan)
-        .and_then(|b| Ok((b, shared_features("--gold-rm", &gold_spec, plan)?)));
+    let (options, cache) = (&spec.models, spec.score_cache.as_deref());
+    let loaded = shared_features("--best-rm", &best_spec, options, cache)
+        .and_then(|b| Ok((b, shared_features("--gold-rm", &gold_spec, options, cache)?)));
     agree_on_errors(
         worker,
         loaded
@@ -809,10 +819,7 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Repor
             );
             let mut best_pair_set = best_pairs.borrow_mut().split_off(0);
             sort_labelled(&mut best_pair_set);
-            let head_settings = HeadSettings {
-                seed: spec.train.seed,
-                ..HeadSettings::default()
-            };
+            let head_settings = head_settings(spec);
             // The two models train at once on two threads; each alone is deterministic.
             let (best, gold) = std::thread::scope(|scope| -> Result<(Trained, Trained)> {
                 let gold = scope.spawn(|| -> Result<Trained> {

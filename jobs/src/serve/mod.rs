@@ -23,6 +23,7 @@
 //! transformer models their work; the built-in models are cheap), and goes on, so no
 //! acknowledged label is lost and the state equals what the first process would hold.
 
+pub mod gold;
 pub mod http;
 pub mod state;
 
@@ -52,6 +53,7 @@ use synpref_operators::models::ModelSpec;
 use timely::worker::Worker;
 
 use crate::curate::{self, CurateHooks, CuratePlan, CurateSpec};
+use gold::GoldFeatures;
 use state::{PoolState, SavedScorer, ServeTap, StateScorer};
 
 /// The settings of a serve run. Every knob's name, default and meaning is here.
@@ -117,13 +119,21 @@ impl ServeSpec {
             return Err(Error::setting("--out", "is required"));
         }
         self.curate_spec().validate()?;
-        if ModelSpec::parse(&self.curate.gold_rm).map_err(|e| Error::setting("--gold-rm", e))?
-            != ModelSpec::Builtin
-        {
-            return Err(Error::setting(
-                "--gold-rm",
-                "serve retrains the gold RM every epoch and supports `builtin` for now",
-            ));
+        match ModelSpec::parse(&self.curate.gold_rm).map_err(|e| Error::setting("--gold-rm", e))? {
+            ModelSpec::Builtin => {}
+            ModelSpec::Encoder(_) if self.curate.score_cache.is_none() => {
+                return Err(Error::setting(
+                    "--score-cache",
+                    "serve with an encoder gold RM needs the score cache: it retrains the head from cached encoder outputs every epoch (drop --no-score-cache)",
+                ))
+            }
+            ModelSpec::Encoder(_) => {}
+            ModelSpec::Hf(_) => {
+                return Err(Error::setting(
+                    "--gold-rm",
+                    "serve retrains the gold RM on the labels every epoch: use `builtin` or `encoder:DIR` (an `hf:` model is not trained on labels)",
+                ))
+            }
         }
         if !(self.poll_interval_s > 0.0) {
             return Err(Error::setting("--poll-interval", "must be positive"));
@@ -294,10 +304,25 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
     let workers = cspec.workers;
     let pool_dir = spec.pool_dir.as_ref().map(std::path::PathBuf::from);
     let store = Arc::new(PoolStore::create(pool_dir.as_deref())?);
-    let tap = Arc::new(ServeTap::new(store, cspec.train.feature_bits, workers)?);
+    let gold_features =
+        match ModelSpec::parse(&cspec.gold_rm).map_err(|e| Error::setting("--gold-rm", e))? {
+            ModelSpec::Builtin => GoldFeatures::Hashed {
+                bits: cspec.train.feature_bits,
+            },
+            spec => GoldFeatures::Encoder(
+                curate::shared_features(
+                    "--gold-rm",
+                    &spec,
+                    &cspec.models,
+                    cspec.score_cache.as_deref(),
+                )?
+                .expect("an encoder has features"),
+            ),
+        };
+    let tap = Arc::new(ServeTap::new(store, gold_features, workers)?);
     let scorers = saved.as_ref().map(|s| {
         let keys = Arc::new(s.keys.clone());
-        let fingerprint = s.trainer.model().fingerprint();
+        let fingerprint = s.gold_fingerprint.clone();
         (
             Arc::new(SavedScorer {
                 keys: keys.clone(),
@@ -546,7 +571,7 @@ fn snapshot(
         let s = state.read().expect("state");
         (
             s.labels.clone(),
-            s.gold().fingerprint(),
+            s.gold_fingerprint(),
             s.best_fingerprint.clone(),
         )
     };

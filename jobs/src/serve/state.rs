@@ -20,13 +20,13 @@ use synpref_engine::side::GoldLabels;
 use synpref_engine::store::Location;
 use synpref_engine::{Error, Result};
 use synpref_operators::decide_incrementally::PairFact;
-use synpref_operators::models::builtin::{HashedBtModel, OnlineTrainer, TrainExample};
-use synpref_operators::models::features::SparseFeatures;
-use synpref_operators::models::margin_bound::{sparse_diff_norm, weight_drift, RescoreIndex};
+use synpref_operators::models::builtin::OnlineTrainer;
+use synpref_operators::models::margin_bound::{weight_drift, RescoreIndex, MARGIN_ROUNDING};
 use synpref_operators::models::{ModelError, RewardModel};
 use synpref_operators::score::ScoredPair;
 
-use crate::curate::{gold_example, CurateSpec, CurateTap};
+use super::gold::{GoldFeatures, GoldModel};
+use crate::curate::{CurateSpec, CurateTap};
 
 /// One scored pair as the initial pass saw it.
 #[derive(Clone, Copy, Debug)]
@@ -55,13 +55,13 @@ pub struct WorkerCapture {
 /// The curate tap serve runs its initial pass with.
 pub struct ServeTap {
     pub store: Arc<PoolStore>,
-    pub bits: u32,
+    pub gold: GoldFeatures,
     pub workers: Vec<Mutex<WorkerCapture>>,
     pub schema: Mutex<Option<(OutputSchema, Arc<ExtrasCodec>, Arc<Vec<String>>)>>,
 }
 
 impl ServeTap {
-    pub fn new(store: Arc<PoolStore>, bits: u32, workers: usize) -> Result<ServeTap> {
+    pub fn new(store: Arc<PoolStore>, gold: GoldFeatures, workers: usize) -> Result<ServeTap> {
         let mut slots = Vec::new();
         for w in 0..workers {
             slots.push(Mutex::new(WorkerCapture {
@@ -72,7 +72,7 @@ impl ServeTap {
         }
         Ok(ServeTap {
             store,
-            bits,
+            gold,
             workers: slots,
             schema: Mutex::new(None),
         })
@@ -93,13 +93,18 @@ impl CurateTap for ServeTap {
     }
 
     fn scored(&self, worker: usize, s: &ScoredPair) {
-        let e = TrainExample::from_pair(&s.pair, self.bits, false);
-        let norm = sparse_diff_norm(&e.winner, &e.loser);
-        let bytes = encode_features(&e);
+        let record = self.gold.record(&s.pair);
         let mut c = self.workers[worker].lock().expect("capture");
         if c.error.is_some() {
             return;
         }
+        let (bytes, norm) = match record {
+            Ok(r) => r,
+            Err(e) => {
+                c.error = Some(e.to_string());
+                return;
+            }
+        };
         match c.features.as_mut().expect("writer").append_bytes(&bytes) {
             Ok(features) => c.scored.push(ScoredFacts {
                 key: s.pair.pair_key,
@@ -124,45 +129,6 @@ impl CurateTap for ServeTap {
 /// Pool-store file numbers of the features files (one per worker, after the pairs').
 const FEATURE_FILES: u16 = 1024;
 
-/// A scored pair's gold-RM features as one record: the counts and values of the
-/// chosen and the rejected reply's features, then their indices in extraction order
-/// (the order the model sums them in, so re-scoring from here is bit-identical to
-/// scoring the text).
-pub fn encode_features(e: &TrainExample) -> Vec<u8> {
-    let mut b = Vec::with_capacity(16 + 4 * (e.winner.indices.len() + e.loser.indices.len()));
-    b.extend_from_slice(&(e.winner.indices.len() as u32).to_le_bytes());
-    b.extend_from_slice(&(e.loser.indices.len() as u32).to_le_bytes());
-    b.extend_from_slice(&e.winner.value.to_le_bytes());
-    b.extend_from_slice(&e.loser.value.to_le_bytes());
-    for i in e.winner.indices.iter().chain(&e.loser.indices) {
-        b.extend_from_slice(&i.to_le_bytes());
-    }
-    b
-}
-
-/// r(chosen) − r(rejected) under `model` from an `encode_features` record.
-pub fn margin_from_features(model: &HashedBtModel, bytes: &[u8]) -> Option<f32> {
-    let u = |at: usize| {
-        bytes
-            .get(at..at + 4)
-            .map(|s| u32::from_le_bytes(s.try_into().expect("4")))
-    };
-    let (nw, nl) = (u(0)? as usize, u(4)? as usize);
-    let indices: Vec<u32> = (0..nw + nl).map(|k| u(16 + 4 * k)).collect::<Option<_>>()?;
-    let winner = SparseFeatures {
-        indices: indices[..nw].to_vec(),
-        value: f32::from_bits(u(8)?),
-    };
-    let loser = SparseFeatures {
-        indices: indices[nw..].to_vec(),
-        value: f32::from_bits(u(12)?),
-    };
-    if indices.iter().any(|i| (*i as usize) >= model.weights.len()) {
-        return None;
-    }
-    Some(model.reward(&winner) - model.reward(&loser))
-}
-
 /// Serve's state between epochs.
 pub struct PoolState {
     pub store: Arc<PoolStore>,
@@ -174,16 +140,17 @@ pub struct PoolState {
     pub m_gold: Vec<f32>,
     pub norm: Vec<f32>,
     pub loc: Vec<PoolLoc>,
-    /// Where each scored pair's gold-RM features are (`encode_features`).
+    /// Where each scored pair's gold-RM features record is (`GoldFeatures::record`).
     pub features: Vec<PoolLoc>,
     pub index: RescoreIndex,
     /// All labels applied so far.
     pub labels: GoldLabels,
-    /// The gold RM: an online fold over the label stream, extended by each batch.
-    trainer: OnlineTrainer,
-    /// Unswapped features of the first valid row of each pair key the gold RM has
-    /// learned from.
-    examples: FxHashMap<u64, TrainExample>,
+    /// The gold RM, kept equal to curate's for the labels so far.
+    gold: GoldModel,
+    /// The largest floating-point error bound of a margin computed so far
+    /// (`GoldModel::margin_error_bound`); while twice it is within the index's ε, the
+    /// margin bound is sound for computed margins.
+    margin_error: f64,
     pub spec: CurateSpec,
     /// The best RM's fingerprint, for snapshot manifests.
     pub best_fingerprint: String,
@@ -255,56 +222,42 @@ impl PoolState {
             loc,
             index,
             labels: GoldLabels::default(),
-            trainer: OnlineTrainer::new(&spec.train),
-            examples: FxHashMap::default(),
+            gold: GoldModel::new(&spec, &tap.gold),
+            margin_error: 0.0,
             spec,
             best_fingerprint: String::new(),
         };
-        match saved {
-            // The labels up to the saved epoch are in the saved trainer already.
-            Some(saved) => {
-                for label in labels.stream {
-                    state.labels.insert(label);
-                }
-                state.restore(saved)?;
-            }
-            // The initial labels, learned exactly as curate learns them.
-            None => {
-                for label in labels.stream {
-                    state.learn(label)?;
-                }
-            }
+        // The initial labels, learned exactly as curate learns them (a saved built-in
+        // trainer then replaces the fold: the same weights, without the features).
+        for label in labels.stream {
+            state.learn(label)?;
+        }
+        state.gold.refit(&state.spec, &state.labels)?;
+        state.margin_error = state.gold.margin_error_bound();
+        if let Some(saved) = saved {
+            state.restore(saved)?;
         }
         Ok(state)
     }
 
-    /// The gold RM as it stands.
-    pub fn gold(&self) -> &HashedBtModel {
-        self.trainer.model()
+    /// The gold RM's fingerprint, as curate's manifest gives it.
+    pub fn gold_fingerprint(&self) -> String {
+        self.gold.fingerprint()
     }
 
     /// Takes one label record: it supersedes per DESIGN §4 and extends the gold RM's
-    /// stream.
+    /// training set (call `GoldModel::refit` after a batch).
     fn learn(&mut self, label: GoldLabel) -> Result<()> {
-        let key = pair_key(&label.pair_id);
-        if label.text.is_none()
-            && label.verdict != Verdict::Undecidable
-            && !self.examples.contains_key(&key)
-        {
-            let at = self.valid.partition_point(|v| v.0 < key);
-            if let Some((k, loc)) = self.valid.get(at) {
-                if *k == key {
-                    let pair = self.store.read(*loc)?;
-                    self.examples.insert(
-                        key,
-                        TrainExample::from_pair(&pair, self.spec.train.feature_bits, false),
-                    );
-                }
-            }
-        }
-        if let Some(e) = gold_example(&label, &self.examples, self.spec.train.feature_bits) {
-            self.trainer.step(&e);
-        }
+        let (store, valid) = (&self.store, &self.valid);
+        let rows = |key: u64| -> Result<Vec<PreferencePair>> {
+            let at = valid.partition_point(|v| v.0 < key);
+            valid[at..]
+                .iter()
+                .take_while(|v| v.0 == key)
+                .map(|v| store.read(v.1))
+                .collect()
+        };
+        self.gold.learn(&self.spec, &label, &rows)?;
         self.labels.insert(label);
         Ok(())
     }
@@ -321,13 +274,14 @@ impl PoolState {
         let mut change = EpochChange::default();
         let mut before: FxHashMap<u64, Option<Verdict>> = FxHashMap::default();
         let t = std::time::Instant::now();
-        let old_weights = self.trainer.model().weights.clone();
+        let old_weights = self.gold.weights().to_vec();
         for label in batch {
             let key = pair_key(&label.pair_id);
             let old = self.labels.labels.get(&key).map(|l| l.verdict);
             before.entry(key).or_insert(old);
             self.learn(label)?;
         }
+        self.gold.refit(&self.spec, &self.labels)?;
         change.train_s = t.elapsed().as_secs_f64();
         let mut touched: Vec<(u64, Option<Verdict>)> = before.into_iter().collect();
         touched.sort_unstable();
@@ -343,9 +297,19 @@ impl PoolState {
             }
         }
         let t = std::time::Instant::now();
-        let gold = self.trainer.model();
-        change.drift = weight_drift(&old_weights, &gold.weights);
-        let due = self.index.advance(change.drift);
+        let gold = &self.gold;
+        change.drift = weight_drift(&old_weights, gold.weights());
+        self.margin_error = self.margin_error.max(gold.margin_error_bound());
+        let mut due = self.index.advance(change.drift);
+        if 2.0 * self.margin_error > MARGIN_ROUNDING {
+            // Rounding could exceed the index's ε: re-score every pair (sound, slow).
+            tracing::warn!(
+                bound = self.margin_error,
+                "the gold RM's weights are large enough that rounding may exceed the margin bound's ε; re-scoring every pair"
+            );
+            due.extend(self.index.take_all());
+            due.sort_unstable();
+        }
         change.rescored = due.len();
         // Re-scoring reads each pair's features from the pool store: the expensive part
         // of an epoch, spread over all cores.
@@ -354,7 +318,7 @@ impl PoolState {
             .par_iter()
             .map(|&i| {
                 let bytes = store.read_bytes(locs[i as usize])?;
-                margin_from_features(gold, &bytes).ok_or_else(|| {
+                gold.margin(&bytes).ok_or_else(|| {
                     Error::other("pool store", "a features record does not fit the gold RM")
                 })
             })
@@ -445,18 +409,21 @@ impl RewardModel for StateScorer {
 }
 
 /// Serve's state as saved beside a snapshot (`OUT/state/`), so that a restart needs no
-/// model: per scored pair its key, margins, norm and slack; the gold RM's trainer; the
-/// running drift. `state.json` is written last and names the epoch.
+/// model: per scored pair its key, margins, norm and slack; the built-in gold RM's
+/// trainer (an encoder head is retrained from the labels, its features coming from the
+/// score cache); the running drift. `state.json` is written last and names the epoch.
 pub struct Saved {
     pub epoch: u64,
     pub best_fingerprint: String,
+    pub gold_fingerprint: String,
+    pub margin_error: f64,
     pub keys: Vec<u64>,
     pub m_best: Vec<f32>,
     pub m_gold: Vec<f32>,
     pub norm: Vec<f32>,
     pub slack: Vec<f32>,
     pub drift: f64,
-    pub trainer: OnlineTrainer,
+    pub trainer: Option<OnlineTrainer>,
 }
 
 /// Bytes per pair in `pairs-E.bin`: key u64, then m_best, m_gold, norm, slack as f32.
@@ -496,23 +463,31 @@ impl PoolState {
                 pairs.extend_from_slice(&v.to_le_bytes());
             }
         }
-        let (weights, g2, examples) = self.trainer.parts();
-        let mut trainer = Vec::with_capacity(8 * weights.len());
-        for v in weights.iter().chain(g2) {
-            trainer.extend_from_slice(&v.to_le_bytes());
-        }
         let pairs_name = format!("pairs-{epoch:010}.bin");
         let trainer_name = format!("trainer-{epoch:010}.bin");
         dir.child(&pairs_name).put(pairs)?;
-        dir.child(&trainer_name).put(trainer)?;
+        let mut files = vec![pairs_name.clone()];
+        let mut examples = 0;
+        if let Some(t) = self.gold.trainer() {
+            let (weights, g2, n) = t.parts();
+            let mut trainer = Vec::with_capacity(8 * weights.len());
+            for v in weights.iter().chain(g2) {
+                trainer.extend_from_slice(&v.to_le_bytes());
+            }
+            dir.child(&trainer_name).put(trainer)?;
+            files.push(trainer_name.clone());
+            examples = n;
+        }
         let meta = serde_json::json!({
             "epoch": epoch,
             "pairs": self.keys.len(),
             "drift": self.index.drift(),
+            "margin_error": self.margin_error,
             "examples": examples,
             "spec": spec_fingerprint(&self.spec),
             "best_fingerprint": self.best_fingerprint,
-            "files": [pairs_name, trainer_name],
+            "gold_fingerprint": self.gold_fingerprint(),
+            "files": files,
         });
         synpref_engine::output::write_json(&dir.child("state.json"), &meta)?;
         // Older states are no longer needed.
@@ -555,13 +530,18 @@ impl PoolState {
                 .as_str()
                 .unwrap_or_default()
                 .to_string(),
+            gold_fingerprint: meta["gold_fingerprint"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            margin_error: meta["margin_error"].as_f64().unwrap_or(0.0),
             keys: Vec::with_capacity(n),
             m_best: Vec::with_capacity(n),
             m_gold: Vec::with_capacity(n),
             norm: Vec::with_capacity(n),
             slack: Vec::with_capacity(n),
             drift: meta["drift"].as_f64().ok_or_else(|| bad("no drift"))?,
-            trainer: OnlineTrainer::new(&spec.train),
+            trainer: None,
         };
         for rec in pairs.chunks_exact(SAVED_PAIR_BYTES) {
             saved
@@ -573,16 +553,20 @@ impl PoolState {
             saved.norm.push(v[2]);
             saved.slack.push(v[3]);
         }
-        let t = f32s(&dir.child(name(1)?).get()?);
-        let half = t.len() / 2;
-        let examples = meta["examples"].as_u64().unwrap_or(0) as usize;
-        saved.trainer = OnlineTrainer::from_parts(
-            &spec.train,
-            t[..half].to_vec(),
-            t[half..].to_vec(),
-            examples,
-        )
-        .ok_or_else(|| bad("trainer file does not fit the feature bits"))?;
+        if files.len() > 1 {
+            let t = f32s(&dir.child(name(1)?).get()?);
+            let half = t.len() / 2;
+            let examples = meta["examples"].as_u64().unwrap_or(0) as usize;
+            saved.trainer = Some(
+                OnlineTrainer::from_parts(
+                    &spec.train,
+                    t[..half].to_vec(),
+                    t[half..].to_vec(),
+                    examples,
+                )
+                .ok_or_else(|| bad("trainer file does not fit the feature bits"))?,
+            );
+        }
         Ok(Some(saved))
     }
 
@@ -606,7 +590,8 @@ impl PoolState {
             .map(|(i, s)| (i as u32, *s))
             .collect();
         self.index = RescoreIndex::restore(self.spec.threshold, saved.drift, &entries);
-        self.trainer = saved.trainer;
+        self.gold.restore(saved.trainer);
+        self.margin_error = self.margin_error.max(saved.margin_error);
         self.best_fingerprint = saved.best_fingerprint;
         Ok(())
     }
@@ -632,9 +617,10 @@ impl RewardModel for SavedScorer {
 
 #[cfg(test)]
 mod tests {
+    use super::super::gold::{encode_hashed, hashed_margin};
     use super::*;
-    use synpref_engine::model::{Attributes, Conversation};
-    use synpref_operators::models::builtin::TrainSettings;
+    use synpref_engine::model::{Attributes, Conversation, RowKey};
+    use synpref_operators::models::builtin::{HashedBtModel, TrainExample, TrainSettings};
 
     /// Re-scoring from the stored features gives the margin scoring the text gives, bit
     /// for bit (the oracle tests rely on it for re-scored pairs).
@@ -668,8 +654,8 @@ mod tests {
         };
         let scored = model.score(&[&pair]).unwrap()[0];
         let e = TrainExample::from_pair(&pair, settings.feature_bits, false);
-        let m = margin_from_features(&model, &encode_features(&e)).unwrap();
+        let m = hashed_margin(&model, &encode_hashed(&e)).unwrap();
         assert_eq!(m.to_bits(), (scored.0 - scored.1).to_bits());
-        assert!(margin_from_features(&HashedBtModel::zero(10), &encode_features(&e)).is_none());
+        assert!(hashed_margin(&HashedBtModel::zero(10), &encode_hashed(&e)).is_none());
     }
 }

@@ -161,6 +161,13 @@ impl RescoreIndex {
         out
     }
 
+    /// Removes and returns every indexed pair (for an epoch that re-scores them all).
+    pub fn take_all(&mut self) -> Vec<u32> {
+        let mut out: Vec<u32> = self.heap.drain().map(|Reverse((_, i))| i).collect();
+        out.sort_unstable();
+        out
+    }
+
     pub fn drift(&self) -> f64 {
         self.drift
     }

@@ -1,0 +1,272 @@
+//! Serve's gold RM and how it is kept equal to the one `curate` would train from the
+//! labels so far (issue 4: "serve and curate must get the same model from the same
+//! labels").
+//!
+//! - The built-in model is an online AdaGrad fold over the label stream
+//!   (`OnlineTrainer`): a batch of labels extends the fold, which is exactly where
+//!   curate's single pass over the longer stream ends.
+//! - An encoder head (`encoder:DIR`) is retrained from scratch after each batch, on the
+//!   labelled pairs curate would train it on (`curate::complete_gold_pairs`), with
+//!   curate's own `train_head`. That is deterministic and cheap: the encoder's outputs
+//!   come from the score cache and only the head (2·hidden weights) is trained, so no
+//!   warm start has to be proven equal.
+//!
+//! Both heads are linear, so a weight move Δw bounds every margin's move by ‖Δw‖·‖d‖
+//! (`margin_bound`). Per scored pair serve stores the features the gold RM reads, as a
+//! pool-store record: the hashed indices for the built-in model, the encoder's
+//! [e(x), e(y_w), e(y_l)] f32s for an encoder head; re-scoring from the record equals
+//! scoring the pair, bit for bit.
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use synpref_engine::hashing::pair_key;
+use synpref_engine::model::{GoldLabel, PreferencePair, Verdict};
+use synpref_engine::side::GoldLabels;
+use synpref_engine::{Error, Result};
+use synpref_operators::models::builtin::{HashedBtModel, OnlineTrainer, TrainExample};
+use synpref_operators::models::encoder::{delta, DenseHead};
+use synpref_operators::models::margin_bound::{dense_norm, sparse_diff_norm};
+use synpref_operators::models::CachedFeatures;
+
+use crate::curate::{
+    complete_gold_pairs, gold_example, head_settings, pool_label_swap, train_head, CurateSpec,
+};
+
+/// Where a scored pair's gold-RM features come from, for the record serve stores.
+#[derive(Clone)]
+pub enum GoldFeatures {
+    /// The built-in model's hashed n-grams.
+    Hashed { bits: u32 },
+    /// An encoder's per-pair outputs, from the score cache (serve requires one).
+    Encoder(Arc<CachedFeatures>),
+}
+
+impl GoldFeatures {
+    /// A pair's features record and the norm ‖φ(y_w) − φ(y_l)‖ of its difference,
+    /// rounded up.
+    pub fn record(&self, pair: &PreferencePair) -> Result<(Vec<u8>, f32)> {
+        match self {
+            GoldFeatures::Hashed { bits } => {
+                let e = TrainExample::from_pair(pair, *bits, false);
+                Ok((encode_hashed(&e), sparse_diff_norm(&e.winner, &e.loser)))
+            }
+            GoldFeatures::Encoder(f) => {
+                let x = f.get(&[pair]).map_err(|e| Error::other("--gold-rm", e))?;
+                let norm = dense_norm(&delta(&x, false));
+                Ok((x.iter().flat_map(|v| v.to_le_bytes()).collect(), norm))
+            }
+        }
+    }
+}
+
+/// A built-in model's features record: the counts and values of the chosen and the
+/// rejected reply's features, then their indices in extraction order (the order the
+/// model sums them in, so re-scoring from here is bit-identical to scoring the text).
+pub fn encode_hashed(e: &TrainExample) -> Vec<u8> {
+    let mut b = Vec::with_capacity(16 + 4 * (e.winner.indices.len() + e.loser.indices.len()));
+    b.extend_from_slice(&(e.winner.indices.len() as u32).to_le_bytes());
+    b.extend_from_slice(&(e.loser.indices.len() as u32).to_le_bytes());
+    b.extend_from_slice(&e.winner.value.to_le_bytes());
+    b.extend_from_slice(&e.loser.value.to_le_bytes());
+    for i in e.winner.indices.iter().chain(&e.loser.indices) {
+        b.extend_from_slice(&i.to_le_bytes());
+    }
+    b
+}
+
+/// r(chosen) − r(rejected) under `model` from an `encode_hashed` record.
+pub fn hashed_margin(model: &HashedBtModel, bytes: &[u8]) -> Option<f32> {
+    use synpref_operators::models::features::SparseFeatures;
+    let u = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|s| u32::from_le_bytes(s.try_into().expect("4")))
+    };
+    let (nw, nl) = (u(0)? as usize, u(4)? as usize);
+    let indices: Vec<u32> = (0..nw + nl).map(|k| u(16 + 4 * k)).collect::<Option<_>>()?;
+    let winner = SparseFeatures {
+        indices: indices[..nw].to_vec(),
+        value: f32::from_bits(u(8)?),
+    };
+    let loser = SparseFeatures {
+        indices: indices[nw..].to_vec(),
+        value: f32::from_bits(u(12)?),
+    };
+    if indices.iter().any(|i| (*i as usize) >= model.weights.len()) {
+        return None;
+    }
+    Some(model.reward(&winner) - model.reward(&loser))
+}
+
+/// r(chosen) − r(rejected) under an encoder head from a record of the encoder's f32s.
+pub fn head_margin(head: &DenseHead, bytes: &[u8]) -> Option<f32> {
+    if bytes.len() % 4 != 0 || bytes.len() / 4 != 3 * head.weights.len() / 2 {
+        return None;
+    }
+    let x: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect();
+    let (c, r) = head.rewards(&x);
+    Some(c - r)
+}
+
+/// The gold RM as serve keeps it.
+pub enum GoldModel {
+    Builtin {
+        trainer: OnlineTrainer,
+        /// Unswapped features of the first valid row of each pair key the model has
+        /// learned from.
+        examples: FxHashMap<u64, TrainExample>,
+    },
+    Encoder {
+        features: Arc<CachedFeatures>,
+        head: DenseHead,
+        /// Per pair key with a label that trains on a pool row: the row curate trains
+        /// on (the valid row with the smallest content hash; `complete_gold_pairs`).
+        rows: FxHashMap<u64, PreferencePair>,
+    },
+}
+
+impl GoldModel {
+    pub fn new(spec: &CurateSpec, features: &GoldFeatures) -> GoldModel {
+        match features {
+            GoldFeatures::Hashed { .. } => GoldModel::Builtin {
+                trainer: OnlineTrainer::new(&spec.train),
+                examples: FxHashMap::default(),
+            },
+            GoldFeatures::Encoder(f) => GoldModel::Encoder {
+                features: f.clone(),
+                head: DenseHead {
+                    weights: vec![0.0; 2 * f.features.width() / 3],
+                    info: Default::default(),
+                },
+                rows: FxHashMap::default(),
+            },
+        }
+    }
+
+    /// Takes one label record (before it is added to `labels`). `rows(key)` reads the
+    /// valid pool rows with a pair key, in row-key order.
+    pub fn learn(
+        &mut self,
+        spec: &CurateSpec,
+        label: &GoldLabel,
+        rows: &dyn Fn(u64) -> Result<Vec<PreferencePair>>,
+    ) -> Result<()> {
+        let key = pair_key(&label.pair_id);
+        let trains_on_pool = label.text.is_none() && label.verdict != Verdict::Undecidable;
+        match self {
+            GoldModel::Builtin { trainer, examples } => {
+                let bits = spec.train.feature_bits;
+                if trains_on_pool && !examples.contains_key(&key) {
+                    if let Some(first) = rows(key)?.first() {
+                        examples.insert(key, TrainExample::from_pair(first, bits, false));
+                    }
+                }
+                if let Some(e) = gold_example(label, examples, bits) {
+                    trainer.step(&e);
+                }
+            }
+            GoldModel::Encoder { rows: memo, .. } => {
+                if trains_on_pool && !memo.contains_key(&key) {
+                    let found = rows(key)?.into_iter().min_by_key(|p| p.content_hash);
+                    if let Some(p) = found {
+                        memo.insert(key, p);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the model up to `labels` once a batch has been learned: the built-in
+    /// model is current already; an encoder head is trained again from scratch.
+    pub fn refit(&mut self, spec: &CurateSpec, labels: &GoldLabels) -> Result<()> {
+        if let GoldModel::Encoder {
+            features,
+            head,
+            rows,
+        } = self
+        {
+            let pool: Vec<(PreferencePair, bool)> = rows
+                .iter()
+                .filter_map(|(key, p)| Some((p.clone(), pool_label_swap(labels, *key)?)))
+                .collect();
+            let pairs = complete_gold_pairs(labels, pool);
+            *head = train_head(features, pairs, 0.0, &head_settings(spec))?;
+        }
+        Ok(())
+    }
+
+    pub fn weights(&self) -> &[f32] {
+        match self {
+            GoldModel::Builtin { trainer, .. } => &trainer.model().weights,
+            GoldModel::Encoder { head, .. } => &head.weights,
+        }
+    }
+
+    /// As curate's manifest names the gold RM.
+    pub fn fingerprint(&self) -> String {
+        match self {
+            GoldModel::Builtin { trainer, .. } => trainer.model().fingerprint(),
+            GoldModel::Encoder { features, head, .. } => format!(
+                "{}+head-{}",
+                features.features.fingerprint(),
+                head.fingerprint()
+            ),
+        }
+    }
+
+    /// The margin from a pair's features record (`None`: the record does not fit).
+    pub fn margin(&self, record: &[u8]) -> Option<f32> {
+        match self {
+            GoldModel::Builtin { trainer, .. } => hashed_margin(trainer.model(), record),
+            GoldModel::Encoder { head, .. } => head_margin(head, record),
+        }
+    }
+
+    /// A bound on the floating-point error of one margin computed with the current
+    /// weights, where the model's features allow one (`margin_bound` covers the
+    /// built-in model with its fixed ε; see there).
+    ///
+    /// An encoder head's margin is fl(fl(w·φ_w) − fl(w·φ_l)) over n = 2·hidden terms;
+    /// each sequential f32 dot product errs by at most γ_n·Σ|w_i·φ_i| ≤ γ_n·‖w‖·‖φ‖
+    /// (Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1), γ_n =
+    /// n·u/(1 − n·u), u = 2⁻²⁴; ‖φ‖ ≤ √2 because e(x), e(y) are unit vectors; the
+    /// subtraction adds u·|m| ≤ u·2√2·‖w‖. 1.5 > √2 absorbs the embeddings' own
+    /// rounding.
+    pub fn margin_error_bound(&self) -> f64 {
+        match self {
+            GoldModel::Builtin { .. } => 0.0,
+            GoldModel::Encoder { head, .. } => {
+                let u = f32::EPSILON as f64 / 2.0;
+                let n = head.weights.len() as f64;
+                let gamma = n * u / (1.0 - n * u);
+                let norm = head
+                    .weights
+                    .iter()
+                    .map(|w| (*w as f64) * (*w as f64))
+                    .sum::<f64>()
+                    .sqrt();
+                (2.0 * gamma + 2.0 * u) * 1.5 * norm
+            }
+        }
+    }
+
+    /// The built-in model's trainer, for saving.
+    pub fn trainer(&self) -> Option<&OnlineTrainer> {
+        match self {
+            GoldModel::Builtin { trainer, .. } => Some(trainer),
+            GoldModel::Encoder { .. } => None,
+        }
+    }
+
+    /// Takes a saved trainer (built-in model only; a head is retrained from the labels).
+    pub fn restore(&mut self, saved: Option<OnlineTrainer>) {
+        if let (GoldModel::Builtin { trainer, .. }, Some(t)) = (self, saved) {
+            *trainer = t;
+        }
+    }
+}
