@@ -1982,6 +1982,19 @@ fn serve_oracle(tmp: &Path, pool: u64, batches: &[usize], extra: &[&str]) {
         assert!(spared > 0, "every pair was re-scored at every epoch");
         let changelog = out.join("changelog");
         assert!(changelog.exists(), "changelog/ is written");
+        // Killed and started again: the state saved with the last snapshot is loaded
+        // (no model runs) and gives the same decisions.
+        drop(serve);
+        let serve = Serve::start_with(&pairs, &out, workers, Some(&labels), extra);
+        let st = serve.status();
+        assert_eq!(st["recovered_from_saved_state"], true, "{st}");
+        assert_eq!(st["labels_total"].as_u64().unwrap(), posted, "{st}");
+        serve.snapshot();
+        let last = tmp.join(format!("scratch-{workers}-{}", batches.len() - 1));
+        assert!(
+            decisions(&out.join("snapshot")) == decisions(&last),
+            "workers {workers}: the restarted serve's snapshot differs from curate"
+        );
     }
 }
 
