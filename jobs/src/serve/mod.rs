@@ -211,7 +211,9 @@ struct Done {
 
 /// State shared by the threads of a serve process.
 struct Shared {
-    commands: Mutex<Vec<Arc<Command>>>,
+    /// Commands by index; a command is dropped (`None`) once every worker has run it,
+    /// so that past epochs' updates are not kept.
+    commands: Mutex<Vec<Option<Arc<Command>>>>,
     commands_cv: Condvar,
     done: Mutex<Vec<Done>>,
     done_cv: Condvar,
@@ -226,7 +228,7 @@ struct Shared {
 impl Shared {
     fn publish(&self, c: Command) -> usize {
         let mut cmds = self.commands.lock().expect("commands");
-        cmds.push(Arc::new(c));
+        cmds.push(Some(Arc::new(c)));
         self.done.lock().expect("done").push(Done::default());
         self.commands_cv.notify_all();
         cmds.len() - 1
@@ -244,7 +246,11 @@ impl Shared {
         while done[i].workers < workers {
             done = self.done_cv.wait(done).expect("done");
         }
-        std::mem::take(&mut done[i])
+        let finished = std::mem::take(&mut done[i]);
+        // (`publish` locks commands, then done: never the other way round.)
+        drop(done);
+        self.commands.lock().expect("commands")[i] = None;
+        finished
     }
 }
 
@@ -694,7 +700,10 @@ fn serve_worker(
                 .commands_cv
                 .wait_timeout_while(cmds, Duration::from_millis(5), |c| c.len() <= next)
                 .expect("commands");
-            cmds.get(next).cloned()
+            cmds.get(next).map(|c| {
+                c.clone()
+                    .expect("a command is dropped only once every worker has run it")
+            })
         };
         let Some(cmd) = cmd else {
             worker.step();
