@@ -270,3 +270,68 @@ impl GoldModel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synpref_engine::model::{Attributes, Conversation, RowKey};
+    use synpref_operators::models::builtin::TrainSettings;
+    use synpref_operators::models::RewardModel;
+
+    /// Re-scoring from the stored features gives the margin scoring the text gives, bit
+    /// for bit (the oracle tests rely on it for re-scored pairs).
+    #[test]
+    fn margins_from_stored_features_equal_margins_from_text() {
+        let settings = TrainSettings {
+            feature_bits: 16,
+            ..Default::default()
+        };
+        let mut model = HashedBtModel::zero(16);
+        for (i, w) in model.weights.iter_mut().enumerate() {
+            *w = ((i * 7919) % 1000) as f32 / 997.0 - 0.5;
+        }
+        let pair = PreferencePair {
+            key: RowKey(1),
+            row: 1,
+            pair_id: "p".into(),
+            prompt: Conversation::Text("Explain the tides".into()),
+            chosen: Conversation::Text(
+                "The moon's gravity pulls the oceans; the tides follow it.".into(),
+            ),
+            rejected: Conversation::Text("Tides are caused by wind, mostly.".into()),
+            implicit_prompt: false,
+            attributes: Attributes {
+                task_category: Some("information seeking".into()),
+                ..Default::default()
+            },
+            extras: Vec::new(),
+            content_hash: 1,
+            pair_key: 1,
+        };
+        let scored = model.score(&[&pair]).unwrap()[0];
+        let e = TrainExample::from_pair(&pair, settings.feature_bits, false);
+        let m = hashed_margin(&model, &encode_hashed(&e)).unwrap();
+        assert_eq!(m.to_bits(), (scored.0 - scored.1).to_bits());
+        assert!(hashed_margin(&HashedBtModel::zero(10), &encode_hashed(&e)).is_none());
+    }
+
+    /// An encoder head's margin from the stored record is the one scoring gives, bit
+    /// for bit; a record of another width does not fit.
+    #[test]
+    fn head_margins_from_stored_records_equal_margins_from_features() {
+        let h = 8;
+        let head = DenseHead {
+            weights: (0..2 * h).map(|i| (i as f32 * 0.37).sin()).collect(),
+            info: Default::default(),
+        };
+        let x: Vec<f32> = (0..3 * h).map(|i| (i as f32 * 0.11).cos() / 3.0).collect();
+        let record: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let (c, r) = head.rewards(&x);
+        assert_eq!(
+            head_margin(&head, &record).unwrap().to_bits(),
+            (c - r).to_bits()
+        );
+        assert!(head_margin(&head, &record[4..]).is_none());
+        assert!(head_margin(&head, &record[..record.len() - 4]).is_none());
+    }
+}
