@@ -315,15 +315,18 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
             ModelSpec::Builtin => GoldFeatures::Hashed {
                 bits: cspec.train.feature_bits,
             },
-            spec => GoldFeatures::Encoder(
+            // Serve's own reads of the encoder outputs (features records, the head's
+            // training set) go through a view, so that reports count only scoring.
+            spec => GoldFeatures::Encoder(Arc::new(
                 curate::shared_features(
                     "--gold-rm",
                     &spec,
                     &cspec.models,
                     cspec.score_cache.as_deref(),
                 )?
-                .expect("an encoder has features"),
-            ),
+                .expect("an encoder has features")
+                .uncounted_view(),
+            )),
         };
     let tap = Arc::new(ServeTap::new(store, gold_features, workers)?);
     let scorers = saved.as_ref().map(|s| {

@@ -168,6 +168,13 @@ impl CachedFeatures {
         }
     }
 
+    /// The same model and cache, with usage counts of its own: for readers whose
+    /// lookups are not scoring (serve's re-reads), so that they do not swell the
+    /// counts reports give.
+    pub fn uncounted_view(&self) -> CachedFeatures {
+        CachedFeatures::new(self.features.clone(), self.cache.clone())
+    }
+
     /// `pairs.len() × width` floats, from the cache where it has them.
     pub fn get(&self, pairs: &[&PreferencePair]) -> Result<Vec<f32>, ModelError> {
         let w = self.features.width();
