@@ -104,12 +104,16 @@ pub fn head_margin(head: &DenseHead, bytes: &[u8]) -> Option<f32> {
     if bytes.len() % 4 != 0 || bytes.len() / 4 != 3 * head.weights.len() / 2 {
         return None;
     }
-    let x: Vec<f32> = bytes
+    let (c, r) = head.rewards(&f32s(bytes));
+    Some(c - r)
+}
+
+/// Little-endian f32s (features records, saved state files).
+pub fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-        .collect();
-    let (c, r) = head.rewards(&x);
-    Some(c - r)
+        .collect()
 }
 
 /// The gold RM as serve keeps it.

@@ -25,7 +25,7 @@ use synpref_operators::models::margin_bound::{weight_drift, RescoreIndex, MARGIN
 use synpref_operators::models::{ModelError, RewardModel};
 use synpref_operators::score::ScoredPair;
 
-use super::gold::{GoldFeatures, GoldModel};
+use super::gold::{f32s, GoldFeatures, GoldModel};
 use crate::curate::{CurateSpec, CurateTap};
 
 /// One scored pair as the initial pass saw it.
@@ -227,10 +227,15 @@ impl PoolState {
             spec,
             best_fingerprint: String::new(),
         };
-        // The initial labels, learned exactly as curate learns them (a saved built-in
-        // trainer then replaces the fold: the same weights, without the features).
+        // The initial labels, learned exactly as curate learns them; a saved built-in
+        // trainer is that fold already, so its labels are only recorded.
+        let trainer_saved = saved.as_ref().is_some_and(|s| s.trainer.is_some());
         for label in labels.stream {
-            state.learn(label)?;
+            if trainer_saved {
+                state.labels.insert(label);
+            } else {
+                state.learn(label)?;
+            }
         }
         state.gold.refit(&state.spec, &state.labels)?;
         state.margin_error = state.gold.margin_error_bound();
@@ -440,13 +445,6 @@ pub fn spec_fingerprint(spec: &CurateSpec) -> String {
     s.batch_rows = 0;
     let json = serde_json::to_vec(&s).expect("spec serialises");
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&json))
-}
-
-fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-        .collect()
 }
 
 impl PoolState {
