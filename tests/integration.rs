@@ -224,8 +224,13 @@ fn curated_rows_are_identical_with_1_2_and_4_workers_and_curation_beats_the_inpu
             b >= a + 0.05,
             "curation must help: input {a:.3}, curated {b:.3}"
         );
+        assert_truth_agreement_matches_the_files(&out, &data.join("truth.parquet"), &r);
+        assert_quality_estimate_predicts_the_truth(&r, GEN_GOLD_ERROR);
         outputs.push(out);
     }
+    // The self-measurement is computed on one worker from inputs in a total order.
+    let quality: Vec<Value> = outputs.iter().map(|o| report(o)["quality"].clone()).collect();
+    assert!(quality.iter().all(|q| *q == quality[0]), "{quality:?}");
     for dest in ["curated", "discarded", "quarantine"] {
         let one = read_rows(&outputs[0].join(dest));
         assert!(!one.is_empty() || dest == "quarantine");
@@ -240,6 +245,97 @@ fn curated_rows_are_identical_with_1_2_and_4_workers_and_curation_beats_the_inpu
 
 /// A JSONL file with one row of each kind of bad input, plus valid rows in the TRL
 /// implicit-prompt form and with an extra column.
+/// `gen`'s annotator error (jobs/src/gen.rs `GOLD_ERROR`): a gold verdict is wrong with
+/// this probability.
+const GEN_GOLD_ERROR: f64 = 0.03;
+
+/// pair_id → whether the pool's chosen reply is truly better, from truth.parquet.
+fn truth_map(path: &Path) -> std::collections::HashMap<String, bool> {
+    let file = File::open(path).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut out = std::collections::HashMap::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .clone()
+        };
+        let (ids, pref) = (col("pair_id"), col("preference"));
+        for i in 0..batch.num_rows() {
+            out.insert(ids.value(i).to_string(), pref.value(i) == "chosen");
+        }
+    }
+    out
+}
+
+/// Recomputes the report's truth agreement from the files curate wrote: a curated row's
+/// label matches the truth when the pool's chosen reply is truly better, unless the row
+/// was written swapped (`human_corrected`).
+fn assert_truth_agreement_matches_the_files(out: &Path, truth: &Path, r: &Value) {
+    let truth = truth_map(truth);
+    let (mut n, mut hits, mut model_n, mut model_hits) = (0u64, 0u64, 0u64, 0u64);
+    for row in read_rows(&out.join("curated")) {
+        let Some(&chosen_better) = truth.get(row["pair_id"].as_str().unwrap()) else {
+            continue;
+        };
+        let reason = row["reason"].as_str().unwrap();
+        let matches = chosen_better != (reason == "human_corrected");
+        n += 1;
+        hits += matches as u64;
+        if reason == "both_rms_agree" || reason == "gold_rm_and_judge_agree" {
+            model_n += 1;
+            model_hits += matches as u64;
+        }
+    }
+    let close = |k: &str, v: f64| {
+        let got = r[k].as_f64().unwrap_or_else(|| panic!("report lacks {k}"));
+        assert!((got - v).abs() < 1e-9, "{k}: report {got}, files {v}");
+    };
+    close("truth_agreement_curated", hits as f64 / n as f64);
+    close("truth_agreement_model_curated", model_hits as f64 / model_n as f64);
+    assert_eq!(r["truth_rows_model_curated"], model_n);
+}
+
+/// DESIGN §4 `quality`: every field is there, and the estimated accuracy of the labels
+/// the models keep agrees with what the truth predicts for annotators who err with
+/// probability `e`: t(1 − e) + (1 − t)e, t the measured truth agreement.
+fn assert_quality_estimate_predicts_the_truth(r: &Value, e: f64) {
+    let q = &r["quality"];
+    for k in ["cv_accuracy", "ci95", "n"] {
+        assert!(!q["gold_rm"][k].is_null(), "quality.gold_rm.{k} missing: {q}");
+    }
+    for which in ["input", "model_curated"] {
+        for k in ["value", "ci95", "n"] {
+            assert!(
+                !q["estimated_label_accuracy"][which][k].is_null(),
+                "quality.estimated_label_accuracy.{which}.{k} missing: {q}"
+            );
+        }
+    }
+    assert!(q["warnings"].is_array());
+    let t = r["truth_agreement_model_curated"].as_f64().unwrap();
+    let predicted = t * (1.0 - e) + (1.0 - t) * e;
+    let mc = &q["estimated_label_accuracy"]["model_curated"];
+    let (low, high) = (mc["ci95"][0].as_f64().unwrap(), mc["ci95"][1].as_f64().unwrap());
+    assert!(
+        low <= predicted && predicted <= high,
+        "estimate {mc} does not contain {predicted:.4} (truth agreement {t:.4}, annotator error {e})"
+    );
+    let gold = &q["gold_rm"];
+    assert!(
+        gold["ci95"][0].as_f64().unwrap() > 0.5,
+        "the gold RM must beat chance on generated data: {gold}"
+    );
+}
+
 fn write_crafted_jsonl(path: &Path) {
     let long = "x".repeat(3000);
     let lines = vec![
@@ -623,7 +719,10 @@ fn demo_runs_end_to_end_and_summarises() {
     let out = ok(&["demo", "--out", s(&tmp.path().join("d")), "--workers", "2"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("labels matching the ground truth") && text.contains("rows per reason"),
+        text.contains("labels matching the ground truth")
+            && text.contains("rows per reason")
+            && text.contains("quality, measured on held-out gold verdicts")
+            && text.contains("gold RM accuracy"),
         "{text}"
     );
     let r = assert_accounting(&tmp.path().join("d/curated"));
@@ -681,6 +780,25 @@ fn real_alpaca_eval_pool_with_hh_rlhf_gold_labels() {
         r["gold_rm"]["training"]["examples"], 1_200,
         "every HH gold label carries its text"
     );
+    // The gold RM is measured on the HH verdicts by cross-validation, and a warning
+    // says it is no better than chance exactly when its interval reaches 50%.
+    let g = &r["quality"]["gold_rm"];
+    assert_eq!(g["n"], 1_200, "{g}");
+    let reaches_chance = g["ci95"][0].as_f64().unwrap() <= 0.5;
+    let warnings: Vec<&str> = r["quality"]["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    let warned = warnings
+        .iter()
+        .any(|w| w.contains("gold RM is no better than chance"));
+    assert_eq!(warned, reaches_chance, "{g} {warnings:?}");
+    // No HH verdict is about an AlpacaEval pair: the label accuracy cannot be estimated,
+    // and the report says so.
+    assert_eq!(r["quality"]["estimated_label_accuracy"]["input"]["n"], 0);
+    assert!(warnings.iter().any(|w| w.contains("No gold verdict falls on a pool pair")));
     // Every other column of the input is carried through.
     let curated = read_rows(&out.join("curated"));
     assert!(!curated.is_empty());

@@ -27,12 +27,12 @@ fn tune_allocator() {
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use synpref_jobs::curate::{default_score_cache, CurateSpec};
-use synpref_jobs::demo::{summary, DemoSpec};
-use synpref_jobs::gen::{run_gen, GenSpec};
+use synpref_jobs::curate::{default_score_cache, summary, CurateSpec, MachineSettings};
+use synpref_jobs::demo::DemoSpec;
+use synpref_jobs::gen::{run_gen, GenSpec, DEFAULT_SEED};
 use synpref_jobs::score::{run_score, ScoreSpec};
 use synpref_jobs::serve::{add_label_file, run_serve, ServeSpec};
-use synpref_operators::models::ModelOptions;
+use synpref_operators::models::{ModelOptions, ModelSpec};
 
 #[derive(Parser)]
 #[command(
@@ -64,7 +64,7 @@ enum Command {
         /// Output directory (pairs/, gold.parquet, truth.parquet, eval.parquet, ...).
         #[arg(long)]
         out: String,
-        #[arg(long, default_value_t = 7)]
+        #[arg(long, default_value_t = DEFAULT_SEED)]
         seed: u64,
     },
     /// Batch Stage 2: keep the pairs the gold RM, the best RM (or LLM judges) and human
@@ -168,7 +168,7 @@ struct ScoreArgs {
 #[derive(Args)]
 struct StageArgs {
     /// Timely worker threads.
-    #[arg(long, default_value_t = CurateSpec::default().workers)]
+    #[arg(long, default_value_t = MachineSettings::default().workers)]
     workers: usize,
     /// τ of the consistency rule: keep iff p_gold > τ and (p_best > τ or judges agree).
     #[arg(long, default_value_t = CurateSpec::default().threshold)]
@@ -186,11 +186,33 @@ struct StageArgs {
     #[arg(long, default_value_t = CurateSpec::default().max_pair_bytes)]
     max_pair_bytes: usize,
     /// The best RM: `builtin`, `hf:DIR` or `encoder:DIR` (a head trained on the pool's labels).
-    #[arg(long, default_value_t = CurateSpec::default().best_rm)]
+    #[arg(long, default_value = "builtin")]
     best_rm: String,
     /// The gold RM: `builtin`, `hf:DIR` or `encoder:DIR` (a head trained on the gold labels).
-    #[arg(long, default_value_t = CurateSpec::default().gold_rm)]
+    #[arg(long, default_value = "builtin")]
     gold_rm: String,
+    /// Folds of the best RM's cross-fitting and the gold RM's cross-validation (1: none;
+    /// the best RM then also scores the pairs it was trained on).
+    #[arg(long, default_value_t = CurateSpec::default().cross_fit.folds)]
+    folds: usize,
+    /// Most pool pairs the best RM trains on (a deterministic sample by pair id).
+    #[arg(long, default_value_t = CurateSpec::default().best_rm_sample)]
+    best_rm_sample: u64,
+    /// Share of each best-RM fold's training set held out to choose its epoch.
+    #[arg(long, default_value_t = CurateSpec::default().cross_fit.heldout_share)]
+    heldout_share: f64,
+    /// Built-in models: log2 of the number of hashed n-gram features.
+    #[arg(long, default_value_t = CurateSpec::default().train.feature_bits)]
+    feature_bits: u32,
+    /// Built-in best RM: passes over its training sample.
+    #[arg(long, default_value_t = CurateSpec::default().train.epochs)]
+    epochs: usize,
+    /// Built-in models: AdaGrad base step size.
+    #[arg(long, default_value_t = CurateSpec::default().train.learning_rate)]
+    learning_rate: f32,
+    /// Built-in models: L2 penalty on the weights a step touches.
+    #[arg(long, default_value_t = CurateSpec::default().train.l2)]
+    l2: f32,
     #[command(flatten)]
     models: ModelArgs,
     /// Seed of the built-in models' training.
@@ -211,25 +233,35 @@ impl StageArgs {
         gold: String,
         out: String,
     ) -> Result<CurateSpec, synpref_engine::Error> {
+        use synpref_engine::Error;
         let mut spec = CurateSpec {
             models: self.models.options()?,
             score_cache: self.models.cache(),
             pairs,
             gold,
             out,
-            workers: self.workers,
             threshold: self.threshold,
             judges: self.judges,
             decontaminate: self.decontaminate,
             emit_flipped: self.emit_flipped,
             max_pair_bytes: self.max_pair_bytes,
-            best_rm: self.best_rm,
-            gold_rm: self.gold_rm,
-            progress: !self.no_progress,
-            batch_rows: self.batch_rows,
+            best_rm: ModelSpec::parse(&self.best_rm).map_err(|e| Error::setting("--best-rm", e))?,
+            gold_rm: ModelSpec::parse(&self.gold_rm).map_err(|e| Error::setting("--gold-rm", e))?,
+            best_rm_sample: self.best_rm_sample,
+            machine: MachineSettings {
+                workers: self.workers,
+                batch_rows: self.batch_rows,
+                progress: !self.no_progress,
+            },
             ..CurateSpec::default()
         };
+        spec.cross_fit.folds = self.folds;
+        spec.cross_fit.heldout_share = self.heldout_share;
         spec.train.seed = self.seed;
+        spec.train.feature_bits = self.feature_bits;
+        spec.train.epochs = self.epochs;
+        spec.train.learning_rate = self.learning_rate;
+        spec.train.l2 = self.l2;
         Ok(spec)
     }
 }
@@ -407,8 +439,9 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
             );
             let spec = demo.curate_spec();
             let out_dir = spec.out.clone();
-            let report = runner::run_curate(spec, &runner::ClusterSpec::default())?;
-            print!("{}", summary(&report, &out_dir));
+            if let Some(report) = runner::run_curate(spec, &runner::ClusterSpec::default())? {
+                print!("{}", summary(&report, &out_dir));
+            }
             Ok(())
         }
         Command::Gen { pairs, out, seed } => {
@@ -429,8 +462,7 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
             let cluster = args.cluster()?;
             let spec = args.into_spec()?;
             let out = spec.out.clone();
-            let report = runner::run_curate(spec, &cluster)?;
-            if cluster.process == 0 {
+            if let Some(report) = runner::run_curate(spec, &cluster)? {
                 print!("{}", summary(&report, &out));
             }
             Ok(())
@@ -449,7 +481,8 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
         }
         Command::Score(args) => {
             let spec = ScoreSpec {
-                model: args.model,
+                model: ModelSpec::parse(&args.model)
+                    .map_err(|e| synpref_engine::Error::setting("--model", e))?,
                 pairs: args.pairs,
                 out: args.out.clone(),
                 options: args.models.options()?,

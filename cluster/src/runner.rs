@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use synpref_engine::Error;
-use synpref_jobs::curate::{self, CuratePlan, CurateSpec, Report};
+use synpref_jobs::curate::{self, CuratePlan, CurateReport, CurateSpec};
 
 /// Makes any panic abort the whole process. In a multi-threaded timely process a
 /// panicking worker otherwise leaves its peers waiting forever for its progress
@@ -82,8 +82,11 @@ impl ClusterSpec {
 
 /// Runs curate on `spec.workers` worker threads of this process (and, with a cluster,
 /// of every other process of the run).
-pub fn run_curate(spec: CurateSpec, cluster: &ClusterSpec) -> Result<Report, Error> {
-    let workers = spec.workers;
+pub fn run_curate(
+    spec: CurateSpec,
+    cluster: &ClusterSpec,
+) -> Result<Option<CurateReport>, Error> {
+    let workers = spec.machine.workers;
     let leader = cluster.process == 0;
     let plan: Arc<CuratePlan> = Arc::new(curate::prepare(spec, leader)?);
     let guards = timely::execute(cluster.timely_config(workers), move |worker| {
@@ -114,9 +117,9 @@ pub fn run_curate(spec: CurateSpec, cluster: &ClusterSpec) -> Result<Report, Err
         return Err(e);
     }
     match report {
-        Some(r) => Ok(r),
+        Some(r) => Ok(Some(r)),
         // Processes other than the first have no report; worker 0 wrote it.
-        None if !leader => Ok(serde_json::Value::Null),
+        None if !leader => Ok(None),
         None => Err(Error::Worker("worker 0 returned no report".into())),
     }
 }

@@ -1,7 +1,7 @@
 //! synpref-engine owns the data model (`model`), Parquet and JSONL I/O through
-//! object_store (`store`, `input`, `output`, `side`, `extras`), sharding of input over
+//! object_store (`store`, `input`, `output`, `side`, `extras`), output-schema inference (`schema`), sharding of input over
 //! timely workers (`input::InputPlan`), the collective steps between dataflows
-//! (`collective`), the label log and the pool store of `serve` (`label_log`, `pool_store`), progress reporting (`progress`), the durable score cache
+//! (`collective`), the label log and the pool store of `serve` (`label_log`, `pool_store`), progress reporting (`progress`), typed reports and the interval they state figures with (`report`), the durable score cache
 //! (`score_cache`), and the one error type (`error`).
 //! It holds no model code and no jobs.
 
@@ -15,6 +15,8 @@ pub mod model;
 pub mod output;
 pub mod pool_store;
 pub mod progress;
+pub mod report;
+pub mod schema;
 pub mod score_cache;
 pub mod side;
 pub mod store;

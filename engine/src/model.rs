@@ -249,6 +249,17 @@ impl Destination {
 }
 
 impl Reason {
+    /// A reason the reward models (and judges) decided, not a human or a filter.
+    pub fn model_decided(self) -> bool {
+        matches!(
+            self,
+            Reason::BothRmsAgree
+                | Reason::GoldRmAndJudgeAgree
+                | Reason::GoldRmDisagrees
+                | Reason::BestRmAndJudgeDisagree
+        )
+    }
+
     /// Every reason code, valid ones first.
     pub fn all() -> Vec<Reason> {
         let mut v = vec![
@@ -335,13 +346,3 @@ pub struct GoldLabel {
     pub text: Option<(Conversation, Conversation, Conversation)>,
 }
 
-/// The decision for one valid or discarded row, as written out.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Decision {
-    pub reason: Reason,
-    /// Chosen and rejected were swapped on output (human correction or --emit-flipped).
-    pub swapped: bool,
-    /// σ(r_best(chosen) − r_best(rejected)) for the row as written; None when not scored.
-    pub p_best: Option<f64>,
-    pub p_gold: Option<f64>,
-}

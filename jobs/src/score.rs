@@ -26,14 +26,14 @@ use synpref_operators::models::{
 use synpref_operators::routed;
 use synpref_operators::validate::{check, ValidateSettings};
 
-use crate::curate::{model_error, output_schema};
+use synpref_engine::schema::infer_output_schema;
 
 /// The plain-data spec of a score run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ScoreSpec {
     /// `hf:DIR` (builtin and encoder: models have no weights until curate trains them
     /// on labels, so they are refused here).
-    pub model: String,
+    pub model: ModelSpec,
     pub pairs: String,
     pub out: String,
     pub options: ModelOptions,
@@ -62,7 +62,7 @@ pub struct ScoreReport {
 /// Runs `score`.
 pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
     let started = Instant::now();
-    let model_spec = ModelSpec::parse(&spec.model).map_err(|e| Error::setting("--model", e))?;
+    let model_spec = spec.model.clone();
     if !matches!(model_spec, ModelSpec::Hf(_)) {
         return Err(Error::setting(
             "--model",
@@ -73,7 +73,7 @@ pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
         ));
     }
     let features = load_features(&model_spec, &spec.options, spec.cache.as_deref())
-        .map_err(|e| model_error("--model", e))?
+        .map_err(|e| e.for_setting("--model"))?
         .expect("hf spec has features");
     let model = synpref_operators::models::HfScorer(features);
     let input = plan_input(&spec.pairs)?;
@@ -91,7 +91,7 @@ pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
         while reader.next_batch(Some(&mut obs))?.is_some() {}
         observations.push(obs);
     }
-    let (schema, extras_fields) = output_schema(&input, &observations)?;
+    let (schema, extras_fields) = infer_output_schema(&input, &observations)?;
     let extras = Arc::new(ExtrasCodec::new(extras_fields)?);
     let file_urls: Arc<Vec<String>> =
         Arc::new(input.files.iter().map(|f| f.location.url.clone()).collect());
@@ -127,7 +127,7 @@ pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
     let mut part = 0usize;
     let write = |pairs: Vec<PreferencePair>, part: &mut usize| -> Result<u64> {
         let refs: Vec<&PreferencePair> = pairs.iter().collect();
-        let rewards = model.score(&refs).map_err(|e| model_error("--model", e))?;
+        let rewards = model.score(&refs).map_err(|e| e.for_setting("--model"))?;
         let wins = rewards.iter().filter(|(c, r)| c > r).count() as u64;
         let rows = pairs
             .into_iter()
@@ -191,7 +191,7 @@ pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
     }
     bar.finish_and_clear();
     quarantine.finish()?;
-    model.0.flush().map_err(|e| model_error("--model", e))?;
+    model.0.flush().map_err(|e| e.for_setting("--model"))?;
     let elapsed_s = started.elapsed().as_secs_f64();
     let report = ScoreReport {
         input_rows,
@@ -202,7 +202,7 @@ pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
         } else {
             correct as f64 / scored_rows as f64
         },
-        model: spec.model.clone(),
+        model: spec.model.to_string(),
         fingerprint: model.fingerprint(),
         usage: model.usage(),
         elapsed_s,

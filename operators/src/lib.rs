@@ -2,7 +2,8 @@
 //! extension trait with one method on timely streams and a name in the dataflow graph
 //! (validate, index_first, dedup, unique_pair_ids, decontaminate, score,
 //! consistency_rule, collect_examples, write_parts; decide_incrementally for `serve`), plus the reward-model boundary and
-//! the built-in hashed Bradley–Terry model (`models`).
+//! the built-in hashed Bradley–Terry model (`models`), and the training of the
+//! models with the self-measurement of a run (`training`).
 //!
 //! Operators route bad or dropped rows as data (a second stream of `OutputRow`s with a
 //! reason) beside the good ones; none panics on bad input.
@@ -15,6 +16,7 @@ pub mod dedup;
 pub mod index_first;
 pub mod models;
 pub mod score;
+pub mod training;
 pub mod unique_pair_ids;
 pub mod validate;
 pub mod write_parts;

@@ -12,6 +12,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use crate::models::features::{category_hash, reply_text, response_features, SparseFeatures};
 use crate::models::{sigmoid, RewardModel};
+use crate::training::folds::FoldAssignment;
 use crate::Rows;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,16 +34,80 @@ impl ScoredPair {
     }
 }
 
-/// Rewards of one reply under two models whose weights are interleaved.
+/// Weights of up to [`LANES`] built-in models (the best RM's folds, then the gold RM's)
+/// for one hashed feature, side by side: each feature costs one cache miss whatever the
+/// number of models, since the weight table does not fit in L2. Aligned to 32 bytes so
+/// that a feature's weights never straddle two cache lines.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(32))]
+struct Lanes([f32; LANES]);
+
+/// Most built-in models the interleaved fast path scores at once.
+const LANES: usize = 8;
+
+/// Rewards of one reply under every interleaved model.
 #[inline]
-fn dot2(w: &[[f32; 2]], f: &SparseFeatures) -> [f32; 2] {
-    let mut s = [0.0f32; 2];
+fn dot_lanes(w: &[Lanes], f: &SparseFeatures) -> [f32; LANES] {
+    let mut s = [0.0f32; LANES];
     for &i in &f.indices {
-        let x = w[i as usize];
-        s[0] += x[0];
-        s[1] += x[1];
+        let x = &w[i as usize].0;
+        for l in 0..LANES {
+            s[l] += x[l];
+        }
     }
-    [s[0] * f.value, s[1] * f.value]
+    s.map(|v| v * f.value)
+}
+
+/// The interleaved weights of two built-in (possibly cross-fitted) models, when both
+/// are built-in with one feature space and their folds fit in [`LANES`].
+struct Interleaved {
+    weights: Vec<Lanes>,
+    bits: u32,
+    best: FoldAssignment,
+    /// The lane of the gold RM's fold 0.
+    gold_lane: usize,
+    gold: FoldAssignment,
+}
+
+impl Interleaved {
+    fn new(best: &dyn RewardModel, gold: &dyn RewardModel) -> Option<Interleaved> {
+        let (b, best_folds) = best.hashed_folds()?;
+        let (g, gold_folds) = gold.hashed_folds()?;
+        let bits = b.first()?.feature_bits;
+        if b.len() + g.len() > LANES || b.iter().chain(&g).any(|m| m.feature_bits != bits) {
+            return None;
+        }
+        let mut weights = vec![Lanes::default(); 1usize << bits];
+        for (lane, m) in b.iter().chain(&g).enumerate() {
+            for (slot, w) in weights.iter_mut().zip(&m.weights) {
+                slot.0[lane] = *w;
+            }
+        }
+        Some(Interleaved {
+            weights,
+            bits,
+            best: best_folds,
+            gold_lane: b.len(),
+            gold: gold_folds,
+        })
+    }
+
+    /// (m_best, m_gold) of one pair; `c` and `r` are scratch buffers.
+    fn margins(
+        &self,
+        p: &PreferencePair,
+        c: &mut SparseFeatures,
+        r: &mut SparseFeatures,
+    ) -> (f32, f32) {
+        let cat = category_hash(p.attributes.task_category.as_deref());
+        response_features(&reply_text(&p.chosen, p.implicit_prompt), cat, self.bits, c);
+        response_features(&reply_text(&p.rejected, p.implicit_prompt), cat, self.bits, r);
+        let rc = dot_lanes(&self.weights, c);
+        let rr = dot_lanes(&self.weights, r);
+        let b = self.best.fold_of(&p.pair_id);
+        let g = self.gold_lane + self.gold.fold_of(&p.pair_id);
+        (rc[b] - rr[b], rc[g] - rr[g])
+    }
 }
 
 /// Where the score operator leaves the first model failure (a broken model file, a
@@ -66,48 +131,16 @@ impl<'scope> Score<'scope> for Rows<'scope, PreferencePair> {
         gold: Arc<dyn RewardModel>,
         failure: ModelFailure,
     ) -> Rows<'scope, ScoredPair> {
-        // Both built-in with one feature space: hash each reply once, and read both
-        // models' weights from one interleaved array, so that each feature costs one
-        // cache miss instead of two (the weights do not fit in L2).
-        let paired: Option<Vec<[f32; 2]>> = match (best.as_hashed(), gold.as_hashed()) {
-            (Some(b), Some(g)) if b.feature_bits == g.feature_bits => Some(
-                b.weights
-                    .iter()
-                    .zip(&g.weights)
-                    .map(|(x, y)| [*x, *y])
-                    .collect(),
-            ),
-            _ => None,
-        };
-        let bits = best.as_hashed().map(|b| b.feature_bits).unwrap_or(0);
+        // Both built-in with one feature space: hash each reply once (see `Lanes`).
+        let interleaved = Interleaved::new(best.as_ref(), gold.as_ref());
         self.unary(Pipeline, "Score", move |_, _| {
             let mut c = SparseFeatures::default();
             let mut r = SparseFeatures::default();
             move |input, output| {
                 input.for_each(|time, data| {
                     let mut session = output.session(&time);
-                    let scores: Vec<(f32, f32)> = match &paired {
-                        Some(w) => data
-                            .iter()
-                            .map(|p| {
-                                let cat = category_hash(p.attributes.task_category.as_deref());
-                                response_features(
-                                    &reply_text(&p.chosen, p.implicit_prompt),
-                                    cat,
-                                    bits,
-                                    &mut c,
-                                );
-                                response_features(
-                                    &reply_text(&p.rejected, p.implicit_prompt),
-                                    cat,
-                                    bits,
-                                    &mut r,
-                                );
-                                let rc = dot2(w, &c);
-                                let rr = dot2(w, &r);
-                                (rc[0] - rr[0], rc[1] - rr[1])
-                            })
-                            .collect(),
+                    let scores: Vec<(f32, f32)> = match &interleaved {
+                        Some(w) => data.iter().map(|p| w.margins(p, &mut c, &mut r)).collect(),
                         None => {
                             if failure.borrow().is_some() {
                                 data.clear();

@@ -24,8 +24,11 @@ pub struct SinkStats {
     pub rows: BTreeMap<String, u64>,
     /// (rows with a truth entry, of which the label matches), over all input rows as read.
     pub truth_input: (u64, u64),
-    /// The same over curated rows as written.
+    /// The same over curated rows as written (chosen/rejected swapped where a human
+    /// corrected the pair).
     pub truth_curated: (u64, u64),
+    /// The same over curated rows that the models, not a human, decided.
+    pub truth_model_curated: (u64, u64),
 }
 
 impl SinkStats {
@@ -37,6 +40,8 @@ impl SinkStats {
         self.truth_input.1 += other.truth_input.1;
         self.truth_curated.0 += other.truth_curated.0;
         self.truth_curated.1 += other.truth_curated.1;
+        self.truth_model_curated.0 += other.truth_model_curated.0;
+        self.truth_model_curated.1 += other.truth_model_curated.1;
     }
 }
 
@@ -68,13 +73,19 @@ impl OutputSinks {
             .entry(row.reason.code().to_string())
             .or_default() += 1;
         if let (Some(truth), Some(id)) = (&self.truth, &row.pair_id) {
+            // `chosen_better` is about the pair as read; a row written swapped has the
+            // truly better reply as its chosen one exactly when the input did not.
             if let Some(&chosen_better) = truth.chosen_is_better.get(&pair_key(id)) {
-                let as_read = chosen_better != row.swapped;
+                let as_written = chosen_better != row.swapped;
                 self.stats.truth_input.0 += 1;
-                self.stats.truth_input.1 += as_read as u64;
+                self.stats.truth_input.1 += chosen_better as u64;
                 if dest == Destination::Curated {
                     self.stats.truth_curated.0 += 1;
-                    self.stats.truth_curated.1 += chosen_better as u64;
+                    self.stats.truth_curated.1 += as_written as u64;
+                    if row.reason.model_decided() {
+                        self.stats.truth_model_curated.0 += 1;
+                        self.stats.truth_model_curated.1 += as_written as u64;
+                    }
                 }
             }
         }

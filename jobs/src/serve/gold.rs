@@ -6,7 +6,7 @@
 //!   (`OnlineTrainer`): a batch of labels extends the fold, which is exactly where
 //!   curate's single pass over the longer stream ends.
 //! - An encoder head (`encoder:DIR`) is retrained from scratch after each batch, on the
-//!   labelled pairs curate would train it on (`curate::complete_gold_pairs`), with
+//!   labelled pairs curate would train it on (`training::gold::complete_gold_pairs`), with
 //!   curate's own `train_head`. That is deterministic and cheap: the encoder's outputs
 //!   come from the score cache and only the head (2·hidden weights) is trained, so no
 //!   warm start has to be proven equal.
@@ -29,8 +29,12 @@ use synpref_operators::models::encoder::{delta, DenseHead};
 use synpref_operators::models::margin_bound::{dense_norm, sparse_diff_norm};
 use synpref_operators::models::CachedFeatures;
 
+use synpref_operators::training::best::train_head;
+use synpref_operators::training::gold::{
+    complete_gold_pairs, gold_example, head_settings, pool_label_swap,
+};
 use crate::curate::{
-    complete_gold_pairs, gold_example, head_settings, pool_label_swap, train_head, CurateSpec,
+    CurateSpec,
 };
 
 /// Where a scored pair's gold-RM features come from, for the record serve stores.
@@ -199,7 +203,8 @@ impl GoldModel {
                 .filter_map(|(key, p)| Some((p.clone(), pool_label_swap(labels, *key)?)))
                 .collect();
             let pairs = complete_gold_pairs(labels, pool);
-            *head = train_head(features, pairs, 0.0, &head_settings(spec))?;
+            *head = train_head(features, &pairs, 0.0, &head_settings(spec.train.seed))
+                .map_err(|e| e.for_setting("--gold-rm"))?;
         }
         Ok(())
     }

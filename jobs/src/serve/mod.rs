@@ -119,7 +119,7 @@ impl ServeSpec {
             return Err(Error::setting("--out", "is required"));
         }
         self.curate_spec().validate()?;
-        match ModelSpec::parse(&self.curate.gold_rm).map_err(|e| Error::setting("--gold-rm", e))? {
+        match &self.curate.gold_rm {
             ModelSpec::Builtin => {}
             ModelSpec::Encoder(_) if self.curate.score_cache.is_none() => {
                 return Err(Error::setting(
@@ -171,6 +171,9 @@ pub struct Status {
     /// the epochs up to it).
     pub recovered_from_saved_state: bool,
     pub started_unix_s: u64,
+    /// The run's self-measurement (DESIGN §4 `quality`), as of the last pass that
+    /// trained and measured the models.
+    pub quality: Option<synpref_engine::report::Quality>,
 }
 
 /// One epoch's figures.
@@ -206,7 +209,7 @@ struct Done {
     /// Changed rows per reason (+1/−1).
     reason_deltas: BTreeMap<String, i64>,
     changed_rows: u64,
-    report: Option<serde_json::Value>,
+    report: Option<curate::CurateReport>,
 }
 
 /// State shared by the threads of a serve process.
@@ -307,20 +310,22 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
         records = labels.records,
         "label log read"
     );
-    let workers = cspec.workers;
+    let workers = cspec.machine.workers;
+    let registry = curate::ModelRegistry::default();
     let pool_dir = spec.pool_dir.as_ref().map(std::path::PathBuf::from);
     let store = Arc::new(PoolStore::create(pool_dir.as_deref())?);
     let gold_features =
-        match ModelSpec::parse(&cspec.gold_rm).map_err(|e| Error::setting("--gold-rm", e))? {
+        match &cspec.gold_rm {
             ModelSpec::Builtin => GoldFeatures::Hashed {
                 bits: cspec.train.feature_bits,
             },
             // Serve's own reads of the encoder outputs (features records, the head's
             // training set) go through a view, so that reports count only scoring.
             spec => GoldFeatures::Encoder(Arc::new(
-                curate::shared_features(
+                registry
+                    .features(
                     "--gold-rm",
-                    &spec,
+                    spec,
                     &cspec.models,
                     cspec.score_cache.as_deref(),
                 )?
@@ -353,6 +358,7 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
             tap: Some(tap.clone()),
             scorers,
         },
+        registry.clone(),
     )?);
     let changelog = out.child("changelog");
     if saved.is_none() {
@@ -406,14 +412,11 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
     if let Some(e) = shared.load_error.lock().expect("load").take() {
         return Err(Error::Worker(e));
     }
-    let initial_report = read_initial_report(&cspec)?;
+    let initial_report = curate::report::read_report(&resolve(&cspec.out)?)?;
     let recovered = saved.is_some();
     let mut state = PoolState::from_captures(&tap, labels, cspec.clone(), saved)?;
     if !recovered {
-        state.best_fingerprint = initial_report["best_rm"]["fingerprint"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        state.best_fingerprint = initial_report.best_rm.fingerprint.clone();
     }
     if !recovered {
         state.save(&state_dir, epoch0)?;
@@ -512,12 +515,12 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
                     st.last_update = Some(stats);
                 }
                 if spec.snapshot_every > 0 && seq - last_snapshot >= spec.snapshot_every {
-                    snapshot(&shared, &state, &cspec, workers, &state_dir)?;
+                    snapshot(&shared, &state, &cspec, workers, &state_dir, &registry)?;
                     last_snapshot = seq;
                 }
             }
             Control::Snapshot(reply) => {
-                let r = snapshot(&shared, &state, &cspec, workers, &state_dir);
+                let r = snapshot(&shared, &state, &cspec, workers, &state_dir, &registry);
                 if r.is_ok() {
                     last_snapshot = status.lock().expect("status").epoch;
                 }
@@ -535,17 +538,10 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn read_initial_report(cspec: &CurateSpec) -> Result<serde_json::Value> {
-    let loc = resolve(&cspec.out)?.child("report.json");
-    serde_json::from_slice(&loc.get()?).map_err(|e| Error::other(&loc.url, e))
-}
-
-fn apply_report_counts(st: &mut Status, report: &serde_json::Value) {
-    if let Some(r) = report["reasons"].as_object() {
-        st.reasons = r
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-            .collect();
+fn apply_report_counts(st: &mut Status, report: &curate::CurateReport) {
+    st.reasons = report.reasons.clone();
+    if report.quality.is_some() {
+        st.quality = report.quality.clone();
     }
     recount(st);
 }
@@ -574,6 +570,7 @@ fn snapshot(
     cspec: &CurateSpec,
     workers: usize,
     state_dir: &Location,
+    registry: &curate::ModelRegistry,
 ) -> Result<serde_json::Value> {
     let t = Instant::now();
     let (labels, fingerprint, best_fp) = {
@@ -597,7 +594,7 @@ fn snapshot(
         }) as Arc<dyn synpref_operators::models::RewardModel>,
     );
     let mut spec = cspec.clone();
-    spec.progress = false;
+    spec.machine.progress = false;
     let plan = Arc::new(curate::prepare_with_gold(
         spec,
         labels,
@@ -606,6 +603,7 @@ fn snapshot(
             tap: None,
             scorers: Some(scorers),
         },
+        registry.clone(),
     )?);
     let i = shared.publish(Command::Snapshot { plan });
     let done = shared.wait(i, workers);
@@ -624,7 +622,11 @@ fn snapshot(
         seconds = t.elapsed().as_secs_f64(),
         "snapshot written"
     );
-    let mut report = done.report.unwrap_or(serde_json::Value::Null);
+    let mut report = done
+        .report
+        .map(|r| serde_json::to_value(r).map_err(|e| Error::other("snapshot report", e)))
+        .transpose()?
+        .unwrap_or(serde_json::Value::Null);
     if let Some(o) = report.as_object_mut() {
         o.insert("epoch".into(), epoch.into());
     }

@@ -436,13 +436,29 @@ const SAVED_PAIR_BYTES: usize = 24;
 
 /// What must match for a saved state to apply: everything in the curate spec that
 /// shapes scores or decisions (not where output goes, nor how many workers).
+/// `state.json`: what a saved serve state holds and which settings made it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedStateMeta {
+    pub epoch: u64,
+    pub pairs: u64,
+    pub drift: f64,
+    pub margin_error: f64,
+    /// Examples the saved built-in gold trainer has seen.
+    pub examples: u64,
+    /// `spec_fingerprint` of the settings that made the state.
+    pub spec: String,
+    pub best_fingerprint: String,
+    pub gold_fingerprint: String,
+    /// The pairs file, then the trainer file if there is one.
+    pub files: Vec<String>,
+}
+
 pub fn spec_fingerprint(spec: &CurateSpec) -> String {
     let mut s = spec.clone();
     s.out.clear();
     s.gold.clear();
-    s.workers = 1;
-    s.progress = false;
-    s.batch_rows = 0;
+    // How the run is executed never changes the state.
+    s.machine = crate::curate::MachineSettings::default();
     let json = serde_json::to_vec(&s).expect("spec serialises");
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&json))
 }
@@ -476,17 +492,17 @@ impl PoolState {
             files.push(trainer_name.clone());
             examples = n;
         }
-        let meta = serde_json::json!({
-            "epoch": epoch,
-            "pairs": self.keys.len(),
-            "drift": self.index.drift(),
-            "margin_error": self.margin_error,
-            "examples": examples,
-            "spec": spec_fingerprint(&self.spec),
-            "best_fingerprint": self.best_fingerprint,
-            "gold_fingerprint": self.gold_fingerprint(),
-            "files": files,
-        });
+        let meta = SavedStateMeta {
+            epoch,
+            pairs: self.keys.len() as u64,
+            drift: self.index.drift(),
+            margin_error: self.margin_error,
+            examples: examples as u64,
+            spec: spec_fingerprint(&self.spec),
+            best_fingerprint: self.best_fingerprint.clone(),
+            gold_fingerprint: self.gold_fingerprint(),
+            files,
+        };
         synpref_engine::output::write_json(&dir.child("state.json"), &meta)?;
         // Older states are no longer needed.
         for name in dir.list_names()? {
@@ -500,22 +516,20 @@ impl PoolState {
     /// The saved state under `dir`, if there is one that fits `spec`.
     pub fn load(dir: &Location, spec: &CurateSpec) -> Result<Option<Saved>> {
         let meta_loc = dir.child("state.json");
-        let meta: serde_json::Value = match meta_loc.get() {
+        let meta: SavedStateMeta = match meta_loc.get() {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::other(&meta_loc.url, e))?,
             Err(_) => return Ok(None),
         };
-        if meta["spec"].as_str() != Some(spec_fingerprint(spec).as_str()) {
+        if meta.spec != spec_fingerprint(spec) {
             tracing::warn!("the saved serve state was made with other settings; recomputing");
             return Ok(None);
         }
         let bad = |m: &str| Error::bad_file(&meta_loc.url, m.to_string());
-        let epoch = meta["epoch"].as_u64().ok_or_else(|| bad("no epoch"))?;
-        let n = meta["pairs"].as_u64().ok_or_else(|| bad("no pair count"))? as usize;
-        let files = meta["files"].as_array().ok_or_else(|| bad("no files"))?;
+        let (epoch, n) = (meta.epoch, meta.pairs as usize);
         let name = |i: usize| {
-            files
+            meta.files
                 .get(i)
-                .and_then(|f| f.as_str())
+                .map(String::as_str)
                 .ok_or_else(|| bad("no files"))
         };
         let pairs = dir.child(name(0)?).get()?;
@@ -524,21 +538,15 @@ impl PoolState {
         }
         let mut saved = Saved {
             epoch,
-            best_fingerprint: meta["best_fingerprint"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            gold_fingerprint: meta["gold_fingerprint"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            margin_error: meta["margin_error"].as_f64().unwrap_or(0.0),
+            best_fingerprint: meta.best_fingerprint.clone(),
+            gold_fingerprint: meta.gold_fingerprint.clone(),
+            margin_error: meta.margin_error,
             keys: Vec::with_capacity(n),
             m_best: Vec::with_capacity(n),
             m_gold: Vec::with_capacity(n),
             norm: Vec::with_capacity(n),
             slack: Vec::with_capacity(n),
-            drift: meta["drift"].as_f64().ok_or_else(|| bad("no drift"))?,
+            drift: meta.drift,
             trainer: None,
         };
         for rec in pairs.chunks_exact(SAVED_PAIR_BYTES) {
@@ -551,10 +559,10 @@ impl PoolState {
             saved.norm.push(v[2]);
             saved.slack.push(v[3]);
         }
-        if files.len() > 1 {
+        if meta.files.len() > 1 {
             let t = f32s(&dir.child(name(1)?).get()?);
             let half = t.len() / 2;
-            let examples = meta["examples"].as_u64().unwrap_or(0) as usize;
+            let examples = meta.examples as usize;
             saved.trainer = Some(
                 OnlineTrainer::from_parts(
                     &spec.train,

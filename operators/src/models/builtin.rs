@@ -151,21 +151,7 @@ impl HashedBtModel {
 
     /// Share of examples whose winner gets the higher reward (ties count half).
     pub fn accuracy(&self, examples: &[TrainExample]) -> f64 {
-        if examples.is_empty() {
-            return 0.0;
-        }
-        let mut hits = 0.0;
-        for e in examples {
-            let m = self.margin(e);
-            hits += if m > 0.0 {
-                1.0
-            } else if m == 0.0 {
-                0.5
-            } else {
-                0.0
-            };
-        }
-        hits / examples.len() as f64
+        self.accuracy_refs(&examples.iter().collect::<Vec<_>>())
     }
 
     /// A fingerprint of the weights (for manifests and the score cache).
@@ -181,15 +167,30 @@ impl HashedBtModel {
     /// Trains on `train`; when `heldout` is non-empty, keeps the epoch checkpoint with
     /// the best held-out accuracy (DESIGN §1, Stage 1 step 1), else the last one.
     pub fn train(
-        mut train: Vec<TrainExample>,
-        mut heldout: Vec<TrainExample>,
+        train: Vec<TrainExample>,
+        heldout: Vec<TrainExample>,
+        settings: &TrainSettings,
+        on_epoch: impl FnMut(usize, f64),
+    ) -> HashedBtModel {
+        HashedBtModel::train_refs(
+            train.iter().collect(),
+            heldout.iter().collect(),
+            settings,
+            on_epoch,
+        )
+    }
+
+    /// `train` over borrowed examples (the folds of cross-fitting share one sample).
+    pub fn train_refs(
+        mut train: Vec<&TrainExample>,
+        mut heldout: Vec<&TrainExample>,
         settings: &TrainSettings,
         mut on_epoch: impl FnMut(usize, f64),
     ) -> HashedBtModel {
         // A total order, so that examples gathered from workers in any order (even two
         // with one pair id) train the same model.
-        train.sort_by(TrainExample::total_order);
-        heldout.sort_by(TrainExample::total_order);
+        train.sort_by(|a, b| TrainExample::total_order(a, b));
+        heldout.sort_by(|a, b| TrainExample::total_order(a, b));
         let dim = 1usize << settings.feature_bits;
         let mut model = HashedBtModel::zero(settings.feature_bits);
         let mut g2 = vec![ADAGRAD_INITIAL; dim];
@@ -200,10 +201,10 @@ impl HashedBtModel {
         for epoch in 1..=settings.epochs {
             order.shuffle(&mut rng);
             for &k in &order {
-                adagrad_step(&mut model.weights, &mut g2, &train[k as usize], settings);
+                adagrad_step(&mut model.weights, &mut g2, train[k as usize], settings);
             }
             if !heldout.is_empty() {
-                let acc = model.accuracy(&heldout);
+                let acc = model.accuracy_refs(&heldout);
                 history.push(acc);
                 on_epoch(epoch, acc);
                 if best.as_ref().is_none_or(|(b, _, _)| acc > *b) {
@@ -225,9 +226,30 @@ impl HashedBtModel {
             heldout_examples: heldout.len(),
             heldout_accuracy: history,
             chosen_epoch,
-            train_accuracy: model.accuracy(&train),
+            train_accuracy: model.accuracy_refs(&train),
         };
         model
+    }
+
+    /// `accuracy` over borrowed examples.
+    pub fn accuracy_refs(&self, examples: &[&TrainExample]) -> f64 {
+        if examples.is_empty() {
+            return 0.0;
+        }
+        let hits: f64 = examples.iter().map(|e| hit(self.margin(e))).sum();
+        hits / examples.len() as f64
+    }
+}
+
+/// 1 when a margin ranks the winner first, ½ on a tie, 0 else.
+#[inline]
+pub fn hit(margin: f32) -> f64 {
+    if margin > 0.0 {
+        1.0
+    } else if margin == 0.0 {
+        0.5
+    } else {
+        0.0
     }
 }
 

@@ -216,7 +216,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-fn accuracy(w: &[f32], set: &[HeadExample]) -> f64 {
+fn accuracy(w: &[f32], set: &[&HeadExample]) -> f64 {
     if set.is_empty() {
         return 0.0;
     }
@@ -228,8 +228,18 @@ impl DenseHead {
     /// best accuracy on `heldout` (the last epoch when it is empty). Deterministic.
     pub fn train(
         dims: usize,
-        mut train: Vec<HeadExample>,
+        train: Vec<HeadExample>,
         heldout: Vec<HeadExample>,
+        s: &HeadSettings,
+    ) -> DenseHead {
+        DenseHead::train_refs(dims, train.iter().collect(), heldout.iter().collect(), s)
+    }
+
+    /// `train` over borrowed examples (the folds of cross-fitting share one set).
+    pub fn train_refs(
+        dims: usize,
+        mut train: Vec<&HeadExample>,
+        heldout: Vec<&HeadExample>,
         s: &HeadSettings,
     ) -> DenseHead {
         let mut w = vec![0f32; dims];
@@ -278,6 +288,11 @@ impl DenseHead {
             },
             weights,
         }
+    }
+
+    /// w·Δ of an example: its winner's reward minus its loser's.
+    pub fn margin(&self, delta: &[f32]) -> f32 {
+        dot(&self.weights, delta)
     }
 
     /// (r(x, y_w), r(x, y_l)) from per-pair encoder features.

@@ -48,14 +48,42 @@ pub trait RewardModel: Send + Sync {
     fn fingerprint(&self) -> String;
     /// (r(x, y_w), r(x, y_l)) per pair, in order.
     fn score(&self, pairs: &[&PreferencePair]) -> Result<Vec<(f32, f32)>, ModelError>;
-    /// The built-in model behind this one, if it is one (lets the score operator hash
-    /// each reply once for two built-in models).
-    fn as_hashed(&self) -> Option<&builtin::HashedBtModel> {
+    /// The built-in models behind this one, one per fold, and which fold scores which
+    /// pair (one fold for a plain built-in model): lets the score operator hash each
+    /// reply once and read every built-in model's weights from one interleaved array.
+    fn hashed_folds(
+        &self,
+    ) -> Option<(
+        Vec<&builtin::HashedBtModel>,
+        crate::training::folds::FoldAssignment,
+    )> {
         None
     }
     /// What scoring has cost so far (cache use, truncations); zero for the built-in model.
     fn usage(&self) -> ModelUsage {
         ModelUsage::default()
+    }
+}
+
+impl ModelError {
+    /// This failure as an engine error under the flag that chose the model: a missing
+    /// or malformed model file or template is bad input (exit 2, naming the flag and
+    /// the file); anything else is a runtime failure (exit 1).
+    pub fn for_setting(self, flag: &str) -> synpref_engine::Error {
+        use synpref_engine::Error;
+        match self {
+            ModelError::Load { .. } | ModelError::Template(_) => {
+                Error::setting(flag, self.to_string())
+            }
+            other => Error::other(flag, other),
+        }
+    }
+}
+
+impl From<ModelError> for synpref_engine::Error {
+    /// Without a flag to name, the failure is named after the model boundary.
+    fn from(e: ModelError) -> Self {
+        e.for_setting("model")
     }
 }
 
@@ -274,8 +302,9 @@ impl RewardModel for EncoderScorer {
     }
 }
 
-/// A model chosen by a spec string (`--best-rm`, `--gold-rm`, `--model`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A model chosen by a spec string (`--best-rm`, `--gold-rm`, `--model`), parsed once
+/// at the edge. Written in reports and manifests as the string it was parsed from.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ModelSpec {
     /// The hashed BT model, trained in-process.
     Builtin,
@@ -283,6 +312,41 @@ pub enum ModelSpec {
     Hf(PathBuf),
     /// A frozen BERT-family encoder with a BT head trained in-process.
     Encoder(PathBuf),
+}
+
+impl std::fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelSpec::Builtin => write!(f, "builtin"),
+            ModelSpec::Hf(d) => write!(f, "hf:{}", d.display()),
+            ModelSpec::Encoder(d) => write!(f, "encoder:{}", d.display()),
+        }
+    }
+}
+
+impl Serialize for ModelSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelSpec {
+    /// Reads a spec written by `Display` back (saved state, manifests) without checking
+    /// that the directory still exists; `parse` checks at the edge.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "builtin" {
+            Ok(ModelSpec::Builtin)
+        } else if let Some(dir) = text.strip_prefix("hf:") {
+            Ok(ModelSpec::Hf(PathBuf::from(dir)))
+        } else if let Some(dir) = text.strip_prefix("encoder:") {
+            Ok(ModelSpec::Encoder(PathBuf::from(dir)))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "`{text}` is not a model spec (builtin, hf:DIR or encoder:DIR)"
+            )))
+        }
+    }
 }
 
 impl ModelSpec {
@@ -341,8 +405,13 @@ pub fn sigmoid(x: f64) -> f64 {
 }
 
 impl RewardModel for builtin::HashedBtModel {
-    fn as_hashed(&self) -> Option<&builtin::HashedBtModel> {
-        Some(self)
+    fn hashed_folds(
+        &self,
+    ) -> Option<(
+        Vec<&builtin::HashedBtModel>,
+        crate::training::folds::FoldAssignment,
+    )> {
+        Some((vec![self], crate::training::folds::FoldAssignment::new(1)))
     }
     fn fingerprint(&self) -> String {
         builtin::HashedBtModel::fingerprint(self)

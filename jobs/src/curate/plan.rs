@@ -1,0 +1,203 @@
+//! `CuratePlan`: everything a curate worker needs, prepared once per process before any
+//! worker starts (input plan, gold labels, judge votes, truth, benchmark n-grams, the
+//! output location, progress bars and the model registry), so that bad input fails
+//! fast with exit 2.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use synpref_engine::extras::ExtrasCodec;
+use synpref_engine::input::{plan_input, InputPlan};
+use synpref_engine::model::{Destination, PreferencePair};
+use synpref_engine::output::OutputSchema;
+use synpref_engine::side::{read_benchmark_prompts, GoldLabels, JudgeVotes, Truth};
+use synpref_engine::store::{resolve, Location};
+use synpref_engine::Result;
+use synpref_operators::decontaminate::NgramIndex;
+use synpref_operators::models::{load_features, CachedFeatures, ModelOptions, ModelSpec, RewardModel};
+use synpref_operators::score::ScoredPair;
+
+use super::spec::CurateSpec;
+
+/// Transformer feature sources, loaded once and shared by every worker of a process
+/// (weights are large; the score cache is one per model), keyed by everything that
+/// shapes them. Owned by whoever plans the run, so that two runs in one process (a
+/// test, serve's snapshots) share what they load and nothing outlives them.
+#[derive(Clone, Default)]
+pub struct ModelRegistry {
+    loaded: Arc<Mutex<Vec<(RegistryKey, Arc<CachedFeatures>)>>>,
+}
+
+type RegistryKey = (ModelSpec, ModelOptions, Option<String>);
+
+impl ModelRegistry {
+    /// The feature source of `spec` (`None` for the built-in model), loading it on
+    /// first use. `flag` names the setting in errors.
+    pub fn features(
+        &self,
+        flag: &str,
+        spec: &ModelSpec,
+        options: &ModelOptions,
+        score_cache: Option<&str>,
+    ) -> Result<Option<Arc<CachedFeatures>>> {
+        if *spec == ModelSpec::Builtin {
+            return Ok(None);
+        }
+        let key = (
+            spec.clone(),
+            options.clone(),
+            score_cache.map(str::to_string),
+        );
+        let mut loaded = self.loaded.lock().expect("model registry");
+        if let Some((_, f)) = loaded.iter().find(|(k, _)| *k == key) {
+            return Ok(Some(f.clone()));
+        }
+        let f = load_features(spec, options, score_cache)
+            .map_err(|e| e.for_setting(flag))?
+            .expect("not builtin");
+        loaded.push((key, f.clone()));
+        Ok(Some(f))
+    }
+}
+
+/// What `serve` adds to a curate run: it sees every valid and every scored pair (to
+/// build its state), and for snapshots it supplies the scorers instead of training.
+#[derive(Clone, Default)]
+pub struct CurateHooks {
+    pub tap: Option<Arc<dyn CurateTap>>,
+    /// (best, gold) scorers to use as they are: no model is trained.
+    pub scorers: Option<(Arc<dyn RewardModel>, Arc<dyn RewardModel>)>,
+}
+
+/// Observes a curate pass on each worker.
+pub trait CurateTap: Send + Sync {
+    /// Every valid row, before dedup (the pool the gold RM's examples come from).
+    fn valid(&self, worker: usize, pair: &PreferencePair);
+    /// Every scored pair (valid, unique, clean), with its margins.
+    fn scored(&self, worker: usize, scored: &ScoredPair);
+    /// The run's output schema and carried columns, once the survey has found them.
+    fn schema(
+        &self,
+        _schema: &OutputSchema,
+        _extras: &Arc<ExtrasCodec>,
+        _file_urls: &Arc<Vec<String>>,
+    ) {
+    }
+}
+
+/// Everything a worker needs, prepared once per process.
+pub struct CuratePlan {
+    pub spec: CurateSpec,
+    pub input: InputPlan,
+    pub gold: Arc<GoldLabels>,
+    pub judges: Option<Arc<JudgeVotes>>,
+    pub truth: Option<Arc<Truth>>,
+    pub ngrams: Arc<NgramIndex>,
+    pub out: Location,
+    pub started: Instant,
+    pub bars: Bars,
+    pub hooks: CurateHooks,
+    pub models: ModelRegistry,
+}
+
+/// Progress bars shared by the workers of a process.
+pub struct Bars {
+    pub survey: indicatif::ProgressBar,
+    pub curate: indicatif::ProgressBar,
+}
+
+/// Validates the spec and reads the small inputs. The `leader` process (the first of a
+/// cluster, or the only one) also clears a previous run's output; the others connect
+/// only after every process has prepared, so no part is written before the clearing.
+pub fn prepare(spec: CurateSpec, leader: bool) -> Result<CuratePlan> {
+    spec.validate()?;
+    let gold = GoldLabels::read(&spec.gold)?;
+    prepare_with_gold(spec, gold, leader, CurateHooks::default(), ModelRegistry::default())
+}
+
+/// `prepare` with the gold labels given (serve holds them), serve's hooks and the
+/// registry its models are already loaded in.
+pub fn prepare_with_gold(
+    spec: CurateSpec,
+    gold: GoldLabels,
+    leader: bool,
+    hooks: CurateHooks,
+    models: ModelRegistry,
+) -> Result<CuratePlan> {
+    let started = Instant::now();
+    spec.validate()?;
+    let mut input = plan_input(&spec.pairs)?;
+    input.batch_rows = spec.machine.batch_rows;
+    tracing::info!(
+        files = input.files.len(),
+        shards = input.shards.len(),
+        rows = input.estimated_rows,
+        "planned input"
+    );
+    tracing::info!(
+        labels = gold.labels.len(),
+        records = gold.records,
+        "read gold labels"
+    );
+    let judges = spec
+        .judges
+        .as_deref()
+        .map(JudgeVotes::read)
+        .transpose()?
+        .map(Arc::new);
+    let truth = spec
+        .truth
+        .as_deref()
+        .map(Truth::read)
+        .transpose()?
+        .map(Arc::new);
+    let prompts = read_benchmark_prompts(&spec.decontaminate)?;
+    let ngrams = NgramIndex::build(prompts.iter().map(|s| s.as_str()));
+    let out = resolve(&spec.out)?;
+    if leader {
+        // Uncommit first (the manifest goes first), then clear old parts.
+        out.child("manifest.json").delete()?;
+        for d in Destination::ALL {
+            out.child(d.dir()).delete_prefix()?;
+        }
+        out.child("report.json").delete()?;
+    }
+    let hidden = !spec.machine.progress;
+    let mk = |m: &str, n: u64| {
+        let b = synpref_engine::progress::bar(m, n, "pairs");
+        if hidden {
+            b.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        b
+    };
+    let bars = Bars {
+        survey: mk("survey", input.estimated_rows),
+        curate: mk("curate", input.estimated_rows),
+    };
+    Ok(CuratePlan {
+        spec,
+        input,
+        gold: Arc::new(gold),
+        judges,
+        truth,
+        ngrams: Arc::new(ngrams),
+        out,
+        started,
+        bars,
+        hooks,
+        models,
+    })
+}
+
+/// The default score-cache location: `$SYNPREF_CACHE`, else
+/// `$XDG_CACHE_HOME/synpref/scores`, else `~/.cache/synpref/scores`.
+pub fn default_score_cache() -> Option<String> {
+    if let Ok(c) = std::env::var("SYNPREF_CACHE") {
+        return Some(c);
+    }
+    let base = std::env::var("XDG_CACHE_HOME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOME").ok().map(|h| format!("{h}/.cache")))?;
+    Some(format!("{base}/synpref/scores"))
+}

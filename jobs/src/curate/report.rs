@@ -1,0 +1,389 @@
+//! Stage 4 of curate: the typed report (`report.json`, DESIGN §4) and manifest
+//! (`manifest.json`, written last: its presence means the run committed), and the
+//! console summary of a report.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use synpref_engine::model::{Destination, Reason};
+use synpref_engine::output::{write_json, WrittenFile};
+use synpref_engine::report::Quality;
+use synpref_engine::Result;
+use synpref_operators::models::builtin::TrainInfo;
+use synpref_operators::models::{ModelSpec, ModelUsage};
+use synpref_operators::write_parts::SinkStats;
+
+use super::plan::CuratePlan;
+use super::spec::CurateSpec;
+use super::train::{Models, TrainingSummary};
+
+/// Seconds per stage.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageTimes {
+    pub survey: f64,
+    pub train: f64,
+    pub curate: f64,
+}
+
+/// One model as the report describes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelReport {
+    pub spec: ModelSpec,
+    pub fingerprint: String,
+    /// The model that scores the pool (the gold RM; `null` for a cross-fitted best RM,
+    /// whose folds are below, and for models that were not trained).
+    pub training: Option<TrainInfo>,
+    /// One entry per fold: the best RM's cross-fitted models, or the gold RM's
+    /// cross-validation models.
+    #[serde(default)]
+    pub folds: Vec<TrainInfo>,
+    pub scoring: ModelUsage,
+}
+
+/// `report.json` of a curate run (DESIGN §4; names of the fixed fields are fixed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CurateReport {
+    pub job: String,
+    pub input_rows: u64,
+    pub curated_rows: u64,
+    pub discarded_rows: u64,
+    pub quarantined_rows: u64,
+    /// Rows per reason code (every code, zeros included).
+    pub reasons: BTreeMap<String, u64>,
+    pub workers: usize,
+    pub threshold: f64,
+    pub elapsed_s: f64,
+    pub pairs_per_s: f64,
+    pub stages_s: StageTimes,
+    pub best_rm: ModelReport,
+    pub gold_rm: ModelReport,
+    pub gold_labels: usize,
+    pub benchmark_ngrams: usize,
+    /// The run measured from its own held-out gold verdicts (`null` for a run whose
+    /// models were given, e.g. serve's snapshots, which carry serve's own).
+    pub quality: Option<Quality>,
+    /// With --truth: share of rows whose label matches the truth, over all input rows
+    /// as read, over curated rows as written, and over curated rows no human decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truth_agreement_input: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truth_agreement_curated: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truth_agreement_model_curated: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truth_rows_input: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truth_rows_curated: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truth_rows_model_curated: Option<u64>,
+    /// Each reason's count again at the top level (DESIGN §4: "a count per reason").
+    #[serde(flatten)]
+    pub reason_counts: BTreeMap<String, u64>,
+}
+
+/// `manifest.json`: the exact inputs, settings, model fingerprints and output files.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub synpref_version: String,
+    pub job: String,
+    pub spec: CurateSpec,
+    pub inputs: ManifestInputs,
+    pub models: ManifestModels,
+    pub outputs: Vec<WrittenFile>,
+    pub report: String,
+    pub rows: ManifestRows,
+    pub committed_unix_s: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputFile {
+    pub url: String,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ManifestInputs {
+    pub pairs: Vec<InputFile>,
+    pub gold: Vec<String>,
+    pub gold_label_records: u64,
+    pub judges: Option<String>,
+    pub truth: Option<String>,
+    pub decontaminate: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ManifestModel {
+    pub spec: ModelSpec,
+    pub fingerprint: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ManifestModels {
+    pub best_rm: ManifestModel,
+    pub gold_rm: ManifestModel,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ManifestRows {
+    pub input: u64,
+    pub curated: u64,
+    pub discarded: u64,
+    pub quarantined: u64,
+}
+
+/// What the models contribute to the report and the manifest.
+pub struct ModelSummary<'a> {
+    pub trained: &'a Models,
+    pub fingerprints: (String, String),
+    pub usage: (ModelUsage, ModelUsage),
+}
+
+fn share((n, hits): (u64, u64)) -> Option<f64> {
+    (n > 0).then(|| hits as f64 / n as f64)
+}
+
+fn model_report(
+    spec: &ModelSpec,
+    fingerprint: &str,
+    training: Option<TrainingSummary>,
+    usage: ModelUsage,
+) -> ModelReport {
+    let t = training.unwrap_or_default();
+    ModelReport {
+        spec: spec.clone(),
+        fingerprint: fingerprint.to_string(),
+        training: t.model,
+        folds: t.folds,
+        scoring: usage,
+    }
+}
+
+/// The report of a run from the summed sink counts.
+pub fn build_report(
+    plan: &CuratePlan,
+    total: &SinkStats,
+    models: &ModelSummary,
+    stages: StageTimes,
+    workers: usize,
+) -> CurateReport {
+    let count = |d: Destination| -> u64 {
+        total
+            .rows
+            .iter()
+            .filter(|(k, _)| Reason::from_code(k).map(|r| r.destination()) == Some(d))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let (curated, discarded, quarantined) = (
+        count(Destination::Curated),
+        count(Destination::Discarded),
+        count(Destination::Quarantine),
+    );
+    let input_rows = curated + discarded + quarantined;
+    let reasons: BTreeMap<String, u64> = Reason::all()
+        .into_iter()
+        .map(|r| {
+            (
+                r.code().to_string(),
+                total.rows.get(r.code()).copied().unwrap_or(0),
+            )
+        })
+        .collect();
+    let elapsed_s = plan.started.elapsed().as_secs_f64();
+    let truth = plan.truth.is_some();
+    let spec = &plan.spec;
+    CurateReport {
+        job: "curate".into(),
+        input_rows,
+        curated_rows: curated,
+        discarded_rows: discarded,
+        quarantined_rows: quarantined,
+        reasons: reasons.clone(),
+        workers,
+        threshold: spec.threshold,
+        elapsed_s,
+        pairs_per_s: input_rows as f64 / elapsed_s.max(1e-9),
+        stages_s: stages,
+        best_rm: model_report(
+            &spec.best_rm,
+            &models.fingerprints.0,
+            models.trained.best.training(),
+            models.usage.0,
+        ),
+        gold_rm: model_report(
+            &spec.gold_rm,
+            &models.fingerprints.1,
+            models.trained.gold.training(),
+            models.usage.1,
+        ),
+        gold_labels: plan.gold.labels.len(),
+        benchmark_ngrams: plan.ngrams.len(),
+        quality: models.trained.quality.clone(),
+        truth_agreement_input: truth.then(|| share(total.truth_input)).flatten(),
+        truth_agreement_curated: truth.then(|| share(total.truth_curated)).flatten(),
+        truth_agreement_model_curated: truth.then(|| share(total.truth_model_curated)).flatten(),
+        truth_rows_input: truth.then_some(total.truth_input.0),
+        truth_rows_curated: truth.then_some(total.truth_curated.0),
+        truth_rows_model_curated: truth.then_some(total.truth_model_curated.0),
+        reason_counts: reasons,
+    }
+}
+
+/// The manifest of a committed run.
+pub fn build_manifest(
+    plan: &CuratePlan,
+    models: &ModelSummary,
+    files: &[WrittenFile],
+    report: &CurateReport,
+) -> Manifest {
+    let committed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let spec = &plan.spec;
+    Manifest {
+        synpref_version: env!("CARGO_PKG_VERSION").into(),
+        job: "curate".into(),
+        spec: spec.clone(),
+        inputs: ManifestInputs {
+            pairs: plan
+                .input
+                .files
+                .iter()
+                .map(|f| InputFile {
+                    url: f.location.url.clone(),
+                    bytes: f.size,
+                })
+                .collect(),
+            gold: plan.gold.files.clone(),
+            gold_label_records: plan.gold.records,
+            judges: spec.judges.clone(),
+            truth: spec.truth.clone(),
+            decontaminate: spec.decontaminate.clone(),
+        },
+        models: ManifestModels {
+            best_rm: ManifestModel {
+                spec: spec.best_rm.clone(),
+                fingerprint: models.fingerprints.0.clone(),
+            },
+            gold_rm: ManifestModel {
+                spec: spec.gold_rm.clone(),
+                fingerprint: models.fingerprints.1.clone(),
+            },
+        },
+        outputs: files.to_vec(),
+        report: "report.json".into(),
+        rows: ManifestRows {
+            input: report.input_rows,
+            curated: report.curated_rows,
+            discarded: report.discarded_rows,
+            quarantined: report.quarantined_rows,
+        },
+        committed_unix_s: committed,
+    }
+}
+
+/// Writes the report, then the manifest last (the commit).
+pub fn commit(plan: &CuratePlan, report: &CurateReport, manifest: &Manifest) -> Result<()> {
+    write_json(&plan.out.child("report.json"), report)?;
+    write_json(&plan.out.child("manifest.json"), manifest)
+}
+
+/// Reads a committed run's report back (serve's first pass; tools).
+pub fn read_report(out: &synpref_engine::store::Location) -> Result<CurateReport> {
+    let loc = out.child("report.json");
+    let bytes = loc.get()?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| synpref_engine::Error::other(&loc.url, format!("not a curate report: {e}")))
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+fn estimate_line(label: &str, e: &synpref_engine::report::Estimate) -> String {
+    match (e.value, e.ci95) {
+        (Some(v), Some([l, h])) => format!(
+            "{label}: {} (95% CI {}–{}, n = {})\n",
+            pct(v),
+            pct(l),
+            pct(h),
+            e.n
+        ),
+        _ => format!("{label}: not measured (no held-out gold verdict)\n"),
+    }
+}
+
+/// A short human-readable summary of a curate report: counts, the run's
+/// self-measurement and every warning.
+pub fn summary(report: &CurateReport, out: &str) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "curated {} of {} pairs ({} discarded, {} quarantined) with {} worker(s) in {:.2} s ({:.0} pairs/s)\n",
+        report.curated_rows,
+        report.input_rows,
+        report.discarded_rows,
+        report.quarantined_rows,
+        report.workers,
+        report.elapsed_s,
+        report.pairs_per_s,
+    ));
+    s.push_str("rows per reason:\n");
+    for (k, n) in &report.reasons {
+        if *n > 0 {
+            s.push_str(&format!("  {k:<28} {n:>10}\n"));
+        }
+    }
+    if let Some(q) = &report.quality {
+        s.push_str("quality, measured on held-out gold verdicts (humans err too):\n");
+        let g = synpref_engine::report::Estimate {
+            value: q.gold_rm.cv_accuracy,
+            ci95: q.gold_rm.ci95,
+            n: q.gold_rm.n,
+        };
+        s.push_str(&estimate_line(
+            &format!("  gold RM accuracy ({}-fold cross-validation)", q.gold_rm.folds),
+            &g,
+        ));
+        if q.best_rm.n > 0 {
+            let b = synpref_engine::report::Estimate {
+                value: q.best_rm.cv_accuracy,
+                ci95: q.best_rm.ci95,
+                n: q.best_rm.n,
+            };
+            s.push_str(&estimate_line(
+                &format!(
+                    "  best RM accuracy on held-out pool labels ({} folds)",
+                    q.best_rm.folds
+                ),
+                &b,
+            ));
+        }
+        let la = &q.estimated_label_accuracy;
+        s.push_str(&estimate_line(
+            "  labels agreeing with human verdicts, input",
+            &la.input,
+        ));
+        s.push_str(&estimate_line(
+            "  labels agreeing with human verdicts, kept by the models",
+            &la.model_curated,
+        ));
+        for w in &q.warnings {
+            s.push_str(&format!("warning: {w}\n"));
+        }
+    }
+    if let (Some(a), Some(b)) = (report.truth_agreement_input, report.truth_agreement_curated) {
+        s.push_str(&format!(
+            "labels matching the ground truth: {} of the input, {} of the curated set ({:+.1} points)",
+            pct(a),
+            pct(b),
+            100.0 * (b - a)
+        ));
+        if let Some(m) = report.truth_agreement_model_curated {
+            s.push_str(&format!(", {} of the rows the models kept", pct(m)));
+        }
+        s.push('\n');
+    }
+    s.push_str(&format!("outputs: {out}/{{curated,discarded,quarantine}}/, {out}/report.json, {out}/manifest.json\n"));
+    s
+}

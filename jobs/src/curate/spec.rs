@@ -1,0 +1,173 @@
+//! `CurateSpec`: the settings of a curate run, each knob's name, default and meaning in
+//! one place, and their validation (errors name the flag).
+
+use serde::{Deserialize, Serialize};
+use synpref_engine::{Error, Result};
+use synpref_operators::models::builtin::TrainSettings;
+use synpref_operators::models::{ModelOptions, ModelSpec};
+use synpref_operators::training::best::CrossFitSettings;
+
+/// The settings of a curate run. Every knob's name, default and meaning is here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CurateSpec {
+    /// Input pairs: a Parquet/JSONL file, a directory or a glob, local or object store.
+    pub pairs: String,
+    /// Gold labels (human verdicts): pair_id, verdict [, annotator, labeled_at, texts].
+    pub gold: String,
+    /// Output directory.
+    pub out: String,
+    /// τ of the consistency rule (paper default 0.5).
+    pub threshold: f64,
+    /// Ground truth (pair_id, preference) to measure label agreement before and after.
+    pub truth: Option<String>,
+    /// LLM-judge votes (pair_id, verdict), consulted when p_best ≤ τ.
+    pub judges: Option<String>,
+    /// Benchmark prompt files for 13-gram decontamination.
+    pub decontaminate: Vec<String>,
+    /// Write RM-discarded pairs with chosen and rejected swapped.
+    pub emit_flipped: bool,
+    /// Largest accepted pair in bytes of text; larger rows are quarantined.
+    pub max_pair_bytes: usize,
+    /// The best RM (`--best-rm`): built-in, `hf:DIR` or `encoder:DIR`, parsed once.
+    pub best_rm: ModelSpec,
+    /// The gold RM (`--gold-rm`).
+    pub gold_rm: ModelSpec,
+    /// Most pool pairs the best RM trains on (a deterministic sample by pair id): 100K
+    /// pairs reach the held-out accuracy plateau of the hashed linear model on
+    /// generated data (docs/benchmarks.md) at a fraction of a second per epoch.
+    pub best_rm_sample: u64,
+    /// Cross-fitting of the best RM and cross-validation of the gold RM (`--folds`).
+    pub cross_fit: CrossFitSettings,
+    /// Settings of transformer models (`hf:`, `encoder:` specs).
+    pub models: ModelOptions,
+    /// Score-cache URL for transformer models (`None`: no cache).
+    pub score_cache: Option<String>,
+    /// Training of the built-in models (the gold RM makes one online pass over the
+    /// label stream and ignores `epochs`).
+    pub train: TrainSettings,
+    /// How the run is executed; none of it changes the output.
+    pub machine: MachineSettings,
+}
+
+/// How a run is executed: settings that never change what it writes, kept apart so
+/// that fingerprints and manifests of the curation settings need not blank them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MachineSettings {
+    /// Timely worker threads in this process.
+    pub workers: usize,
+    /// Rows per read batch (the unit of pipelining; the output does not depend on it).
+    pub batch_rows: usize,
+    /// Draw progress bars (they also hide themselves when stderr is not a terminal).
+    pub progress: bool,
+}
+
+impl Default for MachineSettings {
+    fn default() -> Self {
+        MachineSettings {
+            workers: 1,
+            batch_rows: synpref_engine::input::READ_BATCH_ROWS,
+            progress: true,
+        }
+    }
+}
+
+impl Default for CurateSpec {
+    fn default() -> Self {
+        CurateSpec {
+            pairs: String::new(),
+            gold: String::new(),
+            out: String::new(),
+            threshold: 0.5,
+            truth: None,
+            judges: None,
+            decontaminate: Vec::new(),
+            emit_flipped: false,
+            max_pair_bytes: 4 << 20,
+            best_rm: ModelSpec::Builtin,
+            gold_rm: ModelSpec::Builtin,
+            best_rm_sample: 100_000,
+            cross_fit: CrossFitSettings::default(),
+            models: ModelOptions::default(),
+            score_cache: None,
+            train: TrainSettings::default(),
+            machine: MachineSettings::default(),
+        }
+    }
+}
+
+impl CurateSpec {
+    /// Checks every setting; errors name the flag that sets it.
+    pub fn validate(&self) -> Result<()> {
+        if self.pairs.is_empty() {
+            return Err(Error::setting("--pairs", "is required"));
+        }
+        if self.gold.is_empty() {
+            return Err(Error::setting("--gold", "is required"));
+        }
+        if self.out.is_empty() {
+            return Err(Error::setting("--out", "is required"));
+        }
+        let m = &self.machine;
+        if m.workers == 0 || m.workers > 1024 {
+            return Err(Error::setting(
+                "--workers",
+                format!("{} is not between 1 and 1024", m.workers),
+            ));
+        }
+        if m.batch_rows == 0 || m.batch_rows > 1 << 20 {
+            return Err(Error::setting(
+                "--batch-rows",
+                format!("{} is not between 1 and 1048576", m.batch_rows),
+            ));
+        }
+        if !(self.threshold > 0.0 && self.threshold < 1.0) {
+            return Err(Error::setting(
+                "--threshold",
+                format!("{} is not strictly between 0 and 1", self.threshold),
+            ));
+        }
+        if !(0.0..0.9).contains(&self.cross_fit.heldout_share) {
+            return Err(Error::setting(
+                "--heldout-share",
+                format!("{} is not in [0, 0.9)", self.cross_fit.heldout_share),
+            ));
+        }
+        if self.cross_fit.folds == 0 || self.cross_fit.folds > 7 {
+            return Err(Error::setting(
+                "--folds",
+                format!(
+                    "{} is not between 1 and 7 (1: no cross-fitting)",
+                    self.cross_fit.folds
+                ),
+            ));
+        }
+        if self.max_pair_bytes == 0 {
+            return Err(Error::setting("--max-pair-bytes", "must be positive"));
+        }
+        if self.best_rm_sample == 0 {
+            return Err(Error::setting("--best-rm-sample", "must be positive"));
+        }
+        let t = &self.train;
+        if t.feature_bits < 10 || t.feature_bits > 28 {
+            return Err(Error::setting(
+                "--feature-bits",
+                format!("{} is not between 10 and 28", t.feature_bits),
+            ));
+        }
+        if t.epochs == 0 || t.epochs > 100 {
+            return Err(Error::setting(
+                "--epochs",
+                format!("{} is not between 1 and 100", t.epochs),
+            ));
+        }
+        if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
+            return Err(Error::setting("--learning-rate", "must be positive"));
+        }
+        if !(t.l2 >= 0.0 && t.l2.is_finite()) {
+            return Err(Error::setting("--l2", "must be zero or positive"));
+        }
+        Ok(())
+    }
+}

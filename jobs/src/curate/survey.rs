@@ -1,0 +1,233 @@
+//! Stage 1 of curate, the survey: read every shard once, validate, index the first row
+//! of every content hash and pair id (for dedup and unique pair ids in the second
+//! pass), collect the training material of the models on worker 0's side of the
+//! barrier (a deterministic sample of the pool for the best RM, the gold-labelled pairs
+//! for the gold RM and for the run's self-measurement), and infer the output schema.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::datatypes::Field;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use synpref_engine::collective::{agree_on_errors, all_gather};
+use synpref_engine::hashing::{content_key, unit_interval};
+use synpref_engine::input::{JsonlObservation, RawRecord};
+use synpref_engine::model::{PreferencePair, RowKey, Verdict};
+use synpref_engine::output::OutputSchema;
+use synpref_engine::schema::infer_output_schema;
+use synpref_engine::Result;
+use synpref_operators::collect_examples::CollectExamples;
+use synpref_operators::index_first::{FirstIndex, IndexFirst, KeyIndex};
+use synpref_operators::models::builtin::TrainExample;
+use synpref_operators::models::ModelSpec;
+use synpref_operators::training::gold::{pool_label_swap, pool_trained_keys};
+use synpref_operators::validate::Validate;
+use timely::dataflow::operators::vec::{Input, Map};
+use timely::dataflow::operators::Probe;
+use timely::worker::Worker;
+
+use super::feed::feed;
+use super::plan::CuratePlan;
+
+/// Salt of the best RM's deterministic pool sample (any fixed value).
+const SALT_SAMPLE: u64 = 0x5a17_0001;
+
+/// What the survey keeps of one valid pair.
+#[derive(Clone, Debug)]
+struct SurveyFacts {
+    content: (u64, RowKey),
+    pair: (u64, RowKey),
+    best: Option<TrainExample>,
+    /// (pair key, row key, unswapped features) of rows the built-in gold RM learns from.
+    gold: Option<(u64, RowKey, TrainExample)>,
+    /// Encoder heads train on whole pairs (the flag: the rejected reply won).
+    best_pair: Option<(PreferencePair, bool)>,
+    gold_pair: Option<(PreferencePair, bool)>,
+    /// A clean pool pair with a decisive verdict: the run measures itself on it.
+    verdict_pair: Option<(u64, RowKey, PreferencePair)>,
+}
+
+/// What the survey learns on one worker and shares with the others.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct SurveyResult {
+    rows: u64,
+    observations: Vec<JsonlObservation>,
+}
+
+/// Training material gathered on one worker (worker 0 trains on everyone's).
+#[derive(Default)]
+pub struct Material {
+    pub best_examples: Vec<TrainExample>,
+    pub best_pairs: Vec<(PreferencePair, bool)>,
+    pub gold_examples: Vec<(u64, RowKey, TrainExample)>,
+    pub gold_pairs: Vec<(PreferencePair, bool)>,
+    pub verdict_pairs: Vec<(u64, RowKey, PreferencePair)>,
+}
+
+/// What the survey hands to the later stages.
+pub struct Survey {
+    pub content_index: FirstIndex,
+    pub pair_index: FirstIndex,
+    pub material: Material,
+    pub schema: OutputSchema,
+    pub extras_fields: Vec<Field>,
+    /// Line numbers where each JSONL byte range starts, for quarantine rows.
+    pub first_lines: FxHashMap<(usize, u64), u64>,
+    pub rows: u64,
+    pub seconds: f64,
+}
+
+/// Runs the survey on one worker.
+pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
+    let spec = &plan.spec;
+    let t = Instant::now();
+    let validate_settings = super::validate_settings(spec);
+    let bits = spec.train.feature_bits;
+    let (best_kind, gold_kind) = (spec.best_rm.clone(), spec.gold_rm.clone());
+    let content_index: FirstIndex = Rc::new(RefCell::new(KeyIndex::default()));
+    let pair_index: FirstIndex = Rc::new(RefCell::new(KeyIndex::default()));
+    let best_examples = Rc::new(RefCell::new(Vec::new()));
+    let gold_examples = Rc::new(RefCell::new(Vec::new()));
+    let best_pairs = Rc::new(RefCell::new(Vec::new()));
+    let gold_pairs = Rc::new(RefCell::new(Vec::new()));
+    let verdict_pairs = Rc::new(RefCell::new(Vec::new()));
+    // The sample holds `best_rm_sample` training pairs besides the epoch-choice slice.
+    let sample_rate = (spec.best_rm_sample as f64
+        / (1.0 - spec.cross_fit.heldout_share)
+        / plan.input.estimated_rows.max(1) as f64)
+        .min(1.0);
+    let dataflow = worker.next_dataflow_index();
+    let (input, probe) = {
+        let (ci, pi) = (content_index.clone(), pair_index.clone());
+        let (be, ge) = (best_examples.clone(), gold_examples.clone());
+        let (bp, gp, vp) = (best_pairs.clone(), gold_pairs.clone(), verdict_pairs.clone());
+        let ngrams = plan.ngrams.clone();
+        let gold = plan.gold.clone();
+        let gold_keys = Arc::new(pool_trained_keys(&plan.gold));
+        worker.dataflow_named::<u64, _, _>("Survey", move |scope| {
+            let (input, raw) = scope.new_input::<RawRecord>();
+            let (valid, _quarantined) = raw.validate(validate_settings);
+            // One pass over each pair reduces it to the few facts the survey keeps, so
+            // that the full pairs are never cloned for several consumers.
+            let facts = valid.map(move |p: PreferencePair| {
+                let clean = !ngrams.contaminates(&p);
+                let sampled = clean && unit_interval(&p.pair_id, SALT_SAMPLE) < sample_rate;
+                let gold_swap = pool_label_swap(&gold, p.pair_key);
+                let sparse = |take: bool, kind: &ModelSpec, swap: bool| {
+                    (take && *kind == ModelSpec::Builtin)
+                        .then(|| TrainExample::from_pair(&p, bits, swap))
+                };
+                let whole = |take: bool, kind: &ModelSpec, swap: bool| {
+                    (take && matches!(kind, ModelSpec::Encoder(_))).then(|| (p.clone(), swap))
+                };
+                let decisive = gold
+                    .labels
+                    .get(&p.pair_key)
+                    .is_some_and(|l| l.verdict != Verdict::Undecidable);
+                SurveyFacts {
+                    content: (content_key(p.content_hash), p.key),
+                    pair: (p.pair_key, p.key),
+                    best: sparse(sampled, &best_kind, false),
+                    gold: (gold_kind == ModelSpec::Builtin && gold_keys.contains(&p.pair_key))
+                        .then(|| (p.pair_key, p.key, TrainExample::from_pair(&p, bits, false))),
+                    best_pair: whole(sampled, &best_kind, false),
+                    gold_pair: whole(gold_swap.is_some(), &gold_kind, gold_swap.unwrap_or(false)),
+                    verdict_pair: (clean && decisive).then(|| (p.pair_key, p.key, p.clone())),
+                }
+            });
+            let (probe, facts) = facts.probe();
+            facts
+                .clone()
+                .map(|f: SurveyFacts| f.content)
+                .index_first("IndexContent", ci);
+            facts
+                .clone()
+                .map(|f: SurveyFacts| f.pair)
+                .index_first("IndexPairId", pi);
+            facts
+                .clone()
+                .flat_map(|f: SurveyFacts| f.best)
+                .collect_examples("CollectBestRmExamples", be);
+            facts
+                .clone()
+                .flat_map(|f: SurveyFacts| f.gold)
+                .collect_examples("CollectGoldRmExamples", ge);
+            facts
+                .clone()
+                .flat_map(|f: SurveyFacts| f.best_pair)
+                .collect_examples("CollectBestRmPairs", bp);
+            facts
+                .clone()
+                .flat_map(|f: SurveyFacts| f.gold_pair)
+                .collect_examples("CollectGoldRmPairs", gp);
+            facts
+                .flat_map(|f: SurveyFacts| f.verdict_pair)
+                .collect_examples("CollectVerdictPairs", vp);
+            (input, probe)
+        })
+    };
+    let mut observations = Vec::new();
+    let fed = feed(
+        worker,
+        dataflow,
+        plan,
+        input,
+        &probe,
+        None,
+        Some(&mut observations),
+        &FxHashMap::default(),
+        &plan.bars.survey,
+    );
+    let rows = match &fed {
+        Ok(n) => *n,
+        Err(_) => 0,
+    };
+    agree_on_errors(worker, fed.map(|_| ()))?;
+    content_index.borrow_mut().seal();
+    pair_index.borrow_mut().seal();
+    if worker.index() == 0 {
+        plan.bars.survey.finish_and_clear();
+    }
+    let surveys = all_gather(worker, &SurveyResult { rows, observations })?;
+    let survey_rows: u64 = surveys.iter().map(|s| s.rows).sum();
+    let observations: Vec<JsonlObservation> =
+        surveys.into_iter().flat_map(|s| s.observations).collect();
+    let (schema, extras_fields) = infer_output_schema(&plan.input, &observations)?;
+    let mut ranges: Vec<(usize, u64, u64)> = observations
+        .iter()
+        .map(|o| (o.file, o.start, o.line_count))
+        .collect();
+    ranges.sort();
+    let mut first_lines: FxHashMap<(usize, u64), u64> = FxHashMap::default();
+    let mut running = (usize::MAX, 0u64);
+    for (file, start, count) in ranges {
+        if running.0 != file {
+            running = (file, 0);
+        }
+        first_lines.insert((file, start), running.1);
+        running.1 += count;
+    }
+    let seconds = t.elapsed().as_secs_f64();
+    tracing::info!(rows = survey_rows, seconds, "survey done");
+    let take = |v: &Rc<RefCell<Vec<_>>>| v.borrow_mut().split_off(0);
+    let material = Material {
+        best_examples: std::mem::take(&mut *best_examples.borrow_mut()),
+        best_pairs: take(&best_pairs),
+        gold_examples: std::mem::take(&mut *gold_examples.borrow_mut()),
+        gold_pairs: take(&gold_pairs),
+        verdict_pairs: std::mem::take(&mut *verdict_pairs.borrow_mut()),
+    };
+    Ok(Survey {
+        content_index,
+        pair_index,
+        material,
+        schema,
+        extras_fields,
+        first_lines,
+        rows: survey_rows,
+        seconds,
+    })
+}

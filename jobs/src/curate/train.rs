@@ -1,0 +1,382 @@
+//! Stage 2 of curate: train the models on worker 0 and hand them to every worker.
+//!
+//! - The best RM is cross-fitted on the pool sample (`training::best`): one model per
+//!   fold, each pair scored by the model trained without its fold.
+//! - The gold RM is trained on all gold labels (it never sees pool labels, so its
+//!   scores of pool pairs are out-of-sample already), and cross-validated on them:
+//!   K fold models, each verdict judged by the one that did not learn it.
+//! - From those out-of-fold judgements the run measures itself (`training::quality`).
+//!
+//! All of it happens on one worker from inputs put in a total order, so the result is
+//! the same for any number of workers or processes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rustc_hash::FxHashSet;
+use serde::{Deserialize, Serialize};
+use synpref_engine::collective::compute_on_leader;
+use synpref_engine::hashing::pair_key;
+use synpref_engine::model::{PreferencePair, RowKey, Verdict};
+use synpref_engine::report::Quality;
+use synpref_engine::Result;
+use synpref_operators::consistency_rule::RuleSettings;
+use synpref_operators::models::builtin::{HashedBtModel, TrainInfo};
+use synpref_operators::models::encoder::DenseHead;
+use synpref_operators::models::{CachedFeatures, EncoderScorer, HfScorer, ModelSpec, RewardModel};
+use synpref_operators::training::best::{self, CrossFitSettings, Folded};
+use synpref_operators::training::folds::{CrossFitted, FoldAssignment};
+use synpref_operators::training::gold::{
+    builtin_gold_folds, complete_gold_pairs, first_pool_examples, head_settings, label_pair,
+    sort_labelled, train_builtin_gold,
+};
+use synpref_operators::training::quality::{assess, VerdictOutcome};
+use timely::worker::Worker;
+
+use super::plan::CuratePlan;
+use super::survey::Material;
+
+/// The best RM as trained on worker 0 and handed to every worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum BestModel {
+    Builtin(Folded<HashedBtModel>),
+    /// A ready reward model (`hf:`): nothing to train.
+    Hf,
+    Encoder(Folded<DenseHead>),
+    /// Given by the caller (serve's current models): nothing is trained.
+    Given,
+}
+
+/// The gold RM, and the fold models that cross-validate it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum GoldModel {
+    Builtin {
+        model: HashedBtModel,
+        folds: Vec<HashedBtModel>,
+    },
+    Hf,
+    Encoder {
+        head: DenseHead,
+        folds: Vec<DenseHead>,
+    },
+    Given,
+}
+
+/// The two models, what they were trained on, and the run's self-measurement.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Models {
+    pub best: BestModel,
+    pub gold: GoldModel,
+    pub train_s: f64,
+    /// `None` when the models were given (nothing was trained to be measured).
+    pub quality: Option<Quality>,
+}
+
+/// What a model's training reports: one entry per fold for a cross-fitted model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSummary {
+    pub folds: Vec<TrainInfo>,
+    /// The model that scores the pool, when it is one model (the gold RM).
+    pub model: Option<TrainInfo>,
+}
+
+impl BestModel {
+    pub fn training(&self) -> Option<TrainingSummary> {
+        let folds = match self {
+            BestModel::Builtin(f) => f.models.iter().map(|m| m.info.clone()).collect(),
+            BestModel::Encoder(f) => f.models.iter().map(|m| m.info.clone()).collect(),
+            BestModel::Hf | BestModel::Given => return None,
+        };
+        Some(TrainingSummary { folds, model: None })
+    }
+
+    /// The scorer of pool pairs: cross-fitted where the model was trained.
+    pub fn scorer(&self, features: &Option<Arc<CachedFeatures>>) -> Option<Arc<dyn RewardModel>> {
+        Some(match self {
+            BestModel::Builtin(f) => cross_fitted(
+                f.assignment,
+                f.models.iter().map(|m| Arc::new(m.clone()) as Arc<dyn RewardModel>).collect(),
+            ),
+            BestModel::Encoder(f) => {
+                let features = features.clone().expect("encoder features");
+                cross_fitted(
+                    f.assignment,
+                    f.models
+                        .iter()
+                        .map(|h| {
+                            Arc::new(EncoderScorer {
+                                features: features.clone(),
+                                head: h.clone(),
+                            }) as Arc<dyn RewardModel>
+                        })
+                        .collect(),
+                )
+            }
+            BestModel::Hf => Arc::new(HfScorer(features.clone().expect("hf features"))),
+            BestModel::Given => return None,
+        })
+    }
+}
+
+impl GoldModel {
+    pub fn training(&self) -> Option<TrainingSummary> {
+        match self {
+            GoldModel::Builtin { model, folds } => Some(TrainingSummary {
+                folds: folds.iter().map(|m| m.info.clone()).collect(),
+                model: Some(model.info.clone()),
+            }),
+            GoldModel::Encoder { head, folds } => Some(TrainingSummary {
+                folds: folds.iter().map(|m| m.info.clone()).collect(),
+                model: Some(head.info.clone()),
+            }),
+            GoldModel::Hf | GoldModel::Given => None,
+        }
+    }
+
+    /// The scorer of pool pairs: the model trained on every gold label.
+    pub fn scorer(&self, features: &Option<Arc<CachedFeatures>>) -> Option<Arc<dyn RewardModel>> {
+        Some(match self {
+            GoldModel::Builtin { model, .. } => Arc::new(model.clone()),
+            GoldModel::Encoder { head, .. } => Arc::new(EncoderScorer {
+                features: features.clone().expect("encoder features"),
+                head: head.clone(),
+            }),
+            GoldModel::Hf => Arc::new(HfScorer(features.clone().expect("hf features"))),
+            GoldModel::Given => return None,
+        })
+    }
+
+    /// The scorer of gold verdicts: each judged by the fold model that did not learn it
+    /// (a model never trained on labels judges them all). With the folds' count.
+    fn out_of_fold(
+        &self,
+        features: &Option<Arc<CachedFeatures>>,
+        assignment: FoldAssignment,
+    ) -> Option<(Arc<dyn RewardModel>, usize)> {
+        Some(match self {
+            GoldModel::Builtin { folds, .. } => (
+                cross_fitted(
+                    assignment,
+                    folds.iter().map(|m| Arc::new(m.clone()) as Arc<dyn RewardModel>).collect(),
+                ),
+                folds.len(),
+            ),
+            GoldModel::Encoder { folds, .. } => {
+                let features = features.clone().expect("encoder features");
+                (
+                    cross_fitted(
+                        assignment,
+                        folds
+                            .iter()
+                            .map(|h| {
+                                Arc::new(EncoderScorer {
+                                    features: features.clone(),
+                                    head: h.clone(),
+                                }) as Arc<dyn RewardModel>
+                            })
+                            .collect(),
+                    ),
+                    folds.len(),
+                )
+            }
+            GoldModel::Hf => (self.scorer(features)?, 1),
+            GoldModel::Given => return None,
+        })
+    }
+}
+
+/// One fold: the model itself; else the cross-fitted set.
+fn cross_fitted(assignment: FoldAssignment, mut models: Vec<Arc<dyn RewardModel>>) -> Arc<dyn RewardModel> {
+    if models.len() == 1 {
+        return models.pop().expect("one model");
+    }
+    Arc::new(CrossFitted::new(assignment, models))
+}
+
+/// The transformer feature sources of the two models (`None` for built-in ones).
+pub type Features = (Option<Arc<CachedFeatures>>, Option<Arc<CachedFeatures>>);
+
+/// Trains both models on worker 0 from every worker's material and measures the run;
+/// every worker gets the same `Models`.
+pub fn train(
+    worker: &mut Worker,
+    plan: &CuratePlan,
+    material: Material,
+    features: &Features,
+) -> Result<Models> {
+    if plan.hooks.scorers.is_some() {
+        return Ok(Models {
+            best: BestModel::Given,
+            gold: GoldModel::Given,
+            train_s: 0.0,
+            quality: None,
+        });
+    }
+    compute_on_leader(worker, || train_on_leader(plan, material, features))
+}
+
+fn train_on_leader(plan: &CuratePlan, material: Material, features: &Features) -> Result<Models> {
+    let spec = &plan.spec;
+    let t = Instant::now();
+    let Material {
+        mut best_examples,
+        mut best_pairs,
+        gold_examples,
+        gold_pairs,
+        verdict_pairs,
+    } = material;
+    best_examples.sort_by(|a, b| a.pair_id.cmp(&b.pair_id));
+    sort_labelled(&mut best_pairs);
+    let gold_pool = first_pool_examples(gold_examples);
+    let gold_pair_set = complete_gold_pairs(&plan.gold, gold_pairs);
+    let gold_stream = plan
+        .gold
+        .stream
+        .iter()
+        .filter(|l| {
+            l.verdict != Verdict::Undecidable
+                && (l.text.is_some() || gold_pool.contains_key(&pair_key(&l.pair_id)))
+        })
+        .count();
+    if gold_stream == 0 && gold_pair_set.is_empty() && !matches!(spec.gold_rm, ModelSpec::Hf(_)) {
+        tracing::warn!("no gold label matches a pool pair or carries its text: the gold RM is untrained (p_gold = 0.5), so no pair passes the gold check");
+    }
+    tracing::info!(
+        best_sample = best_examples.len() + best_pairs.len(),
+        gold = match spec.gold_rm {
+            ModelSpec::Builtin => gold_stream,
+            _ => gold_pair_set.len(),
+        },
+        folds = spec.cross_fit.folds,
+        "training the best RM (pool labels, cross-fitted) and the gold RM (gold labels)"
+    );
+    let bar = synpref_engine::progress::bar("train", 2, "models");
+    if !spec.machine.progress {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let heads = head_settings(spec.train.seed);
+    let assignment = FoldAssignment::new(spec.cross_fit.folds);
+    let (best_features, gold_features) = features;
+    // The two models train at once on two threads; each alone is deterministic.
+    let (best, gold) = std::thread::scope(|scope| -> Result<(BestModel, GoldModel)> {
+        let gold = scope.spawn(|| -> Result<GoldModel> {
+            let g = match &spec.gold_rm {
+                ModelSpec::Builtin => GoldModel::Builtin {
+                    model: train_builtin_gold(&spec.train, &plan.gold, &gold_pool),
+                    folds: builtin_gold_folds(&spec.train, &plan.gold, &gold_pool, assignment),
+                },
+                ModelSpec::Hf(_) => GoldModel::Hf,
+                ModelSpec::Encoder(_) => {
+                    let f = gold_features.as_deref().expect("encoder features");
+                    let head = best::train_head(f, &gold_pair_set, 0.0, &heads)
+                        .map_err(|e| e.for_setting("--gold-rm"))?;
+                    let cross = CrossFitSettings {
+                        folds: spec.cross_fit.folds,
+                        heldout_share: 0.0,
+                    };
+                    let folds = best::train_heads(f, &gold_pair_set, &cross, &heads)
+                        .map_err(|e| e.for_setting("--gold-rm"))?;
+                    GoldModel::Encoder {
+                        head,
+                        folds: folds.models,
+                    }
+                }
+            };
+            bar.inc(1);
+            Ok(g)
+        });
+        let best = match &spec.best_rm {
+            ModelSpec::Builtin => {
+                BestModel::Builtin(best::train_builtin(&best_examples, &spec.cross_fit, &spec.train))
+            }
+            ModelSpec::Hf(_) => BestModel::Hf,
+            ModelSpec::Encoder(_) => BestModel::Encoder(
+                best::train_heads(
+                    best_features.as_deref().expect("encoder features"),
+                    &best_pairs,
+                    &spec.cross_fit,
+                    &heads,
+                )
+                .map_err(|e| e.for_setting("--best-rm"))?,
+            ),
+        };
+        bar.inc(1);
+        Ok((best, gold.join().expect("gold RM training thread")?))
+    })?;
+    bar.finish_and_clear();
+    let mut models = Models {
+        best,
+        gold,
+        train_s: 0.0,
+        quality: None,
+    };
+    models.quality = Some(measure(plan, &models, verdict_pairs, features, assignment)?);
+    models.train_s = t.elapsed().as_secs_f64();
+    Ok(models)
+}
+
+/// The run's quality from its decisive gold verdicts, each judged as if it had none.
+fn measure(
+    plan: &CuratePlan,
+    models: &Models,
+    mut verdict_pairs: Vec<(u64, RowKey, PreferencePair)>,
+    (best_features, gold_features): &Features,
+    assignment: FoldAssignment,
+) -> Result<Quality> {
+    // The first valid row of each labelled pair id, as the curate pass will keep it.
+    verdict_pairs.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    verdict_pairs.dedup_by_key(|v| v.0);
+    let in_pool: FxHashSet<u64> = verdict_pairs.iter().map(|v| v.0).collect();
+    let mut pairs: Vec<(PreferencePair, bool)> =
+        verdict_pairs.into_iter().map(|(_, _, p)| (p, true)).collect();
+    // Labels with their own text for pairs outside the pool test the gold RM too.
+    let mut texts: Vec<PreferencePair> = plan
+        .gold
+        .labels
+        .iter()
+        .filter(|(k, _)| !in_pool.contains(k))
+        .filter_map(|(_, l)| label_pair(l).map(|(p, _)| p))
+        .collect();
+    texts.sort_by(|a, b| a.pair_id.cmp(&b.pair_id));
+    pairs.extend(texts.into_iter().map(|p| (p, false)));
+    let refs: Vec<&PreferencePair> = pairs.iter().map(|(p, _)| p).collect();
+    let (gold_oof, gold_folds) = models
+        .gold
+        .out_of_fold(gold_features, assignment)
+        .expect("trained models");
+    let best = models.best.scorer(best_features).expect("trained models");
+    let m_gold = gold_oof.score(&refs).map_err(|e| e.for_setting("--gold-rm"))?;
+    let pool_refs: Vec<&PreferencePair> = pairs.iter().filter(|(_, p)| *p).map(|(p, _)| p).collect();
+    let m_best = best.score(&pool_refs).map_err(|e| e.for_setting("--best-rm"))?;
+    let mut best_margins = m_best.into_iter();
+    let outcomes: Vec<VerdictOutcome> = pairs
+        .iter()
+        .zip(m_gold)
+        .filter_map(|((p, pool), (gc, gr))| {
+            // Taken first, so that the margins stay aligned with the pool pairs.
+            let m_best = if *pool {
+                best_margins.next().map(|(c, r)| c - r).unwrap_or(0.0)
+            } else {
+                0.0
+            };
+            let key = pair_key(&p.pair_id);
+            let verdict = plan.gold.labels.get(&key)?.verdict;
+            let judges = plan
+                .judges
+                .as_ref()
+                .and_then(|j| j.agree_key(key))
+                .unwrap_or(false);
+            VerdictOutcome::new(verdict, *pool, gc - gr, m_best, judges)
+        })
+        .collect();
+    let rule = RuleSettings {
+        threshold: plan.spec.threshold,
+        emit_flipped: plan.spec.emit_flipped,
+    };
+    let best_cv = match &models.best {
+        BestModel::Builtin(f) => Some((f.cv, f.models.len())),
+        BestModel::Encoder(f) => Some((f.cv, f.models.len())),
+        _ => None,
+    };
+    Ok(assess(&outcomes, &rule, gold_folds, best_cv))
+}

@@ -1,0 +1,180 @@
+//! The best RM, cross-fitted: one model per fold of the pool sample, each trained on
+//! the other folds, so that the model that scores a pair never saw that pair's label
+//! (`folds`). The out-of-fold accuracy on the sample is the best RM's held-out accuracy
+//! on pool labels.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use synpref_engine::hashing::unit_interval;
+use synpref_engine::model::PreferencePair;
+
+use super::folds::FoldAssignment;
+use super::{CvAccuracy, SALT_HELDOUT};
+use crate::models::builtin::{hit, HashedBtModel, TrainExample, TrainSettings};
+use crate::models::encoder::{delta, DenseHead, HeadExample, HeadSettings};
+use crate::models::{CachedFeatures, ModelError};
+
+/// How the best RM is fitted to the pool sample; every knob has its default here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CrossFitSettings {
+    /// Folds K (1: one model that also scores the pairs it was trained on).
+    pub folds: usize,
+    /// Share of each fold model's training set held out to choose its epoch.
+    pub heldout_share: f64,
+}
+
+impl Default for CrossFitSettings {
+    fn default() -> Self {
+        CrossFitSettings {
+            folds: super::folds::DEFAULT_FOLDS,
+            heldout_share: 0.1,
+        }
+    }
+}
+
+/// The fold models and their pooled out-of-fold accuracy.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Folded<M> {
+    pub assignment: FoldAssignment,
+    pub models: Vec<M>,
+    /// Each sample example judged by the model trained without its fold (with one
+    /// fold: on the epoch-choice slice, the only examples the model did not learn).
+    pub cv: CvAccuracy,
+}
+
+fn is_heldout(pair_id: &str, share: f64) -> bool {
+    share > 0.0 && unit_interval(pair_id, SALT_HELDOUT) < share
+}
+
+/// Trains the built-in best RM's fold models on `sample` (in parallel; each fold alone
+/// is deterministic, so the result does not depend on the thread count).
+pub fn train_builtin(
+    sample: &[TrainExample],
+    cross: &CrossFitSettings,
+    settings: &TrainSettings,
+) -> Folded<HashedBtModel> {
+    let assignment = FoldAssignment::new(cross.folds);
+    let fold_of: Vec<usize> = sample.iter().map(|e| assignment.fold_of(&e.pair_id)).collect();
+    let results: Vec<(HashedBtModel, CvAccuracy)> = (0..assignment.folds)
+        .into_par_iter()
+        .map(|k| {
+            let (mut train, mut heldout, mut out) = (Vec::new(), Vec::new(), Vec::new());
+            for (e, &f) in sample.iter().zip(&fold_of) {
+                if assignment.folds > 1 && f == k {
+                    out.push(e);
+                } else if is_heldout(&e.pair_id, cross.heldout_share) {
+                    heldout.push(e);
+                } else {
+                    train.push(e);
+                }
+            }
+            let model = HashedBtModel::train_refs(train, heldout.clone(), settings, |_, _| {});
+            let judged = if assignment.folds > 1 { out } else { heldout };
+            let mut cv = CvAccuracy::default();
+            for e in judged {
+                cv.add(hit(model.margin(e)));
+            }
+            (model, cv)
+        })
+        .collect();
+    let mut cv = CvAccuracy::default();
+    let mut models = Vec::new();
+    for (m, c) in results {
+        cv.merge(&c);
+        models.push(m);
+    }
+    Folded {
+        assignment,
+        models,
+        cv,
+    }
+}
+
+/// The head examples of labelled pairs (sorted by pair id by the caller), features from
+/// the cache: `(pair, swap)` with `swap` when the rejected reply won.
+pub fn head_examples(
+    features: &CachedFeatures,
+    pairs: &[(PreferencePair, bool)],
+) -> Result<Vec<HeadExample>, ModelError> {
+    let refs: Vec<&PreferencePair> = pairs.iter().map(|(p, _)| p).collect();
+    let f = features.get(&refs)?;
+    let w = features.features.width();
+    Ok(pairs
+        .iter()
+        .zip(f.chunks_exact(w))
+        .map(|((p, swap), x)| HeadExample {
+            pair_id: p.pair_id.clone(),
+            delta: delta(x, *swap),
+        })
+        .collect())
+}
+
+/// The input width of a head over an encoder's features `[e(x), e(y_w), e(y_l)]`.
+pub fn head_dims(features: &CachedFeatures) -> usize {
+    2 * features.features.width() / 3
+}
+
+/// Trains one head on labelled pairs, `heldout_share` of them choosing the epoch.
+pub fn train_head(
+    features: &CachedFeatures,
+    pairs: &[(PreferencePair, bool)],
+    heldout_share: f64,
+    settings: &HeadSettings,
+) -> Result<DenseHead, ModelError> {
+    let examples = head_examples(features, pairs)?;
+    let (heldout, train): (Vec<&HeadExample>, Vec<&HeadExample>) = examples
+        .iter()
+        .partition(|e| is_heldout(&e.pair_id, heldout_share));
+    Ok(DenseHead::train_refs(
+        head_dims(features),
+        train,
+        heldout,
+        settings,
+    ))
+}
+
+/// Trains cross-fitted heads on labelled pairs (sorted by pair id by the caller).
+pub fn train_heads(
+    features: &CachedFeatures,
+    pairs: &[(PreferencePair, bool)],
+    cross: &CrossFitSettings,
+    settings: &HeadSettings,
+) -> Result<Folded<DenseHead>, ModelError> {
+    let assignment = FoldAssignment::new(cross.folds);
+    let examples = head_examples(features, pairs)?;
+    let dims = head_dims(features);
+    let results: Vec<(DenseHead, CvAccuracy)> = (0..assignment.folds)
+        .into_par_iter()
+        .map(|k| {
+            let (mut train, mut heldout, mut out) = (Vec::new(), Vec::new(), Vec::new());
+            for e in &examples {
+                if assignment.folds > 1 && assignment.fold_of(&e.pair_id) == k {
+                    out.push(e);
+                } else if is_heldout(&e.pair_id, cross.heldout_share) {
+                    heldout.push(e);
+                } else {
+                    train.push(e);
+                }
+            }
+            let head = DenseHead::train_refs(dims, train, heldout.clone(), settings);
+            let judged = if assignment.folds > 1 { out } else { heldout };
+            let mut cv = CvAccuracy::default();
+            for e in judged {
+                cv.add(hit(head.margin(&e.delta)));
+            }
+            (head, cv)
+        })
+        .collect();
+    let mut cv = CvAccuracy::default();
+    let mut models = Vec::new();
+    for (m, c) in results {
+        cv.merge(&c);
+        models.push(m);
+    }
+    Ok(Folded {
+        assignment,
+        models,
+        cv,
+    })
+}

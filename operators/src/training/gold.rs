@@ -1,0 +1,168 @@
+//! The gold RM: which label records it learns from, how (one online pass over the label
+//! stream for the built-in model, a head for an encoder), and its cross-validation
+//! folds. `curate` and `serve` both train through these functions, so they get the
+//! same weights from the same labels.
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use synpref_engine::hashing::pair_key;
+use synpref_engine::model::{Attributes, GoldLabel, PreferencePair, RowKey, Verdict};
+use synpref_engine::side::GoldLabels;
+
+use super::folds::FoldAssignment;
+use crate::models::builtin::{HashedBtModel, OnlineTrainer, TrainExample, TrainSettings};
+use crate::models::encoder::HeadSettings;
+
+/// Labelled pairs in a total order: pair id, then content.
+pub fn sort_labelled(pairs: &mut [(PreferencePair, bool)]) {
+    pairs.sort_by(|a, b| {
+        a.0.pair_id
+            .cmp(&b.0.pair_id)
+            .then(a.0.content_hash.cmp(&b.0.content_hash))
+    });
+}
+
+/// Whether a pool row with this pair key trains the gold RM, and oriented how: it does
+/// when its label carries no text of its own and is decisive (`Some(true)`: the human
+/// preferred the rejected reply, so the example is swapped).
+pub fn pool_label_swap(gold: &GoldLabels, pair_key: u64) -> Option<bool> {
+    match gold.labels.get(&pair_key) {
+        Some(l) if l.text.is_none() && l.verdict != Verdict::Undecidable => {
+            Some(l.verdict == Verdict::Rejected)
+        }
+        _ => None,
+    }
+}
+
+/// The encoder gold head's training set: the labelled pool pairs plus every decisive
+/// label that carries its own text, one per pair id, in a total order.
+pub fn complete_gold_pairs(
+    gold: &GoldLabels,
+    mut gold_pair_set: Vec<(PreferencePair, bool)>,
+) -> Vec<(PreferencePair, bool)> {
+    gold_pair_set.extend(gold.labels.values().filter_map(label_pair));
+    sort_labelled(&mut gold_pair_set);
+    gold_pair_set.dedup_by(|a, b| a.0.pair_id == b.0.pair_id);
+    gold_pair_set
+}
+
+/// Pair keys whose pool rows the built-in gold RM learns from: those with a decisive
+/// label record that carries no text of its own.
+pub fn pool_trained_keys(gold: &GoldLabels) -> FxHashSet<u64> {
+    gold.stream
+        .iter()
+        .filter(|l| l.text.is_none() && l.verdict != Verdict::Undecidable)
+        .map(|l| pair_key(&l.pair_id))
+        .collect()
+}
+
+/// The example one label record gives the built-in gold RM, if any: from the record's
+/// own text, else from the pool row with its pair id (`pool`: unswapped features of the
+/// first valid row per key), oriented by the verdict. Undecidable records and records
+/// for pairs neither in the pool nor carrying text give none.
+pub fn gold_example(
+    label: &GoldLabel,
+    pool: &FxHashMap<u64, TrainExample>,
+    bits: u32,
+) -> Option<TrainExample> {
+    if label.verdict == Verdict::Undecidable {
+        return None;
+    }
+    if let Some((pair, swap)) = label_pair(label) {
+        return Some(TrainExample::from_pair(&pair, bits, swap));
+    }
+    let mut e = pool.get(&pair_key(&label.pair_id))?.clone();
+    if label.verdict == Verdict::Rejected {
+        std::mem::swap(&mut e.winner, &mut e.loser);
+    }
+    Some(e)
+}
+
+/// The unswapped example of the first valid row (by row key) of each pair key.
+pub fn first_pool_examples(
+    mut rows: Vec<(u64, RowKey, TrainExample)>,
+) -> FxHashMap<u64, TrainExample> {
+    rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let mut out = FxHashMap::default();
+    for (key, _, e) in rows {
+        out.entry(key).or_insert(e);
+    }
+    out
+}
+
+/// A decisive label with its own text as a pair (and whether the example is swapped).
+pub fn label_pair(label: &GoldLabel) -> Option<(PreferencePair, bool)> {
+    let (p, c, r) = label.text.as_ref()?;
+    if label.verdict == Verdict::Undecidable {
+        return None;
+    }
+    let pair = PreferencePair {
+        key: RowKey(0),
+        row: 0,
+        pair_id: label.pair_id.clone(),
+        prompt: p.clone(),
+        chosen: c.clone(),
+        rejected: r.clone(),
+        implicit_prompt: false,
+        attributes: Attributes::default(),
+        extras: Vec::new(),
+        content_hash: synpref_engine::hashing::content_hash(p, c, r),
+        pair_key: 0,
+    };
+    Some((pair, label.verdict == Verdict::Rejected))
+}
+
+/// Trains the built-in gold RM: one online pass over the label stream
+/// (`OnlineTrainer`), so that serve, extending the stream, reaches the same weights.
+pub fn train_builtin_gold(
+    settings: &TrainSettings,
+    gold: &GoldLabels,
+    pool: &FxHashMap<u64, TrainExample>,
+) -> HashedBtModel {
+    let bits = settings.feature_bits;
+    let mut trainer = OnlineTrainer::new(settings);
+    let mut examples = Vec::new();
+    for label in &gold.stream {
+        if let Some(e) = gold_example(label, pool, bits) {
+            trainer.step(&e);
+            examples.push(e);
+        }
+    }
+    let mut model = trainer.model().clone();
+    model.info.chosen_epoch = 1;
+    model.info.train_accuracy = model.accuracy(&examples);
+    model
+}
+
+/// The built-in gold RM's cross-validation folds: model k is the same online pass over
+/// the label stream without the records of fold k's pair ids (all records of a pair
+/// fall in one fold, relabels included).
+pub fn builtin_gold_folds(
+    settings: &TrainSettings,
+    gold: &GoldLabels,
+    pool: &FxHashMap<u64, TrainExample>,
+    assignment: FoldAssignment,
+) -> Vec<HashedBtModel> {
+    let bits = settings.feature_bits;
+    let mut trainers: Vec<OnlineTrainer> = (0..assignment.folds)
+        .map(|_| OnlineTrainer::new(settings))
+        .collect();
+    for label in &gold.stream {
+        if let Some(e) = gold_example(label, pool, bits) {
+            let fold = assignment.fold_of(&label.pair_id);
+            for (k, t) in trainers.iter_mut().enumerate() {
+                if k != fold {
+                    t.step(&e);
+                }
+            }
+        }
+    }
+    trainers.into_iter().map(|t| t.model().clone()).collect()
+}
+
+/// The encoder heads' training settings with `seed` (the defaults else).
+pub fn head_settings(seed: u64) -> HeadSettings {
+    HeadSettings {
+        seed,
+        ..HeadSettings::default()
+    }
+}
