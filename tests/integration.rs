@@ -997,7 +997,7 @@ fn rerun_replaces_previous_output_and_manifest_lists_the_parts() {
         present.iter().all(|p| p.contains("part-00000-")),
         "{present:?}"
     );
-    assert_eq!(manifest["spec"]["workers"], 1);
+    assert_eq!(manifest["spec"]["machine"]["workers"], 1);
     assert!(manifest["models"]["best_rm"]["fingerprint"]
         .as_str()
         .unwrap()
@@ -2237,4 +2237,58 @@ fn serve_requires_its_token_and_keeps_acknowledged_labels_across_sigkill() {
         err.contains("more.jsonl") && err.contains("perhaps"),
         "{err}"
     );
+}
+
+/// The golden file of `synpref explain curate`: the survey and curate dataflows by
+/// operator names and edges. A change to the graph must be looked at and blessed:
+/// `SYNPREF_BLESS=1 cargo test -p synpref --test integration explain` rewrites it.
+#[test]
+fn explain_curate_prints_the_dataflow_graphs_as_blessed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 200, 7);
+    let out = ok(&[
+        "explain",
+        "curate",
+        "--pairs",
+        s(&data.join("pairs")),
+        "--gold",
+        s(&data.join("gold.parquet")),
+        "--out",
+        s(&tmp.path().join("never-written")),
+    ]);
+    assert!(
+        !tmp.path().join("never-written").exists(),
+        "explain writes nothing"
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/explain_curate.txt");
+    if std::env::var("SYNPREF_BLESS").is_ok_and(|v| v == "1") {
+        std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+        std::fs::write(&golden, &text).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&golden).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with SYNPREF_BLESS=1 to write it",
+            golden.display()
+        )
+    });
+    assert!(
+        text == want,
+        "the dataflow graph changed; if that is intended, bless it (SYNPREF_BLESS=1):\n--- got\n{text}\n--- want\n{want}"
+    );
+    for name in [
+        "Survey",
+        "Curate",
+        "Validate",
+        "Dedup",
+        "UniquePairIds",
+        "Decontaminate",
+        "Score",
+        "ConsistencyRule",
+        "WriteParts",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
 }

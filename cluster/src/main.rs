@@ -66,6 +66,27 @@ enum Command {
         out: String,
         #[arg(long, default_value_t = DEFAULT_SEED)]
         seed: u64,
+        /// Share of pool pairs with a human verdict in gold.parquet.
+        #[arg(long, default_value_t = synpref_jobs::gen::DEFAULT_GOLD_FRACTION)]
+        gold_fraction: f64,
+        /// Share of pool pairs with LLM-judge votes.
+        #[arg(long, default_value_t = synpref_jobs::gen::DEFAULT_JUDGE_FRACTION)]
+        judge_fraction: f64,
+        /// Share of rows that copy an earlier row's content.
+        #[arg(long, default_value_t = synpref_jobs::gen::DEFAULT_DUPLICATE_FRACTION)]
+        duplicate_fraction: f64,
+        /// Share of rows with an empty rejected reply.
+        #[arg(long, default_value_t = synpref_jobs::gen::DEFAULT_EMPTY_FRACTION)]
+        empty_fraction: f64,
+        /// Share of pool prompts leaked into the benchmark prompt file.
+        #[arg(long, default_value_t = synpref_jobs::gen::DEFAULT_CONTAMINATED_FRACTION)]
+        contaminated_fraction: f64,
+        /// Held-out pairs in eval.parquet.
+        #[arg(long)]
+        eval_pairs: Option<u64>,
+        /// Rows per Parquet file under pairs/.
+        #[arg(long, default_value_t = synpref_jobs::gen::DEFAULT_ROWS_PER_FILE)]
+        rows_per_file: u64,
     },
     /// Batch Stage 2: keep the pairs the gold RM, the best RM (or LLM judges) and human
     /// verdicts agree with.
@@ -76,6 +97,12 @@ enum Command {
     /// Keep the curated set current as gold labels arrive (HTTP and label files): a
     /// long-running job with a changelog and snapshots.
     Serve(ServeArgs),
+    /// Print the dataflow graphs a job builds, by operator names and edges, without
+    /// reading any data or training a model.
+    Explain {
+        #[command(subcommand)]
+        job: ExplainJob,
+    },
     /// Manage the gold labels a serve polls.
     Label {
         #[command(subcommand)]
@@ -191,10 +218,13 @@ struct StageArgs {
     /// The gold RM: `builtin`, `hf:DIR` or `encoder:DIR` (a head trained on the gold labels).
     #[arg(long, default_value = "builtin")]
     gold_rm: String,
-    /// Folds of the best RM's cross-fitting and the gold RM's cross-validation (1: none;
-    /// the best RM then also scores the pairs it was trained on).
+    /// Folds of the best RM's cross-fitting (1: none; the best RM then also scores
+    /// the pairs it was trained on).
     #[arg(long, default_value_t = CurateSpec::default().cross_fit.folds)]
     folds: usize,
+    /// Folds of the gold RM's cross-validation (the report's `quality`).
+    #[arg(long, default_value_t = CurateSpec::default().gold_folds)]
+    gold_folds: usize,
     /// Most pool pairs the best RM trains on (a deterministic sample by pair id).
     #[arg(long, default_value_t = CurateSpec::default().best_rm_sample)]
     best_rm_sample: u64,
@@ -207,19 +237,26 @@ struct StageArgs {
     /// Built-in best RM: passes over its training sample.
     #[arg(long, default_value_t = CurateSpec::default().train.epochs)]
     epochs: usize,
-    /// Built-in models: AdaGrad base step size.
+    /// Built-in best RM: AdaGrad base step size.
     #[arg(long, default_value_t = CurateSpec::default().train.learning_rate)]
     learning_rate: f32,
+    /// Built-in gold RM: AdaGrad base step size of its online pass over the labels.
+    #[arg(long, default_value_t = CurateSpec::default().train.online_learning_rate)]
+    gold_learning_rate: f32,
     /// Built-in models: L2 penalty on the weights a step touches.
     #[arg(long, default_value_t = CurateSpec::default().train.l2)]
     l2: f32,
+    /// Built-in best RM: use the last iterate of each epoch as its checkpoint instead
+    /// of the average of all iterates.
+    #[arg(long)]
+    no_average: bool,
     #[command(flatten)]
     models: ModelArgs,
     /// Seed of the built-in models' training.
     #[arg(long, default_value_t = CurateSpec::default().train.seed)]
     seed: u64,
     /// Rows per read batch: the unit of pipelining between reading and the dataflow.
-    #[arg(long, default_value_t = CurateSpec::default().batch_rows)]
+    #[arg(long, default_value_t = MachineSettings::default().batch_rows)]
     batch_rows: usize,
     /// Do not draw progress bars.
     #[arg(long)]
@@ -256,12 +293,15 @@ impl StageArgs {
             ..CurateSpec::default()
         };
         spec.cross_fit.folds = self.folds;
+        spec.gold_folds = self.gold_folds;
         spec.cross_fit.heldout_share = self.heldout_share;
         spec.train.seed = self.seed;
         spec.train.feature_bits = self.feature_bits;
         spec.train.epochs = self.epochs;
         spec.train.learning_rate = self.learning_rate;
+        spec.train.online_learning_rate = self.gold_learning_rate;
         spec.train.l2 = self.l2;
+        spec.train.average = !self.no_average;
         Ok(spec)
     }
 }
@@ -292,10 +332,10 @@ struct CurateArgs {
 }
 
 impl CurateArgs {
-    fn cluster(&self) -> Result<runner::ClusterSpec, synpref_engine::Error> {
+    fn cluster(&self) -> Result<synpref_engine::cluster::ClusterSpec, synpref_engine::Error> {
         match (&self.hostfile, self.process) {
-            (Some(h), Some(p)) => runner::ClusterSpec::from_hostfile(h, p),
-            _ => Ok(runner::ClusterSpec::default()),
+            (Some(h), Some(p)) => synpref_engine::cluster::ClusterSpec::from_hostfile(h, p),
+            _ => Ok(synpref_engine::cluster::ClusterSpec::default()),
         }
     }
 
@@ -384,6 +424,12 @@ impl ServeArgs {
 }
 
 #[derive(Subcommand)]
+enum ExplainJob {
+    /// The survey and curate dataflows of `synpref curate` with these arguments.
+    Curate(CurateArgs),
+}
+
+#[derive(Subcommand)]
 enum LabelCommand {
     /// Validate a gold-label file and add it under the --labels prefix a serve polls.
     Add {
@@ -439,13 +485,34 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
             );
             let spec = demo.curate_spec();
             let out_dir = spec.out.clone();
-            if let Some(report) = runner::run_curate(spec, &runner::ClusterSpec::default())? {
+            if let Some(report) = runner::run_curate(spec, &synpref_engine::cluster::ClusterSpec::default())? {
                 print!("{}", summary(&report, &out_dir));
             }
             Ok(())
         }
-        Command::Gen { pairs, out, seed } => {
-            let s = run_gen(&GenSpec::new(pairs, out.clone(), seed))?;
+        Command::Gen {
+            pairs,
+            out,
+            seed,
+            gold_fraction,
+            judge_fraction,
+            duplicate_fraction,
+            empty_fraction,
+            contaminated_fraction,
+            eval_pairs,
+            rows_per_file,
+        } => {
+            let mut spec = GenSpec::new(pairs, out.clone(), seed);
+            spec.gold_fraction = gold_fraction;
+            spec.judge_fraction = judge_fraction;
+            spec.duplicate_fraction = duplicate_fraction;
+            spec.empty_fraction = empty_fraction;
+            spec.contaminated_fraction = contaminated_fraction;
+            spec.rows_per_file = rows_per_file;
+            if let Some(n) = eval_pairs {
+                spec.eval_pairs = n;
+            }
+            let s = run_gen(&spec)?;
             println!(
                 "wrote {} pairs ({} files), {} gold labels, {} eval pairs, {} judge votes, {} benchmark prompts under {out} (label noise {:.1}%)",
                 s.pairs,
@@ -471,6 +538,12 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
             let token = args.token()?;
             let spec = args.into_spec()?;
             run_serve(spec, token)
+        }
+        Command::Explain {
+            job: ExplainJob::Curate(args),
+        } => {
+            print!("{}", runner::explain_curate(args.into_spec()?)?);
+            Ok(())
         }
         Command::Label {
             command: LabelCommand::Add { labels, file },

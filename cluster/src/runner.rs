@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use synpref_engine::cluster::ClusterSpec;
 use synpref_engine::Error;
 use synpref_jobs::curate::{self, CuratePlan, CurateReport, CurateSpec};
 
@@ -19,64 +20,23 @@ pub fn install_abort_on_panic() {
     }));
 }
 
-/// Where this process stands in a run: alone, or one of several timely processes
-/// (each with `workers` threads) that find each other at `addresses`.
-#[derive(Clone, Debug, Default)]
-pub struct ClusterSpec {
-    /// This process's index in `addresses`.
-    pub process: usize,
-    /// host:port of every process, in process order; empty for a single process.
-    pub addresses: Vec<String>,
-}
-
-impl ClusterSpec {
-    /// Reads a hostfile: one `host:port` per line, blank lines and `#` comments skipped.
-    pub fn from_hostfile(path: &str, process: usize) -> Result<ClusterSpec, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::setting("--hostfile", format!("{path}: {e}")))?;
-        let addresses: Vec<String> = text
-            .lines()
-            .map(|l| l.split('#').next().unwrap_or("").trim())
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect();
-        for (i, a) in addresses.iter().enumerate() {
-            if !a.contains(':') {
-                return Err(Error::setting(
-                    "--hostfile",
-                    format!("{path}: line {}: `{a}` is not host:port", i + 1),
-                ));
-            }
+/// The timely configuration of this process: threads, or one of a cluster.
+fn timely_config(cluster: &ClusterSpec, workers: usize) -> timely::Config {
+    if cluster.addresses.len() > 1 {
+        timely::Config {
+            communication: timely::CommunicationConfig::Cluster {
+                threads: workers,
+                process: cluster.process,
+                addresses: cluster.addresses.clone(),
+                report: false,
+                zerocopy: false,
+            },
+            worker: timely::WorkerConfig::default(),
         }
-        if process >= addresses.len() {
-            return Err(Error::setting(
-                "--process",
-                format!(
-                    "{process} is not below the {} processes of {path}",
-                    addresses.len()
-                ),
-            ));
-        }
-        Ok(ClusterSpec { process, addresses })
-    }
-
-    fn timely_config(&self, workers: usize) -> timely::Config {
-        if self.addresses.len() > 1 {
-            timely::Config {
-                communication: timely::CommunicationConfig::Cluster {
-                    threads: workers,
-                    process: self.process,
-                    addresses: self.addresses.clone(),
-                    report: false,
-                    zerocopy: false,
-                },
-                worker: timely::WorkerConfig::default(),
-            }
-        } else if workers == 1 {
-            timely::Config::thread()
-        } else {
-            timely::Config::process(workers)
-        }
+    } else if workers == 1 {
+        timely::Config::thread()
+    } else {
+        timely::Config::process(workers)
     }
 }
 
@@ -89,7 +49,7 @@ pub fn run_curate(
     let workers = spec.machine.workers;
     let leader = cluster.process == 0;
     let plan: Arc<CuratePlan> = Arc::new(curate::prepare(spec, leader)?);
-    let guards = timely::execute(cluster.timely_config(workers), move |worker| {
+    let guards = timely::execute(timely_config(cluster, workers), move |worker| {
         curate::run_worker(worker, &plan)
     })
     .map_err(|e| Error::Worker(format!("cannot start timely workers: {e}")))?;
@@ -122,4 +82,20 @@ pub fn run_curate(
         None if !leader => Ok(None),
         None => Err(Error::Worker("worker 0 returned no report".into())),
     }
+}
+
+/// The dataflow graphs of a curate run with `spec`, built on one worker with empty
+/// inputs: nothing is read beyond the plan, nothing is trained or written.
+pub fn explain_curate(spec: CurateSpec) -> Result<String, Error> {
+    let plan: Arc<CuratePlan> = Arc::new(curate::prepare(spec, false)?);
+    let guards = timely::execute(timely::Config::thread(), move |worker| {
+        curate::explain::explain_worker(worker, &plan)
+    })
+    .map_err(|e| Error::Worker(format!("cannot start a timely worker: {e}")))?;
+    guards
+        .join()
+        .into_iter()
+        .next()
+        .and_then(|r| r.ok())
+        .ok_or_else(|| Error::Worker("the explaining worker failed".into()))
 }

@@ -1,10 +1,11 @@
 //! synpref-engine owns the data model (`model`), Parquet and JSONL I/O through
 //! object_store (`store`, `input`, `output`, `side`, `extras`), output-schema inference (`schema`), sharding of input over
-//! timely workers (`input::InputPlan`), the collective steps between dataflows
+//! timely workers (`input::InputPlan`), the cluster spec (`cluster`), the collective steps between dataflows
 //! (`collective`), the label log and the pool store of `serve` (`label_log`, `pool_store`), progress reporting (`progress`), typed reports and the interval they state figures with (`report`), the durable score cache
 //! (`score_cache`), and the one error type (`error`).
 //! It holds no model code and no jobs.
 
+pub mod cluster;
 pub mod collective;
 pub mod error;
 pub mod extras;

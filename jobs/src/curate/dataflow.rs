@@ -21,6 +21,8 @@ use synpref_operators::validate::Validate;
 use synpref_operators::write_parts::{OutputSinks, SinkStats, WriteParts};
 use timely::dataflow::operators::vec::Input;
 use timely::dataflow::operators::{Concatenate, Inspect, Probe};
+use synpref_operators::index_first::FirstIndex;
+use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
 use super::feed::feed;
@@ -91,36 +93,15 @@ pub fn curate_pass(
         gold: plan.gold.clone(),
         judges: plan.judges.clone(),
     });
-    let validate_settings = super::validate_settings(spec);
-    let dataflow = worker.next_dataflow_index();
-    let (input, probe) = {
-        let sinks = sinks.clone();
-        let ngrams = plan.ngrams.clone();
-        let (ci, pi) = (content_index.clone(), pair_index.clone());
-        let failure = failure.clone();
-        let tap = plan.hooks.tap.clone();
-        let index = worker.index();
-        worker.dataflow_named::<u64, _, _>("Curate", move |scope| {
-            let (input, raw) = scope.new_input::<RawRecord>();
-            let (mut valid, invalid) = raw.validate(validate_settings);
-            if let Some(tap) = tap.clone() {
-                valid = valid.inspect(move |p| tap.valid(index, p));
-            }
-            let (unique, duplicates) = valid.dedup(ci);
-            let (unique, reused_ids) = unique.unique_pair_ids(pi);
-            let (clean, contaminated) = unique.decontaminate(ngrams);
-            let mut scored = clean.score(best, gold, failure);
-            if let Some(tap) = tap {
-                scored = scored.inspect(move |s| tap.scored(index, s));
-            }
-            let decided = scored.consistency_rule(rule);
-            let all =
-                scope.concatenate(vec![invalid, duplicates, reused_ids, contaminated, decided]);
-            let (probe, all) = all.probe();
-            all.write_parts(sinks);
-            (input, probe)
-        })
+    let graph = Graph {
+        content_index: content_index.clone(),
+        pair_index: pair_index.clone(),
+        sinks: sinks.clone(),
+        scorers: (best, gold),
+        failure: failure.clone(),
+        rule,
     };
+    let (input, probe, dataflow) = build(worker, plan, graph);
     let fed = feed(
         worker,
         dataflow,
@@ -153,4 +134,55 @@ pub fn curate_pass(
         stats,
         seconds: t.elapsed().as_secs_f64(),
     })
+}
+
+/// What the curate dataflow is built from on one worker.
+pub struct Graph {
+    pub content_index: FirstIndex,
+    pub pair_index: FirstIndex,
+    pub sinks: Rc<RefCell<OutputSinks>>,
+    pub scorers: (Arc<dyn RewardModel>, Arc<dyn RewardModel>),
+    pub failure: ModelFailure,
+    pub rule: Arc<RuleInputs>,
+}
+
+/// Builds the curate dataflow on this worker: its input, its probe and its index.
+pub fn build(
+    worker: &mut Worker,
+    plan: &CuratePlan,
+    g: Graph,
+) -> (InputHandleVec<u64, RawRecord>, ProbeHandle<u64>, usize) {
+    let validate_settings = super::validate_settings(&plan.spec);
+    let dataflow = worker.next_dataflow_index();
+    let Graph {
+        content_index: ci,
+        pair_index: pi,
+        sinks,
+        scorers: (best, gold),
+        failure,
+        rule,
+    } = g;
+    let ngrams = plan.ngrams.clone();
+    let tap = plan.hooks.tap.clone();
+    let index = worker.index();
+    let (input, probe) = worker.dataflow_named::<u64, _, _>("Curate", move |scope| {
+        let (input, raw) = scope.new_input::<RawRecord>();
+        let (mut valid, invalid) = raw.validate(validate_settings);
+        if let Some(tap) = tap.clone() {
+            valid = valid.inspect(move |p| tap.valid(index, p));
+        }
+        let (unique, duplicates) = valid.dedup(ci);
+        let (unique, reused_ids) = unique.unique_pair_ids(pi);
+        let (clean, contaminated) = unique.decontaminate(ngrams);
+        let mut scored = clean.score(best, gold, failure);
+        if let Some(tap) = tap {
+            scored = scored.inspect(move |s| tap.scored(index, s));
+        }
+        let decided = scored.consistency_rule(rule);
+        let all = scope.concatenate(vec![invalid, duplicates, reused_ids, contaminated, decided]);
+        let (probe, all) = all.probe();
+        all.write_parts(sinks);
+        (input, probe)
+    });
+    (input, probe, dataflow)
 }

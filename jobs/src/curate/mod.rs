@@ -14,8 +14,11 @@
 //!    score → consistency rule → Parquet parts, with every routed-away row beside.
 //! 4. `report`: counts and files from all workers; worker 0 writes report.json, then
 //!    manifest.json last (its presence means the run committed).
+//!
+//! `explain` prints the graphs of stages 1 and 3 without running them.
 
 mod dataflow;
+pub mod explain;
 mod feed;
 pub mod plan;
 pub mod report;

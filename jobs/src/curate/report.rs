@@ -289,14 +289,6 @@ pub fn commit(plan: &CuratePlan, report: &CurateReport, manifest: &Manifest) -> 
     write_json(&plan.out.child("manifest.json"), manifest)
 }
 
-/// Reads a committed run's report back (serve's first pass; tools).
-pub fn read_report(out: &synpref_engine::store::Location) -> Result<CurateReport> {
-    let loc = out.child("report.json");
-    let bytes = loc.get()?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| synpref_engine::Error::other(&loc.url, format!("not a curate report: {e}")))
-}
-
 fn pct(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
 }

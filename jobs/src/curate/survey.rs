@@ -27,6 +27,7 @@ use synpref_operators::training::gold::{pool_label_swap, pool_trained_keys};
 use synpref_operators::validate::Validate;
 use timely::dataflow::operators::vec::{Input, Map};
 use timely::dataflow::operators::Probe;
+use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
 use super::feed::feed;
@@ -76,24 +77,44 @@ pub struct Survey {
     pub extras_fields: Vec<Field>,
     /// Line numbers where each JSONL byte range starts, for quarantine rows.
     pub first_lines: FxHashMap<(usize, u64), u64>,
-    pub rows: u64,
     pub seconds: f64,
 }
 
-/// Runs the survey on one worker.
-pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
+/// Where the survey dataflow leaves what it collects on this worker.
+pub struct Collectors {
+    pub content_index: FirstIndex,
+    pub pair_index: FirstIndex,
+    best_examples: Rc<RefCell<Vec<TrainExample>>>,
+    gold_examples: Rc<RefCell<Vec<(u64, RowKey, TrainExample)>>>,
+    best_pairs: Rc<RefCell<Vec<(PreferencePair, bool)>>>,
+    gold_pairs: Rc<RefCell<Vec<(PreferencePair, bool)>>>,
+    verdict_pairs: Rc<RefCell<Vec<(u64, RowKey, PreferencePair)>>>,
+}
+
+impl Collectors {
+    pub fn new() -> Self {
+        Collectors {
+            content_index: Rc::new(RefCell::new(KeyIndex::default())),
+            pair_index: Rc::new(RefCell::new(KeyIndex::default())),
+            best_examples: Default::default(),
+            gold_examples: Default::default(),
+            best_pairs: Default::default(),
+            gold_pairs: Default::default(),
+            verdict_pairs: Default::default(),
+        }
+    }
+}
+
+/// Builds the survey dataflow on this worker: its input, its probe and its index.
+pub fn build(
+    worker: &mut Worker,
+    plan: &CuratePlan,
+    c: &Collectors,
+) -> (InputHandleVec<u64, RawRecord>, ProbeHandle<u64>, usize) {
     let spec = &plan.spec;
-    let t = Instant::now();
     let validate_settings = super::validate_settings(spec);
     let bits = spec.train.feature_bits;
     let (best_kind, gold_kind) = (spec.best_rm.clone(), spec.gold_rm.clone());
-    let content_index: FirstIndex = Rc::new(RefCell::new(KeyIndex::default()));
-    let pair_index: FirstIndex = Rc::new(RefCell::new(KeyIndex::default()));
-    let best_examples = Rc::new(RefCell::new(Vec::new()));
-    let gold_examples = Rc::new(RefCell::new(Vec::new()));
-    let best_pairs = Rc::new(RefCell::new(Vec::new()));
-    let gold_pairs = Rc::new(RefCell::new(Vec::new()));
-    let verdict_pairs = Rc::new(RefCell::new(Vec::new()));
     // The sample holds `best_rm_sample` training pairs besides the epoch-choice slice.
     let sample_rate = (spec.best_rm_sample as f64
         / (1.0 - spec.cross_fit.heldout_share)
@@ -101,9 +122,13 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
         .min(1.0);
     let dataflow = worker.next_dataflow_index();
     let (input, probe) = {
-        let (ci, pi) = (content_index.clone(), pair_index.clone());
-        let (be, ge) = (best_examples.clone(), gold_examples.clone());
-        let (bp, gp, vp) = (best_pairs.clone(), gold_pairs.clone(), verdict_pairs.clone());
+        let (ci, pi) = (c.content_index.clone(), c.pair_index.clone());
+        let (be, ge) = (c.best_examples.clone(), c.gold_examples.clone());
+        let (bp, gp, vp) = (
+            c.best_pairs.clone(),
+            c.gold_pairs.clone(),
+            c.verdict_pairs.clone(),
+        );
         let ngrams = plan.ngrams.clone();
         let gold = plan.gold.clone();
         let gold_keys = Arc::new(pool_trained_keys(&plan.gold));
@@ -113,8 +138,15 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
             // One pass over each pair reduces it to the few facts the survey keeps, so
             // that the full pairs are never cloned for several consumers.
             let facts = valid.map(move |p: PreferencePair| {
-                let clean = !ngrams.contaminates(&p);
-                let sampled = clean && unit_interval(&p.pair_id, SALT_SAMPLE) < sample_rate;
+                let decisive = gold
+                    .labels
+                    .get(&p.pair_key)
+                    .is_some_and(|l| l.verdict != Verdict::Undecidable);
+                let candidate = unit_interval(&p.pair_id, SALT_SAMPLE) < sample_rate;
+                // The n-gram check only where its answer is needed: it costs more than
+                // everything else the survey does with a pair.
+                let clean = (candidate || decisive) && !ngrams.contaminates(&p);
+                let sampled = candidate && clean;
                 let gold_swap = pool_label_swap(&gold, p.pair_key);
                 let sparse = |take: bool, kind: &ModelSpec, swap: bool| {
                     (take && *kind == ModelSpec::Builtin)
@@ -123,10 +155,6 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
                 let whole = |take: bool, kind: &ModelSpec, swap: bool| {
                     (take && matches!(kind, ModelSpec::Encoder(_))).then(|| (p.clone(), swap))
                 };
-                let decisive = gold
-                    .labels
-                    .get(&p.pair_key)
-                    .is_some_and(|l| l.verdict != Verdict::Undecidable);
                 SurveyFacts {
                     content: (content_key(p.content_hash), p.key),
                     pair: (p.pair_key, p.key),
@@ -169,6 +197,23 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
             (input, probe)
         })
     };
+    (input, probe, dataflow)
+}
+
+/// Runs the survey on one worker.
+pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
+    let t = Instant::now();
+    let collectors = Collectors::new();
+    let (input, probe, dataflow) = build(worker, plan, &collectors);
+    let Collectors {
+        content_index,
+        pair_index,
+        best_examples,
+        gold_examples,
+        best_pairs,
+        gold_pairs,
+        verdict_pairs,
+    } = collectors;
     let mut observations = Vec::new();
     let fed = feed(
         worker,
@@ -227,7 +272,6 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
         schema,
         extras_fields,
         first_lines,
-        rows: survey_rows,
         seconds,
     })
 }

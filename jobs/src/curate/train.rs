@@ -247,7 +247,8 @@ fn train_on_leader(plan: &CuratePlan, material: Material, features: &Features) -
             ModelSpec::Builtin => gold_stream,
             _ => gold_pair_set.len(),
         },
-        folds = spec.cross_fit.folds,
+        best_folds = spec.cross_fit.folds,
+        gold_folds = spec.gold_folds,
         "training the best RM (pool labels, cross-fitted) and the gold RM (gold labels)"
     );
     let bar = synpref_engine::progress::bar("train", 2, "models");
@@ -255,7 +256,7 @@ fn train_on_leader(plan: &CuratePlan, material: Material, features: &Features) -
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let heads = head_settings(spec.train.seed);
-    let assignment = FoldAssignment::new(spec.cross_fit.folds);
+    let assignment = FoldAssignment::new(spec.gold_folds);
     let (best_features, gold_features) = features;
     // The two models train at once on two threads; each alone is deterministic.
     let (best, gold) = std::thread::scope(|scope| -> Result<(BestModel, GoldModel)> {
@@ -271,7 +272,7 @@ fn train_on_leader(plan: &CuratePlan, material: Material, features: &Features) -
                     let head = best::train_head(f, &gold_pair_set, 0.0, &heads)
                         .map_err(|e| e.for_setting("--gold-rm"))?;
                     let cross = CrossFitSettings {
-                        folds: spec.cross_fit.folds,
+                        folds: spec.gold_folds,
                         heldout_share: 0.0,
                     };
                     let folds = best::train_heads(f, &gold_pair_set, &cross, &heads)

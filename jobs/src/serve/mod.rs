@@ -222,6 +222,8 @@ struct Shared {
     done_cv: Condvar,
     loaded: AtomicUsize,
     load_error: Mutex<Option<String>>,
+    /// The report of the initial curate pass, as worker 0 returned it.
+    initial_report: Mutex<Option<curate::CurateReport>>,
     state: RwLock<Option<Arc<RwLock<PoolState>>>>,
     tap: Arc<ServeTap>,
     changelog: Location,
@@ -360,6 +362,7 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
         },
         registry.clone(),
     )?);
+    let judges = plan.judges.clone();
     let changelog = out.child("changelog");
     if saved.is_none() {
         changelog.delete_prefix()?;
@@ -382,6 +385,7 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
         done_cv: Condvar::new(),
         loaded: AtomicUsize::new(0),
         load_error: Mutex::new(None),
+        initial_report: Mutex::new(None),
         state: RwLock::new(None),
         tap: tap.clone(),
         changelog: out.child("changelog"),
@@ -412,7 +416,24 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
     if let Some(e) = shared.load_error.lock().expect("load").take() {
         return Err(Error::Worker(e));
     }
-    let initial_report = curate::report::read_report(&resolve(&cspec.out)?)?;
+    let initial_report = shared
+        .initial_report
+        .lock()
+        .expect("report")
+        .take()
+        .ok_or_else(|| Error::Worker("the initial curate pass returned no report".into()))?;
+    // The best RM is not retrained by serve: its held-out accuracy stands.
+    let best_cv = initial_report.quality.as_ref().and_then(|q| {
+        q.best_rm.cv_accuracy.map(|a| {
+            (
+                synpref_operators::training::CvAccuracy {
+                    hits: a * q.best_rm.n as f64,
+                    n: q.best_rm.n,
+                },
+                q.best_rm.folds,
+            )
+        })
+    });
     let recovered = saved.is_some();
     let mut state = PoolState::from_captures(&tap, labels, cspec.clone(), saved)?;
     if !recovered {
@@ -431,6 +452,10 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
         st.snapshot_epoch = Some(epoch0);
         st.recovered_from_saved_state = recovered;
         apply_report_counts(&mut st, &initial_report);
+        if st.quality.is_none() {
+            // A restart from a saved state trained nothing: measure from the state.
+            st.quality = state.quality(judges.as_deref(), best_cv);
+        }
     }
     let state = Arc::new(RwLock::new(state));
     *shared.state.write().expect("state") = Some(state.clone());
@@ -502,6 +527,9 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
                     changed_rows: done.changed_rows,
                 };
                 tracing::info!(?stats, "epoch applied");
+                // The self-measurement for the labels so far (K online passes over the
+                // label stream; the built-in gold RM only).
+                let quality = state.read().expect("state").quality(judges.as_deref(), best_cv);
                 {
                     let mut st = status.lock().expect("status");
                     st.epoch = seq;
@@ -513,6 +541,9 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
                     }
                     recount(&mut st);
                     st.last_update = Some(stats);
+                    if quality.is_some() {
+                        st.quality = quality;
+                    }
                 }
                 if spec.snapshot_every > 0 && seq - last_snapshot >= spec.snapshot_every {
                     snapshot(&shared, &state, &cspec, workers, &state_dir, &registry)?;
@@ -645,9 +676,16 @@ fn serve_worker(
 ) -> Result<()> {
     let index = worker.index();
     // 1. The initial pass.
-    if let Err(e) = curate::run_worker(worker, plan) {
-        *shared.load_error.lock().expect("load") = Some(e.to_string());
-        return Err(e);
+    match curate::run_worker(worker, plan) {
+        Ok(report) => {
+            if report.is_some() {
+                *shared.initial_report.lock().expect("report") = report;
+            }
+        }
+        Err(e) => {
+            *shared.load_error.lock().expect("load") = Some(e.to_string());
+            return Err(e);
+        }
     }
     // 2. The incremental dataflow.
     let changes: Rc<RefCell<Vec<Change>>> = Rc::new(RefCell::new(Vec::new()));

@@ -20,7 +20,7 @@ use synpref_engine::side::GoldLabels;
 use synpref_engine::store::Location;
 use synpref_engine::{Error, Result};
 use synpref_operators::decide_incrementally::PairFact;
-use synpref_operators::models::builtin::OnlineTrainer;
+use synpref_operators::models::builtin::{OnlineTrainer, TrainExample};
 use synpref_operators::models::margin_bound::{weight_drift, RescoreIndex, MARGIN_ROUNDING};
 use synpref_operators::models::{ModelError, RewardModel};
 use synpref_operators::score::ScoredPair;
@@ -363,6 +363,68 @@ impl PoolState {
 
     /// Bytes of memory per scored pair held by these arrays and the index (the valid
     /// rows' index counted over the scored pairs).
+    /// The run's self-measurement for the labels so far (DESIGN §4 `quality`), as curate
+    /// computes it: the built-in gold RM's cross-validation folds retrained from the
+    /// label stream, each decisive verdict judged by the fold that did not learn it,
+    /// the best RM's margins as scored. `None` with an encoder gold RM, or when a
+    /// restart left the labelled pool rows unread (the last figures then stand).
+    pub fn quality(
+        &self,
+        judges: Option<&synpref_engine::side::JudgeVotes>,
+        best_cv: Option<(synpref_operators::training::CvAccuracy, usize)>,
+    ) -> Option<synpref_engine::report::Quality> {
+        use synpref_operators::consistency_rule::RuleSettings;
+        use synpref_operators::training::folds::FoldAssignment;
+        use synpref_operators::training::gold::{builtin_gold_folds, label_pair};
+        use synpref_operators::training::quality::{assess, VerdictOutcome};
+        let GoldModel::Builtin { examples, .. } = &self.gold else {
+            return None;
+        };
+        let in_pool = |key: u64| self.valid.binary_search_by_key(&key, |v| v.0).is_ok();
+        let mut labels: Vec<&GoldLabel> = self.labels.labels.values().collect();
+        labels.sort_by(|a, b| a.pair_id.cmp(&b.pair_id));
+        // Every decisive pool label the gold RM learns from a pool row must have its row.
+        let unread = labels.iter().any(|l| {
+            let key = pair_key(&l.pair_id);
+            l.text.is_none()
+                && l.verdict != Verdict::Undecidable
+                && in_pool(key)
+                && !examples.contains_key(&key)
+        });
+        if unread {
+            return None;
+        }
+        let assignment = FoldAssignment::new(self.spec.gold_folds);
+        let folds = builtin_gold_folds(&self.spec.train, &self.labels, examples, assignment);
+        let bits = self.spec.train.feature_bits;
+        let outcomes: Vec<VerdictOutcome> = labels
+            .iter()
+            .filter_map(|l| {
+                let key = pair_key(&l.pair_id);
+                let (example, pool) = match examples.get(&key) {
+                    Some(e) if in_pool(key) => (e.clone(), true),
+                    _ => (
+                        TrainExample::from_pair(&label_pair(l)?.0, bits, false),
+                        false,
+                    ),
+                };
+                let m_gold = folds[assignment.fold_of(&l.pair_id)].margin(&example);
+                let m_best = if pool {
+                    self.find(key).map(|i| self.m_best[i]).unwrap_or(0.0)
+                } else {
+                    0.0
+                };
+                let agree = judges.and_then(|j| j.agree_key(key)).unwrap_or(false);
+                VerdictOutcome::new(l.verdict, pool, m_gold, m_best, agree)
+            })
+            .collect();
+        let rule = RuleSettings {
+            threshold: self.spec.threshold,
+            emit_flipped: self.spec.emit_flipped,
+        };
+        Some(assess(&outcomes, &rule, assignment.folds, best_cv))
+    }
+
     pub fn bytes_per_pair(&self) -> f64 {
         let n = self.keys.len().max(1) as f64;
         let per = 8 + 4 + 4 + 4 + 8 + 8;

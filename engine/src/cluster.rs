@@ -1,0 +1,52 @@
+//! The cluster spec: who the processes of a run are (this process's index and every
+//! process's address). The binary turns it into a timely configuration and starts the
+//! processes; jobs only need to know whether they lead.
+
+use crate::error::{Error, Result};
+
+/// Where this process stands in a run: alone, or one of several timely processes
+/// (each with `workers` threads) that find each other at `addresses`.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterSpec {
+    /// This process's index in `addresses`.
+    pub process: usize,
+    /// host:port of every process, in process order; empty for a single process.
+    pub addresses: Vec<String>,
+}
+
+impl ClusterSpec {
+    /// Reads a hostfile: one `host:port` per line, blank lines and `#` comments skipped.
+    pub fn from_hostfile(path: &str, process: usize) -> Result<ClusterSpec> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::setting("--hostfile", format!("{path}: {e}")))?;
+        let addresses: Vec<String> = text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        for (i, a) in addresses.iter().enumerate() {
+            if !a.contains(':') {
+                return Err(Error::setting(
+                    "--hostfile",
+                    format!("{path}: line {}: `{a}` is not host:port", i + 1),
+                ));
+            }
+        }
+        if process >= addresses.len() {
+            return Err(Error::setting(
+                "--process",
+                format!(
+                    "{process} is not below the {} processes of {path}",
+                    addresses.len()
+                ),
+            ));
+        }
+        Ok(ClusterSpec { process, addresses })
+    }
+
+    /// The first process clears old output and writes the report and the manifest.
+    pub fn is_leader(&self) -> bool {
+        self.process == 0
+    }
+}
