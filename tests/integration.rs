@@ -2096,6 +2096,15 @@ fn serve_oracle(tmp: &Path, pool: u64, batches: &[usize], extra: &[&str]) {
                 r["gold_rm"]["fingerprint"],
                 "serve's gold RM is curate's"
             );
+            if extra.is_empty() {
+                // The self-measurement kept per epoch equals curate's from scratch.
+                for k in ["gold_rm", "estimated_label_accuracy", "warnings"] {
+                    assert_eq!(
+                        st["quality"][k], r["quality"][k],
+                        "status quality.{k} after epoch {epoch}"
+                    );
+                }
+            }
         }
         assert!(spared > 0, "every pair was re-scored at every epoch");
         let changelog = out.join("changelog");

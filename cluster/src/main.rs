@@ -2,6 +2,7 @@
 //! timely workers (`runner`). Exit status (DESIGN §4): 0 success, 2 bad usage or bad
 //! input files, 1 other failures.
 
+mod http;
 mod runner;
 
 /// mimalloc instead of glibc malloc: the dataflow allocates and frees millions of
@@ -246,10 +247,10 @@ struct StageArgs {
     /// Built-in models: L2 penalty on the weights a step touches.
     #[arg(long, default_value_t = CurateSpec::default().train.l2)]
     l2: f32,
-    /// Built-in best RM: use the last iterate of each epoch as its checkpoint instead
-    /// of the average of all iterates.
+    /// Built-in best RM: make each epoch's checkpoint the average of all iterates so
+    /// far instead of the last iterate (off by default; docs/benchmarks.md).
     #[arg(long)]
-    no_average: bool,
+    average: bool,
     #[command(flatten)]
     models: ModelArgs,
     /// Seed of the built-in models' training.
@@ -301,7 +302,7 @@ impl StageArgs {
         spec.train.learning_rate = self.learning_rate;
         spec.train.online_learning_rate = self.gold_learning_rate;
         spec.train.l2 = self.l2;
-        spec.train.average = !self.no_average;
+        spec.train.average = self.average;
         Ok(spec)
     }
 }
@@ -537,7 +538,7 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
         Command::Serve(args) => {
             let token = args.token()?;
             let spec = args.into_spec()?;
-            run_serve(spec, token)
+            run_serve(spec, token, &http::start)
         }
         Command::Explain {
             job: ExplainJob::Curate(args),

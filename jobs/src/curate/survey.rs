@@ -25,7 +25,7 @@ use synpref_operators::models::builtin::TrainExample;
 use synpref_operators::models::ModelSpec;
 use synpref_operators::training::gold::{pool_label_swap, pool_trained_keys};
 use synpref_operators::validate::Validate;
-use timely::dataflow::operators::vec::{Input, Map};
+use timely::dataflow::operators::vec::{Input, Map, Partition};
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
@@ -49,6 +49,53 @@ struct SurveyFacts {
     gold_pair: Option<(PreferencePair, bool)>,
     /// A clean pool pair with a decisive verdict: the run measures itself on it.
     verdict_pair: Option<(u64, RowKey, PreferencePair)>,
+    /// A pool row with a decisive verdict: (pair key, row, clean, content key). Built-in
+    /// models measure from the gold RM's own examples, so the row itself is not kept.
+    verdict_key: Option<(u64, RowKey, bool, u64)>,
+}
+
+/// One fact of a pair, on its way to the one operator that consumes its kind.
+#[derive(Clone, Debug)]
+enum Fact {
+    Content((u64, RowKey)),
+    Pair((u64, RowKey)),
+    Best(TrainExample),
+    Gold((u64, RowKey, TrainExample)),
+    BestPair((PreferencePair, bool)),
+    GoldPair((PreferencePair, bool)),
+    VerdictKey((u64, RowKey, bool, u64)),
+    VerdictPair((u64, RowKey, PreferencePair)),
+}
+
+impl Fact {
+    const KINDS: u64 = 8;
+
+    /// The stream of this kind, in the order the survey graph consumes them.
+    fn kind(&self) -> u64 {
+        match self {
+            Fact::Content(_) => 0,
+            Fact::Pair(_) => 1,
+            Fact::Best(_) => 2,
+            Fact::Gold(_) => 3,
+            Fact::BestPair(_) => 4,
+            Fact::GoldPair(_) => 5,
+            Fact::VerdictKey(_) => 6,
+            Fact::VerdictPair(_) => 7,
+        }
+    }
+}
+
+impl SurveyFacts {
+    fn into_parts(self) -> Vec<Fact> {
+        let mut v = vec![Fact::Content(self.content), Fact::Pair(self.pair)];
+        v.extend(self.best.map(Fact::Best));
+        v.extend(self.gold.map(Fact::Gold));
+        v.extend(self.best_pair.map(Fact::BestPair));
+        v.extend(self.gold_pair.map(Fact::GoldPair));
+        v.extend(self.verdict_key.map(Fact::VerdictKey));
+        v.extend(self.verdict_pair.map(Fact::VerdictPair));
+        v
+    }
 }
 
 /// What the survey learns on one worker and shares with the others.
@@ -66,6 +113,8 @@ pub struct Material {
     pub gold_examples: Vec<(u64, RowKey, TrainExample)>,
     pub gold_pairs: Vec<(PreferencePair, bool)>,
     pub verdict_pairs: Vec<(u64, RowKey, PreferencePair)>,
+    /// (pair key, row, reaches the rule): clean and the first row of its content.
+    pub verdict_keys: Vec<(u64, RowKey, bool)>,
 }
 
 /// What the survey hands to the later stages.
@@ -89,6 +138,7 @@ pub struct Collectors {
     best_pairs: Rc<RefCell<Vec<(PreferencePair, bool)>>>,
     gold_pairs: Rc<RefCell<Vec<(PreferencePair, bool)>>>,
     verdict_pairs: Rc<RefCell<Vec<(u64, RowKey, PreferencePair)>>>,
+    verdict_keys: Rc<RefCell<Vec<(u64, RowKey, bool, u64)>>>,
 }
 
 impl Collectors {
@@ -101,6 +151,7 @@ impl Collectors {
             best_pairs: Default::default(),
             gold_pairs: Default::default(),
             verdict_pairs: Default::default(),
+            verdict_keys: Default::default(),
         }
     }
 }
@@ -129,6 +180,9 @@ pub fn build(
             c.gold_pairs.clone(),
             c.verdict_pairs.clone(),
         );
+        let vk = c.verdict_keys.clone();
+        let whole_verdicts =
+            !(spec.best_rm == ModelSpec::Builtin && spec.gold_rm == ModelSpec::Builtin);
         let ngrams = plan.ngrams.clone();
         let gold = plan.gold.clone();
         let gold_keys = Arc::new(pool_trained_keys(&plan.gold));
@@ -163,36 +217,68 @@ pub fn build(
                         .then(|| (p.pair_key, p.key, TrainExample::from_pair(&p, bits, false))),
                     best_pair: whole(sampled, &best_kind, false),
                     gold_pair: whole(gold_swap.is_some(), &gold_kind, gold_swap.unwrap_or(false)),
-                    verdict_pair: (clean && decisive).then(|| (p.pair_key, p.key, p.clone())),
+                    verdict_pair: (whole_verdicts && clean && decisive)
+                        .then(|| (p.pair_key, p.key, p.clone())),
+                    verdict_key: decisive
+                        .then_some((p.pair_key, p.key, clean, content_key(p.content_hash))),
                 }
             });
             let (probe, facts) = facts.probe();
-            facts
-                .clone()
-                .map(|f: SurveyFacts| f.content)
+            // Each fact moves to the one stream that consumes it: handing the whole
+            // `SurveyFacts` to eight consumers would clone every training example eight
+            // times (timely clones a batch for each extra consumer of a stream).
+            let parts = facts
+                .flat_map(|f: SurveyFacts| f.into_parts())
+                .partition(Fact::KINDS, |f: Fact| (f.kind(), f));
+            let mut parts = parts.into_iter();
+            let mut next = || parts.next().expect("one stream per kind");
+            next()
+                .flat_map(|f| match f {
+                    Fact::Content(c) => Some(c),
+                    _ => None,
+                })
                 .index_first("IndexContent", ci);
-            facts
-                .clone()
-                .map(|f: SurveyFacts| f.pair)
+            next()
+                .flat_map(|f| match f {
+                    Fact::Pair(c) => Some(c),
+                    _ => None,
+                })
                 .index_first("IndexPairId", pi);
-            facts
-                .clone()
-                .flat_map(|f: SurveyFacts| f.best)
+            next()
+                .flat_map(|f| match f {
+                    Fact::Best(e) => Some(e),
+                    _ => None,
+                })
                 .collect_examples("CollectBestRmExamples", be);
-            facts
-                .clone()
-                .flat_map(|f: SurveyFacts| f.gold)
+            next()
+                .flat_map(|f| match f {
+                    Fact::Gold(e) => Some(e),
+                    _ => None,
+                })
                 .collect_examples("CollectGoldRmExamples", ge);
-            facts
-                .clone()
-                .flat_map(|f: SurveyFacts| f.best_pair)
+            next()
+                .flat_map(|f| match f {
+                    Fact::BestPair(e) => Some(e),
+                    _ => None,
+                })
                 .collect_examples("CollectBestRmPairs", bp);
-            facts
-                .clone()
-                .flat_map(|f: SurveyFacts| f.gold_pair)
+            next()
+                .flat_map(|f| match f {
+                    Fact::GoldPair(e) => Some(e),
+                    _ => None,
+                })
                 .collect_examples("CollectGoldRmPairs", gp);
-            facts
-                .flat_map(|f: SurveyFacts| f.verdict_pair)
+            next()
+                .flat_map(|f| match f {
+                    Fact::VerdictKey(e) => Some(e),
+                    _ => None,
+                })
+                .collect_examples("CollectVerdictKeys", vk);
+            next()
+                .flat_map(|f| match f {
+                    Fact::VerdictPair(e) => Some(e),
+                    _ => None,
+                })
                 .collect_examples("CollectVerdictPairs", vp);
             (input, probe)
         })
@@ -213,6 +299,7 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
         best_pairs,
         gold_pairs,
         verdict_pairs,
+        verdict_keys,
     } = collectors;
     let mut observations = Vec::new();
     let fed = feed(
@@ -257,13 +344,40 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
     }
     let seconds = t.elapsed().as_secs_f64();
     tracing::info!(rows = survey_rows, seconds, "survey done");
+    // Which verdict rows the rule would see: a row that repeats an earlier row's
+    // content is discarded as a duplicate first. The content index is sharded over the
+    // workers, so worker 0's list goes to all and each answers for the keys it holds.
+    let verdict_keys = std::mem::take(&mut *verdict_keys.borrow_mut());
+    let asked: Vec<(u64, RowKey)> = verdict_keys.iter().map(|v| (v.3, v.1)).collect();
+    let asked = all_gather(worker, &asked)?.swap_remove(0);
+    let answers: Vec<Option<bool>> = {
+        let index = content_index.borrow();
+        asked
+            .iter()
+            .map(|(content, row)| index.first(*content).map(|first| first == *row))
+            .collect()
+    };
+    let answers = all_gather(worker, &answers)?;
+    let duplicate_rows: rustc_hash::FxHashSet<RowKey> = asked
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| answers.iter().any(|a| a[*i] == Some(false)))
+        .map(|(_, (_, row))| *row)
+        .collect();
+    let verdict_keys: Vec<(u64, RowKey, bool)> = verdict_keys
+        .into_iter()
+        .map(|(key, row, clean, _)| (key, row, clean && !duplicate_rows.contains(&row)))
+        .collect();
+    let mut verdict_pairs = std::mem::take(&mut *verdict_pairs.borrow_mut());
+    verdict_pairs.retain(|(_, row, _)| !duplicate_rows.contains(row));
     let take = |v: &Rc<RefCell<Vec<_>>>| v.borrow_mut().split_off(0);
     let material = Material {
         best_examples: std::mem::take(&mut *best_examples.borrow_mut()),
         best_pairs: take(&best_pairs),
         gold_examples: std::mem::take(&mut *gold_examples.borrow_mut()),
         gold_pairs: take(&gold_pairs),
-        verdict_pairs: std::mem::take(&mut *verdict_pairs.borrow_mut()),
+        verdict_pairs,
+        verdict_keys,
     };
     Ok(Survey {
         content_index,

@@ -224,6 +224,7 @@ fn train_on_leader(plan: &CuratePlan, material: Material, features: &Features) -
         gold_examples,
         gold_pairs,
         verdict_pairs,
+        verdict_keys,
     } = material;
     best_examples.sort_by(|a, b| a.pair_id.cmp(&b.pair_id));
     sort_labelled(&mut best_pairs);
@@ -311,9 +312,85 @@ fn train_on_leader(plan: &CuratePlan, material: Material, features: &Features) -
         train_s: 0.0,
         quality: None,
     };
-    models.quality = Some(measure(plan, &models, verdict_pairs, features, assignment)?);
+    models.quality = Some(match (&models.best, &models.gold) {
+        // Built-in models: from the examples the gold RM already has, no pair kept.
+        (BestModel::Builtin(best), GoldModel::Builtin { folds, .. }) => measure_builtin(
+            plan,
+            best,
+            folds,
+            verdict_keys,
+            &gold_pool,
+            assignment,
+        ),
+        _ => measure(plan, &models, verdict_pairs, features, assignment)?,
+    });
     models.train_s = t.elapsed().as_secs_f64();
     Ok(models)
+}
+
+/// `measure` for two built-in models, from the gold RM's unswapped pool examples
+/// (`gold_pool`: the first valid row of each labelled pair key) and which of those rows
+/// are clean: the same verdicts, scored by the same arithmetic as the score operator.
+fn measure_builtin(
+    plan: &CuratePlan,
+    best: &Folded<HashedBtModel>,
+    gold_folds: &[HashedBtModel],
+    mut verdict_keys: Vec<(u64, RowKey, bool)>,
+    gold_pool: &rustc_hash::FxHashMap<u64, synpref_operators::models::builtin::TrainExample>,
+    assignment: FoldAssignment,
+) -> Quality {
+    use synpref_operators::models::builtin::TrainExample;
+    verdict_keys.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    verdict_keys.dedup_by_key(|v| v.0);
+    let mut labels: Vec<_> = plan
+        .gold
+        .labels
+        .iter()
+        .filter(|(_, l)| l.verdict != Verdict::Undecidable)
+        .collect();
+    labels.sort_by(|a, b| a.1.pair_id.cmp(&b.1.pair_id));
+    let clean_row = |key: u64| -> Option<bool> {
+        verdict_keys
+            .binary_search_by_key(&key, |v| v.0)
+            .ok()
+            .map(|i| verdict_keys[i].2)
+    };
+    let bits = plan.spec.train.feature_bits;
+    let outcomes: Vec<VerdictOutcome> = labels
+        .into_iter()
+        .filter_map(|(key, l)| {
+            let pooled = gold_pool.get(key).filter(|_| clean_row(*key) == Some(true));
+            let (example, in_pool) = match pooled {
+                Some(e) => (e.clone(), true),
+                // A contaminated pool row never reaches the rule; a label with its own
+                // text still tests the gold RM.
+                None if clean_row(*key) == Some(false) => return None,
+                None => (TrainExample::from_pair(&label_pair(l)?.0, bits, false), false),
+            };
+            let m_gold = gold_folds[assignment.fold_of(&l.pair_id)].margin(&example);
+            let m_best = if in_pool {
+                best.models[best.assignment.fold_of(&l.pair_id)].margin(&example)
+            } else {
+                0.0
+            };
+            let judges = plan
+                .judges
+                .as_ref()
+                .and_then(|j| j.agree_key(*key))
+                .unwrap_or(false);
+            VerdictOutcome::new(l.verdict, in_pool, m_gold, m_best, judges)
+        })
+        .collect();
+    let rule = RuleSettings {
+        threshold: plan.spec.threshold,
+        emit_flipped: plan.spec.emit_flipped,
+    };
+    assess(
+        &outcomes,
+        &rule,
+        gold_folds.len(),
+        Some((best.cv, best.models.len())),
+    )
 }
 
 /// The run's quality from its decisive gold verdicts, each judged as if it had none.

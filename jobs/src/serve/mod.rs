@@ -16,7 +16,8 @@
 //! - the ingest thread: the only writer of the label log; appends HTTP batches and new
 //!   label files found under `--labels`, one segment each, durably, before anything is
 //!   acknowledged or applied.
-//! - the HTTP server (`http`), on its own tokio runtime.
+//! - the HTTP server, started by the caller (the binary's `http` module) with the
+//!   `Api` that `run_serve` hands it: the jobs crate starts no runtime or server.
 //!
 //! Restart: the label log is the source of truth. A restarted serve reads every
 //! segment, computes the state at the last one from scratch (the score cache spares
@@ -24,7 +25,6 @@
 //! acknowledged label is lost and the state equals what the first process would hold.
 
 pub mod gold;
-pub mod http;
 pub mod state;
 
 use std::cell::RefCell;
@@ -275,8 +275,24 @@ pub enum Ingest {
     },
 }
 
-/// Runs serve until the process is killed (or a fatal error).
-pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
+/// What the HTTP API's handlers share with serve: the token, the ingest and control
+/// channels, the status.
+#[derive(Clone)]
+pub struct Api {
+    pub token: Arc<String>,
+    pub ingest: Arc<Mutex<mpsc::Sender<Ingest>>>,
+    pub control: Arc<Mutex<mpsc::Sender<Control>>>,
+    pub status: Arc<Mutex<Status>>,
+    pub max_body_bytes: usize,
+}
+
+/// Starts the HTTP API on `listen` for `api` and returns the bound address (the binary
+/// supplies it: servers and runtimes start outside the jobs crate).
+pub type StartApi<'a> = &'a dyn Fn(&str, Api) -> Result<std::net::SocketAddr>;
+
+/// Runs serve until the process is killed (or a fatal error); `start_api` starts the
+/// HTTP API once serve is ready to take labels.
+pub fn run_serve(spec: ServeSpec, token: String, start_api: StartApi<'_>) -> Result<()> {
     spec.validate()?;
     let started = Instant::now();
     let log = LabelLog::open(&spec.label_log_url())?;
@@ -485,9 +501,9 @@ pub fn run_serve(spec: ServeSpec, token: String) -> Result<()> {
             .spawn(move || ingest.run(ingest_rx, control_tx, poll))
             .map_err(|e| Error::other("ingest thread", e))?;
     }
-    let addr = http::start(
+    let addr = start_api(
         &spec.listen,
-        http::Api {
+        Api {
             token: Arc::new(token),
             ingest: Arc::new(Mutex::new(ingest_tx)),
             control: Arc::new(Mutex::new(control_tx)),

@@ -401,19 +401,17 @@ impl PoolState {
             .iter()
             .filter_map(|l| {
                 let key = pair_key(&l.pair_id);
-                let (example, pool) = match examples.get(&key) {
-                    Some(e) if in_pool(key) => (e.clone(), true),
+                let (example, pool, m_best) = match examples.get(&key) {
+                    // A pool pair the rule never sees (a duplicate, contaminated) is not
+                    // measured, as in curate.
+                    Some(e) if in_pool(key) => (e.clone(), true, self.m_best[self.find(key)?]),
                     _ => (
                         TrainExample::from_pair(&label_pair(l)?.0, bits, false),
                         false,
+                        0.0,
                     ),
                 };
                 let m_gold = folds[assignment.fold_of(&l.pair_id)].margin(&example);
-                let m_best = if pool {
-                    self.find(key).map(|i| self.m_best[i]).unwrap_or(0.0)
-                } else {
-                    0.0
-                };
                 let agree = judges.and_then(|j| j.agree_key(key)).unwrap_or(false);
                 VerdictOutcome::new(l.verdict, pool, m_gold, m_best, agree)
             })

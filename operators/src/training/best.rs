@@ -178,3 +178,59 @@ pub fn train_heads(
         cv,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::features::response_features;
+    use crate::models::features::SparseFeatures;
+
+    /// Pairs whose replies share no word with any other pair: a model can only
+    /// memorise their labels, never generalise.
+    fn memorisable(n: usize) -> Vec<TrainExample> {
+        (0..n)
+            .map(|i| {
+                let (mut w, mut l) = (SparseFeatures::default(), SparseFeatures::default());
+                response_features(&format!("win{i}x"), 0, 18, &mut w);
+                response_features(&format!("lose{i}y"), 0, 18, &mut l);
+                TrainExample {
+                    pair_id: format!("p{i:05}"),
+                    winner: w,
+                    loser: l,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_fold_model_judges_a_pair_it_learned() {
+        let sample = memorisable(400);
+        let settings = TrainSettings {
+            feature_bits: 18,
+            learning_rate: 0.5,
+            ..TrainSettings::default()
+        };
+        let folded = train_builtin(
+            &sample,
+            &CrossFitSettings {
+                folds: 2,
+                heldout_share: 0.0,
+            },
+            &settings,
+        );
+        // The model of a pair's fold never saw its words: its margins tie (but for a
+        // few hashing collisions), so the out-of-fold accuracy is chance, not the
+        // labels reproduced.
+        assert_eq!(folded.cv.n, 400);
+        let cv = folded.cv.value().unwrap();
+        assert!((cv - 0.5).abs() < 0.02, "{cv}");
+        let ties = sample
+            .iter()
+            .filter(|e| folded.models[folded.assignment.fold_of(&e.pair_id)].margin(e) == 0.0)
+            .count();
+        assert!(ties >= 390, "{ties} of 400 tie");
+        // Whereas a model trained on every pair reproduces every label.
+        let all = HashedBtModel::train(sample.clone(), Vec::new(), &settings, |_, _| {});
+        assert_eq!(all.accuracy(&sample), 1.0);
+    }
+}

@@ -142,21 +142,27 @@ pub fn builtin_gold_folds(
     pool: &FxHashMap<u64, TrainExample>,
     assignment: FoldAssignment,
 ) -> Vec<HashedBtModel> {
+    use rayon::prelude::*;
     let bits = settings.feature_bits;
-    let mut trainers: Vec<OnlineTrainer> = (0..assignment.folds)
-        .map(|_| OnlineTrainer::new(settings))
+    // The stream's examples once, with their folds; then one pass per fold, in
+    // parallel (each pass alone is the deterministic left fold).
+    let stream: Vec<(usize, TrainExample)> = gold
+        .stream
+        .iter()
+        .filter_map(|l| Some((assignment.fold_of(&l.pair_id), gold_example(l, pool, bits)?)))
         .collect();
-    for label in &gold.stream {
-        if let Some(e) = gold_example(label, pool, bits) {
-            let fold = assignment.fold_of(&label.pair_id);
-            for (k, t) in trainers.iter_mut().enumerate() {
-                if k != fold {
-                    t.step(&e);
+    (0..assignment.folds)
+        .into_par_iter()
+        .map(|k| {
+            let mut t = OnlineTrainer::new(settings);
+            for (fold, e) in &stream {
+                if *fold != k {
+                    t.step(e);
                 }
             }
-        }
-    }
-    trainers.into_iter().map(|t| t.model().clone()).collect()
+            t.model().clone()
+        })
+        .collect()
 }
 
 /// The encoder heads' training settings with `seed` (the defaults else).

@@ -1,4 +1,6 @@
-//! Serve's HTTP API (axum, on its own tokio runtime):
+//! Serve's HTTP API (axum, on its own tokio runtime), started by the binary so that
+//! the jobs crate starts no runtime or server (`synpref_jobs::serve::run_serve` is
+//! handed `start`):
 //!
 //! - `POST /v1/labels`: a JSONL body of gold labels. All lines are checked before any is
 //!   taken; a bad line fails the request with 400 naming the line. The reply comes
@@ -11,7 +13,7 @@
 //! time (`subtle`), so response timing does not reveal how much of a guess was right.
 
 use std::fmt::Write as _;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::mpsc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -24,17 +26,7 @@ use subtle::ConstantTimeEq;
 use synpref_engine::side::parse_label_lines;
 use synpref_engine::{Error, Result};
 
-use super::{Control, Ingest, Status};
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct Api {
-    pub token: Arc<String>,
-    pub ingest: Arc<Mutex<mpsc::Sender<Ingest>>>,
-    pub control: Arc<Mutex<mpsc::Sender<Control>>>,
-    pub status: Arc<Mutex<Status>>,
-    pub max_body_bytes: usize,
-}
+use synpref_jobs::serve::{Api, Control, Ingest};
 
 /// Binds `listen` and serves on a background thread; returns the bound address.
 pub fn start(listen: &str, api: Api) -> Result<std::net::SocketAddr> {
