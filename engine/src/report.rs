@@ -48,26 +48,39 @@ impl Estimate {
     }
 }
 
-/// The gold RM's accuracy on gold verdicts it was not trained on.
+/// A model's accuracy on labels it was not trained on: the gold RM's on gold verdicts
+/// (K-fold cross-validation), the best RM's on the pool labels of its sample
+/// (out-of-fold over its cross-fitting folds).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct GoldRmQuality {
-    /// Out-of-fold accuracy: each decisive gold verdict judged by a model trained
-    /// without it (ties count half); `null` when no verdict could be scored.
+pub struct ModelQuality {
+    /// Out-of-fold accuracy, ties counting half; `null` when nothing could be scored.
     pub cv_accuracy: Option<f64>,
     pub ci95: Option<[f64; 2]>,
-    /// Gold verdicts used (undecidable excluded).
+    /// Labels used (undecidable verdicts excluded).
     pub n: u64,
-    /// Folds of the cross-validation (1: a model never trained on labels, e.g. `hf:`).
+    /// Folds (1: a model never trained on these labels, e.g. `hf:`).
     pub folds: usize,
 }
 
-/// The best RM's out-of-fold accuracy on the pool labels of its training sample.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct BestRmQuality {
-    pub cv_accuracy: Option<f64>,
-    pub ci95: Option<[f64; 2]>,
-    pub n: u64,
-    pub folds: usize,
+impl ModelQuality {
+    pub fn from_counts(hits: f64, n: u64, folds: usize) -> ModelQuality {
+        let e = Estimate::from_counts(hits, n);
+        ModelQuality {
+            cv_accuracy: e.value,
+            ci95: e.ci95,
+            n,
+            folds,
+        }
+    }
+
+    /// The same figure as an `Estimate`.
+    pub fn estimate(&self) -> Estimate {
+        Estimate {
+            value: self.cv_accuracy,
+            ci95: self.ci95,
+            n: self.n,
+        }
+    }
 }
 
 /// Estimated label accuracy (agreement with held-out human verdicts).
@@ -83,8 +96,8 @@ pub struct LabelAccuracy {
 /// How good a run's models and output are, measured from its own gold verdicts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Quality {
-    pub gold_rm: GoldRmQuality,
-    pub best_rm: BestRmQuality,
+    pub gold_rm: ModelQuality,
+    pub best_rm: ModelQuality,
     pub estimated_label_accuracy: LabelAccuracy,
     /// Model-kept verdict pairs per rule outcome (both_rms_agree, gold_rm_and_judge_agree)
     /// and the verdict pairs the rule would discard.

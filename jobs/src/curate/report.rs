@@ -328,27 +328,17 @@ pub fn summary(report: &CurateReport, out: &str) -> String {
     }
     if let Some(q) = &report.quality {
         s.push_str("quality, measured on held-out gold verdicts (humans err too):\n");
-        let g = synpref_engine::report::Estimate {
-            value: q.gold_rm.cv_accuracy,
-            ci95: q.gold_rm.ci95,
-            n: q.gold_rm.n,
-        };
         s.push_str(&estimate_line(
             &format!("  gold RM accuracy ({}-fold cross-validation)", q.gold_rm.folds),
-            &g,
+            &q.gold_rm.estimate(),
         ));
         if q.best_rm.n > 0 {
-            let b = synpref_engine::report::Estimate {
-                value: q.best_rm.cv_accuracy,
-                ci95: q.best_rm.ci95,
-                n: q.best_rm.n,
-            };
             s.push_str(&estimate_line(
                 &format!(
                     "  best RM accuracy on held-out pool labels ({} folds)",
                     q.best_rm.folds
                 ),
-                &b,
+                &q.best_rm.estimate(),
             ));
         }
         let la = &q.estimated_label_accuracy;

@@ -97,21 +97,7 @@ impl BestModel {
                 f.assignment,
                 f.models.iter().map(|m| Arc::new(m.clone()) as Arc<dyn RewardModel>).collect(),
             ),
-            BestModel::Encoder(f) => {
-                let features = features.clone().expect("encoder features");
-                cross_fitted(
-                    f.assignment,
-                    f.models
-                        .iter()
-                        .map(|h| {
-                            Arc::new(EncoderScorer {
-                                features: features.clone(),
-                                head: h.clone(),
-                            }) as Arc<dyn RewardModel>
-                        })
-                        .collect(),
-                )
-            }
+            BestModel::Encoder(f) => head_folds(f.assignment, &f.models, features),
             BestModel::Hf => Arc::new(HfScorer(features.clone().expect("hf features"))),
             BestModel::Given => return None,
         })
@@ -162,27 +148,33 @@ impl GoldModel {
                 folds.len(),
             ),
             GoldModel::Encoder { folds, .. } => {
-                let features = features.clone().expect("encoder features");
-                (
-                    cross_fitted(
-                        assignment,
-                        folds
-                            .iter()
-                            .map(|h| {
-                                Arc::new(EncoderScorer {
-                                    features: features.clone(),
-                                    head: h.clone(),
-                                }) as Arc<dyn RewardModel>
-                            })
-                            .collect(),
-                    ),
-                    folds.len(),
-                )
+                (head_folds(assignment, folds, features), folds.len())
             }
             GoldModel::Hf => (self.scorer(features)?, 1),
             GoldModel::Given => return None,
         })
     }
+}
+
+/// Encoder heads, one per fold, over one feature source, as one cross-fitted scorer.
+fn head_folds(
+    assignment: FoldAssignment,
+    heads: &[DenseHead],
+    features: &Option<Arc<CachedFeatures>>,
+) -> Arc<dyn RewardModel> {
+    let features = features.clone().expect("encoder features");
+    cross_fitted(
+        assignment,
+        heads
+            .iter()
+            .map(|h| {
+                Arc::new(EncoderScorer {
+                    features: features.clone(),
+                    head: h.clone(),
+                }) as Arc<dyn RewardModel>
+            })
+            .collect(),
+    )
 }
 
 /// One fold: the model itself; else the cross-fitted set.

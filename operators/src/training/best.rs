@@ -54,26 +54,49 @@ pub fn train_builtin(
     cross: &CrossFitSettings,
     settings: &TrainSettings,
 ) -> Folded<HashedBtModel> {
+    fit_folds(
+        sample,
+        cross,
+        |e| &e.pair_id,
+        |train, heldout| HashedBtModel::train_refs(train, heldout, settings, |_, _| {}),
+        |m, e| m.margin(e),
+    )
+}
+
+/// One model per fold, each trained (`train(train, epoch-choice slice)`) without its
+/// fold and judged (`margin`) on it, in parallel; each fold alone is deterministic, so
+/// the result does not depend on the thread count. With one fold the model is judged
+/// on its epoch-choice slice, the only examples it did not learn.
+fn fit_folds<E: Sync, M: Send>(
+    examples: &[E],
+    cross: &CrossFitSettings,
+    pair_id: impl Fn(&E) -> &str + Sync,
+    train: impl Fn(Vec<&E>, Vec<&E>) -> M + Sync,
+    margin: impl Fn(&M, &E) -> f32 + Sync,
+) -> Folded<M> {
     let assignment = FoldAssignment::new(cross.folds);
-    let fold_of: Vec<usize> = sample.iter().map(|e| assignment.fold_of(&e.pair_id)).collect();
-    let results: Vec<(HashedBtModel, CvAccuracy)> = (0..assignment.folds)
+    let fold_of: Vec<usize> = examples
+        .iter()
+        .map(|e| assignment.fold_of(pair_id(e)))
+        .collect();
+    let results: Vec<(M, CvAccuracy)> = (0..assignment.folds)
         .into_par_iter()
         .map(|k| {
-            let (mut train, mut heldout, mut out) = (Vec::new(), Vec::new(), Vec::new());
-            for (e, &f) in sample.iter().zip(&fold_of) {
+            let (mut learn, mut heldout, mut out) = (Vec::new(), Vec::new(), Vec::new());
+            for (e, &f) in examples.iter().zip(&fold_of) {
                 if assignment.folds > 1 && f == k {
                     out.push(e);
-                } else if is_heldout(&e.pair_id, cross.heldout_share) {
+                } else if is_heldout(pair_id(e), cross.heldout_share) {
                     heldout.push(e);
                 } else {
-                    train.push(e);
+                    learn.push(e);
                 }
             }
-            let model = HashedBtModel::train_refs(train, heldout.clone(), settings, |_, _| {});
+            let model = train(learn, heldout.clone());
             let judged = if assignment.folds > 1 { out } else { heldout };
             let mut cv = CvAccuracy::default();
             for e in judged {
-                cv.add(hit(model.margin(e)));
+                cv.add(hit(margin(&model, e)));
             }
             (model, cv)
         })
@@ -141,42 +164,15 @@ pub fn train_heads(
     cross: &CrossFitSettings,
     settings: &HeadSettings,
 ) -> Result<Folded<DenseHead>, ModelError> {
-    let assignment = FoldAssignment::new(cross.folds);
     let examples = head_examples(features, pairs)?;
     let dims = head_dims(features);
-    let results: Vec<(DenseHead, CvAccuracy)> = (0..assignment.folds)
-        .into_par_iter()
-        .map(|k| {
-            let (mut train, mut heldout, mut out) = (Vec::new(), Vec::new(), Vec::new());
-            for e in &examples {
-                if assignment.folds > 1 && assignment.fold_of(&e.pair_id) == k {
-                    out.push(e);
-                } else if is_heldout(&e.pair_id, cross.heldout_share) {
-                    heldout.push(e);
-                } else {
-                    train.push(e);
-                }
-            }
-            let head = DenseHead::train_refs(dims, train, heldout.clone(), settings);
-            let judged = if assignment.folds > 1 { out } else { heldout };
-            let mut cv = CvAccuracy::default();
-            for e in judged {
-                cv.add(hit(head.margin(&e.delta)));
-            }
-            (head, cv)
-        })
-        .collect();
-    let mut cv = CvAccuracy::default();
-    let mut models = Vec::new();
-    for (m, c) in results {
-        cv.merge(&c);
-        models.push(m);
-    }
-    Ok(Folded {
-        assignment,
-        models,
-        cv,
-    })
+    Ok(fit_folds(
+        &examples,
+        cross,
+        |e| &e.pair_id,
+        |train, heldout| DenseHead::train_refs(dims, train, heldout, settings),
+        |h, e| h.margin(&e.delta),
+    ))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 //! expected agreement is t(1 − e) + (1 − t)e.
 
 use synpref_engine::model::{Reason, Verdict};
-use synpref_engine::report::{BestRmQuality, Estimate, GoldRmQuality, LabelAccuracy, Quality};
+use synpref_engine::report::{Estimate, LabelAccuracy, ModelQuality, Quality};
 
 use super::CvAccuracy;
 use crate::consistency_rule::{decide_with, RuleSettings};
@@ -83,26 +83,11 @@ pub fn assess(
             discarded += 1;
         }
     }
-    let g = Estimate::from_counts(gold.hits, gold.n);
-    let best_rm = match best_cv {
-        Some((cv, folds)) => {
-            let e = Estimate::from_counts(cv.hits, cv.n);
-            BestRmQuality {
-                cv_accuracy: e.value,
-                ci95: e.ci95,
-                n: e.n,
-                folds,
-            }
-        }
-        None => BestRmQuality::default(),
-    };
+    let best_rm = best_cv
+        .map(|(cv, folds)| ModelQuality::from_counts(cv.hits, cv.n, folds))
+        .unwrap_or_default();
     let mut q = Quality {
-        gold_rm: GoldRmQuality {
-            cv_accuracy: g.value,
-            ci95: g.ci95,
-            n: g.n,
-            folds: gold_folds,
-        },
+        gold_rm: ModelQuality::from_counts(gold.hits, gold.n, gold_folds),
         best_rm,
         estimated_label_accuracy: LabelAccuracy {
             input: Estimate::from_counts(input.hits, input.n),
