@@ -33,7 +33,7 @@ use synpref_jobs::demo::DemoSpec;
 use synpref_jobs::gen::{run_gen, GenSpec, DEFAULT_SEED};
 use synpref_jobs::score::{run_score, ScoreSpec};
 use synpref_jobs::serve::{add_label_file, run_serve, ServeSpec};
-use synpref_operators::models::{ModelOptions, ModelSpec};
+use synpref_operators::models::{DTypeChoice, DeviceChoice, ModelOptions, ModelSpec};
 
 #[derive(Parser)]
 #[command(
@@ -123,10 +123,10 @@ struct ModelArgs {
     token_budget: usize,
     /// auto, cpu or cuda (cuda needs a build with `--features cuda`).
     #[arg(long, default_value_t = ModelOptions::default().device)]
-    device: String,
+    device: DeviceChoice,
     /// auto (bf16 on CUDA, f32 on CPU), f32 or bf16.
     #[arg(long, default_value_t = ModelOptions::default().dtype)]
-    dtype: String,
+    dtype: DTypeChoice,
     /// Score cache (a directory or object-store URL) [default: $SYNPREF_CACHE, else
     /// ~/.cache/synpref/scores].
     #[arg(long)]
@@ -139,18 +139,6 @@ struct ModelArgs {
 impl ModelArgs {
     fn options(&self) -> Result<ModelOptions, synpref_engine::Error> {
         use synpref_engine::Error;
-        if !["auto", "cpu", "cuda"].contains(&self.device.as_str()) {
-            return Err(Error::setting(
-                "--device",
-                format!("`{}`: use auto, cpu or cuda", self.device),
-            ));
-        }
-        if !["auto", "f32", "bf16"].contains(&self.dtype.as_str()) {
-            return Err(Error::setting(
-                "--dtype",
-                format!("`{}`: use auto, f32 or bf16", self.dtype),
-            ));
-        }
         if self.token_budget == 0 {
             return Err(Error::setting("--token-budget", "must be at least 1"));
         }
@@ -160,8 +148,8 @@ impl ModelArgs {
         Ok(ModelOptions {
             max_tokens: self.max_tokens,
             token_budget: self.token_budget,
-            device: self.device.clone(),
-            dtype: self.dtype.clone(),
+            device: self.device,
+            dtype: self.dtype,
         })
     }
 

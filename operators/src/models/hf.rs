@@ -18,7 +18,10 @@ use synpref_engine::model::PreferencePair;
 use super::batching::{run_sequences, BatchModel, PaddedBatch};
 use super::chat::{conversation, ChatTemplate};
 use super::decoder::{weight_files, DecoderConfig, DecoderRm};
-use super::{load_tokenizer, ModelError, ModelOptions, PairFeatures, TruncationStats};
+use super::{
+    load_tokenizer, DTypeChoice, DeviceChoice, ModelError, ModelOptions, PairFeatures,
+    TruncationStats,
+};
 
 /// A loaded `hf:DIR` reward model.
 pub struct HfRewardModel {
@@ -50,10 +53,10 @@ pub(crate) fn hash_file(h: &mut xxhash_rust::xxh3::Xxh3, path: &Path) -> Result<
 /// The device and dtype a model runs with: CUDA in bf16 when built with the `cuda`
 /// feature and a GPU is present (or asked for), else the CPU in f32.
 pub fn device_for(options: &ModelOptions) -> Result<(Device, DType), ModelError> {
-    let want_cuda = match options.device.as_str() {
-        "cpu" => false,
-        "cuda" => true,
-        _ => candle_core::utils::cuda_is_available(),
+    let want_cuda = match options.device {
+        DeviceChoice::Cpu => false,
+        DeviceChoice::Cuda => true,
+        DeviceChoice::Auto => candle_core::utils::cuda_is_available(),
     };
     let device = if want_cuda {
         Device::new_cuda(0).map_err(|e| {
@@ -65,11 +68,11 @@ pub fn device_for(options: &ModelOptions) -> Result<(Device, DType), ModelError>
     } else {
         Device::Cpu
     };
-    let dtype = match options.dtype.as_str() {
-        "f32" => DType::F32,
-        "bf16" => DType::BF16,
-        _ if device.is_cuda() => DType::BF16,
-        _ => DType::F32,
+    let dtype = match options.dtype {
+        DTypeChoice::F32 => DType::F32,
+        DTypeChoice::Bf16 => DType::BF16,
+        DTypeChoice::Auto if device.is_cuda() => DType::BF16,
+        DTypeChoice::Auto => DType::F32,
     };
     Ok((device, dtype))
 }

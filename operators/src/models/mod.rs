@@ -119,10 +119,74 @@ pub struct ModelOptions {
     /// Padded tokens per batch. 16384 keeps a CPU batch's activations of a 1B model
     /// near 100 MB; raise it on GPUs.
     pub token_budget: usize,
-    /// `auto` (CUDA if built with it and present), `cpu` or `cuda`.
-    pub device: String,
-    /// `auto` (bf16 on CUDA, f32 on CPU), `f32` or `bf16`.
-    pub dtype: String,
+    /// Where the models run.
+    pub device: DeviceChoice,
+    /// The precision they run in.
+    pub dtype: DTypeChoice,
+}
+
+/// `--device`: `auto` (CUDA if built with it and a GPU is present), `cpu` or `cuda`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// `--dtype`: `auto` (bf16 on CUDA, f32 on the CPU), `f32` or `bf16`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DTypeChoice {
+    #[default]
+    Auto,
+    F32,
+    Bf16,
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeviceChoice::Auto => "auto",
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Cuda => "cuda",
+        })
+    }
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda),
+            other => Err(format!("`{other}`: use auto, cpu or cuda")),
+        }
+    }
+}
+
+impl std::fmt::Display for DTypeChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DTypeChoice::Auto => "auto",
+            DTypeChoice::F32 => "f32",
+            DTypeChoice::Bf16 => "bf16",
+        })
+    }
+}
+
+impl std::str::FromStr for DTypeChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DTypeChoice::Auto),
+            "f32" => Ok(DTypeChoice::F32),
+            "bf16" => Ok(DTypeChoice::Bf16),
+            other => Err(format!("`{other}`: use auto, f32 or bf16")),
+        }
+    }
 }
 
 impl Default for ModelOptions {
@@ -130,8 +194,8 @@ impl Default for ModelOptions {
         ModelOptions {
             max_tokens: None,
             token_budget: 16384,
-            device: "auto".into(),
-            dtype: "auto".into(),
+            device: DeviceChoice::Auto,
+            dtype: DTypeChoice::Auto,
         }
     }
 }
