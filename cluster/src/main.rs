@@ -526,7 +526,14 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
         Command::Serve(args) => {
             let token = args.token()?;
             let spec = args.into_spec()?;
-            run_serve(spec, token, &http::start)
+            run_serve(
+                spec,
+                token,
+                synpref_jobs::serve::ServeRuntime {
+                    start_api: &http::start,
+                    start_workers: &runner::start_workers,
+                },
+            )
         }
         Command::Explain {
             job: ExplainJob::Curate(args),

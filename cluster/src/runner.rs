@@ -99,3 +99,14 @@ pub fn explain_curate(spec: CurateSpec) -> Result<String, Error> {
         .and_then(|r| r.ok())
         .ok_or_else(|| Error::Worker("the explaining worker failed".into()))
 }
+
+/// Starts `workers` timely worker threads in this process running `f` (serve's
+/// workers); the handle joins them when dropped.
+pub fn start_workers(
+    workers: usize,
+    f: synpref_jobs::serve::WorkerFn,
+) -> Result<Box<dyn std::any::Any>, Error> {
+    let guards = timely::execute(timely_config(&ClusterSpec::default(), workers), move |w| f(w))
+        .map_err(|e| Error::Worker(format!("cannot start timely workers: {e}")))?;
+    Ok(Box::new(guards))
+}

@@ -286,13 +286,22 @@ pub struct Api {
     pub max_body_bytes: usize,
 }
 
-/// Starts the HTTP API on `listen` for `api` and returns the bound address (the binary
-/// supplies it: servers and runtimes start outside the jobs crate).
-pub type StartApi<'a> = &'a dyn Fn(&str, Api) -> Result<std::net::SocketAddr>;
+/// What serve runs on each of its timely workers.
+pub type WorkerFn = Box<dyn Fn(&mut Worker) -> Result<()> + Send + Sync + 'static>;
 
-/// Runs serve until the process is killed (or a fatal error); `start_api` starts the
-/// HTTP API once serve is ready to take labels.
-pub fn run_serve(spec: ServeSpec, token: String, start_api: StartApi<'_>) -> Result<()> {
+/// What serve needs started for it, supplied by the binary: the jobs crate starts no
+/// thread pool, runtime or server of its own.
+pub struct ServeRuntime<'a> {
+    /// Starts the HTTP API on `listen` for `api`; returns the bound address.
+    pub start_api: &'a dyn Fn(&str, Api) -> Result<std::net::SocketAddr>,
+    /// Starts `workers` timely worker threads in this process, each running the
+    /// function; the returned handle joins them when dropped.
+    pub start_workers: &'a dyn Fn(usize, WorkerFn) -> Result<Box<dyn std::any::Any>>,
+}
+
+/// Runs serve until the process is killed (or a fatal error), on the workers and with
+/// the HTTP API that `runtime` starts.
+pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> Result<()> {
     spec.validate()?;
     let started = Instant::now();
     let log = LabelLog::open(&spec.label_log_url())?;
@@ -407,20 +416,17 @@ pub fn run_serve(spec: ServeSpec, token: String, start_api: StartApi<'_>) -> Res
         changelog: out.child("changelog"),
         status: status.clone(),
     });
-    let config = if workers == 1 {
-        timely::Config::thread()
-    } else {
-        timely::Config::process(workers)
-    };
     let worker_shared = shared.clone();
     let rule = RuleSettings {
         threshold: cspec.threshold,
         emit_flipped: cspec.emit_flipped,
     };
-    let guards = timely::execute(config, move |worker| {
-        serve_worker(worker, &plan, &worker_shared, epoch0, rule)
-    })
-    .map_err(|e| Error::Worker(format!("cannot start timely workers: {e}")))?;
+    let guards = (runtime.start_workers)(
+        workers,
+        Box::new(move |worker: &mut Worker| {
+            serve_worker(worker, &plan, &worker_shared, epoch0, rule)
+        }),
+    )?;
     // Wait for the initial pass.
     while shared.loaded.load(Ordering::SeqCst) < workers {
         if let Some(e) = shared.load_error.lock().expect("load").take() {
@@ -501,7 +507,7 @@ pub fn run_serve(spec: ServeSpec, token: String, start_api: StartApi<'_>) -> Res
             .spawn(move || ingest.run(ingest_rx, control_tx, poll))
             .map_err(|e| Error::other("ingest thread", e))?;
     }
-    let addr = start_api(
+    let addr = (runtime.start_api)(
         &spec.listen,
         Api {
             token: Arc::new(token),
