@@ -20,8 +20,13 @@ use synpref_operators::unique_pair_ids::UniquePairIds;
 use synpref_operators::validate::Validate;
 use synpref_operators::write_parts::{OutputSinks, SinkStats, WriteParts};
 use timely::dataflow::operators::vec::Input;
-use timely::dataflow::operators::{Concatenate, Inspect, Probe};
+use synpref_engine::model::PreferencePair;
+use synpref_engine::output::{OutputRow, OutputSchema};
+use synpref_operators::decontaminate::NgramIndex;
 use synpref_operators::index_first::FirstIndex;
+use synpref_operators::score::ScoredPair;
+use synpref_operators::Rows;
+use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
@@ -44,6 +49,7 @@ pub fn curate_pass(
     survey: Survey,
     scorers: (Arc<dyn RewardModel>, Arc<dyn RewardModel>),
     features: &Features,
+    builder: &dyn GraphBuilder,
 ) -> Result<Written> {
     let spec = &plan.spec;
     let t = std::time::Instant::now();
@@ -79,9 +85,6 @@ pub fn curate_pass(
             )
         })
         .collect();
-    if let Some(tap) = &plan.hooks.tap {
-        tap.schema(&schema, &extras, &file_urls);
-    }
     let sinks = Rc::new(RefCell::new(OutputSinks::new(writers, plan.truth.clone())));
     let (best, gold) = scorers;
     let failure: ModelFailure = Rc::new(RefCell::new(None));
@@ -100,8 +103,11 @@ pub fn curate_pass(
         scorers: (best, gold),
         failure: failure.clone(),
         rule,
+        schema: schema.clone(),
+        extras: extras.clone(),
+        file_urls: file_urls.clone(),
     };
-    let (input, probe, dataflow) = build(worker, plan, graph);
+    let (input, probe, dataflow) = builder.build(worker, plan, graph);
     let fed = feed(
         worker,
         dataflow,
@@ -136,7 +142,8 @@ pub fn curate_pass(
     })
 }
 
-/// What the curate dataflow is built from on one worker.
+/// What a curate dataflow is built from on one worker: the survey's indexes, the
+/// models, the sinks, the rule, and the output schema the survey found.
 pub struct Graph {
     pub content_index: FirstIndex,
     pub pair_index: FirstIndex,
@@ -144,45 +151,75 @@ pub struct Graph {
     pub scorers: (Arc<dyn RewardModel>, Arc<dyn RewardModel>),
     pub failure: ModelFailure,
     pub rule: Arc<RuleInputs>,
+    pub schema: OutputSchema,
+    pub extras: Arc<ExtrasCodec>,
+    pub file_urls: Arc<Vec<String>>,
 }
 
-/// Builds the curate dataflow on this worker: its input, its probe and its index.
-pub fn build(
-    worker: &mut Worker,
-    plan: &CuratePlan,
-    g: Graph,
-) -> (InputHandleVec<u64, RawRecord>, ProbeHandle<u64>, usize) {
-    let validate_settings = super::validate_settings(&plan.spec);
-    let dataflow = worker.next_dataflow_index();
-    let Graph {
-        content_index: ci,
-        pair_index: pi,
-        sinks,
-        scorers: (best, gold),
-        failure,
-        rule,
-    } = g;
-    let ngrams = plan.ngrams.clone();
-    let tap = plan.hooks.tap.clone();
-    let index = worker.index();
-    let (input, probe) = worker.dataflow_named::<u64, _, _>("Curate", move |scope| {
-        let (input, raw) = scope.new_input::<RawRecord>();
-        let (mut valid, invalid) = raw.validate(validate_settings);
-        if let Some(tap) = tap.clone() {
-            valid = valid.inspect(move |p| tap.valid(index, p));
-        }
-        let (unique, duplicates) = valid.dedup(ci);
-        let (unique, reused_ids) = unique.unique_pair_ids(pi);
-        let (clean, contaminated) = unique.decontaminate(ngrams);
-        let mut scored = clean.score(best, gold, failure);
-        if let Some(tap) = tap {
-            scored = scored.inspect(move |s| tap.scored(index, s));
-        }
-        let decided = scored.consistency_rule(rule);
-        let all = scope.concatenate(vec![invalid, duplicates, reused_ids, contaminated, decided]);
-        let (probe, all) = all.probe();
-        all.write_parts(sinks);
-        (input, probe)
-    });
-    (input, probe, dataflow)
+/// Builds the curate pass's dataflow on a worker: its input, its probe and its index.
+/// Curate's own is `CurateGraph`; a job that extends curate (serve) brings its own
+/// builder, composed from the same stages (`select`, `decide_and_write`) with its
+/// operators between them.
+pub trait GraphBuilder {
+    fn build(
+        &self,
+        worker: &mut Worker,
+        plan: &CuratePlan,
+        graph: Graph,
+    ) -> (InputHandleVec<u64, RawRecord>, ProbeHandle<u64>, usize);
+}
+
+/// Curate's dataflow: validate → `select` → score → `decide_and_write`.
+pub struct CurateGraph;
+
+impl GraphBuilder for CurateGraph {
+    fn build(
+        &self,
+        worker: &mut Worker,
+        plan: &CuratePlan,
+        g: Graph,
+    ) -> (InputHandleVec<u64, RawRecord>, ProbeHandle<u64>, usize) {
+        let validate_settings = super::validate_settings(&plan.spec);
+        let dataflow = worker.next_dataflow_index();
+        let ngrams = plan.ngrams.clone();
+        let (input, probe) = worker.dataflow_named::<u64, _, _>("Curate", move |scope| {
+            let (input, raw) = scope.new_input::<RawRecord>();
+            let (valid, invalid) = raw.validate(validate_settings);
+            let (clean, routed) = select(valid, invalid, g.content_index, g.pair_index, ngrams);
+            let scored = clean.score(g.scorers.0, g.scorers.1, g.failure);
+            let probe = decide_and_write(scored, routed, g.rule, g.sinks);
+            (input, probe)
+        });
+        (input, probe, dataflow)
+    }
+}
+
+/// Stage: dedup (first row of each content), unique pair ids, decontamination. Returns
+/// the clean pairs and every routed-away stream, `invalid` first.
+pub fn select<'scope>(
+    valid: Rows<'scope, PreferencePair>,
+    invalid: Rows<'scope, OutputRow>,
+    content_index: FirstIndex,
+    pair_index: FirstIndex,
+    ngrams: Arc<NgramIndex>,
+) -> (Rows<'scope, PreferencePair>, Vec<Rows<'scope, OutputRow>>) {
+    let (unique, duplicates) = valid.dedup(content_index);
+    let (unique, reused_ids) = unique.unique_pair_ids(pair_index);
+    let (clean, contaminated) = unique.decontaminate(ngrams);
+    (clean, vec![invalid, duplicates, reused_ids, contaminated])
+}
+
+/// Stage: the consistency rule on the scored pairs, and every row, routed or decided,
+/// into the sinks. Returns the probe of everything written.
+pub fn decide_and_write<'scope>(
+    scored: Rows<'scope, ScoredPair>,
+    mut routed: Vec<Rows<'scope, OutputRow>>,
+    rule: Arc<RuleInputs>,
+    sinks: Rc<RefCell<OutputSinks>>,
+) -> ProbeHandle<u64> {
+    let scope = scored.scope();
+    routed.push(scored.consistency_rule(rule));
+    let (probe, all) = scope.concatenate(routed).probe();
+    all.write_parts(sinks);
+    probe
 }

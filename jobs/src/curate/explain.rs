@@ -48,6 +48,17 @@ pub fn explain_worker(worker: &mut Worker, plan: &CuratePlan) -> String {
         sinks: Rc::new(RefCell::new(OutputSinks::new(Vec::new(), None))),
         scorers: (zero.clone(), zero),
         failure: Rc::default(),
+        schema: synpref_engine::output::OutputSchema {
+            has_prompt: true,
+            prompt: synpref_engine::input::ConvForm::Text,
+            chosen: synpref_engine::input::ConvForm::Text,
+            rejected: synpref_engine::input::ConvForm::Text,
+            attributes: [false; 6],
+        },
+        extras: Arc::new(
+            synpref_engine::extras::ExtrasCodec::new(Vec::new()).expect("no extra columns"),
+        ),
+        file_urls: Arc::default(),
         rule: Arc::new(RuleInputs {
             settings: RuleSettings {
                 threshold: plan.spec.threshold,
@@ -57,7 +68,7 @@ pub fn explain_worker(worker: &mut Worker, plan: &CuratePlan) -> String {
             judges: plan.judges.clone(),
         }),
     };
-    let (input, _probe, _) = dataflow::build(worker, plan, graph);
+    let (input, _probe, _) = dataflow::GraphBuilder::build(&dataflow::CurateGraph, worker, plan, graph);
     drop(input);
     while !worker.installed_dataflows().is_empty() {
         worker.step();

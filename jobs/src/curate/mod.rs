@@ -17,7 +17,7 @@
 //!
 //! `explain` prints the graphs of stages 1 and 3 without running them.
 
-mod dataflow;
+pub mod dataflow;
 pub mod explain;
 mod feed;
 pub mod plan;
@@ -34,9 +34,9 @@ use synpref_operators::validate::ValidateSettings;
 use synpref_operators::write_parts::SinkStats;
 use timely::worker::Worker;
 
+pub use dataflow::{decide_and_write, select, CurateGraph, Graph, GraphBuilder};
 pub use plan::{
-    default_score_cache, prepare, prepare_with_gold, CurateHooks, CuratePlan, CurateTap,
-    ModelRegistry,
+    default_score_cache, prepare, prepare_with_gold, CuratePlan, GivenModels, ModelRegistry,
 };
 pub use report::{summary, CurateReport, Manifest};
 pub use spec::{CurateSpec, MachineSettings};
@@ -51,6 +51,16 @@ fn validate_settings(spec: &CurateSpec) -> ValidateSettings {
 
 /// Runs curate on one timely worker. Worker 0 returns the report.
 pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<CurateReport>> {
+    run_worker_with(worker, plan, &CurateGraph)
+}
+
+/// `run_worker` with the curate pass's dataflow built by `builder`: a job that extends
+/// curate composes its own graph from curate's stages (`select`, `decide_and_write`).
+pub fn run_worker_with(
+    worker: &mut Worker,
+    plan: &CuratePlan,
+    builder: &dyn GraphBuilder,
+) -> Result<Option<CurateReport>> {
     let spec = &plan.spec;
     let (options, cache) = (&spec.models, spec.score_cache.as_deref());
     let loaded = plan
@@ -85,7 +95,7 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Curat
             "models trained"
         );
     }
-    let scorers = match plan.hooks.scorers.clone() {
+    let scorers = match plan.given_models.clone() {
         Some(given) => given,
         None => (
             models.best.scorer(&features.0).expect("trained"),
@@ -94,7 +104,7 @@ pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<Curat
     };
     let fingerprints = (scorers.0.fingerprint(), scorers.1.fingerprint());
 
-    let written = dataflow::curate_pass(worker, plan, survey, scorers, &features);
+    let written = dataflow::curate_pass(worker, plan, survey, scorers, &features, builder);
     let written = match written {
         Ok(w) => w,
         Err(e) => {

@@ -1,21 +1,18 @@
 //! `CuratePlan`: everything a curate worker needs, prepared once per process before any
 //! worker starts (input plan, gold labels, judge votes, truth, benchmark n-grams, the
-//! output location, progress bars and the model registry), so that bad input fails
+//! output location, progress bars, the model registry and any models given as they are), so that bad input fails
 //! fast with exit 2.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use synpref_engine::extras::ExtrasCodec;
 use synpref_engine::input::{plan_input, InputPlan};
-use synpref_engine::model::{Destination, PreferencePair};
-use synpref_engine::output::OutputSchema;
+use synpref_engine::model::Destination;
 use synpref_engine::side::{read_benchmark_prompts, GoldLabels, JudgeVotes, Truth};
 use synpref_engine::store::{resolve, Location};
 use synpref_engine::Result;
 use synpref_operators::decontaminate::NgramIndex;
 use synpref_operators::models::{load_features, CachedFeatures, ModelOptions, ModelSpec, RewardModel};
-use synpref_operators::score::ScoredPair;
 
 use super::spec::CurateSpec;
 
@@ -60,30 +57,8 @@ impl ModelRegistry {
     }
 }
 
-/// What `serve` adds to a curate run: it sees every valid and every scored pair (to
-/// build its state), and for snapshots it supplies the scorers instead of training.
-#[derive(Clone, Default)]
-pub struct CurateHooks {
-    pub tap: Option<Arc<dyn CurateTap>>,
-    /// (best, gold) scorers to use as they are: no model is trained.
-    pub scorers: Option<(Arc<dyn RewardModel>, Arc<dyn RewardModel>)>,
-}
-
-/// Observes a curate pass on each worker.
-pub trait CurateTap: Send + Sync {
-    /// Every valid row, before dedup (the pool the gold RM's examples come from).
-    fn valid(&self, worker: usize, pair: &PreferencePair);
-    /// Every scored pair (valid, unique, clean), with its margins.
-    fn scored(&self, worker: usize, scored: &ScoredPair);
-    /// The run's output schema and carried columns, once the survey has found them.
-    fn schema(
-        &self,
-        _schema: &OutputSchema,
-        _extras: &Arc<ExtrasCodec>,
-        _file_urls: &Arc<Vec<String>>,
-    ) {
-    }
-}
+/// A best and a gold scorer to use as they are (serve's snapshots): nothing is trained.
+pub type GivenModels = (Arc<dyn RewardModel>, Arc<dyn RewardModel>);
 
 /// Everything a worker needs, prepared once per process.
 pub struct CuratePlan {
@@ -96,7 +71,8 @@ pub struct CuratePlan {
     pub out: Location,
     pub started: Instant,
     pub bars: Bars,
-    pub hooks: CurateHooks,
+    /// Models to score with instead of training any (`None`: train them).
+    pub given_models: Option<GivenModels>,
     pub models: ModelRegistry,
 }
 
@@ -112,16 +88,16 @@ pub struct Bars {
 pub fn prepare(spec: CurateSpec, leader: bool) -> Result<CuratePlan> {
     spec.validate()?;
     let gold = GoldLabels::read(&spec.gold)?;
-    prepare_with_gold(spec, gold, leader, CurateHooks::default(), ModelRegistry::default())
+    prepare_with_gold(spec, gold, leader, None, ModelRegistry::default())
 }
 
-/// `prepare` with the gold labels given (serve holds them), serve's hooks and the
-/// registry its models are already loaded in.
+/// `prepare` with the gold labels given (serve holds them), models to use as they are
+/// (serve's snapshots) and the registry its models are already loaded in.
 pub fn prepare_with_gold(
     spec: CurateSpec,
     gold: GoldLabels,
     leader: bool,
-    hooks: CurateHooks,
+    given_models: Option<GivenModels>,
     models: ModelRegistry,
 ) -> Result<CuratePlan> {
     let started = Instant::now();
@@ -184,7 +160,7 @@ pub fn prepare_with_gold(
         out,
         started,
         bars,
-        hooks,
+        given_models,
         models,
     })
 }

@@ -196,7 +196,7 @@ pub fn train(
     material: Material,
     features: &Features,
 ) -> Result<Models> {
-    if plan.hooks.scorers.is_some() {
+    if plan.given_models.is_some() {
         return Ok(Models {
             best: BestModel::Given,
             gold: GoldModel::Given,

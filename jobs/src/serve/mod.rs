@@ -2,7 +2,8 @@
 //! same graph in differential dataflow").
 //!
 //! Threads of a serve process:
-//! - timely workers: first a curate pass over the pool with a tap (`state::ServeTap`)
+//! - timely workers: first a curate pass over the pool, its graph composed from
+//!   curate's stages and serve's captures (`state::ServeGraph`, `state::ServeTap`),
 //!   that copies every valid pair into the local pool store and captures every scored
 //!   pair's margins; then a differential dataflow whose input is the collection of
 //!   per-pair facts (margins, human verdicts) and whose output is the decisions
@@ -52,7 +53,7 @@ use synpref_operators::decide_incrementally::{DecideIncrementally, Decided, Epoc
 use synpref_operators::models::ModelSpec;
 use timely::worker::Worker;
 
-use crate::curate::{self, CurateHooks, CuratePlan, CurateSpec};
+use crate::curate::{self, CuratePlan, CurateSpec};
 use gold::GoldFeatures;
 use state::{PoolState, SavedScorer, ServeTap, StateScorer};
 
@@ -381,10 +382,7 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         cspec.clone(),
         labels.clone(),
         true,
-        CurateHooks {
-            tap: Some(tap.clone()),
-            scorers,
-        },
+        scorers,
         registry.clone(),
     )?);
     let judges = plan.judges.clone();
@@ -652,10 +650,7 @@ fn snapshot(
         spec,
         labels,
         true,
-        CurateHooks {
-            tap: None,
-            scorers: Some(scorers),
-        },
+        Some(scorers),
         registry.clone(),
     )?);
     let i = shared.publish(Command::Snapshot { plan });
@@ -698,7 +693,10 @@ fn serve_worker(
 ) -> Result<()> {
     let index = worker.index();
     // 1. The initial pass.
-    match curate::run_worker(worker, plan) {
+    let graph = state::ServeGraph {
+        tap: shared.tap.clone(),
+    };
+    match curate::run_worker_with(worker, plan, &graph) {
         Ok(report) => {
             if report.is_some() {
                 *shared.initial_report.lock().expect("report") = report;

@@ -26,7 +26,7 @@ use synpref_operators::models::{ModelError, RewardModel};
 use synpref_operators::score::ScoredPair;
 
 use super::gold::{f32s, GoldFeatures, GoldModel};
-use crate::curate::{CurateSpec, CurateTap};
+use crate::curate::{self, CurateSpec, Graph, GraphBuilder};
 
 /// One scored pair as the initial pass saw it.
 #[derive(Clone, Copy, Debug)]
@@ -79,7 +79,8 @@ impl ServeTap {
     }
 }
 
-impl CurateTap for ServeTap {
+impl ServeTap {
+    /// Copies a valid pool row into the pool store.
     fn valid(&self, worker: usize, pair: &PreferencePair) {
         let mut c = self.workers[worker].lock().expect("capture");
         if c.error.is_some() {
@@ -92,6 +93,7 @@ impl CurateTap for ServeTap {
         }
     }
 
+    /// Keeps a scored pair's margins and its gold-RM features record.
     fn scored(&self, worker: usize, s: &ScoredPair) {
         let record = self.gold.record(&s.pair);
         let mut c = self.workers[worker].lock().expect("capture");
@@ -118,6 +120,7 @@ impl CurateTap for ServeTap {
         }
     }
 
+    /// The run's output schema and carried columns, for the changelog's parts.
     fn schema(&self, schema: &OutputSchema, extras: &Arc<ExtrasCodec>, urls: &Arc<Vec<String>>) {
         let mut s = self.schema.lock().expect("schema");
         if s.is_none() {
@@ -128,6 +131,53 @@ impl CurateTap for ServeTap {
 
 /// Pool-store file numbers of the features files (one per worker, after the pairs').
 const FEATURE_FILES: u16 = 1024;
+
+/// Serve's first curate pass: curate's own stages (`select`, score,
+/// `decide_and_write`), composed with serve's two captures: every valid row into the
+/// pool store, and every scored pair's margins and gold features record.
+pub struct ServeGraph {
+    pub tap: Arc<ServeTap>,
+}
+
+impl GraphBuilder for ServeGraph {
+    fn build(
+        &self,
+        worker: &mut timely::worker::Worker,
+        plan: &curate::CuratePlan,
+        g: Graph,
+    ) -> (
+        timely::dataflow::InputHandleVec<u64, synpref_engine::input::RawRecord>,
+        timely::dataflow::ProbeHandle<u64>,
+        usize,
+    ) {
+        use synpref_operators::score::Score;
+        use synpref_operators::validate::Validate;
+        use timely::dataflow::operators::vec::Input;
+        use timely::dataflow::operators::Inspect;
+        self.tap.schema(&g.schema, &g.extras, &g.file_urls);
+        let settings = synpref_operators::validate::ValidateSettings {
+            max_pair_bytes: plan.spec.max_pair_bytes,
+            allow_empty_replies: false,
+        };
+        let dataflow = worker.next_dataflow_index();
+        let ngrams = plan.ngrams.clone();
+        let index = worker.index();
+        let (pool, scores) = (self.tap.clone(), self.tap.clone());
+        let (input, probe) = worker.dataflow_named::<u64, _, _>("Curate", move |scope| {
+            let (input, raw) = scope.new_input::<synpref_engine::input::RawRecord>();
+            let (valid, invalid) = raw.validate(settings);
+            let valid = valid.inspect(move |p| pool.valid(index, p));
+            let (clean, routed) =
+                curate::select(valid, invalid, g.content_index, g.pair_index, ngrams);
+            let scored = clean
+                .score(g.scorers.0, g.scorers.1, g.failure)
+                .inspect(move |s| scores.scored(index, s));
+            let probe = curate::decide_and_write(scored, routed, g.rule, g.sinks);
+            (input, probe)
+        });
+        (input, probe, dataflow)
+    }
+}
 
 /// Serve's state between epochs.
 pub struct PoolState {
