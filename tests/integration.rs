@@ -229,7 +229,10 @@ fn curated_rows_are_identical_with_1_2_and_4_workers_and_curation_beats_the_inpu
         outputs.push(out);
     }
     // The self-measurement is computed on one worker from inputs in a total order.
-    let quality: Vec<Value> = outputs.iter().map(|o| report(o)["quality"].clone()).collect();
+    let quality: Vec<Value> = outputs
+        .iter()
+        .map(|o| report(o)["quality"].clone())
+        .collect();
     assert!(quality.iter().all(|q| *q == quality[0]), "{quality:?}");
     for dest in ["curated", "discarded", "quarantine"] {
         let one = read_rows(&outputs[0].join(dest));
@@ -300,7 +303,10 @@ fn assert_truth_agreement_matches_the_files(out: &Path, truth: &Path, r: &Value)
         assert!((got - v).abs() < 1e-9, "{k}: report {got}, files {v}");
     };
     close("truth_agreement_curated", hits as f64 / n as f64);
-    close("truth_agreement_model_curated", model_hits as f64 / model_n as f64);
+    close(
+        "truth_agreement_model_curated",
+        model_hits as f64 / model_n as f64,
+    );
     assert_eq!(r["truth_rows_model_curated"], model_n);
 }
 
@@ -310,7 +316,10 @@ fn assert_truth_agreement_matches_the_files(out: &Path, truth: &Path, r: &Value)
 fn assert_quality_estimate_predicts_the_truth(r: &Value, e: f64) {
     let q = &r["quality"];
     for k in ["cv_accuracy", "ci95", "n"] {
-        assert!(!q["gold_rm"][k].is_null(), "quality.gold_rm.{k} missing: {q}");
+        assert!(
+            !q["gold_rm"][k].is_null(),
+            "quality.gold_rm.{k} missing: {q}"
+        );
     }
     for which in ["input", "model_curated"] {
         for k in ["value", "ci95", "n"] {
@@ -324,7 +333,10 @@ fn assert_quality_estimate_predicts_the_truth(r: &Value, e: f64) {
     let t = r["truth_agreement_model_curated"].as_f64().unwrap();
     let predicted = t * (1.0 - e) + (1.0 - t) * e;
     let mc = &q["estimated_label_accuracy"]["model_curated"];
-    let (low, high) = (mc["ci95"][0].as_f64().unwrap(), mc["ci95"][1].as_f64().unwrap());
+    let (low, high) = (
+        mc["ci95"][0].as_f64().unwrap(),
+        mc["ci95"][1].as_f64().unwrap(),
+    );
     assert!(
         low <= predicted && predicted <= high,
         "estimate {mc} does not contain {predicted:.4} (truth agreement {t:.4}, annotator error {e})"
@@ -798,7 +810,9 @@ fn real_alpaca_eval_pool_with_hh_rlhf_gold_labels() {
     // No HH verdict is about an AlpacaEval pair: the label accuracy cannot be estimated,
     // and the report says so.
     assert_eq!(r["quality"]["estimated_label_accuracy"]["input"]["n"], 0);
-    assert!(warnings.iter().any(|w| w.contains("No gold verdict falls on a pool pair")));
+    assert!(warnings
+        .iter()
+        .any(|w| w.contains("No gold verdict falls on a pool pair")));
     // Every other column of the input is carried through.
     let curated = read_rows(&out.join("curated"));
     assert!(!curated.is_empty());

@@ -474,7 +474,9 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
             );
             let spec = demo.curate_spec();
             let out_dir = spec.out.clone();
-            if let Some(report) = runner::run_curate(spec, &synpref_engine::cluster::ClusterSpec::default())? {
+            if let Some(report) =
+                runner::run_curate(spec, &synpref_engine::cluster::ClusterSpec::default())?
+            {
                 print!("{}", summary(&report, &out_dir));
             }
             Ok(())

@@ -42,10 +42,7 @@ fn timely_config(cluster: &ClusterSpec, workers: usize) -> timely::Config {
 
 /// Runs curate on `spec.workers` worker threads of this process (and, with a cluster,
 /// of every other process of the run).
-pub fn run_curate(
-    spec: CurateSpec,
-    cluster: &ClusterSpec,
-) -> Result<Option<CurateReport>, Error> {
+pub fn run_curate(spec: CurateSpec, cluster: &ClusterSpec) -> Result<Option<CurateReport>, Error> {
     let workers = spec.machine.workers;
     let leader = cluster.process == 0;
     let plan: Arc<CuratePlan> = Arc::new(curate::prepare(spec, leader)?);
@@ -106,7 +103,9 @@ pub fn start_workers(
     workers: usize,
     f: synpref_jobs::serve::WorkerFn,
 ) -> Result<Box<dyn std::any::Any>, Error> {
-    let guards = timely::execute(timely_config(&ClusterSpec::default(), workers), move |w| f(w))
-        .map_err(|e| Error::Worker(format!("cannot start timely workers: {e}")))?;
+    let guards = timely::execute(timely_config(&ClusterSpec::default(), workers), move |w| {
+        f(w)
+    })
+    .map_err(|e| Error::Worker(format!("cannot start timely workers: {e}")))?;
     Ok(Box::new(guards))
 }

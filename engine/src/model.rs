@@ -345,4 +345,3 @@ pub struct GoldLabel {
     /// (prompt, chosen, rejected) when the label file carries the text.
     pub text: Option<(Conversation, Conversation, Conversation)>,
 }
-

@@ -116,7 +116,10 @@ mod tests {
         // Brown, Cai & DasGupta (2001), and any statistics package: 8 of 10 gives
         // 0.4902 – 0.9433 at 95%.
         let [low, high] = wilson95(8.0, 10).unwrap();
-        assert!((low - 0.4902).abs() < 1e-4 && (high - 0.9433).abs() < 1e-4, "{low} {high}");
+        assert!(
+            (low - 0.4902).abs() < 1e-4 && (high - 0.9433).abs() < 1e-4,
+            "{low} {high}"
+        );
         // It stays inside [0, 1] at the edges, where the normal interval does not.
         let [low, high] = wilson95(10.0, 10).unwrap();
         assert!(low > 0.69 && low < 0.73 && high > 0.999_999, "{low} {high}");

@@ -104,7 +104,12 @@ impl Interleaved {
     ) -> (f32, f32) {
         let cat = category_hash(p.attributes.task_category.as_deref());
         response_features(&reply_text(&p.chosen, p.implicit_prompt), cat, self.bits, c);
-        response_features(&reply_text(&p.rejected, p.implicit_prompt), cat, self.bits, r);
+        response_features(
+            &reply_text(&p.rejected, p.implicit_prompt),
+            cat,
+            self.bits,
+            r,
+        );
         let b = self.best.fold_of(&p.pair_id);
         let g = self.gold_lane + self.gold.fold_of(&p.pair_id);
         let pick = |rc: &[f32], rr: &[f32]| (rc[b] - rr[b], rc[g] - rr[g]);

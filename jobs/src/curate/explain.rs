@@ -68,7 +68,8 @@ pub fn explain_worker(worker: &mut Worker, plan: &CuratePlan) -> String {
             judges: plan.judges.clone(),
         }),
     };
-    let (input, _probe, _) = dataflow::GraphBuilder::build(&dataflow::CurateGraph, worker, plan, graph);
+    let (input, _probe, _) =
+        dataflow::GraphBuilder::build(&dataflow::CurateGraph, worker, plan, graph);
     drop(input);
     while !worker.installed_dataflows().is_empty() {
         worker.step();

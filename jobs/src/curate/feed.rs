@@ -91,4 +91,3 @@ pub fn feed(
     }
     result.map(|_| rows)
 }
-

@@ -12,7 +12,9 @@ use synpref_engine::side::{read_benchmark_prompts, GoldLabels, JudgeVotes, Truth
 use synpref_engine::store::{resolve, Location};
 use synpref_engine::Result;
 use synpref_operators::decontaminate::NgramIndex;
-use synpref_operators::models::{load_features, CachedFeatures, ModelOptions, ModelSpec, RewardModel};
+use synpref_operators::models::{
+    load_features, CachedFeatures, ModelOptions, ModelSpec, RewardModel,
+};
 
 use super::spec::CurateSpec;
 

@@ -329,7 +329,10 @@ pub fn summary(report: &CurateReport, out: &str) -> String {
     if let Some(q) = &report.quality {
         s.push_str("quality, measured on held-out gold verdicts (humans err too):\n");
         s.push_str(&estimate_line(
-            &format!("  gold RM accuracy ({}-fold cross-validation)", q.gold_rm.folds),
+            &format!(
+                "  gold RM accuracy ({}-fold cross-validation)",
+                q.gold_rm.folds
+            ),
             &q.gold_rm.estimate(),
         ));
         if q.best_rm.n > 0 {

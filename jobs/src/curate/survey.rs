@@ -219,8 +219,12 @@ pub fn build(
                     gold_pair: whole(gold_swap.is_some(), &gold_kind, gold_swap.unwrap_or(false)),
                     verdict_pair: (whole_verdicts && clean && decisive)
                         .then(|| (p.pair_key, p.key, p.clone())),
-                    verdict_key: decisive
-                        .then_some((p.pair_key, p.key, clean, content_key(p.content_hash))),
+                    verdict_key: decisive.then_some((
+                        p.pair_key,
+                        p.key,
+                        clean,
+                        content_key(p.content_hash),
+                    )),
                 }
             });
             let (probe, facts) = facts.probe();

@@ -95,7 +95,10 @@ impl BestModel {
         Some(match self {
             BestModel::Builtin(f) => cross_fitted(
                 f.assignment,
-                f.models.iter().map(|m| Arc::new(m.clone()) as Arc<dyn RewardModel>).collect(),
+                f.models
+                    .iter()
+                    .map(|m| Arc::new(m.clone()) as Arc<dyn RewardModel>)
+                    .collect(),
             ),
             BestModel::Encoder(f) => head_folds(f.assignment, &f.models, features),
             BestModel::Hf => Arc::new(HfScorer(features.clone().expect("hf features"))),
@@ -143,7 +146,10 @@ impl GoldModel {
             GoldModel::Builtin { folds, .. } => (
                 cross_fitted(
                     assignment,
-                    folds.iter().map(|m| Arc::new(m.clone()) as Arc<dyn RewardModel>).collect(),
+                    folds
+                        .iter()
+                        .map(|m| Arc::new(m.clone()) as Arc<dyn RewardModel>)
+                        .collect(),
                 ),
                 folds.len(),
             ),
@@ -178,7 +184,10 @@ fn head_folds(
 }
 
 /// One fold: the model itself; else the cross-fitted set.
-fn cross_fitted(assignment: FoldAssignment, mut models: Vec<Arc<dyn RewardModel>>) -> Arc<dyn RewardModel> {
+fn cross_fitted(
+    assignment: FoldAssignment,
+    mut models: Vec<Arc<dyn RewardModel>>,
+) -> Arc<dyn RewardModel> {
     if models.len() == 1 {
         return models.pop().expect("one model");
     }
@@ -280,9 +289,11 @@ fn train_on_leader(plan: &CuratePlan, material: Material, features: &Features) -
             Ok(g)
         });
         let best = match &spec.best_rm {
-            ModelSpec::Builtin => {
-                BestModel::Builtin(best::train_builtin(&best_examples, &spec.cross_fit, &spec.train))
-            }
+            ModelSpec::Builtin => BestModel::Builtin(best::train_builtin(
+                &best_examples,
+                &spec.cross_fit,
+                &spec.train,
+            )),
             ModelSpec::Hf(_) => BestModel::Hf,
             ModelSpec::Encoder(_) => BestModel::Encoder(
                 best::train_heads(
@@ -306,14 +317,9 @@ fn train_on_leader(plan: &CuratePlan, material: Material, features: &Features) -
     };
     models.quality = Some(match (&models.best, &models.gold) {
         // Built-in models: from the examples the gold RM already has, no pair kept.
-        (BestModel::Builtin(best), GoldModel::Builtin { folds, .. }) => measure_builtin(
-            plan,
-            best,
-            folds,
-            verdict_keys,
-            &gold_pool,
-            assignment,
-        ),
+        (BestModel::Builtin(best), GoldModel::Builtin { folds, .. }) => {
+            measure_builtin(plan, best, folds, verdict_keys, &gold_pool, assignment)
+        }
         _ => measure(plan, &models, verdict_pairs, features, assignment)?,
     });
     models.train_s = t.elapsed().as_secs_f64();
@@ -357,7 +363,10 @@ fn measure_builtin(
                 // A contaminated pool row never reaches the rule; a label with its own
                 // text still tests the gold RM.
                 None if clean_row(*key) == Some(false) => return None,
-                None => (TrainExample::from_pair(&label_pair(l)?.0, bits, false), false),
+                None => (
+                    TrainExample::from_pair(&label_pair(l)?.0, bits, false),
+                    false,
+                ),
             };
             let m_gold = gold_folds[assignment.fold_of(&l.pair_id)].margin(&example);
             let m_best = if in_pool {
@@ -397,8 +406,10 @@ fn measure(
     verdict_pairs.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     verdict_pairs.dedup_by_key(|v| v.0);
     let in_pool: FxHashSet<u64> = verdict_pairs.iter().map(|v| v.0).collect();
-    let mut pairs: Vec<(PreferencePair, bool)> =
-        verdict_pairs.into_iter().map(|(_, _, p)| (p, true)).collect();
+    let mut pairs: Vec<(PreferencePair, bool)> = verdict_pairs
+        .into_iter()
+        .map(|(_, _, p)| (p, true))
+        .collect();
     // Labels with their own text for pairs outside the pool test the gold RM too.
     let mut texts: Vec<PreferencePair> = plan
         .gold
@@ -415,9 +426,14 @@ fn measure(
         .out_of_fold(gold_features, assignment)
         .expect("trained models");
     let best = models.best.scorer(best_features).expect("trained models");
-    let m_gold = gold_oof.score(&refs).map_err(|e| e.for_setting("--gold-rm"))?;
-    let pool_refs: Vec<&PreferencePair> = pairs.iter().filter(|(_, p)| *p).map(|(p, _)| p).collect();
-    let m_best = best.score(&pool_refs).map_err(|e| e.for_setting("--best-rm"))?;
+    let m_gold = gold_oof
+        .score(&refs)
+        .map_err(|e| e.for_setting("--gold-rm"))?;
+    let pool_refs: Vec<&PreferencePair> =
+        pairs.iter().filter(|(_, p)| *p).map(|(p, _)| p).collect();
+    let m_best = best
+        .score(&pool_refs)
+        .map_err(|e| e.for_setting("--best-rm"))?;
     let mut best_margins = m_best.into_iter();
     let outcomes: Vec<VerdictOutcome> = pairs
         .iter()

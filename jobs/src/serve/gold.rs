@@ -29,12 +29,10 @@ use synpref_operators::models::encoder::{delta, DenseHead};
 use synpref_operators::models::margin_bound::{dense_norm, sparse_diff_norm};
 use synpref_operators::models::CachedFeatures;
 
+use crate::curate::CurateSpec;
 use synpref_operators::training::best::train_head;
 use synpref_operators::training::gold::{
     complete_gold_pairs, gold_example, head_settings, pool_label_swap,
-};
-use crate::curate::{
-    CurateSpec,
 };
 
 /// Where a scored pair's gold-RM features come from, for the record serve stores.

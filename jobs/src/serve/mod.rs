@@ -342,16 +342,15 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
     let registry = curate::ModelRegistry::default();
     let pool_dir = spec.pool_dir.as_ref().map(std::path::PathBuf::from);
     let store = Arc::new(PoolStore::create(pool_dir.as_deref())?);
-    let gold_features =
-        match &cspec.gold_rm {
-            ModelSpec::Builtin => GoldFeatures::Hashed {
-                bits: cspec.train.feature_bits,
-            },
-            // Serve's own reads of the encoder outputs (features records, the head's
-            // training set) go through a view, so that reports count only scoring.
-            spec => GoldFeatures::Encoder(Arc::new(
-                registry
-                    .features(
+    let gold_features = match &cspec.gold_rm {
+        ModelSpec::Builtin => GoldFeatures::Hashed {
+            bits: cspec.train.feature_bits,
+        },
+        // Serve's own reads of the encoder outputs (features records, the head's
+        // training set) go through a view, so that reports count only scoring.
+        spec => GoldFeatures::Encoder(Arc::new(
+            registry
+                .features(
                     "--gold-rm",
                     spec,
                     &cspec.models,
@@ -359,8 +358,8 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
                 )?
                 .expect("an encoder has features")
                 .uncounted_view(),
-            )),
-        };
+        )),
+    };
     let tap = Arc::new(ServeTap::new(store, gold_features, workers)?);
     let scorers = saved.as_ref().map(|s| {
         let keys = Arc::new(s.keys.clone());
@@ -549,7 +548,10 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
                 tracing::info!(?stats, "epoch applied");
                 // The self-measurement for the labels so far (K online passes over the
                 // label stream; the built-in gold RM only).
-                let quality = state.read().expect("state").quality(judges.as_deref(), best_cv);
+                let quality = state
+                    .read()
+                    .expect("state")
+                    .quality(judges.as_deref(), best_cv);
                 {
                     let mut st = status.lock().expect("status");
                     st.epoch = seq;

@@ -106,7 +106,11 @@ impl RewardModel for CrossFitted {
         let models: Option<Vec<&HashedBtModel>> = self
             .models
             .iter()
-            .map(|m| m.hashed_folds().filter(|(v, _)| v.len() == 1).map(|(v, _)| v[0]))
+            .map(|m| {
+                m.hashed_folds()
+                    .filter(|(v, _)| v.len() == 1)
+                    .map(|(v, _)| v[0])
+            })
             .collect();
         Some((models?, self.assignment))
     }

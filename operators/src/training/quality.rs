@@ -40,7 +40,13 @@ pub struct VerdictOutcome {
 }
 
 impl VerdictOutcome {
-    pub fn new(verdict: Verdict, in_pool: bool, m_gold: f32, m_best: f32, judges: bool) -> Option<Self> {
+    pub fn new(
+        verdict: Verdict,
+        in_pool: bool,
+        m_gold: f32,
+        m_best: f32,
+        judges: bool,
+    ) -> Option<Self> {
         (verdict != Verdict::Undecidable).then_some(VerdictOutcome {
             human_agrees: verdict == Verdict::Chosen,
             in_pool,
@@ -200,7 +206,10 @@ mod tests {
         assert_eq!(q.estimated_label_accuracy.model_curated.value, Some(0.5));
         assert_eq!((q.model_kept, q.model_discarded), (2, 3));
         // n = 5 at 60%: the interval reaches 50%, so the gold RM gets its warning.
-        assert!(q.warnings.iter().any(|w| w.contains("gold RM is no better than chance")));
+        assert!(q
+            .warnings
+            .iter()
+            .any(|w| w.contains("gold RM is no better than chance")));
     }
 
     #[test]
@@ -212,6 +221,12 @@ mod tests {
         let outcomes: Vec<_> = (0..400).map(|i| o(i % 10 != 0, 2.0, 2.0)).collect();
         let q = assess(&outcomes, &rule, 5, None);
         assert!(q.gold_rm.ci95.unwrap()[0] > 0.5);
-        assert!(!q.warnings.iter().any(|w| w.contains("no better than chance")), "{:?}", q.warnings);
+        assert!(
+            !q.warnings
+                .iter()
+                .any(|w| w.contains("no better than chance")),
+            "{:?}",
+            q.warnings
+        );
     }
 }
