@@ -13,7 +13,7 @@ use synpref_engine::model::PreferencePair;
 use synpref_engine::output::{OutputRow, OutputSchema};
 use synpref_engine::output::{PartWriter, WrittenFile};
 use synpref_engine::{Error, Result};
-use synpref_operators::consistency_rule::{ConsistencyRule, RuleInputs, RuleSettings};
+use synpref_operators::consistency_rule::{ConsistencyRule, RuleInputs};
 use synpref_operators::decontaminate::Decontaminate;
 use synpref_operators::decontaminate::NgramIndex;
 use synpref_operators::dedup::Dedup;
@@ -89,10 +89,7 @@ pub fn curate_pass(
     let (best, gold) = scorers;
     let failure: ModelFailure = Rc::new(RefCell::new(None));
     let rule = Arc::new(RuleInputs {
-        settings: RuleSettings {
-            threshold: spec.threshold,
-            emit_flipped: spec.emit_flipped,
-        },
+        settings: spec.rule(),
         gold: plan.gold.clone(),
         judges: plan.judges.clone(),
     });

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use synpref_operators::consistency_rule::{RuleInputs, RuleSettings};
+use synpref_operators::consistency_rule::RuleInputs;
 use synpref_operators::models::builtin::HashedBtModel;
 use synpref_operators::models::RewardModel;
 use synpref_operators::write_parts::OutputSinks;
@@ -60,10 +60,7 @@ pub fn explain_worker(worker: &mut Worker, plan: &CuratePlan) -> String {
         ),
         file_urls: Arc::default(),
         rule: Arc::new(RuleInputs {
-            settings: RuleSettings {
-                threshold: plan.spec.threshold,
-                emit_flipped: plan.spec.emit_flipped,
-            },
+            settings: plan.spec.rule(),
             gold: plan.gold.clone(),
             judges: plan.judges.clone(),
         }),

@@ -42,7 +42,7 @@ pub use report::{summary, CurateReport, Manifest};
 pub use spec::{CurateSpec, MachineSettings};
 
 /// Validation of pool rows under a spec.
-fn validate_settings(spec: &CurateSpec) -> ValidateSettings {
+pub fn validate_settings(spec: &CurateSpec) -> ValidateSettings {
     ValidateSettings {
         max_pair_bytes: spec.max_pair_bytes,
         allow_empty_replies: false,

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use synpref_engine::{Error, Result};
+use synpref_operators::consistency_rule::RuleSettings;
 use synpref_operators::models::builtin::TrainSettings;
 use synpref_operators::models::{ModelOptions, ModelSpec};
 use synpref_operators::training::best::CrossFitSettings;
@@ -106,6 +107,14 @@ impl Default for CurateSpec {
 }
 
 impl CurateSpec {
+    /// The consistency rule's settings.
+    pub fn rule(&self) -> RuleSettings {
+        RuleSettings {
+            threshold: self.threshold,
+            emit_flipped: self.emit_flipped,
+        }
+    }
+
     /// Checks every setting; errors name the flag that sets it.
     pub fn validate(&self) -> Result<()> {
         if self.pairs.is_empty() {

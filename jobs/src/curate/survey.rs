@@ -36,24 +36,6 @@ use super::plan::CuratePlan;
 /// Salt of the best RM's deterministic pool sample (any fixed value).
 const SALT_SAMPLE: u64 = 0x5a17_0001;
 
-/// What the survey keeps of one valid pair.
-#[derive(Clone, Debug)]
-struct SurveyFacts {
-    content: (u64, RowKey),
-    pair: (u64, RowKey),
-    best: Option<TrainExample>,
-    /// (pair key, row key, unswapped features) of rows the built-in gold RM learns from.
-    gold: Option<(u64, RowKey, TrainExample)>,
-    /// Encoder heads train on whole pairs (the flag: the rejected reply won).
-    best_pair: Option<(PreferencePair, bool)>,
-    gold_pair: Option<(PreferencePair, bool)>,
-    /// A clean pool pair with a decisive verdict: the run measures itself on it.
-    verdict_pair: Option<(u64, RowKey, PreferencePair)>,
-    /// A pool row with a decisive verdict: (pair key, row, clean, content key). Built-in
-    /// models measure from the gold RM's own examples, so the row itself is not kept.
-    verdict_key: Option<(u64, RowKey, bool, u64)>,
-}
-
 /// One fact of a pair, on its way to the one operator that consumes its kind.
 #[derive(Clone, Debug)]
 enum Fact {
@@ -82,19 +64,6 @@ impl Fact {
             Fact::VerdictKey(_) => 6,
             Fact::VerdictPair(_) => 7,
         }
-    }
-}
-
-impl SurveyFacts {
-    fn into_parts(self) -> Vec<Fact> {
-        let mut v = vec![Fact::Content(self.content), Fact::Pair(self.pair)];
-        v.extend(self.best.map(Fact::Best));
-        v.extend(self.gold.map(Fact::Gold));
-        v.extend(self.best_pair.map(Fact::BestPair));
-        v.extend(self.gold_pair.map(Fact::GoldPair));
-        v.extend(self.verdict_key.map(Fact::VerdictKey));
-        v.extend(self.verdict_pair.map(Fact::VerdictPair));
-        v
     }
 }
 
@@ -191,7 +160,7 @@ pub fn build(
             let (valid, _quarantined) = raw.validate(validate_settings);
             // One pass over each pair reduces it to the few facts the survey keeps, so
             // that the full pairs are never cloned for several consumers.
-            let facts = valid.map(move |p: PreferencePair| {
+            let facts = valid.flat_map(move |p: PreferencePair| {
                 let decisive = gold
                     .labels
                     .get(&p.pair_key)
@@ -209,31 +178,35 @@ pub fn build(
                 let whole = |take: bool, kind: &ModelSpec, swap: bool| {
                     (take && matches!(kind, ModelSpec::Encoder(_))).then(|| (p.clone(), swap))
                 };
-                SurveyFacts {
-                    content: (content_key(p.content_hash), p.key),
-                    pair: (p.pair_key, p.key),
-                    best: sparse(sampled, &best_kind, false),
-                    gold: (gold_kind == ModelSpec::Builtin && gold_keys.contains(&p.pair_key))
-                        .then(|| (p.pair_key, p.key, TrainExample::from_pair(&p, bits, false))),
-                    best_pair: whole(sampled, &best_kind, false),
-                    gold_pair: whole(gold_swap.is_some(), &gold_kind, gold_swap.unwrap_or(false)),
-                    verdict_pair: (whole_verdicts && clean && decisive)
-                        .then(|| (p.pair_key, p.key, p.clone())),
-                    verdict_key: decisive.then_some((
-                        p.pair_key,
-                        p.key,
-                        clean,
-                        content_key(p.content_hash),
-                    )),
+                // Each fact goes to the one stream that consumes its kind.
+                let mut facts = vec![
+                    Fact::Content((content_key(p.content_hash), p.key)),
+                    Fact::Pair((p.pair_key, p.key)),
+                ];
+                facts.extend(sparse(sampled, &best_kind, false).map(Fact::Best));
+                if gold_kind == ModelSpec::Builtin && gold_keys.contains(&p.pair_key) {
+                    let e = TrainExample::from_pair(&p, bits, false);
+                    facts.push(Fact::Gold((p.pair_key, p.key, e)));
                 }
+                facts.extend(whole(sampled, &best_kind, false).map(Fact::BestPair));
+                facts.extend(
+                    whole(gold_swap.is_some(), &gold_kind, gold_swap.unwrap_or(false))
+                        .map(Fact::GoldPair),
+                );
+                if decisive {
+                    let content = content_key(p.content_hash);
+                    facts.push(Fact::VerdictKey((p.pair_key, p.key, clean, content)));
+                    if whole_verdicts && clean {
+                        facts.push(Fact::VerdictPair((p.pair_key, p.key, p.clone())));
+                    }
+                }
+                facts
             });
             let (probe, facts) = facts.probe();
-            // Each fact moves to the one stream that consumes it: handing the whole
-            // `SurveyFacts` to eight consumers would clone every training example eight
-            // times (timely clones a batch for each extra consumer of a stream).
-            let parts = facts
-                .flat_map(|f: SurveyFacts| f.into_parts())
-                .partition(Fact::KINDS, |f: Fact| (f.kind(), f));
+            // Each fact moves to the one stream that consumes it: handing every fact to
+            // eight consumers would clone every training example eight times (timely
+            // clones a batch for each extra consumer of a stream).
+            let parts = facts.partition(Fact::KINDS, |f: Fact| (f.kind(), f));
             let mut parts = parts.into_iter();
             let mut next = || parts.next().expect("one stream per kind");
             next()

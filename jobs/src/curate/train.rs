@@ -20,7 +20,6 @@ use synpref_engine::hashing::pair_key;
 use synpref_engine::model::{PreferencePair, RowKey, Verdict};
 use synpref_engine::report::Quality;
 use synpref_engine::Result;
-use synpref_operators::consistency_rule::RuleSettings;
 use synpref_operators::models::builtin::{HashedBtModel, TrainInfo};
 use synpref_operators::models::encoder::DenseHead;
 use synpref_operators::models::{CachedFeatures, EncoderScorer, HfScorer, ModelSpec, RewardModel};
@@ -30,7 +29,7 @@ use synpref_operators::training::gold::{
     builtin_gold_folds, complete_gold_pairs, first_pool_examples, head_settings, label_pair,
     sort_labelled, train_builtin_gold,
 };
-use synpref_operators::training::quality::{assess, VerdictOutcome};
+use synpref_operators::training::quality::{assess, builtin_outcome, VerdictOutcome};
 use timely::worker::Worker;
 
 use super::plan::CuratePlan;
@@ -368,29 +367,27 @@ fn measure_builtin(
                     false,
                 ),
             };
-            let m_gold = gold_folds[assignment.fold_of(&l.pair_id)].margin(&example);
             let m_best = if in_pool {
                 best.models[best.assignment.fold_of(&l.pair_id)].margin(&example)
             } else {
                 0.0
             };
-            let judges = plan
-                .judges
-                .as_ref()
-                .and_then(|j| j.agree_key(*key))
-                .unwrap_or(false);
-            VerdictOutcome::new(l.verdict, in_pool, m_gold, m_best, judges)
+            builtin_outcome(
+                l,
+                &example,
+                in_pool,
+                m_best,
+                gold_folds,
+                assignment,
+                plan.judges.as_deref(),
+            )
         })
         .collect();
-    let rule = RuleSettings {
-        threshold: plan.spec.threshold,
-        emit_flipped: plan.spec.emit_flipped,
-    };
     assess(
         &outcomes,
-        &rule,
+        &plan.spec.rule(),
         gold_folds.len(),
-        Some((best.cv, best.models.len())),
+        best.quality(),
     )
 }
 
@@ -455,14 +452,10 @@ fn measure(
             VerdictOutcome::new(verdict, *pool, gc - gr, m_best, judges)
         })
         .collect();
-    let rule = RuleSettings {
-        threshold: plan.spec.threshold,
-        emit_flipped: plan.spec.emit_flipped,
+    let best_rm = match &models.best {
+        BestModel::Builtin(f) => f.quality(),
+        BestModel::Encoder(f) => f.quality(),
+        _ => Default::default(),
     };
-    let best_cv = match &models.best {
-        BestModel::Builtin(f) => Some((f.cv, f.models.len())),
-        BestModel::Encoder(f) => Some((f.cv, f.models.len())),
-        _ => None,
-    };
-    Ok(assess(&outcomes, &rule, gold_folds, best_cv))
+    Ok(assess(&outcomes, &plan.spec.rule(), gold_folds, best_rm))
 }

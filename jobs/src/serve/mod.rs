@@ -414,10 +414,7 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         status: status.clone(),
     });
     let worker_shared = shared.clone();
-    let rule = RuleSettings {
-        threshold: cspec.threshold,
-        emit_flipped: cspec.emit_flipped,
-    };
+    let rule = cspec.rule();
     let guards = (runtime.start_workers)(
         workers,
         Box::new(move |worker: &mut Worker| {
@@ -442,17 +439,11 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         .take()
         .ok_or_else(|| Error::Worker("the initial curate pass returned no report".into()))?;
     // The best RM is not retrained by serve: its held-out accuracy stands.
-    let best_cv = initial_report.quality.as_ref().and_then(|q| {
-        q.best_rm.cv_accuracy.map(|a| {
-            (
-                synpref_operators::training::CvAccuracy {
-                    hits: a * q.best_rm.n as f64,
-                    n: q.best_rm.n,
-                },
-                q.best_rm.folds,
-            )
-        })
-    });
+    let best_rm = initial_report
+        .quality
+        .as_ref()
+        .map(|q| q.best_rm.clone())
+        .unwrap_or_default();
     let recovered = saved.is_some();
     let mut state = PoolState::from_captures(&tap, labels, cspec.clone(), saved)?;
     if !recovered {
@@ -473,7 +464,7 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         apply_report_counts(&mut st, &initial_report);
         if st.quality.is_none() {
             // A restart from a saved state trained nothing: measure from the state.
-            st.quality = state.quality(judges.as_deref(), best_cv);
+            st.quality = state.quality(judges.as_deref(), &best_rm);
         }
     }
     let state = Arc::new(RwLock::new(state));
@@ -551,7 +542,7 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
                 let quality = state
                     .read()
                     .expect("state")
-                    .quality(judges.as_deref(), best_cv);
+                    .quality(judges.as_deref(), &best_rm);
                 {
                     let mut st = status.lock().expect("status");
                     st.epoch = seq;

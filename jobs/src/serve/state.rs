@@ -155,10 +155,7 @@ impl GraphBuilder for ServeGraph {
         use timely::dataflow::operators::vec::Input;
         use timely::dataflow::operators::Inspect;
         self.tap.schema(&g.schema, &g.extras, &g.file_urls);
-        let settings = synpref_operators::validate::ValidateSettings {
-            max_pair_bytes: plan.spec.max_pair_bytes,
-            allow_empty_replies: false,
-        };
+        let settings = curate::validate_settings(&plan.spec);
         let dataflow = worker.next_dataflow_index();
         let ngrams = plan.ngrams.clone();
         let index = worker.index();
@@ -421,12 +418,11 @@ impl PoolState {
     pub fn quality(
         &self,
         judges: Option<&synpref_engine::side::JudgeVotes>,
-        best_cv: Option<(synpref_operators::training::CvAccuracy, usize)>,
+        best_rm: &synpref_engine::report::ModelQuality,
     ) -> Option<synpref_engine::report::Quality> {
-        use synpref_operators::consistency_rule::RuleSettings;
         use synpref_operators::training::folds::FoldAssignment;
         use synpref_operators::training::gold::{builtin_gold_folds, label_pair};
-        use synpref_operators::training::quality::{assess, VerdictOutcome};
+        use synpref_operators::training::quality::{assess, builtin_outcome, VerdictOutcome};
         let GoldModel::Builtin { examples, .. } = &self.gold else {
             return None;
         };
@@ -461,16 +457,15 @@ impl PoolState {
                         0.0,
                     ),
                 };
-                let m_gold = folds[assignment.fold_of(&l.pair_id)].margin(&example);
-                let agree = judges.and_then(|j| j.agree_key(key)).unwrap_or(false);
-                VerdictOutcome::new(l.verdict, pool, m_gold, m_best, agree)
+                builtin_outcome(l, &example, pool, m_best, &folds, assignment, judges)
             })
             .collect();
-        let rule = RuleSettings {
-            threshold: self.spec.threshold,
-            emit_flipped: self.spec.emit_flipped,
-        };
-        Some(assess(&outcomes, &rule, assignment.folds, best_cv))
+        Some(assess(
+            &outcomes,
+            &self.spec.rule(),
+            assignment.folds,
+            best_rm.clone(),
+        ))
     }
 
     pub fn bytes_per_pair(&self) -> f64 {

@@ -43,6 +43,17 @@ pub struct Folded<M> {
     pub cv: CvAccuracy,
 }
 
+impl<M> Folded<M> {
+    /// The out-of-fold accuracy as the report states it.
+    pub fn quality(&self) -> synpref_engine::report::ModelQuality {
+        synpref_engine::report::ModelQuality::from_counts(
+            self.cv.hits,
+            self.cv.n,
+            self.models.len(),
+        )
+    }
+}
+
 fn is_heldout(pair_id: &str, share: f64) -> bool {
     share > 0.0 && unit_interval(pair_id, SALT_HELDOUT) < share
 }

@@ -14,9 +14,15 @@
 use synpref_engine::model::{Reason, Verdict};
 use synpref_engine::report::{Estimate, LabelAccuracy, ModelQuality, Quality};
 
+use synpref_engine::hashing::pair_key;
+use synpref_engine::model::GoldLabel;
+use synpref_engine::side::JudgeVotes;
+
+use super::folds::FoldAssignment;
 use super::CvAccuracy;
 use crate::consistency_rule::{decide_with, RuleSettings};
 use crate::models::builtin::hit;
+use crate::models::builtin::{HashedBtModel, TrainExample};
 use crate::models::sigmoid;
 
 /// Fewest verdicts behind an estimate before its width earns a warning: below 30 the
@@ -57,13 +63,32 @@ impl VerdictOutcome {
     }
 }
 
+/// The outcome of one verdict under built-in models: `example` is the pair's unswapped
+/// features (its pool row's, or its label's own text), judged by the gold RM's fold
+/// model that did not learn it; `m_best` is the best RM's margin of a pool pair.
+pub fn builtin_outcome(
+    label: &GoldLabel,
+    example: &TrainExample,
+    in_pool: bool,
+    m_best: f32,
+    gold_folds: &[HashedBtModel],
+    assignment: FoldAssignment,
+    judges: Option<&JudgeVotes>,
+) -> Option<VerdictOutcome> {
+    let m_gold = gold_folds[assignment.fold_of(&label.pair_id)].margin(example);
+    let agree = judges
+        .and_then(|j| j.agree_key(pair_key(&label.pair_id)))
+        .unwrap_or(false);
+    VerdictOutcome::new(label.verdict, in_pool, m_gold, m_best, agree)
+}
+
 /// The quality of a run from its verdict outcomes, the best RM's out-of-fold accuracy
-/// on its sample (`None` for a model that was not trained) and the gold RM's folds.
+/// on its sample (default for a model that was not trained) and the gold RM's folds.
 pub fn assess(
     outcomes: &[VerdictOutcome],
     rule: &RuleSettings,
     gold_folds: usize,
-    best_cv: Option<(CvAccuracy, usize)>,
+    best_rm: ModelQuality,
 ) -> Quality {
     let mut gold = CvAccuracy::default();
     let (mut input, mut curated) = (CvAccuracy::default(), CvAccuracy::default());
@@ -89,9 +114,7 @@ pub fn assess(
             discarded += 1;
         }
     }
-    let best_rm = best_cv
-        .map(|(cv, folds)| ModelQuality::from_counts(cv.hits, cv.n, folds))
-        .unwrap_or_default();
+
     let mut q = Quality {
         gold_rm: ModelQuality::from_counts(gold.hits, gold.n, gold_folds),
         best_rm,
@@ -198,7 +221,7 @@ mod tests {
             o(false, -1.0, 1.0), // discarded; gold right
             o(true, 1.0, -1.0),  // discarded by best (no judges); gold right
         ];
-        let q = assess(&outcomes, &rule, 5, None);
+        let q = assess(&outcomes, &rule, 5, ModelQuality::default());
         assert_eq!(q.gold_rm.n, 5);
         assert_eq!(q.gold_rm.cv_accuracy, Some(3.0 / 5.0));
         assert_eq!(q.estimated_label_accuracy.input.value, Some(3.0 / 5.0));
@@ -219,7 +242,7 @@ mod tests {
             emit_flipped: false,
         };
         let outcomes: Vec<_> = (0..400).map(|i| o(i % 10 != 0, 2.0, 2.0)).collect();
-        let q = assess(&outcomes, &rule, 5, None);
+        let q = assess(&outcomes, &rule, 5, ModelQuality::default());
         assert!(q.gold_rm.ci95.unwrap()[0] > 0.5);
         assert!(
             !q.warnings
