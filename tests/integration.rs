@@ -1629,6 +1629,7 @@ fn parity_qwen3_rm_chat_end_to_end_template_tokenizer_and_rewards() {
             extras: Vec::new(),
             content_hash: 0,
             pair_key: 0,
+            corrected: false,
         };
         for side in ["chosen", "rejected"] {
             let reply = if side == "chosen" {

@@ -28,6 +28,7 @@ fn tune_allocator() {
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use synpref_engine::output::{OutputFileFormat, OutputFormat};
 use synpref_jobs::curate::{default_score_cache, summary, CurateSpec, MachineSettings};
 use synpref_jobs::demo::DemoSpec;
 use synpref_jobs::gen::{run_gen, GenSpec, DEFAULT_SEED};
@@ -183,9 +184,19 @@ struct ScoreArgs {
 /// The Stage-2 settings `curate` and `serve` share.
 #[derive(Args)]
 struct StageArgs {
-    /// Timely worker threads.
-    #[arg(long, default_value_t = MachineSettings::default().workers)]
-    workers: usize,
+    /// Timely worker threads in this process [default: the number of CPU cores].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Layout of curated and discarded rows: `input` (rows as read plus reason, p_best,
+    /// p_gold), `conversational` (no prompt; chosen/rejected as whole message lists),
+    /// or a consumer's preset: `trl`, `openrlhf` (whole conversations and a `margin`
+    /// from the gold RM), `rewardbench` (whole conversations, JSON lines).
+    #[arg(long, default_value = "input")]
+    format: OutputFormat,
+    /// File format of the parts: `parquet` or `jsonl` [default: jsonl for
+    /// `--format rewardbench`, parquet otherwise].
+    #[arg(long)]
+    output_file_format: Option<OutputFileFormat>,
     /// τ of the consistency rule: keep iff p_gold > τ and (p_best > τ or judges agree).
     #[arg(long, default_value_t = CurateSpec::default().threshold)]
     threshold: f64,
@@ -274,8 +285,10 @@ impl StageArgs {
             best_rm: ModelSpec::parse(&self.best_rm).map_err(|e| Error::setting("--best-rm", e))?,
             gold_rm: ModelSpec::parse(&self.gold_rm).map_err(|e| Error::setting("--gold-rm", e))?,
             best_rm_sample: self.best_rm_sample,
+            format: self.format,
+            output_file_format: self.output_file_format,
             machine: MachineSettings {
-                workers: self.workers,
+                workers: self.workers.unwrap_or_else(default_workers),
                 batch_rows: self.batch_rows,
                 progress: !self.no_progress,
             },

@@ -27,6 +27,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::extras::ExtrasCodec;
 use crate::model::{Attributes, Conversation, Message, RowKey, ATTRIBUTE_COLUMNS};
+use crate::output::OWN_COLUMNS;
 use crate::store::{block_on, list_inputs, InputFile, Location};
 
 /// Default rows per record batch when reading: arrow-rs's own default batch size, large
@@ -186,6 +187,12 @@ pub fn plan_input_with(url: &str, jsonl_shard_bytes: u64) -> Result<InputPlan> {
                 });
             }
             FileFormat::Jsonl => {
+                if size == 0 {
+                    return Err(Error::bad_file(
+                        &location.url,
+                        "the file is empty (0 bytes): remove it or give rows",
+                    ));
+                }
                 estimated_rows += size / 512 + 1;
                 let mut start = 0;
                 while start < size {
@@ -218,7 +225,7 @@ pub fn plan_input_with(url: &str, jsonl_shard_bytes: u64) -> Result<InputPlan> {
 
 fn conv_form(file: &str, column: &str, dt: &DataType) -> Result<ConvForm> {
     match dt {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(ConvForm::Text),
+        t if is_string(t) => Ok(ConvForm::Text),
         DataType::List(f) | DataType::LargeList(f) => match f.data_type() {
             DataType::Struct(fields)
                 if fields.iter().any(|f| f.name() == "role")
@@ -242,11 +249,14 @@ fn conv_form(file: &str, column: &str, dt: &DataType) -> Result<ConvForm> {
     }
 }
 
+/// Text, plain or dictionary-encoded (pandas' `category`, Spark's and polars'
+/// dictionary pages read back as such).
 fn is_string(dt: &DataType) -> bool {
-    matches!(
-        dt,
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-    )
+    match dt {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, values) => is_string(values),
+        _ => false,
+    }
 }
 
 fn parquet_columns(file: &str, schema: &Schema) -> Result<ParquetColumns> {
@@ -308,6 +318,7 @@ fn parquet_columns(file: &str, schema: &Schema) -> Result<ParquetColumns> {
         let n = f.name().as_str();
         if ["pair_id", "prompt", "chosen", "rejected"].contains(&n)
             || ATTRIBUTE_COLUMNS.contains(&n)
+            || OWN_COLUMNS.contains(&n)
         {
             continue;
         }
@@ -361,7 +372,13 @@ pub struct RawFields {
     pub rejected: RawValue,
     pub attributes: Attributes,
     pub extras: Vec<u8>,
+    /// The row's `reason` is `human_corrected`: an earlier curate pass wrote it with
+    /// chosen and rejected swapped to follow a human verdict.
+    pub corrected: bool,
 }
+
+/// The `reason` an earlier curate pass gives a row it swapped for a human verdict.
+pub const CORRECTED_REASON: &str = "human_corrected";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RawBody {
@@ -457,8 +474,16 @@ impl<'a> ShardReader<'a> {
                 let mut builder =
                     ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta.clone());
                 if survey_only {
-                    const SURVEY_COLUMNS: [&str; 5] =
-                        ["pair_id", "prompt", "chosen", "rejected", "task_category"];
+                    // `reason` marks rows an earlier pass corrected: the survey must
+                    // see them in the orientation their verdicts were given for.
+                    const SURVEY_COLUMNS: [&str; 6] = [
+                        "pair_id",
+                        "prompt",
+                        "chosen",
+                        "rejected",
+                        "task_category",
+                        "reason",
+                    ];
                     let roots: Vec<usize> = meta
                         .schema()
                         .fields()
@@ -690,6 +715,14 @@ fn unparsable(key: RowKey, row: u64, bytes: &[u8], message: String) -> RawRecord
     }
 }
 
+/// The UTF-8 byte-order mark some Windows tools write at the start of a text file.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A text file's bytes without a leading UTF-8 byte-order mark.
+pub fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes)
+}
+
 fn memchr_newline(b: &[u8]) -> Option<usize> {
     b.iter().position(|&c| c == b'\n')
 }
@@ -719,7 +752,8 @@ fn read_line_range(
     let from = start.saturating_sub(1);
     let mut buf = loc.get_range(from..end)?.to_vec();
     let skip = if start == 0 {
-        0
+        // A byte-order mark is not part of the first line.
+        buf.len() - strip_bom(&buf).len()
     } else {
         match memchr_newline(&buf) {
             Some(i) => i + 1,
@@ -802,6 +836,7 @@ fn json_fields(map: serde_json::Map<String, Value>, extras: Vec<u8>) -> RawField
         rejected: json_conversation(map.get("rejected")),
         attributes,
         extras,
+        corrected: map.get("reason").and_then(Value::as_str) == Some(CORRECTED_REASON),
     }
 }
 
@@ -823,7 +858,7 @@ impl ConvColumn<'_> {
         };
         match col.data_type() {
             DataType::Utf8 => Ok(ConvColumn::Text(col.clone(), Default::default())),
-            DataType::LargeUtf8 | DataType::Utf8View => Ok(ConvColumn::Text(
+            t if is_string(t) => Ok(ConvColumn::Text(
                 arrow::compute::cast(col, &DataType::Utf8).map_err(err)?,
                 Default::default(),
             )),
@@ -935,6 +970,7 @@ fn parquet_batch_records(
     let chosen = conv("chosen")?.expect("checked at planning");
     let rejected = conv("rejected")?.expect("checked at planning");
     let pair_id = string_column(file, "pair_id", batch)?;
+    let reason = string_column(file, "reason", batch)?;
     let attrs: Vec<Option<StringArray>> = ATTRIBUTE_COLUMNS
         .iter()
         .map(|n| string_column(file, n, batch))
@@ -980,6 +1016,9 @@ fn parquet_batch_records(
                 .as_mut()
                 .and_then(|it| it.next())
                 .unwrap_or_default(),
+            corrected: reason
+                .as_ref()
+                .is_some_and(|r| !r.is_null(i) && r.value(i) == CORRECTED_REASON),
         };
         let bytes = [&fields.prompt, &fields.chosen, &fields.rejected]
             .iter()

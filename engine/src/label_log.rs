@@ -138,7 +138,8 @@ mod tests {
             pair_id: "p1".into(),
             verdict: Verdict::Rejected,
             annotator: Some("ann".into()),
-            labeled_at: Some("2026-01-01".into()),
+            // As read back: label files keep `labeled_at` normalised to RFC 3339 UTC.
+            labeled_at: Some("2026-01-01T00:00:00.000000000Z".into()),
             text: None,
         };
         let b = GoldLabel {

@@ -164,6 +164,12 @@ pub struct PreferencePair {
     pub content_hash: u128,
     /// `hashing::pair_key(pair_id)`, computed once: the exchange and join key.
     pub pair_key: u64,
+    /// The row came from an earlier curate pass that swapped chosen and rejected to
+    /// follow a human verdict (its `reason` was `human_corrected`). It is held in the
+    /// orientation the verdict was given for, and the recorded correction counts as that
+    /// verdict where the gold labels have none, so re-curating never swaps it back.
+    #[serde(default)]
+    pub corrected: bool,
 }
 
 /// Why a row was quarantined (bad input flows as data, DESIGN §2).
@@ -183,10 +189,28 @@ pub enum InvalidReason {
     ImplicitPrompt,
     /// A pair_id already used by an earlier row with different content.
     DuplicatePairId,
+    /// A message whose role is not one of `KNOWN_ROLES`.
+    UnknownRole,
+    /// A reply conversation whose last turn is not the assistant's.
+    LastTurn,
 }
 
+/// The message roles of the chat formats reward models are trained on: OpenAI's
+/// (system, developer, user, assistant, tool, and the older function) and Llama 3's
+/// `ipython` tool-output role. Anything else is quarantined as `invalid_role`: a chat
+/// template would reject it or render it as something it is not.
+pub const KNOWN_ROLES: [&str; 7] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+    "ipython",
+];
+
 impl InvalidReason {
-    pub const ALL: [InvalidReason; 8] = [
+    pub const ALL: [InvalidReason; 10] = [
         InvalidReason::Unparsable,
         InvalidReason::WrongType,
         InvalidReason::MissingPrompt,
@@ -195,6 +219,8 @@ impl InvalidReason {
         InvalidReason::TooLarge,
         InvalidReason::ImplicitPrompt,
         InvalidReason::DuplicatePairId,
+        InvalidReason::UnknownRole,
+        InvalidReason::LastTurn,
     ];
     pub fn code(self) -> &'static str {
         match self {
@@ -206,6 +232,8 @@ impl InvalidReason {
             InvalidReason::TooLarge => "invalid_too_large",
             InvalidReason::ImplicitPrompt => "invalid_implicit_prompt",
             InvalidReason::DuplicatePairId => "invalid_duplicate_pair_id",
+            InvalidReason::UnknownRole => "invalid_role",
+            InvalidReason::LastTurn => "invalid_last_turn",
         }
     }
 }

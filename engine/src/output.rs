@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Float64Builder, ListBuilder, RecordBatch, StringBuilder, StructBuilder, UInt64Builder,
+    ArrayRef, Float64Array, ListBuilder, RecordBatch, StringBuilder, StructBuilder, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use object_store::buffered::BufWriter;
@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::extras::ExtrasCodec;
 use crate::input::ConvForm;
-use crate::model::{Attributes, Conversation, Destination, Reason, RowKey, ATTRIBUTE_COLUMNS};
+use crate::model::{
+    Attributes, Conversation, Destination, Message, Reason, RowKey, ATTRIBUTE_COLUMNS,
+};
 use crate::store::{block_on, Location};
 
 /// Rows buffered before a record batch is handed to the Parquet writer.
@@ -27,7 +29,120 @@ pub const ROW_GROUP_ROWS: usize = 65_536;
 /// A part file is closed after this many rows and the next one started.
 pub const ROWS_PER_PART: u64 = 2_000_000;
 
-/// The columns every output part has, in order.
+/// How curated and discarded rows are laid out (`--format`, DESIGN §4). Quarantine is
+/// always written as `Input`: its rows may lack the fields the other layouts need.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// Rows as read (prompt, chosen and rejected in their input form) plus `reason`,
+    /// `p_best`, `p_gold`.
+    #[default]
+    Input,
+    /// No `prompt`; `chosen`/`rejected` are whole message lists (prompt turns, then the
+    /// reply), the one form TRL, OpenRLHF and RewardBench all read unchanged; all other
+    /// columns as in `Input`.
+    Conversational,
+    /// TRL's `RewardTrainer`: `pair_id`, whole-conversation `chosen`/`rejected`, and a
+    /// numeric `margin` (read by its loss when present).
+    Trl,
+    /// OpenRLHF's `train_rm` (with `--apply_chat_template`; `--margin_loss` reads
+    /// `margin`): the same columns as `trl`.
+    Openrlhf,
+    /// RewardBench's `--dataset DIR --load_json`: `pair_id` and whole-conversation
+    /// `chosen`/`rejected`, as JSON lines.
+    Rewardbench,
+}
+
+impl OutputFormat {
+    pub const ALL: [OutputFormat; 5] = [
+        OutputFormat::Input,
+        OutputFormat::Conversational,
+        OutputFormat::Trl,
+        OutputFormat::Openrlhf,
+        OutputFormat::Rewardbench,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Input => "input",
+            OutputFormat::Conversational => "conversational",
+            OutputFormat::Trl => "trl",
+            OutputFormat::Openrlhf => "openrlhf",
+            OutputFormat::Rewardbench => "rewardbench",
+        }
+    }
+
+    /// The file format a layout is written in unless `--output-file-format` says
+    /// otherwise: RewardBench loads `--load_json` datasets, everything else Parquet.
+    pub fn default_file_format(self) -> OutputFileFormat {
+        match self {
+            OutputFormat::Rewardbench => OutputFileFormat::Jsonl,
+            _ => OutputFileFormat::Parquet,
+        }
+    }
+}
+
+impl std::fmt::Display for OutputFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        OutputFormat::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "`{s}` is not a format; expected one of {}",
+                    OutputFormat::ALL.map(|f| f.name()).join(", ")
+                )
+            })
+    }
+}
+
+/// The file format of output parts (`--output-file-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFileFormat {
+    #[default]
+    Parquet,
+    /// JSON lines, for tools that read JSON only.
+    Jsonl,
+}
+
+impl OutputFileFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFileFormat::Parquet => "parquet",
+            OutputFileFormat::Jsonl => "jsonl",
+        }
+    }
+    /// The `datasets` builder name of this format (dataset cards).
+    pub fn builder_name(self) -> &'static str {
+        match self {
+            OutputFileFormat::Parquet => "parquet",
+            OutputFileFormat::Jsonl => "json",
+        }
+    }
+}
+
+impl std::str::FromStr for OutputFileFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "parquet" => Ok(OutputFileFormat::Parquet),
+            "jsonl" => Ok(OutputFileFormat::Jsonl),
+            other => Err(format!(
+                "`{other}` is not an output file format; expected parquet or jsonl"
+            )),
+        }
+    }
+}
+
+/// The columns every output part has, in order, and how they are laid out.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OutputSchema {
     pub has_prompt: bool,
@@ -35,6 +150,10 @@ pub struct OutputSchema {
     pub chosen: ConvForm,
     pub rejected: ConvForm,
     pub attributes: [bool; 6],
+    #[serde(default)]
+    pub format: OutputFormat,
+    #[serde(default)]
+    pub file_format: OutputFileFormat,
 }
 
 /// One output row: an input row (as far as it could be read) plus its decision.
@@ -59,6 +178,41 @@ pub struct OutputRow {
     pub swapped: bool,
 }
 
+/// The columns curate writes itself: replaced, never duplicated, when curate's own
+/// output is read again (re-curation, `export`). `margin` is not among them: it is
+/// often the user's own column, and only the presets write one.
+pub const OWN_COLUMNS: [&str; 7] = [
+    "reason",
+    "p_best",
+    "p_gold",
+    "source_file",
+    "source_row",
+    "error",
+    "raw",
+];
+
+/// One column of an output part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Column {
+    PairId,
+    Prompt,
+    Chosen,
+    Rejected,
+    /// Prompt turns then the reply, as one message list.
+    WholeChosen,
+    WholeRejected,
+    Attribute(usize),
+    Extras,
+    Reason,
+    PBest,
+    PGold,
+    Margin,
+    SourceFile,
+    SourceRow,
+    Error,
+    Raw,
+}
+
 fn messages_type() -> DataType {
     let fields = Fields::from(vec![
         Field::new("role", DataType::Utf8, true),
@@ -74,32 +228,166 @@ fn conv_type(form: ConvForm) -> DataType {
     }
 }
 
-impl OutputSchema {
-    /// The Arrow schema of a destination's parts.
-    pub fn arrow_schema(&self, extras: &ExtrasCodec, dest: Destination) -> SchemaRef {
-        let mut fields = vec![Field::new("pair_id", DataType::Utf8, true)];
-        if self.has_prompt {
-            fields.push(Field::new("prompt", conv_type(self.prompt), true));
+/// The preset `margin`: the gold RM's reward difference for the row as written,
+/// ln(p_gold / (1 − p_gold)), floored at 0 (a margin asks the trained RM to separate
+/// the replies by at least that much, as Llama 2's margin loss does, Touvron et al.
+/// 2023 §3.2.2; a negative one would ask nothing) and 0 where no gold RM scored the row.
+pub fn margin(p_gold: Option<f64>) -> f64 {
+    match p_gold {
+        Some(p) if p.is_finite() => {
+            // Clamped so that a saturated probability gives a finite margin (≈ 13.8).
+            let p = p.clamp(1e-6, 1.0 - 1e-6);
+            (p / (1.0 - p)).ln().max(0.0)
         }
-        fields.push(Field::new("chosen", conv_type(self.chosen), true));
-        fields.push(Field::new("rejected", conv_type(self.rejected), true));
-        for (i, name) in ATTRIBUTE_COLUMNS.iter().enumerate() {
-            if self.attributes[i] {
-                fields.push(Field::new(*name, DataType::Utf8, true));
+        _ => 0.0,
+    }
+}
+
+/// A prompt and a reply as one message list: a text prompt is a user turn, a text
+/// reply an assistant turn; a row without a prompt (implicit-prompt form) already
+/// holds the whole conversation.
+pub fn whole_conversation(prompt: Option<&Conversation>, reply: &Conversation) -> Vec<Message> {
+    let mut messages = Vec::new();
+    let mut add = |c: &Conversation, role: &str| match c {
+        Conversation::Text(t) => messages.push(Message {
+            role: role.to_string(),
+            content: t.clone(),
+        }),
+        Conversation::Messages(ms) => messages.extend(ms.iter().cloned()),
+    };
+    if let Some(p) = prompt {
+        add(p, "user");
+    }
+    add(reply, "assistant");
+    messages
+}
+
+impl OutputSchema {
+    /// The layout a destination is written in (quarantine: always as read).
+    fn format_for(&self, dest: Destination) -> OutputFormat {
+        if dest == Destination::Quarantine {
+            OutputFormat::Input
+        } else {
+            self.format
+        }
+    }
+
+    /// The same columns in another layout.
+    pub fn with_format(&self, format: OutputFormat, file_format: OutputFileFormat) -> Self {
+        OutputSchema {
+            format,
+            file_format,
+            ..self.clone()
+        }
+    }
+
+    fn columns(&self, dest: Destination) -> Vec<Column> {
+        let mut c = vec![Column::PairId];
+        match self.format_for(dest) {
+            OutputFormat::Input => {
+                if self.has_prompt {
+                    c.push(Column::Prompt);
+                }
+                c.extend([Column::Chosen, Column::Rejected]);
+            }
+            OutputFormat::Conversational => {
+                c.extend([Column::WholeChosen, Column::WholeRejected]);
+            }
+            OutputFormat::Trl | OutputFormat::Openrlhf => {
+                c.extend([Column::WholeChosen, Column::WholeRejected, Column::Margin]);
+                return c;
+            }
+            OutputFormat::Rewardbench => {
+                c.extend([Column::WholeChosen, Column::WholeRejected]);
+                return c;
             }
         }
-        fields.extend(extras.fields.iter().cloned());
-        fields.push(Field::new("reason", DataType::Utf8, false));
-        fields.push(Field::new("p_best", DataType::Float64, true));
-        fields.push(Field::new("p_gold", DataType::Float64, true));
+        c.extend(
+            (0..ATTRIBUTE_COLUMNS.len())
+                .filter(|i| self.attributes[*i])
+                .map(Column::Attribute),
+        );
+        c.extend([Column::Extras, Column::Reason, Column::PBest, Column::PGold]);
         if dest == Destination::Quarantine {
-            fields.push(Field::new("source_file", DataType::Utf8, false));
-            fields.push(Field::new("source_row", DataType::UInt64, false));
-            fields.push(Field::new("error", DataType::Utf8, true));
-            fields.push(Field::new("raw", DataType::Utf8, true));
+            c.extend([
+                Column::SourceFile,
+                Column::SourceRow,
+                Column::Error,
+                Column::Raw,
+            ]);
+        }
+        c
+    }
+
+    /// The Arrow schema of a destination's parts.
+    pub fn arrow_schema(&self, extras: &ExtrasCodec, dest: Destination) -> SchemaRef {
+        let mut fields = Vec::new();
+        for column in self.columns(dest) {
+            let field = |name: &str, t: DataType, nullable: bool| Field::new(name, t, nullable);
+            fields.push(match column {
+                Column::PairId => field("pair_id", DataType::Utf8, true),
+                Column::Prompt => field("prompt", conv_type(self.prompt), true),
+                Column::Chosen => field("chosen", conv_type(self.chosen), true),
+                Column::Rejected => field("rejected", conv_type(self.rejected), true),
+                Column::WholeChosen => field("chosen", messages_type(), true),
+                Column::WholeRejected => field("rejected", messages_type(), true),
+                Column::Attribute(i) => field(ATTRIBUTE_COLUMNS[i], DataType::Utf8, true),
+                Column::Extras => {
+                    fields.extend(extras.fields.iter().cloned());
+                    continue;
+                }
+                Column::Reason => field("reason", DataType::Utf8, false),
+                Column::PBest => field("p_best", DataType::Float64, true),
+                Column::PGold => field("p_gold", DataType::Float64, true),
+                Column::Margin => field("margin", DataType::Float64, false),
+                Column::SourceFile => field("source_file", DataType::Utf8, false),
+                Column::SourceRow => field("source_row", DataType::UInt64, false),
+                Column::Error => field("error", DataType::Utf8, true),
+                Column::Raw => field("raw", DataType::Utf8, true),
+            });
         }
         Arc::new(Schema::new(fields))
     }
+}
+
+fn text_array<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    let mut b = StringBuilder::new();
+    for v in values {
+        b.append_option(v);
+    }
+    Arc::new(b.finish())
+}
+
+fn messages_array(values: impl Iterator<Item = Option<Vec<Message>>>) -> ArrayRef {
+    let fields = Fields::from(vec![
+        Field::new("role", DataType::Utf8, true),
+        Field::new("content", DataType::Utf8, true),
+    ]);
+    let sb = StructBuilder::from_fields(fields.clone(), 0);
+    let mut b = ListBuilder::new(sb).with_field(Arc::new(Field::new(
+        "item",
+        DataType::Struct(fields),
+        true,
+    )));
+    for v in values {
+        match v {
+            Some(ms) => {
+                for m in ms {
+                    let s = b.values();
+                    s.field_builder::<StringBuilder>(0)
+                        .expect("role")
+                        .append_value(&m.role);
+                    s.field_builder::<StringBuilder>(1)
+                        .expect("content")
+                        .append_value(&m.content);
+                    s.append(true);
+                }
+                b.append(true);
+            }
+            None => b.append(false),
+        }
+    }
+    Arc::new(b.finish())
 }
 
 fn conv_array<'a>(
@@ -109,63 +397,31 @@ fn conv_array<'a>(
 ) -> ArrayRef {
     match form {
         ConvForm::Text => {
-            let mut b = StringBuilder::new();
-            for v in values {
-                match v {
-                    Some(Conversation::Text(t)) => b.append_value(t),
-                    Some(Conversation::Messages(ms)) => {
+            let texts: Vec<Option<String>> = values
+                .map(|v| {
+                    v.map(|c| match c {
+                        Conversation::Text(t) => t.clone(),
                         // Only reachable if a run mixes forms without planning for it.
-                        b.append_value(
-                            ms.iter()
-                                .map(|m| m.content.as_str())
-                                .collect::<Vec<_>>()
-                                .join("\n"),
-                        )
-                    }
-                    None => b.append_null(),
-                }
-            }
-            Arc::new(b.finish())
+                        Conversation::Messages(ms) => ms
+                            .iter()
+                            .map(|m| m.content.as_str())
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                    })
+                })
+                .collect();
+            text_array(texts.iter().map(|t| t.as_deref()))
         }
-        ConvForm::Messages => {
-            let fields = Fields::from(vec![
-                Field::new("role", DataType::Utf8, true),
-                Field::new("content", DataType::Utf8, true),
-            ]);
-            let sb = StructBuilder::from_fields(fields.clone(), 0);
-            let mut b = ListBuilder::new(sb).with_field(Arc::new(Field::new(
-                "item",
-                DataType::Struct(fields),
-                true,
-            )));
-            let push = |b: &mut ListBuilder<StructBuilder>, r: &str, c: &str| {
-                let s = b.values();
-                s.field_builder::<StringBuilder>(0)
-                    .expect("role")
-                    .append_value(r);
-                s.field_builder::<StringBuilder>(1)
-                    .expect("content")
-                    .append_value(c);
-                s.append(true);
-            };
-            for v in values {
-                match v {
-                    Some(Conversation::Text(t)) => {
-                        // Plain text in a run whose column holds messages: one message.
-                        push(&mut b, role, t);
-                        b.append(true);
-                    }
-                    Some(Conversation::Messages(ms)) => {
-                        for m in ms {
-                            push(&mut b, &m.role, &m.content);
-                        }
-                        b.append(true);
-                    }
-                    None => b.append(false),
-                }
-            }
-            Arc::new(b.finish())
-        }
+        ConvForm::Messages => messages_array(values.map(|v| {
+            v.map(|c| match c {
+                // Plain text in a run whose column holds messages: one message.
+                Conversation::Text(t) => vec![Message {
+                    role: role.to_string(),
+                    content: t.clone(),
+                }],
+                Conversation::Messages(ms) => ms.clone(),
+            })
+        })),
     }
 }
 
@@ -179,64 +435,56 @@ pub fn rows_to_batch(
     rows: Vec<OutputRow>,
 ) -> Result<RecordBatch> {
     let mut cols: Vec<ArrayRef> = Vec::new();
-    let mut pair_id = StringBuilder::new();
-    for r in &rows {
-        pair_id.append_option(r.pair_id.as_deref());
-    }
-    cols.push(Arc::new(pair_id.finish()));
-    if schema.has_prompt {
-        cols.push(conv_array(
-            schema.prompt,
-            rows.iter().map(|r| r.prompt.as_ref()),
-            "user",
-        ));
-    }
-    cols.push(conv_array(
-        schema.chosen,
-        rows.iter().map(|r| r.chosen.as_ref()),
-        "assistant",
-    ));
-    cols.push(conv_array(
-        schema.rejected,
-        rows.iter().map(|r| r.rejected.as_ref()),
-        "assistant",
-    ));
-    for (i, _) in ATTRIBUTE_COLUMNS.iter().enumerate() {
-        if schema.attributes[i] {
-            let mut b = StringBuilder::new();
-            for r in &rows {
-                b.append_option(r.attributes.get(i));
-            }
-            cols.push(Arc::new(b.finish()));
+    for column in schema.columns(dest) {
+        match column {
+            Column::PairId => cols.push(text_array(rows.iter().map(|r| r.pair_id.as_deref()))),
+            Column::Prompt => cols.push(conv_array(
+                schema.prompt,
+                rows.iter().map(|r| r.prompt.as_ref()),
+                "user",
+            )),
+            Column::Chosen => cols.push(conv_array(
+                schema.chosen,
+                rows.iter().map(|r| r.chosen.as_ref()),
+                "assistant",
+            )),
+            Column::Rejected => cols.push(conv_array(
+                schema.rejected,
+                rows.iter().map(|r| r.rejected.as_ref()),
+                "assistant",
+            )),
+            Column::WholeChosen => cols.push(messages_array(rows.iter().map(|r| {
+                r.chosen
+                    .as_ref()
+                    .map(|c| whole_conversation(r.prompt.as_ref(), c))
+            }))),
+            Column::WholeRejected => cols.push(messages_array(rows.iter().map(|r| {
+                r.rejected
+                    .as_ref()
+                    .map(|c| whole_conversation(r.prompt.as_ref(), c))
+            }))),
+            Column::Attribute(i) => cols.push(text_array(rows.iter().map(|r| r.attributes.get(i)))),
+            Column::Extras => cols.extend(extras.decode(rows.iter().map(|r| r.extras.as_slice()))?),
+            Column::Reason => cols.push(text_array(rows.iter().map(|r| Some(r.reason.code())))),
+            Column::PBest => cols.push(Arc::new(
+                rows.iter().map(|r| r.p_best).collect::<Float64Array>(),
+            )),
+            Column::PGold => cols.push(Arc::new(
+                rows.iter().map(|r| r.p_gold).collect::<Float64Array>(),
+            )),
+            Column::Margin => cols.push(Arc::new(Float64Array::from_iter_values(
+                rows.iter().map(|r| margin(r.p_gold)),
+            ))),
+            Column::SourceFile => cols.push(text_array(
+                rows.iter()
+                    .map(|r| Some(file_urls[r.key.file_index()].as_str())),
+            )),
+            Column::SourceRow => cols.push(Arc::new(UInt64Array::from_iter_values(
+                rows.iter().map(|r| r.row),
+            ))),
+            Column::Error => cols.push(text_array(rows.iter().map(|r| r.error.as_deref()))),
+            Column::Raw => cols.push(text_array(rows.iter().map(|r| r.raw.as_deref()))),
         }
-    }
-    cols.extend(extras.decode(rows.iter().map(|r| r.extras.as_slice()))?);
-    let mut reason = StringBuilder::new();
-    let mut p_best = Float64Builder::new();
-    let mut p_gold = Float64Builder::new();
-    for r in &rows {
-        reason.append_value(r.reason.code());
-        p_best.append_option(r.p_best);
-        p_gold.append_option(r.p_gold);
-    }
-    cols.push(Arc::new(reason.finish()));
-    cols.push(Arc::new(p_best.finish()));
-    cols.push(Arc::new(p_gold.finish()));
-    if dest == Destination::Quarantine {
-        let mut file = StringBuilder::new();
-        let mut row = UInt64Builder::new();
-        let mut error = StringBuilder::new();
-        let mut raw = StringBuilder::new();
-        for r in &rows {
-            file.append_value(&file_urls[r.key.file_index()]);
-            row.append_value(r.row);
-            error.append_option(r.error.as_deref());
-            raw.append_option(r.raw.as_deref());
-        }
-        cols.push(Arc::new(file.finish()));
-        cols.push(Arc::new(row.finish()));
-        cols.push(Arc::new(error.finish()));
-        cols.push(Arc::new(raw.finish()));
     }
     RecordBatch::try_new(arrow_schema.clone(), cols).map_err(|e| Error::Arrow {
         context: format!("{} batch", dest.dir()),
@@ -273,8 +521,48 @@ pub struct WrittenFile {
     pub rows: u64,
 }
 
-/// Writes one destination's rows of one worker as Parquet parts
-/// `DIR/part-WWWWW-SSSSS.parquet` (worker, sequence number).
+/// Where a run's parts are written while it runs: `OUT/_staging/`. Readers skip
+/// `_`-prefixed paths (pyarrow, `datasets`, Spark, synpref's own input listing), so a
+/// crash mid-run leaves nothing under `curated/`, `discarded/` or `quarantine/` a
+/// reader could take for a part; `publish` moves the parts into place at commit and
+/// the next run clears whatever a crash left.
+pub const STAGING_DIR: &str = "_staging";
+
+/// The objects a committed output consists of besides its parts; `manifest.json` is
+/// written last and removed first.
+pub const COMMIT_FILES: [&str; 3] = ["manifest.json", "README.md", "report.json"];
+
+/// Removes a previous run's output, uncommitting it first (the manifest goes first),
+/// and any staging a crashed run left. On the local file system whole directories go,
+/// so that the in-progress files object_store writes beside a part (`part-…#1`), which
+/// its listing does not show, go too.
+pub fn clear_output(out: &Location) -> Result<()> {
+    for name in COMMIT_FILES {
+        out.child(name).delete()?;
+    }
+    for dir in Destination::ALL
+        .iter()
+        .map(|d| d.dir())
+        .chain([STAGING_DIR])
+    {
+        out.child(dir).delete_tree()?;
+    }
+    Ok(())
+}
+
+/// Moves a run's parts from staging into place (the step before the report, card and
+/// manifest are written) and removes the staging directory.
+pub fn publish(out: &Location, files: &[WrittenFile]) -> Result<()> {
+    let staging = out.child(STAGING_DIR);
+    for f in files {
+        staging.child(&f.path).rename_to(&out.child(&f.path))?;
+    }
+    staging.delete_tree()
+}
+
+/// Writes one destination's rows of one worker as parts
+/// `_staging/DIR/part-WWWWW-SSSSS.{parquet,jsonl}` (worker, sequence number), in the
+/// layout and file format of its schema.
 pub struct PartWriter {
     dir: Location,
     dest: Destination,
@@ -284,9 +572,15 @@ pub struct PartWriter {
     extras: Arc<ExtrasCodec>,
     file_urls: Arc<Vec<String>>,
     buffer: Vec<OutputRow>,
-    current: Option<(AsyncArrowWriter<BufWriter>, String, u64)>,
+    current: Option<(PartFile, String, u64)>,
     seq: usize,
     written: Vec<WrittenFile>,
+}
+
+/// An open part.
+enum PartFile {
+    Parquet(AsyncArrowWriter<BufWriter>),
+    Jsonl(BufWriter),
 }
 
 impl PartWriter {
@@ -300,7 +594,7 @@ impl PartWriter {
     ) -> Self {
         let arrow_schema = schema.arrow_schema(&extras, dest);
         PartWriter {
-            dir: out.child(dest.dir()),
+            dir: out.child(STAGING_DIR).child(dest.dir()),
             dest,
             worker,
             schema,
@@ -337,26 +631,46 @@ impl PartWriter {
             rows,
         )?;
         if self.current.is_none() {
-            let name = format!("part-{:05}-{:05}.parquet", self.worker, self.seq);
+            let file_format = self.schema.file_format;
+            let name = format!(
+                "part-{:05}-{:05}.{}",
+                self.worker,
+                self.seq,
+                file_format.extension()
+            );
             self.seq += 1;
             let loc = self.dir.child(&name);
             let object = BufWriter::new(loc.store.clone(), loc.path.clone());
-            let writer = AsyncArrowWriter::try_new(
-                object,
-                self.arrow_schema.clone(),
-                Some(writer_properties()),
-            )
-            .map_err(|e| Error::Parquet {
-                path: loc.url.clone(),
-                source: e,
-            })?;
-            self.current = Some((writer, format!("{}/{}", self.dest.dir(), name), 0));
+            let file = match file_format {
+                OutputFileFormat::Parquet => PartFile::Parquet(
+                    AsyncArrowWriter::try_new(
+                        object,
+                        self.arrow_schema.clone(),
+                        Some(writer_properties()),
+                    )
+                    .map_err(|e| Error::Parquet {
+                        path: loc.url.clone(),
+                        source: e,
+                    })?,
+                ),
+                OutputFileFormat::Jsonl => PartFile::Jsonl(object),
+            };
+            self.current = Some((file, format!("{}/{}", self.dest.dir(), name), 0));
         }
-        let (writer, path, rows) = self.current.as_mut().expect("opened above");
-        block_on(writer.write(&batch)).map_err(|e| Error::Parquet {
-            path: path.clone(),
-            source: e,
-        })?;
+        let (file, path, rows) = self.current.as_mut().expect("opened above");
+        match file {
+            PartFile::Parquet(writer) => {
+                block_on(writer.write(&batch)).map_err(|e| Error::Parquet {
+                    path: path.clone(),
+                    source: e,
+                })?
+            }
+            PartFile::Jsonl(object) => {
+                let bytes = jsonl_bytes(&batch, path)?;
+                block_on(tokio::io::AsyncWriteExt::write_all(object, &bytes))
+                    .map_err(|e| Error::other(path.clone(), e))?
+            }
+        }
         *rows += n;
         if *rows >= ROWS_PER_PART {
             self.close_part()?;
@@ -365,22 +679,49 @@ impl PartWriter {
     }
 
     fn close_part(&mut self) -> Result<()> {
-        if let Some((writer, path, rows)) = self.current.take() {
-            block_on(writer.close()).map_err(|e| Error::Parquet {
-                path: path.clone(),
-                source: e,
-            })?;
+        if let Some((file, path, rows)) = self.current.take() {
+            match file {
+                PartFile::Parquet(writer) => {
+                    block_on(writer.close()).map_err(|e| Error::Parquet {
+                        path: path.clone(),
+                        source: e,
+                    })?;
+                }
+                PartFile::Jsonl(mut object) => {
+                    block_on(tokio::io::AsyncWriteExt::shutdown(&mut object))
+                        .map_err(|e| Error::other(path.clone(), e))?;
+                }
+            }
             self.written.push(WrittenFile { path, rows });
         }
         Ok(())
     }
 
-    /// Flushes and closes; returns the files written.
+    /// Flushes and closes; returns the files written (paths relative to the output,
+    /// where `publish` puts them).
     pub fn finish(mut self) -> Result<Vec<WrittenFile>> {
         self.flush()?;
         self.close_part()?;
         Ok(self.written)
     }
+}
+
+/// A record batch as JSON lines, nulls written out (so that every line has every key,
+/// as JSON readers that infer a schema from the first lines expect).
+pub fn jsonl_bytes(batch: &RecordBatch, path: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut writer = arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow::json::writer::LineDelimited>(&mut buf);
+    writer
+        .write(batch)
+        .and_then(|_| writer.finish())
+        .map_err(|e| Error::Arrow {
+            context: format!("{path} as JSON lines"),
+            source: e,
+        })?;
+    drop(writer);
+    Ok(buf)
 }
 
 /// Writes a small JSON document (report, manifest) atomically: object stores make a

@@ -190,6 +190,7 @@ mod tests {
             extras: vec![1, 2, 3],
             content_hash: i as u128,
             pair_key: i,
+            corrected: false,
         }
     }
 

@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 use crate::error::{Error, Result};
 use crate::input::{ConvForm, InputPlan, JsonlObservation};
 use crate::model::ATTRIBUTE_COLUMNS;
-use crate::output::OutputSchema;
+use crate::output::{OutputSchema, OWN_COLUMNS};
 
 /// The output schema of a run: from Parquet footers and what the survey saw in JSONL
 /// files. Also where whole JSONL files are judged unusable.
@@ -40,6 +40,8 @@ pub fn infer_output_schema(
         chosen: ConvForm::Text,
         rejected: ConvForm::Text,
         attributes: [false; 6],
+        format: Default::default(),
+        file_format: Default::default(),
     };
     let mut extras: Vec<(Field, String)> = Vec::new();
     let mut add_extra = |f: Field, file: &str| -> Result<()> {
@@ -93,6 +95,25 @@ pub fn infer_output_schema(
                         format!("not a JSONL file (no line is a JSON object): {message}"),
                     ));
                 }
+                if o.lines == 0 {
+                    return Err(Error::bad_file(
+                        url,
+                        "the file has no rows (only blank lines)",
+                    ));
+                }
+                if o.lines > o.unparsable && !o.has_prompt {
+                    let whole = ["chosen", "rejected"]
+                        .iter()
+                        .all(|c| o.message_columns.contains(*c));
+                    if !whole && o.keys.contains("chosen") && o.keys.contains("rejected") {
+                        return Err(Error::bad_column(
+                            url,
+                            "prompt",
+                            "no row has a `prompt`, and `chosen`/`rejected` are not whole conversations \
+                             (TRL implicit-prompt form needs lists of {role, content} messages)",
+                        ));
+                    }
+                }
                 if o.lines > o.unparsable {
                     for required in ["chosen", "rejected"] {
                         if !o.keys.contains(required) {
@@ -120,6 +141,7 @@ pub fn infer_output_schema(
                 for k in &o.keys {
                     if ["pair_id", "prompt", "chosen", "rejected"].contains(&k.as_str())
                         || ATTRIBUTE_COLUMNS.contains(&k.as_str())
+                        || OWN_COLUMNS.contains(&k.as_str())
                     {
                         continue;
                     }

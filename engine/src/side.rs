@@ -41,6 +41,7 @@ fn read_jsonl(loc: &Location, out: &mut Vec<SideRow>) -> Result<()> {
 /// Parses JSONL rows (one JSON object per line; blank lines skipped). `origin` names the
 /// source in errors, which also give the line number.
 pub fn parse_jsonl(bytes: &[u8], origin: &str, out: &mut Vec<SideRow>) -> Result<()> {
+    let bytes = crate::input::strip_bom(bytes);
     for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
         let line_no = i as u64 + 1;
         if line.iter().all(|b| b.is_ascii_whitespace()) {
@@ -353,7 +354,21 @@ pub fn label_from_row(r: &SideRow) -> Result<GoldLabel> {
         pair_id,
         verdict,
         annotator: r.string("annotator")?,
-        labeled_at: scalar_text(r.fields.get("labeled_at")),
+        labeled_at: scalar_text(r.fields.get("labeled_at"))
+            .map(|t| {
+                normalise_timestamp(&t).ok_or_else(|| {
+                    Error::bad_row(
+                        &r.file,
+                        r.row,
+                        Some("labeled_at".into()),
+                        format!(
+                            "`{t}` is not a timestamp: expected RFC 3339 (2025-03-01T12:00:00Z, \
+                             2025-03-01T13:00:00+01:00), `2025-03-01 12:00:00` (UTC) or a date (2025-03-01)"
+                        ),
+                    )
+                })
+            })
+            .transpose()?,
         text,
     })
 }
@@ -433,6 +448,30 @@ impl GoldLabels {
             }
         }
     }
+}
+
+/// A `labeled_at` as RFC 3339 in UTC with nanoseconds, so that later labels compare
+/// later as text whatever offset or precision they were written with; `None` when the
+/// text is no timestamp.
+pub fn normalise_timestamp(text: &str) -> Option<String> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+    let t = text.trim();
+    let utc = DateTime::parse_from_rfc3339(t)
+        .map(|d| d.with_timezone(&Utc))
+        .ok()
+        .or_else(|| {
+            ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+                .map(|n| n.and_utc())
+        })
+        .or_else(|| {
+            NaiveDate::parse_from_str(t, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|n| n.and_utc())
+        })?;
+    Some(utc.to_rfc3339_opts(SecondsFormat::Nanos, true))
 }
 
 fn scalar_text(v: Option<&Value>) -> Option<String> {

@@ -216,6 +216,32 @@ impl Location {
         })
     }
 
+    /// Deletes everything under this prefix. On the local file system the directory
+    /// goes as a whole, with the in-progress files object_store leaves beside an
+    /// interrupted write (`name#N`), which its listing skips.
+    pub fn delete_tree(&self) -> Result<()> {
+        match self.local_path() {
+            Some(dir) => match std::fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                    std::fs::remove_file(&dir).map_err(|e| Error::other(&self.url, e))
+                }
+                Err(e) => Err(Error::other(&self.url, format!("cannot remove: {e}"))),
+            },
+            None => self.delete_prefix(),
+        }
+    }
+
+    /// Moves this object to `to` (one rename on the local file system; a copy and a
+    /// delete on object stores).
+    pub fn rename_to(&self, to: &Location) -> Result<()> {
+        block_on(self.store.rename(&self.path, &to.path)).map_err(|e| Error::Storage {
+            path: format!("{} -> {}", self.url, to.url),
+            source: e,
+        })
+    }
+
     pub fn delete(&self) -> Result<()> {
         match block_on(self.store.delete(&self.path)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -246,6 +272,58 @@ impl Location {
         names.sort();
         Ok(names)
     }
+}
+
+/// The store (scheme and authority) and path segments an input or output names; for
+/// a glob, the directories before its first glob character.
+fn prefix_of(input: &str) -> Result<(String, Vec<String>)> {
+    let url = to_url(input)?;
+    let store = format!("{}://{}", url.scheme(), url.authority());
+    let mut segments: Vec<String> = url
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.to_string())
+        .collect();
+    if let Some(first_glob) = segments.iter().position(|s| has_glob(s)) {
+        segments.truncate(first_glob);
+    }
+    Ok((store, segments))
+}
+
+/// Refuses an output location that is, lies inside, or contains an input: a run
+/// would read its own output as input, or clear its input as a previous output.
+/// `inputs` are (flag, URL) pairs; the error names both flags.
+pub fn check_output_apart(out_flag: &str, out: &str, inputs: &[(&str, &str)]) -> Result<()> {
+    let (out_store, out_path) = prefix_of(out)?;
+    for (flag, input) in inputs {
+        let (store, path) = prefix_of(input)?;
+        if store != out_store {
+            continue;
+        }
+        let shared = out_path
+            .iter()
+            .zip(&path)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let relation = if shared == out_path.len() && shared == path.len() {
+            "is"
+        } else if shared == path.len() {
+            "lies inside"
+        } else if shared == out_path.len() {
+            "contains"
+        } else {
+            continue;
+        };
+        return Err(Error::setting(
+            out_flag,
+            format!(
+                "`{out}` {relation} the input {flag} `{input}`: a run would read its own output or delete its input; \
+                 choose an output location apart from every input"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One input file found by [`list_inputs`].

@@ -35,11 +35,23 @@ pub struct RuleInputs {
     pub judges: Option<Arc<JudgeVotes>>,
 }
 
-/// (reason, swap) for one pair.
-pub fn decide(inputs: &RuleInputs, pair_key: u64, p_best: f64, p_gold: f64) -> (Reason, bool) {
+/// (reason, swap) for one pair. A pair an earlier pass corrected (`corrected`) keeps
+/// its recorded correction as its verdict where the gold labels have none.
+pub fn decide(
+    inputs: &RuleInputs,
+    pair_key: u64,
+    corrected: bool,
+    p_best: f64,
+    p_gold: f64,
+) -> (Reason, bool) {
     decide_with(
         &inputs.settings,
-        inputs.gold.labels.get(&pair_key).map(|l| l.verdict),
+        inputs
+            .gold
+            .labels
+            .get(&pair_key)
+            .map(|l| l.verdict)
+            .or(corrected.then_some(Verdict::Rejected)),
         || {
             inputs
                 .judges
@@ -117,7 +129,8 @@ impl<'scope> ConsistencyRule<'scope> for Rows<'scope, ScoredPair> {
                     let mut session = output.session(&time);
                     for s in data.drain(..) {
                         let (p_best, p_gold) = (s.p_best(), s.p_gold());
-                        let (reason, swap) = decide(&inputs, s.pair.pair_key, p_best, p_gold);
+                        let (reason, swap) =
+                            decide(&inputs, s.pair.pair_key, s.pair.corrected, p_best, p_gold);
                         session.give(decided_row(s.pair, reason, swap, p_best, p_gold));
                     }
                 });

@@ -125,6 +125,7 @@ mod tests {
             extras: vec![],
             content_hash: 0,
             pair_key: 0,
+            corrected: false,
         };
         assert!(idx.contaminates(&mk(
             "Please: TWO three four five six seven eight nine ten eleven twelve thirteen fourteen!"

@@ -3,7 +3,7 @@
 
 use synpref_engine::hashing::{content_hash, derived_pair_id, pair_key};
 use synpref_engine::input::{RawBody, RawFields, RawRecord, RawValue};
-use synpref_engine::model::{Conversation, InvalidReason, PreferencePair, Reason};
+use synpref_engine::model::{Conversation, InvalidReason, PreferencePair, Reason, KNOWN_ROLES};
 use synpref_engine::output::OutputRow;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::core::OkErr;
@@ -86,6 +86,9 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
     if let Some((reason, message)) = field_problem(&fields) {
         return fail(fields, reason, message);
     }
+    if let Some((reason, message)) = conversation_problem(&fields) {
+        return fail(fields, reason, message);
+    }
     if bytes > settings.max_pair_bytes {
         let message = format!(
             "pair has {bytes} bytes of text, over the limit of {} (--max-pair-bytes)",
@@ -101,9 +104,17 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
         rejected,
         attributes,
         extras,
+        corrected,
     } = fields;
     let (RawValue::Value(chosen), RawValue::Value(rejected)) = (chosen, rejected) else {
         unreachable!("missing and mistyped responses were routed above")
+    };
+    // A row an earlier pass swapped for a human verdict is held in the orientation the
+    // verdict was given for (the rule swaps it again, with the same reason).
+    let (chosen, rejected) = if corrected {
+        (rejected, chosen)
+    } else {
+        (chosen, rejected)
     };
     // Rebuilds the raw fields for a quarantined row (the failure paths are rare).
     let refill =
@@ -116,6 +127,7 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
                 rejected: RawValue::Value(rejected),
                 attributes,
                 extras,
+                corrected,
             }
         };
     let (prompt, implicit_prompt) = match prompt {
@@ -177,6 +189,7 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
         attributes,
         extras,
         content_hash: hash,
+        corrected,
     })
 }
 
@@ -200,6 +213,47 @@ fn field_problem(fields: &RawFields) -> Option<(InvalidReason, String)> {
                 InvalidReason::MissingResponse,
                 format!("`{name}` is missing"),
             ));
+        }
+    }
+    None
+}
+
+/// Roles outside `KNOWN_ROLES`, and replies (message lists) whose last turn is not the
+/// assistant's: a chat template would reject them or train on a turn that is not a
+/// reply.
+fn conversation_problem(fields: &RawFields) -> Option<(InvalidReason, String)> {
+    for (name, v) in [
+        ("prompt", &fields.prompt),
+        ("chosen", &fields.chosen),
+        ("rejected", &fields.rejected),
+    ] {
+        let RawValue::Value(Conversation::Messages(ms)) = v else {
+            continue;
+        };
+        if let Some(m) = ms.iter().find(|m| !KNOWN_ROLES.contains(&m.role.as_str())) {
+            return Some((
+                InvalidReason::UnknownRole,
+                format!(
+                    "`{name}` has a message with role `{}`; expected one of {}",
+                    m.role,
+                    KNOWN_ROLES.join(", ")
+                ),
+            ));
+        }
+    }
+    for (name, v) in [("chosen", &fields.chosen), ("rejected", &fields.rejected)] {
+        if let RawValue::Value(Conversation::Messages(ms)) = v {
+            if let Some(last) = ms.last() {
+                if last.role != "assistant" {
+                    return Some((
+                        InvalidReason::LastTurn,
+                        format!(
+                            "`{name}` ends with a `{}` turn; the last turn must be the assistant's reply",
+                            last.role
+                        ),
+                    ));
+                }
+            }
         }
     }
     None

@@ -54,6 +54,8 @@ pub fn explain_worker(worker: &mut Worker, plan: &CuratePlan) -> String {
             chosen: synpref_engine::input::ConvForm::Text,
             rejected: synpref_engine::input::ConvForm::Text,
             attributes: [false; 6],
+            format: plan.spec.format,
+            file_format: plan.spec.file_format(),
         },
         extras: Arc::new(
             synpref_engine::extras::ExtrasCodec::new(Vec::new()).expect("no extra columns"),

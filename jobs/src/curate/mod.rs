@@ -17,6 +17,7 @@
 //!
 //! `explain` prints the graphs of stages 1 and 3 without running them.
 
+pub mod card;
 pub mod dataflow;
 pub mod explain;
 mod feed;

@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use synpref_engine::input::{plan_input, InputPlan};
-use synpref_engine::model::Destination;
 use synpref_engine::side::{read_benchmark_prompts, GoldLabels, JudgeVotes, Truth};
 use synpref_engine::store::{resolve, Location};
 use synpref_engine::Result;
@@ -104,6 +103,18 @@ pub fn prepare_with_gold(
 ) -> Result<CuratePlan> {
     let started = Instant::now();
     spec.validate()?;
+    let mut inputs: Vec<(&str, &str)> = vec![("--pairs", spec.pairs.as_str())];
+    if !spec.gold.is_empty() {
+        inputs.push(("--gold", spec.gold.as_str()));
+    }
+    inputs.extend(spec.truth.as_deref().map(|t| ("--truth", t)));
+    inputs.extend(spec.judges.as_deref().map(|j| ("--judges", j)));
+    inputs.extend(
+        spec.decontaminate
+            .iter()
+            .map(|d| ("--decontaminate", d.as_str())),
+    );
+    synpref_engine::store::check_output_apart("--out", &spec.out, &inputs)?;
     let mut input = plan_input(&spec.pairs)?;
     input.batch_rows = spec.machine.batch_rows;
     tracing::info!(
@@ -133,12 +144,7 @@ pub fn prepare_with_gold(
     let ngrams = NgramIndex::build(prompts.iter().map(|s| s.as_str()));
     let out = resolve(&spec.out)?;
     if leader {
-        // Uncommit first (the manifest goes first), then clear old parts.
-        out.child("manifest.json").delete()?;
-        for d in Destination::ALL {
-            out.child(d.dir()).delete_prefix()?;
-        }
-        out.child("report.json").delete()?;
+        synpref_engine::output::clear_output(&out)?;
     }
     let hidden = !spec.machine.progress;
     let mk = |m: &str, n: u64| {

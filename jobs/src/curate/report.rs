@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use synpref_engine::model::{Destination, Reason};
-use synpref_engine::output::{write_json, WrittenFile};
+use synpref_engine::output::{publish, write_json, WrittenFile};
 use synpref_engine::report::Quality;
 use synpref_engine::Result;
 use synpref_operators::models::builtin::TrainInfo;
@@ -283,9 +283,13 @@ pub fn build_manifest(
     }
 }
 
-/// Writes the report, then the manifest last (the commit).
+/// Commits a run: moves the parts from staging into place, writes the report and the
+/// dataset card, then the manifest last (its presence means the run committed).
 pub fn commit(plan: &CuratePlan, report: &CurateReport, manifest: &Manifest) -> Result<()> {
+    publish(&plan.out, &manifest.outputs)?;
     write_json(&plan.out.child("report.json"), report)?;
+    let card = super::card::dataset_card(report, manifest, &plan.spec.out);
+    plan.out.child("README.md").put(card.into_bytes())?;
     write_json(&plan.out.child("manifest.json"), manifest)
 }
 
@@ -369,6 +373,6 @@ pub fn summary(report: &CurateReport, out: &str) -> String {
         }
         s.push('\n');
     }
-    s.push_str(&format!("outputs: {out}/{{curated,discarded,quarantine}}/, {out}/report.json, {out}/manifest.json\n"));
+    s.push_str(&format!("outputs: {out}/{{curated,discarded,quarantine}}/, {out}/report.json, {out}/README.md (dataset card), {out}/manifest.json\n"));
     s
 }

@@ -2,6 +2,7 @@
 //! one place, and their validation (errors name the flag).
 
 use serde::{Deserialize, Serialize};
+use synpref_engine::output::{OutputFileFormat, OutputFormat};
 use synpref_engine::{Error, Result};
 use synpref_operators::consistency_rule::RuleSettings;
 use synpref_operators::models::builtin::TrainSettings;
@@ -54,6 +55,12 @@ pub struct CurateSpec {
     /// Training of the built-in models (the gold RM makes one online pass over the
     /// label stream and ignores `epochs`).
     pub train: TrainSettings,
+    /// Layout of curated and discarded rows (`--format`): `input`, `conversational`,
+    /// or a consumer's preset (`trl`, `openrlhf`, `rewardbench`).
+    pub format: OutputFormat,
+    /// File format of the parts (`--output-file-format`; `None`: the format's default,
+    /// JSON lines for `rewardbench`, Parquet otherwise).
+    pub output_file_format: Option<OutputFileFormat>,
     /// How the run is executed; none of it changes the output.
     pub machine: MachineSettings,
 }
@@ -101,12 +108,20 @@ impl Default for CurateSpec {
             models: ModelOptions::default(),
             score_cache: None,
             train: TrainSettings::default(),
+            format: OutputFormat::Input,
+            output_file_format: None,
             machine: MachineSettings::default(),
         }
     }
 }
 
 impl CurateSpec {
+    /// The file format parts are written in.
+    pub fn file_format(&self) -> OutputFileFormat {
+        self.output_file_format
+            .unwrap_or_else(|| self.format.default_file_format())
+    }
+
     /// The consistency rule's settings.
     pub fn rule(&self) -> RuleSettings {
         RuleSettings {

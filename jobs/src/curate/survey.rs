@@ -305,6 +305,7 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
     let observations: Vec<JsonlObservation> =
         surveys.into_iter().flat_map(|s| s.observations).collect();
     let (schema, extras_fields) = infer_output_schema(&plan.input, &observations)?;
+    let schema = schema.with_format(plan.spec.format, plan.spec.file_format());
     let mut ranges: Vec<(usize, u64, u64)> = observations
         .iter()
         .map(|o| (o.file, o.start, o.line_count))

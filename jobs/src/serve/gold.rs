@@ -314,6 +314,7 @@ mod tests {
             extras: Vec::new(),
             content_hash: 1,
             pair_key: 1,
+            corrected: false,
         };
         let scored = model.score(&[&pair]).unwrap()[0];
         let e = TrainExample::from_pair(&pair, settings.feature_bits, false);

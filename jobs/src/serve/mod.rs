@@ -822,10 +822,16 @@ fn write_changelog(
     changes.sort_by_key(|c| (c.3 > 0, c.0, c.1));
     let state = shared.state.read().expect("state").clone().expect("loaded");
     let state = state.read().expect("state");
+    // The changelog is serve's own record, always rows as read plus the decision,
+    // whatever layout the snapshots are written in.
     let schema = shared.tap.schema.lock().expect("schema").clone();
     let Some((schema, extras, urls)) = schema else {
         return Err(Error::other("changelog", "the output schema is unknown"));
     };
+    let schema = schema.with_format(
+        synpref_engine::output::OutputFormat::Input,
+        synpref_engine::output::OutputFileFormat::Parquet,
+    );
     let mut rows = Vec::with_capacity(changes.len());
     let (mut epochs, mut diffs, mut sets) = (Vec::new(), Vec::new(), Vec::new());
     for (key, decided, _, diff) in &changes {

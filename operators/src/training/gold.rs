@@ -107,6 +107,7 @@ pub fn label_pair(label: &GoldLabel) -> Option<(PreferencePair, bool)> {
         extras: Vec::new(),
         content_hash: synpref_engine::hashing::content_hash(p, c, r),
         pair_key: 0,
+        corrected: false,
     };
     Some((pair, label.verdict == Verdict::Rejected))
 }

@@ -1,0 +1,135 @@
+//! `OUT/README.md`: the dataset card of a committed curate output. Its YAML header maps
+//! `datasets` configs onto the parts, so that `load_dataset(OUT)` yields the curated
+//! rows as the default train split and `discarded`/`quarantine` load as their own
+//! configs (Hugging Face, "Manual configuration" of dataset repositories); its body
+//! states what the run wrote and what it measured about itself.
+
+use synpref_engine::model::Destination;
+use synpref_engine::output::{OutputFileFormat, OutputFormat, WrittenFile};
+
+use super::report::{summary, CurateReport, Manifest};
+
+/// OpenRLHF's `train_rm` reads at most `--max_samples` rows, 1,000,000 unless told
+/// otherwise (openrlhf/cli/train_rm.py, 0.11), and says nothing when it cuts.
+pub const OPENRLHF_MAX_SAMPLES_DEFAULT: u64 = 1_000_000;
+
+/// The `datasets` config name of a destination (curated is the default config).
+fn config_name(dest: Destination) -> &'static str {
+    match dest {
+        Destination::Curated => "default",
+        other => other.dir(),
+    }
+}
+
+/// The card of a committed output.
+pub fn dataset_card(report: &CurateReport, manifest: &Manifest, out: &str) -> String {
+    let spec = &manifest.spec;
+    let file_format: OutputFileFormat = spec.file_format();
+    let mut s = String::from("---\nconfigs:\n");
+    for dest in Destination::ALL {
+        let has_parts = manifest
+            .outputs
+            .iter()
+            .any(|f: &WrittenFile| f.path.starts_with(&format!("{}/", dest.dir())));
+        // A config without files fails to load; curated is listed whatever happens, so
+        // that an empty curated set is an error, not someone else's rows.
+        if !has_parts && dest != Destination::Curated {
+            continue;
+        }
+        let ext = file_format.extension();
+        s.push_str(&format!(
+            "- config_name: {}\n  data_files:\n  - split: train\n    path: \"{}/*.{ext}\"\n",
+            config_name(dest),
+            dest.dir()
+        ));
+        if dest == Destination::Curated {
+            s.push_str("  default: true\n");
+        }
+    }
+    s.push_str("task_categories:\n- text-classification\ntags:\n- preference\n- reward-modeling\n- synpref\n---\n\n");
+    s.push_str("# Curated preference pairs\n\n");
+    s.push_str(&format!(
+        "Written by synpref {} `curate` (Skywork-Reward-V2 Stage 2 consistency filter, arXiv 2507.01352): \
+         {} of {} input pairs kept, {} discarded, {} quarantined. `manifest.json` lists every file, \
+         input, setting and model fingerprint; `report.json` holds every figure below.\n\n",
+        manifest.synpref_version,
+        report.curated_rows,
+        report.input_rows,
+        report.discarded_rows,
+        report.quarantined_rows
+    ));
+    s.push_str("## Load it\n\n```python\nfrom datasets import load_dataset\n");
+    s.push_str(&format!(
+        "train = load_dataset(\"{out}\", split=\"train\")                 # the curated rows\n\
+         discarded = load_dataset(\"{out}\", \"discarded\", split=\"train\")  # with their reasons\n```\n\n"
+    ));
+    s.push_str(&format!(
+        "Layout: `--format {}`, {} parts. {}\n\n",
+        spec.format,
+        file_format.extension(),
+        layout_text(spec.format)
+    ));
+    if report.curated_rows > OPENRLHF_MAX_SAMPLES_DEFAULT {
+        s.push_str(&format!(
+            "**OpenRLHF:** `train_rm` reads at most `--max_samples` rows, {OPENRLHF_MAX_SAMPLES_DEFAULT} by default, \
+             and cuts larger sets silently: pass `--max_samples {}` to train on all {} curated rows.\n\n",
+            report.curated_rows, report.curated_rows
+        ));
+    } else {
+        s.push_str(&format!(
+            "**OpenRLHF:** `train_rm` reads at most `--max_samples` rows ({OPENRLHF_MAX_SAMPLES_DEFAULT} by default) \
+             and cuts larger sets silently; this set has {} curated rows.\n\n",
+            report.curated_rows
+        ));
+    }
+    s.push_str("## Rows per reason\n\n| reason | set | rows |\n|---|---|---|\n");
+    for (code, n) in &report.reasons {
+        if *n > 0 {
+            let set = synpref_engine::model::Reason::from_code(code)
+                .map(|r| r.destination().dir())
+                .unwrap_or("?");
+            s.push_str(&format!("| `{code}` | {set} | {n} |\n"));
+        }
+    }
+    s.push_str("\n## Models\n\n| role | spec | fingerprint |\n|---|---|---|\n");
+    for (role, m) in [
+        ("best RM", &manifest.models.best_rm),
+        ("gold RM", &manifest.models.gold_rm),
+    ] {
+        s.push_str(&format!(
+            "| {role} | `{}` | `{}` |\n",
+            m.spec, m.fingerprint
+        ));
+    }
+    s.push_str("\n## What the run measured about itself\n\n");
+    s.push_str(
+        "Agreement with held-out human verdicts (95% Wilson intervals; humans err too), \
+         as printed at the end of the run:\n\n```text\n",
+    );
+    s.push_str(&summary(report, out));
+    s.push_str("```\n");
+    s
+}
+
+fn layout_text(format: OutputFormat) -> &'static str {
+    match format {
+        OutputFormat::Input => {
+            "Each row is an input row as read (chosen and rejected swapped where a human corrected the label) \
+             plus `reason`, `p_best` and `p_gold` (σ of the reward difference, for the row as written)."
+        }
+        OutputFormat::Conversational => {
+            "No `prompt` column: `chosen` and `rejected` are whole conversations (prompt turns, then the reply), \
+             the form TRL's `RewardTrainer`, OpenRLHF's `train_rm --apply_chat_template` and RewardBench read \
+             unchanged; then the input's other columns and `reason`, `p_best`, `p_gold`."
+        }
+        OutputFormat::Trl | OutputFormat::Openrlhf => {
+            "Columns `pair_id`, `chosen`, `rejected` (whole conversations) and `margin`: the gold RM's reward \
+             difference for the row as written, ln(p_gold / (1 − p_gold)), floored at 0 (TRL's `RewardTrainer` \
+             adds it to its loss when the column is present; OpenRLHF reads it with `--margin_loss`)."
+        }
+        OutputFormat::Rewardbench => {
+            "Columns `pair_id`, `chosen` and `rejected` (whole conversations), for \
+             `rewardbench --dataset DIR --load_json`."
+        }
+    }
+}
