@@ -2316,3 +2316,6 @@ fn explain_curate_prints_the_dataflow_graphs_as_blessed() {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
 }
+
+#[path = "integration/robustness.rs"]
+mod robustness;

@@ -1,0 +1,297 @@
+//! Crashes and odd input (issue 11): kill -9 at any point leaves nothing a reader could
+//! take for output and a re-run gives the uninterrupted run's rows; an output that
+//! overlaps an input is refused; conversations with unknown roles or no final
+//! assistant turn are quarantined; BOMs, empty files, dictionary-encoded text and
+//! unparsable timestamps get a clear answer.
+
+use super::*;
+
+/// Every file under `dir`, relative, sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// What a reader of `out` sees after a crash: outside `_staging/` (which readers skip)
+/// no in-progress file, and every part there opens as Parquet.
+fn assert_nothing_a_reader_could_mistake(out: &Path) {
+    for f in files_under(out) {
+        if f.starts_with("_staging/") {
+            continue;
+        }
+        assert!(!f.contains('#'), "in-progress file outside staging: {f}");
+        if f.ends_with(".parquet") {
+            ParquetRecordBatchReaderBuilder::try_new(File::open(out.join(&f)).unwrap())
+                .unwrap_or_else(|e| panic!("{f} is not a whole Parquet file: {e}"));
+        }
+    }
+}
+
+#[test]
+fn kill_9_at_random_points_then_a_rerun_leaves_no_stray_files_and_the_uninterrupted_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 20_000, 11);
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "curate",
+            "--pairs",
+            s(&data.join("pairs")),
+            "--gold",
+            s(&data.join("gold.parquet")),
+            "--out",
+            s(out),
+            "--workers",
+            "2",
+            "--no-progress",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let reference = tmp.path().join("reference");
+    let started = std::time::Instant::now();
+    ok(&args(&reference)
+        .iter()
+        .map(|a| a.as_str())
+        .collect::<Vec<_>>());
+    let full = started.elapsed();
+
+    let out = tmp.path().join("out");
+    // Kill points spread over the whole run (a seeded LCG, so a failure replays).
+    let mut state: u64 = 0x5eed;
+    let mut killed_mid_run = 0;
+    for _ in 0..8 {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let at = full.mul_f64((state >> 11) as f64 / (1u64 << 53) as f64);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_synpref"))
+            .args(args(&out))
+            .env("RUST_LOG", "off")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(at);
+        if child.try_wait().unwrap().is_none() {
+            killed_mid_run += 1;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        assert_nothing_a_reader_could_mistake(&out);
+    }
+    assert!(
+        killed_mid_run >= 4,
+        "only {killed_mid_run} kills landed mid-run"
+    );
+
+    ok(&args(&out).iter().map(|a| a.as_str()).collect::<Vec<_>>());
+    // Exactly the committed files: the manifest's parts, the report, the card, the
+    // manifest; no staging, no leftovers of the killed runs.
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let mut expected: Vec<String> = manifest["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .chain(["README.md", "manifest.json", "report.json"].map(String::from))
+        .collect();
+    expected.sort();
+    assert_eq!(files_under(&out), expected);
+    assert!(!out.join("_staging").exists());
+    for set in ["curated", "discarded", "quarantine"] {
+        assert_eq!(
+            read_rows(&out.join(set)),
+            read_rows(&reference.join(set)),
+            "{set} differs from the uninterrupted run"
+        );
+    }
+}
+
+#[test]
+fn out_equal_to_inside_or_containing_an_input_is_refused_and_the_input_survives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 500, 3);
+    let pairs = data.join("pairs");
+    let gold = data.join("gold.parquet");
+    let before = files_under(&pairs);
+    for (out, relation) in [
+        (pairs.clone(), "is the input --pairs"),
+        (pairs.join("out"), "lies inside the input --pairs"),
+        (data.clone(), "contains the input --pairs"),
+    ] {
+        let err = curate_fails(&pairs, &gold, &out);
+        assert!(err.contains("--out") && err.contains(relation), "{err}");
+    }
+    // A glob input: its directory is the input.
+    let glob = format!("{}/*.parquet", s(&pairs));
+    let err = fails_with(
+        &[
+            "curate",
+            "--pairs",
+            &glob,
+            "--gold",
+            s(&gold),
+            "--out",
+            s(&pairs.join("o")),
+        ],
+        2,
+    );
+    assert!(err.contains("lies inside"), "{err}");
+    assert_eq!(files_under(&pairs), before, "the input was touched");
+}
+
+#[test]
+fn unknown_roles_and_replies_not_ending_with_the_assistant_are_quarantined() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = tmp.path().join("pool.jsonl");
+    let m = |role: &str, content: &str| serde_json::json!({"role": role, "content": content});
+    let rows = [
+        // Fine: whole conversations.
+        serde_json::json!({"pair_id": "ok", "chosen": [m("user", "q"), m("assistant", "a")], "rejected": [m("user", "q"), m("assistant", "b")]}),
+        serde_json::json!({"pair_id": "role", "chosen": [m("user", "q"), m("bot", "a")], "rejected": [m("user", "q"), m("assistant", "b")]}),
+        serde_json::json!({"pair_id": "prompt_role", "prompt": [m("narrator", "q")], "chosen": "a", "rejected": "b"}),
+        serde_json::json!({"pair_id": "last", "chosen": [m("user", "q"), m("assistant", "a"), m("user", "and?")], "rejected": [m("user", "q"), m("assistant", "b")]}),
+        serde_json::json!({"pair_id": "reply_last", "prompt": "q", "chosen": [m("user", "a")], "rejected": "b"}),
+    ];
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&pool, text).unwrap();
+    let gold = tmp.path().join("gold.jsonl");
+    std::fs::write(&gold, "{\"pair_id\": \"ok\", \"verdict\": \"chosen\"}\n").unwrap();
+    let out = tmp.path().join("o");
+    ok(&[
+        "curate",
+        "--pairs",
+        s(&pool),
+        "--gold",
+        s(&gold),
+        "--out",
+        s(&out),
+        "--no-progress",
+    ]);
+    let r = assert_accounting(&out);
+    let q = read_rows(&out.join("quarantine"));
+    let reason = |id: &str| {
+        q.iter()
+            .find(|r| r["pair_id"] == id)
+            .map(|r| r["reason"].as_str().unwrap().to_string())
+    };
+    assert_eq!(reason("role").as_deref(), Some("invalid_role"));
+    assert_eq!(reason("prompt_role").as_deref(), Some("invalid_role"));
+    assert_eq!(reason("last").as_deref(), Some("invalid_last_turn"));
+    assert_eq!(reason("reply_last").as_deref(), Some("invalid_last_turn"));
+    assert_eq!(reason("ok"), None);
+    assert_eq!(r["invalid_role"], 2);
+    assert_eq!(r["invalid_last_turn"], 2);
+    let role_error = q.iter().find(|r| r["pair_id"] == "role").unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(role_error.contains("`bot`"), "{role_error}");
+}
+
+#[test]
+fn utf8_bom_empty_and_blank_jsonl_dictionary_text_and_bad_timestamps_get_clear_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gold = tmp.path().join("gold.jsonl");
+    std::fs::write(&gold, "\u{feff}{\"pair_id\": \"a\", \"verdict\": \"chosen\", \"labeled_at\": \"2025-03-01T13:00:00+01:00\"}\n").unwrap();
+    let line = |id: &str| {
+        format!("{{\"pair_id\": \"{id}\", \"prompt\": \"q {id}\", \"chosen\": \"yes {id}\", \"rejected\": \"no {id}\"}}\n")
+    };
+
+    // A byte-order mark before line 1 is not part of it (pool and gold files).
+    let bom = tmp.path().join("bom.jsonl");
+    std::fs::write(&bom, format!("\u{feff}{}{}", line("a"), line("b"))).unwrap();
+    let out = tmp.path().join("o1");
+    ok(&[
+        "curate",
+        "--pairs",
+        s(&bom),
+        "--gold",
+        s(&gold),
+        "--out",
+        s(&out),
+        "--no-progress",
+    ]);
+    let r = assert_accounting(&out);
+    assert_eq!(r["quarantined_rows"], 0, "{r}");
+    assert_eq!(r["human_agrees"], 1, "{r}");
+
+    // A zero-byte file and a file of blank lines are refused, naming the file.
+    for (name, body) in [("empty.jsonl", ""), ("blank.jsonl", "\n  \n\n")] {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        let err = curate_fails(&p, &gold, &tmp.path().join("o2"));
+        assert!(err.contains(name), "{err}");
+        assert!(!tmp.path().join("o2/manifest.json").exists());
+    }
+
+    // No prompt anywhere and string replies: the whole file is refused (exit 2), as
+    // for Parquet, not quarantined row by row.
+    let noprompt = tmp.path().join("noprompt.jsonl");
+    std::fs::write(&noprompt, "{\"chosen\": \"a\", \"rejected\": \"b\"}\n").unwrap();
+    let err = curate_fails(&noprompt, &gold, &tmp.path().join("o3"));
+    assert!(
+        err.contains("noprompt.jsonl") && err.contains("prompt"),
+        "{err}"
+    );
+
+    // Dictionary-encoded text columns (pandas' category dtype) are text.
+    use arrow::array::DictionaryArray;
+    use arrow::datatypes::Int32Type;
+    let dict = |v: &[&str]| -> ArrayRef {
+        Arc::new(v.iter().copied().collect::<DictionaryArray<Int32Type>>())
+    };
+    let pq = tmp.path().join("dict.parquet");
+    write_parquet(
+        &pq,
+        vec![
+            ("pair_id", strings(&["a", "b"])),
+            ("prompt", dict(&["q", "q"])),
+            ("chosen", dict(&["yes", "yes!"])),
+            ("rejected", dict(&["no", "no!"])),
+            ("source", dict(&["s", "s"])),
+        ],
+    );
+    let out = tmp.path().join("o4");
+    ok(&[
+        "curate",
+        "--pairs",
+        s(&pq),
+        "--gold",
+        s(&gold),
+        "--out",
+        s(&out),
+        "--no-progress",
+    ]);
+    let r = assert_accounting(&out);
+    assert_eq!(r["quarantined_rows"], 0, "{r}");
+
+    // An unparsable labeled_at stops the run naming file, row and column.
+    let bad_gold = tmp.path().join("bad_gold.jsonl");
+    std::fs::write(
+        &bad_gold,
+        "{\"pair_id\": \"a\", \"verdict\": \"chosen\", \"labeled_at\": \"2025-03-01\"}\n{\"pair_id\": \"b\", \"verdict\": \"chosen\", \"labeled_at\": \"last tuesday\"}\n",
+    )
+    .unwrap();
+    let err = curate_fails(&bom, &bad_gold, &tmp.path().join("o5"));
+    assert!(
+        err.contains("bad_gold.jsonl") && err.contains("labeled_at") && err.contains('2'),
+        "{err}"
+    );
+}
