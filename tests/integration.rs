@@ -2319,3 +2319,6 @@ fn explain_curate_prints_the_dataflow_graphs_as_blessed() {
 
 #[path = "integration/robustness.rs"]
 mod robustness;
+
+#[path = "integration/formats.rs"]
+mod formats;

@@ -1,0 +1,261 @@
+//! What trainers load (issue 11): `--format` layouts read by Hugging Face `datasets`
+//! exactly as the curated rows, for pools in all four input forms; the dataset card's
+//! configs; re-curating curate's own output.
+
+use super::*;
+
+/// A Python interpreter with `datasets` (and pyarrow): the machine's `python3` when it
+/// has them (`.ci/run` installs them), else a virtual environment under the target
+/// directory, made once.
+fn python_with_datasets() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let has = |py: &Path| {
+                Command::new(py)
+                    .args(["-c", "import datasets, pyarrow"])
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            };
+            let system = PathBuf::from("python3");
+            if has(&system) {
+                return system;
+            }
+            let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("python-datasets");
+            let py = venv.join("bin/python");
+            if !has(&py) {
+                eprintln!("installing datasets into {} (once)", venv.display());
+                let made = Command::new("python3")
+                    .args(["-m", "venv", s(&venv)])
+                    .status()
+                    .expect("python3 is needed for the datasets loading checks");
+                assert!(made.success(), "python3 -m venv failed");
+                let pip = Command::new(&py)
+                    .args(["-m", "pip", "install", "-q", "datasets", "pyarrow"])
+                    .status()
+                    .unwrap();
+                assert!(pip.success(), "pip install datasets failed");
+            }
+            py
+        })
+        .clone()
+}
+
+/// What `datasets.load_dataset(OUT)` (and a config of it) yields, summarised by Python.
+const LOAD_CHECK: &str = r#"
+import json, sys
+from datasets import load_dataset
+out, config = sys.argv[1], sys.argv[2]
+ds = load_dataset(out, None if config == "default" else config, split="train")
+res = {"rows": len(ds), "columns": ds.column_names, "pair_ids": sorted(ds["pair_id"]), "bad": 0}
+for r in ds:
+    for k in ("chosen", "rejected"):
+        c = r[k]
+        ok = isinstance(c, list) and len(c) > 0 and all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in c) and c[-1]["role"] == "assistant"
+        res["bad"] += 0 if ok else 1
+if "margin" in ds.column_names:
+    res["min_margin"] = min(ds["margin"])
+print(json.dumps(res))
+"#;
+
+fn load_with_datasets(out: &Path, config: &str) -> Value {
+    let o = Command::new(python_with_datasets())
+        .args(["-c", LOAD_CHECK, s(out), config])
+        .env("HF_DATASETS_OFFLINE", "1")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_DATASETS_CACHE", s(&out.with_extension("hf-cache")))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "load_dataset({}) failed: {}",
+        out.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+/// Pair ids of every part (Parquet or JSON lines) under `dir`, sorted.
+fn part_pair_ids(dir: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = read_rows(dir)
+        .iter()
+        .map(|r| r["pair_id"].as_str().unwrap().to_string())
+        .collect();
+    for e in std::fs::read_dir(dir).into_iter().flatten() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|e| e == "jsonl") {
+            for line in std::fs::read_to_string(&p).unwrap().lines() {
+                let v: Value = serde_json::from_str(line).unwrap();
+                ids.push(v["pair_id"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    ids.sort();
+    ids
+}
+
+/// `gen`'s pool rewritten as JSONL in one of the four input forms trainers meet.
+fn pool_in_form(rows: &[Value], form: &str, path: &Path) {
+    let user = |t: &Value| serde_json::json!([{"role": "user", "content": t}]);
+    let assistant = |t: &Value| serde_json::json!([{"role": "assistant", "content": t}]);
+    let whole = |p: &Value, r: &Value| {
+        serde_json::json!([{"role": "user", "content": p}, {"role": "assistant", "content": r}])
+    };
+    let mut text = String::new();
+    for r in rows {
+        let (p, c, j) = (&r["prompt"], &r["chosen"], &r["rejected"]);
+        let row = match form {
+            "strings" => serde_json::json!({"pair_id": r["pair_id"], "prompt": p, "chosen": c, "rejected": j}),
+            "messages" => serde_json::json!({"pair_id": r["pair_id"], "prompt": user(p), "chosen": assistant(c), "rejected": assistant(j)}),
+            "whole" => serde_json::json!({"pair_id": r["pair_id"], "chosen": whole(p, c), "rejected": whole(p, j)}),
+            "message_prompt" => serde_json::json!({"pair_id": r["pair_id"], "prompt": [{"role": "system", "content": "Be helpful."}, {"role": "user", "content": p}], "chosen": c, "rejected": j}),
+            other => panic!("unknown form {other}"),
+        };
+        text.push_str(&format!("{row}\n"));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn every_pool_form_and_format_loads_in_datasets_as_exactly_the_curated_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 3_000, 21);
+    let rows = read_rows(&data.join("pairs"));
+    let gold = data.join("gold.parquet");
+    let mut runs: Vec<(&str, &str)> = ["strings", "messages", "whole", "message_prompt"]
+        .iter()
+        .map(|f| (*f, "conversational"))
+        .collect();
+    runs.extend([("strings", "trl"), ("whole", "openrlhf"), ("message_prompt", "rewardbench")]);
+    for (form, format) in runs {
+        let pool = tmp.path().join(format!("{form}.jsonl"));
+        if !pool.exists() {
+            pool_in_form(&rows, form, &pool);
+        }
+        let out = tmp.path().join(format!("out-{form}-{format}"));
+        ok(&[
+            "curate", "--pairs", s(&pool), "--gold", s(&gold), "--out", s(&out),
+            "--format", format, "--no-progress",
+        ]);
+        let r = report(&out);
+        let curated = part_pair_ids(&out.join("curated"));
+        assert_eq!(curated.len() as u64, r["curated_rows"].as_u64().unwrap());
+        assert!(curated.len() > 100, "{form}/{format}: too few curated rows to check");
+        let loaded = load_with_datasets(&out, "default");
+        let what = format!("{form} pool, --format {format}");
+        assert_eq!(loaded["rows"].as_u64().unwrap(), curated.len() as u64, "{what}");
+        let loaded_ids: Vec<String> = loaded["pair_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(loaded_ids, curated, "{what}: load_dataset(OUT) is not the curated rows");
+        assert_eq!(loaded["bad"], 0, "{what}: a reply is not a whole conversation");
+        let columns: Vec<&str> = loaded["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert!(!columns.contains(&"prompt"), "{what}: {columns:?}");
+        match format {
+            "trl" | "openrlhf" => {
+                assert_eq!(columns, ["pair_id", "chosen", "rejected", "margin"], "{what}");
+                assert!(loaded["min_margin"].as_f64().unwrap() >= 0.0);
+            }
+            "rewardbench" => {
+                assert_eq!(columns, ["pair_id", "chosen", "rejected"], "{what}");
+                assert!(std::fs::read_dir(out.join("curated"))
+                    .unwrap()
+                    .all(|e| e.unwrap().path().extension().unwrap() == "jsonl"));
+            }
+            _ => assert!(columns.contains(&"reason") && columns.contains(&"p_gold"), "{what}"),
+        }
+        // The discarded config loads on its own, with its reasons.
+        let discarded = load_with_datasets(&out, "discarded");
+        assert_eq!(
+            discarded["rows"].as_u64().unwrap(),
+            r["discarded_rows"].as_u64().unwrap(),
+            "{what}"
+        );
+        let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+        assert!(card.starts_with("---\nconfigs:\n"), "{card}");
+        assert!(card.contains("max_samples"), "the card warns about OpenRLHF's cut");
+        assert!(card.contains(&format!("{} of {} input pairs kept", r["curated_rows"], r["input_rows"])));
+    }
+}
+
+#[test]
+fn recurating_curated_output_replaces_own_columns_and_never_swaps_a_correction_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 4_000, 23);
+    let gold = data.join("gold.parquet");
+    let first = tmp.path().join("first");
+    let second = tmp.path().join("second");
+    let third = tmp.path().join("third");
+    let curate = |pairs: &Path, out: &Path, format: &str| {
+        ok(&[
+            "curate", "--pairs", s(pairs), "--gold", s(&gold), "--out", s(out),
+            "--format", format, "--no-progress",
+        ]);
+    };
+    curate(&data.join("pairs"), &first, "input");
+    curate(&first.join("curated"), &second, "input");
+    curate(&second.join("curated"), &third, "conversational");
+    let a = read_rows(&first.join("curated"));
+    let b = read_rows(&second.join("curated"));
+    let r1 = report(&first);
+    assert!(r1["human_corrected"].as_u64().unwrap() > 0, "nothing to swap back");
+    let by_id = |rows: &[Value]| -> std::collections::HashMap<String, Value> {
+        rows.iter()
+            .map(|r| (r["pair_id"].as_str().unwrap().to_string(), r.clone()))
+            .collect()
+    };
+    let (a_by, b_by) = (by_id(&a), by_id(&b));
+    // No duplicated column: the second pass's parts have the first's columns exactly.
+    let columns = |dir: &Path| -> Vec<String> {
+        let p = std::fs::read_dir(dir).unwrap().next().unwrap().unwrap().path();
+        ParquetRecordBatchReaderBuilder::try_new(File::open(p).unwrap())
+            .unwrap()
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    };
+    assert_eq!(columns(&first.join("curated")), columns(&second.join("curated")));
+    // Every row the second pass keeps is the first pass's row in the same orientation;
+    // every human-decided row is kept with the same reason.
+    for (id, row) in &b_by {
+        let before = a_by.get(id).expect("a row the first pass did not curate");
+        assert_eq!(
+            (&row["prompt"], &row["chosen"], &row["rejected"]),
+            (&before["prompt"], &before["chosen"], &before["rejected"]),
+            "{id} changed orientation"
+        );
+    }
+    for (id, row) in &a_by {
+        let reason = row["reason"].as_str().unwrap();
+        if reason.starts_with("human_") {
+            assert_eq!(b_by[id]["reason"], reason, "{id}");
+        }
+    }
+    let r2 = report(&second);
+    assert_eq!(r2["human_corrected"], r1["human_corrected"]);
+    assert_eq!(r2["human_agrees"], r1["human_agrees"]);
+    // The models are retrained on the curated pool, so a few rows they decided may
+    // fall out; the report says how many, and it must stay a small share.
+    let kept = b.len() as f64 / a.len() as f64;
+    eprintln!("re-curation kept {} of {} rows ({:.2}%)", b.len(), a.len(), 100.0 * kept);
+    assert!(kept > 0.9, "re-curation dropped {:.1}% of the rows", 100.0 * (1.0 - kept));
+    // A pass over the conversational layout (whole conversations, no prompt column)
+    // keeps the corrections too.
+    let fourth = tmp.path().join("fourth");
+    curate(&third.join("curated"), &fourth, "input");
+    assert_eq!(report(&third)["human_corrected"], r1["human_corrected"]);
+    assert_eq!(report(&fourth)["human_corrected"], r1["human_corrected"]);
+}
