@@ -2322,3 +2322,6 @@ mod robustness;
 
 #[path = "integration/formats.rs"]
 mod formats;
+
+#[path = "integration/object_storage.rs"]
+mod object_storage;

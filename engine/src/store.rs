@@ -49,11 +49,18 @@ pub fn resolve(input: &str) -> Result<Location> {
     let url = to_url(input)?;
     // Credentials and endpoints come from the usual environment variables
     // (AWS_*, GOOGLE_*, AZURE_*); other variables are not offered to the builders.
-    let options = std::env::vars().filter(|(k, _)| {
-        ["AWS_", "GOOGLE_", "AZURE_"]
-            .iter()
-            .any(|p| k.starts_with(p))
-    });
+    let mut options: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| {
+            ["AWS_", "GOOGLE_", "AZURE_"]
+                .iter()
+                .any(|p| k.starts_with(p))
+        })
+        .collect();
+    if url.scheme() == "http" {
+        // The user named a plain-HTTP URL; object_store's client refuses one unless
+        // told (its default is HTTPS only).
+        options.push(("allow_http".into(), "true".into()));
+    }
     let (store, path) = object_store::parse_url_opts(&url, options)
         .map_err(|e| Error::setting(input, format!("cannot open storage for this URL: {e}")))?;
     Ok(Location {
@@ -346,11 +353,19 @@ pub fn list_inputs(input: &str, accept: &dyn Fn(&str) -> bool) -> Result<Vec<Inp
     };
     let mut files = Vec::new();
     if glob_pattern.is_none() {
-        if let Ok(meta) = block_on(loc.store.head(&loc.path)) {
-            return Ok(vec![InputFile {
-                location: loc,
-                size: meta.size,
-            }]);
+        match block_on(loc.store.head(&loc.path)) {
+            Ok(meta) => {
+                return Ok(vec![InputFile {
+                    location: loc,
+                    size: meta.size,
+                }])
+            }
+            // Plain HTTP servers cannot list (object_store lists over WebDAV): an
+            // http(s) input is one file, and its error is the answer.
+            Err(e) if input.starts_with("http://") || input.starts_with("https://") => {
+                return Err(loc.read_error(e));
+            }
+            Err(_) => {}
         }
     }
     // Directory or glob: list from the longest prefix without glob characters.

@@ -99,17 +99,23 @@ fn part_pair_ids(dir: &Path) -> Vec<String> {
 fn pool_in_form(rows: &[Value], form: &str, path: &Path) {
     let user = |t: &Value| serde_json::json!([{"role": "user", "content": t}]);
     let assistant = |t: &Value| serde_json::json!([{"role": "assistant", "content": t}]);
-    let whole = |p: &Value, r: &Value| {
-        serde_json::json!([{"role": "user", "content": p}, {"role": "assistant", "content": r}])
-    };
+    let whole = |p: &Value, r: &Value| serde_json::json!([{"role": "user", "content": p}, {"role": "assistant", "content": r}]);
     let mut text = String::new();
     for r in rows {
         let (p, c, j) = (&r["prompt"], &r["chosen"], &r["rejected"]);
         let row = match form {
-            "strings" => serde_json::json!({"pair_id": r["pair_id"], "prompt": p, "chosen": c, "rejected": j}),
-            "messages" => serde_json::json!({"pair_id": r["pair_id"], "prompt": user(p), "chosen": assistant(c), "rejected": assistant(j)}),
-            "whole" => serde_json::json!({"pair_id": r["pair_id"], "chosen": whole(p, c), "rejected": whole(p, j)}),
-            "message_prompt" => serde_json::json!({"pair_id": r["pair_id"], "prompt": [{"role": "system", "content": "Be helpful."}, {"role": "user", "content": p}], "chosen": c, "rejected": j}),
+            "strings" => {
+                serde_json::json!({"pair_id": r["pair_id"], "prompt": p, "chosen": c, "rejected": j})
+            }
+            "messages" => {
+                serde_json::json!({"pair_id": r["pair_id"], "prompt": user(p), "chosen": assistant(c), "rejected": assistant(j)})
+            }
+            "whole" => {
+                serde_json::json!({"pair_id": r["pair_id"], "chosen": whole(p, c), "rejected": whole(p, j)})
+            }
+            "message_prompt" => {
+                serde_json::json!({"pair_id": r["pair_id"], "prompt": [{"role": "system", "content": "Be helpful."}, {"role": "user", "content": p}], "chosen": c, "rejected": j})
+            }
             other => panic!("unknown form {other}"),
         };
         text.push_str(&format!("{row}\n"));
@@ -128,7 +134,11 @@ fn every_pool_form_and_format_loads_in_datasets_as_exactly_the_curated_rows() {
         .iter()
         .map(|f| (*f, "conversational"))
         .collect();
-    runs.extend([("strings", "trl"), ("whole", "openrlhf"), ("message_prompt", "rewardbench")]);
+    runs.extend([
+        ("strings", "trl"),
+        ("whole", "openrlhf"),
+        ("message_prompt", "rewardbench"),
+    ]);
     for (form, format) in runs {
         let pool = tmp.path().join(format!("{form}.jsonl"));
         if !pool.exists() {
@@ -136,24 +146,45 @@ fn every_pool_form_and_format_loads_in_datasets_as_exactly_the_curated_rows() {
         }
         let out = tmp.path().join(format!("out-{form}-{format}"));
         ok(&[
-            "curate", "--pairs", s(&pool), "--gold", s(&gold), "--out", s(&out),
-            "--format", format, "--no-progress",
+            "curate",
+            "--pairs",
+            s(&pool),
+            "--gold",
+            s(&gold),
+            "--out",
+            s(&out),
+            "--format",
+            format,
+            "--no-progress",
         ]);
         let r = report(&out);
         let curated = part_pair_ids(&out.join("curated"));
         assert_eq!(curated.len() as u64, r["curated_rows"].as_u64().unwrap());
-        assert!(curated.len() > 100, "{form}/{format}: too few curated rows to check");
+        assert!(
+            curated.len() > 100,
+            "{form}/{format}: too few curated rows to check"
+        );
         let loaded = load_with_datasets(&out, "default");
         let what = format!("{form} pool, --format {format}");
-        assert_eq!(loaded["rows"].as_u64().unwrap(), curated.len() as u64, "{what}");
+        assert_eq!(
+            loaded["rows"].as_u64().unwrap(),
+            curated.len() as u64,
+            "{what}"
+        );
         let loaded_ids: Vec<String> = loaded["pair_ids"]
             .as_array()
             .unwrap()
             .iter()
             .map(|v| v.as_str().unwrap().to_string())
             .collect();
-        assert_eq!(loaded_ids, curated, "{what}: load_dataset(OUT) is not the curated rows");
-        assert_eq!(loaded["bad"], 0, "{what}: a reply is not a whole conversation");
+        assert_eq!(
+            loaded_ids, curated,
+            "{what}: load_dataset(OUT) is not the curated rows"
+        );
+        assert_eq!(
+            loaded["bad"], 0,
+            "{what}: a reply is not a whole conversation"
+        );
         let columns: Vec<&str> = loaded["columns"]
             .as_array()
             .unwrap()
@@ -163,16 +194,26 @@ fn every_pool_form_and_format_loads_in_datasets_as_exactly_the_curated_rows() {
         assert!(!columns.contains(&"prompt"), "{what}: {columns:?}");
         match format {
             "trl" | "openrlhf" => {
-                assert_eq!(columns, ["pair_id", "chosen", "rejected", "margin"], "{what}");
+                assert_eq!(
+                    columns,
+                    ["pair_id", "chosen", "rejected", "margin"],
+                    "{what}"
+                );
                 assert!(loaded["min_margin"].as_f64().unwrap() >= 0.0);
             }
             "rewardbench" => {
                 assert_eq!(columns, ["pair_id", "chosen", "rejected"], "{what}");
-                assert!(std::fs::read_dir(out.join("curated"))
+                assert!(std::fs::read_dir(out.join("curated")).unwrap().all(|e| e
                     .unwrap()
-                    .all(|e| e.unwrap().path().extension().unwrap() == "jsonl"));
+                    .path()
+                    .extension()
+                    .unwrap()
+                    == "jsonl"));
             }
-            _ => assert!(columns.contains(&"reason") && columns.contains(&"p_gold"), "{what}"),
+            _ => assert!(
+                columns.contains(&"reason") && columns.contains(&"p_gold"),
+                "{what}"
+            ),
         }
         // The discarded config loads on its own, with its reasons.
         let discarded = load_with_datasets(&out, "discarded");
@@ -183,8 +224,14 @@ fn every_pool_form_and_format_loads_in_datasets_as_exactly_the_curated_rows() {
         );
         let card = std::fs::read_to_string(out.join("README.md")).unwrap();
         assert!(card.starts_with("---\nconfigs:\n"), "{card}");
-        assert!(card.contains("max_samples"), "the card warns about OpenRLHF's cut");
-        assert!(card.contains(&format!("{} of {} input pairs kept", r["curated_rows"], r["input_rows"])));
+        assert!(
+            card.contains("max_samples"),
+            "the card warns about OpenRLHF's cut"
+        );
+        assert!(card.contains(&format!(
+            "{} of {} input pairs kept",
+            r["curated_rows"], r["input_rows"]
+        )));
     }
 }
 
@@ -199,8 +246,16 @@ fn recurating_curated_output_replaces_own_columns_and_never_swaps_a_correction_b
     let third = tmp.path().join("third");
     let curate = |pairs: &Path, out: &Path, format: &str| {
         ok(&[
-            "curate", "--pairs", s(pairs), "--gold", s(&gold), "--out", s(out),
-            "--format", format, "--no-progress",
+            "curate",
+            "--pairs",
+            s(pairs),
+            "--gold",
+            s(&gold),
+            "--out",
+            s(out),
+            "--format",
+            format,
+            "--no-progress",
         ]);
     };
     curate(&data.join("pairs"), &first, "input");
@@ -209,7 +264,10 @@ fn recurating_curated_output_replaces_own_columns_and_never_swaps_a_correction_b
     let a = read_rows(&first.join("curated"));
     let b = read_rows(&second.join("curated"));
     let r1 = report(&first);
-    assert!(r1["human_corrected"].as_u64().unwrap() > 0, "nothing to swap back");
+    assert!(
+        r1["human_corrected"].as_u64().unwrap() > 0,
+        "nothing to swap back"
+    );
     let by_id = |rows: &[Value]| -> std::collections::HashMap<String, Value> {
         rows.iter()
             .map(|r| (r["pair_id"].as_str().unwrap().to_string(), r.clone()))
@@ -218,7 +276,12 @@ fn recurating_curated_output_replaces_own_columns_and_never_swaps_a_correction_b
     let (a_by, b_by) = (by_id(&a), by_id(&b));
     // No duplicated column: the second pass's parts have the first's columns exactly.
     let columns = |dir: &Path| -> Vec<String> {
-        let p = std::fs::read_dir(dir).unwrap().next().unwrap().unwrap().path();
+        let p = std::fs::read_dir(dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         ParquetRecordBatchReaderBuilder::try_new(File::open(p).unwrap())
             .unwrap()
             .schema()
@@ -227,7 +290,10 @@ fn recurating_curated_output_replaces_own_columns_and_never_swaps_a_correction_b
             .map(|f| f.name().clone())
             .collect()
     };
-    assert_eq!(columns(&first.join("curated")), columns(&second.join("curated")));
+    assert_eq!(
+        columns(&first.join("curated")),
+        columns(&second.join("curated"))
+    );
     // Every row the second pass keeps is the first pass's row in the same orientation;
     // every human-decided row is kept with the same reason.
     for (id, row) in &b_by {
@@ -250,8 +316,17 @@ fn recurating_curated_output_replaces_own_columns_and_never_swaps_a_correction_b
     // The models are retrained on the curated pool, so a few rows they decided may
     // fall out; the report says how many, and it must stay a small share.
     let kept = b.len() as f64 / a.len() as f64;
-    eprintln!("re-curation kept {} of {} rows ({:.2}%)", b.len(), a.len(), 100.0 * kept);
-    assert!(kept > 0.9, "re-curation dropped {:.1}% of the rows", 100.0 * (1.0 - kept));
+    eprintln!(
+        "re-curation kept {} of {} rows ({:.2}%)",
+        b.len(),
+        a.len(),
+        100.0 * kept
+    );
+    assert!(
+        kept > 0.9,
+        "re-curation dropped {:.1}% of the rows",
+        100.0 * (1.0 - kept)
+    );
     // A pass over the conversational layout (whole conversations, no prompt column)
     // keeps the corrections too.
     let fourth = tmp.path().join("fourth");
