@@ -331,14 +331,29 @@ struct CurateArgs {
     /// This process's index in --hostfile (from 0).
     #[arg(long, requires = "hostfile")]
     process: Option<usize>,
+    /// Seconds to wait for every process of --hostfile to connect before giving up
+    /// (exit 1, naming the processes that are not reachable).
+    #[arg(long, default_value_t = synpref_engine::cluster::DEFAULT_CONNECT_TIMEOUT_S)]
+    connect_timeout: f64,
 }
 
 impl CurateArgs {
     fn cluster(&self) -> Result<synpref_engine::cluster::ClusterSpec, synpref_engine::Error> {
-        match (&self.hostfile, self.process) {
-            (Some(h), Some(p)) => synpref_engine::cluster::ClusterSpec::from_hostfile(h, p),
-            _ => Ok(synpref_engine::cluster::ClusterSpec::default()),
+        if !(self.connect_timeout > 0.0 && self.connect_timeout.is_finite()) {
+            return Err(synpref_engine::Error::setting(
+                "--connect-timeout",
+                format!(
+                    "{} is not a positive number of seconds",
+                    self.connect_timeout
+                ),
+            ));
         }
+        let mut cluster = match (&self.hostfile, self.process) {
+            (Some(h), Some(p)) => synpref_engine::cluster::ClusterSpec::from_hostfile(h, p)?,
+            _ => synpref_engine::cluster::ClusterSpec::default(),
+        };
+        cluster.connect_timeout_s = self.connect_timeout;
+        Ok(cluster)
     }
 
     fn into_spec(self) -> Result<CurateSpec, synpref_engine::Error> {

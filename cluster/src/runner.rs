@@ -11,13 +11,99 @@ use synpref_jobs::curate::{self, CuratePlan, CurateReport, CurateSpec};
 /// panicking worker otherwise leaves its peers waiting forever for its progress
 /// messages; aborting turns a hang into a visible failure (and, across processes,
 /// peers see the connection drop).
+///
+/// A panic of timely's network threads (`timely:send-K`, `timely:recv-K`) is not a bug
+/// of this process but the loss of process K: it ends this process with exit status 1
+/// and one line naming the peer, instead of a backtrace and an abort.
 pub fn install_abort_on_panic() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("");
+        let peer = name
+            .strip_prefix("timely:recv-")
+            .or_else(|| name.strip_prefix("timely:send-"))
+            .and_then(|k| k.parse::<usize>().ok());
+        if let Some(peer) = peer {
+            let address = PEERS
+                .get()
+                .and_then(|a| a.get(peer).cloned())
+                .unwrap_or_else(|| "unknown address".into());
+            let cause = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("connection lost");
+            eprintln!(
+                "synpref: error: lost process {peer} ({address}) of the run: {cause}; ending this process (nothing was committed)"
+            );
+            std::process::exit(1);
+        }
         default(info);
         eprintln!("synpref: a thread panicked; aborting the process so that no timely worker waits forever");
         std::process::abort();
     }));
+}
+
+/// The addresses of this run's processes, for the messages about lost peers.
+static PEERS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Ends this process (exit 1, one line naming the missing peers) unless `connected`
+/// is set within the cluster's connect timeout: timely waits for its peers forever.
+fn connect_watchdog(cluster: &ClusterSpec) -> Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let connected = Arc::new(AtomicBool::new(false));
+    if cluster.addresses.len() <= 1 {
+        connected.store(true, Ordering::SeqCst);
+        return connected;
+    }
+    let _ = PEERS.set(cluster.addresses.clone());
+    let flag = connected.clone();
+    let cluster = cluster.clone();
+    std::thread::Builder::new()
+        .name("synpref:connect-watchdog".into())
+        .spawn(move || {
+            let deadline =
+                std::time::Instant::now() + std::time::Duration::from_secs_f64(cluster.connect_timeout_s);
+            while std::time::Instant::now() < deadline {
+                if flag.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            if flag.load(Ordering::SeqCst) {
+                return;
+            }
+            // A started peer listens on its address: those that refuse were not started
+            // (or died before connecting).
+            let missing: Vec<String> = cluster
+                .addresses
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != cluster.process)
+                .filter(|(_, a)| {
+                    use std::net::ToSocketAddrs;
+                    !a.to_socket_addrs().ok().and_then(|mut s| s.next()).is_some_and(|s| {
+                        std::net::TcpStream::connect_timeout(&s, std::time::Duration::from_secs(1))
+                            .is_ok()
+                    })
+                })
+                .map(|(i, a)| format!("process {i} ({a})"))
+                .collect();
+            let who = if missing.is_empty() {
+                "every peer is listening but not all connected".to_string()
+            } else {
+                format!("not reachable: {}", missing.join(", "))
+            };
+            eprintln!(
+                "synpref: error: process {} waited {} s (--connect-timeout) for the other processes of the hostfile; {who}. Start every process of the hostfile, each with its own --process",
+                cluster.process, cluster.connect_timeout_s
+            );
+            std::process::exit(1);
+        })
+        .expect("start the connect watchdog");
+    connected
 }
 
 /// The timely configuration of this process: threads, or one of a cluster.
@@ -46,10 +132,12 @@ pub fn run_curate(spec: CurateSpec, cluster: &ClusterSpec) -> Result<Option<Cura
     let workers = spec.machine.workers;
     let leader = cluster.process == 0;
     let plan: Arc<CuratePlan> = Arc::new(curate::prepare(spec, leader)?);
+    let connected = connect_watchdog(cluster);
     let guards = timely::execute(timely_config(cluster, workers), move |worker| {
         curate::run_worker(worker, &plan)
     })
     .map_err(|e| Error::Worker(format!("cannot start timely workers: {e}")))?;
+    connected.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut report = None;
     let mut first_error: Option<Error> = None;
     for (i, r) in guards.join().into_iter().enumerate() {

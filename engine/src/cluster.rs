@@ -6,12 +6,29 @@ use crate::error::{Error, Result};
 
 /// Where this process stands in a run: alone, or one of several timely processes
 /// (each with `workers` threads) that find each other at `addresses`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ClusterSpec {
     /// This process's index in `addresses`.
     pub process: usize,
     /// host:port of every process, in process order; empty for a single process.
     pub addresses: Vec<String>,
+    /// Seconds a process waits for all its peers to connect before it gives up
+    /// (`--connect-timeout`): long enough for processes started by hand or by a
+    /// scheduler a little apart, short enough that a peer that never starts is noticed.
+    pub connect_timeout_s: f64,
+}
+
+/// The default of `--connect-timeout`, in seconds.
+pub const DEFAULT_CONNECT_TIMEOUT_S: f64 = 60.0;
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            process: 0,
+            addresses: Vec::new(),
+            connect_timeout_s: DEFAULT_CONNECT_TIMEOUT_S,
+        }
+    }
 }
 
 impl ClusterSpec {
@@ -42,7 +59,11 @@ impl ClusterSpec {
                 ),
             ));
         }
-        Ok(ClusterSpec { process, addresses })
+        Ok(ClusterSpec {
+            process,
+            addresses,
+            connect_timeout_s: DEFAULT_CONNECT_TIMEOUT_S,
+        })
     }
 
     /// The first process clears old output and writes the report and the manifest.

@@ -295,3 +295,108 @@ fn utf8_bom_empty_and_blank_jsonl_dictionary_text_and_bad_timestamps_get_clear_a
         "{err}"
     );
 }
+
+/// A hostfile of `n` free loopback ports.
+fn hostfile(dir: &Path, n: usize) -> PathBuf {
+    let listeners: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let text: String = listeners
+        .iter()
+        .map(|l| format!("127.0.0.1:{}\n", l.local_addr().unwrap().port()))
+        .collect();
+    let path = dir.join("hosts");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn curate_process(
+    data: &Path,
+    out: &Path,
+    hosts: &Path,
+    process: usize,
+    extra: &[&str],
+) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_synpref"))
+        .args([
+            "curate",
+            "--pairs",
+            s(&data.join("pairs")),
+            "--gold",
+            s(&data.join("gold.parquet")),
+            "--out",
+            s(out),
+            "--workers",
+            "1",
+            "--no-progress",
+        ])
+        .args(["--hostfile", s(hosts), "--process", &process.to_string()])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_process_whose_peer_never_starts_exits_1_after_the_connect_timeout_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 300, 3);
+    let hosts = hostfile(tmp.path(), 2);
+    for (started, missing) in [(0, 1), (1, 0)] {
+        let t = std::time::Instant::now();
+        let child = curate_process(
+            &data,
+            &tmp.path().join("o"),
+            &hosts,
+            started,
+            &["--connect-timeout", "2"],
+        );
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(t.elapsed().as_secs() < 30, "waited {:?}", t.elapsed());
+        assert!(
+            stderr.contains(&format!("process {missing} (127.0.0.1:")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("--connect-timeout"), "{stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    }
+}
+
+#[test]
+fn a_lost_peer_process_ends_the_survivor_with_exit_1_and_one_line_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 30_000, 3);
+    let hosts = hostfile(tmp.path(), 2);
+    let out = tmp.path().join("o");
+    let survivor = curate_process(&data, &out, &hosts, 0, &["--connect-timeout", "30"]);
+    let mut victim = curate_process(&data, &out, &hosts, 1, &["--connect-timeout", "30"]);
+    // Let them connect and start working, then SIGKILL process 1.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "process 1 ended before it was killed"
+    );
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let t = std::time::Instant::now();
+    let done = survivor.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(1), "{stderr}");
+    assert!(
+        t.elapsed().as_secs() < 40,
+        "the survivor hung for {:?}",
+        t.elapsed()
+    );
+    assert!(stderr.contains("process 1 (127.0.0.1:"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(!out.join("manifest.json").exists());
+}
