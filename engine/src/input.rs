@@ -13,7 +13,6 @@
 #![allow(deprecated)]
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StructArray};
 use arrow::datatypes::{DataType, Field, Schema};
@@ -26,6 +25,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::extras::ExtrasCodec;
+use crate::json_types::{json_columns, JsonType};
 use crate::model::{Attributes, Conversation, Message, RowKey, ATTRIBUTE_COLUMNS};
 use crate::output::OWN_COLUMNS;
 use crate::store::{block_on, list_inputs, InputFile, Location};
@@ -416,6 +416,9 @@ pub struct JsonlObservation {
     pub unparsable: u64,
     pub first_error: Option<(u64, String)>,
     pub keys: BTreeSet<String>,
+    /// Each key's values joined into one type (`json_types`): extra columns keep it.
+    #[serde(default)]
+    pub types: std::collections::BTreeMap<String, JsonType>,
     pub message_columns: BTreeSet<String>,
     pub has_prompt: bool,
 }
@@ -632,24 +635,10 @@ impl<'a> ShardReader<'a> {
                 // Extras of a JSONL batch are encoded column-wise, like Parquet's.
                 let extras_rows = match self.extras {
                     Some(codec) if !codec.is_empty() => {
-                        let cols: Vec<Option<ArrayRef>> = codec
-                            .fields
-                            .iter()
-                            .map(|f| {
-                                let values: StringArray = texts
-                                    .iter()
-                                    .map(|(_, m)| {
-                                        m.get(f.name()).and_then(|v| match v {
-                                            Value::Null => None,
-                                            Value::String(s) => Some(s.clone()),
-                                            other => Some(other.to_string()),
-                                        })
-                                    })
-                                    .collect();
-                                Some(Arc::new(values) as ArrayRef)
-                            })
-                            .collect();
-                        Some(codec.encode(cols, texts.len())?)
+                        let maps: Vec<&serde_json::Map<String, Value>> =
+                            texts.iter().map(|(_, m)| m).collect();
+                        let cols = json_columns(&codec.fields, &maps, &file.location.url)?;
+                        Some(codec.encode(cols.into_iter().map(Some).collect(), texts.len())?)
                     }
                     _ => None,
                 };
@@ -691,6 +680,16 @@ fn observe_keys(o: &mut JsonlObservation, map: &serde_json::Map<String, Value>) 
     for (k, v) in map {
         if !o.keys.contains(k) {
             o.keys.insert(k.clone());
+        }
+        if !matches!(v, Value::Null) {
+            let t = JsonType::of(v);
+            match o.types.get_mut(k) {
+                Some(old) if *old == t => {}
+                Some(old) => *old = old.join(&t),
+                None => {
+                    o.types.insert(k.clone(), t);
+                }
+            }
         }
         if matches!(k.as_str(), "prompt" | "chosen" | "rejected")
             && matches!(v, Value::Array(_))

@@ -11,6 +11,7 @@ pub mod error;
 pub mod extras;
 pub mod hashing;
 pub mod input;
+pub mod json_types;
 pub mod label_log;
 pub mod model;
 pub mod output;

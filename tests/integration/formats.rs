@@ -334,3 +334,74 @@ fn recurating_curated_output_replaces_own_columns_and_never_swaps_a_correction_b
     assert_eq!(report(&third)["human_corrected"], r1["human_corrected"]);
     assert_eq!(report(&fourth)["human_corrected"], r1["human_corrected"]);
 }
+
+#[test]
+fn jsonl_extra_columns_keep_their_json_types_for_margin_losses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pool = tmp.path().join("pool");
+    std::fs::create_dir_all(&pool).unwrap();
+    // Two files: `margin` is an integer in one and a float in the other (a float column),
+    // `meta` nested, `mixed` a number here and text there (JSON text).
+    std::fs::write(
+        pool.join("a.jsonl"),
+        "{\"pair_id\": \"a1\", \"prompt\": \"q1\", \"chosen\": \"good one\", \"rejected\": \"bad one\", \"margin\": 1, \"ok\": true, \"meta\": {\"turns\": 2, \"tags\": [\"x\", \"y\"]}, \"mixed\": 3}\n\
+         {\"pair_id\": \"a2\", \"prompt\": \"q2\", \"chosen\": \"good two\", \"rejected\": \"bad two\", \"margin\": null, \"ok\": false, \"meta\": null, \"mixed\": \"three\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pool.join("b.jsonl"),
+        "{\"pair_id\": \"b1\", \"prompt\": \"q3\", \"chosen\": \"good three\", \"rejected\": \"bad three\", \"margin\": 0.72, \"meta\": {\"turns\": 1.5}}\n",
+    )
+    .unwrap();
+    let gold = tmp.path().join("gold.jsonl");
+    std::fs::write(
+        &gold,
+        "{\"pair_id\": \"a1\", \"verdict\": \"chosen\"}\n{\"pair_id\": \"a2\", \"verdict\": \"chosen\"}\n{\"pair_id\": \"b1\", \"verdict\": \"chosen\"}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("o");
+    ok(&[
+        "curate",
+        "--pairs",
+        s(&pool),
+        "--gold",
+        s(&gold),
+        "--out",
+        s(&out),
+        "--no-progress",
+    ]);
+    assert_accounting(&out);
+    let part = std::fs::read_dir(out.join("curated"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let schema = ParquetRecordBatchReaderBuilder::try_new(File::open(part).unwrap())
+        .unwrap()
+        .schema()
+        .clone();
+    let ty = |n: &str| schema.field_with_name(n).unwrap().data_type().clone();
+    assert_eq!(ty("margin"), DataType::Float64);
+    assert_eq!(ty("ok"), DataType::Boolean);
+    assert_eq!(ty("mixed"), DataType::Utf8);
+    let DataType::Struct(meta) = ty("meta") else {
+        panic!("meta is {:?}", ty("meta"))
+    };
+    assert_eq!(
+        meta.find("turns").unwrap().1.data_type(),
+        &DataType::Float64
+    );
+    assert!(matches!(
+        meta.find("tags").unwrap().1.data_type(),
+        DataType::List(_)
+    ));
+    let rows = read_rows(&out.join("curated"));
+    let row = |id: &str| rows.iter().find(|r| r["pair_id"] == id).unwrap().clone();
+    assert_eq!(row("b1")["margin"], 0.72);
+    assert_eq!(row("a1")["margin"], 1.0);
+    assert_eq!(row("a1")["meta"]["tags"], serde_json::json!(["x", "y"]));
+    assert_eq!(row("a1")["mixed"], "3");
+    assert_eq!(row("a2")["mixed"], "three");
+    assert_eq!(row("a2")["ok"], false);
+}
