@@ -105,6 +105,26 @@ enum Command {
         #[command(subcommand)]
         job: ExplainJob,
     },
+    /// Re-project a committed curate output (or serve snapshot) into another --format
+    /// without re-running anything.
+    Export {
+        /// A committed output: the --out of a curate run (its manifest.json must exist).
+        #[arg(long)]
+        from: String,
+        /// The layout to write: input, conversational, trl, openrlhf or rewardbench.
+        #[arg(long)]
+        format: OutputFormat,
+        /// Where to write it (curated/, discarded/, quarantine/, report.json, README.md,
+        /// manifest.json).
+        #[arg(long)]
+        out: String,
+        /// parquet or jsonl [default: jsonl for rewardbench, parquet otherwise].
+        #[arg(long)]
+        output_file_format: Option<OutputFileFormat>,
+        /// Do not draw a progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
     /// Manage the gold labels a serve polls.
     Label {
         #[command(subcommand)]
@@ -569,6 +589,28 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
             job: ExplainJob::Curate(args),
         } => {
             print!("{}", runner::explain_curate(args.into_spec()?)?);
+            Ok(())
+        }
+        Command::Export {
+            from,
+            format,
+            out,
+            output_file_format,
+            no_progress,
+        } => {
+            let spec = synpref_jobs::export::ExportSpec {
+                from,
+                out: out.clone(),
+                format,
+                output_file_format,
+                progress: !no_progress,
+            };
+            let summary = synpref_jobs::export::run_export(&spec)?;
+            println!(
+                "exported {} rows in {} files as --format {format} under {out}",
+                summary.rows,
+                summary.files.len()
+            );
             Ok(())
         }
         Command::Label {

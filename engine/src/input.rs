@@ -375,6 +375,17 @@ pub struct RawFields {
     /// The row's `reason` is `human_corrected`: an earlier curate pass wrote it with
     /// chosen and rejected swapped to follow a human verdict.
     pub corrected: bool,
+    /// The decision columns of an earlier curate pass, when the row carries them
+    /// (`export` writes them again; curate replaces them).
+    pub previous: Option<PreviousDecision>,
+}
+
+/// `reason`, `p_best` and `p_gold` as an earlier curate pass wrote them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PreviousDecision {
+    pub reason: String,
+    pub p_best: Option<f64>,
+    pub p_gold: Option<f64>,
 }
 
 /// The `reason` an earlier curate pass gives a row it swapped for a human verdict.
@@ -836,6 +847,14 @@ fn json_fields(map: serde_json::Map<String, Value>, extras: Vec<u8>) -> RawField
         attributes,
         extras,
         corrected: map.get("reason").and_then(Value::as_str) == Some(CORRECTED_REASON),
+        previous: map
+            .get("reason")
+            .and_then(Value::as_str)
+            .map(|reason| PreviousDecision {
+                reason: reason.to_string(),
+                p_best: map.get("p_best").and_then(Value::as_f64),
+                p_gold: map.get("p_gold").and_then(Value::as_f64),
+            }),
     }
 }
 
@@ -970,6 +989,22 @@ fn parquet_batch_records(
     let rejected = conv("rejected")?.expect("checked at planning");
     let pair_id = string_column(file, "pair_id", batch)?;
     let reason = string_column(file, "reason", batch)?;
+    let probability = |name: &str| -> Result<Option<arrow::array::Float64Array>> {
+        match batch.column_by_name(name) {
+            None => Ok(None),
+            Some(c) => {
+                let c = arrow::compute::cast(c, &DataType::Float64)
+                    .map_err(|e| Error::bad_column(file, name, format!("cannot decode: {e}")))?;
+                Ok(Some(
+                    c.as_primitive::<arrow::datatypes::Float64Type>().clone(),
+                ))
+            }
+        }
+    };
+    let (p_best, p_gold) = (probability("p_best")?, probability("p_gold")?);
+    let value_at = |a: &Option<arrow::array::Float64Array>, i: usize| {
+        a.as_ref().and_then(|a| (!a.is_null(i)).then(|| a.value(i)))
+    };
     let attrs: Vec<Option<StringArray>> = ATTRIBUTE_COLUMNS
         .iter()
         .map(|n| string_column(file, n, batch))
@@ -1018,6 +1053,14 @@ fn parquet_batch_records(
             corrected: reason
                 .as_ref()
                 .is_some_and(|r| !r.is_null(i) && r.value(i) == CORRECTED_REASON),
+            previous: reason
+                .as_ref()
+                .filter(|r| !r.is_null(i))
+                .map(|r| PreviousDecision {
+                    reason: r.value(i).to_string(),
+                    p_best: value_at(&p_best, i),
+                    p_gold: value_at(&p_gold, i),
+                }),
         };
         let bytes = [&fields.prompt, &fields.chosen, &fields.rejected]
             .iter()

@@ -105,6 +105,7 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
         attributes,
         extras,
         corrected,
+        previous,
     } = fields;
     let (RawValue::Value(chosen), RawValue::Value(rejected)) = (chosen, rejected) else {
         unreachable!("missing and mistyped responses were routed above")
@@ -128,6 +129,7 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
                 attributes,
                 extras,
                 corrected,
+                previous: previous.clone(),
             }
         };
     let (prompt, implicit_prompt) = match prompt {

@@ -405,3 +405,92 @@ fn jsonl_extra_columns_keep_their_json_types_for_margin_losses() {
     assert_eq!(row("a2")["mixed"], "three");
     assert_eq!(row("a2")["ok"], false);
 }
+
+#[test]
+fn export_reprojects_a_committed_output_as_curate_would_have_written_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 3_000, 29);
+    let args = |out: &Path, format: &str| {
+        ok(&[
+            "curate",
+            "--pairs",
+            s(&data.join("pairs")),
+            "--gold",
+            s(&data.join("gold.parquet")),
+            "--out",
+            s(out),
+            "--format",
+            format,
+            "--workers",
+            "2",
+            "--no-progress",
+        ]);
+    };
+    let input = tmp.path().join("input");
+    let direct = tmp.path().join("direct");
+    args(&input, "input");
+    args(&direct, "conversational");
+    let exported = tmp.path().join("exported");
+    ok(&[
+        "export",
+        "--from",
+        s(&input),
+        "--format",
+        "conversational",
+        "--out",
+        s(&exported),
+        "--no-progress",
+    ]);
+    for set in ["curated", "discarded", "quarantine"] {
+        assert_eq!(
+            read_rows(&exported.join(set)),
+            read_rows(&direct.join(set)),
+            "{set}: export differs from curate --format conversational"
+        );
+    }
+    assert_accounting(&exported);
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(exported.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["job"], "export");
+    assert_eq!(manifest["spec"]["format"], "conversational");
+    assert_eq!(load_with_datasets(&exported, "default")["bad"], 0);
+    // A preset keeps no decision columns: exporting from one is refused, naming why.
+    let trl = tmp.path().join("trl");
+    ok(&[
+        "export",
+        "--from",
+        s(&input),
+        "--format",
+        "trl",
+        "--out",
+        s(&trl),
+        "--no-progress",
+    ]);
+    let err = fails_with(
+        &[
+            "export",
+            "--from",
+            s(&trl),
+            "--format",
+            "input",
+            "--out",
+            s(&tmp.path().join("x")),
+        ],
+        2,
+    );
+    assert!(err.contains("--format trl"), "{err}");
+    let err = fails_with(
+        &[
+            "export",
+            "--from",
+            s(&tmp.path().join("none")),
+            "--format",
+            "trl",
+            "--out",
+            s(&tmp.path().join("y")),
+        ],
+        2,
+    );
+    assert!(err.contains("manifest.json"), "{err}");
+}

@@ -1,0 +1,195 @@
+//! `export`: re-projects a committed curate output (or serve snapshot) into another
+//! `--format` / `--output-file-format` without re-running anything: the parts are
+//! read back through the pool reader (curate's own columns as the previous decision),
+//! written in the new layout, and committed like a curate run (staging, report, card,
+//! manifest last). Quarantine is copied as it is: its rows may not be pairs at all.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use synpref_engine::extras::ExtrasCodec;
+use synpref_engine::input::{plan_input, JsonlObservation, RawBody, ShardReader};
+use synpref_engine::model::{Destination, Reason};
+use synpref_engine::output::{
+    clear_output, publish, write_json, OutputFileFormat, OutputFormat, PartWriter, WrittenFile,
+};
+use synpref_engine::schema::infer_output_schema;
+use synpref_engine::store::{check_output_apart, resolve, Location};
+use synpref_engine::{Error, Result};
+use synpref_operators::validate::check;
+
+use crate::curate::card::dataset_card;
+use crate::curate::{CurateReport, Manifest};
+
+/// The settings of an export.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportSpec {
+    /// A committed curate output (its `manifest.json` must exist).
+    pub from: String,
+    /// Where the re-projected output goes.
+    pub out: String,
+    pub format: OutputFormat,
+    /// `None`: the format's default file format.
+    pub output_file_format: Option<OutputFileFormat>,
+    pub progress: bool,
+}
+
+/// What an export did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportSummary {
+    pub rows: u64,
+    pub files: Vec<WrittenFile>,
+}
+
+/// Layouts that keep what every other layout is built from (the prompt, the decision
+/// columns); the presets drop them, so an export cannot start from one.
+fn keeps_decisions(format: OutputFormat) -> bool {
+    matches!(format, OutputFormat::Input | OutputFormat::Conversational)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(loc: &Location) -> Result<T> {
+    let bytes = loc.get()?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::bad_file(&loc.url, format!("not a synpref file of this version: {e}")))
+}
+
+/// Runs an export.
+pub fn run_export(spec: &ExportSpec) -> Result<ExportSummary> {
+    let from = resolve(&spec.from)?;
+    let manifest: Manifest = read_json(&from.child("manifest.json")).map_err(|e| match e {
+        Error::BadInput { .. } => Error::setting(
+            "--from",
+            format!(
+                "`{}` is not a committed synpref output (no readable manifest.json): {e}",
+                spec.from
+            ),
+        ),
+        other => other,
+    })?;
+    let report: CurateReport = read_json(&from.child("report.json"))?;
+    if !keeps_decisions(manifest.spec.format) {
+        return Err(Error::setting(
+            "--from",
+            format!(
+                "`{}` was written with --format {}, which keeps neither the prompt nor reason/p_best/p_gold; export from an `input` or `conversational` output",
+                spec.from, manifest.spec.format
+            ),
+        ));
+    }
+    check_output_apart("--out", &spec.out, &[("--from", spec.from.as_str())])?;
+    let out = resolve(&spec.out)?;
+    clear_output(&out)?;
+    let file_format = spec
+        .output_file_format
+        .unwrap_or_else(|| spec.format.default_file_format());
+    let mut written: Vec<WrittenFile> = Vec::new();
+    let bar = synpref_engine::progress::bar(
+        "export",
+        manifest.rows.curated + manifest.rows.discarded,
+        "pairs",
+    );
+    if !spec.progress {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let validate = crate::curate::validate_settings(&manifest.spec);
+    for dest in [Destination::Curated, Destination::Discarded] {
+        let has_parts = manifest
+            .outputs
+            .iter()
+            .any(|f| f.path.starts_with(&format!("{}/", dest.dir())));
+        if !has_parts {
+            continue;
+        }
+        let input = plan_input(&from.child(dest.dir()).url)?;
+        let mut observations = Vec::new();
+        for shard in input.shards_for(0, 1) {
+            let mut obs = JsonlObservation {
+                file: shard.file(),
+                start: match &shard {
+                    synpref_engine::input::Shard::ByteRange { start, .. } => *start,
+                    _ => 0,
+                },
+                ..Default::default()
+            };
+            let mut reader = ShardReader::open(&input, shard, None, true, None)?;
+            while reader.next_batch(Some(&mut obs))?.is_some() {}
+            observations.push(obs);
+        }
+        let (schema, extras_fields) = infer_output_schema(&input, &observations)?;
+        let schema = schema.with_format(spec.format, file_format);
+        let extras = Arc::new(ExtrasCodec::new(extras_fields)?);
+        let urls = Arc::new(input.files.iter().map(|f| f.location.url.clone()).collect());
+        let mut writer = PartWriter::new(&out, dest, 0, schema, extras.clone(), urls);
+        for shard in input.shards_for(0, 1) {
+            let mut reader = ShardReader::open(&input, shard, Some(&extras), false, None)?;
+            while let Some(batch) = reader.next_batch(None)? {
+                bar.inc(batch.len() as u64);
+                for record in batch {
+                    let (file, row) = (record.key.file_index(), record.row);
+                    let where_ = || format!("{} row {row}", input.files[file].location.url);
+                    let previous = match &record.body {
+                        RawBody::Fields(f) => f.previous.clone(),
+                        RawBody::Unparsable { .. } => None,
+                    };
+                    let reason = previous
+                        .as_ref()
+                        .and_then(|p| Reason::from_code(&p.reason))
+                        .ok_or_else(|| {
+                            Error::bad_file(where_(), "no `reason` column a curate run writes")
+                        })?;
+                    let mut pair = check(record, &validate).map_err(|q| {
+                        Error::bad_file(
+                            where_(),
+                            format!("not a valid pair: {}", q.error.unwrap_or_default()),
+                        )
+                    })?;
+                    if pair.corrected {
+                        // `check` holds corrected rows as their verdict was given; the
+                        // export writes them as curate did.
+                        std::mem::swap(&mut pair.chosen, &mut pair.rejected);
+                    }
+                    let mut row = synpref_operators::routed(pair, reason, None);
+                    let previous = previous.expect("reason read above");
+                    row.p_best = previous.p_best;
+                    row.p_gold = previous.p_gold;
+                    writer.push(row)?;
+                }
+            }
+        }
+        written.extend(writer.finish()?);
+    }
+    bar.finish_and_clear();
+    // Quarantine as it is: its rows may be unreadable as pairs.
+    let staging = out.child(synpref_engine::output::STAGING_DIR);
+    for f in manifest
+        .outputs
+        .iter()
+        .filter(|f| f.path.starts_with("quarantine/"))
+    {
+        staging
+            .child(&f.path)
+            .put(from.child(&f.path).get()?.to_vec())?;
+        written.push(f.clone());
+    }
+    written.sort();
+    let rows = written.iter().map(|f| f.rows).sum();
+    let mut exported = manifest.clone();
+    exported.job = "export".into();
+    exported.spec.format = spec.format;
+    exported.spec.output_file_format = spec.output_file_format;
+    exported.spec.out = spec.out.clone();
+    exported.outputs = written.clone();
+    exported.committed_unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    publish(&out, &written)?;
+    write_json(&out.child("report.json"), &report)?;
+    out.child("README.md")
+        .put(dataset_card(&report, &exported, &spec.out).into_bytes())?;
+    write_json(&out.child("manifest.json"), &exported)?;
+    Ok(ExportSummary {
+        rows,
+        files: written,
+    })
+}
