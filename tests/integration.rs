@@ -172,6 +172,39 @@ fn pool_with_crafted_rows(tmp: &Path, data: &Path) -> PathBuf {
     pool
 }
 
+/// `synpref curate --pairs P --gold G --out O --no-progress EXTRA…`, expecting success.
+fn curate_ok(pairs: &Path, gold: &Path, out: &Path, extra: &[&str]) -> Output {
+    let args = [
+        "curate",
+        "--pairs",
+        s(pairs),
+        "--gold",
+        s(gold),
+        "--out",
+        s(out),
+        "--no-progress",
+    ];
+    ok(&[&args[..], extra].concat())
+}
+
+/// Every file under `dir`, relative to it, sorted (empty when `dir` does not exist).
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Runs curate on `pairs` and `gold` expecting exit 2; returns stderr.
 fn curate_fails(pairs: &Path, gold: &Path, out: &Path) -> String {
     fails_with(

@@ -145,18 +145,7 @@ fn every_pool_form_and_format_loads_in_datasets_as_exactly_the_curated_rows() {
             pool_in_form(&rows, form, &pool);
         }
         let out = tmp.path().join(format!("out-{form}-{format}"));
-        ok(&[
-            "curate",
-            "--pairs",
-            s(&pool),
-            "--gold",
-            s(&gold),
-            "--out",
-            s(&out),
-            "--format",
-            format,
-            "--no-progress",
-        ]);
+        curate_ok(&pool, &gold, &out, &["--format", format]);
         let r = report(&out);
         let curated = part_pair_ids(&out.join("curated"));
         assert_eq!(curated.len() as u64, r["curated_rows"].as_u64().unwrap());
@@ -245,18 +234,7 @@ fn recurating_curated_output_replaces_own_columns_and_never_swaps_a_correction_b
     let second = tmp.path().join("second");
     let third = tmp.path().join("third");
     let curate = |pairs: &Path, out: &Path, format: &str| {
-        ok(&[
-            "curate",
-            "--pairs",
-            s(pairs),
-            "--gold",
-            s(&gold),
-            "--out",
-            s(out),
-            "--format",
-            format,
-            "--no-progress",
-        ]);
+        curate_ok(pairs, &gold, out, &["--format", format]);
     };
     curate(&data.join("pairs"), &first, "input");
     curate(&first.join("curated"), &second, "input");
@@ -360,16 +338,7 @@ fn jsonl_extra_columns_keep_their_json_types_for_margin_losses() {
     )
     .unwrap();
     let out = tmp.path().join("o");
-    ok(&[
-        "curate",
-        "--pairs",
-        s(&pool),
-        "--gold",
-        s(&gold),
-        "--out",
-        s(&out),
-        "--no-progress",
-    ]);
+    curate_ok(&pool, &gold, &out, &[]);
     assert_accounting(&out);
     let part = std::fs::read_dir(out.join("curated"))
         .unwrap()
@@ -412,20 +381,12 @@ fn export_reprojects_a_committed_output_as_curate_would_have_written_it() {
     let data = tmp.path().join("g");
     gen(&data, 3_000, 29);
     let args = |out: &Path, format: &str| {
-        ok(&[
-            "curate",
-            "--pairs",
-            s(&data.join("pairs")),
-            "--gold",
-            s(&data.join("gold.parquet")),
-            "--out",
-            s(out),
-            "--format",
-            format,
-            "--workers",
-            "2",
-            "--no-progress",
-        ]);
+        curate_ok(
+            &data.join("pairs"),
+            &data.join("gold.parquet"),
+            out,
+            &["--format", format, "--workers", "2"],
+        );
     };
     let input = tmp.path().join("input");
     let direct = tmp.path().join("direct");

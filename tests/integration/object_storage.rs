@@ -197,18 +197,12 @@ fn s3_curate_reads_and_writes_through_a_real_s3_server_with_the_local_rows() {
         "s3://pool/truth.parquet",
     );
     let local = tmp.path().join("local");
-    ok(&[
-        "curate",
-        "--pairs",
-        s(&data.join("pairs")),
-        "--gold",
-        s(&data.join("gold.parquet")),
-        "--out",
-        s(&local),
-        "--workers",
-        "2",
-        "--no-progress",
-    ]);
+    curate_ok(
+        &data.join("pairs"),
+        &data.join("gold.parquet"),
+        &local,
+        &["--workers", "2"],
+    );
     for _ in 0..2 {
         // Twice: the second run replaces the first's output on the server.
         server.synpref(&[
@@ -262,21 +256,8 @@ fn s3_curate_reads_and_writes_through_a_real_s3_server_with_the_local_rows() {
         .starts_with("s3://pool/pairs/"));
     assert!(remote.join("README.md").exists());
     // Nothing staged is left on the server.
-    let staged: Vec<_> = walk(&remote.join("_staging"));
+    let staged = files_under(&remote.join("_staging"));
     assert!(staged.is_empty(), "{staged:?}");
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]
@@ -327,7 +308,7 @@ fn s3_score_cache_serves_a_second_curate_run_from_the_server() {
         curated.push(read_rows(&server.file(&format!("out/run{run}/curated"))));
     }
     assert_eq!(curated[0], curated[1]);
-    assert!(!walk(&server.file("cache/scores")).is_empty());
+    assert!(!files_under(&server.file("cache/scores")).is_empty());
 }
 
 #[test]
@@ -384,12 +365,11 @@ fn s3_serve_keeps_its_label_log_and_snapshots_on_the_server() {
     let _ = child.wait();
     // The acknowledged labels are in the log on the server, and the log is itself a
     // gold-label input a curate run reads from S3.
-    let log = walk(&server.file("served/run/labels-log"));
+    let log_dir = server.file("served/run/labels-log");
+    let log = files_under(&log_dir);
     assert_eq!(log.len(), 1, "{log:?}");
-    assert_eq!(
-        std::fs::read_to_string(&log[0]).unwrap().lines().count(),
-        20
-    );
+    let segment = std::fs::read_to_string(log_dir.join(&log[0])).unwrap();
+    assert_eq!(segment.lines().count(), 20);
     let snapshot = server.file("served/run/snapshot");
     let r = assert_accounting(&snapshot);
     // Every label is in force (a label on a duplicate row leaves it a duplicate).
@@ -514,16 +494,7 @@ fn http_reads_a_parquet_pool_and_gold_file_served_on_loopback() {
         s(&out_http),
         "--no-progress",
     ]);
-    ok(&[
-        "curate",
-        "--pairs",
-        s(&pool_file),
-        "--gold",
-        s(&data.join("gold.parquet")),
-        "--out",
-        s(&out_local),
-        "--no-progress",
-    ]);
+    curate_ok(&pool_file, &data.join("gold.parquet"), &out_local, &[]);
     assert_accounting(&out_http);
     assert_eq!(
         read_rows(&out_http.join("curated")),

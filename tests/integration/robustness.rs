@@ -6,24 +6,6 @@
 
 use super::*;
 
-/// Every file under `dir`, relative, sorted.
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// What a reader of `out` sees after a crash: outside `_staging/` (which readers skip)
 /// no in-progress file, and every part there opens as Parquet.
 fn assert_nothing_a_reader_could_mistake(out: &Path) {
@@ -174,16 +156,7 @@ fn unknown_roles_and_replies_not_ending_with_the_assistant_are_quarantined() {
     let gold = tmp.path().join("gold.jsonl");
     std::fs::write(&gold, "{\"pair_id\": \"ok\", \"verdict\": \"chosen\"}\n").unwrap();
     let out = tmp.path().join("o");
-    ok(&[
-        "curate",
-        "--pairs",
-        s(&pool),
-        "--gold",
-        s(&gold),
-        "--out",
-        s(&out),
-        "--no-progress",
-    ]);
+    curate_ok(&pool, &gold, &out, &[]);
     let r = assert_accounting(&out);
     let q = read_rows(&out.join("quarantine"));
     let reason = |id: &str| {
@@ -218,16 +191,7 @@ fn utf8_bom_empty_and_blank_jsonl_dictionary_text_and_bad_timestamps_get_clear_a
     let bom = tmp.path().join("bom.jsonl");
     std::fs::write(&bom, format!("\u{feff}{}{}", line("a"), line("b"))).unwrap();
     let out = tmp.path().join("o1");
-    ok(&[
-        "curate",
-        "--pairs",
-        s(&bom),
-        "--gold",
-        s(&gold),
-        "--out",
-        s(&out),
-        "--no-progress",
-    ]);
+    curate_ok(&bom, &gold, &out, &[]);
     let r = assert_accounting(&out);
     assert_eq!(r["quarantined_rows"], 0, "{r}");
     assert_eq!(r["human_agrees"], 1, "{r}");
@@ -269,16 +233,7 @@ fn utf8_bom_empty_and_blank_jsonl_dictionary_text_and_bad_timestamps_get_clear_a
         ],
     );
     let out = tmp.path().join("o4");
-    ok(&[
-        "curate",
-        "--pairs",
-        s(&pq),
-        "--gold",
-        s(&gold),
-        "--out",
-        s(&out),
-        "--no-progress",
-    ]);
+    curate_ok(&pq, &gold, &out, &[]);
     let r = assert_accounting(&out);
     assert_eq!(r["quarantined_rows"], 0, "{r}");
 
