@@ -33,6 +33,9 @@ pub enum PairFact {
     Margins { best: u32, gold: u32 },
     /// The human verdict in force for the pair.
     Verdict(Verdict),
+    /// The pool row is an earlier pass's human correction: without a verdict in force,
+    /// the recorded correction is the verdict (as `consistency_rule::decide`).
+    Corrected,
 }
 
 /// The decision for one pool pair.
@@ -63,6 +66,7 @@ impl<'scope> DecideIncrementally<'scope> for Facts<'scope> {
         self.reduce_named("DecideIncrementally", move |key, facts, out| {
             let mut margins = None;
             let mut verdict = None;
+            let mut corrected = false;
             for (fact, count) in facts {
                 if *count <= 0 {
                     continue;
@@ -70,8 +74,10 @@ impl<'scope> DecideIncrementally<'scope> for Facts<'scope> {
                 match fact {
                     PairFact::Margins { best, gold } => margins = Some((*best, *gold)),
                     PairFact::Verdict(v) => verdict = Some(*v),
+                    PairFact::Corrected => corrected = true,
                 }
             }
+            let verdict = verdict.or(corrected.then_some(Verdict::Rejected));
             // Labels for pairs outside the pool have no margins: nothing to decide.
             let Some((best, gold)) = margins else {
                 return;
@@ -89,5 +95,65 @@ impl<'scope> DecideIncrementally<'scope> for Facts<'scope> {
             let (reason, swap) = decide_with(&settings, verdict, judges_agree, p_best, p_gold);
             out.push((Decided { reason, swap }, 1));
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use differential_dataflow::input::Input;
+    use std::sync::Mutex;
+
+    /// A pool row recorded as a human correction keeps its correction while no verdict
+    /// is in force, whatever the models say, and a later verdict overrides it: the same
+    /// decisions as `consistency_rule::decide` for curate.
+    #[test]
+    fn a_recorded_correction_stands_for_the_verdict_until_one_arrives() {
+        let got: Arc<Mutex<Vec<(u64, Decided, Epoch, isize)>>> = Arc::default();
+        let sink = got.clone();
+        timely::execute_directly(move |worker| {
+            let sink = sink.clone();
+            let (mut input, probe) = worker.dataflow::<Epoch, _, _>(|scope| {
+                let (input, facts) = scope.new_collection::<(u64, PairFact), isize>();
+                let probe = facts
+                    .decide_incrementally(
+                        RuleSettings {
+                            threshold: 0.5,
+                            emit_flipped: false,
+                        },
+                        None,
+                    )
+                    .inspect(move |((k, d), t, r)| sink.lock().unwrap().push((*k, *d, *t, *r)))
+                    .probe();
+                (input, probe.0)
+            });
+            // Both models agree with the row as held (positive margins).
+            let margins = PairFact::Margins {
+                best: 2.0f32.to_bits(),
+                gold: 2.0f32.to_bits(),
+            };
+            input.insert((1, margins));
+            input.insert((1, PairFact::Corrected));
+            input.insert((2, margins));
+            input.advance_to(1);
+            input.insert((1, PairFact::Verdict(Verdict::Chosen)));
+            input.advance_to(2);
+            input.flush();
+            while probe.less_than(&2) {
+                worker.step();
+            }
+        });
+        let mut got = got.lock().unwrap().clone();
+        got.sort();
+        let decided = |reason, swap| Decided { reason, swap };
+        assert_eq!(
+            got,
+            vec![
+                (1, decided(Reason::HumanAgrees, false), 1, 1),
+                (1, decided(Reason::HumanCorrected, true), 0, 1),
+                (1, decided(Reason::HumanCorrected, true), 1, -1),
+                (2, decided(Reason::BothRmsAgree, false), 0, 1),
+            ]
+        );
     }
 }

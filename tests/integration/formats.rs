@@ -455,3 +455,49 @@ fn export_reprojects_a_committed_output_as_curate_would_have_written_it() {
     );
     assert!(err.contains("manifest.json"), "{err}");
 }
+
+#[test]
+fn serve_over_curated_output_keeps_corrections_as_curate_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 2_000, 37);
+    let first = tmp.path().join("first");
+    curate_ok(&data.join("pairs"), &data.join("gold.parquet"), &first, &[]);
+    assert!(report(&first)["human_corrected"].as_u64().unwrap() > 0);
+    let pool = first.join("curated");
+    // Serve the curated output with labels on a few pairs, none of them the corrected
+    // ones: the recorded corrections stand in for their verdicts.
+    let corrected: Vec<String> = read_rows(&pool)
+        .iter()
+        .filter(|r| r["reason"] == "human_corrected")
+        .map(|r| r["pair_id"].as_str().unwrap().to_string())
+        .collect();
+    let others: Vec<String> = read_rows(&pool)
+        .iter()
+        .filter(|r| r["reason"] == "both_rms_agree")
+        .take(10)
+        .map(|r| r["pair_id"].as_str().unwrap().to_string())
+        .collect();
+    let out = tmp.path().join("serve");
+    let serve = Serve::start(&pool, &out, 2, None);
+    let body: String = others
+        .iter()
+        .map(|id| format!("{{\"pair_id\": \"{id}\", \"verdict\": \"chosen\"}}\n"))
+        .collect();
+    serve.post_labels(&body);
+    serve.snapshot();
+    let scratch = tmp.path().join("scratch");
+    curate_from_label_log(&pool, &out, &scratch, 2, &[]);
+    assert!(
+        decisions(&out.join("snapshot")) == decisions(&scratch),
+        "serve differs from curate"
+    );
+    let snapshot = read_rows(&out.join("snapshot/curated"));
+    for id in &corrected {
+        let row = snapshot
+            .iter()
+            .find(|r| r["pair_id"] == id.as_str())
+            .unwrap();
+        assert_eq!(row["reason"], "human_corrected", "{id}");
+    }
+}

@@ -725,6 +725,9 @@ fn serve_worker(
                     gold: s.m_gold.to_bits(),
                 },
             ));
+            if s.corrected {
+                input.insert((s.key, PairFact::Corrected));
+            }
         }
     }
     if index == 0 {

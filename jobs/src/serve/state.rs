@@ -38,6 +38,8 @@ pub struct ScoredFacts {
     pub m_best: f32,
     pub m_gold: f32,
     pub norm: f32,
+    /// The pool row is an earlier pass's human correction (`PreferencePair::corrected`).
+    pub corrected: bool,
 }
 
 /// What one worker's share of the initial pass captured.
@@ -115,6 +117,7 @@ impl ServeTap {
                 m_best: s.m_best,
                 m_gold: s.m_gold,
                 norm,
+                corrected: s.pair.corrected,
             }),
             Err(e) => c.error = Some(e.to_string()),
         }
