@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use synpref_engine::extras::ExtrasCodec;
 use synpref_engine::input::{plan_input, JsonlObservation, ShardReader};
 use synpref_engine::model::{Destination, PreferencePair, Reason};
-use synpref_engine::output::{rows_to_batch, write_json, write_parquet_file, PartWriter};
+use synpref_engine::output::{
+    rows_to_batch, write_json, write_parquet_file, PartWriter, WrittenFile,
+};
 use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
 use synpref_operators::models::{
@@ -78,7 +80,11 @@ pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
     let model = synpref_operators::models::HfScorer(features);
     let input = plan_input(&spec.pairs)?;
     let out = resolve(&spec.out)?;
-    out.delete_prefix()?;
+    // The previous output goes as a whole (on local disk with object_store's
+    // in-progress files); parts are staged and moved into place at the end.
+    out.delete_tree()?;
+    let staging = out.child(synpref_engine::output::STAGING_DIR);
+    let mut parts: Vec<WrittenFile> = Vec::new();
 
     // Pass 1 (JSONL only needs it): which columns hold message lists.
     let mut observations = Vec::new();
@@ -125,7 +131,7 @@ pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
     let (mut input_rows, mut scored_rows, mut quarantined, mut correct) = (0u64, 0u64, 0u64, 0u64);
     let mut pending: Vec<PreferencePair> = Vec::new();
     let mut part = 0usize;
-    let write = |pairs: Vec<PreferencePair>, part: &mut usize| -> Result<u64> {
+    let mut write = |pairs: Vec<PreferencePair>, part: &mut usize| -> Result<u64> {
         let refs: Vec<&PreferencePair> = pairs.iter().collect();
         let rewards = model.score(&refs).map_err(|e| e.for_setting("--model"))?;
         let wins = rewards.iter().filter(|(c, r)| c > r).count() as u64;
@@ -155,10 +161,10 @@ pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
             context: "score output".into(),
             source: e,
         })?;
-        write_parquet_file(
-            &out.child(&format!("part-00000-{:05}.parquet", *part)),
-            &[batch],
-        )?;
+        let name = format!("part-00000-{:05}.parquet", *part);
+        let rows = batch.num_rows() as u64;
+        write_parquet_file(&staging.child(&name), &[batch])?;
+        parts.push(WrittenFile { path: name, rows });
         *part += 1;
         Ok(wins)
     };
@@ -190,7 +196,8 @@ pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
         correct += write(chunk, &mut part)?;
     }
     bar.finish_and_clear();
-    quarantine.finish()?;
+    parts.extend(quarantine.finish()?);
+    synpref_engine::output::publish(&out, &parts)?;
     model.0.flush().map_err(|e| e.for_setting("--model"))?;
     let elapsed_s = started.elapsed().as_secs_f64();
     let report = ScoreReport {

@@ -309,6 +309,29 @@ fn s3_score_cache_serves_a_second_curate_run_from_the_server() {
     }
     assert_eq!(curated[0], curated[1]);
     assert!(!files_under(&server.file("cache/scores")).is_empty());
+
+    // `score` with a transformer RM, reading and writing through the server.
+    let model = format!("hf:{}", fixture("qwen3_rm_chat").display());
+    for _ in 0..2 {
+        server.synpref(&[
+            "score",
+            "--model",
+            &model,
+            "--pairs",
+            "s3://pool/pairs",
+            "--out",
+            "s3://out/scored",
+            "--no-progress",
+        ]);
+    }
+    let scored = server.file("out/scored");
+    let r = report(&scored);
+    let rows = read_rows(&scored);
+    assert_eq!(rows.len() as u64, r["scored_rows"].as_u64().unwrap(), "{r}");
+    assert!(rows.iter().all(|row| row["p"].as_f64().is_some()));
+    assert!(files_under(&scored)
+        .iter()
+        .all(|f| !f.starts_with("_staging")));
 }
 
 #[test]
