@@ -50,9 +50,9 @@ run() {
     r=$("$RB/bin/python" scripts/check_trainers.py rewardbench "$out" "$MODEL" 2>/dev/null | tail -1)
     echo "| $form | $format | $curated | $d | $t | $o | $r |"
 }
-for form in strings messages whole message_prompt; do
+for form in strings messages whole message_prompt system_prompt; do
     run "$form" conversational
 done
 run strings trl
 run whole openrlhf
-run message_prompt rewardbench
+run system_prompt rewardbench

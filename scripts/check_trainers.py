@@ -31,7 +31,10 @@ def forms(pool, outdir):
         "strings": lambda r: {"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]},
         "messages": lambda r: {"prompt": user(r["prompt"]), "chosen": assistant(r["chosen"]), "rejected": assistant(r["rejected"])},
         "whole": lambda r: {"chosen": user(r["prompt"]) + assistant(r["chosen"]), "rejected": user(r["prompt"]) + assistant(r["rejected"])},
-        "message_prompt": lambda r: {"prompt": [{"role": "system", "content": "Be helpful."}] + user(r["prompt"]), "chosen": r["chosen"], "rejected": r["rejected"]},
+        # A multi-turn message-list prompt with string replies.
+        "message_prompt": lambda r: {"prompt": user("Hello.") + assistant("Hello! How can I help?") + user(r["prompt"]), "chosen": r["chosen"], "rejected": r["rejected"]},
+        # The same with a system turn, which RewardBench 0.1.4 cannot read as it is.
+        "system_prompt": lambda r: {"prompt": [{"role": "system", "content": "Be helpful."}] + user(r["prompt"]), "chosen": r["chosen"], "rejected": r["rejected"]},
     }
     for name, make in makers.items():
         with open(f"{outdir}/{name}.jsonl", "w") as f:

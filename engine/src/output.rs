@@ -48,8 +48,9 @@ pub enum OutputFormat {
     /// OpenRLHF's `train_rm` (with `--apply_chat_template`; `--margin_loss` reads
     /// `margin`): the same columns as `trl`.
     Openrlhf,
-    /// RewardBench's `--dataset DIR --load_json`: `pair_id` and whole-conversation
-    /// `chosen`/`rejected`, as JSON lines.
+    /// RewardBench's `--dataset DIR` (or `--dataset 'DIR/curated/*.jsonl' --load_json`):
+    /// `pair_id` and whole-conversation `chosen`/`rejected` with system turns folded into
+    /// the next user turn (`fold_system_turns`), as JSON lines.
     Rewardbench,
 }
 
@@ -241,6 +242,41 @@ pub fn margin(p_gold: Option<f64>) -> f64 {
         }
         _ => 0.0,
     }
+}
+
+/// A conversation as RewardBench 0.1.4 can read it: its loader relabels the prompt's
+/// turns by position (user, assistant, user, …) and asserts that the last is a user's
+/// (rewardbench/utils.py, `prepare_dialogue_from_tokenizer`), so system and developer
+/// turns are folded into the next user turn (their text first, a blank line between).
+pub fn fold_system_turns(messages: Vec<Message>) -> Vec<Message> {
+    let mut out: Vec<Message> = Vec::with_capacity(messages.len());
+    let mut pending: Vec<String> = Vec::new();
+    for m in messages {
+        if m.role == "system" || m.role == "developer" {
+            pending.push(m.content);
+        } else if m.role == "user" && !pending.is_empty() {
+            pending.push(m.content);
+            out.push(Message {
+                role: "user".into(),
+                content: std::mem::take(&mut pending).join("\n\n"),
+            });
+        } else {
+            if !pending.is_empty() {
+                out.push(Message {
+                    role: "user".into(),
+                    content: std::mem::take(&mut pending).join("\n\n"),
+                });
+            }
+            out.push(m);
+        }
+    }
+    if !pending.is_empty() {
+        out.push(Message {
+            role: "user".into(),
+            content: pending.join("\n\n"),
+        });
+    }
+    out
 }
 
 /// A prompt and a reply as one message list: a text prompt is a user turn, a text
@@ -453,16 +489,24 @@ pub fn rows_to_batch(
                 rows.iter().map(|r| r.rejected.as_ref()),
                 "assistant",
             )),
-            Column::WholeChosen => cols.push(messages_array(rows.iter().map(|r| {
-                r.chosen
-                    .as_ref()
-                    .map(|c| whole_conversation(r.prompt.as_ref(), c))
-            }))),
-            Column::WholeRejected => cols.push(messages_array(rows.iter().map(|r| {
-                r.rejected
-                    .as_ref()
-                    .map(|c| whole_conversation(r.prompt.as_ref(), c))
-            }))),
+            Column::WholeChosen | Column::WholeRejected => {
+                let fold = schema.format_for(dest) == OutputFormat::Rewardbench;
+                cols.push(messages_array(rows.iter().map(|r| {
+                    let reply = if column == Column::WholeChosen {
+                        &r.chosen
+                    } else {
+                        &r.rejected
+                    };
+                    reply.as_ref().map(|c| {
+                        let whole = whole_conversation(r.prompt.as_ref(), c);
+                        if fold {
+                            fold_system_turns(whole)
+                        } else {
+                            whole
+                        }
+                    })
+                })))
+            }
             Column::Attribute(i) => cols.push(text_array(rows.iter().map(|r| r.attributes.get(i)))),
             Column::Extras => cols.extend(extras.decode(rows.iter().map(|r| r.extras.as_slice()))?),
             Column::Reason => cols.push(text_array(rows.iter().map(|r| Some(r.reason.code())))),
@@ -754,4 +798,48 @@ pub fn write_parquet_file(loc: &Location, batches: &[RecordBatch]) -> Result<()>
         source: e,
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(role: &str, content: &str) -> Message {
+        Message {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+
+    /// RewardBench 0.1.4 relabels turns by position: a system turn must not take one.
+    #[test]
+    fn rewardbench_layout_folds_system_turns_into_the_next_user_turn() {
+        let folded = fold_system_turns(vec![
+            m("system", "Be brief."),
+            m("user", "Hi"),
+            m("assistant", "Hello"),
+            m("developer", "Now in French."),
+            m("user", "Bye"),
+            m("assistant", "Au revoir"),
+        ]);
+        assert_eq!(
+            folded,
+            vec![
+                m("user", "Be brief.\n\nHi"),
+                m("assistant", "Hello"),
+                m("user", "Now in French.\n\nBye"),
+                m("assistant", "Au revoir"),
+            ]
+        );
+        let plain = vec![m("user", "q"), m("assistant", "a")];
+        assert_eq!(fold_system_turns(plain.clone()), plain);
+    }
+
+    #[test]
+    fn margins_are_the_gold_log_odds_floored_at_zero() {
+        assert_eq!(margin(None), 0.0);
+        assert_eq!(margin(Some(0.3)), 0.0);
+        assert!((margin(Some(0.75)) - 3f64.ln()).abs() < 1e-12);
+        assert!(margin(Some(1.0)).is_finite());
+    }
 }

@@ -47,12 +47,13 @@ import json, sys
 from datasets import load_dataset
 out, config = sys.argv[1], sys.argv[2]
 ds = load_dataset(out, None if config == "default" else config, split="train")
-res = {"rows": len(ds), "columns": ds.column_names, "pair_ids": sorted(ds["pair_id"]), "bad": 0}
+res = {"rows": len(ds), "columns": ds.column_names, "pair_ids": sorted(ds["pair_id"]), "bad": 0, "system_turns": 0}
 for r in ds:
     for k in ("chosen", "rejected"):
         c = r[k]
         ok = isinstance(c, list) and len(c) > 0 and all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in c) and c[-1]["role"] == "assistant"
         res["bad"] += 0 if ok else 1
+        res["system_turns"] += sum(1 for m in c if isinstance(m, dict) and m.get("role") == "system")
 if "margin" in ds.column_names:
     res["min_margin"] = min(ds["margin"])
 print(json.dumps(res))
@@ -192,6 +193,7 @@ fn every_pool_form_and_format_loads_in_datasets_as_exactly_the_curated_rows() {
             }
             "rewardbench" => {
                 assert_eq!(columns, ["pair_id", "chosen", "rejected"], "{what}");
+                assert_eq!(loaded["system_turns"], 0, "{what}: system turns are folded");
                 assert!(std::fs::read_dir(out.join("curated")).unwrap().all(|e| e
                     .unwrap()
                     .path()

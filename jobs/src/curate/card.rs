@@ -128,8 +128,9 @@ fn layout_text(format: OutputFormat) -> &'static str {
              adds it to its loss when the column is present; OpenRLHF reads it with `--margin_loss`)."
         }
         OutputFormat::Rewardbench => {
-            "Columns `pair_id`, `chosen` and `rejected` (whole conversations), for \
-             `rewardbench --dataset DIR --load_json`."
+            "Columns `pair_id`, `chosen` and `rejected` (whole conversations, system turns folded into the \
+             next user turn, since RewardBench 0.1.4 relabels turns by position), for `rewardbench --dataset DIR` \
+             or `rewardbench --dataset 'DIR/curated/*.jsonl' --load_json`."
         }
     }
 }
