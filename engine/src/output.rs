@@ -604,9 +604,24 @@ pub fn publish(out: &Location, files: &[WrittenFile]) -> Result<()> {
     staging.delete_tree()
 }
 
+/// A new run's id, a part of its part files' names: Hugging Face `datasets` caches a
+/// local dataset by its card's data-file patterns, not by the files' contents, so an
+/// output re-written in place must change its patterns or `load_dataset(OUT)` returns
+/// the previous run's rows (seen with datasets 5.2). Time and process id, hashed.
+pub fn new_run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&nanos.to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    format!("{:012x}", h.digest() & 0xffff_ffff_ffff)
+}
+
 /// Writes one destination's rows of one worker as parts
-/// `_staging/DIR/part-WWWWW-SSSSS.{parquet,jsonl}` (worker, sequence number), in the
-/// layout and file format of its schema.
+/// `_staging/DIR/part-WWWWW-SSSSS-RUN.{parquet,jsonl}` (worker, sequence number, run
+/// id), in the layout and file format of its schema.
 pub struct PartWriter {
     dir: Location,
     dest: Destination,
@@ -618,6 +633,7 @@ pub struct PartWriter {
     buffer: Vec<OutputRow>,
     current: Option<(PartFile, String, u64)>,
     seq: usize,
+    run_id: String,
     written: Vec<WrittenFile>,
 }
 
@@ -635,6 +651,7 @@ impl PartWriter {
         schema: OutputSchema,
         extras: Arc<ExtrasCodec>,
         file_urls: Arc<Vec<String>>,
+        run_id: &str,
     ) -> Self {
         let arrow_schema = schema.arrow_schema(&extras, dest);
         PartWriter {
@@ -648,6 +665,7 @@ impl PartWriter {
             buffer: Vec::new(),
             current: None,
             seq: 0,
+            run_id: run_id.to_string(),
             written: Vec::new(),
         }
     }
@@ -677,9 +695,10 @@ impl PartWriter {
         if self.current.is_none() {
             let file_format = self.schema.file_format;
             let name = format!(
-                "part-{:05}-{:05}.{}",
+                "part-{:05}-{:05}-{}.{}",
                 self.worker,
                 self.seq,
+                self.run_id,
                 file_format.extension()
             );
             self.seq += 1;

@@ -83,6 +83,7 @@ pub fn run_export(spec: &ExportSpec) -> Result<ExportSummary> {
         .output_file_format
         .unwrap_or_else(|| spec.format.default_file_format());
     let mut written: Vec<WrittenFile> = Vec::new();
+    let run_id = synpref_engine::output::new_run_id();
     let bar = synpref_engine::progress::bar(
         "export",
         manifest.rows.curated + manifest.rows.discarded,
@@ -119,7 +120,7 @@ pub fn run_export(spec: &ExportSpec) -> Result<ExportSummary> {
         let schema = schema.with_format(spec.format, file_format);
         let extras = Arc::new(ExtrasCodec::new(extras_fields)?);
         let urls = Arc::new(input.files.iter().map(|f| f.location.url.clone()).collect());
-        let mut writer = PartWriter::new(&out, dest, 0, schema, extras.clone(), urls);
+        let mut writer = PartWriter::new(&out, dest, 0, schema, extras.clone(), urls, &run_id);
         for shard in input.shards_for(0, 1) {
             let mut reader = ShardReader::open(&input, shard, Some(&extras), false, None)?;
             while let Some(batch) = reader.next_batch(None)? {
@@ -166,10 +167,17 @@ pub fn run_export(spec: &ExportSpec) -> Result<ExportSummary> {
         .iter()
         .filter(|f| f.path.starts_with("quarantine/"))
     {
+        // Renamed into this run (the card's patterns name the run id).
+        let (stem, ext) = f.path.rsplit_once('.').unwrap_or((f.path.as_str(), ""));
+        let stem = stem
+            .strip_suffix(&format!("-{}", manifest.run_id))
+            .filter(|_| !manifest.run_id.is_empty())
+            .unwrap_or(stem);
+        let path = format!("{stem}-{run_id}.{ext}");
         staging
-            .child(&f.path)
+            .child(&path)
             .put(from.child(&f.path).get()?.to_vec())?;
-        written.push(f.clone());
+        written.push(WrittenFile { path, rows: f.rows });
     }
     written.sort();
     let rows = written.iter().map(|f| f.rows).sum();
@@ -179,6 +187,7 @@ pub fn run_export(spec: &ExportSpec) -> Result<ExportSummary> {
     exported.spec.output_file_format = spec.output_file_format;
     exported.spec.out = spec.out.clone();
     exported.outputs = written.clone();
+    exported.run_id = run_id.clone();
     exported.committed_unix_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

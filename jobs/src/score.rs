@@ -108,6 +108,7 @@ pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
         schema.clone(),
         extras.clone(),
         file_urls.clone(),
+        &synpref_engine::output::new_run_id(),
     );
     let arrow_schema = schema.arrow_schema(&extras, Destination::Curated);
     let keep = arrow_schema.fields().len() - 3; // drop reason, p_best, p_gold

@@ -503,3 +503,33 @@ fn serve_over_curated_output_keeps_corrections_as_curate_does() {
         assert_eq!(row["reason"], "human_corrected", "{id}");
     }
 }
+
+#[test]
+fn rerunning_into_the_same_out_never_loads_stale_rows_from_the_datasets_cache() {
+    // `datasets` caches a local dataset by its card's patterns: the run id in them is
+    // what makes a re-written output load afresh.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 2_000, 43);
+    let out = tmp.path().join("o");
+    let gold = data.join("gold.parquet");
+    curate_ok(&data.join("pairs"), &gold, &out, &[]);
+    let first = load_with_datasets(&out, "default");
+    assert_eq!(first["rows"], report(&out)["curated_rows"]);
+    curate_ok(
+        &data.join("pairs"),
+        &gold,
+        &out,
+        &["--threshold", "0.8", "--format", "conversational"],
+    );
+    let second = load_with_datasets(&out, "default");
+    assert_eq!(second["rows"], report(&out)["curated_rows"]);
+    assert_ne!(
+        first["rows"], second["rows"],
+        "the two runs should keep different rows"
+    );
+    assert!(!second["columns"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("prompt")));
+}

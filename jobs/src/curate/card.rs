@@ -37,10 +37,13 @@ pub fn dataset_card(report: &CurateReport, manifest: &Manifest, out: &str) -> St
             continue;
         }
         let ext = file_format.extension();
+        // The run id in the pattern: `datasets` caches a local dataset by these
+        // patterns, so a re-written output must not match an earlier run's cache.
         s.push_str(&format!(
-            "- config_name: {}\n  data_files:\n  - split: train\n    path: \"{}/*.{ext}\"\n",
+            "- config_name: {}\n  data_files:\n  - split: train\n    path: \"{}/part-*-{}.{ext}\"\n",
             config_name(dest),
-            dest.dir()
+            dest.dir(),
+            manifest.run_id
         ));
         if dest == Destination::Curated {
             s.push_str("  default: true\n");

@@ -50,6 +50,7 @@ pub fn curate_pass(
     scorers: (Arc<dyn RewardModel>, Arc<dyn RewardModel>),
     features: &Features,
     builder: &dyn GraphBuilder,
+    run_id: &str,
 ) -> Result<Written> {
     let spec = &plan.spec;
     let t = std::time::Instant::now();
@@ -81,6 +82,7 @@ pub fn curate_pass(
                     schema.clone(),
                     extras.clone(),
                     file_urls.clone(),
+                    run_id,
                 ),
             )
         })

@@ -105,7 +105,9 @@ pub fn run_worker_with(
     };
     let fingerprints = (scorers.0.fingerprint(), scorers.1.fingerprint());
 
-    let written = dataflow::curate_pass(worker, plan, survey, scorers, &features, builder);
+    // One run id for every worker of every process: worker 0's.
+    let run_id: String = all_gather(worker, &synpref_engine::output::new_run_id())?.swap_remove(0);
+    let written = dataflow::curate_pass(worker, plan, survey, scorers, &features, builder, &run_id);
     let written = match written {
         Ok(w) => w,
         Err(e) => {
@@ -159,7 +161,7 @@ pub fn run_worker_with(
         curate: written.seconds,
     };
     let report = report::build_report(plan, &total, &summary, stages, worker.peers());
-    let manifest = report::build_manifest(plan, &summary, &files, &report);
+    let manifest = report::build_manifest(plan, &summary, &files, &report, &run_id);
     report::commit(plan, &report, &manifest)?;
     Ok(Some(report))
 }

@@ -90,6 +90,10 @@ pub struct Manifest {
     pub inputs: ManifestInputs,
     pub models: ManifestModels,
     pub outputs: Vec<WrittenFile>,
+    /// The id in this run's part names (`part-W-S-RUN`), which the dataset card's
+    /// patterns name.
+    #[serde(default)]
+    pub run_id: String,
     pub report: String,
     pub rows: ManifestRows,
     pub committed_unix_s: u64,
@@ -235,6 +239,7 @@ pub fn build_manifest(
     models: &ModelSummary,
     files: &[WrittenFile],
     report: &CurateReport,
+    run_id: &str,
 ) -> Manifest {
     let committed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -272,6 +277,7 @@ pub fn build_manifest(
             },
         },
         outputs: files.to_vec(),
+        run_id: run_id.to_string(),
         report: "report.json".into(),
         rows: ManifestRows {
             input: report.input_rows,
