@@ -357,6 +357,8 @@ fn s3_serve_keeps_its_label_log_and_snapshots_on_the_server() {
             &addr,
             "--workers",
             "2",
+            "--format",
+            "conversational",
             "--no-progress",
         ])
         .envs(server.env())
@@ -408,6 +410,8 @@ fn s3_serve_keeps_its_label_log_and_snapshots_on_the_server() {
         "s3://served/check",
         "--workers",
         "2",
+        "--format",
+        "conversational",
         "--no-progress",
     ]);
     assert_eq!(
@@ -415,6 +419,15 @@ fn s3_serve_keeps_its_label_log_and_snapshots_on_the_server() {
         read_rows(&snapshot.join("curated")),
         "serve's snapshot on S3 equals a curate run on its S3 label log"
     );
+    // Snapshots are laid out as --format says, with their dataset card.
+    let row = &read_rows(&snapshot.join("curated"))[0];
+    assert!(
+        row.get("prompt").is_none() && row["chosen"].is_array(),
+        "{row}"
+    );
+    assert!(std::fs::read_to_string(snapshot.join("README.md"))
+        .unwrap()
+        .contains("--format conversational"));
 }
 
 /// A static file server on loopback that answers HEAD and ranged GETs (what
