@@ -292,6 +292,13 @@ fn recurating_curated_output_replaces_own_columns_and_never_swaps_a_correction_b
     }
     let r2 = report(&second);
     assert_eq!(r2["human_corrected"], r1["human_corrected"]);
+    // Every verdict pair of a curated pool is human-decided and, as the pool gives it
+    // (corrections swapped), agrees with its verdict.
+    assert_eq!(
+        r2["quality"]["estimated_label_accuracy"]["input"]["value"], 1.0,
+        "{}",
+        r2["quality"]
+    );
     assert_eq!(r2["human_agrees"], r1["human_agrees"]);
     // The models are retrained on the curated pool, so a few rows they decided may
     // fall out; the report says how many, and it must stay a small share.

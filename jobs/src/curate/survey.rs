@@ -45,7 +45,7 @@ enum Fact {
     Gold((u64, RowKey, TrainExample)),
     BestPair((PreferencePair, bool)),
     GoldPair((PreferencePair, bool)),
-    VerdictKey((u64, RowKey, bool, u64)),
+    VerdictKey((u64, RowKey, bool, u64, bool)),
     VerdictPair((u64, RowKey, PreferencePair)),
 }
 
@@ -83,7 +83,8 @@ pub struct Material {
     pub gold_pairs: Vec<(PreferencePair, bool)>,
     pub verdict_pairs: Vec<(u64, RowKey, PreferencePair)>,
     /// (pair key, row, reaches the rule): clean and the first row of its content.
-    pub verdict_keys: Vec<(u64, RowKey, bool)>,
+    /// (pair key, row, clean, recorded correction) of each decisive verdict's pool row.
+    pub verdict_keys: Vec<(u64, RowKey, bool, bool)>,
 }
 
 /// What the survey hands to the later stages.
@@ -107,7 +108,7 @@ pub struct Collectors {
     best_pairs: Rc<RefCell<Vec<(PreferencePair, bool)>>>,
     gold_pairs: Rc<RefCell<Vec<(PreferencePair, bool)>>>,
     verdict_pairs: Rc<RefCell<Vec<(u64, RowKey, PreferencePair)>>>,
-    verdict_keys: Rc<RefCell<Vec<(u64, RowKey, bool, u64)>>>,
+    verdict_keys: Rc<RefCell<Vec<(u64, RowKey, bool, u64, bool)>>>,
 }
 
 impl Collectors {
@@ -183,19 +184,27 @@ pub fn build(
                     Fact::Content((content_key(p.content_hash), p.key)),
                     Fact::Pair((p.pair_key, p.key)),
                 ];
-                facts.extend(sparse(sampled, &best_kind, false).map(Fact::Best));
+                // The best RM learns the labels as the pool gives them: a recorded
+                // correction, held unswapped, is given swapped.
+                facts.extend(sparse(sampled, &best_kind, p.corrected).map(Fact::Best));
                 if gold_kind == ModelSpec::Builtin && gold_keys.contains(&p.pair_key) {
                     let e = TrainExample::from_pair(&p, bits, false);
                     facts.push(Fact::Gold((p.pair_key, p.key, e)));
                 }
-                facts.extend(whole(sampled, &best_kind, false).map(Fact::BestPair));
+                facts.extend(whole(sampled, &best_kind, p.corrected).map(Fact::BestPair));
                 facts.extend(
                     whole(gold_swap.is_some(), &gold_kind, gold_swap.unwrap_or(false))
                         .map(Fact::GoldPair),
                 );
                 if decisive {
                     let content = content_key(p.content_hash);
-                    facts.push(Fact::VerdictKey((p.pair_key, p.key, clean, content)));
+                    facts.push(Fact::VerdictKey((
+                        p.pair_key,
+                        p.key,
+                        clean,
+                        content,
+                        p.corrected,
+                    )));
                     if whole_verdicts && clean {
                         facts.push(Fact::VerdictPair((p.pair_key, p.key, p.clone())));
                     }
@@ -342,9 +351,11 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
         .filter(|(i, _)| answers.iter().any(|a| a[*i] == Some(false)))
         .map(|(_, (_, row))| *row)
         .collect();
-    let verdict_keys: Vec<(u64, RowKey, bool)> = verdict_keys
+    let verdict_keys: Vec<(u64, RowKey, bool, bool)> = verdict_keys
         .into_iter()
-        .map(|(key, row, clean, _)| (key, row, clean && !duplicate_rows.contains(&row)))
+        .map(|(key, row, clean, _, corrected)| {
+            (key, row, clean && !duplicate_rows.contains(&row), corrected)
+        })
         .collect();
     let mut verdict_pairs = std::mem::take(&mut *verdict_pairs.borrow_mut());
     verdict_pairs.retain(|(_, row, _)| !duplicate_rows.contains(row));

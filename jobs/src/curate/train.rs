@@ -332,7 +332,7 @@ fn measure_builtin(
     plan: &CuratePlan,
     best: &Folded<HashedBtModel>,
     gold_folds: &[HashedBtModel],
-    mut verdict_keys: Vec<(u64, RowKey, bool)>,
+    mut verdict_keys: Vec<(u64, RowKey, bool, bool)>,
     gold_pool: &rustc_hash::FxHashMap<u64, synpref_operators::models::builtin::TrainExample>,
     assignment: FoldAssignment,
 ) -> Quality {
@@ -351,6 +351,11 @@ fn measure_builtin(
             .binary_search_by_key(&key, |v| v.0)
             .ok()
             .map(|i| verdict_keys[i].2)
+    };
+    let corrected = |key: u64| -> bool {
+        verdict_keys
+            .binary_search_by_key(&key, |v| v.0)
+            .is_ok_and(|i| verdict_keys[i].3)
     };
     let bits = plan.spec.train.feature_bits;
     let outcomes: Vec<VerdictOutcome> = labels
@@ -381,6 +386,10 @@ fn measure_builtin(
                 assignment,
                 plan.judges.as_deref(),
             )
+            .map(|o| VerdictOutcome {
+                recorded_correction: in_pool && corrected(*key),
+                ..o
+            })
         })
         .collect();
     assess(
@@ -449,7 +458,10 @@ fn measure(
                 .as_ref()
                 .and_then(|j| j.agree_key(key))
                 .unwrap_or(false);
-            VerdictOutcome::new(verdict, *pool, gc - gr, m_best, judges)
+            VerdictOutcome::new(verdict, *pool, gc - gr, m_best, judges).map(|o| VerdictOutcome {
+                recorded_correction: *pool && p.corrected,
+                ..o
+            })
         })
         .collect();
     let best_rm = match &models.best {

@@ -43,6 +43,10 @@ pub struct VerdictOutcome {
     pub m_best: f32,
     /// The LLM judges' majority agrees with the pool label.
     pub judges_agree: bool,
+    /// The pool row is an earlier pass's recorded human correction: the pool gives it
+    /// swapped relative to the verdict, and curate decides it by that record, never by
+    /// the models.
+    pub recorded_correction: bool,
 }
 
 impl VerdictOutcome {
@@ -59,6 +63,7 @@ impl VerdictOutcome {
             m_gold,
             m_best,
             judges_agree: judges,
+            recorded_correction: false,
         })
     }
 }
@@ -98,8 +103,12 @@ pub fn assess(
         if !o.in_pool {
             continue;
         }
-        let agrees = o.human_agrees as u8 as f64;
+        // The label as the pool gives it (a recorded correction gives it swapped).
+        let agrees = (o.human_agrees != o.recorded_correction) as u8 as f64;
         input.add(agrees);
+        if o.recorded_correction {
+            continue;
+        }
         let (reason, _) = decide_with(
             rule,
             None,
@@ -205,7 +214,31 @@ mod tests {
             m_gold,
             m_best,
             judges_agree: false,
+            recorded_correction: false,
         }
+    }
+
+    /// A recorded correction is given swapped by the pool (so a "rejected" verdict
+    /// agrees with it) and is never the models' to keep.
+    #[test]
+    fn recorded_corrections_count_as_given_and_are_not_model_decisions() {
+        let rule = RuleSettings {
+            threshold: 0.5,
+            emit_flipped: false,
+        };
+        let corrected = VerdictOutcome {
+            recorded_correction: true,
+            ..o(false, 2.0, 2.0)
+        };
+        let q = assess(
+            &[corrected, o(true, 2.0, 2.0)],
+            &rule,
+            5,
+            ModelQuality::default(),
+        );
+        assert_eq!(q.estimated_label_accuracy.input.value, Some(1.0));
+        assert_eq!(q.estimated_label_accuracy.input.n, 2);
+        assert_eq!(q.estimated_label_accuracy.model_curated.n, 1);
     }
 
     #[test]
