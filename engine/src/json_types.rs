@@ -107,17 +107,24 @@ fn conform(v: &Value, target: &DataType) -> Value {
         (Value::Array(items), DataType::List(f)) => {
             Value::Array(items.iter().map(|i| conform(i, f.data_type())).collect())
         }
-        (Value::Object(m), DataType::Struct(fields)) => Value::Object(
-            fields
-                .iter()
-                .filter_map(|f| {
-                    m.get(f.name())
-                        .map(|v| (f.name().clone(), conform(v, f.data_type())))
-                })
-                .collect(),
-        ),
+        (Value::Object(m), DataType::Struct(fields)) => conform_object(m, fields.iter()),
         _ => v.clone(),
     }
+}
+
+/// The keys of `m` that `fields` name, each conformed to its field's type.
+fn conform_object<'f>(
+    m: &serde_json::Map<String, Value>,
+    fields: impl Iterator<Item = &'f arrow::datatypes::FieldRef>,
+) -> Value {
+    Value::Object(
+        fields
+            .filter_map(|f| {
+                m.get(f.name())
+                    .map(|v| (f.name().clone(), conform(v, f.data_type())))
+            })
+            .collect(),
+    )
 }
 
 /// The columns `fields` of a batch of JSON objects (absent keys are nulls).
@@ -129,17 +136,7 @@ pub fn json_columns(
     let schema = Arc::new(Schema::new(fields.to_vec()));
     let conformed: Vec<Value> = rows
         .iter()
-        .map(|m| {
-            Value::Object(
-                fields
-                    .iter()
-                    .filter_map(|f| {
-                        m.get(f.name())
-                            .map(|v| (f.name().clone(), conform(v, f.data_type())))
-                    })
-                    .collect(),
-            )
-        })
+        .map(|m| conform_object(m, schema.fields().iter()))
         .collect();
     let err = |e: arrow::error::ArrowError| Error::Arrow {
         context: format!("{file}: extra columns"),
