@@ -474,8 +474,8 @@ fn serve_over_curated_output_keeps_corrections_as_curate_does() {
     curate_ok(&data.join("pairs"), &data.join("gold.parquet"), &first, &[]);
     assert!(report(&first)["human_corrected"].as_u64().unwrap() > 0);
     let pool = first.join("curated");
-    // Serve the curated output with labels on a few pairs, none of them the corrected
-    // ones: the recorded corrections stand in for their verdicts.
+    // Serve the curated output with labels on a few pairs, then on half the corrected
+    // ones: for the other half the recorded corrections stand in for their verdicts.
     let corrected: Vec<String> = read_rows(&pool)
         .iter()
         .filter(|r| r["reason"] == "human_corrected")
@@ -494,12 +494,29 @@ fn serve_over_curated_output_keeps_corrections_as_curate_does() {
         .map(|id| format!("{{\"pair_id\": \"{id}\", \"verdict\": \"chosen\"}}\n"))
         .collect();
     serve.post_labels(&body);
+    // Then the original verdicts of half the corrected pairs: given for the unswapped
+    // orientation, they agree with the recorded corrections.
+    let body: String = corrected[..corrected.len() / 2]
+        .iter()
+        .map(|id| format!("{{\"pair_id\": \"{id}\", \"verdict\": \"rejected\"}}\n"))
+        .collect();
+    serve.post_labels(&body);
     serve.snapshot();
     let scratch = tmp.path().join("scratch");
     curate_from_label_log(&pool, &out, &scratch, 2, &[]);
     assert!(
         decisions(&out.join("snapshot")) == decisions(&scratch),
         "serve differs from curate"
+    );
+    // serve's self-measurement counts the recorded corrections as curate's does.
+    let (st, r) = (serve.status(), report(&scratch));
+    assert_eq!(
+        st["quality"]["estimated_label_accuracy"],
+        r["quality"]["estimated_label_accuracy"]
+    );
+    assert_eq!(
+        r["quality"]["estimated_label_accuracy"]["input"]["value"],
+        1.0
     );
     let snapshot = read_rows(&out.join("snapshot/curated"));
     for id in &corrected {

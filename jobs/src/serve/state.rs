@@ -192,6 +192,9 @@ pub struct PoolState {
     pub loc: Vec<PoolLoc>,
     /// Where each scored pair's gold-RM features record is (`GoldFeatures::record`).
     pub features: Vec<PoolLoc>,
+    /// Keys of the scored pairs that are an earlier pass's recorded human corrections,
+    /// sorted (the self-measurement counts them as curate does).
+    pub corrected: Vec<u64>,
     pub index: RescoreIndex,
     /// All labels applied so far.
     pub labels: GoldLabels,
@@ -269,6 +272,11 @@ impl PoolState {
             m_gold: scored.iter().map(|s| s.m_gold).collect(),
             norm: scored.iter().map(|s| s.norm).collect(),
             features: scored.iter().map(|s| s.features).collect(),
+            corrected: scored
+                .iter()
+                .filter(|s| s.corrected)
+                .map(|s| s.key)
+                .collect(),
             loc,
             index,
             labels: GoldLabels::default(),
@@ -460,7 +468,12 @@ impl PoolState {
                         0.0,
                     ),
                 };
-                builtin_outcome(l, &example, pool, m_best, &folds, assignment, judges)
+                builtin_outcome(l, &example, pool, m_best, &folds, assignment, judges).map(|o| {
+                    VerdictOutcome {
+                        recorded_correction: pool && self.corrected.binary_search(&key).is_ok(),
+                        ..o
+                    }
+                })
             })
             .collect();
         Some(assess(
