@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::extras::ExtrasCodec;
-use crate::json_types::{json_columns, JsonType};
+use crate::json_types::{join_into, json_columns, JsonType};
 use crate::model::{Attributes, Conversation, Message, RowKey, ATTRIBUTE_COLUMNS};
 use crate::output::OWN_COLUMNS;
 use crate::store::{block_on, list_inputs, InputFile, Location};
@@ -372,12 +372,19 @@ pub struct RawFields {
     pub rejected: RawValue,
     pub attributes: Attributes,
     pub extras: Vec<u8>,
-    /// The row's `reason` is `human_corrected`: an earlier curate pass wrote it with
-    /// chosen and rejected swapped to follow a human verdict.
-    pub corrected: bool,
     /// The decision columns of an earlier curate pass, when the row carries them
     /// (`export` writes them again; curate replaces them).
     pub previous: Option<PreviousDecision>,
+}
+
+impl RawFields {
+    /// The row's `reason` is `human_corrected`: an earlier curate pass wrote it with
+    /// chosen and rejected swapped to follow a human verdict.
+    pub fn is_corrected(&self) -> bool {
+        self.previous
+            .as_ref()
+            .is_some_and(|p| p.reason == CORRECTED_REASON)
+    }
 }
 
 /// `reason`, `p_best` and `p_gold` as an earlier curate pass wrote them.
@@ -693,14 +700,7 @@ fn observe_keys(o: &mut JsonlObservation, map: &serde_json::Map<String, Value>) 
             o.keys.insert(k.clone());
         }
         if !matches!(v, Value::Null) {
-            let t = JsonType::of(v);
-            match o.types.get_mut(k) {
-                Some(old) if *old == t => {}
-                Some(old) => *old = old.join(&t),
-                None => {
-                    o.types.insert(k.clone(), t);
-                }
-            }
+            join_into(&mut o.types, k, &JsonType::of(v));
         }
         if matches!(k.as_str(), "prompt" | "chosen" | "rejected")
             && matches!(v, Value::Array(_))
@@ -846,7 +846,6 @@ fn json_fields(map: serde_json::Map<String, Value>, extras: Vec<u8>) -> RawField
         rejected: json_conversation(map.get("rejected")),
         attributes,
         extras,
-        corrected: map.get("reason").and_then(Value::as_str) == Some(CORRECTED_REASON),
         previous: map
             .get("reason")
             .and_then(Value::as_str)
@@ -1050,9 +1049,6 @@ fn parquet_batch_records(
                 .as_mut()
                 .and_then(|it| it.next())
                 .unwrap_or_default(),
-            corrected: reason
-                .as_ref()
-                .is_some_and(|r| !r.is_null(i) && r.value(i) == CORRECTED_REASON),
             previous: reason
                 .as_ref()
                 .filter(|r| !r.is_null(i))

@@ -97,6 +97,17 @@ impl JsonType {
     }
 }
 
+/// Joins `t` into the type kept for `key` (the survey's per-key fold).
+pub fn join_into(types: &mut BTreeMap<String, JsonType>, key: &str, t: &JsonType) {
+    match types.get_mut(key) {
+        Some(old) if old == t => {}
+        Some(old) => *old = old.join(t),
+        None => {
+            types.insert(key.to_string(), t.clone());
+        }
+    }
+}
+
 /// A value made to fit `target` (a type `JsonType::arrow` gave, joined over the run):
 /// where the target is text, a value that is not text becomes its JSON text.
 fn conform(v: &Value, target: &DataType) -> Value {

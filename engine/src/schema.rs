@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
 use crate::input::{ConvForm, InputPlan, JsonlObservation};
-use crate::json_types::JsonType;
+use crate::json_types::{join_into, JsonType};
 use crate::model::ATTRIBUTE_COLUMNS;
 use crate::output::{OutputSchema, OWN_COLUMNS};
 
@@ -32,20 +32,15 @@ pub fn infer_output_schema(
             e.first_error = o.first_error.clone();
         }
         e.keys.extend(o.keys.iter().cloned());
-        for (k, t) in &o.types {
-            let joined = e.types.get(k).map_or(t.clone(), |old| old.join(t));
-            e.types.insert(k.clone(), joined);
-        }
         e.message_columns.extend(o.message_columns.iter().cloned());
         e.has_prompt |= o.has_prompt;
     }
     // One type per JSONL key over all JSONL files (a 1 in one file and a 0.5 in
     // another make a float column, as one file holding both would).
     let mut jsonl_types: std::collections::BTreeMap<String, JsonType> = Default::default();
-    for o in per_file.values() {
+    for o in observations {
         for (k, t) in &o.types {
-            let joined = jsonl_types.get(k).map_or(t.clone(), |old| old.join(t));
-            jsonl_types.insert(k.clone(), joined);
+            join_into(&mut jsonl_types, k, t);
         }
     }
     let mut schema = OutputSchema {

@@ -96,6 +96,7 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
         );
         return fail(fields, InvalidReason::TooLarge, message);
     }
+    let corrected = fields.is_corrected();
     let RawFields {
         pair_id,
         pair_id_wrong_type,
@@ -104,7 +105,6 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
         rejected,
         attributes,
         extras,
-        corrected,
         previous,
     } = fields;
     let (RawValue::Value(chosen), RawValue::Value(rejected)) = (chosen, rejected) else {
@@ -128,7 +128,6 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
                 rejected: RawValue::Value(rejected),
                 attributes,
                 extras,
-                corrected,
                 previous: previous.clone(),
             }
         };
