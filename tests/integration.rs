@@ -1924,14 +1924,33 @@ impl Serve {
             addr,
             token: TOKEN.into(),
         };
+        serve.wait_until_ready();
+        serve
+    }
+
+    /// Waits until serve listens and has applied every epoch logged before it started
+    /// (`state` `ready`); the figures it shows meanwhile never go backwards.
+    fn wait_until_ready(&self) {
         let started = std::time::Instant::now();
+        let mut last: Option<(u64, u64)> = None;
         loop {
-            if std::net::TcpStream::connect(&serve.addr).is_ok() {
-                return serve;
+            if std::net::TcpStream::connect(&self.addr).is_ok() {
+                let st = self.status();
+                let shown = (
+                    st["epoch"].as_u64().unwrap(),
+                    st["labels_total"].as_u64().unwrap(),
+                );
+                if let Some(l) = last {
+                    assert!(shown.0 >= l.0 && shown.1 >= l.1, "went backwards: {st}");
+                }
+                last = Some(shown);
+                if st["state"] == "ready" {
+                    return;
+                }
             }
             assert!(
                 started.elapsed().as_secs() < 600,
-                "serve did not start listening"
+                "serve did not become ready"
             );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
@@ -2358,3 +2377,6 @@ mod formats;
 
 #[path = "integration/object_storage.rs"]
 mod object_storage;
+
+#[path = "integration/serve_faults.rs"]
+mod serve_faults;

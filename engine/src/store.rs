@@ -261,6 +261,12 @@ impl Location {
 
     /// Relative names of the objects under this prefix, sorted.
     pub fn list_names(&self) -> Result<Vec<String>> {
+        Ok(self.list_sizes()?.into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// Relative names and sizes in bytes of the objects under this prefix, sorted by
+    /// name.
+    pub fn list_sizes(&self) -> Result<Vec<(String, u64)>> {
         let prefix = self.path.clone();
         let metas: Vec<_> = block_on(self.store.list(Some(&prefix)).try_collect::<Vec<_>>())
             .map_err(|e| Error::Storage {
@@ -268,12 +274,15 @@ impl Location {
                 source: e,
             })?;
         let base = prefix.as_ref().len();
-        let mut names: Vec<String> = metas
+        let mut names: Vec<(String, u64)> = metas
             .iter()
             .map(|m| {
-                m.location.as_ref()[base..]
-                    .trim_start_matches('/')
-                    .to_string()
+                (
+                    m.location.as_ref()[base..]
+                        .trim_start_matches('/')
+                        .to_string(),
+                    m.size,
+                )
             })
             .collect();
         names.sort();

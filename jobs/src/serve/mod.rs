@@ -29,7 +29,7 @@ pub mod gold;
 pub mod state;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock};
@@ -149,10 +149,43 @@ impl ServeSpec {
     }
 }
 
+/// Where a serve process is in its life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServeState {
+    /// The first pass over the pool (or the load of a saved state) is running.
+    #[default]
+    Loading,
+    /// Loaded; applying the epochs the label log holds beyond the loaded state.
+    Recovering,
+    /// Every epoch acknowledged before this process started is applied.
+    Ready,
+}
+
+/// Progress of a restart through the label log.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Recovery {
+    /// The epoch the loaded state (saved state, or the first pass) stands at.
+    pub loaded_epoch: u64,
+    /// The last epoch the log held when this process started: `ready` once applied.
+    pub target_epoch: u64,
+    /// Epochs applied so far.
+    pub applied_epoch: u64,
+}
+
 /// What `GET /v1/status` reports.
+///
+/// `epoch` and `labels_total` never go backwards, across restarts included: until a
+/// restarted process has applied what the label log holds (`state` `loading` or
+/// `recovering`), they give what was acknowledged before it started, and
+/// `applied_epoch` and `recovery` say how far it has got.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Status {
+    pub state: ServeState,
     pub epoch: u64,
+    /// The last epoch whose labels the decisions reflect.
+    pub applied_epoch: u64,
+    pub recovery: Option<Recovery>,
     /// Label records applied so far (relabels and duplicates included).
     pub labels_total: u64,
     /// Label records accepted into the log but not applied yet.
@@ -266,6 +299,9 @@ pub enum Control {
     Labels { seq: u64, labels: Vec<GoldLabel> },
     /// Compact now; the reply carries the snapshot's report.
     Snapshot(mpsc::Sender<Result<serde_json::Value>>),
+    /// The label log cannot be written: serve stops (exit 1) so that nothing is
+    /// acknowledged that would not be applied; a restart applies everything logged.
+    Fatal(String),
 }
 
 /// Messages to the ingest thread.
@@ -305,18 +341,40 @@ pub struct ServeRuntime<'a> {
 pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> Result<()> {
     spec.validate()?;
     let started = Instant::now();
+    let out = resolve(&spec.out)?;
+    // One serve per output: a second would append to the same label log.
+    let _lock = synpref_engine::out_lock::lock_output(&out, "--out")?;
     let log = LabelLog::open(&spec.label_log_url())?;
     let labels_dir = spec.labels.as_deref().map(resolve).transpose()?;
     let status = Arc::new(Mutex::new(Status {
         started_unix_s: unix_now(),
         ..Default::default()
     }));
-    let mut ingest = Ingester::new(log.clone(), labels_dir, status.clone())?;
-    // Label files already there are taken before the first pass.
+    let fatal: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let mut ingest = Ingester::new(log.clone(), labels_dir, status.clone(), fatal.clone())?;
+    let (control_tx, control_rx) = mpsc::channel::<Control>();
+    let (ingest_tx, ingest_rx) = mpsc::channel::<Ingest>();
+    // The API first: a port in use ends serve at once (exit 2, naming the address),
+    // and while the pool loads `/v1/status` says so and labels are already logged.
+    let addr = (runtime.start_api)(
+        &spec.listen,
+        Api {
+            token: Arc::new(token),
+            ingest: Arc::new(Mutex::new(ingest_tx)),
+            control: Arc::new(Mutex::new(control_tx.clone())),
+            status: status.clone(),
+            max_body_bytes: spec.max_body_bytes,
+        },
+    )?;
+    eprintln!("synpref serve: listening on http://{addr} (loading)");
+    // Label files already there (and complete: the same size at two listings) are
+    // taken before the first pass.
+    let poll = Duration::from_secs_f64(spec.poll_interval_s);
+    ingest.poll()?;
+    std::thread::sleep(poll.min(Duration::from_secs(1)));
     ingest.poll()?;
     let segments = log.segments()?;
     let cspec = spec.curate_spec();
-    let out = resolve(&spec.out)?;
     let state_dir = out.child("state");
     // A state saved at epoch E spares every model its work up to E; the segments after
     // it are applied as epochs once serve is up.
@@ -326,10 +384,44 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         .map(|s| s.epoch)
         .unwrap_or(segments.len() as u64);
     let mut labels = GoldLabels::default();
-    for seg in &segments[..epoch0 as usize] {
-        for l in log.read(seg)?.labels {
-            labels.insert(l);
+    let mut replay = Vec::new();
+    let mut acknowledged = 0u64;
+    for seg in &segments {
+        let batch = log.read(seg)?.labels;
+        acknowledged += batch.len() as u64;
+        if seg.seq <= epoch0 {
+            for l in batch {
+                labels.insert(l);
+            }
+        } else {
+            replay.push((seg.seq, batch));
         }
+    }
+    let target_epoch = segments.len() as u64;
+    {
+        // What was acknowledged before this process started: shown until applied, so
+        // that no figure goes backwards over a restart.
+        let mut st = status.lock().expect("status");
+        st.epoch = target_epoch;
+        st.labels_total = acknowledged;
+        st.labels_pending = acknowledged;
+        st.recovery = Some(Recovery {
+            loaded_epoch: epoch0,
+            target_epoch,
+            applied_epoch: 0,
+        });
+    }
+    // Segments logged after the saved state go first, as the epochs they were; then
+    // whatever the ingest thread logs from now on.
+    for (seq, labels) in replay {
+        let _ = control_tx.send(Control::Labels { seq, labels });
+    }
+    {
+        let control_tx = control_tx.clone();
+        std::thread::Builder::new()
+            .name("synpref-ingest".into())
+            .spawn(move || ingest.run(ingest_rx, control_tx, poll))
+            .map_err(|e| Error::other("ingest thread", e))?;
     }
     tracing::info!(
         segments = segments.len(),
@@ -421,11 +513,16 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
             serve_worker(worker, &plan, &worker_shared, epoch0, rule)
         }),
     )?;
+    // The workers run until the process ends: serve returns only with an error, and
+    // joining workers that wait for their next command would hang instead of exiting.
+    std::mem::forget(guards);
     // Wait for the initial pass.
     while shared.loaded.load(Ordering::SeqCst) < workers {
         if let Some(e) = shared.load_error.lock().expect("load").take() {
-            drop(guards);
             return Err(Error::Worker(e));
+        }
+        if let Some(e) = fatal.lock().expect("fatal").clone() {
+            return Err(Error::other("label log", e));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -452,11 +549,11 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
     if !recovered {
         state.save(&state_dir, epoch0)?;
     }
+    let mut applied_labels = state.labels.records;
     {
         let mut st = status.lock().expect("status");
-        st.epoch = epoch0;
-        st.labels_total = state.labels.records;
-        st.labels_pending = 0;
+        show_applied(&mut st, epoch0, applied_labels, target_epoch);
+        st.labels_pending = st.labels_pending.saturating_sub(applied_labels);
         st.pool_pairs = state.keys.len() as u64;
         st.state_bytes_per_pair = state.bytes_per_pair();
         st.snapshot_epoch = Some(epoch0);
@@ -476,37 +573,19 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         "serve loaded"
     );
 
-    let (control_tx, control_rx) = mpsc::channel::<Control>();
-    // Segments logged after the saved state: applied first, as the epochs they were.
-    for seg in &segments[epoch0 as usize..] {
-        let labels = log.read(seg)?.labels;
-        status.lock().expect("status").labels_pending += labels.len() as u64;
-        let _ = control_tx.send(Control::Labels {
-            seq: seg.seq,
-            labels,
-        });
-    }
-    let (ingest_tx, ingest_rx) = mpsc::channel::<Ingest>();
-    let poll = Duration::from_secs_f64(spec.poll_interval_s);
-    {
-        let control_tx = control_tx.clone();
-        std::thread::Builder::new()
-            .name("synpref-ingest".into())
-            .spawn(move || ingest.run(ingest_rx, control_tx, poll))
-            .map_err(|e| Error::other("ingest thread", e))?;
-    }
-    let addr = (runtime.start_api)(
-        &spec.listen,
-        Api {
-            token: Arc::new(token),
-            ingest: Arc::new(Mutex::new(ingest_tx)),
-            control: Arc::new(Mutex::new(control_tx)),
-            status: status.clone(),
-            max_body_bytes: spec.max_body_bytes,
-        },
-    )?;
-    eprintln!("synpref serve: listening on http://{addr} (epoch {epoch0})");
-
+    let replaying = if target_epoch > epoch0 {
+        format!(
+            "; applying the logged epochs {}..={target_epoch}",
+            epoch0 + 1
+        )
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "synpref serve: loaded at epoch {epoch0} in {:.1} s{replaying}",
+        started.elapsed().as_secs_f64()
+    );
+    drop(control_tx);
     // The controller.
     let mut last_snapshot = epoch0;
     for msg in control_rx {
@@ -543,10 +622,10 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
                     .read()
                     .expect("state")
                     .quality(judges.as_deref(), &best_rm);
+                applied_labels += n;
                 {
                     let mut st = status.lock().expect("status");
-                    st.epoch = seq;
-                    st.labels_total += n;
+                    show_applied(&mut st, seq, applied_labels, target_epoch);
                     st.labels_pending = st.labels_pending.saturating_sub(n);
                     for (reason, d) in &done.reason_deltas {
                         let e = st.reasons.entry(reason.clone()).or_default();
@@ -570,9 +649,28 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
                 }
                 let _ = reply.send(r);
             }
+            Control::Fatal(e) => return Err(Error::other("label log", e)),
         }
     }
     Ok(())
+}
+
+/// Records that the decisions reflect every label up to `epoch` (`labels` records in
+/// all): the shown figures only move forward, and the process is `ready` once the
+/// epoch the log held at its start is applied.
+fn show_applied(st: &mut Status, epoch: u64, labels: u64, target_epoch: u64) {
+    st.applied_epoch = epoch;
+    st.epoch = st.epoch.max(epoch);
+    st.labels_total = st.labels_total.max(labels);
+    if let Some(r) = &mut st.recovery {
+        r.applied_epoch = epoch;
+    }
+    st.state = if epoch >= target_epoch {
+        st.recovery = None;
+        ServeState::Ready
+    } else {
+        ServeState::Recovering
+    };
 }
 
 fn unix_now() -> u64 {
@@ -893,13 +991,25 @@ fn write_changelog(
 }
 
 /// The label log's only writer.
+///
+/// A label file under `--labels` is taken once, by name, when it is complete: listed
+/// with the same size at two successive listings (a writer that is still appending
+/// changes it), or written in one atomic put as `synpref label add` does. A file that
+/// does not parse is rejected at that size only: if it changes (a partial last line
+/// completed) it is read again, so a line is never rejected for good while its writer
+/// is still at work.
 struct Ingester {
     log: LabelLog,
     next_seq: u64,
     taken: HashSet<u64>,
-    rejected: HashSet<String>,
+    /// Size of each rejected file when it was rejected.
+    rejected: HashMap<String, u64>,
+    /// Size of each label file at the last listing.
+    listed: HashMap<String, u64>,
     labels_dir: Option<Location>,
     status: Arc<Mutex<Status>>,
+    /// Set when the log cannot be written; serve then ends.
+    fatal: Arc<Mutex<Option<String>>>,
     requests: u64,
 }
 
@@ -908,6 +1018,7 @@ impl Ingester {
         log: LabelLog,
         labels_dir: Option<Location>,
         status: Arc<Mutex<Status>>,
+        fatal: Arc<Mutex<Option<String>>>,
     ) -> Result<Self> {
         let segments = log.segments()?;
         let mut taken = HashSet::new();
@@ -917,10 +1028,12 @@ impl Ingester {
         Ok(Ingester {
             next_seq: segments.len() as u64 + 1,
             taken,
-            rejected: HashSet::new(),
+            rejected: HashMap::new(),
+            listed: HashMap::new(),
             log,
             labels_dir,
             status,
+            fatal,
             requests: 0,
         })
     }
@@ -934,24 +1047,40 @@ impl Ingester {
         Ok(seq)
     }
 
-    /// Takes label files under `--labels` that are not in the log yet; returns the new
-    /// segments with their labels.
+    /// Takes the complete label files under `--labels` that are not in the log yet;
+    /// returns the new segments with their labels. An error is a failed write of the
+    /// log (fatal) or a failed listing (tried again at the next poll).
     fn poll(&mut self) -> Result<Vec<(u64, Vec<GoldLabel>)>> {
+        match &self.labels_dir {
+            Some(dir) => {
+                let listing = dir.list_sizes()?;
+                self.take(listing)
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// `poll` given a listing; an error is a failed write of the log.
+    fn take(&mut self, listing: Vec<(String, u64)>) -> Result<Vec<(u64, Vec<GoldLabel>)>> {
         let Some(dir) = self.labels_dir.clone() else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for name in dir.list_names()? {
-            if FileFormat::of(&name).is_none() || self.rejected.contains(&name) {
+        let mut listed = HashMap::new();
+        for (name, size) in listing {
+            if FileFormat::of(&name).is_none() {
                 continue;
             }
+            listed.insert(name.clone(), size);
             let source = format!("file:{name}");
-            if self.taken.contains(&source_tag(&source)) {
+            if self.rejected.get(&name) == Some(&size)
+                || self.taken.contains(&source_tag(&source))
+                || self.listed.get(&name) != Some(&size)
+            {
                 continue;
             }
             let url = dir.child(&name).url;
-            let parsed = read_label_records(&url);
-            match parsed {
+            match read_label_records(&url) {
                 Ok(labels) => {
                     let seq = self.append(&source, &labels)?;
                     self.status.lock().expect("status").label_files_taken += 1;
@@ -959,17 +1088,27 @@ impl Ingester {
                     out.push((seq, labels));
                 }
                 Err(e) => {
-                    tracing::error!(file = %url, error = %e, "label file rejected");
+                    tracing::error!(file = %url, error = %e, "label file rejected (read again if it changes)");
                     self.status
                         .lock()
                         .expect("status")
                         .label_files_rejected
                         .push(format!("{url}: {e}"));
-                    self.rejected.insert(name);
+                    self.rejected.insert(name, size);
                 }
             }
         }
+        self.listed = listed;
         Ok(out)
+    }
+
+    /// Ends ingestion after a failed write of the log: no label is acknowledged any
+    /// more, and the controller ends serve with the error.
+    fn fail(&self, control: &mpsc::Sender<Control>, e: &Error) {
+        let message = format!("cannot write the label log {}: {e}", self.log.dir.url);
+        tracing::error!("{message}; serve stops taking labels and exits");
+        *self.fatal.lock().expect("fatal") = Some(message.clone());
+        let _ = control.send(Control::Fatal(message));
     }
 
     fn run(mut self, rx: mpsc::Receiver<Ingest>, control: mpsc::Sender<Control>, poll: Duration) {
@@ -978,20 +1117,39 @@ impl Ingester {
                 Ok(Ingest::Http { labels, reply }) => {
                     self.requests += 1;
                     let source = format!("http:{}:{}", unix_now(), self.requests);
-                    let r = self.append(&source, &labels);
-                    if let Ok(seq) = &r {
-                        let _ = control.send(Control::Labels { seq: *seq, labels });
-                    }
-                    let _ = reply.send(r);
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => match self.poll() {
-                    Ok(batches) => {
-                        for (seq, labels) in batches {
+                    match self.append(&source, &labels) {
+                        Ok(seq) => {
                             let _ = control.send(Control::Labels { seq, labels });
+                            let _ = reply.send(Ok(seq));
+                        }
+                        Err(e) => {
+                            self.fail(&control, &e);
+                            let _ = reply.send(Err(e));
+                            return;
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "cannot list or log label files"),
-                },
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let listing = match self.labels_dir.as_ref().map(|d| d.list_sizes()) {
+                        None => continue,
+                        Some(Ok(l)) => l,
+                        Some(Err(e)) => {
+                            tracing::error!(error = %e, "cannot list label files; trying again");
+                            continue;
+                        }
+                    };
+                    match self.take(listing) {
+                        Ok(batches) => {
+                            for (seq, labels) in batches {
+                                let _ = control.send(Control::Labels { seq, labels });
+                            }
+                        }
+                        Err(e) => {
+                            self.fail(&control, &e);
+                            return;
+                        }
+                    }
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
         }

@@ -1,0 +1,180 @@
+//! Serve under faults (issue 12, item 4): a port it cannot bind, a second serve on the
+//! same output, a label log it cannot write, label files still being written.
+
+use super::*;
+use std::io::{Read, Write};
+
+/// A serve command line on `pairs`/`out` listening on `listen`.
+fn serve_command(pairs: &Path, out: &Path, listen: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_synpref"));
+    c.args([
+        "serve",
+        "--pairs",
+        s(pairs),
+        "--out",
+        s(out),
+        "--listen",
+        listen,
+        "--workers",
+        "1",
+        "--snapshot-every",
+        "0",
+        "--poll-interval",
+        "0.2",
+        "--no-progress",
+    ])
+    .args(extra)
+    .env("RUST_LOG", "warn")
+    .env("SYNPREF_TOKEN", TOKEN);
+    c
+}
+
+/// Runs `c` and waits at most `limit_s` for it to exit; returns its status and stderr.
+fn exits_within(mut c: Command, limit_s: u64) -> (Option<i32>, String) {
+    let mut child = c
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.code(), err);
+        }
+        if started.elapsed().as_secs() > limit_s {
+            let _ = child.kill();
+            panic!("still running after {limit_s} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_exits_2_naming_the_address_when_the_port_is_taken() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 200, 3);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, err) = exits_within(
+        serve_command(&data.join("pairs"), &tmp.path().join("out"), &addr, &[]),
+        60,
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&addr) && err.contains("--listen"), "{err}");
+}
+
+#[test]
+fn a_second_serve_on_the_same_out_is_refused_with_exit_2_and_the_first_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 300, 4);
+    let pairs = data.join("pairs");
+    let out = tmp.path().join("out");
+    let first = Serve::start(&pairs, &out, 1, None);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (code, err) = exits_within(serve_command(&pairs, &out, &listen, &[]), 60);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("serve.lock") && err.contains("another serve"),
+        "{err}"
+    );
+    // The first still takes labels.
+    let id = read_rows(&pairs)[0]["pair_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    first.post_labels(&format!(
+        "{{\"pair_id\": \"{id}\", \"verdict\": \"chosen\"}}\n"
+    ));
+    assert_eq!(first.status()["labels_total"], 1);
+}
+
+/// A label log that cannot be written (here its directory replaced by a file, as a
+/// full or failed disk would refuse the write): the request gets a 5xx, later ones are
+/// refused, serve exits 1 naming the log, and a restart applies every acknowledged
+/// label.
+#[test]
+fn a_failed_label_log_write_answers_5xx_ends_serve_with_exit_1_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 300, 6);
+    let pairs = data.join("pairs");
+    let out = tmp.path().join("out");
+    let log = tmp.path().join("log");
+    let ids: Vec<String> = read_rows(&pairs)
+        .iter()
+        .filter_map(|r| r["pair_id"].as_str().map(str::to_string))
+        .collect();
+    let line =
+        |i: usize, v: &str| format!("{{\"pair_id\": \"{}\", \"verdict\": \"{v}\"}}\n", ids[i]);
+    let mut serve = Serve::start_with(&pairs, &out, 1, None, &["--label-log", s(&log)]);
+    serve.post_labels(&line(1, "rejected"));
+    // The log's directory becomes a file: every later write fails.
+    std::fs::rename(&log, tmp.path().join("log-moved")).unwrap();
+    std::fs::write(&log, b"not a directory").unwrap();
+    let (code, reply) = serve.call("POST", "/v1/labels", line(2, "chosen").as_bytes());
+    assert!((500..600).contains(&code), "{code} {reply}");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = serve.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(started.elapsed().as_secs() < 30, "serve did not exit");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
+    // The disk is back: the restart applies the acknowledged label, not the refused one.
+    std::fs::remove_file(&log).unwrap();
+    std::fs::rename(tmp.path().join("log-moved"), &log).unwrap();
+    let serve = Serve::start_with(&pairs, &out, 1, None, &["--label-log", s(&log)]);
+    let st = serve.status();
+    assert_eq!(st["labels_total"], 1, "{st}");
+    assert_eq!(st["epoch"], 1, "{st}");
+}
+
+/// A JSONL label file is taken only once complete; one whose last line is cut off is
+/// held back (at most rejected at that size) and taken whole once the line is finished.
+#[test]
+fn label_files_are_taken_only_once_complete_and_a_partial_line_is_not_rejected_for_good() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 300, 8);
+    let pairs = data.join("pairs");
+    let labels = tmp.path().join("labels");
+    std::fs::create_dir_all(&labels).unwrap();
+    let ids: Vec<String> = read_rows(&pairs)
+        .iter()
+        .filter_map(|r| r["pair_id"].as_str().map(str::to_string))
+        .collect();
+    let serve = Serve::start(&pairs, &tmp.path().join("out"), 1, Some(&labels));
+    let file = labels.join("batch.jsonl");
+    let full = format!(
+        "{{\"pair_id\": \"{}\", \"verdict\": \"chosen\"}}\n{{\"pair_id\": \"{}\", \"verdict\": \"rejected\"}}\n",
+        ids[0], ids[1]
+    );
+    let cut = full.len() - 20;
+    std::fs::write(&file, &full[..cut]).unwrap();
+    // Several listings (0.2 s apart) see the cut file: it is not taken.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let st = serve.status();
+    assert_eq!(st["labels_total"], 0, "{st}");
+    assert_eq!(st["label_files_taken"], 0, "{st}");
+    // The writer finishes the line: the whole file is taken, both labels.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
+    f.write_all(full[cut..].as_bytes()).unwrap();
+    drop(f);
+    let st = serve.wait_for_epoch(1);
+    assert_eq!(st["labels_total"], 2, "{st}");
+    assert_eq!(st["label_files_taken"], 1, "{st}");
+}
