@@ -2380,3 +2380,6 @@ mod object_storage;
 
 #[path = "integration/serve_faults.rs"]
 mod serve_faults;
+
+#[path = "integration/serve_cluster.rs"]
+mod serve_cluster;

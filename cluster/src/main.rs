@@ -344,6 +344,13 @@ struct CurateArgs {
     truth: Option<String>,
     #[command(flatten)]
     stage: StageArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Which timely processes a multi-process job runs on (curate, serve).
+#[derive(Args)]
+struct ClusterArgs {
     /// Run as one of several timely processes: a file with one host:port per process.
     /// Start the same command once per line, each with its own --process.
     #[arg(long, requires = "process")]
@@ -357,7 +364,7 @@ struct CurateArgs {
     connect_timeout: f64,
 }
 
-impl CurateArgs {
+impl ClusterArgs {
     fn cluster(&self) -> Result<synpref_engine::cluster::ClusterSpec, synpref_engine::Error> {
         if !(self.connect_timeout > 0.0 && self.connect_timeout.is_finite()) {
             return Err(synpref_engine::Error::setting(
@@ -375,7 +382,9 @@ impl CurateArgs {
         cluster.connect_timeout_s = self.connect_timeout;
         Ok(cluster)
     }
+}
 
+impl CurateArgs {
     fn into_spec(self) -> Result<CurateSpec, synpref_engine::Error> {
         let mut spec = self.stage.into_spec(self.pairs, self.gold, self.out)?;
         spec.truth = self.truth;
@@ -417,6 +426,8 @@ struct ServeArgs {
     pool_dir: Option<String>,
     #[command(flatten)]
     stage: StageArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
 }
 
 impl ServeArgs {
@@ -565,7 +576,7 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
             Ok(())
         }
         Command::Curate(args) => {
-            let cluster = args.cluster()?;
+            let cluster = args.cluster.cluster()?;
             let spec = args.into_spec()?;
             let out = spec.out.clone();
             if let Some(report) = runner::run_curate(spec, &cluster)? {
@@ -575,13 +586,19 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
         }
         Command::Serve(args) => {
             let token = args.token()?;
+            let cluster = args.cluster.cluster()?;
             let spec = args.into_spec()?;
+            let start_workers = |workers: usize, f: synpref_jobs::serve::WorkerFn| {
+                runner::start_workers(&cluster, workers, f)
+            };
             run_serve(
                 spec,
                 token,
                 synpref_jobs::serve::ServeRuntime {
                     start_api: &http::start,
-                    start_workers: &runner::start_workers,
+                    start_workers: &start_workers,
+                    process: cluster.process,
+                    processes: cluster.addresses.len().max(1),
                 },
             )
         }

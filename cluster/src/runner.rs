@@ -186,14 +186,16 @@ pub fn explain_curate(spec: CurateSpec) -> Result<String, Error> {
 }
 
 /// Starts `workers` timely worker threads in this process running `f` (serve's
-/// workers); the handle joins them when dropped.
+/// workers), connected to the other processes of `cluster`; the handle joins them
+/// when dropped.
 pub fn start_workers(
+    cluster: &ClusterSpec,
     workers: usize,
     f: synpref_jobs::serve::WorkerFn,
 ) -> Result<Box<dyn std::any::Any>, Error> {
-    let guards = timely::execute(timely_config(&ClusterSpec::default(), workers), move |w| {
-        f(w)
-    })
-    .map_err(|e| Error::Worker(format!("cannot start timely workers: {e}")))?;
+    let connected = connect_watchdog(cluster);
+    let guards = timely::execute(timely_config(cluster, workers), move |w| f(w))
+        .map_err(|e| Error::Worker(format!("cannot start timely workers: {e}")))?;
+    connected.store(true, std::sync::atomic::Ordering::SeqCst);
     Ok(Box::new(guards))
 }

@@ -153,13 +153,25 @@ impl GoldModel {
         }
     }
 
+    /// The model holds the pool row it learns `key`'s labels from (no row need be
+    /// read for it again).
+    pub fn knows(&self, key: u64) -> bool {
+        match self {
+            GoldModel::Builtin { examples, .. } => examples.contains_key(&key),
+            GoldModel::Encoder { rows, .. } => rows.contains_key(&key),
+        }
+    }
+
     /// Takes one label record (before it is added to `labels`). `rows(key)` reads the
-    /// valid pool rows with a pair key, in row-key order.
+    /// valid pool rows with a pair key, in row-key order. Without `step` the built-in
+    /// trainer is not stepped (a restored trainer has learned the label already); the
+    /// row is still kept, for the self-measurement's folds.
     pub fn learn(
         &mut self,
         spec: &CurateSpec,
         label: &GoldLabel,
         rows: &dyn Fn(u64) -> Result<Vec<PreferencePair>>,
+        step: bool,
     ) -> Result<()> {
         let key = pair_key(&label.pair_id);
         let trains_on_pool = label.text.is_none() && label.verdict != Verdict::Undecidable;
@@ -171,7 +183,7 @@ impl GoldModel {
                         examples.insert(key, TrainExample::from_pair(first, bits, false));
                     }
                 }
-                if let Some(e) = gold_example(label, examples, bits) {
+                if let Some(e) = gold_example(label, examples, bits).filter(|_| step) {
                     trainer.step(&e);
                 }
             }

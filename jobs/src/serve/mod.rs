@@ -27,35 +27,27 @@
 
 pub mod gold;
 pub mod state;
+pub mod worker;
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, Int8Array, StringArray, UInt64Array};
-use arrow::datatypes::{DataType, Field, Schema};
-use arrow::record_batch::RecordBatch;
-use differential_dataflow::input::Input;
 use serde::{Deserialize, Serialize};
 use synpref_engine::input::FileFormat;
 use synpref_engine::label_log::{source_tag, LabelLog};
 use synpref_engine::model::{Destination, GoldLabel};
-use synpref_engine::output::{rows_to_batch, write_parquet_file};
 use synpref_engine::pool_store::PoolStore;
 use synpref_engine::side::{read_label_records, GoldLabels};
 use synpref_engine::store::{resolve, Location};
 use synpref_engine::{Error, Result};
-use synpref_operators::consistency_rule::{decided_row, RuleSettings};
-use synpref_operators::decide_incrementally::{DecideIncrementally, Decided, Epoch, PairFact};
 use synpref_operators::models::ModelSpec;
 use timely::worker::Worker;
 
-use crate::curate::{self, CuratePlan, CurateSpec};
+use crate::curate::{self, CurateSpec};
 use gold::GoldFeatures;
-use state::{PoolState, SavedScorer, ServeTap, StateScorer};
+use state::{PoolState, ServeTap};
+use worker::{ProcessCtx, ServeCommand, StartInfo, WorkerReport};
 
 /// The settings of a serve run. Every knob's name, default and meaning is here.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -224,75 +216,6 @@ pub struct UpdateStats {
     pub changed_rows: u64,
 }
 
-/// What the workers are told to do, in order.
-enum Command {
-    Epoch {
-        epoch: Epoch,
-        updates: Arc<Vec<((u64, PairFact), isize)>>,
-    },
-    Snapshot {
-        plan: Arc<CuratePlan>,
-    },
-}
-
-/// What a worker reports after a command.
-#[derive(Default)]
-struct Done {
-    workers: usize,
-    error: Option<String>,
-    /// Changed rows per reason (+1/−1).
-    reason_deltas: BTreeMap<String, i64>,
-    changed_rows: u64,
-    report: Option<curate::CurateReport>,
-}
-
-/// State shared by the threads of a serve process.
-struct Shared {
-    /// Commands by index; a command is dropped (`None`) once every worker has run it,
-    /// so that past epochs' updates are not kept.
-    commands: Mutex<Vec<Option<Arc<Command>>>>,
-    commands_cv: Condvar,
-    done: Mutex<Vec<Done>>,
-    done_cv: Condvar,
-    loaded: AtomicUsize,
-    load_error: Mutex<Option<String>>,
-    /// The report of the initial curate pass, as worker 0 returned it.
-    initial_report: Mutex<Option<curate::CurateReport>>,
-    state: RwLock<Option<Arc<RwLock<PoolState>>>>,
-    tap: Arc<ServeTap>,
-    changelog: Location,
-    status: Arc<Mutex<Status>>,
-}
-
-impl Shared {
-    fn publish(&self, c: Command) -> usize {
-        let mut cmds = self.commands.lock().expect("commands");
-        cmds.push(Some(Arc::new(c)));
-        self.done.lock().expect("done").push(Done::default());
-        self.commands_cv.notify_all();
-        cmds.len() - 1
-    }
-
-    fn report(&self, i: usize, f: impl FnOnce(&mut Done)) {
-        let mut done = self.done.lock().expect("done");
-        f(&mut done[i]);
-        done[i].workers += 1;
-        self.done_cv.notify_all();
-    }
-
-    fn wait(&self, i: usize, workers: usize) -> Done {
-        let mut done = self.done.lock().expect("done");
-        while done[i].workers < workers {
-            done = self.done_cv.wait(done).expect("done");
-        }
-        let finished = std::mem::take(&mut done[i]);
-        // (`publish` locks commands, then done: never the other way round.)
-        drop(done);
-        self.commands.lock().expect("commands")[i] = None;
-        finished
-    }
-}
-
 /// Messages to the controller.
 pub enum Control {
     /// A batch appended to the log as segment `seq`.
@@ -331,15 +254,23 @@ pub type WorkerFn = Box<dyn Fn(&mut Worker) -> Result<()> + Send + Sync + 'stati
 pub struct ServeRuntime<'a> {
     /// Starts the HTTP API on `listen` for `api`; returns the bound address.
     pub start_api: &'a dyn Fn(&str, Api) -> Result<std::net::SocketAddr>,
-    /// Starts `workers` timely worker threads in this process, each running the
-    /// function; the returned handle joins them when dropped.
+    /// Starts `workers` timely worker threads in this process (with the workers of
+    /// the run's other processes, if any), each running the function; the returned
+    /// handle joins them when dropped.
     pub start_workers: &'a dyn Fn(usize, WorkerFn) -> Result<Box<dyn std::any::Any>>,
+    /// This process's index among the run's processes (0: the one with the API, the
+    /// label log and the controller), and how many there are.
+    pub process: usize,
+    pub processes: usize,
 }
 
 /// Runs serve until the process is killed (or a fatal error), on the workers and with
 /// the HTTP API that `runtime` starts.
 pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> Result<()> {
     spec.validate()?;
+    if runtime.process != 0 {
+        return run_follower(spec, runtime);
+    }
     let started = Instant::now();
     let out = resolve(&spec.out)?;
     // One serve per output: a second would append to the same label log.
@@ -378,7 +309,8 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
     let state_dir = out.child("state");
     // A state saved at epoch E spares every model its work up to E; the segments after
     // it are applied as epochs once serve is up.
-    let saved = PoolState::load(&state_dir, &cspec)?.filter(|s| s.epoch <= segments.len() as u64);
+    let saved =
+        PoolState::load_meta(&state_dir, &cspec)?.filter(|s| s.epoch <= segments.len() as u64);
     let epoch0 = saved
         .as_ref()
         .map(|s| s.epoch)
@@ -430,6 +362,187 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         records = labels.records,
         "label log read"
     );
+    let (reports_tx, reports_rx) = mpsc::channel::<WorkerReport>();
+    let ctx = process_ctx(&spec, &cspec, &out, true, reports_tx)?;
+    *ctx.start.lock().expect("start") = Some(StartInfo {
+        epoch0,
+        labels: labels.stream.clone(),
+        saved: saved.is_some(),
+    });
+    start_workers(&ctx, &runtime)?;
+    let recovered = saved.is_some();
+    let wait = |what: &str| -> Result<WorkerReport> {
+        loop {
+            match reports_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(r) => return Ok(r),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Worker(format!("the workers stopped during {what}")))
+                }
+            }
+            if let Some(e) = ctx.error.lock().expect("error").take() {
+                return Err(e);
+            }
+            if let Some(e) = fatal.lock().expect("fatal").clone() {
+                return Err(Error::other("label log", e));
+            }
+        }
+    };
+    let WorkerReport::Loaded {
+        report: initial_report,
+        figures,
+        quality,
+    } = wait("the first pass")?
+    else {
+        return Err(Error::Worker(
+            "the workers did not report the first pass".into(),
+        ));
+    };
+    if !recovered {
+        // The state of the first pass, so that a restart from here runs no model.
+        // (The first pass wrote the snapshot of this epoch already.)
+        ctx.command(ServeCommand::Snapshot {
+            epoch: epoch0,
+            pass: false,
+        });
+        if let WorkerReport::Snapshot(r) = wait("saving the first state")? {
+            r?;
+        }
+    }
+    let mut applied_labels = labels.records;
+    {
+        let mut st = status.lock().expect("status");
+        show_applied(&mut st, epoch0, applied_labels, target_epoch);
+        st.labels_pending = st.labels_pending.saturating_sub(applied_labels);
+        st.pool_pairs = figures.pairs;
+        st.state_bytes_per_pair = figures.bytes as f64 / figures.pairs.max(1) as f64;
+        st.snapshot_epoch = Some(epoch0);
+        st.recovered_from_saved_state = recovered;
+        apply_report_counts(&mut st, &initial_report);
+        if st.quality.is_none() {
+            // A restart from a saved state trained nothing: measure from the state.
+            st.quality = quality;
+        }
+    }
+    tracing::info!(
+        epoch = epoch0,
+        pairs = figures.pairs,
+        seconds = started.elapsed().as_secs_f64(),
+        "serve loaded"
+    );
+    let replaying = if target_epoch > epoch0 {
+        format!(
+            "; applying the logged epochs {}..={target_epoch}",
+            epoch0 + 1
+        )
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "synpref serve: loaded at epoch {epoch0} in {:.1} s{replaying}",
+        started.elapsed().as_secs_f64()
+    );
+    drop(control_tx);
+
+    // The controller.
+    let mut last_snapshot = epoch0;
+    let snapshot = |epoch: u64| -> Result<serde_json::Value> {
+        let t = Instant::now();
+        ctx.command(ServeCommand::Snapshot { epoch, pass: true });
+        let WorkerReport::Snapshot(r) = wait("a snapshot")? else {
+            return Err(Error::Worker(
+                "the workers did not report the snapshot".into(),
+            ));
+        };
+        let report =
+            r?.ok_or_else(|| Error::Worker("the snapshot pass returned no report".into()))?;
+        status.lock().expect("status").snapshot_epoch = Some(epoch);
+        tracing::info!(
+            epoch,
+            seconds = t.elapsed().as_secs_f64(),
+            "snapshot written"
+        );
+        let mut report =
+            serde_json::to_value(report).map_err(|e| Error::other("snapshot report", e))?;
+        if let Some(o) = report.as_object_mut() {
+            o.insert("epoch".into(), epoch.into());
+        }
+        Ok(report)
+    };
+    for msg in control_rx {
+        match msg {
+            Control::Labels { seq, labels } => {
+                let n = labels.len() as u64;
+                let t = Instant::now();
+                ctx.command(ServeCommand::Epoch { seq, labels });
+                let WorkerReport::Epoch {
+                    figures,
+                    dataflow_s,
+                    quality,
+                } = wait("an epoch")?
+                else {
+                    return Err(Error::Worker("the workers did not report the epoch".into()));
+                };
+                let stats = UpdateStats {
+                    epoch: seq,
+                    labels: n,
+                    latency_s: t.elapsed().as_secs_f64(),
+                    train_s: figures.train_s,
+                    rescore_s: figures.rescore_s,
+                    dataflow_s,
+                    rescored_pairs: figures.rescored,
+                    weight_drift: figures.drift,
+                    changed_rows: figures.changed_rows,
+                };
+                tracing::info!(?stats, "epoch applied");
+                applied_labels += n;
+                {
+                    let mut st = status.lock().expect("status");
+                    show_applied(&mut st, seq, applied_labels, target_epoch);
+                    st.labels_pending = st.labels_pending.saturating_sub(n);
+                    for (reason, d) in &figures.reason_deltas {
+                        let e = st.reasons.entry(reason.clone()).or_default();
+                        *e = (*e as i64 + d) as u64;
+                    }
+                    recount(&mut st);
+                    st.state_bytes_per_pair = figures.bytes as f64 / figures.pairs.max(1) as f64;
+                    st.last_update = Some(stats);
+                    if quality.is_some() {
+                        st.quality = quality;
+                    }
+                }
+                if spec.snapshot_every > 0 && seq - last_snapshot >= spec.snapshot_every {
+                    snapshot(seq)?;
+                    last_snapshot = seq;
+                }
+            }
+            Control::Snapshot(reply) => {
+                let epoch = status.lock().expect("status").applied_epoch;
+                let r = snapshot(epoch);
+                if r.is_ok() {
+                    last_snapshot = epoch;
+                }
+                let _ = reply.send(r);
+            }
+            Control::Fatal(e) => {
+                // A moment for the HTTP server to send the failed request its 5xx
+                // before the process ends.
+                std::thread::sleep(Duration::from_millis(500));
+                return Err(Error::other("label log", e));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The process context of a serve process: its pool store, captures and settings.
+fn process_ctx(
+    spec: &ServeSpec,
+    cspec: &CurateSpec,
+    out: &Location,
+    leader: bool,
+    reports: mpsc::Sender<WorkerReport>,
+) -> Result<Arc<ProcessCtx>> {
     let workers = cspec.machine.workers;
     let registry = curate::ModelRegistry::default();
     let pool_dir = spec.pool_dir.as_ref().map(std::path::PathBuf::from);
@@ -453,206 +566,50 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         )),
     };
     let tap = Arc::new(ServeTap::new(store, gold_features, workers)?);
-    let scorers = saved.as_ref().map(|s| {
-        let keys = Arc::new(s.keys.clone());
-        let fingerprint = s.gold_fingerprint.clone();
-        (
-            Arc::new(SavedScorer {
-                keys: keys.clone(),
-                margins: Arc::new(s.m_best.clone()),
-                fingerprint: s.best_fingerprint.clone(),
-            }) as Arc<dyn synpref_operators::models::RewardModel>,
-            Arc::new(SavedScorer {
-                keys,
-                margins: Arc::new(s.m_gold.clone()),
-                fingerprint,
-            }) as Arc<dyn synpref_operators::models::RewardModel>,
-        )
-    });
-    let plan = Arc::new(curate::prepare_with_gold(
+    Ok(Arc::new(ProcessCtx::new(
         cspec.clone(),
-        labels.clone(),
-        true,
-        scorers,
-        registry.clone(),
-    )?);
-    let judges = plan.judges.clone();
-    let changelog = out.child("changelog");
-    if saved.is_none() {
-        changelog.delete_prefix()?;
-    } else {
-        // Epochs after the saved state are written again as they are replayed.
-        for name in changelog.list_names()? {
-            let epoch = name
-                .strip_prefix("epoch-")
-                .and_then(|r| r.split('/').next())
-                .and_then(|e| e.parse::<u64>().ok());
-            if epoch.is_some_and(|e| e > epoch0) {
-                changelog.child(&name).delete()?;
-            }
-        }
-    }
-    let shared = Arc::new(Shared {
-        commands: Mutex::new(Vec::new()),
-        commands_cv: Condvar::new(),
-        done: Mutex::new(Vec::new()),
-        done_cv: Condvar::new(),
-        loaded: AtomicUsize::new(0),
-        load_error: Mutex::new(None),
-        initial_report: Mutex::new(None),
-        state: RwLock::new(None),
-        tap: tap.clone(),
-        changelog: out.child("changelog"),
-        status: status.clone(),
-    });
-    let worker_shared = shared.clone();
-    let rule = cspec.rule();
-    let guards = (runtime.start_workers)(
+        registry,
         workers,
-        Box::new(move |worker: &mut Worker| {
-            serve_worker(worker, &plan, &worker_shared, epoch0, rule)
-        }),
-    )?;
-    // The workers run until the process ends: serve returns only with an error, and
-    // joining workers that wait for their next command would hang instead of exiting.
-    std::mem::forget(guards);
-    // Wait for the initial pass.
-    while shared.loaded.load(Ordering::SeqCst) < workers {
-        if let Some(e) = shared.load_error.lock().expect("load").take() {
-            return Err(Error::Worker(e));
-        }
-        if let Some(e) = fatal.lock().expect("fatal").clone() {
-            return Err(Error::other("label log", e));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if let Some(e) = shared.load_error.lock().expect("load").take() {
-        return Err(Error::Worker(e));
-    }
-    let initial_report = shared
-        .initial_report
-        .lock()
-        .expect("report")
-        .take()
-        .ok_or_else(|| Error::Worker("the initial curate pass returned no report".into()))?;
-    // The best RM is not retrained by serve: its held-out accuracy stands.
-    let best_rm = initial_report
-        .quality
-        .as_ref()
-        .map(|q| q.best_rm.clone())
-        .unwrap_or_default();
-    let recovered = saved.is_some();
-    let mut state = PoolState::from_captures(&tap, labels, cspec.clone(), saved)?;
-    if !recovered {
-        state.best_fingerprint = initial_report.best_rm.fingerprint.clone();
-    }
-    if !recovered {
-        state.save(&state_dir, epoch0)?;
-    }
-    let mut applied_labels = state.labels.records;
-    {
-        let mut st = status.lock().expect("status");
-        show_applied(&mut st, epoch0, applied_labels, target_epoch);
-        st.labels_pending = st.labels_pending.saturating_sub(applied_labels);
-        st.pool_pairs = state.keys.len() as u64;
-        st.state_bytes_per_pair = state.bytes_per_pair();
-        st.snapshot_epoch = Some(epoch0);
-        st.recovered_from_saved_state = recovered;
-        apply_report_counts(&mut st, &initial_report);
-        if st.quality.is_none() {
-            // A restart from a saved state trained nothing: measure from the state.
-            st.quality = state.quality(judges.as_deref(), &best_rm);
-        }
-    }
-    let state = Arc::new(RwLock::new(state));
-    *shared.state.write().expect("state") = Some(state.clone());
-    tracing::info!(
-        epoch = epoch0,
-        pairs = state.read().expect("state").keys.len(),
-        seconds = started.elapsed().as_secs_f64(),
-        "serve loaded"
-    );
+        leader,
+        tap,
+        out,
+        reports,
+    )))
+}
 
-    let replaying = if target_epoch > epoch0 {
-        format!(
-            "; applying the logged epochs {}..={target_epoch}",
-            epoch0 + 1
-        )
-    } else {
-        String::new()
-    };
-    eprintln!(
-        "synpref serve: loaded at epoch {epoch0} in {:.1} s{replaying}",
-        started.elapsed().as_secs_f64()
-    );
-    drop(control_tx);
-    // The controller.
-    let mut last_snapshot = epoch0;
-    for msg in control_rx {
-        match msg {
-            Control::Labels { seq, labels } => {
-                let n = labels.len() as u64;
-                let t = Instant::now();
-                let change = state.write().expect("state").apply(labels)?;
-                let updates = Arc::new(change.updates);
-                let t_flow = Instant::now();
-                let i = shared.publish(Command::Epoch {
-                    epoch: seq,
-                    updates: updates.clone(),
-                });
-                let done = shared.wait(i, workers);
-                if let Some(e) = done.error {
-                    return Err(Error::Worker(e));
-                }
-                let stats = UpdateStats {
-                    epoch: seq,
-                    labels: n,
-                    latency_s: t.elapsed().as_secs_f64(),
-                    train_s: change.train_s,
-                    rescore_s: change.rescore_s,
-                    dataflow_s: t_flow.elapsed().as_secs_f64(),
-                    rescored_pairs: change.rescored as u64,
-                    weight_drift: change.drift,
-                    changed_rows: done.changed_rows,
-                };
-                tracing::info!(?stats, "epoch applied");
-                // The self-measurement for the labels so far (K online passes over the
-                // label stream; the built-in gold RM only).
-                let quality = state
-                    .read()
-                    .expect("state")
-                    .quality(judges.as_deref(), &best_rm);
-                applied_labels += n;
-                {
-                    let mut st = status.lock().expect("status");
-                    show_applied(&mut st, seq, applied_labels, target_epoch);
-                    st.labels_pending = st.labels_pending.saturating_sub(n);
-                    for (reason, d) in &done.reason_deltas {
-                        let e = st.reasons.entry(reason.clone()).or_default();
-                        *e = (*e as i64 + d) as u64;
-                    }
-                    recount(&mut st);
-                    st.last_update = Some(stats);
-                    if quality.is_some() {
-                        st.quality = quality;
-                    }
-                }
-                if spec.snapshot_every > 0 && seq - last_snapshot >= spec.snapshot_every {
-                    snapshot(&shared, &state, &cspec, workers, &state_dir, &registry)?;
-                    last_snapshot = seq;
-                }
-            }
-            Control::Snapshot(reply) => {
-                let r = snapshot(&shared, &state, &cspec, workers, &state_dir, &registry);
-                if r.is_ok() {
-                    last_snapshot = status.lock().expect("status").epoch;
-                }
-                let _ = reply.send(r);
-            }
-            Control::Fatal(e) => return Err(Error::other("label log", e)),
-        }
-    }
+/// Starts the process's workers. They run until the process ends: serve returns only
+/// with an error, and joining workers that wait for their next command would hang
+/// instead of exiting.
+fn start_workers(ctx: &Arc<ProcessCtx>, runtime: &ServeRuntime<'_>) -> Result<()> {
+    let worker_ctx = ctx.clone();
+    let guards = (runtime.start_workers)(
+        ctx.local_workers,
+        Box::new(move |worker: &mut Worker| worker::serve_worker(worker, &worker_ctx)),
+    )?;
+    std::mem::forget(guards);
     Ok(())
+}
+
+/// A process of a multi-process serve other than the first: its workers own their
+/// shards and follow worker 0's commands; it has no API, label log or controller. It
+/// ends (with the error) when one of its workers fails; the loss of another process
+/// ends it through the runner's panic hook.
+fn run_follower(spec: ServeSpec, runtime: ServeRuntime<'_>) -> Result<()> {
+    let out = resolve(&spec.out)?;
+    let cspec = spec.curate_spec();
+    let (reports_tx, _reports_rx) = mpsc::channel::<WorkerReport>();
+    let ctx = process_ctx(&spec, &cspec, &out, false, reports_tx)?;
+    start_workers(&ctx, &runtime)?;
+    eprintln!(
+        "synpref serve: process {} of {} started",
+        runtime.process, runtime.processes
+    );
+    loop {
+        if let Some(e) = ctx.error.lock().expect("error").take() {
+            return Err(e);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Records that the decisions reflect every label up to `epoch` (`labels` records in
@@ -703,291 +660,6 @@ fn recount(st: &mut Status) {
     st.discarded_rows = d;
     st.quarantined_rows = q;
     st.input_rows = c + d + q;
-}
-
-/// Writes a snapshot of the current epoch: a curate pass whose scorers read the state.
-fn snapshot(
-    shared: &Shared,
-    state: &Arc<RwLock<PoolState>>,
-    cspec: &CurateSpec,
-    workers: usize,
-    state_dir: &Location,
-    registry: &curate::ModelRegistry,
-) -> Result<serde_json::Value> {
-    let t = Instant::now();
-    let (labels, fingerprint, best_fp) = {
-        let s = state.read().expect("state");
-        (
-            s.labels.clone(),
-            s.gold_fingerprint(),
-            s.best_fingerprint.clone(),
-        )
-    };
-    let scorers = (
-        Arc::new(StateScorer {
-            state: state.clone(),
-            gold: false,
-            fingerprint: best_fp,
-        }) as Arc<dyn synpref_operators::models::RewardModel>,
-        Arc::new(StateScorer {
-            state: state.clone(),
-            gold: true,
-            fingerprint,
-        }) as Arc<dyn synpref_operators::models::RewardModel>,
-    );
-    let mut spec = cspec.clone();
-    spec.machine.progress = false;
-    let plan = Arc::new(curate::prepare_with_gold(
-        spec,
-        labels,
-        true,
-        Some(scorers),
-        registry.clone(),
-    )?);
-    let i = shared.publish(Command::Snapshot { plan });
-    let done = shared.wait(i, workers);
-    if let Some(e) = done.error {
-        return Err(Error::Worker(e));
-    }
-    let epoch = {
-        let mut st = shared.status.lock().expect("status");
-        st.snapshot_epoch = Some(st.epoch);
-        st.epoch
-    };
-    // The state beside the snapshot, so that a restart from here runs no model.
-    state.read().expect("state").save(state_dir, epoch)?;
-    tracing::info!(
-        epoch,
-        seconds = t.elapsed().as_secs_f64(),
-        "snapshot written"
-    );
-    let mut report = done
-        .report
-        .map(|r| serde_json::to_value(r).map_err(|e| Error::other("snapshot report", e)))
-        .transpose()?
-        .unwrap_or(serde_json::Value::Null);
-    if let Some(o) = report.as_object_mut() {
-        o.insert("epoch".into(), epoch.into());
-    }
-    Ok(report)
-}
-
-/// One changed decision, as the dataflow's output saw it.
-type Change = (u64, Decided, Epoch, isize);
-
-fn serve_worker(
-    worker: &mut Worker,
-    plan: &Arc<CuratePlan>,
-    shared: &Arc<Shared>,
-    epoch0: Epoch,
-    rule: RuleSettings,
-) -> Result<()> {
-    let index = worker.index();
-    // 1. The initial pass.
-    let graph = state::ServeGraph {
-        tap: shared.tap.clone(),
-    };
-    match curate::run_worker_with(worker, plan, &graph) {
-        Ok(report) => {
-            if report.is_some() {
-                *shared.initial_report.lock().expect("report") = report;
-            }
-        }
-        Err(e) => {
-            *shared.load_error.lock().expect("load") = Some(e.to_string());
-            return Err(e);
-        }
-    }
-    // 2. The incremental dataflow.
-    let changes: Rc<RefCell<Vec<Change>>> = Rc::new(RefCell::new(Vec::new()));
-    let judges = plan.judges.clone();
-    let (mut input, probe) = {
-        let changes = changes.clone();
-        worker.dataflow_named::<Epoch, _, _>("Serve", move |scope| {
-            let (input, facts) = scope.new_collection::<(u64, PairFact), isize>();
-            let (probe, _) = facts
-                .decide_incrementally(rule, judges)
-                .inspect(move |((k, d), t, r)| changes.borrow_mut().push((*k, *d, *t, *r)))
-                .probe();
-            (input, probe)
-        })
-    };
-    input.advance_to(epoch0);
-    {
-        let c = shared.tap.workers[index].lock().expect("capture");
-        for s in &c.scored {
-            input.insert((
-                s.key,
-                PairFact::Margins {
-                    best: s.m_best.to_bits(),
-                    gold: s.m_gold.to_bits(),
-                },
-            ));
-            if s.corrected {
-                input.insert((s.key, PairFact::Corrected));
-            }
-        }
-    }
-    if index == 0 {
-        let mut verdicts: Vec<_> = plan
-            .gold
-            .labels
-            .iter()
-            .map(|(k, l)| (*k, l.verdict))
-            .collect();
-        verdicts.sort();
-        for (k, v) in verdicts {
-            input.insert((k, PairFact::Verdict(v)));
-        }
-    }
-    input.advance_to(epoch0 + 1);
-    input.flush();
-    while probe.less_than(&(epoch0 + 1)) {
-        worker.step();
-    }
-    changes.borrow_mut().clear();
-    shared.loaded.fetch_add(1, Ordering::SeqCst);
-
-    // 3. Commands, in order.
-    let mut next = 0usize;
-    loop {
-        let cmd = {
-            let cmds = shared.commands.lock().expect("commands");
-            let (cmds, _) = shared
-                .commands_cv
-                .wait_timeout_while(cmds, Duration::from_millis(5), |c| c.len() <= next)
-                .expect("commands");
-            cmds.get(next).map(|c| {
-                c.clone()
-                    .expect("a command is dropped only once every worker has run it")
-            })
-        };
-        let Some(cmd) = cmd else {
-            worker.step();
-            continue;
-        };
-        let i = next;
-        next += 1;
-        match &*cmd {
-            Command::Epoch { epoch, updates } => {
-                input.advance_to(*epoch);
-                if index == 0 {
-                    for (fact, diff) in updates.iter() {
-                        input.update(*fact, *diff);
-                    }
-                }
-                input.advance_to(epoch + 1);
-                input.flush();
-                while probe.less_than(&(epoch + 1)) {
-                    worker.step();
-                }
-                let mine: Vec<Change> = changes.borrow_mut().drain(..).collect();
-                let result = write_changelog(shared, index, *epoch, mine);
-                shared.report(i, |d| match result {
-                    Ok((rows, deltas)) => {
-                        d.changed_rows += rows;
-                        for (k, v) in deltas {
-                            *d.reason_deltas.entry(k).or_default() += v;
-                        }
-                    }
-                    Err(e) => d.error = Some(e.to_string()),
-                });
-            }
-            Command::Snapshot { plan } => {
-                let r = curate::run_worker(worker, plan);
-                shared.report(i, |d| match r {
-                    Ok(Some(rep)) => d.report = Some(rep),
-                    Ok(None) => {}
-                    Err(e) => d.error = Some(e.to_string()),
-                });
-            }
-        }
-    }
-}
-
-/// Writes this worker's changed decisions of one epoch as
-/// `changelog/epoch-EEEEEEEEEE/part-WWWWW.parquet`: the rows as curate writes them (with
-/// the state's current p columns), preceded by `epoch`, `diff` (+1/−1) and `set`.
-fn write_changelog(
-    shared: &Shared,
-    worker: usize,
-    epoch: Epoch,
-    mut changes: Vec<Change>,
-) -> Result<(u64, BTreeMap<String, i64>)> {
-    let mut deltas = BTreeMap::new();
-    changes.retain(|c| c.2 == epoch && c.3 != 0);
-    if changes.is_empty() {
-        return Ok((0, deltas));
-    }
-    // Retractions first, then assertions; each in key order.
-    changes.sort_by_key(|c| (c.3 > 0, c.0, c.1));
-    let state = shared.state.read().expect("state").clone().expect("loaded");
-    let state = state.read().expect("state");
-    // The changelog is serve's own record, always rows as read plus the decision,
-    // whatever layout the snapshots are written in.
-    let schema = shared.tap.schema.lock().expect("schema").clone();
-    let Some((schema, extras, urls)) = schema else {
-        return Err(Error::other("changelog", "the output schema is unknown"));
-    };
-    let schema = schema.with_format(
-        synpref_engine::output::OutputFormat::Input,
-        synpref_engine::output::OutputFileFormat::Parquet,
-    );
-    let mut rows = Vec::with_capacity(changes.len());
-    let (mut epochs, mut diffs, mut sets) = (Vec::new(), Vec::new(), Vec::new());
-    for (key, decided, _, diff) in &changes {
-        let i = state
-            .find(*key)
-            .ok_or_else(|| Error::other("changelog", "a changed pair is not in the state"))?;
-        let pair = state.store.read(state.loc[i])?;
-        let (p_best, p_gold) = (
-            synpref_operators::models::sigmoid(state.m_best[i] as f64),
-            synpref_operators::models::sigmoid(state.m_gold[i] as f64),
-        );
-        *deltas.entry(decided.reason.code().to_string()).or_default() += *diff as i64;
-        rows.push(decided_row(
-            pair,
-            decided.reason,
-            decided.swap,
-            p_best,
-            p_gold,
-        ));
-        epochs.push(epoch);
-        diffs.push(*diff as i8);
-        sets.push(decided.reason.destination().dir());
-    }
-    let arrow_schema = schema.arrow_schema(&extras, Destination::Curated);
-    let batch = rows_to_batch(
-        &schema,
-        &arrow_schema,
-        &extras,
-        Destination::Curated,
-        &urls,
-        rows,
-    )?;
-    let mut fields = vec![
-        Field::new("epoch", DataType::UInt64, false),
-        Field::new("diff", DataType::Int8, false),
-        Field::new("set", DataType::Utf8, false),
-    ];
-    fields.extend(batch.schema().fields().iter().map(|f| f.as_ref().clone()));
-    let mut cols: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from(epochs)),
-        Arc::new(Int8Array::from(diffs)),
-        Arc::new(StringArray::from(sets)),
-    ];
-    cols.extend(batch.columns().iter().cloned());
-    let batch =
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).map_err(|e| Error::Arrow {
-            context: "changelog".into(),
-            source: e,
-        })?;
-    let n = batch.num_rows() as u64;
-    let loc = shared
-        .changelog
-        .child(&format!("epoch-{epoch:010}/part-{worker:05}.parquet"));
-    write_parquet_file(&loc, &[batch])?;
-    Ok((n, deltas))
 }
 
 /// The label log's only writer.

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use synpref_engine::extras::ExtrasCodec;
 use synpref_engine::hashing::pair_key;
 use synpref_engine::model::{GoldLabel, PreferencePair, RowKey, Verdict};
@@ -33,6 +34,9 @@ use crate::curate::{self, CurateSpec, Graph, GraphBuilder};
 pub struct ScoredFacts {
     pub key: u64,
     pub row: RowKey,
+    /// Where the scoring worker wrote the pair's text (its own store file, so that
+    /// the worker that owns the pair's decision can write its rows on any process).
+    pub text: PoolLoc,
     /// Where the pair's gold-RM features are in the pool store.
     pub features: PoolLoc,
     pub m_best: f32,
@@ -109,10 +113,18 @@ impl ServeTap {
                 return;
             }
         };
+        let text = match c.writer.as_mut().expect("writer").append(&s.pair) {
+            Ok(t) => t,
+            Err(e) => {
+                c.error = Some(e.to_string());
+                return;
+            }
+        };
         match c.features.as_mut().expect("writer").append_bytes(&bytes) {
             Ok(features) => c.scored.push(ScoredFacts {
                 key: s.pair.pair_key,
                 row: s.pair.key,
+                text,
                 features,
                 m_best: s.m_best,
                 m_gold: s.m_gold,
@@ -161,7 +173,7 @@ impl GraphBuilder for ServeGraph {
         let settings = curate::validate_settings(&plan.spec);
         let dataflow = worker.next_dataflow_index();
         let ngrams = plan.ngrams.clone();
-        let index = worker.index();
+        let index = worker.index() % self.tap.workers.len();
         let (pool, scores) = (self.tap.clone(), self.tap.clone());
         let (input, probe) = worker.dataflow_named::<u64, _, _>("Curate", move |scope| {
             let (input, raw) = scope.new_input::<synpref_engine::input::RawRecord>();
@@ -179,25 +191,52 @@ impl GraphBuilder for ServeGraph {
     }
 }
 
-/// Serve's state between epochs.
+/// What serve knows about a labelled pool key, gathered from the workers that hold it
+/// when the key is first labelled: every worker keeps it (the self-measurement reads
+/// it on worker 0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LabelledKey {
+    /// Some valid pool row has the key.
+    pub in_pool: bool,
+    /// The scored pair's best-RM margin and whether it is a recorded correction.
+    pub scored: Option<(f32, bool)>,
+}
+
+/// One worker's share of what learning a label batch needs: its valid rows of the
+/// batch's keys that the gold RM has no row of yet, and what it knows of keys labelled
+/// for the first time.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BatchRows {
+    pub rows: Vec<(u64, RowKey, PreferencePair)>,
+    pub keys: Vec<(u64, LabelledKey)>,
+}
+
+/// One worker's shard of serve's state between epochs: the pairs this worker scored
+/// (curate routes pairs to workers by pair key, so the shards are disjoint and every
+/// later epoch finds a pair on the same worker), plus the labels and the gold RM, the
+/// same on every worker.
 pub struct PoolState {
     pub store: Arc<PoolStore>,
-    /// Every valid row: (pair key, location), sorted.
-    pub valid: Vec<(u64, PoolLoc)>,
-    /// Scored pairs, sorted by key.
+    /// The valid rows this worker read: (pair key, row key, location), sorted. The
+    /// gold RM learns a label from the pool's rows of its key, wherever they were read.
+    pub valid: Vec<(u64, RowKey, PoolLoc)>,
+    /// Scored pairs of this shard, sorted by key.
     pub keys: Vec<u64>,
     pub m_best: Vec<f32>,
     pub m_gold: Vec<f32>,
     pub norm: Vec<f32>,
+    /// Where each scored pair's text is.
     pub loc: Vec<PoolLoc>,
     /// Where each scored pair's gold-RM features record is (`GoldFeatures::record`).
     pub features: Vec<PoolLoc>,
     /// Keys of the scored pairs that are an earlier pass's recorded human corrections,
-    /// sorted (the self-measurement counts them as curate does).
+    /// sorted.
     pub corrected: Vec<u64>,
     pub index: RescoreIndex,
     /// All labels applied so far.
     pub labels: GoldLabels,
+    /// Every labelled key's pool facts (`LabelledKey`).
+    pub labelled: FxHashMap<u64, LabelledKey>,
     /// The gold RM, kept equal to curate's for the labels so far.
     gold: GoldModel,
     /// The largest floating-point error bound of a margin computed so far
@@ -209,7 +248,7 @@ pub struct PoolState {
     pub best_fingerprint: String,
 }
 
-/// What an epoch changed.
+/// What an epoch changed on one worker.
 #[derive(Debug, Default)]
 pub struct EpochChange {
     pub updates: Vec<((u64, PairFact), isize)>,
@@ -220,18 +259,11 @@ pub struct EpochChange {
 }
 
 impl PoolState {
-    /// Builds the state from the initial pass's captures (sorted, so the same input
-    /// gives the same state with any number of workers).
-    pub fn from_captures(
-        tap: &ServeTap,
-        labels: GoldLabels,
-        spec: CurateSpec,
-        saved: Option<Saved>,
-    ) -> Result<PoolState> {
-        let mut valid3 = Vec::new();
-        let mut scored = Vec::new();
-        for slot in &tap.workers {
-            let mut c = slot.lock().expect("capture");
+    /// Builds one worker's shard from its capture of the initial pass (sorted, so the
+    /// same input gives the same state whatever the order rows arrived in).
+    pub fn from_capture(tap: &ServeTap, local: usize, spec: CurateSpec) -> Result<PoolState> {
+        let (mut valid, mut scored) = {
+            let mut c = tap.workers[local].lock().expect("capture");
             if let Some(e) = c.error.take() {
                 return Err(Error::other("pool store", e));
             }
@@ -241,66 +273,36 @@ impl PoolState {
             if let Some(w) = c.features.take() {
                 tap.store.finish(w)?;
             }
-            valid3.append(&mut c.valid);
-            scored.append(&mut c.scored);
-        }
-        valid3.sort_unstable_by_key(|v| (v.0, v.1));
+            (std::mem::take(&mut c.valid), std::mem::take(&mut c.scored))
+        };
+        valid.sort_unstable_by_key(|v| (v.0, v.1));
         scored.sort_unstable_by_key(|s| s.key);
-        let mut loc = Vec::with_capacity(scored.len());
-        for s in &scored {
-            let at = valid3.partition_point(|v| (v.0, v.1) < (s.key, s.row));
-            match valid3.get(at) {
-                Some(v) if v.0 == s.key && v.1 == s.row => loc.push(v.2),
-                _ => {
-                    return Err(Error::other(
-                        "serve",
-                        "a scored pair is missing from the pool store",
-                    ))
-                }
-            }
-        }
-        let valid = valid3.into_iter().map(|(k, _, l)| (k, l)).collect();
         let mut index = RescoreIndex::new(spec.threshold);
         for (i, s) in scored.iter().enumerate() {
             index.insert(i as u32, s.m_gold, s.norm);
         }
-        let mut state = PoolState {
+        Ok(PoolState {
             store: tap.store.clone(),
             valid,
             keys: scored.iter().map(|s| s.key).collect(),
             m_best: scored.iter().map(|s| s.m_best).collect(),
             m_gold: scored.iter().map(|s| s.m_gold).collect(),
             norm: scored.iter().map(|s| s.norm).collect(),
+            loc: scored.iter().map(|s| s.text).collect(),
             features: scored.iter().map(|s| s.features).collect(),
             corrected: scored
                 .iter()
                 .filter(|s| s.corrected)
                 .map(|s| s.key)
                 .collect(),
-            loc,
             index,
             labels: GoldLabels::default(),
+            labelled: FxHashMap::default(),
             gold: GoldModel::new(&spec, &tap.gold),
             margin_error: 0.0,
             spec,
             best_fingerprint: String::new(),
-        };
-        // The initial labels, learned exactly as curate learns them; a saved built-in
-        // trainer is that fold already, so its labels are only recorded.
-        let trainer_saved = saved.as_ref().is_some_and(|s| s.trainer.is_some());
-        for label in labels.stream {
-            if trainer_saved {
-                state.labels.insert(label);
-            } else {
-                state.learn(label)?;
-            }
-        }
-        state.gold.refit(&state.spec, &state.labels)?;
-        state.margin_error = state.gold.margin_error_bound();
-        if let Some(saved) = saved {
-            state.restore(saved)?;
-        }
-        Ok(state)
+        })
     }
 
     /// The gold RM's fingerprint, as curate's manifest gives it.
@@ -308,20 +310,74 @@ impl PoolState {
         self.gold.fingerprint()
     }
 
-    /// Takes one label record: it supersedes per DESIGN §4 and extends the gold RM's
-    /// training set (call `GoldModel::refit` after a batch).
-    fn learn(&mut self, label: GoldLabel) -> Result<()> {
-        let (store, valid) = (&self.store, &self.valid);
-        let rows = |key: u64| -> Result<Vec<PreferencePair>> {
-            let at = valid.partition_point(|v| v.0 < key);
-            valid[at..]
-                .iter()
-                .take_while(|v| v.0 == key)
-                .map(|v| store.read(v.1))
-                .collect()
+    /// This worker's share of what learning `batch` needs (gather it from every
+    /// worker, then `learn_batch`). Every worker decides the same keys, since each
+    /// holds the same labels and gold RM.
+    pub fn batch_rows(&self, batch: &[GoldLabel]) -> Result<BatchRows> {
+        let mut keys: Vec<u64> = batch.iter().map(|l| pair_key(&l.pair_id)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut out = BatchRows::default();
+        for key in keys {
+            let at = self.valid.partition_point(|v| v.0 < key);
+            let mine = self.valid[at..].iter().take_while(|v| v.0 == key);
+            if !self.gold.knows(key) {
+                for v in mine.clone() {
+                    out.rows.push((key, v.1, self.store.read(v.2)?));
+                }
+            }
+            if !self.labelled.contains_key(&key) {
+                let scored = self
+                    .find(key)
+                    .map(|i| (self.m_best[i], self.corrected.binary_search(&key).is_ok()));
+                let in_pool = mine.count() > 0 || scored.is_some();
+                if in_pool {
+                    out.keys.push((key, LabelledKey { in_pool, scored }));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Learns `batch` from every worker's `batch_rows`, as curate learns the labels
+    /// (DESIGN §4: a later label supersedes; the gold RM's stream is extended). With
+    /// `record_only` the built-in trainer is not stepped (a restored trainer has
+    /// learned the labels); their rows are still kept.
+    pub fn learn_batch(
+        &mut self,
+        batch: Vec<GoldLabel>,
+        gathered: Vec<BatchRows>,
+        record_only: bool,
+    ) -> Result<()> {
+        let mut rows: FxHashMap<u64, Vec<(RowKey, PreferencePair)>> = FxHashMap::default();
+        for g in gathered {
+            for (key, row, pair) in g.rows {
+                rows.entry(key).or_default().push((row, pair));
+            }
+            for (key, info) in g.keys {
+                let e = self.labelled.entry(key).or_default();
+                e.in_pool |= info.in_pool;
+                if info.scored.is_some() {
+                    e.scored = info.scored;
+                }
+            }
+        }
+        for r in rows.values_mut() {
+            r.sort_by_key(|(row, _)| *row);
+        }
+        let rows_of = |key: u64| -> Result<Vec<PreferencePair>> {
+            Ok(rows
+                .get(&key)
+                .map(|r| r.iter().map(|(_, p)| p.clone()).collect())
+                .unwrap_or_default())
         };
-        self.gold.learn(&self.spec, &label, &rows)?;
-        self.labels.insert(label);
+        for label in batch {
+            self.gold
+                .learn(&self.spec, &label, &rows_of, !record_only)?;
+            self.labels.insert(label);
+        }
+        self.gold.refit(&self.spec, &self.labels)?;
+        self.margin_error = self.margin_error.max(self.gold.margin_error_bound());
         Ok(())
     }
 
@@ -330,25 +386,30 @@ impl PoolState {
         self.keys.binary_search(&key).ok()
     }
 
-    /// Applies one batch of labels: the verdicts it changes, the gold RM's stream
-    /// extended by it, and the re-scored pairs its weight move may have carried across
-    /// the threshold.
-    pub fn apply(&mut self, batch: Vec<GoldLabel>) -> Result<EpochChange> {
+    /// Applies one batch of labels (with every worker's `batch_rows` of it): the
+    /// verdicts it changes (only where `verdicts` is set: one worker states them for
+    /// all), the gold RM's stream extended by it, and the re-scored pairs of this
+    /// shard its weight move may have carried across the threshold.
+    pub fn apply(
+        &mut self,
+        batch: Vec<GoldLabel>,
+        gathered: Vec<BatchRows>,
+        verdicts: bool,
+    ) -> Result<EpochChange> {
         let mut change = EpochChange::default();
         let mut before: FxHashMap<u64, Option<Verdict>> = FxHashMap::default();
         let t = std::time::Instant::now();
         let old_weights = self.gold.weights().to_vec();
-        for label in batch {
+        for label in &batch {
             let key = pair_key(&label.pair_id);
             let old = self.labels.labels.get(&key).map(|l| l.verdict);
             before.entry(key).or_insert(old);
-            self.learn(label)?;
         }
-        self.gold.refit(&self.spec, &self.labels)?;
+        self.learn_batch(batch, gathered, false)?;
         change.train_s = t.elapsed().as_secs_f64();
         let mut touched: Vec<(u64, Option<Verdict>)> = before.into_iter().collect();
         touched.sort_unstable();
-        for (key, old) in touched {
+        for (key, old) in touched.into_iter().filter(|_| verdicts) {
             let new = self.labels.labels.get(&key).map(|l| l.verdict);
             if old != new {
                 if let Some(v) = old {
@@ -362,7 +423,6 @@ impl PoolState {
         let t = std::time::Instant::now();
         let gold = &self.gold;
         change.drift = weight_drift(&old_weights, gold.weights());
-        self.margin_error = self.margin_error.max(gold.margin_error_bound());
         let mut due = self.index.advance(change.drift);
         if 2.0 * self.margin_error > MARGIN_ROUNDING {
             // Rounding could exceed the index's ε: re-score every pair (sound, slow).
@@ -375,7 +435,7 @@ impl PoolState {
         }
         change.rescored = due.len();
         // Re-scoring reads each pair's features from the pool store: the expensive part
-        // of an epoch, spread over all cores.
+        // of an epoch, spread over the process's cores.
         let (store, locs) = (&self.store, &self.features);
         let fresh: Vec<Result<f32>> = due
             .par_iter()
@@ -419,8 +479,6 @@ impl PoolState {
         Ok(change)
     }
 
-    /// Bytes of memory per scored pair held by these arrays and the index (the valid
-    /// rows' index counted over the scored pairs).
     /// The run's self-measurement for the labels so far (DESIGN §4 `quality`), as curate
     /// computes it: the built-in gold RM's cross-validation folds retrained from the
     /// label stream, each decisive verdict judged by the fold that did not learn it,
@@ -437,7 +495,7 @@ impl PoolState {
         let GoldModel::Builtin { examples, .. } = &self.gold else {
             return None;
         };
-        let in_pool = |key: u64| self.valid.binary_search_by_key(&key, |v| v.0).is_ok();
+        let info = |key: u64| self.labelled.get(&key).copied().unwrap_or_default();
         let mut labels: Vec<&GoldLabel> = self.labels.labels.values().collect();
         labels.sort_by(|a, b| a.pair_id.cmp(&b.pair_id));
         // Every decisive pool label the gold RM learns from a pool row must have its row.
@@ -445,7 +503,7 @@ impl PoolState {
             let key = pair_key(&l.pair_id);
             l.text.is_none()
                 && l.verdict != Verdict::Undecidable
-                && in_pool(key)
+                && info(key).in_pool
                 && !examples.contains_key(&key)
         });
         if unread {
@@ -458,19 +516,24 @@ impl PoolState {
             .iter()
             .filter_map(|l| {
                 let key = pair_key(&l.pair_id);
-                let (example, pool, m_best) = match examples.get(&key) {
+                let facts = info(key);
+                let (example, pool, m_best, corrected) = match examples.get(&key) {
                     // A pool pair the rule never sees (a duplicate, contaminated) is not
                     // measured, as in curate.
-                    Some(e) if in_pool(key) => (e.clone(), true, self.m_best[self.find(key)?]),
+                    Some(e) if facts.in_pool => {
+                        let (m_best, corrected) = facts.scored?;
+                        (e.clone(), true, m_best, corrected)
+                    }
                     _ => (
                         TrainExample::from_pair(&label_pair(l)?.0, bits, false),
                         false,
                         0.0,
+                        false,
                     ),
                 };
                 builtin_outcome(l, &example, pool, m_best, &folds, assignment, judges).map(|o| {
                     VerdictOutcome {
-                        recorded_correction: pool && self.corrected.binary_search(&key).is_ok(),
+                        recorded_correction: pool && corrected,
                         ..o
                     }
                 })
@@ -484,13 +547,13 @@ impl PoolState {
         ))
     }
 
-    pub fn bytes_per_pair(&self) -> f64 {
-        let n = self.keys.len().max(1) as f64;
+    /// Bytes of memory held by this shard's per-pair arrays and index, and by its
+    /// index of valid rows.
+    pub fn bytes(&self) -> usize {
         let per = 8 + 4 + 4 + 4 + 8 + 8;
-        (self.keys.capacity() * per
-            + self.valid.capacity() * 16
-            + self.index.len() * RescoreIndex::BYTES_PER_PAIR) as f64
-            / n
+        self.keys.capacity() * per
+            + self.valid.capacity() * std::mem::size_of::<(u64, RowKey, PoolLoc)>()
+            + self.index.len() * RescoreIndex::BYTES_PER_PAIR
     }
 }
 
@@ -513,11 +576,12 @@ fn lookup_margins(
         .collect()
 }
 
-/// Serve's models as scorers for a snapshot: margins looked up from the state (the
-/// reward of the chosen reply is the margin and of the rejected one zero, so that
-/// σ(r_c − r_r) is the stored p exactly).
+/// Serve's models as scorers for a snapshot: margins looked up from this process's
+/// shards (the reward of the chosen reply is the margin and of the rejected one zero,
+/// so that σ(r_c − r_r) is the stored p exactly). A snapshot pass routes every pair to
+/// the worker that scored it first, so its shard is among this process's.
 pub struct StateScorer {
-    pub state: Arc<std::sync::RwLock<PoolState>>,
+    pub states: Vec<Arc<std::sync::RwLock<PoolState>>>,
     pub gold: bool,
     pub fingerprint: String,
 }
@@ -528,41 +592,56 @@ impl RewardModel for StateScorer {
     }
 
     fn score(&self, pairs: &[&PreferencePair]) -> std::result::Result<Vec<(f32, f32)>, ModelError> {
-        let s = self.state.read().expect("state");
-        let margins = if self.gold { &s.m_gold } else { &s.m_best };
-        lookup_margins(&s.keys, margins, pairs)
+        let states: Vec<_> = self
+            .states
+            .iter()
+            .map(|s| s.read().expect("state"))
+            .collect();
+        pairs
+            .iter()
+            .map(|p| {
+                states
+                    .iter()
+                    .find_map(|s| {
+                        let i = s.find(p.pair_key)?;
+                        Some((if self.gold { s.m_gold[i] } else { s.m_best[i] }, 0.0))
+                    })
+                    .ok_or_else(|| {
+                        ModelError::Cache(format!(
+                            "pair `{}` is not in serve's state (did the input change since it was loaded?)",
+                            p.pair_id
+                        ))
+                    })
+            })
+            .collect()
     }
 }
 
-/// Serve's state as saved beside a snapshot (`OUT/state/`), so that a restart needs no
-/// model: per scored pair its key, margins, norm and slack; the built-in gold RM's
-/// trainer (an encoder head is retrained from the labels, its features coming from the
-/// score cache); the running drift. `state.json` is written last and names the epoch.
-pub struct Saved {
-    pub epoch: u64,
-    pub best_fingerprint: String,
-    pub gold_fingerprint: String,
-    pub margin_error: f64,
+/// One worker's shard as saved beside a snapshot (`OUT/state/pairs-E-wIIIII.bin`):
+/// per scored pair its key, margins, norm and slack, and the index's running drift.
+pub struct SavedPart {
     pub keys: Vec<u64>,
     pub m_best: Vec<f32>,
     pub m_gold: Vec<f32>,
     pub norm: Vec<f32>,
     pub slack: Vec<f32>,
     pub drift: f64,
-    pub trainer: Option<OnlineTrainer>,
 }
 
-/// Bytes per pair in `pairs-E.bin`: key u64, then m_best, m_gold, norm, slack as f32.
+/// Bytes per pair in a part: key u64, then m_best, m_gold, norm, slack as f32; after
+/// an 8-byte header (the drift, f64).
 const SAVED_PAIR_BYTES: usize = 24;
 
-/// What must match for a saved state to apply: everything in the curate spec that
-/// shapes scores or decisions (not where output goes, nor how many workers).
-/// `state.json`: what a saved serve state holds and which settings made it.
+/// `state.json`: which epoch a saved serve state is of, how many workers made it,
+/// which settings; written by worker 0 once every worker's part is written, so that
+/// its presence means the whole state is there.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SavedStateMeta {
     pub epoch: u64,
+    /// Workers of all processes that saved a part each (a restart with another
+    /// number merges the parts and takes its own shards from them).
+    pub workers: u64,
     pub pairs: u64,
-    pub drift: f64,
     pub margin_error: f64,
     /// Examples the saved built-in gold trainer has seen.
     pub examples: u64,
@@ -570,10 +649,12 @@ pub struct SavedStateMeta {
     pub spec: String,
     pub best_fingerprint: String,
     pub gold_fingerprint: String,
-    /// The pairs file, then the trainer file if there is one.
-    pub files: Vec<String>,
+    /// The trainer file, if the gold RM is the built-in one.
+    pub trainer: Option<String>,
 }
 
+/// What must match for a saved state to apply: everything in the curate spec that
+/// shapes scores or decisions (not where output goes, nor how many workers).
 pub fn spec_fingerprint(spec: &CurateSpec) -> String {
     let mut s = spec.clone();
     s.out.clear();
@@ -584,24 +665,33 @@ pub fn spec_fingerprint(spec: &CurateSpec) -> String {
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&json))
 }
 
+fn part_name(epoch: u64, worker: usize) -> String {
+    format!("pairs-{epoch:010}-w{worker:05}.bin")
+}
+
 impl PoolState {
-    /// Writes the state of `epoch` under `dir`; `state.json` last.
-    pub fn save(&self, dir: &Location, epoch: u64) -> Result<()> {
+    /// Writes this worker's part of the state of `epoch` under `dir`.
+    pub fn save_part(&self, dir: &Location, epoch: u64, worker: usize) -> Result<()> {
         let mut slack = vec![f32::INFINITY; self.keys.len()];
         for (i, s) in self.index.entries() {
             slack[i as usize] = s;
         }
-        let mut pairs = Vec::with_capacity(self.keys.len() * SAVED_PAIR_BYTES);
+        let mut bytes = Vec::with_capacity(8 + self.keys.len() * SAVED_PAIR_BYTES);
+        bytes.extend_from_slice(&self.index.drift().to_le_bytes());
         for i in 0..self.keys.len() {
-            pairs.extend_from_slice(&self.keys[i].to_le_bytes());
+            bytes.extend_from_slice(&self.keys[i].to_le_bytes());
             for v in [self.m_best[i], self.m_gold[i], self.norm[i], slack[i]] {
-                pairs.extend_from_slice(&v.to_le_bytes());
+                bytes.extend_from_slice(&v.to_le_bytes());
             }
         }
-        let pairs_name = format!("pairs-{epoch:010}.bin");
+        dir.child(&part_name(epoch, worker)).put(bytes)
+    }
+
+    /// Worker 0's half of saving, once every worker's part is written: the trainer
+    /// and `state.json` (last), then the files of older states are deleted.
+    pub fn save_meta(&self, dir: &Location, epoch: u64, workers: usize, pairs: u64) -> Result<()> {
         let trainer_name = format!("trainer-{epoch:010}.bin");
-        dir.child(&pairs_name).put(pairs)?;
-        let mut files = vec![pairs_name.clone()];
+        let mut trainer_file = None;
         let mut examples = 0;
         if let Some(t) = self.gold.trainer() {
             let (weights, g2, n) = t.parts();
@@ -610,126 +700,191 @@ impl PoolState {
                 trainer.extend_from_slice(&v.to_le_bytes());
             }
             dir.child(&trainer_name).put(trainer)?;
-            files.push(trainer_name.clone());
+            trainer_file = Some(trainer_name);
             examples = n;
         }
         let meta = SavedStateMeta {
             epoch,
-            pairs: self.keys.len() as u64,
-            drift: self.index.drift(),
+            workers: workers as u64,
+            pairs,
             margin_error: self.margin_error,
             examples: examples as u64,
             spec: spec_fingerprint(&self.spec),
             best_fingerprint: self.best_fingerprint.clone(),
             gold_fingerprint: self.gold_fingerprint(),
-            files,
+            trainer: trainer_file,
         };
         synpref_engine::output::write_json(&dir.child("state.json"), &meta)?;
-        // Older states are no longer needed.
+        let current = format!("-{epoch:010}");
         for name in dir.list_names()? {
-            if name.ends_with(".bin") && name != pairs_name && name != trainer_name {
+            if name.ends_with(".bin") && !name.contains(&current) {
                 dir.child(&name).delete()?;
             }
         }
         Ok(())
     }
 
-    /// The saved state under `dir`, if there is one that fits `spec`.
-    pub fn load(dir: &Location, spec: &CurateSpec) -> Result<Option<Saved>> {
+    /// The saved state's description under `dir`, if there is one that fits `spec`.
+    pub fn load_meta(dir: &Location, spec: &CurateSpec) -> Result<Option<SavedStateMeta>> {
         let meta_loc = dir.child("state.json");
         let meta: SavedStateMeta = match meta_loc.get() {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::other(&meta_loc.url, e))?,
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(file = %meta_loc.url, error = %e, "unreadable saved serve state; recomputing");
+                    return Ok(None);
+                }
+            },
             Err(_) => return Ok(None),
         };
         if meta.spec != spec_fingerprint(spec) {
             tracing::warn!("the saved serve state was made with other settings; recomputing");
             return Ok(None);
         }
-        let bad = |m: &str| Error::bad_file(&meta_loc.url, m.to_string());
-        let (epoch, n) = (meta.epoch, meta.pairs as usize);
-        let name = |i: usize| {
-            meta.files
-                .get(i)
-                .map(String::as_str)
-                .ok_or_else(|| bad("no files"))
-        };
-        let pairs = dir.child(name(0)?).get()?;
-        if pairs.len() != n * SAVED_PAIR_BYTES {
-            return Err(bad("pairs file has the wrong size"));
+        Ok(Some(meta))
+    }
+
+    /// One worker's saved part.
+    pub fn load_part(dir: &Location, meta: &SavedStateMeta, worker: usize) -> Result<SavedPart> {
+        let loc = dir.child(&part_name(meta.epoch, worker));
+        let bytes = loc.get()?;
+        if bytes.len() < 8 || (bytes.len() - 8) % SAVED_PAIR_BYTES != 0 {
+            return Err(Error::bad_file(
+                &loc.url,
+                "a saved state part has the wrong size",
+            ));
         }
-        let mut saved = Saved {
-            epoch,
-            best_fingerprint: meta.best_fingerprint.clone(),
-            gold_fingerprint: meta.gold_fingerprint.clone(),
-            margin_error: meta.margin_error,
+        let n = (bytes.len() - 8) / SAVED_PAIR_BYTES;
+        let mut part = SavedPart {
             keys: Vec::with_capacity(n),
             m_best: Vec::with_capacity(n),
             m_gold: Vec::with_capacity(n),
             norm: Vec::with_capacity(n),
             slack: Vec::with_capacity(n),
-            drift: meta.drift,
-            trainer: None,
+            drift: f64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")),
         };
-        for rec in pairs.chunks_exact(SAVED_PAIR_BYTES) {
-            saved
-                .keys
+        for rec in bytes[8..].chunks_exact(SAVED_PAIR_BYTES) {
+            part.keys
                 .push(u64::from_le_bytes(rec[..8].try_into().expect("8 bytes")));
             let v = f32s(&rec[8..]);
-            saved.m_best.push(v[0]);
-            saved.m_gold.push(v[1]);
-            saved.norm.push(v[2]);
-            saved.slack.push(v[3]);
+            part.m_best.push(v[0]);
+            part.m_gold.push(v[1]);
+            part.norm.push(v[2]);
+            part.slack.push(v[3]);
         }
-        if meta.files.len() > 1 {
-            let t = f32s(&dir.child(name(1)?).get()?);
-            let half = t.len() / 2;
-            let examples = meta.examples as usize;
-            saved.trainer = Some(
-                OnlineTrainer::from_parts(
-                    &spec.train,
-                    t[..half].to_vec(),
-                    t[half..].to_vec(),
-                    examples,
-                )
-                .ok_or_else(|| bad("trainer file does not fit the feature bits"))?,
-            );
-        }
-        Ok(Some(saved))
+        Ok(part)
     }
 
-    /// Takes the saved margins, norms, index and gold RM, after a pass that rebuilt the
-    /// pool store and found the same scored pairs.
-    fn restore(&mut self, saved: Saved) -> Result<()> {
-        if saved.keys != self.keys {
+    /// The saved built-in trainer, if the state has one.
+    pub fn load_trainer(
+        dir: &Location,
+        meta: &SavedStateMeta,
+        spec: &CurateSpec,
+    ) -> Result<Option<OnlineTrainer>> {
+        let Some(name) = &meta.trainer else {
+            return Ok(None);
+        };
+        let loc = dir.child(name);
+        let t = f32s(&loc.get()?);
+        let half = t.len() / 2;
+        OnlineTrainer::from_parts(
+            &spec.train,
+            t[..half].to_vec(),
+            t[half..].to_vec(),
+            meta.examples as usize,
+        )
+        .map(Some)
+        .ok_or_else(|| Error::bad_file(&loc.url, "the trainer file does not fit the feature bits"))
+    }
+
+    /// Every saved part, merged into one sorted by key (a restart may shard the pool
+    /// over another number of workers than saved it).
+    pub fn load_all_parts(dir: &Location, meta: &SavedStateMeta) -> Result<SavedPart> {
+        let parts = (0..meta.workers as usize)
+            .map(|w| PoolState::load_part(dir, meta, w))
+            .collect::<Result<Vec<_>>>()?;
+        let drift = parts.first().map(|p| p.drift).unwrap_or(0.0);
+        if parts.iter().any(|p| p.drift.to_bits() != drift.to_bits()) {
             return Err(Error::other(
                 "serve state",
-                "the saved state holds other pairs than the input (did the input change?)",
+                "the saved parts disagree on the gold RM's drift",
             ));
         }
-        self.m_best = saved.m_best;
-        self.m_gold = saved.m_gold;
-        self.norm = saved.norm;
-        let entries: Vec<(u32, f32)> = saved
-            .slack
+        let mut all: Vec<(u64, [f32; 4])> = parts
             .iter()
-            .enumerate()
-            .filter(|(_, s)| s.is_finite())
-            .map(|(i, s)| (i as u32, *s))
+            .flat_map(|p| {
+                (0..p.keys.len())
+                    .map(move |i| (p.keys[i], [p.m_best[i], p.m_gold[i], p.norm[i], p.slack[i]]))
+            })
             .collect();
+        all.sort_unstable_by_key(|x| x.0);
+        Ok(SavedPart {
+            keys: all.iter().map(|x| x.0).collect(),
+            m_best: all.iter().map(|x| x.1[0]).collect(),
+            m_gold: all.iter().map(|x| x.1[1]).collect(),
+            norm: all.iter().map(|x| x.1[2]).collect(),
+            slack: all.iter().map(|x| x.1[3]).collect(),
+            drift,
+        })
+    }
+
+    /// Takes this shard's saved margins, norms and index from the merged saved state,
+    /// and the saved gold RM, after the pass that rebuilt the pool store.
+    pub fn restore(
+        &mut self,
+        saved: &SavedPart,
+        trainer: Option<OnlineTrainer>,
+        meta: &SavedStateMeta,
+    ) -> Result<()> {
+        let n = self.keys.len();
+        let mut entries = Vec::new();
+        for i in 0..n {
+            let j = saved.keys.binary_search(&self.keys[i]).map_err(|_| {
+                Error::other(
+                    "serve state",
+                    "the saved state holds other pairs than the input (did the input change?)",
+                )
+            })?;
+            self.m_best[i] = saved.m_best[j];
+            self.m_gold[i] = saved.m_gold[j];
+            self.norm[i] = saved.norm[j];
+            if saved.slack[j].is_finite() {
+                entries.push((i as u32, saved.slack[j]));
+            }
+        }
         self.index = RescoreIndex::restore(self.spec.threshold, saved.drift, &entries);
-        self.gold.restore(saved.trainer);
-        self.margin_error = self.margin_error.max(saved.margin_error);
-        self.best_fingerprint = saved.best_fingerprint;
+        self.gold.restore(trainer);
+        self.margin_error = self.margin_error.max(meta.margin_error);
+        self.best_fingerprint = meta.best_fingerprint.clone();
         Ok(())
     }
 }
 
-/// Margins looked up from a saved state, for the pass that rebuilds the pool store on
-/// restart: no model runs.
+/// Margins looked up from saved parts, for the pass that rebuilds the pool store on
+/// restart: no model runs. Keys sorted.
 pub struct SavedScorer {
     pub keys: Arc<Vec<u64>>,
     pub margins: Arc<Vec<f32>>,
     pub fingerprint: String,
+}
+
+impl SavedScorer {
+    /// The best and gold scorers over a merged saved state.
+    pub fn pair(saved: &SavedPart, meta: &SavedStateMeta) -> (SavedScorer, SavedScorer) {
+        let keys = Arc::new(saved.keys.clone());
+        (
+            SavedScorer {
+                keys: keys.clone(),
+                margins: Arc::new(saved.m_best.clone()),
+                fingerprint: meta.best_fingerprint.clone(),
+            },
+            SavedScorer {
+                keys,
+                margins: Arc::new(saved.m_gold.clone()),
+                fingerprint: meta.gold_fingerprint.clone(),
+            },
+        )
+    }
 }
 
 impl RewardModel for SavedScorer {
