@@ -2105,7 +2105,8 @@ fn serve_with_an_encoder_gold_rm_equals_curate_from_scratch_after_every_epoch() 
 /// differential-dataflow's reduce_reference style: serve takes random label batches
 /// (new labels, relabels, undecidable verdicts, unknown ids, a duplicate line each),
 /// and after every epoch its snapshot equals a from-scratch curate with the labels so
-/// far, row for row, with 1 and 2 workers; `extra` goes to both.
+/// far, row for row, with 1 and 2 workers (the second with `--decisions
+/// differential`); `extra` goes to both.
 fn serve_oracle(tmp: &Path, pool: u64, batches: &[usize], extra: &[&str]) {
     let data = tmp.join("data");
     gen(&data, pool, 23);
@@ -2121,7 +2122,13 @@ fn serve_oracle(tmp: &Path, pool: u64, batches: &[usize], extra: &[&str]) {
         // gen's gold labels are there before serve starts: taken as epoch 1.
         std::fs::copy(data.join("gold.parquet"), labels.join("gold.parquet")).unwrap();
         let out = tmp.join(format!("serve-{workers}"));
-        let serve = Serve::start_with(&pairs, &out, workers, Some(&labels), extra);
+        // One worker keeps its decisions per shard (the default); two run
+        // differential's reduce over the facts: both must equal curate.
+        let mut serve_extra = extra.to_vec();
+        if workers == 2 {
+            serve_extra.extend(["--decisions", "differential"]);
+        }
+        let serve = Serve::start_with(&pairs, &out, workers, Some(&labels), &serve_extra);
         let mut rng = Lcg(97 + workers as u64);
         let mut labelled = Vec::new();
         let mut posted = serve.status()["labels_total"].as_u64().unwrap();
@@ -2179,7 +2186,7 @@ fn serve_oracle(tmp: &Path, pool: u64, batches: &[usize], extra: &[&str]) {
         // Killed and started again: the state saved with the last snapshot is loaded
         // (no model runs) and gives the same decisions.
         drop(serve);
-        let serve = Serve::start_with(&pairs, &out, workers, Some(&labels), extra);
+        let serve = Serve::start_with(&pairs, &out, workers, Some(&labels), &serve_extra);
         let st = serve.status();
         assert_eq!(st["recovered_from_saved_state"], true, "{st}");
         assert_eq!(st["labels_total"].as_u64().unwrap(), posted, "{st}");

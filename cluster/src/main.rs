@@ -424,6 +424,10 @@ struct ServeArgs {
     /// Local directory for the pool store [default: the system temporary directory].
     #[arg(long)]
     pool_dir: Option<String>,
+    /// How decisions are kept: `shard` (one per pair in each worker's shard) or
+    /// `differential` (differential dataflow's reduce over the facts).
+    #[arg(long, default_value_t = ServeSpec::default().decisions)]
+    decisions: synpref_jobs::serve::decisions::DecisionEngine,
     #[command(flatten)]
     stage: StageArgs,
     #[command(flatten)]
@@ -467,6 +471,7 @@ impl ServeArgs {
             snapshot_every: self.snapshot_every,
             max_body_bytes: self.max_body_bytes,
             pool_dir: self.pool_dir,
+            decisions: self.decisions,
         })
     }
 }

@@ -77,25 +77,44 @@ impl<'scope> DecideIncrementally<'scope> for Facts<'scope> {
                     PairFact::Corrected => corrected = true,
                 }
             }
-            let verdict = verdict.or(corrected.then_some(Verdict::Rejected));
             // Labels for pairs outside the pool have no margins: nothing to decide.
-            let Some((best, gold)) = margins else {
-                return;
-            };
-            let (p_best, p_gold) = (
-                sigmoid(f32::from_bits(best) as f64),
-                sigmoid(f32::from_bits(gold) as f64),
-            );
-            let judges_agree = || {
-                judges
-                    .as_ref()
-                    .and_then(|j| j.agree_key(*key))
-                    .unwrap_or(false)
-            };
-            let (reason, swap) = decide_with(&settings, verdict, judges_agree, p_best, p_gold);
-            out.push((Decided { reason, swap }, 1));
+            if let Some((best, gold)) = margins {
+                let decided = decide_pair(
+                    &settings,
+                    judges.as_deref(),
+                    *key,
+                    best,
+                    gold,
+                    verdict,
+                    corrected,
+                );
+                out.push((decided, 1));
+            }
         })
     }
+}
+
+/// The decision for one pool pair from its facts: margins as f32 bits, the verdict in
+/// force, whether the row is a recorded correction (which stands for a `rejected`
+/// verdict while none is in force). The one function both `decide_incrementally` and
+/// serve's per-shard decisions apply.
+pub fn decide_pair(
+    settings: &RuleSettings,
+    judges: Option<&JudgeVotes>,
+    key: u64,
+    best: u32,
+    gold: u32,
+    verdict: Option<Verdict>,
+    corrected: bool,
+) -> Decided {
+    let verdict = verdict.or(corrected.then_some(Verdict::Rejected));
+    let (p_best, p_gold) = (
+        sigmoid(f32::from_bits(best) as f64),
+        sigmoid(f32::from_bits(gold) as f64),
+    );
+    let judges_agree = || judges.and_then(|j| j.agree_key(key)).unwrap_or(false);
+    let (reason, swap) = decide_with(settings, verdict, judges_agree, p_best, p_gold);
+    Decided { reason, swap }
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@
 //! transformer models their work; the built-in models are cheap), and goes on, so no
 //! acknowledged label is lost and the state equals what the first process would hold.
 
+pub mod decisions;
 pub mod gold;
 pub mod state;
 pub mod worker;
@@ -73,6 +74,11 @@ pub struct ServeSpec {
     pub max_body_bytes: usize,
     /// Local directory for the pool store (default: the system temporary directory).
     pub pool_dir: Option<String>,
+    /// How decisions are kept: one per pair in each shard (`shard`, the default: no
+    /// arrangements) or differential dataflow's reduce over the facts
+    /// (`differential`); the same decisions either way (docs/benchmarks.md compares
+    /// their memory and latency).
+    pub decisions: decisions::DecisionEngine,
 }
 
 impl Default for ServeSpec {
@@ -88,6 +94,7 @@ impl Default for ServeSpec {
             // 16 MiB: about 100K labels with their pair ids per request.
             max_body_bytes: 16 << 20,
             pool_dir: None,
+            decisions: decisions::DecisionEngine::default(),
         }
     }
 }
@@ -574,6 +581,7 @@ fn process_ctx(
         tap,
         out,
         reports,
+        spec.decisions,
     )))
 }
 

@@ -34,9 +34,6 @@ use crate::curate::{self, CurateSpec, Graph, GraphBuilder};
 pub struct ScoredFacts {
     pub key: u64,
     pub row: RowKey,
-    /// Where the scoring worker wrote the pair's text (its own store file, so that
-    /// the worker that owns the pair's decision can write its rows on any process).
-    pub text: PoolLoc,
     /// Where the pair's gold-RM features are in the pool store.
     pub features: PoolLoc,
     pub m_best: f32,
@@ -113,18 +110,10 @@ impl ServeTap {
                 return;
             }
         };
-        let text = match c.writer.as_mut().expect("writer").append(&s.pair) {
-            Ok(t) => t,
-            Err(e) => {
-                c.error = Some(e.to_string());
-                return;
-            }
-        };
         match c.features.as_mut().expect("writer").append_bytes(&bytes) {
             Ok(features) => c.scored.push(ScoredFacts {
                 key: s.pair.pair_key,
                 row: s.pair.key,
-                text,
                 features,
                 m_best: s.m_best,
                 m_gold: s.m_gold,
@@ -167,6 +156,7 @@ impl GraphBuilder for ServeGraph {
     ) {
         use synpref_operators::score::Score;
         use synpref_operators::validate::Validate;
+        use timely::dataflow::operators::core::Exchange;
         use timely::dataflow::operators::vec::Input;
         use timely::dataflow::operators::Inspect;
         self.tap.schema(&g.schema, &g.extras, &g.file_urls);
@@ -178,7 +168,14 @@ impl GraphBuilder for ServeGraph {
         let (input, probe) = worker.dataflow_named::<u64, _, _>("Curate", move |scope| {
             let (input, raw) = scope.new_input::<synpref_engine::input::RawRecord>();
             let (valid, invalid) = raw.validate(settings);
-            let valid = valid.inspect(move |p| pool.valid(index, p));
+            // Every valid row's text goes to the store of the worker that owns its pair
+            // key (the worker curate routes the pair to for scoring, by the same
+            // exchange), so that a pair's text, its gold-RM rows and its decision are
+            // on one worker of one process; the main path is unchanged.
+            valid
+                .clone()
+                .exchange(|p: &PreferencePair| p.pair_key)
+                .inspect(move |p| pool.valid(index, p));
             let (clean, routed) =
                 curate::select(valid, invalid, g.content_index, g.pair_index, ngrams);
             let scored = clean
@@ -277,6 +274,19 @@ impl PoolState {
         };
         valid.sort_unstable_by_key(|v| (v.0, v.1));
         scored.sort_unstable_by_key(|s| s.key);
+        let mut loc = Vec::with_capacity(scored.len());
+        for s in &scored {
+            let at = valid.partition_point(|v| (v.0, v.1) < (s.key, s.row));
+            match valid.get(at) {
+                Some(v) if v.0 == s.key && v.1 == s.row => loc.push(v.2),
+                _ => {
+                    return Err(Error::other(
+                        "serve",
+                        "a scored pair is missing from its worker's pool store",
+                    ))
+                }
+            }
+        }
         let mut index = RescoreIndex::new(spec.threshold);
         for (i, s) in scored.iter().enumerate() {
             index.insert(i as u32, s.m_gold, s.norm);
@@ -288,7 +298,7 @@ impl PoolState {
             m_best: scored.iter().map(|s| s.m_best).collect(),
             m_gold: scored.iter().map(|s| s.m_gold).collect(),
             norm: scored.iter().map(|s| s.norm).collect(),
-            loc: scored.iter().map(|s| s.text).collect(),
+            loc,
             features: scored.iter().map(|s| s.features).collect(),
             corrected: scored
                 .iter()

@@ -49,6 +49,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Operator;
 use timely::worker::Worker;
 
+use super::decisions::{Change, DecisionEngine, ShardDecisions};
 use super::state::{
     PoolState, SavedPart, SavedScorer, SavedStateMeta, ServeGraph, ServeTap, StateScorer,
 };
@@ -129,6 +130,7 @@ pub struct ProcessCtx {
     pub state_dir: Location,
     pub changelog: Location,
     pub rule: RuleSettings,
+    pub decisions: DecisionEngine,
     /// Set by process 0's controller before its workers start.
     pub start: Mutex<Option<StartInfo>>,
     commands: Mutex<VecDeque<ServeCommand>>,
@@ -157,9 +159,11 @@ impl ProcessCtx {
         tap: Arc<ServeTap>,
         out: &Location,
         reports: mpsc::Sender<WorkerReport>,
+        decisions: DecisionEngine,
     ) -> ProcessCtx {
         ProcessCtx {
             rule: spec.rule(),
+            decisions,
             spec,
             registry,
             local_workers,
@@ -295,9 +299,6 @@ impl ProcessCtx {
     }
 }
 
-/// One changed decision, as the dataflow's output saw it.
-type Change = (u64, Decided, Epoch, isize);
-
 /// Runs one serve worker until the process ends; an error is recorded in `ctx` for
 /// the process's main thread, which ends the process.
 pub fn serve_worker(worker: &mut Worker, ctx: &ProcessCtx) -> Result<()> {
@@ -366,75 +367,23 @@ fn run(worker: &mut Worker, ctx: &ProcessCtx) -> Result<()> {
     let state = Arc::new(RwLock::new(state));
     ctx.states.lock().expect("states")[local] = Some(state.clone());
 
-    // 4. The incremental dataflow: every shard's facts in, changed decisions back to
-    // the worker that owns the pair.
-    let changes: Rc<RefCell<Vec<Change>>> = Rc::new(RefCell::new(Vec::new()));
-    let (mut input, probe) = {
-        let changes = changes.clone();
-        let rule = ctx.rule;
-        let judges = judges.clone();
-        worker.dataflow_named::<Epoch, _, _>("Serve", move |scope| {
-            let (input, facts) = scope.new_collection::<(u64, PairFact), isize>();
-            let (probe, _) = facts
-                .decide_incrementally(rule, judges)
-                .inner
-                .unary(
-                    Exchange::new(|x: &((u64, Decided), Epoch, isize)| (x.0).0),
-                    "ToOwner",
-                    |_, _| {
-                        move |input, output| {
-                            input.for_each(|time, data| {
-                                output.session(&time).give_container(data);
-                            });
-                        }
-                    },
-                )
-                .as_collection()
-                .inspect(move |((k, d), t, r)| changes.borrow_mut().push((*k, *d, *t, *r)))
-                .probe();
-            (input, probe)
-        })
-    };
-    let epoch0 = start.epoch0;
-    input.advance_to(epoch0);
-    {
+    // 4. The decisions: per shard, or differential's reduce over every shard's facts.
+    let mut decisions = {
         let s = state.read().expect("state");
-        for i in 0..s.keys.len() {
-            input.insert((
-                s.keys[i],
-                PairFact::Margins {
-                    best: s.m_best[i].to_bits(),
-                    gold: s.m_gold[i].to_bits(),
-                },
-            ));
-        }
-        for k in &s.corrected {
-            input.insert((*k, PairFact::Corrected));
-        }
-        if index == 0 {
-            let mut verdicts: Vec<_> = s
-                .labels
-                .labels
-                .iter()
-                .map(|(k, l)| (*k, l.verdict))
-                .collect();
-            verdicts.sort();
-            for (k, v) in verdicts {
-                input.insert((k, PairFact::Verdict(v)));
+        match ctx.decisions {
+            DecisionEngine::Shard => {
+                Decisions::Shard(ShardDecisions::new(&s, &ctx.rule, judges.as_deref()))
+            }
+            DecisionEngine::Differential => {
+                Decisions::differential(worker, ctx.rule, judges.clone(), &s, start.epoch0)
             }
         }
-    }
-    input.advance_to(epoch0 + 1);
-    input.flush();
-    while probe.less_than(&(epoch0 + 1)) {
-        worker.step();
-    }
-    changes.borrow_mut().clear();
+    };
     let figures = {
         let s = state.read().expect("state");
         EpochFigures {
             pairs: s.keys.len() as u64,
-            bytes: s.bytes() as u64,
+            bytes: (s.bytes() + decisions.bytes()) as u64,
             ..Default::default()
         }
     };
@@ -464,20 +413,149 @@ fn run(worker: &mut Worker, ctx: &ProcessCtx) -> Result<()> {
             figures: total,
             quality,
         });
-        serve_commands(
-            worker, ctx, &state, &mut input, &probe, &changes, judges, best_rm,
-        )
+        serve_commands(worker, ctx, &state, &mut decisions, judges, best_rm)
     } else {
         serve_commands(
             worker,
             ctx,
             &state,
-            &mut input,
-            &probe,
-            &changes,
+            &mut decisions,
             judges,
             Default::default(),
         )
+    }
+}
+
+/// The decisions of a worker, as `ProcessCtx::decisions` chose.
+enum Decisions {
+    Shard(ShardDecisions),
+    Differential {
+        input: differential_dataflow::input::InputSession<Epoch, (u64, PairFact), isize>,
+        probe: timely::dataflow::ProbeHandle<Epoch>,
+        changes: Rc<RefCell<Vec<Change>>>,
+    },
+}
+
+impl Decisions {
+    /// The reduce over every shard's facts; the changed decisions are routed back to
+    /// the worker that owns the pair (by pair key, as curate routes pairs).
+    fn differential(
+        worker: &mut Worker,
+        rule: RuleSettings,
+        judges: Option<Arc<synpref_engine::side::JudgeVotes>>,
+        s: &PoolState,
+        epoch0: Epoch,
+    ) -> Decisions {
+        let changes: Rc<RefCell<Vec<Change>>> = Rc::new(RefCell::new(Vec::new()));
+        let (mut input, probe) = {
+            let changes = changes.clone();
+            worker.dataflow_named::<Epoch, _, _>("Serve", move |scope| {
+                let (input, facts) = scope.new_collection::<(u64, PairFact), isize>();
+                let (probe, _) = facts
+                    .decide_incrementally(rule, judges)
+                    .inner
+                    .unary(
+                        Exchange::new(|x: &((u64, Decided), Epoch, isize)| (x.0).0),
+                        "ToOwner",
+                        |_, _| {
+                            move |input, output| {
+                                input.for_each(|time, data| {
+                                    output.session(&time).give_container(data);
+                                });
+                            }
+                        },
+                    )
+                    .as_collection()
+                    .inspect(move |((k, d), t, r)| changes.borrow_mut().push((*k, *d, *t, *r)))
+                    .probe();
+                (input, probe)
+            })
+        };
+        input.advance_to(epoch0);
+        for i in 0..s.keys.len() {
+            input.insert((
+                s.keys[i],
+                PairFact::Margins {
+                    best: s.m_best[i].to_bits(),
+                    gold: s.m_gold[i].to_bits(),
+                },
+            ));
+        }
+        for k in &s.corrected {
+            input.insert((*k, PairFact::Corrected));
+        }
+        // One worker states the verdicts for all.
+        if worker.index() == 0 {
+            let mut verdicts: Vec<_> = s
+                .labels
+                .labels
+                .iter()
+                .map(|(k, l)| (*k, l.verdict))
+                .collect();
+            verdicts.sort();
+            for (k, v) in verdicts {
+                input.insert((k, PairFact::Verdict(v)));
+            }
+        }
+        input.advance_to(epoch0 + 1);
+        input.flush();
+        while probe.less_than(&(epoch0 + 1)) {
+            worker.step();
+        }
+        changes.borrow_mut().clear();
+        Decisions::Differential {
+            input,
+            probe,
+            changes,
+        }
+    }
+
+    /// Whether this worker states the verdict facts of every key (differential: one
+    /// worker for all) or of its own keys (shard: each for its own).
+    fn verdicts(&self, worker: &Worker) -> bool {
+        match self {
+            Decisions::Shard(_) => true,
+            Decisions::Differential { .. } => worker.index() == 0,
+        }
+    }
+
+    /// Applies an epoch's fact updates; this worker's changed decisions.
+    fn epoch(
+        &mut self,
+        worker: &mut Worker,
+        state: &PoolState,
+        updates: &[((u64, PairFact), isize)],
+        ctx: &ProcessCtx,
+        judges: Option<&synpref_engine::side::JudgeVotes>,
+        seq: Epoch,
+    ) -> Vec<Change> {
+        match self {
+            Decisions::Shard(d) => d.update(state, updates, &ctx.rule, judges, seq),
+            Decisions::Differential {
+                input,
+                probe,
+                changes,
+            } => {
+                input.advance_to(seq);
+                for (fact, diff) in updates {
+                    input.update(*fact, *diff);
+                }
+                input.advance_to(seq + 1);
+                input.flush();
+                while probe.less_than(&(seq + 1)) {
+                    worker.step();
+                }
+                changes.borrow_mut().drain(..).collect()
+            }
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Decisions::Shard(d) => d.bytes(),
+            // The arrangements' memory is not counted here (see docs/benchmarks.md).
+            Decisions::Differential { .. } => 0,
+        }
     }
 }
 
@@ -486,9 +564,7 @@ fn serve_commands(
     worker: &mut Worker,
     ctx: &ProcessCtx,
     state: &Arc<RwLock<PoolState>>,
-    input: &mut differential_dataflow::input::InputSession<Epoch, (u64, PairFact), isize>,
-    probe: &timely::dataflow::ProbeHandle<Epoch>,
-    changes: &Rc<RefCell<Vec<Change>>>,
+    decisions: &mut Decisions,
     judges: Option<Arc<synpref_engine::side::JudgeVotes>>,
     best_rm: synpref_engine::report::ModelQuality,
 ) -> Result<()> {
@@ -500,20 +576,15 @@ fn serve_commands(
                 let t = Instant::now();
                 let rows = state.read().expect("state").batch_rows(&labels)?;
                 let gathered = all_gather(worker, &rows)?;
+                let verdicts = decisions.verdicts(worker);
                 let change = state
                     .write()
                     .expect("state")
-                    .apply(labels, gathered, index == 0)?;
-                input.advance_to(seq);
-                for (fact, diff) in &change.updates {
-                    input.update(*fact, *diff);
-                }
-                input.advance_to(seq + 1);
-                input.flush();
-                while probe.less_than(&(seq + 1)) {
-                    worker.step();
-                }
-                let mine: Vec<Change> = changes.borrow_mut().drain(..).collect();
+                    .apply(labels, gathered, verdicts)?;
+                let mine = {
+                    let s = state.read().expect("state");
+                    decisions.epoch(worker, &s, &change.updates, ctx, judges.as_deref(), seq)
+                };
                 let written = write_changelog(ctx, &state.read().expect("state"), index, seq, mine);
                 let local = match &written {
                     Ok((rows, deltas)) => {
@@ -523,7 +594,7 @@ fn serve_commands(
                             reason_deltas: deltas.clone(),
                             rescored: change.rescored as u64,
                             pairs: s.keys.len() as u64,
-                            bytes: s.bytes() as u64,
+                            bytes: (s.bytes() + decisions.bytes()) as u64,
                             train_s: change.train_s,
                             rescore_s: change.rescore_s,
                             drift: change.drift,
