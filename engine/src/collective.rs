@@ -51,6 +51,44 @@ pub fn all_gather<T: ExchangeData + Clone>(worker: &mut Worker, value: &T) -> Re
     Ok(got.into_iter().map(|(_, v)| v).collect())
 }
 
+/// Gathers one value from every worker onto worker 0 only (`Some`, ordered by worker
+/// index; the others get `None`): for what only worker 0 needs, so that the others
+/// neither receive nor hold it. Every worker must call it at the same point.
+pub fn gather_to_leader<T: ExchangeData + Clone>(
+    worker: &mut Worker,
+    value: &T,
+) -> Result<Option<Vec<T>>> {
+    use timely::dataflow::operators::core::Exchange;
+    let received: Rc<RefCell<Vec<(usize, T)>>> = Rc::new(RefCell::new(Vec::new()));
+    let sink = received.clone();
+    let (mut input, probe) = worker.dataflow_named::<u64, _, _>("GatherToLeader", |scope| {
+        let (input, stream) = scope.new_input::<(usize, T)>();
+        let (probe, _) = stream
+            .exchange(|_: &(usize, T)| 0u64)
+            .inspect(move |x: &(usize, T)| sink.borrow_mut().push(x.clone()))
+            .probe();
+        (input, probe)
+    });
+    input.send((worker.index(), value.clone()));
+    drop(input);
+    while !probe.done() {
+        worker.step_or_park(Some(PARK));
+    }
+    if worker.index() != 0 {
+        return Ok(None);
+    }
+    let mut got = received.borrow_mut().split_off(0);
+    got.sort_by_key(|(i, _)| *i);
+    if got.len() != worker.peers() {
+        return Err(Error::Worker(format!(
+            "gather_to_leader: got {} values from {} workers",
+            got.len(),
+            worker.peers()
+        )));
+    }
+    Ok(Some(got.into_iter().map(|(_, v)| v).collect()))
+}
+
 /// Runs `compute` on worker 0 only and hands its result to every worker.
 pub fn compute_on_leader<T, F>(worker: &mut Worker, compute: F) -> Result<T>
 where

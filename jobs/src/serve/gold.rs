@@ -118,7 +118,15 @@ pub fn f32s(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// The gold RM as serve keeps it.
+/// The gold RM's weights as worker 0 hands them to the other workers after each batch.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum SharedWeights {
+    Builtin { weights: Vec<f32>, examples: usize },
+    Head(DenseHead),
+}
+
+/// The gold RM as serve keeps it. Worker 0 trains it (and keeps its examples for the
+/// self-measurement); the other workers hold its weights (`set_weights`).
 pub enum GoldModel {
     Builtin {
         trainer: OnlineTrainer,
@@ -272,6 +280,39 @@ impl GoldModel {
                 (2.0 * gamma + 2.0 * u) * 1.5 * norm
             }
         }
+    }
+
+    /// What the other workers need of the model worker 0 trained: its weights (the
+    /// examples and the trainer's sums stay on worker 0).
+    pub fn shared_weights(&self) -> SharedWeights {
+        match self {
+            GoldModel::Builtin { trainer, .. } => SharedWeights::Builtin {
+                weights: trainer.model().weights.clone(),
+                examples: trainer.parts().2,
+            },
+            GoldModel::Encoder { head, .. } => SharedWeights::Head(head.clone()),
+        }
+    }
+
+    /// Takes the weights worker 0 trained (a worker that does not train).
+    pub fn set_weights(&mut self, spec: &CurateSpec, shared: SharedWeights) -> Result<()> {
+        match (self, shared) {
+            (GoldModel::Builtin { trainer, .. }, SharedWeights::Builtin { weights, examples }) => {
+                let g2 = vec![0.0; weights.len()];
+                *trainer = OnlineTrainer::from_parts(&spec.train, weights, g2, examples)
+                    .ok_or_else(|| {
+                        Error::other("gold RM", "worker 0's weights do not fit the feature bits")
+                    })?;
+            }
+            (GoldModel::Encoder { head, .. }, SharedWeights::Head(h)) => *head = h,
+            _ => {
+                return Err(Error::other(
+                    "gold RM",
+                    "worker 0 trained another kind of model",
+                ))
+            }
+        }
+        Ok(())
     }
 
     /// The built-in model's trainer, for saving.

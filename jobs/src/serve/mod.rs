@@ -1,29 +1,29 @@
 //! `serve`: Stage 2 kept current as human gold labels arrive (DESIGN §2, "serve is the
-//! same graph in differential dataflow").
+//! same graph in differential dataflow"), on one process or many.
 //!
-//! Threads of a serve process:
-//! - timely workers: first a curate pass over the pool, its graph composed from
-//!   curate's stages and serve's captures (`state::ServeGraph`, `state::ServeTap`),
-//!   that copies every valid pair into the local pool store and captures every scored
-//!   pair's margins; then a differential dataflow whose input is the collection of
-//!   per-pair facts (margins, human verdicts) and whose output is the decisions
-//!   (`decide_incrementally`). Each epoch they apply the fact updates, and write the
-//!   decisions that changed as the epoch's changelog part. Snapshots are curate passes
-//!   whose scorers read the state (`state::StateScorer`).
-//! - the controller (the main thread): turns each label batch into fact updates
-//!   (`PoolState::apply`: new verdicts, the retrained gold RM, the re-scored pairs whose
-//!   decision its weight move can change), hands them to the workers as an epoch, and
-//!   writes snapshots every `snapshot_every` epochs or when asked.
-//! - the ingest thread: the only writer of the label log; appends HTTP batches and new
-//!   label files found under `--labels`, one segment each, durably, before anything is
-//!   acknowledged or applied.
-//! - the HTTP server, started by the caller (the binary's `http` module) with the
-//!   `Api` that `run_serve` hands it: the jobs crate starts no runtime or server.
+//! Threads of serve's process 0 (the others run only workers: `run_follower`):
+//! - timely workers, on every process (`worker`): first a curate pass over the pool,
+//!   its graph composed from curate's stages and serve's captures (`state::ServeGraph`),
+//!   after which each worker owns the shard of pairs it scored (`state::PoolState`);
+//!   then, in lockstep, the commands worker 0 hands them: epochs (a label batch:
+//!   the gold RM learned on every worker, each shard re-scored where the weight move
+//!   can change a decision, the changed decisions written as each worker's changelog
+//!   part) and snapshots (a curate pass whose scorers read the shards; each shard
+//!   saved beside it).
+//! - the controller (the main thread): turns label batches into commands, waits for
+//!   worker 0's figures, keeps `/v1/status`, and asks for snapshots every
+//!   `snapshot_every` epochs or when asked.
+//! - the ingest thread: the only writer of the label log; appends HTTP batches and
+//!   complete label files found under `--labels`, one segment each, durably, before
+//!   anything is acknowledged or applied. A failed write ends serve (exit 1).
+//! - the HTTP server, started first by the caller (the binary's `http` module) with
+//!   the `Api` that `run_serve` hands it: the jobs crate starts no runtime or server.
 //!
-//! Restart: the label log is the source of truth. A restarted serve reads every
-//! segment, computes the state at the last one from scratch (the score cache spares
-//! transformer models their work; the built-in models are cheap), and goes on, so no
-//! acknowledged label is lost and the state equals what the first process would hold.
+//! Restart: the label log is the source of truth. A restarted serve loads the state
+//! saved with the last snapshot (or recomputes it from scratch), replays the segments
+//! logged after it as the epochs they were (`/v1/status` says `recovering`, with
+//! figures that never go backwards), and goes on: no acknowledged label is lost and
+//! the state equals what the first process would hold.
 
 pub mod decisions;
 pub mod gold;
@@ -369,6 +369,22 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         records = labels.records,
         "label log read"
     );
+    let changelog = out.child("changelog");
+    if saved.is_none() {
+        changelog.delete_prefix()?;
+    } else {
+        // Epochs after the saved state are written again as they are replayed (by
+        // however many workers this run has).
+        for name in changelog.list_names()? {
+            let epoch = name
+                .strip_prefix("epoch-")
+                .and_then(|r| r.split('/').next())
+                .and_then(|e| e.parse::<u64>().ok());
+            if epoch.is_some_and(|e| e > epoch0) {
+                changelog.child(&name).delete()?;
+            }
+        }
+    }
     let (reports_tx, reports_rx) = mpsc::channel::<WorkerReport>();
     let ctx = process_ctx(&spec, &cspec, &out, true, reports_tx)?;
     *ctx.start.lock().expect("start") = Some(StartInfo {
@@ -381,6 +397,11 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
     let wait = |what: &str| -> Result<WorkerReport> {
         loop {
             match reports_rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(WorkerReport::Quality(q)) => {
+                    if q.is_some() {
+                        status.lock().expect("status").quality = q;
+                    }
+                }
                 Ok(r) => return Ok(r),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -476,7 +497,24 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         }
         Ok(report)
     };
-    for msg in control_rx {
+    loop {
+        let msg = match control_rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(msg) => msg,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Idle: take the self-measurement worker 0 sends after an epoch, and
+                // end on a worker's error.
+                while let Ok(r) = reports_rx.try_recv() {
+                    if let WorkerReport::Quality(Some(q)) = r {
+                        status.lock().expect("status").quality = Some(q);
+                    }
+                }
+                if let Some(e) = ctx.error.lock().expect("error").take() {
+                    return Err(e);
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+        };
         match msg {
             Control::Labels { seq, labels } => {
                 let n = labels.len() as u64;
@@ -485,7 +523,6 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
                 let WorkerReport::Epoch {
                     figures,
                     dataflow_s,
-                    quality,
                 } = wait("an epoch")?
                 else {
                     return Err(Error::Worker("the workers did not report the epoch".into()));
@@ -514,9 +551,6 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
                     recount(&mut st);
                     st.state_bytes_per_pair = figures.bytes as f64 / figures.pairs.max(1) as f64;
                     st.last_update = Some(stats);
-                    if quality.is_some() {
-                        st.quality = quality;
-                    }
                 }
                 if spec.snapshot_every > 0 && seq - last_snapshot >= spec.snapshot_every {
                     snapshot(seq)?;
@@ -539,7 +573,6 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
             }
         }
     }
-    Ok(())
 }
 
 /// The process context of a serve process: its pool store, captures and settings.

@@ -1,11 +1,13 @@
-//! Serve's per-pair state and the epoch step that updates it.
+//! Serve's per-pair state, one shard per worker, and the epoch step that updates it.
 //!
-//! Per scored pool pair serve keeps its key, its two margins, the norm ‖φ(y_w) − φ(y_l)‖
-//! of its gold-RM features and where its text is in the pool store; plus, for every
-//! valid row, its pair key and store location (a gold label names a pair id, and the
-//! gold RM trains on every valid row with that id, as in curate). The arrays are sorted
-//! by pair key. `RescoreIndex` orders the scored pairs by how far the gold RM's weights
-//! must move before a pair's decision can change.
+//! Each worker keeps, for the pairs it scored (curate routes pairs to workers by pair
+//! key), the key, the two margins, the norm ‖φ(y_w) − φ(y_l)‖ of its gold-RM
+//! features, and where its text and features record are in the process's pool store;
+//! plus the valid rows of its keys (a gold label names a pair id, and the gold RM
+//! trains on the rows with that id, as in curate). The arrays are sorted by pair key.
+//! `RescoreIndex` orders the shard's pairs by how far the gold RM's weights must move
+//! before a pair's decision can change. The labels and the gold RM are the same on
+//! every worker.
 
 use std::sync::{Arc, Mutex};
 
@@ -26,7 +28,7 @@ use synpref_operators::models::margin_bound::{weight_drift, RescoreIndex, MARGIN
 use synpref_operators::models::{ModelError, RewardModel};
 use synpref_operators::score::ScoredPair;
 
-use super::gold::{f32s, GoldFeatures, GoldModel};
+use super::gold::{f32s, GoldFeatures, GoldModel, SharedWeights};
 use crate::curate::{self, CurateSpec, Graph, GraphBuilder};
 
 /// One scored pair as the initial pass saw it.
@@ -245,6 +247,14 @@ pub struct PoolState {
     pub best_fingerprint: String,
 }
 
+/// An epoch's starting point (`PoolState::start_epoch`).
+pub struct EpochStart {
+    old_weights: Vec<f32>,
+    /// The verdict in force before the batch, per key it labels.
+    before: FxHashMap<u64, Option<Verdict>>,
+    started: std::time::Instant,
+}
+
 /// What an epoch changed on one worker.
 #[derive(Debug, Default)]
 pub struct EpochChange {
@@ -396,28 +406,48 @@ impl PoolState {
         self.keys.binary_search(&key).ok()
     }
 
-    /// Applies one batch of labels (with every worker's `batch_rows` of it): the
-    /// verdicts it changes (only where `verdicts` is set: one worker states them for
-    /// all), the gold RM's stream extended by it, and the re-scored pairs of this
-    /// shard its weight move may have carried across the threshold.
-    pub fn apply(
-        &mut self,
-        batch: Vec<GoldLabel>,
-        gathered: Vec<BatchRows>,
-        verdicts: bool,
-    ) -> Result<EpochChange> {
-        let mut change = EpochChange::default();
+    /// What an epoch needs to know from before its labels are learned.
+    pub fn start_epoch(&self, batch: &[GoldLabel]) -> EpochStart {
         let mut before: FxHashMap<u64, Option<Verdict>> = FxHashMap::default();
-        let t = std::time::Instant::now();
-        let old_weights = self.gold.weights().to_vec();
-        for label in &batch {
+        for label in batch {
             let key = pair_key(&label.pair_id);
             let old = self.labels.labels.get(&key).map(|l| l.verdict);
             before.entry(key).or_insert(old);
         }
-        self.learn_batch(batch, gathered, false)?;
-        change.train_s = t.elapsed().as_secs_f64();
-        let mut touched: Vec<(u64, Option<Verdict>)> = before.into_iter().collect();
+        EpochStart {
+            old_weights: self.gold.weights().to_vec(),
+            before,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// On a worker that does not train: records the batch's labels (for the verdicts
+    /// and snapshots) and takes worker 0's weights.
+    pub fn take_batch(&mut self, batch: Vec<GoldLabel>, weights: SharedWeights) -> Result<()> {
+        for label in batch {
+            self.labels.insert(label);
+        }
+        self.gold.set_weights(&self.spec, weights)?;
+        self.margin_error = self.margin_error.max(self.gold.margin_error_bound());
+        Ok(())
+    }
+
+    /// The gold RM's weights for the other workers.
+    pub fn shared_weights(&self) -> SharedWeights {
+        self.gold.shared_weights()
+    }
+
+    /// Ends an epoch whose labels this worker has learned (`learn_batch`) or taken
+    /// (`take_batch`): the verdicts it changes (only where `verdicts` is set: the
+    /// worker states them for all keys, or for its own), and the re-scored pairs of
+    /// this shard the weight move may have carried across the threshold.
+    pub fn finish_epoch(&mut self, start: EpochStart, verdicts: bool) -> Result<EpochChange> {
+        let mut change = EpochChange {
+            train_s: start.started.elapsed().as_secs_f64(),
+            ..Default::default()
+        };
+        let old_weights = start.old_weights;
+        let mut touched: Vec<(u64, Option<Verdict>)> = start.before.into_iter().collect();
         touched.sort_unstable();
         for (key, old) in touched.into_iter().filter(|_| verdicts) {
             let new = self.labels.labels.get(&key).map(|l| l.verdict);

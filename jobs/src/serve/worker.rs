@@ -35,7 +35,7 @@ use arrow::record_batch::RecordBatch;
 use differential_dataflow::input::Input;
 use differential_dataflow::AsCollection;
 use serde::{Deserialize, Serialize};
-use synpref_engine::collective::{all_gather, compute_on_leader};
+use synpref_engine::collective::{all_gather, compute_on_leader, gather_to_leader};
 use synpref_engine::model::{Destination, GoldLabel};
 use synpref_engine::output::{rows_to_batch, write_parquet_file};
 use synpref_engine::report::Quality;
@@ -114,8 +114,9 @@ pub enum WorkerReport {
     Epoch {
         figures: EpochFigures,
         dataflow_s: f64,
-        quality: Option<Quality>,
     },
+    /// The self-measurement after the last epoch (sent after its figures).
+    Quality(Option<Quality>),
     Snapshot(Result<Option<CurateReport>>),
 }
 
@@ -361,9 +362,16 @@ fn run(worker: &mut Worker, ctx: &ProcessCtx) -> Result<()> {
         }
         None => false,
     };
+    // Worker 0 learns the labels from every worker's rows of them; the others take
+    // its weights.
     let rows = state.batch_rows(&start.labels)?;
-    let gathered = all_gather(worker, &rows)?;
-    state.learn_batch(start.labels, gathered, record_only)?;
+    if let Some(gathered) = gather_to_leader(worker, &rows)? {
+        state.learn_batch(start.labels.clone(), gathered, record_only)?;
+    }
+    let weights = compute_on_leader(worker, || Ok(state.shared_weights()))?;
+    if index != 0 {
+        state.take_batch(start.labels, weights)?;
+    }
     let state = Arc::new(RwLock::new(state));
     ctx.states.lock().expect("states")[local] = Some(state.clone());
 
@@ -574,13 +582,25 @@ fn serve_commands(
         match command {
             ServeCommand::Epoch { seq, labels } => {
                 let t = Instant::now();
+                let epoch_start = state.read().expect("state").start_epoch(&labels);
                 let rows = state.read().expect("state").batch_rows(&labels)?;
-                let gathered = all_gather(worker, &rows)?;
+                if let Some(gathered) = gather_to_leader(worker, &rows)? {
+                    state
+                        .write()
+                        .expect("state")
+                        .learn_batch(labels.clone(), gathered, false)?;
+                }
+                let weights = compute_on_leader(worker, || {
+                    Ok(state.read().expect("state").shared_weights())
+                })?;
+                if index != 0 {
+                    state.write().expect("state").take_batch(labels, weights)?;
+                }
                 let verdicts = decisions.verdicts(worker);
                 let change = state
                     .write()
                     .expect("state")
-                    .apply(labels, gathered, verdicts)?;
+                    .finish_epoch(epoch_start, verdicts)?;
                 let mine = {
                     let s = state.read().expect("state");
                     decisions.epoch(worker, &s, &change.updates, ctx, judges.as_deref(), seq)
@@ -613,15 +633,17 @@ fn serve_commands(
                     }
                 }
                 if index == 0 {
+                    ctx.report(WorkerReport::Epoch {
+                        figures: total,
+                        dataflow_s: t.elapsed().as_secs_f64(),
+                    });
+                    // After the changelog is out: the self-measurement retrains its
+                    // folds over every label, which no decision waits for.
                     let quality = state
                         .read()
                         .expect("state")
                         .quality(judges.as_deref(), &best_rm);
-                    ctx.report(WorkerReport::Epoch {
-                        figures: total,
-                        dataflow_s: t.elapsed().as_secs_f64(),
-                        quality,
-                    });
+                    ctx.report(WorkerReport::Quality(quality));
                 }
             }
             ServeCommand::Snapshot { epoch, pass } => {
