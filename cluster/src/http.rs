@@ -166,6 +166,16 @@ async fn get_metrics(State(api): State<Api>) -> Response {
         st.epoch as f64,
     );
     gauge(
+        "ready",
+        "1 once every epoch logged before this process started is applied (state ready).",
+        if st.state == synpref_jobs::serve::ServeState::Ready { 1.0 } else { 0.0 },
+    );
+    gauge(
+        "applied_epoch",
+        "Epoch the decisions reflect (epoch shows what was acknowledged).",
+        st.applied_epoch as f64,
+    );
+    gauge(
         "labels_total",
         "Label records applied so far.",
         st.labels_total as f64,

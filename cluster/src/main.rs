@@ -495,7 +495,12 @@ enum LabelCommand {
 }
 
 fn main() -> ExitCode {
-    tune_allocator();
+    // serve holds its state for days after one curate pass: its freed pages go back
+    // to the OS (mimalloc's default purge), or its resident memory would stay at the
+    // pass's peak (docs/benchmarks.md, issue 12).
+    if std::env::args().nth(1).as_deref() != Some("serve") {
+        tune_allocator();
+    }
     runner::install_abort_on_panic();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -397,11 +397,6 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
     let wait = |what: &str| -> Result<WorkerReport> {
         loop {
             match reports_rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(WorkerReport::Quality(q)) => {
-                    if q.is_some() {
-                        status.lock().expect("status").quality = q;
-                    }
-                }
                 Ok(r) => return Ok(r),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -474,6 +469,7 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
 
     // The controller.
     let mut last_snapshot = epoch0;
+    let mut quality_stale = false;
     let snapshot = |epoch: u64| -> Result<serde_json::Value> {
         let t = Instant::now();
         ctx.command(ServeCommand::Snapshot { epoch, pass: true });
@@ -501,12 +497,14 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         let msg = match control_rx.recv_timeout(Duration::from_millis(50)) {
             Ok(msg) => msg,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                // Idle: take the self-measurement worker 0 sends after an epoch, and
-                // end on a worker's error.
-                while let Ok(r) = reports_rx.try_recv() {
-                    if let WorkerReport::Quality(Some(q)) = r {
+                // Idle: measure the labels so far if an epoch came since, and end on a
+                // worker's error.
+                if quality_stale {
+                    ctx.command(ServeCommand::Quality);
+                    if let WorkerReport::Quality(Some(q)) = wait("the self-measurement")? {
                         status.lock().expect("status").quality = Some(q);
                     }
+                    quality_stale = false;
                 }
                 if let Some(e) = ctx.error.lock().expect("error").take() {
                     return Err(e);
@@ -552,12 +550,22 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
                     st.state_bytes_per_pair = figures.bytes as f64 / figures.pairs.max(1) as f64;
                     st.last_update = Some(stats);
                 }
+                quality_stale = true;
                 if spec.snapshot_every > 0 && seq - last_snapshot >= spec.snapshot_every {
                     snapshot(seq)?;
                     last_snapshot = seq;
                 }
             }
             Control::Snapshot(reply) => {
+                // A snapshot is a checkpoint: the status it leaves measures the labels
+                // so far.
+                if quality_stale {
+                    ctx.command(ServeCommand::Quality);
+                    if let WorkerReport::Quality(Some(q)) = wait("the self-measurement")? {
+                        status.lock().expect("status").quality = Some(q);
+                    }
+                    quality_stale = false;
+                }
                 let epoch = status.lock().expect("status").applied_epoch;
                 let r = snapshot(epoch);
                 if r.is_ok() {

@@ -60,6 +60,8 @@ use crate::curate::{self, CuratePlan, CurateReport, CurateSpec};
 pub enum ServeCommand {
     /// Apply a label batch as epoch `seq`.
     Epoch { seq: Epoch, labels: Vec<GoldLabel> },
+    /// Recompute the self-measurement (worker 0; the controller asks when idle).
+    Quality,
     /// Write a snapshot of epoch `epoch` (a curate pass, unless `pass` is false: the
     /// first pass wrote it) and save the state beside it.
     Snapshot { epoch: Epoch, pass: bool },
@@ -115,7 +117,7 @@ pub enum WorkerReport {
         figures: EpochFigures,
         dataflow_s: f64,
     },
-    /// The self-measurement after the last epoch (sent after its figures).
+    /// The self-measurement for the labels so far (`ServeCommand::Quality`).
     Quality(Option<Quality>),
     Snapshot(Result<Option<CurateReport>>),
 }
@@ -637,8 +639,12 @@ fn serve_commands(
                         figures: total,
                         dataflow_s: t.elapsed().as_secs_f64(),
                     });
-                    // After the changelog is out: the self-measurement retrains its
-                    // folds over every label, which no decision waits for.
+                }
+            }
+            ServeCommand::Quality => {
+                // The self-measurement retrains its folds over every label: no decision
+                // waits for it, so the controller asks for it only when no batch does.
+                if index == 0 {
                     let quality = state
                         .read()
                         .expect("state")
