@@ -1878,6 +1878,31 @@ fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &[u8]) 
     (status, body)
 }
 
+/// A `synpref serve` command on `pairs`/`out` with `workers` workers, listening on
+/// `listen`, with the tests' token, no automatic snapshots and fast label polling.
+fn serve_command(pairs: &Path, out: &Path, workers: usize, listen: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_synpref"));
+    c.args([
+        "serve",
+        "--pairs",
+        s(pairs),
+        "--out",
+        s(out),
+        "--listen",
+        listen,
+        "--workers",
+        &workers.to_string(),
+        "--snapshot-every",
+        "0",
+        "--poll-interval",
+        "0.2",
+        "--no-progress",
+    ])
+    .env("RUST_LOG", "warn")
+    .env("SYNPREF_TOKEN", TOKEN);
+    c
+}
+
 impl Serve {
     fn start(pairs: &Path, out: &Path, workers: usize, labels: Option<&Path>) -> Serve {
         Serve::start_with(pairs, out, workers, labels, &[])
@@ -1891,31 +1916,12 @@ impl Serve {
         extra: &[&str],
     ) -> Serve {
         let addr = format!("127.0.0.1:{}", free_port());
-        let mut args = vec![
-            "serve".to_string(),
-            "--pairs".into(),
-            s(pairs).into(),
-            "--out".into(),
-            s(out).into(),
-            "--listen".into(),
-            addr.clone(),
-            "--workers".into(),
-            workers.to_string(),
-            "--snapshot-every".into(),
-            "0".into(),
-            "--poll-interval".into(),
-            "0.2".into(),
-            "--no-progress".into(),
-        ];
+        let mut c = serve_command(pairs, out, workers, &addr);
         if let Some(l) = labels {
-            args.push("--labels".into());
-            args.push(s(l).into());
+            c.args(["--labels", s(l)]);
         }
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let child = Command::new(env!("CARGO_BIN_EXE_synpref"))
-            .args(&args)
-            .env("RUST_LOG", "warn")
-            .env("SYNPREF_TOKEN", TOKEN)
+        let child = c
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start serve");
@@ -1995,6 +2001,21 @@ impl Serve {
         let (code, body) = self.call("POST", "/v1/snapshot", b"");
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).unwrap()
+    }
+}
+
+/// Waits at most `limit_s` for `child` to exit; its exit code.
+fn exit_within(child: &mut std::process::Child, limit_s: u64) -> Option<i32> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code();
+        }
+        assert!(
+            started.elapsed().as_secs() < limit_s,
+            "still running after {limit_s} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

@@ -168,7 +168,11 @@ async fn get_metrics(State(api): State<Api>) -> Response {
     gauge(
         "ready",
         "1 once every epoch logged before this process started is applied (state ready).",
-        if st.state == synpref_jobs::serve::ServeState::Ready { 1.0 } else { 0.0 },
+        if st.state == synpref_jobs::serve::ServeState::Ready {
+            1.0
+        } else {
+            0.0
+        },
     );
     gauge(
         "applied_epoch",

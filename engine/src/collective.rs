@@ -22,12 +22,45 @@ pub const PARK: std::time::Duration = std::time::Duration::from_millis(1);
 /// Within a process values move through typed channels (no serialization); between
 /// processes timely serializes them with serde.
 pub fn all_gather<T: ExchangeData + Clone>(worker: &mut Worker, value: &T) -> Result<Vec<T>> {
+    gather(worker, value, Gather::All).map(|v| v.expect("every worker receives"))
+}
+
+/// Gathers one value from every worker onto worker 0 only (`Some`, ordered by worker
+/// index; the others get `None`): for what only worker 0 needs, so that the others
+/// neither receive nor hold it. Every worker must call it at the same point.
+pub fn gather_to_leader<T: ExchangeData + Clone>(
+    worker: &mut Worker,
+    value: &T,
+) -> Result<Option<Vec<T>>> {
+    gather(worker, value, Gather::Leader)
+}
+
+/// Who receives a gather.
+#[derive(Clone, Copy, PartialEq)]
+enum Gather {
+    All,
+    Leader,
+}
+
+fn gather<T: ExchangeData + Clone>(
+    worker: &mut Worker,
+    value: &T,
+    to: Gather,
+) -> Result<Option<Vec<T>>> {
+    use timely::dataflow::operators::core::Exchange;
     let received: Rc<RefCell<Vec<(usize, T)>>> = Rc::new(RefCell::new(Vec::new()));
     let sink = received.clone();
-    let (mut input, probe) = worker.dataflow_named::<u64, _, _>("AllGather", |scope| {
+    let name = match to {
+        Gather::All => "AllGather",
+        Gather::Leader => "GatherToLeader",
+    };
+    let (mut input, probe) = worker.dataflow_named::<u64, _, _>(name, |scope| {
         let (input, stream) = scope.new_input::<(usize, T)>();
-        let (probe, _) = stream
-            .broadcast()
+        let routed = match to {
+            Gather::All => stream.broadcast(),
+            Gather::Leader => stream.exchange(|_: &(usize, T)| 0u64),
+        };
+        let (probe, _) = routed
             .inspect(move |x: &(usize, T)| sink.borrow_mut().push(x.clone()))
             .probe();
         (input, probe)
@@ -39,49 +72,14 @@ pub fn all_gather<T: ExchangeData + Clone>(worker: &mut Worker, value: &T) -> Re
     while !probe.done() {
         worker.step_or_park(Some(PARK));
     }
-    let mut got = received.borrow_mut().split_off(0);
-    got.sort_by_key(|(i, _)| *i);
-    if got.len() != worker.peers() {
-        return Err(Error::Worker(format!(
-            "all_gather: got {} values from {} workers",
-            got.len(),
-            worker.peers()
-        )));
-    }
-    Ok(got.into_iter().map(|(_, v)| v).collect())
-}
-
-/// Gathers one value from every worker onto worker 0 only (`Some`, ordered by worker
-/// index; the others get `None`): for what only worker 0 needs, so that the others
-/// neither receive nor hold it. Every worker must call it at the same point.
-pub fn gather_to_leader<T: ExchangeData + Clone>(
-    worker: &mut Worker,
-    value: &T,
-) -> Result<Option<Vec<T>>> {
-    use timely::dataflow::operators::core::Exchange;
-    let received: Rc<RefCell<Vec<(usize, T)>>> = Rc::new(RefCell::new(Vec::new()));
-    let sink = received.clone();
-    let (mut input, probe) = worker.dataflow_named::<u64, _, _>("GatherToLeader", |scope| {
-        let (input, stream) = scope.new_input::<(usize, T)>();
-        let (probe, _) = stream
-            .exchange(|_: &(usize, T)| 0u64)
-            .inspect(move |x: &(usize, T)| sink.borrow_mut().push(x.clone()))
-            .probe();
-        (input, probe)
-    });
-    input.send((worker.index(), value.clone()));
-    drop(input);
-    while !probe.done() {
-        worker.step_or_park(Some(PARK));
-    }
-    if worker.index() != 0 {
+    if to == Gather::Leader && worker.index() != 0 {
         return Ok(None);
     }
     let mut got = received.borrow_mut().split_off(0);
     got.sort_by_key(|(i, _)| *i);
     if got.len() != worker.peers() {
         return Err(Error::Worker(format!(
-            "gather_to_leader: got {} values from {} workers",
+            "{name}: got {} values from {} workers",
             got.len(),
             worker.peers()
         )));

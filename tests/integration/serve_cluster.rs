@@ -33,25 +33,11 @@ impl ServeJob {
                 p.to_string(),
             ]
         };
+        // Followers listen on no API: the address is never bound.
         let followers = (1..processes)
             .map(|p| {
-                let mut args = vec![
-                    "serve".to_string(),
-                    "--pairs".into(),
-                    s(pairs).into(),
-                    "--out".into(),
-                    s(out).into(),
-                    "--workers".into(),
-                    "1".into(),
-                    "--snapshot-every".into(),
-                    "0".into(),
-                    "--no-progress".into(),
-                ];
-                args.extend(cluster(p));
-                Command::new(env!("CARGO_BIN_EXE_synpref"))
-                    .args(&args)
-                    .env("RUST_LOG", "warn")
-                    .env("SYNPREF_TOKEN", TOKEN)
+                serve_command(pairs, out, 1, "127.0.0.1:1")
+                    .args(cluster(p))
                     .stdout(std::process::Stdio::null())
                     .spawn()
                     .unwrap()
@@ -70,21 +56,6 @@ impl Drop for ServeJob {
             let _ = f.kill();
             let _ = f.wait();
         }
-    }
-}
-
-/// Waits at most `limit_s` for `child` to exit; its exit code.
-fn exit_within(child: &mut std::process::Child, limit_s: u64) -> Option<i32> {
-    let started = std::time::Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st.code();
-        }
-        assert!(
-            started.elapsed().as_secs() < limit_s,
-            "still running {limit_s} s after its peer was killed"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

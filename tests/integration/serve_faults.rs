@@ -4,56 +4,22 @@
 use super::*;
 use std::io::{Read, Write};
 
-/// A serve command line on `pairs`/`out` listening on `listen`.
-fn serve_command(pairs: &Path, out: &Path, listen: &str, extra: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_synpref"));
-    c.args([
-        "serve",
-        "--pairs",
-        s(pairs),
-        "--out",
-        s(out),
-        "--listen",
-        listen,
-        "--workers",
-        "1",
-        "--snapshot-every",
-        "0",
-        "--poll-interval",
-        "0.2",
-        "--no-progress",
-    ])
-    .args(extra)
-    .env("RUST_LOG", "warn")
-    .env("SYNPREF_TOKEN", TOKEN);
-    c
-}
-
-/// Runs `c` and waits at most `limit_s` for it to exit; returns its status and stderr.
+/// Runs `c` and waits at most `limit_s` for it to exit; its status and stderr.
 fn exits_within(mut c: Command, limit_s: u64) -> (Option<i32>, String) {
     let mut child = c
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (status.code(), err);
-        }
-        if started.elapsed().as_secs() > limit_s {
-            let _ = child.kill();
-            panic!("still running after {limit_s} s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let code = exit_within(&mut child, limit_s);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (code, err)
 }
 
 #[test]
@@ -64,7 +30,7 @@ fn serve_exits_2_naming_the_address_when_the_port_is_taken() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let (code, err) = exits_within(
-        serve_command(&data.join("pairs"), &tmp.path().join("out"), &addr, &[]),
+        serve_command(&data.join("pairs"), &tmp.path().join("out"), 1, &addr),
         60,
     );
     assert_eq!(code, Some(2), "{err}");
@@ -80,7 +46,7 @@ fn a_second_serve_on_the_same_out_is_refused_with_exit_2_and_the_first_goes_on()
     let out = tmp.path().join("out");
     let first = Serve::start(&pairs, &out, 1, None);
     let listen = format!("127.0.0.1:{}", free_port());
-    let (code, err) = exits_within(serve_command(&pairs, &out, &listen, &[]), 60);
+    let (code, err) = exits_within(serve_command(&pairs, &out, 1, &listen), 60);
     assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("serve.lock") && err.contains("another serve"),
@@ -122,15 +88,7 @@ fn a_failed_label_log_write_answers_5xx_ends_serve_with_exit_1_and_loses_nothing
     std::fs::write(&log, b"not a directory").unwrap();
     let (code, reply) = serve.call("POST", "/v1/labels", line(2, "chosen").as_bytes());
     assert!((500..600).contains(&code), "{code} {reply}");
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(st) = serve.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(started.elapsed().as_secs() < 30, "serve did not exit");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    assert_eq!(status.code(), Some(1));
+    assert_eq!(exit_within(&mut serve.child, 30), Some(1));
     // The disk is back: the restart applies the acknowledged label, not the refused one.
     std::fs::remove_file(&log).unwrap();
     std::fs::rename(tmp.path().join("log-moved"), &log).unwrap();
