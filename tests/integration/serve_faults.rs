@@ -130,7 +130,7 @@ fn label_files_are_taken_only_once_complete_and_a_partial_line_is_not_rejected_f
         .append(true)
         .open(&file)
         .unwrap();
-    f.write_all(full[cut..].as_bytes()).unwrap();
+    f.write_all(&full.as_bytes()[cut..]).unwrap();
     drop(f);
     let st = serve.wait_for_epoch(1);
     assert_eq!(st["labels_total"], 2, "{st}");

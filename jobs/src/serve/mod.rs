@@ -444,7 +444,7 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         apply_report_counts(&mut st, &initial_report);
         if st.quality.is_none() {
             // A restart from a saved state trained nothing: measure from the state.
-            st.quality = quality;
+            st.quality = quality.map(|q| *q);
         }
     }
     tracing::info!(
@@ -502,7 +502,7 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
                 if quality_stale {
                     ctx.command(ServeCommand::Quality);
                     if let WorkerReport::Quality(Some(q)) = wait("the self-measurement")? {
-                        status.lock().expect("status").quality = Some(q);
+                        status.lock().expect("status").quality = Some(*q);
                     }
                     quality_stale = false;
                 }
@@ -562,7 +562,7 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
                 if quality_stale {
                     ctx.command(ServeCommand::Quality);
                     if let WorkerReport::Quality(Some(q)) = wait("the self-measurement")? {
-                        status.lock().expect("status").quality = Some(q);
+                        status.lock().expect("status").quality = Some(*q);
                     }
                     quality_stale = false;
                 }

@@ -57,12 +57,16 @@ pub struct WorkerCapture {
     pub error: Option<String>,
 }
 
+/// The output schema of the run, its carried columns' codec and the input files' URLs:
+/// what a changelog part needs to lay rows out as curate does.
+pub type RowLayout = (OutputSchema, Arc<ExtrasCodec>, Arc<Vec<String>>);
+
 /// The curate tap serve runs its initial pass with.
 pub struct ServeTap {
     pub store: Arc<PoolStore>,
     pub gold: GoldFeatures,
     pub workers: Vec<Mutex<WorkerCapture>>,
-    pub schema: Mutex<Option<(OutputSchema, Arc<ExtrasCodec>, Arc<Vec<String>>)>>,
+    pub schema: Mutex<Option<RowLayout>>,
 }
 
 impl ServeTap {
@@ -718,9 +722,9 @@ impl PoolState {
         }
         let mut bytes = Vec::with_capacity(8 + self.keys.len() * SAVED_PAIR_BYTES);
         bytes.extend_from_slice(&self.index.drift().to_le_bytes());
-        for i in 0..self.keys.len() {
-            bytes.extend_from_slice(&self.keys[i].to_le_bytes());
-            for v in [self.m_best[i], self.m_gold[i], self.norm[i], slack[i]] {
+        for (i, (key, s)) in self.keys.iter().zip(&slack).enumerate() {
+            bytes.extend_from_slice(&key.to_le_bytes());
+            for v in [self.m_best[i], self.m_gold[i], self.norm[i], *s] {
                 bytes.extend_from_slice(&v.to_le_bytes());
             }
         }

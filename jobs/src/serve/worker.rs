@@ -111,15 +111,15 @@ pub enum WorkerReport {
     Loaded {
         report: Box<CurateReport>,
         figures: EpochFigures,
-        quality: Option<Quality>,
+        quality: Option<Box<Quality>>,
     },
     Epoch {
         figures: EpochFigures,
         dataflow_s: f64,
     },
     /// The self-measurement for the labels so far (`ServeCommand::Quality`).
-    Quality(Option<Quality>),
-    Snapshot(Result<Option<CurateReport>>),
+    Quality(Option<Box<Quality>>),
+    Snapshot(Result<Option<Box<CurateReport>>>),
 }
 
 /// What a process's workers share.
@@ -417,7 +417,8 @@ fn run(worker: &mut Worker, ctx: &ProcessCtx) -> Result<()> {
         let quality = state
             .read()
             .expect("state")
-            .quality(judges.as_deref(), &best_rm);
+            .quality(judges.as_deref(), &best_rm)
+            .map(Box::new);
         ctx.report(WorkerReport::Loaded {
             report: Box::new(report.clone()),
             figures: total,
@@ -439,11 +440,15 @@ fn run(worker: &mut Worker, ctx: &ProcessCtx) -> Result<()> {
 /// The decisions of a worker, as `ProcessCtx::decisions` chose.
 enum Decisions {
     Shard(ShardDecisions),
-    Differential {
-        input: differential_dataflow::input::InputSession<Epoch, (u64, PairFact), isize>,
-        probe: timely::dataflow::ProbeHandle<Epoch>,
-        changes: Rc<RefCell<Vec<Change>>>,
-    },
+    Differential(Box<DifferentialDecisions>),
+}
+
+/// differential's reduce: its input, its probe, and the changed decisions it routed to
+/// this worker.
+struct DifferentialDecisions {
+    input: differential_dataflow::input::InputSession<Epoch, (u64, PairFact), isize>,
+    probe: timely::dataflow::ProbeHandle<Epoch>,
+    changes: Rc<RefCell<Vec<Change>>>,
 }
 
 impl Decisions {
@@ -513,11 +518,11 @@ impl Decisions {
             worker.step();
         }
         changes.borrow_mut().clear();
-        Decisions::Differential {
+        Decisions::Differential(Box::new(DifferentialDecisions {
             input,
             probe,
             changes,
-        }
+        }))
     }
 
     /// Whether this worker states the verdict facts of every key (differential: one
@@ -525,7 +530,7 @@ impl Decisions {
     fn verdicts(&self, worker: &Worker) -> bool {
         match self {
             Decisions::Shard(_) => true,
-            Decisions::Differential { .. } => worker.index() == 0,
+            Decisions::Differential(_) => worker.index() == 0,
         }
     }
 
@@ -541,11 +546,12 @@ impl Decisions {
     ) -> Vec<Change> {
         match self {
             Decisions::Shard(d) => d.update(state, updates, &ctx.rule, judges, seq),
-            Decisions::Differential {
-                input,
-                probe,
-                changes,
-            } => {
+            Decisions::Differential(d) => {
+                let DifferentialDecisions {
+                    input,
+                    probe,
+                    changes,
+                } = &mut **d;
                 input.advance_to(seq);
                 for (fact, diff) in updates {
                     input.update(*fact, *diff);
@@ -564,7 +570,7 @@ impl Decisions {
         match self {
             Decisions::Shard(d) => d.bytes(),
             // The arrangements' memory is not counted here (see docs/benchmarks.md).
-            Decisions::Differential { .. } => 0,
+            Decisions::Differential(_) => 0,
         }
     }
 }
@@ -648,7 +654,8 @@ fn serve_commands(
                     let quality = state
                         .read()
                         .expect("state")
-                        .quality(judges.as_deref(), &best_rm);
+                        .quality(judges.as_deref(), &best_rm)
+                        .map(Box::new);
                     ctx.report(WorkerReport::Quality(quality));
                 }
             }
@@ -685,7 +692,7 @@ fn serve_commands(
                             .read()
                             .expect("state")
                             .save_meta(&ctx.state_dir, epoch, peers, pairs)
-                            .map(|_| report),
+                            .map(|_| report.map(Box::new)),
                         (Err(e), _) => Err(e),
                         (_, Some(e)) => Err(Error::Worker(e)),
                     };
