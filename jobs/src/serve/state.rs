@@ -479,12 +479,8 @@ impl PoolState {
         }
         change.rescored = due.len();
         // Re-scoring reads each pair's features from the pool store: the expensive part
-        // of an epoch, spread over the process's cores. In store order, so that the
-        // reads run forward through each file (the kernel's read-ahead serves them when
-        // the store is larger than the page cache) rather than in key order, which is
-        // random in the file.
+        // of an epoch, spread over the process's cores.
         let (store, locs) = (&self.store, &self.features);
-        due.sort_unstable_by_key(|&i| locs[i as usize]);
         let fresh: Vec<Result<f32>> = due
             .par_iter()
             .map(|&i| {
