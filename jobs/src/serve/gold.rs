@@ -77,28 +77,29 @@ pub fn encode_hashed(e: &TrainExample) -> Vec<u8> {
     b
 }
 
-/// r(chosen) − r(rejected) under `model` from an `encode_hashed` record.
+/// r(chosen) − r(rejected) under `model` from an `encode_hashed` record, summed
+/// straight from the record's bytes (no vectors are built: re-scoring calls this for
+/// up to every pair of a shard per epoch) in the order and with the operations of
+/// `HashedBtModel::reward`, so the margin is the one scoring the text gives, bit for
+/// bit. `None` when the record is cut short or names a feature the model lacks.
 pub fn hashed_margin(model: &HashedBtModel, bytes: &[u8]) -> Option<f32> {
-    use synpref_operators::models::features::SparseFeatures;
     let u = |at: usize| {
         bytes
             .get(at..at + 4)
             .map(|s| u32::from_le_bytes(s.try_into().expect("4")))
     };
     let (nw, nl) = (u(0)? as usize, u(4)? as usize);
-    let indices: Vec<u32> = (0..nw + nl).map(|k| u(16 + 4 * k)).collect::<Option<_>>()?;
-    let winner = SparseFeatures {
-        indices: indices[..nw].to_vec(),
-        value: f32::from_bits(u(8)?),
+    let weights = &model.weights;
+    let sum = |from: usize, n: usize| -> Option<f32> {
+        let mut s = 0.0f32;
+        for k in from..from + n {
+            s += *weights.get(u(16 + 4 * k)? as usize)?;
+        }
+        Some(s)
     };
-    let loser = SparseFeatures {
-        indices: indices[nw..].to_vec(),
-        value: f32::from_bits(u(12)?),
-    };
-    if indices.iter().any(|i| (*i as usize) >= model.weights.len()) {
-        return None;
-    }
-    Some(model.reward(&winner) - model.reward(&loser))
+    let winner = sum(0, nw)? * f32::from_bits(u(8)?);
+    let loser = sum(nw, nl)? * f32::from_bits(u(12)?);
+    Some(winner - loser)
 }
 
 /// r(chosen) − r(rejected) under an encoder head from a record of the encoder's f32s.
