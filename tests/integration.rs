@@ -2026,6 +2026,14 @@ impl Drop for Serve {
     }
 }
 
+/// The pair ids of a pool, in file order.
+fn pool_ids(pairs: &Path) -> Vec<String> {
+    read_rows(pairs)
+        .iter()
+        .filter_map(|r| r["pair_id"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// A small deterministic generator for the tests' random label batches.
 struct Lcg(u64);
 impl Lcg {
@@ -2132,10 +2140,7 @@ fn serve_oracle(tmp: &Path, pool: u64, batches: &[usize], extra: &[&str]) {
     let data = tmp.join("data");
     gen(&data, pool, 23);
     let pairs = data.join("pairs");
-    let ids: Vec<String> = read_rows(&pairs)
-        .iter()
-        .filter_map(|r| r["pair_id"].as_str().map(str::to_string))
-        .collect();
+    let ids: Vec<String> = pool_ids(&pairs);
     assert!(ids.len() as u64 > pool * 2 / 3);
     for workers in [1usize, 2] {
         let labels = tmp.join(format!("labels-{workers}"));
@@ -2236,10 +2241,7 @@ fn serve_requires_its_token_and_keeps_acknowledged_labels_across_sigkill() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("SYNPREF_TOKEN"));
 
-    let ids: Vec<String> = read_rows(&pairs)
-        .iter()
-        .filter_map(|r| r["pair_id"].as_str().map(str::to_string))
-        .collect();
+    let ids: Vec<String> = pool_ids(&pairs);
     let labels = tmp.path().join("labels");
     std::fs::create_dir_all(&labels).unwrap();
     let serve = Serve::start_with(

@@ -65,10 +65,7 @@ fn serve_on_two_processes_equals_curate_from_scratch_after_every_epoch_and_acros
     let data = tmp.path().join("data");
     gen(&data, 1500, 31);
     let pairs = data.join("pairs");
-    let ids: Vec<String> = read_rows(&pairs)
-        .iter()
-        .filter_map(|r| r["pair_id"].as_str().map(str::to_string))
-        .collect();
+    let ids: Vec<String> = pool_ids(&pairs);
     let labels = tmp.path().join("labels");
     std::fs::create_dir_all(&labels).unwrap();
     std::fs::copy(data.join("gold.parquet"), labels.join("gold.parquet")).unwrap();

@@ -75,10 +75,7 @@ fn a_failed_label_log_write_answers_5xx_ends_serve_with_exit_1_and_loses_nothing
     let pairs = data.join("pairs");
     let out = tmp.path().join("out");
     let log = tmp.path().join("log");
-    let ids: Vec<String> = read_rows(&pairs)
-        .iter()
-        .filter_map(|r| r["pair_id"].as_str().map(str::to_string))
-        .collect();
+    let ids: Vec<String> = pool_ids(&pairs);
     let line =
         |i: usize, v: &str| format!("{{\"pair_id\": \"{}\", \"verdict\": \"{v}\"}}\n", ids[i]);
     let mut serve = Serve::start_with(&pairs, &out, 1, None, &["--label-log", s(&log)]);
@@ -108,10 +105,7 @@ fn label_files_are_taken_only_once_complete_and_a_partial_line_is_not_rejected_f
     let pairs = data.join("pairs");
     let labels = tmp.path().join("labels");
     std::fs::create_dir_all(&labels).unwrap();
-    let ids: Vec<String> = read_rows(&pairs)
-        .iter()
-        .filter_map(|r| r["pair_id"].as_str().map(str::to_string))
-        .collect();
+    let ids: Vec<String> = pool_ids(&pairs);
     let serve = Serve::start(&pairs, &tmp.path().join("out"), 1, Some(&labels));
     let file = labels.join("batch.jsonl");
     let full = format!(
