@@ -20,7 +20,7 @@ REPS=${3:-20,10,5}
 DIR=${4:-/tmp/synpref-bench}
 cd "$(dirname "$0")/.."
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release -p synpref --bins --example bench_serve >&2
-BIN=target/release/synpref
+BIN=${BIN:-target/release/synpref}
 DRIVER=target/release/examples/bench_serve
 if [ ! -d "$DIR/g$PAIRS" ]; then
     "$BIN" gen --pairs "$PAIRS" --out "$DIR/g$PAIRS" >&2

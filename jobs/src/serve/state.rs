@@ -478,20 +478,9 @@ impl PoolState {
             due.sort_unstable();
         }
         change.rescored = due.len();
-        // Re-scoring reads each pair's features from the pool store: the expensive part
-        // of an epoch, spread over the process's cores.
-        let (store, locs) = (&self.store, &self.features);
-        let fresh: Vec<Result<f32>> = due
-            .par_iter()
-            .map(|&i| {
-                let bytes = store.read_bytes(locs[i as usize])?;
-                gold.margin(&bytes).ok_or_else(|| {
-                    Error::other("pool store", "a features record does not fit the gold RM")
-                })
-            })
-            .collect();
+        let fresh = rescore(&self.store, &self.features, gold, &due)?;
         for (i, m) in due.into_iter().zip(fresh) {
-            let (i, m) = (i as usize, m?);
+            let i = i as usize;
             let old = self.m_gold[i];
             if m.to_bits() != old.to_bits() {
                 let best = self.m_best[i].to_bits();
@@ -603,6 +592,42 @@ impl PoolState {
 
 /// Rewards (margin, 0) of `pairs` from margins stored by sorted pair key: σ(r_c − r_r)
 /// is then the stored p exactly.
+/// Pairs re-scored per task: a few megabytes of features records, read in windows.
+const RESCORE_CHUNK: usize = 8192;
+
+/// The gold RM's margins of the pairs `due` (indices into the shard's arrays), in
+/// `due`'s order. Reading each pair's features record is the expensive part of an
+/// epoch: the records are read in store order, in windows (`PoolStore::read_each`),
+/// chunks spread over the process's cores.
+fn rescore(store: &PoolStore, locs: &[PoolLoc], gold: &GoldModel, due: &[u32]) -> Result<Vec<f32>> {
+    let mut by_store: Vec<(PoolLoc, u32)> = due
+        .iter()
+        .enumerate()
+        .map(|(at, &i)| (locs[i as usize], at as u32))
+        .collect();
+    by_store.par_sort_unstable();
+    let chunks: Vec<Vec<(u32, f32)>> = by_store
+        .par_chunks(RESCORE_CHUNK)
+        .map(|chunk| {
+            let chunk_locs: Vec<PoolLoc> = chunk.iter().map(|(loc, _)| *loc).collect();
+            let mut out = Vec::with_capacity(chunk.len());
+            store.read_each(&chunk_locs, |k, bytes| {
+                let m = gold.margin(bytes).ok_or_else(|| {
+                    Error::other("pool store", "a features record does not fit the gold RM")
+                })?;
+                out.push((chunk[k].1, m));
+                Ok(())
+            })?;
+            Ok(out)
+        })
+        .collect::<Result<_>>()?;
+    let mut fresh = vec![0.0f32; due.len()];
+    for (at, m) in chunks.into_iter().flatten() {
+        fresh[at as usize] = m;
+    }
+    Ok(fresh)
+}
+
 fn lookup_margins(
     keys: &[u64],
     margins: &[f32],
