@@ -2,6 +2,8 @@
 # Builds `synpref` with `--features cuda` on a machine without a GPU (docs/gpu.md), for
 # copying to a GPU machine with CUDA 13 drivers and libraries.
 #   scripts/build-cuda.sh [VENV=/opt/nvcc]   -> target-cuda/release/synpref
+#   TESTS=1 scripts/build-cuda.sh             also the integration-test binary (its path
+#                                             is printed), for the GPU parity tests
 # nvcc and the CUDA libraries come from PyPI, pinned to 13.0: cudarc 0.19.10 (under
 # candle 0.11) rejects newer toolkits such as 13.5. candle makes cudarc link
 # dynamically, so the linker needs unversioned library names (symlinks here) and
@@ -21,11 +23,17 @@ mkdir -p "$LINK"
 for l in cublas cublasLt cudart nvrtc; do ln -sf "$NV/lib/lib$l.so.13" "$LINK/lib$l.so"; done
 ln -sf "$NV/lib/libcurand.so.10" "$LINK/libcurand.so"
 cargo fetch
-SYS=$(dirname "$(cargo metadata --format-version 1 | "$VENV/bin/python" -c \
+SYS=$(dirname "$(cargo metadata --format-version 1 --all-features | "$VENV/bin/python" -c \
     'import json,sys; print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"]=="cudarc"))')")/src/driver/sys
 grep -rhoE "fn cu[A-Z][A-Za-z0-9_]*" "$SYS" | sed 's/fn //' | sort -u \
     | sed 's/.*/int &(void) { return 999; }/' > "$LINK/libcuda_stub.c"
 cc -shared -fPIC -o "$LINK/libcuda.so" -Wl,-soname,libcuda.so.1 "$LINK/libcuda_stub.c"
 export PATH=$NV/bin:$PATH CUDA_ROOT=$NV CUDA_PATH=$NV CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 RUSTFLAGS="-L $LINK" cargo build --release -p synpref --features cuda --target-dir target-cuda
+if [ "${TESTS:-0}" = 1 ]; then
+    RUSTFLAGS="-L $LINK" cargo test --release -p synpref --features cuda --target-dir target-cuda \
+        --test integration --no-run 2>&1 | tee /dev/stderr | grep -o 'target-cuda/release/deps/integration-[0-9a-f]*' \
+        | tail -1 > target-cuda/integration-test-path
+    echo "built $(cat target-cuda/integration-test-path)"
+fi
 echo "built target-cuda/release/synpref (needs libcuda.so.1, libcublas.so.13, libcurand.so.10 at run time)"

@@ -1691,6 +1691,12 @@ fn parity_qwen3_rm_chat_end_to_end_template_tokenizer_and_rewards() {
     let cache = tmp.path().join("cache");
     let model_spec = format!("hf:{}", dir.display());
     let pairs_file = dir.join("pairs.jsonl");
+    // In f32 on the parity device: `--device auto` would take a GPU in bf16, which the
+    // f32 tolerance does not cover (seen on an H200, docs/gpu.md).
+    let device = match std::env::var("SYNPREF_TEST_DEVICE").as_deref() {
+        Ok("cuda") => "cuda",
+        _ => "cpu",
+    };
     let args = [
         "score",
         "--model",
@@ -1701,6 +1707,10 @@ fn parity_qwen3_rm_chat_end_to_end_template_tokenizer_and_rewards() {
         s(&out),
         "--score-cache",
         s(&cache),
+        "--device",
+        device,
+        "--dtype",
+        "f32",
         "--no-progress",
     ];
     for run in 0..2 {

@@ -73,13 +73,31 @@ pub trait BatchModel: Sync {
     fn row_width(&self) -> usize;
     /// `rows × row_width` floats for the batch.
     fn forward_rows(&self, batch: &PaddedBatch) -> Result<Vec<f32>, ModelError>;
+    /// Attention heads of the model's eager attention, which holds a rows × heads ×
+    /// width × width tensor of scores (`max_rows` bounds it).
+    fn attention_heads(&self) -> usize;
+}
+
+/// Most elements one attention-score tensor may hold. candle's CUDA path fails past
+/// 2³¹ (32-bit indexing): on an H200, a Qwen3-0.6B-shaped model (16 heads) at a budget of
+/// 131,072 tokens of ~1,100-token sequences (≈ 2.3·10⁹ scores) stopped with
+/// `CublasError(CUBLAS_STATUS_EXECUTION_FAILED)`, and ran at 32,768 (docs/gpu.md). Half
+/// that limit keeps a margin; on the CPU's default budget it never binds.
+pub const MAX_ATTENTION_SCORES: usize = 1 << 30;
+
+/// Rows per batch of sequences padded to `width`: as many as `token_budget` allows,
+/// no more than keep the attention scores within `MAX_ATTENTION_SCORES`, at least one.
+pub fn max_rows(token_budget: usize, width: usize, heads: usize) -> usize {
+    let width = width.max(1);
+    let by_scores = MAX_ATTENTION_SCORES / (heads.max(1) * width * width);
+    (token_budget / width).min(by_scores).max(1)
 }
 
 /// Sequences handed from the tokenising threads to the model thread at a time.
 const TOKENIZE_CHUNK: usize = 512;
 
 /// Runs `model` on `count` sequences, the i-th given by `tokenize(i)`, in batches of at
-/// most `token_budget` padded tokens (and at least one row). Tokenisation runs on the
+/// most `token_budget` padded tokens (and at least one row; `max_rows`). Tokenisation runs on the
 /// rayon pool, a chunk ahead of the model. Returns `count × row_width` floats, in order.
 pub fn run_sequences<M: BatchModel>(
     model: &M,
@@ -108,7 +126,8 @@ pub fn run_sequences<M: BatchModel>(
         });
         // Per bucket width, the sequences waiting for a full batch.
         let mut queues: BTreeMap<usize, Vec<(usize, Vec<u32>)>> = BTreeMap::new();
-        let rows_for = |w: usize| (token_budget / w).max(1);
+        let heads = model.attention_heads();
+        let rows_for = |w: usize| max_rows(token_budget, w, heads);
         let mut run = |w: usize, seqs: &[(usize, Vec<u32>)]| -> Result<(), ModelError> {
             let refs: Vec<&[u32]> = seqs.iter().map(|(_, s)| s.as_slice()).collect();
             let batch = PaddedBatch::right(&refs, w, model.pad_id());
@@ -141,7 +160,7 @@ pub fn run_sequences<M: BatchModel>(
 
 #[cfg(test)]
 mod tests {
-    use super::bucket_width;
+    use super::{bucket_width, max_rows, MAX_ATTENTION_SCORES};
 
     #[test]
     fn bucket_widths_waste_little_and_respect_the_maximum() {
@@ -153,5 +172,20 @@ mod tests {
         assert_eq!(bucket_width(1000, 1000), 1000);
         assert_eq!(bucket_width(5, 8), 8);
         assert_eq!(bucket_width(17, 512), 32);
+    }
+
+    /// The H200 failure of docs/gpu.md: 16 heads, ~1,100-token rows, a 131,072-token
+    /// budget gave ≈ 2.3·10⁹ attention scores; the cap keeps a batch within the limit.
+    #[test]
+    fn batches_keep_attention_scores_under_the_limit() {
+        let rows = max_rows(131_072, 1_120, 16);
+        assert!(
+            rows * 16 * 1_120 * 1_120 <= MAX_ATTENTION_SCORES,
+            "{rows} rows"
+        );
+        assert!(rows < 131_072 / 1_120);
+        // The CPU default budget is never cut; one row always runs.
+        assert_eq!(max_rows(16_384, 512, 12), 32);
+        assert_eq!(max_rows(16_384, 40_000, 64), 1);
     }
 }

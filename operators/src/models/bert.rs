@@ -64,6 +64,11 @@ pub struct BertEncoder {
 }
 
 impl BertEncoder {
+    /// Heads of each attention layer.
+    pub fn attention_heads(&self) -> usize {
+        self.config.num_attention_heads
+    }
+
     /// Loads `dir` in f32 on the CPU.
     pub fn load(dir: &Path, max_tokens: usize) -> Result<Self, ModelError> {
         let device = Device::Cpu;

@@ -82,6 +82,9 @@ impl BatchModel for BertEncoder {
     fn forward_rows(&self, batch: &PaddedBatch) -> Result<Vec<f32>, ModelError> {
         self.embed_batch(batch)
     }
+    fn attention_heads(&self) -> usize {
+        self.attention_heads()
+    }
 }
 
 /// The text of messages `[from, to)` of a conversation, one per line.

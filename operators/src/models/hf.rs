@@ -210,6 +210,9 @@ impl BatchModel for HfRewardModel {
     fn forward_rows(&self, batch: &PaddedBatch) -> Result<Vec<f32>, ModelError> {
         self.model.rewards(batch)
     }
+    fn attention_heads(&self) -> usize {
+        self.model.config.num_attention_heads
+    }
 }
 
 impl PairFeatures for HfRewardModel {

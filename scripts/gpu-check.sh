@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The standing GPU check of docs/gpu.md, run ON the GPU machine from the repository root
+# with the binaries of `TESTS=1 scripts/build-cuda.sh` carried in .gpu/ (stripped and
+# gzipped by `scripts/gpu-check.sh pack` on the build machine, to fit the transfer):
+#   1. the decoder parity tests (qwen3_rm, llama_rm) on the GPU, f32 and bf16;
+#   2. `synpref score` on a Qwen3-0.6B-shaped model (random weights, bf16) over PAIRS
+#      pairs of ~1,000 tokens per side, then the same pairs through transformers (sdpa,
+#      bf16) on the same GPU: tokens/s, pairs/s, MFU, the ratio, and reward agreement.
+#   scripts/gpu-check.sh pack          (build machine) -> .gpu/synpref.zst, .gpu/integration.zst
+#   scripts/gpu-check.sh run [PAIRS]   (GPU machine; writes logs to $OUT or /tmp/gpu-check)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-run}" = pack ]; then
+    set -e
+    mkdir -p .gpu
+    objcopy --strip-debug target-cuda/release/synpref /tmp/synpref-cuda
+    objcopy --strip-debug "$(cat target-cuda/integration-test-path)" /tmp/integration-cuda
+    gzip -6 -c /tmp/synpref-cuda > .gpu/synpref.gz
+    gzip -6 -c /tmp/integration-cuda > .gpu/integration.gz
+    pwd > .gpu/build-root
+    ls -l .gpu
+    exit 0
+fi
+PAIRS=${2:-2048}
+LOG=${OUT:-/tmp/gpu-check}
+mkdir -p "$LOG" /tmp/gpu
+W=/tmp/gpu
+for b in synpref integration; do
+    gzip -dc .gpu/$b.gz > $W/$b && chmod +x $W/$b
+done
+# The CUDA 13 libraries the binary links (cuBLAS, cuRAND, ...) come with PyTorch's wheels.
+LIBS=$(python3 - <<'PY'
+import glob, os, site
+dirs = set()
+for base in site.getsitepackages():
+    for pat in ("libcublas.so.13*", "libcublasLt.so.13*", "libcurand.so.10*", "libnvrtc.so.13*", "libcudart.so.13*"):
+        for f in glob.glob(os.path.join(base, "nvidia", "**", pat), recursive=True):
+            dirs.add(os.path.dirname(f))
+print(":".join(sorted(dirs)))
+PY
+)
+export LD_LIBRARY_PATH=$LIBS:${LD_LIBRARY_PATH:-}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee $LOG/gpu.txt
+ldd $W/synpref | grep -E "cuda|cublas|curand|not found" | tee -a $LOG/gpu.txt
+
+# The test binary finds tests/fixtures under the build machine's checkout path.
+ROOT=$(cat .gpu/build-root)
+if [ ! -e "$ROOT/tests" ]; then mkdir -p "$ROOT/cluster" && ln -sfn "$PWD/tests" "$ROOT/tests"; fi
+# ... and runs the synpref binary from where the build put it.
+[ -e "$ROOT/target-cuda/release/synpref" ] || { mkdir -p "$ROOT/target-cuda/release" && cp $W/synpref "$ROOT/target-cuda/release/"; }
+export RUST_BACKTRACE=0
+echo "== 1. decoder parity on the GPU" | tee $LOG/parity.log
+[ -n "${SKIP_PARITY:-}" ] || SYNPREF_TEST_DEVICE=cuda timeout 120 $W/integration parity_qwen3 parity_llama --test-threads 1 2>&1 | tee -a $LOG/parity.log
+
+echo "== 2. scoring benchmark, $PAIRS pairs" | tee $LOG/bench.log
+timeout 100 python3 scripts/gpu_bench.py make $W/bench $PAIRS 2>&1 | tee -a $LOG/bench.log
+head -n 64 $W/bench/pairs.jsonl > $W/bench/warm.jsonl
+# A first, small run compiles candle's PTX for this GPU (the driver caches it).
+timeout 120 $W/synpref score --model hf:$W/bench/model --pairs $W/bench/warm.jsonl --out $W/bench/warm \
+    --token-budget ${SYNPREF_BUDGET:-32768} --max-tokens 4096 --device cuda --dtype bf16 --no-score-cache --no-progress \
+    2>&1 | tail -12 | tee -a $LOG/bench.log
+T0=$(date +%s.%N)
+timeout 200 $W/synpref score --model hf:$W/bench/model --pairs $W/bench/pairs.jsonl --out $W/bench/synpref \
+    --token-budget ${SYNPREF_BUDGET:-32768} --max-tokens 4096 --device cuda --dtype bf16 --no-score-cache --no-progress \
+    2>&1 | tail -12 | tee -a $LOG/bench.log
+T1=$(date +%s.%N)
+export SYNPREF_SCORE_S=$(python3 -c "print($T1 - $T0)")
+echo "synpref score wall time (model load included): $SYNPREF_SCORE_S s" | tee -a $LOG/bench.log
+cp $W/bench/synpref/report.json $LOG/synpref-report.json 2>/dev/null
+timeout 150 python3 scripts/gpu_bench.py transformers $W/bench 2>&1 | tee -a $LOG/bench.log
+cp $W/bench/summary.json $LOG/ 2>/dev/null
+true
