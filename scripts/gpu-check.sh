@@ -59,6 +59,8 @@ head -n 64 $W/bench/pairs.jsonl > $W/bench/warm.jsonl
 timeout 120 $W/synpref score --model hf:$W/bench/model --pairs $W/bench/warm.jsonl --out $W/bench/warm \
     --token-budget ${SYNPREF_BUDGET:-32768} --max-tokens 4096 --device cuda --dtype bf16 --no-score-cache --no-progress \
     2>&1 | tail -12 | tee -a $LOG/bench.log
+# WARM_ONLY=1: stop after the small run (a quick check of a fix within a short lease).
+[ -z "${WARM_ONLY:-}" ] || exit 0
 T0=$(date +%s.%N)
 timeout 200 $W/synpref score --model hf:$W/bench/model --pairs $W/bench/pairs.jsonl --out $W/bench/synpref \
     --token-budget ${SYNPREF_BUDGET:-32768} --max-tokens 4096 --device cuda --dtype bf16 --no-score-cache --no-progress \
