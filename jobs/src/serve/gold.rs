@@ -104,7 +104,7 @@ pub fn hashed_margin(model: &HashedBtModel, bytes: &[u8]) -> Option<f32> {
 
 /// r(chosen) − r(rejected) under an encoder head from a record of the encoder's f32s.
 pub fn head_margin(head: &DenseHead, bytes: &[u8]) -> Option<f32> {
-    if bytes.len() % 4 != 0 || bytes.len() / 4 != 3 * head.weights.len() / 2 {
+    if !bytes.len().is_multiple_of(4) || bytes.len() / 4 != 3 * head.weights.len() / 2 {
         return None;
     }
     let (c, r) = head.rewards(&f32s(bytes));

@@ -135,7 +135,7 @@ impl ServeSpec {
                 ))
             }
         }
-        if !(self.poll_interval_s > 0.0) {
+        if self.poll_interval_s.is_nan() || self.poll_interval_s <= 0.0 {
             return Err(Error::setting("--poll-interval", "must be positive"));
         }
         if self.max_body_bytes == 0 {
