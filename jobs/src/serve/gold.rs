@@ -65,14 +65,24 @@ impl GoldFeatures {
 /// A built-in model's features record: the counts and values of the chosen and the
 /// rejected reply's features, then their indices in extraction order (the order the
 /// model sums them in, so re-scoring from here is bit-identical to scoring the text).
+/// Indices take 3 bytes each when they all fit (the default 2²⁰ features, any
+/// `--feature-bits` up to 24), else 4: the record's length says which. Re-scoring reads
+/// these records for most of a shard per epoch, so their size is its I/O.
 pub fn encode_hashed(e: &TrainExample) -> Vec<u8> {
-    let mut b = Vec::with_capacity(16 + 4 * (e.winner.indices.len() + e.loser.indices.len()));
+    let indices = || e.winner.indices.iter().chain(&e.loser.indices);
+    let width = if indices().all(|&i| i < 1 << 24) {
+        3
+    } else {
+        4
+    };
+    let n = e.winner.indices.len() + e.loser.indices.len();
+    let mut b = Vec::with_capacity(16 + width * n);
     b.extend_from_slice(&(e.winner.indices.len() as u32).to_le_bytes());
     b.extend_from_slice(&(e.loser.indices.len() as u32).to_le_bytes());
     b.extend_from_slice(&e.winner.value.to_le_bytes());
     b.extend_from_slice(&e.loser.value.to_le_bytes());
-    for i in e.winner.indices.iter().chain(&e.loser.indices) {
-        b.extend_from_slice(&i.to_le_bytes());
+    for i in indices() {
+        b.extend_from_slice(&i.to_le_bytes()[..width]);
     }
     b
 }
@@ -89,11 +99,27 @@ pub fn hashed_margin(model: &HashedBtModel, bytes: &[u8]) -> Option<f32> {
             .map(|s| u32::from_le_bytes(s.try_into().expect("4")))
     };
     let (nw, nl) = (u(0)? as usize, u(4)? as usize);
+    let body = bytes.get(16..)?;
+    let n = nw + nl;
+    let width = match body.len() {
+        l if l == 3 * n => 3,
+        l if l == 4 * n => 4,
+        _ => return None,
+    };
     let weights = &model.weights;
+    let index = |k: usize| -> usize {
+        let at = width * k;
+        let low = body[at] as usize | (body[at + 1] as usize) << 8 | (body[at + 2] as usize) << 16;
+        if width == 4 {
+            low | (body[at + 3] as usize) << 24
+        } else {
+            low
+        }
+    };
     let sum = |from: usize, n: usize| -> Option<f32> {
         let mut s = 0.0f32;
         for k in from..from + n {
-            s += *weights.get(u(16 + 4 * k)? as usize)?;
+            s += *weights.get(index(k))?;
         }
         Some(s)
     };
@@ -375,6 +401,52 @@ mod tests {
         let m = hashed_margin(&model, &encode_hashed(&e)).unwrap();
         assert_eq!(m.to_bits(), (scored.0 - scored.1).to_bits());
         assert!(hashed_margin(&HashedBtModel::zero(10), &encode_hashed(&e)).is_none());
+        // 3-byte indices at 16 bits; a record cut short is refused.
+        let record = encode_hashed(&e);
+        assert_eq!(
+            record.len(),
+            16 + 3 * (e.winner.indices.len() + e.loser.indices.len())
+        );
+        assert!(hashed_margin(&model, &record[..record.len() - 1]).is_none());
+    }
+
+    /// Features past 2²⁴ (`--feature-bits` 25 and up) are stored in 4 bytes, and
+    /// re-scored bit for bit too.
+    #[test]
+    fn wide_feature_indices_take_four_bytes_and_rescore_exactly() {
+        let mut model = HashedBtModel::zero(25);
+        let (a, b, c) = (7usize, (1 << 24) + 3, (1 << 25) - 1);
+        model.weights[a] = 0.25;
+        model.weights[b] = -1.5;
+        model.weights[c] = 3.0e-3;
+        let mut e = TrainExample::from_pair(&pair_for_wide_test(), 25, false);
+        e.winner.indices = vec![a as u32, b as u32, c as u32];
+        e.loser.indices = vec![b as u32, a as u32];
+        let record = encode_hashed(&e);
+        assert_eq!(record.len(), 16 + 4 * 5);
+        let want = (model.weights[a] + model.weights[b] + model.weights[c]) * e.winner.value
+            - (model.weights[b] + model.weights[a]) * e.loser.value;
+        assert_eq!(
+            hashed_margin(&model, &record).unwrap().to_bits(),
+            want.to_bits()
+        );
+    }
+
+    fn pair_for_wide_test() -> PreferencePair {
+        PreferencePair {
+            key: RowKey(2),
+            row: 2,
+            pair_id: "q".into(),
+            prompt: Conversation::Text("a".into()),
+            chosen: Conversation::Text("b c".into()),
+            rejected: Conversation::Text("d".into()),
+            implicit_prompt: false,
+            attributes: Attributes::default(),
+            extras: Vec::new(),
+            content_hash: 2,
+            pair_key: 2,
+            corrected: false,
+        }
     }
 
     /// An encoder head's margin from the stored record is the one scoring gives, bit
