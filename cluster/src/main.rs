@@ -19,7 +19,12 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// buffers are freed and allocated again for every row group, and with mimalloc's
 /// default 10 ms purge delay the kernel zeroed fresh pages for each (9% of curate's
 /// time). Measured at 1M pairs: 10.8 s → 9.3 s, peak RSS +60 MB (docs/benchmarks.md).
+/// `MIMALLOC_PURGE_DELAY` in the environment (mimalloc's own setting, read at its
+/// start) overrides this, e.g. to measure what the setting costs a job's memory.
 fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
     // SAFETY: sets a global option before any worker thread starts; mimalloc reads it
     // atomically.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };

@@ -286,4 +286,81 @@ mod tests {
         assert_eq!(idx.advance(0.5), vec![0, 1]);
         assert!(idx.is_empty());
     }
+
+    /// Oracle over many epochs: the pairs the index does not return keep their side
+    /// of the threshold under the current weights, computed from scratch, whatever
+    /// the mix of sparse and dense, small and large moves.
+    #[test]
+    fn pairs_left_in_the_index_never_change_side_over_many_epochs() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let bits = 10;
+        let pairs: Vec<(SparseFeatures, SparseFeatures)> = (0..60)
+            .map(|_| {
+                let mut c = SparseFeatures::default();
+                let mut r = SparseFeatures::default();
+                let n1 = rng.random_range(1..300);
+                let n2 = rng.random_range(1..300);
+                response_features(&random_text(&mut rng, n1), 0, bits, &mut c);
+                response_features(&random_text(&mut rng, n2), 0, bits, &mut r);
+                (c, r)
+            })
+            .collect();
+        let mut model = HashedBtModel::zero(bits);
+        for w in model.weights.iter_mut() {
+            *w = rng.random_range(-0.05f32..0.05);
+        }
+        let margin = |m: &HashedBtModel, (c, r): &(SparseFeatures, SparseFeatures)| {
+            m.reward(c) - m.reward(r)
+        };
+        let mut idx = RescoreIndex::new(0.5);
+        let mut last: Vec<f32> = pairs.iter().map(|p| margin(&model, p)).collect();
+        for (i, p) in pairs.iter().enumerate() {
+            idx.insert(i as u32, last[i], sparse_diff_norm(&p.0, &p.1));
+        }
+        let (mut checked, mut popped) = (0usize, 0usize);
+        for epoch in 0..80 {
+            let old = model.weights.clone();
+            if epoch % 2 == 0 {
+                // A training step's move: along one pair's d (its winner's features up,
+                // its loser's down), which carries that pair, and the pairs sharing its
+                // n-grams, toward or across the threshold.
+                let (c, r) = &pairs[rng.random_range(0..pairs.len())];
+                let step = rng.random_range(-0.3f32..0.3);
+                for i in &c.indices {
+                    model.weights[*i as usize] += step * c.value;
+                }
+                for i in &r.indices {
+                    model.weights[*i as usize] -= step * r.value;
+                }
+            } else {
+                let (share, scale) = [(0.01, 0.05f32), (1.0, 0.002)][epoch % 4 / 2];
+                for w in model.weights.iter_mut() {
+                    if rng.random_bool(share) {
+                        *w += rng.random_range(-scale..scale);
+                    }
+                }
+            }
+            let due = idx.advance(weight_drift(&old, &model.weights));
+            popped += due.len();
+            for (i, p) in pairs.iter().enumerate() {
+                let now = margin(&model, p);
+                if due.binary_search(&(i as u32)).is_ok() {
+                    last[i] = now;
+                    idx.insert(i as u32, now, sparse_diff_norm(&p.0, &p.1));
+                } else if (last[i] as f64).abs() > MARGIN_ROUNDING {
+                    checked += 1;
+                    assert_eq!(
+                        now > 0.0,
+                        last[i] > 0.0,
+                        "epoch {epoch}, pair {i}: left in the index but crossed ({} → {now})",
+                        last[i]
+                    );
+                }
+            }
+        }
+        assert!(
+            checked > 500 && popped > 0,
+            "checked {checked}, popped {popped}"
+        );
+    }
 }
