@@ -217,18 +217,24 @@ mod tests {
             .join(" ")
     }
 
+    /// A random pair's features: two replies of 1–299 words from 400.
+    fn random_pair(rng: &mut impl Rng, bits: u32) -> (SparseFeatures, SparseFeatures) {
+        let mut c = SparseFeatures::default();
+        let mut r = SparseFeatures::default();
+        let n1 = rng.random_range(1..300);
+        let n2 = rng.random_range(1..300);
+        response_features(&random_text(rng, n1), 0, bits, &mut c);
+        response_features(&random_text(rng, n2), 0, bits, &mut r);
+        (c, r)
+    }
+
     /// The bound holds for computed margins under randomised weights and moves.
     #[test]
     fn margin_moves_stay_within_the_bound_for_random_weights() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let bits = 12;
         for trial in 0..200 {
-            let mut c = SparseFeatures::default();
-            let mut r = SparseFeatures::default();
-            let n1 = rng.random_range(1..300);
-            let n2 = rng.random_range(1..300);
-            response_features(&random_text(&mut rng, n1), 0, bits, &mut c);
-            response_features(&random_text(&mut rng, n2), 0, bits, &mut r);
+            let (c, r) = random_pair(&mut rng, bits);
             let mut old = HashedBtModel::zero(bits);
             let scale = [0.01f32, 0.3, 2.0][trial % 3];
             for w in old.weights.iter_mut() {
@@ -294,17 +300,7 @@ mod tests {
     fn pairs_left_in_the_index_never_change_side_over_many_epochs() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         let bits = 10;
-        let pairs: Vec<(SparseFeatures, SparseFeatures)> = (0..60)
-            .map(|_| {
-                let mut c = SparseFeatures::default();
-                let mut r = SparseFeatures::default();
-                let n1 = rng.random_range(1..300);
-                let n2 = rng.random_range(1..300);
-                response_features(&random_text(&mut rng, n1), 0, bits, &mut c);
-                response_features(&random_text(&mut rng, n2), 0, bits, &mut r);
-                (c, r)
-            })
-            .collect();
+        let pairs: Vec<_> = (0..60).map(|_| random_pair(&mut rng, bits)).collect();
         let mut model = HashedBtModel::zero(bits);
         for w in model.weights.iter_mut() {
             *w = rng.random_range(-0.05f32..0.05);
