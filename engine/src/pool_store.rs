@@ -184,6 +184,7 @@ impl PoolStore {
             while end < locs.len()
                 && locs[end].file() == file
                 && locs[end].offset() < start + READ_WINDOW
+                && locs[end].offset() - locs[end - 1].offset() <= READ_GAP
             {
                 end += 1;
             }
@@ -232,9 +233,17 @@ impl PoolStore {
 /// of records costs one system call per megabyte, and the buffer stays in cache.
 const READ_WINDOW: u64 = 1 << 20;
 
+/// The farthest apart two wanted records may start and still share a window: reading
+/// the bytes between them (a memory copy from the page cache at several GB/s: 16 KiB
+/// in a few µs) costs about what a second read call costs. Farther apart, as when an
+/// epoch re-scores one pair in a hundred, each is read on its own, so that a sparse
+/// epoch does not copy the whole store (it did: 1 MB windows for a few records each).
+const READ_GAP: u64 = 16 << 10;
+
 /// Bytes read past a window's last record start, to take in its body; a longer record
-/// is read on its own. Features records are a few hundred bytes to a few kilobytes.
-const RECORD_TAIL: u64 = 64 << 10;
+/// is read on its own. Features records are about 700 bytes (16 + 3 per n-gram, ≈ 228
+/// n-grams a pair at 10M generated pairs), rarely more than a few kilobytes.
+const RECORD_TAIL: u64 = 4 << 10;
 
 /// Fills `buf` from `offset` until it is full or the file ends; the bytes read.
 fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
@@ -322,7 +331,7 @@ mod tests {
             }
             store.finish(wr).unwrap();
         }
-        for stride in [1, 2, 7, 1000] {
+        for stride in [1, 2, 7, 40, 1000] {
             let mut picked: Vec<PoolLoc> = locs.iter().copied().step_by(stride).collect();
             picked.sort_unstable();
             let mut seen = 0;
