@@ -107,24 +107,23 @@ pub fn hashed_margin(model: &HashedBtModel, bytes: &[u8]) -> Option<f32> {
         _ => return None,
     };
     let weights = &model.weights;
-    let index = |k: usize| -> usize {
-        let at = width * k;
-        let low = body[at] as usize | (body[at + 1] as usize) << 8 | (body[at + 2] as usize) << 16;
-        if width == 4 {
-            low | (body[at + 3] as usize) << 24
-        } else {
-            low
-        }
-    };
-    let sum = |from: usize, n: usize| -> Option<f32> {
+    // The width is decided once per record, not per index: one loop per width.
+    let sum = |indices: &[u8]| -> Option<f32> {
         let mut s = 0.0f32;
-        for k in from..from + n {
-            s += *weights.get(index(k))?;
+        if width == 3 {
+            for c in indices.chunks_exact(3) {
+                s += *weights.get(c[0] as usize | (c[1] as usize) << 8 | (c[2] as usize) << 16)?;
+            }
+        } else {
+            for c in indices.chunks_exact(4) {
+                s += *weights.get(u32::from_le_bytes(c.try_into().expect("4 bytes")) as usize)?;
+            }
         }
         Some(s)
     };
-    let winner = sum(0, nw)? * f32::from_bits(u(8)?);
-    let loser = sum(nw, nl)? * f32::from_bits(u(12)?);
+    let (winner, loser) = body.split_at(width * nw);
+    let winner = sum(winner)? * f32::from_bits(u(8)?);
+    let loser = sum(loser)? * f32::from_bits(u(12)?);
     Some(winner - loser)
 }
 
