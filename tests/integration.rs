@@ -2423,3 +2423,6 @@ mod serve_faults;
 
 #[path = "integration/serve_cluster.rs"]
 mod serve_cluster;
+
+#[path = "integration/launch.rs"]
+mod launch;

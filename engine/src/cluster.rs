@@ -42,11 +42,29 @@ impl ClusterSpec {
             .filter(|l| !l.is_empty())
             .map(str::to_string)
             .collect();
+        Self::from_addresses(addresses, process, "--hostfile", &format!("{path}: line"))
+    }
+
+    /// Takes `--peers`: every process's `host:port`, comma-separated, in process order
+    /// (what `synpref launch` hands each process).
+    pub fn from_peers(peers: &str, process: usize) -> Result<ClusterSpec> {
+        let addresses = peers.split(',').map(|a| a.trim().to_string()).collect();
+        Self::from_addresses(addresses, process, "--peers", "address")
+    }
+
+    fn from_addresses(
+        addresses: Vec<String>,
+        process: usize,
+        setting: &str,
+        item: &str,
+    ) -> Result<ClusterSpec> {
         for (i, a) in addresses.iter().enumerate() {
-            if !a.contains(':') {
+            if a.rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
                 return Err(Error::setting(
-                    "--hostfile",
-                    format!("{path}: line {}: `{a}` is not host:port", i + 1),
+                    setting,
+                    format!("{item} {}: `{a}` is not host:port", i + 1),
                 ));
             }
         }
@@ -54,7 +72,7 @@ impl ClusterSpec {
             return Err(Error::setting(
                 "--process",
                 format!(
-                    "{process} is not below the {} processes of {path}",
+                    "{process} is not below the {} processes of {setting}",
                     addresses.len()
                 ),
             ));
@@ -69,5 +87,25 @@ impl ClusterSpec {
     /// The first process clears old output and writes the report and the manifest.
     pub fn is_leader(&self) -> bool {
         self.process == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_are_host_port_pairs_and_the_process_is_among_them() {
+        let c = ClusterSpec::from_peers("127.0.0.1:5000,node2:5001", 1).unwrap();
+        assert_eq!(c.addresses, ["127.0.0.1:5000", "node2:5001"]);
+        assert!(!c.is_leader());
+        for (peers, process, flag) in [
+            ("127.0.0.1:5000,node2", 0, "--peers"),
+            ("a:1,b:99999", 0, "--peers"),
+            ("a:1,b:2", 2, "--process"),
+        ] {
+            let e = ClusterSpec::from_peers(peers, process).unwrap_err();
+            assert!(e.to_string().contains(flag), "{peers}: {e}");
+        }
     }
 }

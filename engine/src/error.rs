@@ -77,6 +77,16 @@ pub enum Error {
         message: String,
     },
 
+    /// A process that `synpref launch` started failed, and the launch gives up: the
+    /// message names the process, how it ended and its last lines of stderr. Exit
+    /// status 2 when the process refused its arguments (exit 2), else 1.
+    #[error("{message}")]
+    LaunchedProcessFailed {
+        process: usize,
+        exit_code: i32,
+        message: String,
+    },
+
     #[error("{context}: {message}")]
     Other { context: String, message: String },
 }
@@ -87,6 +97,7 @@ impl Error {
         match self {
             Error::Setting { .. } | Error::BadInput { .. } | Error::NoInput { .. } => 2,
             Error::PeerFailed { exit_code, .. } => *exit_code,
+            Error::LaunchedProcessFailed { exit_code, .. } => *exit_code,
             _ => 1,
         }
     }

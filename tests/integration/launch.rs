@@ -1,0 +1,246 @@
+//! `synpref launch` (issue 13): a job started as several local processes gives the
+//! rows one process gives; a process that dies ends the launch within seconds, naming
+//! it; `--restarts` starts the job again and it completes; bad usage is refused.
+
+use super::*;
+use std::io::BufRead;
+use std::sync::Mutex;
+
+/// A running `synpref launch` with its stderr collected line by line.
+struct Launch {
+    child: std::process::Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Launch {
+    fn start(args: &[&str]) -> Launch {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_synpref"))
+            .arg("launch")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env("SYNPREF_TOKEN", TOKEN)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start synpref launch");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let pipe = child.stderr.take().unwrap();
+        let lines = stderr.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(|l| l.ok()) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Launch { child, stderr }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// The pid of `process` as the launcher announced it (waits for the line).
+    fn pid_of(&self, process: usize) -> u32 {
+        let started = std::time::Instant::now();
+        let prefix = format!("synpref launch: process {process} (");
+        loop {
+            if let Some(pid) = self.stderr.lock().unwrap().iter().rev().find_map(|l| {
+                l.strip_prefix(&prefix)?
+                    .rsplit_once("pid ")?
+                    .1
+                    .parse::<u32>()
+                    .ok()
+            }) {
+                return pid;
+            }
+            assert!(
+                started.elapsed().as_secs() < 60,
+                "no pid line: {}",
+                self.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Launch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sigkill(pid: u32) {
+    let st = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -9 {pid}");
+}
+
+fn assert_same_rows(a: &Path, b: &Path) {
+    for dest in ["curated", "discarded", "quarantine"] {
+        assert!(
+            read_rows(&a.join(dest)) == read_rows(&b.join(dest)),
+            "{dest} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
+fn curate_args<'a>(pairs: &'a Path, gold: &'a Path, out: &'a Path) -> Vec<&'a str> {
+    vec![
+        "curate",
+        "--pairs",
+        s(pairs),
+        "--gold",
+        s(gold),
+        "--out",
+        s(out),
+        "--workers",
+        "1",
+    ]
+}
+
+#[test]
+fn launch_local_2_curates_the_rows_of_one_process_and_restarts_after_a_sigkill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 6_000, 5);
+    let (pairs, gold) = (data.join("pairs"), data.join("gold.parquet"));
+    let single = tmp.path().join("single");
+    let mut args = curate_args(&pairs, &gold, &single);
+    *args.last_mut().unwrap() = "2";
+    ok(&args);
+
+    let launched = tmp.path().join("launched");
+    let mut a = vec!["--local", "2", "--"];
+    a.extend(curate_args(&pairs, &gold, &launched));
+    let mut run = Launch::start(&a);
+    assert_eq!(
+        exit_within(&mut run.child, 300),
+        Some(0),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(assert_accounting(&launched)["workers"], 2);
+    assert_same_rows(&single, &launched);
+
+    // Killed as soon as it starts, restarted once: it completes with the same rows.
+    let restarted = tmp.path().join("restarted");
+    let mut a = vec!["--local", "2", "--restarts", "1", "--"];
+    a.extend(curate_args(&pairs, &gold, &restarted));
+    let mut run = Launch::start(&a);
+    sigkill(run.pid_of(1));
+    assert_eq!(
+        exit_within(&mut run.child, 300),
+        Some(0),
+        "{}",
+        run.stderr()
+    );
+    let err = run.stderr();
+    assert!(
+        err.contains("process 1 (") && err.contains("SIGKILL"),
+        "{err}"
+    );
+    assert!(err.contains("restart 1 of 1"), "{err}");
+    assert_accounting(&restarted);
+    assert_same_rows(&single, &restarted);
+}
+
+#[test]
+fn a_sigkilled_process_ends_the_launch_within_10_s_with_exit_1_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 2_000, 6);
+    let (pairs, out) = (data.join("pairs"), tmp.path().join("serve"));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let run = Launch::start(&[
+        "--local",
+        "2",
+        "--",
+        "serve",
+        "--pairs",
+        s(&pairs),
+        "--out",
+        s(&out),
+        "--listen",
+        &addr,
+        "--workers",
+        "1",
+        "--snapshot-every",
+        "0",
+    ]);
+    // The job is up: process 0 answers that both processes are ready.
+    let started = std::time::Instant::now();
+    while !std::net::TcpStream::connect(&addr).is_ok_and(|_| {
+        http(&addr, "GET", "/v1/status", Some(TOKEN), b"")
+            .1
+            .contains(r#""state":"ready""#)
+    }) {
+        assert!(
+            started.elapsed().as_secs() < 300,
+            "not ready: {}",
+            run.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut run = run;
+    let killed_at = std::time::Instant::now();
+    sigkill(run.pid_of(1));
+    let code = exit_within(&mut run.child, 10);
+    assert!(killed_at.elapsed().as_secs() < 10);
+    assert_eq!(code, Some(1), "{}", run.stderr());
+    let err = run.stderr();
+    assert!(
+        err.contains("synpref: error: process 1 (127.0.0.1:") && err.contains("killed by signal 9"),
+        "the launch must name the process that died: {err}"
+    );
+    // The other process is gone too: its API no longer answers.
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "process 0 still serves"
+    );
+}
+
+#[test]
+fn launch_refuses_single_process_jobs_cluster_flags_and_does_not_restart_bad_usage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = fails_with(
+        &[
+            "launch", "--local", "2", "--", "gen", "--pairs", "10", "--out", "x",
+        ],
+        2,
+    );
+    assert!(e.contains("JOB") && e.contains("gen"), "{e}");
+    let e = fails_with(
+        &["launch", "--local", "2", "--", "curate", "--process", "1"],
+        2,
+    );
+    assert!(e.contains("--process"), "{e}");
+    fails_with(&["launch", "--", "curate"], 2);
+    // Processes that refuse their arguments (exit 2): no restart, the launch exits 2.
+    let missing = tmp.path().join("missing");
+    let out = tmp.path().join("out");
+    let mut run = Launch::start(&[
+        "--local",
+        "2",
+        "--restarts",
+        "3",
+        "--",
+        "curate",
+        "--pairs",
+        s(&missing),
+        "--gold",
+        s(&missing),
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(exit_within(&mut run.child, 60), Some(2), "{}", run.stderr());
+    let err = run.stderr();
+    assert!(
+        err.contains("exited with status 2") && err.contains(s(&missing)),
+        "{err}"
+    );
+    assert!(!err.contains("restart 1"), "{err}");
+}
