@@ -244,3 +244,126 @@ fn launch_refuses_single_process_jobs_cluster_flags_and_does_not_restart_bad_usa
     );
     assert!(!err.contains("restart 1"), "{err}");
 }
+
+/// A real OpenSSH server on a loopback port that lets in one generated key: what
+/// `launch --hostfile` needs of a host. Fails (does not skip) without `sshd` and
+/// `ssh-keygen`: .ci/run installs openssh-server.
+struct LoopbackSshd {
+    child: std::process::Child,
+    /// The `--ssh` command that reaches it.
+    ssh: String,
+    _dir: tempfile::TempDir,
+}
+
+impl LoopbackSshd {
+    fn start() -> LoopbackSshd {
+        let dir = tempfile::tempdir().unwrap();
+        let keygen = |name: &str| {
+            let st = Command::new("ssh-keygen")
+                .args([
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-f",
+                    s(&dir.path().join(name)),
+                ])
+                .status()
+                .expect("ssh-keygen (openssh-client) is needed: .ci/run installs it");
+            assert!(st.success());
+        };
+        keygen("host_key");
+        keygen("client_key");
+        std::fs::copy(
+            dir.path().join("client_key.pub"),
+            dir.path().join("authorized_keys"),
+        )
+        .unwrap();
+        let port = free_port();
+        let config = dir.path().join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+                 StrictModes no\nPidFile none\n",
+                s(&dir.path().join("host_key")),
+                s(&dir.path().join("authorized_keys"))
+            ),
+        )
+        .unwrap();
+        // sshd started as root wants its privilege-separation directory.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let sshd = ["/usr/sbin/sshd", "/usr/local/sbin/sshd", "sshd"]
+            .into_iter()
+            .find(|p| !p.starts_with('/') || Path::new(p).exists())
+            .unwrap();
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f", s(&config)])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect(
+                "sshd (openssh-server) is needed for launch --hostfile's test: .ci/run installs it",
+            );
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed().as_secs() < 20,
+                "sshd did not listen on {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let ssh = format!(
+            "ssh -i {} -p {port} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+            s(&dir.path().join("client_key"))
+        );
+        LoopbackSshd {
+            child,
+            ssh,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for LoopbackSshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn launch_over_ssh_from_a_hostfile_curates_the_rows_of_one_process() {
+    let sshd = LoopbackSshd::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 3_000, 8);
+    let (pairs, gold) = (data.join("pairs"), data.join("gold.parquet"));
+    let single = tmp.path().join("single");
+    let mut args = curate_args(&pairs, &gold, &single);
+    *args.last_mut().unwrap() = "2";
+    ok(&args);
+    let hostfile = tmp.path().join("hosts");
+    std::fs::write(
+        &hostfile,
+        format!(
+            "# two processes on loopback, reached over ssh\n127.0.0.1:{}\n127.0.0.1:{}\n",
+            free_port(),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let over_ssh = tmp.path().join("over-ssh");
+    let mut a = vec!["--hostfile", s(&hostfile), "--ssh", &sshd.ssh, "--"];
+    a.extend(curate_args(&pairs, &gold, &over_ssh));
+    let mut run = Launch::start(&a);
+    assert_eq!(
+        exit_within(&mut run.child, 300),
+        Some(0),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(assert_accounting(&over_ssh)["workers"], 2);
+    assert_same_rows(&single, &over_ssh);
+}
