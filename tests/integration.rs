@@ -2426,3 +2426,6 @@ mod serve_cluster;
 
 #[path = "integration/launch.rs"]
 mod launch;
+
+#[path = "integration/deploy.rs"]
+mod deploy;

@@ -367,3 +367,39 @@ fn launch_over_ssh_from_a_hostfile_curates_the_rows_of_one_process() {
     assert_eq!(assert_accounting(&over_ssh)["workers"], 2);
     assert_same_rows(&single, &over_ssh);
 }
+
+#[test]
+fn launch_slurm_tasks_find_each_other_from_slurms_variables_and_curate_the_rows_of_one_process() {
+    // Two tasks of one step on one node, as `srun --ntasks=2` starts them: each
+    // launcher reads its SLURM_* variables; node `localhost`, ports base and base + 1.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    gen(&data, 3_000, 9);
+    let (pairs, gold) = (data.join("pairs"), data.join("gold.parquet"));
+    let single = tmp.path().join("single");
+    let mut args = curate_args(&pairs, &gold, &single);
+    *args.last_mut().unwrap() = "2";
+    ok(&args);
+    let out = tmp.path().join("slurm");
+    let port = free_port().to_string();
+    let mut tasks: Vec<std::process::Child> = (0..2)
+        .map(|task| {
+            Command::new(env!("CARGO_BIN_EXE_synpref"))
+                .args(["launch", "--slurm", "--port", &port, "--"])
+                .args(curate_args(&pairs, &gold, &out))
+                .env("SLURM_PROCID", task.to_string())
+                .env("SLURM_NTASKS", "2")
+                .env("SLURM_JOB_NODELIST", "localhost")
+                .env("SLURM_TASKS_PER_NODE", "2")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for t in &mut tasks {
+        assert_eq!(exit_within(t, 300), Some(0));
+    }
+    assert_eq!(assert_accounting(&out)["workers"], 2);
+    assert_same_rows(&single, &out);
+}
