@@ -115,18 +115,35 @@ impl OutputSinks {
 }
 
 pub trait WriteParts {
+    /// Writes every row into the sinks. Rows are held until their timestamp (one read
+    /// batch of every worker) is complete, then written in row-key order (input file,
+    /// then position): the order in which rows reach a worker from its peers varies
+    /// from run to run, the set of rows of one timestamp does not, so each part's
+    /// bytes are the same in every run with the same workers. Holds at most the few
+    /// batches the feed keeps in flight.
     fn write_parts(self, sinks: Rc<RefCell<OutputSinks>>);
 }
 
 impl WriteParts for Rows<'_, OutputRow> {
     fn write_parts(self, sinks: Rc<RefCell<OutputSinks>>) {
-        self.sink(Pipeline, "WriteParts", move |(input, _)| {
+        let mut pending: BTreeMap<u64, Vec<OutputRow>> = BTreeMap::new();
+        self.sink(Pipeline, "WriteParts", move |(input, frontier)| {
+            input.for_each(|time, data| {
+                // A message of this graph carries one timestamp (one capability per session).
+                let time = time.least().copied().unwrap_or_default();
+                pending.entry(time).or_default().append(data);
+            });
             let mut s = sinks.borrow_mut();
-            input.for_each(|_, data| {
-                for row in data.drain(..) {
+            while let Some(entry) = pending.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let mut rows = entry.remove();
+                rows.sort_unstable_by_key(|r| r.key);
+                for row in rows {
                     s.push(row);
                 }
-            });
+            }
         });
     }
 }
