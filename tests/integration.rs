@@ -87,6 +87,48 @@ fn read_rows(dir: &Path) -> Vec<Value> {
     rows
 }
 
+/// Every part's bytes under curated/, discarded/ and quarantine/, by name without the
+/// run id (`part-WWWWW-NNNNN-<run id>.parquet`).
+fn part_bytes(out: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut parts = Vec::new();
+    for dest in ["curated", "discarded", "quarantine"] {
+        let Ok(entries) = std::fs::read_dir(out.join(dest)) else {
+            continue;
+        };
+        for e in entries {
+            let path = e.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            let stem = name
+                .rsplit_once('-')
+                .map_or(name.clone(), |(s, _)| s.to_string());
+            parts.push((format!("{dest}/{stem}"), std::fs::read(&path).unwrap()));
+        }
+    }
+    parts.sort();
+    parts
+}
+
+/// The same part files with the same bytes (the rows of each read batch are written in
+/// row-key order, whatever order they reached their worker in).
+fn assert_same_part_bytes(a: &Path, b: &Path) {
+    let (pa, pb) = (part_bytes(a), part_bytes(b));
+    assert_eq!(
+        pa.iter().map(|p| &p.0).collect::<Vec<_>>(),
+        pb.iter().map(|p| &p.0).collect::<Vec<_>>(),
+        "the part files differ between {} and {}",
+        a.display(),
+        b.display()
+    );
+    for ((name, x), (_, y)) in pa.iter().zip(&pb) {
+        assert!(
+            x == y,
+            "{name} differs in its bytes between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
 fn report(out: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("report.json")).unwrap()
 }
@@ -2429,3 +2471,6 @@ mod launch;
 
 #[path = "integration/deploy.rs"]
 mod deploy;
+
+#[path = "integration/resume.rs"]
+mod resume;

@@ -288,6 +288,11 @@ struct StageArgs {
     /// Rows per read batch: the unit of pipelining between reading and the dataflow.
     #[arg(long, default_value_t = MachineSettings::default().batch_rows)]
     batch_rows: usize,
+    /// Rows each worker reads between two commits of its progress: a curate killed and
+    /// started again with the same arguments redoes at most one slice per worker
+    /// (docs/cluster.md). Each commit closes the worker's open parts.
+    #[arg(long, default_value_t = MachineSettings::default().slice_rows)]
+    slice_rows: u64,
     /// Do not draw progress bars.
     #[arg(long)]
     no_progress: bool,
@@ -321,6 +326,7 @@ impl StageArgs {
                 workers: self.workers.unwrap_or_else(default_workers),
                 batch_rows: self.batch_rows,
                 progress: !self.no_progress,
+                slice_rows: self.slice_rows,
             },
             ..CurateSpec::default()
         };

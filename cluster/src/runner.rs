@@ -131,7 +131,8 @@ fn timely_config(cluster: &ClusterSpec, workers: usize) -> timely::Config {
 pub fn run_curate(spec: CurateSpec, cluster: &ClusterSpec) -> Result<Option<CurateReport>, Error> {
     let workers = spec.machine.workers;
     let leader = cluster.process == 0;
-    let plan: Arc<CuratePlan> = Arc::new(curate::prepare(spec, leader)?);
+    let total_workers = workers * cluster.addresses.len().max(1);
+    let plan: Arc<CuratePlan> = Arc::new(curate::prepare_resumable(spec, leader, total_workers)?);
     let connected = connect_watchdog(cluster);
     let guards = timely::execute(timely_config(cluster, workers), move |worker| {
         curate::run_worker(worker, &plan)

@@ -594,6 +594,18 @@ pub fn clear_output(out: &Location) -> Result<()> {
     Ok(())
 }
 
+/// Removes a previous run's committed output (the manifest first) but keeps the staging
+/// area, where an interrupted run's progress waits to be resumed.
+pub fn clear_committed(out: &Location) -> Result<()> {
+    for name in COMMIT_FILES {
+        out.child(name).delete()?;
+    }
+    for dir in Destination::ALL.iter().map(|d| d.dir()) {
+        out.child(dir).delete_tree()?;
+    }
+    Ok(())
+}
+
 /// Moves a run's parts from staging into place (the step before the report, card and
 /// manifest are written) and removes the staging directory.
 pub fn publish(out: &Location, files: &[WrittenFile]) -> Result<()> {
@@ -758,6 +770,25 @@ impl PartWriter {
             self.written.push(WrittenFile { path, rows });
         }
         Ok(())
+    }
+
+    /// Writes what is buffered and closes the open part, so that every row pushed so
+    /// far is in `written()`'s files (a resumable run's commit point).
+    pub fn close_current(&mut self) -> Result<()> {
+        self.flush()?;
+        self.close_part()
+    }
+
+    /// The parts closed so far, in order.
+    pub fn written(&self) -> &[WrittenFile] {
+        &self.written
+    }
+
+    /// Continues after `files`, the parts of this writer that an interrupted run
+    /// committed: the next part takes the next sequence number.
+    pub fn resume_after(&mut self, files: Vec<WrittenFile>) {
+        self.seq = files.len();
+        self.written = files;
     }
 
     /// Flushes and closes; returns the files written (paths relative to the output,

@@ -185,6 +185,15 @@ impl Location {
             .map_err(|e| self.read_error(e))
     }
 
+    /// The object's bytes, or `None` when there is no such object.
+    pub fn get_if_exists(&self) -> Result<Option<Bytes>> {
+        match block_on(async { self.store.get(&self.path).await?.bytes().await }) {
+            Ok(b) => Ok(Some(b)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.read_error(e)),
+        }
+    }
+
     pub fn get_range(&self, range: std::ops::Range<u64>) -> Result<Bytes> {
         block_on(self.store.get_range(&self.path, range)).map_err(|e| self.read_error(e))
     }

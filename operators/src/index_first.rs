@@ -48,6 +48,21 @@ impl KeyIndex {
         self.entries.len()
     }
 
+    /// The sealed entries, sorted by key (what a resumable run saves).
+    pub fn entries(&self) -> &[(u64, RowKey)] {
+        debug_assert!(self.sorted, "KeyIndex::entries before seal");
+        &self.entries
+    }
+
+    /// An index from entries `entries()` gave.
+    pub fn from_sealed(entries: Vec<(u64, RowKey)>) -> KeyIndex {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
+        KeyIndex {
+            entries,
+            sorted: true,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -53,7 +53,21 @@ pub struct OutputSinks {
     pub stats: SinkStats,
     pub truth: Option<Arc<Truth>>,
     pub error: Option<Error>,
+    /// Commit points of a resumable run (`None`: the run commits only at its end).
+    pub slices: Option<SliceCommits>,
 }
+
+/// Where a resumable run commits its progress: timestamps are `slice << SLICE_SHIFT |
+/// batch`, and once every row of slice `next` is written (the sink's frontier has
+/// passed the slice), the writers close their parts and `commit` records them.
+pub struct SliceCommits {
+    pub next: u64,
+    /// Records slice `slice` as done: every file written so far and the counts so far.
+    pub commit: Box<dyn FnMut(u64, Vec<WrittenFile>, &SinkStats) -> Result<(), Error>>,
+}
+
+/// Bits of a timestamp below its slice number (a slice's read batches).
+pub const SLICE_SHIFT: u32 = 32;
 
 impl OutputSinks {
     pub fn new(writers: Vec<(Destination, PartWriter)>, truth: Option<Arc<Truth>>) -> Self {
@@ -62,6 +76,38 @@ impl OutputSinks {
             stats: SinkStats::default(),
             truth,
             error: None,
+            slices: None,
+        }
+    }
+
+    /// Commits every slice that lies wholly before `frontier` (a time no row still to
+    /// be written precedes; `None`: none). The last slice is committed by the run's
+    /// own commit.
+    fn commit_slices(&mut self, frontier: Option<u64>) {
+        let Some(frontier) = frontier else { return };
+        loop {
+            let Some(slices) = self.slices.as_mut() else {
+                return;
+            };
+            if self.error.is_some() || frontier < (slices.next + 1) << SLICE_SHIFT {
+                return;
+            }
+            let slice = slices.next;
+            slices.next += 1;
+            let mut files = Vec::new();
+            for (_, w) in self.writers.iter_mut() {
+                if let Some(w) = w.as_mut() {
+                    if let Err(e) = w.close_current() {
+                        self.error = Some(e);
+                        return;
+                    }
+                    files.extend(w.written().iter().cloned());
+                }
+            }
+            let slices = self.slices.as_mut().expect("checked above");
+            if let Err(e) = (slices.commit)(slice, files, &self.stats) {
+                self.error = Some(e);
+            }
         }
     }
 
@@ -138,12 +184,16 @@ impl WriteParts for Rows<'_, OutputRow> {
                 if frontier.less_equal(entry.key()) {
                     break;
                 }
+                // A slice ends before its successor's first row is written, whenever
+                // the sink happens to run.
+                s.commit_slices(Some(*entry.key()));
                 let mut rows = entry.remove();
                 rows.sort_unstable_by_key(|r| r.key);
                 for row in rows {
                     s.push(row);
                 }
             }
+            s.commit_slices(frontier.frontier().iter().min().copied());
         });
     }
 }

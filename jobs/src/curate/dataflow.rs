@@ -23,15 +23,16 @@ use synpref_operators::score::ScoredPair;
 use synpref_operators::score::{ModelFailure, Score};
 use synpref_operators::unique_pair_ids::UniquePairIds;
 use synpref_operators::validate::Validate;
-use synpref_operators::write_parts::{OutputSinks, SinkStats, WriteParts};
+use synpref_operators::write_parts::{OutputSinks, SinkStats, SliceCommits, WriteParts};
 use synpref_operators::Rows;
 use timely::dataflow::operators::vec::Input;
 use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
-use super::feed::feed;
+use super::feed::{feed, Slices};
 use super::plan::CuratePlan;
+use super::resume::{save_marker, SliceMarker};
 use super::survey::Survey;
 use super::train::Features;
 
@@ -40,6 +41,15 @@ pub struct Written {
     pub files: Vec<WrittenFile>,
     pub stats: SinkStats,
     pub seconds: f64,
+    /// Input rows this pass read (not those of slices an earlier run committed).
+    pub rows_read: u64,
+}
+
+/// A resumable run's curate pass on one worker: its slices, and the last slice an
+/// interrupted run committed on this worker (its parts and counts are kept).
+pub struct SliceProgress {
+    pub slices: Slices,
+    pub committed: Option<SliceMarker>,
 }
 
 /// Runs the curate dataflow on one worker with the given scorers.
@@ -51,6 +61,7 @@ pub fn curate_pass(
     features: &Features,
     builder: &dyn GraphBuilder,
     run_id: &str,
+    progress: Option<SliceProgress>,
 ) -> Result<Written> {
     let spec = &plan.spec;
     let t = std::time::Instant::now();
@@ -87,7 +98,53 @@ pub fn curate_pass(
             )
         })
         .collect();
-    let sinks = Rc::new(RefCell::new(OutputSinks::new(writers, plan.truth.clone())));
+    let mut sinks = OutputSinks::new(writers, plan.truth.clone());
+    let slices = match progress {
+        None => Slices::whole(plan, worker),
+        Some(SliceProgress { slices, committed }) => {
+            if let Some(marker) = committed {
+                for (dest, writer) in sinks.writers.iter_mut() {
+                    let prefix = format!("{}/", dest.dir());
+                    let files = marker
+                        .files
+                        .iter()
+                        .filter(|f| f.path.starts_with(&prefix))
+                        .cloned()
+                        .collect();
+                    writer.as_mut().expect("open").resume_after(files);
+                }
+                sinks.stats = marker.stats;
+            }
+            let (out, index, through) = (
+                plan.out.clone(),
+                worker.index(),
+                slices.rows_through.clone(),
+            );
+            sinks.slices = Some(SliceCommits {
+                next: slices.from,
+                commit: Box::new(move |slice, files, stats| {
+                    let through = through.borrow();
+                    let rows_read = through
+                        .get(slice as usize)
+                        .or(through.last())
+                        .copied()
+                        .unwrap_or(0);
+                    save_marker(
+                        &out,
+                        &SliceMarker {
+                            worker: index,
+                            slice,
+                            files,
+                            stats: stats.clone(),
+                            rows_read,
+                        },
+                    )
+                }),
+            });
+            slices
+        }
+    };
+    let sinks = Rc::new(RefCell::new(sinks));
     let (best, gold) = scorers;
     let failure: ModelFailure = Rc::new(RefCell::new(None));
     let rule = Arc::new(RuleInputs {
@@ -117,7 +174,9 @@ pub fn curate_pass(
         None,
         &first_lines,
         &plan.bars.curate,
+        &slices,
     );
+    let rows_read = *fed.as_ref().unwrap_or(&0);
     let model_failed = failure.borrow_mut().take();
     let flushed = [&features.0, &features.1]
         .into_iter()
@@ -138,6 +197,7 @@ pub fn curate_pass(
         files,
         stats,
         seconds: t.elapsed().as_secs_f64(),
+        rows_read,
     })
 }
 

@@ -75,6 +75,9 @@ pub struct CuratePlan {
     /// Models to score with instead of training any (`None`: train them).
     pub given_models: Option<GivenModels>,
     pub models: ModelRegistry,
+    /// The run's fingerprint when it commits progress as it goes and resumes an
+    /// interrupted run with the same fingerprint (`resume`; curate only).
+    pub resume: Option<String>,
 }
 
 /// Progress bars shared by the workers of a process.
@@ -92,9 +95,43 @@ pub fn prepare(spec: CurateSpec, leader: bool) -> Result<CuratePlan> {
     prepare_with_gold(spec, gold, leader, None, ModelRegistry::default())
 }
 
+/// `prepare` for a curate run that commits its progress as it goes (`resume`) on
+/// `total_workers` workers over all processes: the leader keeps an interrupted run's
+/// staged progress when its fingerprint is this run's, and clears everything else.
+pub fn prepare_resumable(
+    spec: CurateSpec,
+    leader: bool,
+    total_workers: usize,
+) -> Result<CuratePlan> {
+    spec.validate()?;
+    let gold = GoldLabels::read(&spec.gold)?;
+    let mut plan = prepare_inner(spec, gold, false, None, ModelRegistry::default())?;
+    let fingerprint = super::resume::fingerprint(&plan, total_workers);
+    if leader {
+        let keep = super::resume::load_checkpoint(&plan.out, &fingerprint)?.is_some();
+        if keep {
+            synpref_engine::output::clear_committed(&plan.out)?;
+        } else {
+            synpref_engine::output::clear_output(&plan.out)?;
+        }
+    }
+    plan.resume = Some(fingerprint);
+    Ok(plan)
+}
+
 /// `prepare` with the gold labels given (serve holds them), models to use as they are
 /// (serve's snapshots) and the registry its models are already loaded in.
 pub fn prepare_with_gold(
+    spec: CurateSpec,
+    gold: GoldLabels,
+    leader: bool,
+    given_models: Option<GivenModels>,
+    models: ModelRegistry,
+) -> Result<CuratePlan> {
+    prepare_inner(spec, gold, leader, given_models, models)
+}
+
+fn prepare_inner(
     spec: CurateSpec,
     gold: GoldLabels,
     leader: bool,
@@ -170,6 +207,7 @@ pub fn prepare_with_gold(
         bars,
         given_models,
         models,
+        resume: None,
     })
 }
 

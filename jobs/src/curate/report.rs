@@ -76,6 +76,10 @@ pub struct CurateReport {
     pub truth_rows_curated: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truth_rows_model_curated: Option<u64>,
+    /// What this run took from an interrupted run with the same settings instead of
+    /// doing it again, and what it read (curate; absent for serve's snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<super::resume::ResumeFigures>,
     /// Each reason's count again at the top level (DESIGN §4: "a count per reason").
     #[serde(flatten)]
     pub reason_counts: BTreeMap<String, u64>,
@@ -229,6 +233,7 @@ pub fn build_report(
         truth_rows_input: truth.then_some(total.truth_input.0),
         truth_rows_curated: truth.then_some(total.truth_curated.0),
         truth_rows_model_curated: truth.then_some(total.truth_model_curated.0),
+        resume: None,
         reason_counts: reasons,
     }
 }

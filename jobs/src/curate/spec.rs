@@ -76,6 +76,15 @@ pub struct MachineSettings {
     pub batch_rows: usize,
     /// Draw progress bars (they also hide themselves when stderr is not a terminal).
     pub progress: bool,
+    /// Rows of input each worker reads between two commits of its progress
+    /// (`--slice-rows`): a killed run started again redoes at most one slice per worker
+    /// (`resume`). Each commit closes the worker's open parts.
+    #[serde(default = "default_slice_rows")]
+    pub slice_rows: u64,
+}
+
+fn default_slice_rows() -> u64 {
+    super::resume::DEFAULT_SLICE_ROWS
 }
 
 impl Default for MachineSettings {
@@ -84,6 +93,7 @@ impl Default for MachineSettings {
             workers: 1,
             batch_rows: synpref_engine::input::READ_BATCH_ROWS,
             progress: true,
+            slice_rows: super::resume::DEFAULT_SLICE_ROWS,
         }
     }
 }
@@ -153,6 +163,9 @@ impl CurateSpec {
                 "--batch-rows",
                 format!("{} is not between 1 and 1048576", m.batch_rows),
             ));
+        }
+        if m.slice_rows == 0 {
+            return Err(Error::setting("--slice-rows", "must be at least 1"));
         }
         if !(self.threshold > 0.0 && self.threshold < 1.0) {
             return Err(Error::setting(

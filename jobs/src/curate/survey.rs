@@ -96,7 +96,36 @@ pub struct Survey {
     pub extras_fields: Vec<Field>,
     /// Line numbers where each JSONL byte range starts, for quarantine rows.
     pub first_lines: FxHashMap<(usize, u64), u64>,
+    /// Every worker's JSONL observations (what the schema and `first_lines` come from).
+    pub observations: Vec<JsonlObservation>,
+    /// Rows the survey read, over all workers.
+    pub rows: u64,
     pub seconds: f64,
+}
+
+/// The output schema and the first line of each JSONL byte range, from every worker's
+/// JSONL observations (a resumed run computes them again from its checkpoint).
+pub fn schema_and_lines(
+    plan: &CuratePlan,
+    observations: &[JsonlObservation],
+) -> Result<(OutputSchema, Vec<Field>, FxHashMap<(usize, u64), u64>)> {
+    let (schema, extras_fields) = infer_output_schema(&plan.input, observations)?;
+    let schema = schema.with_format(plan.spec.format, plan.spec.file_format());
+    let mut ranges: Vec<(usize, u64, u64)> = observations
+        .iter()
+        .map(|o| (o.file, o.start, o.line_count))
+        .collect();
+    ranges.sort();
+    let mut first_lines: FxHashMap<(usize, u64), u64> = FxHashMap::default();
+    let mut running = (usize::MAX, 0u64);
+    for (file, start, count) in ranges {
+        if running.0 != file {
+            running = (file, 0);
+        }
+        first_lines.insert((file, start), running.1);
+        running.1 += count;
+    }
+    Ok((schema, extras_fields, first_lines))
 }
 
 /// Where the survey dataflow leaves what it collects on this worker.
@@ -298,6 +327,7 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
         Some(&mut observations),
         &FxHashMap::default(),
         &plan.bars.survey,
+        &super::feed::Slices::whole(plan, worker),
     );
     let rows = match &fed {
         Ok(n) => *n,
@@ -313,22 +343,7 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
     let survey_rows: u64 = surveys.iter().map(|s| s.rows).sum();
     let observations: Vec<JsonlObservation> =
         surveys.into_iter().flat_map(|s| s.observations).collect();
-    let (schema, extras_fields) = infer_output_schema(&plan.input, &observations)?;
-    let schema = schema.with_format(plan.spec.format, plan.spec.file_format());
-    let mut ranges: Vec<(usize, u64, u64)> = observations
-        .iter()
-        .map(|o| (o.file, o.start, o.line_count))
-        .collect();
-    ranges.sort();
-    let mut first_lines: FxHashMap<(usize, u64), u64> = FxHashMap::default();
-    let mut running = (usize::MAX, 0u64);
-    for (file, start, count) in ranges {
-        if running.0 != file {
-            running = (file, 0);
-        }
-        first_lines.insert((file, start), running.1);
-        running.1 += count;
-    }
+    let (schema, extras_fields, first_lines) = schema_and_lines(plan, &observations)?;
     let seconds = t.elapsed().as_secs_f64();
     tracing::info!(rows = survey_rows, seconds, "survey done");
     // Which verdict rows the rule would see: a row that repeats an earlier row's
@@ -375,6 +390,8 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
         schema,
         extras_fields,
         first_lines,
+        observations,
+        rows: survey_rows,
         seconds,
     })
 }
