@@ -572,6 +572,10 @@ pub struct WrittenFile {
 /// the next run clears whatever a crash left.
 pub const STAGING_DIR: &str = "_staging";
 
+/// Where, under the staging area, a resumable run keeps its progress (jobs'
+/// `curate::resume`).
+pub const RESUME_DIR: &str = "resume";
+
 /// The objects a committed output consists of besides its parts; `manifest.json` is
 /// written last and removed first.
 pub const COMMIT_FILES: [&str; 3] = ["manifest.json", "README.md", "report.json"];
@@ -610,6 +614,9 @@ pub fn clear_committed(out: &Location) -> Result<()> {
 /// manifest are written) and removes the staging directory.
 pub fn publish(out: &Location, files: &[WrittenFile]) -> Result<()> {
     let staging = out.child(STAGING_DIR);
+    // Resume state goes first: a run killed while its parts move is not resumable (its
+    // committed slices' parts may already have moved), so it starts afresh.
+    staging.child(RESUME_DIR).delete_tree()?;
     for f in files {
         staging.child(&f.path).rename_to(&out.child(&f.path))?;
     }

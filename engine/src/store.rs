@@ -198,6 +198,15 @@ impl Location {
         block_on(self.store.get_range(&self.path, range)).map_err(|e| self.read_error(e))
     }
 
+    /// Whether the object exists (a HEAD request).
+    pub fn exists(&self) -> Result<bool> {
+        match block_on(self.store.head(&self.path)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.read_error(e)),
+        }
+    }
+
     pub fn size(&self) -> Result<u64> {
         block_on(self.store.head(&self.path))
             .map(|m| m.size)

@@ -189,11 +189,23 @@ pub fn run_worker_with(
                 worker,
                 &(own.len() as u64, if resuming { committed } else { 0 }),
             )?;
-            let from = counts.iter().map(|c| c.1).min().unwrap_or(0);
-            let marker = match from {
+            let mut from = counts.iter().map(|c| c.1).min().unwrap_or(0);
+            let mut marker = match from {
                 0 => None,
                 s => Some(resume::load_marker(&plan.out, worker.index(), s - 1)?),
             };
+            // The committed parts must all still be staged (a run stopped while its
+            // parts were being published is not resumed slice by slice).
+            let intact = match &marker {
+                Some(m) => resume::parts_staged(&plan.out, m)?,
+                None => true,
+            };
+            if !all_gather(worker, &intact)?.into_iter().all(|ok| ok) {
+                tracing::warn!(
+                    "committed parts are missing from staging; reading every slice again"
+                );
+                (from, marker) = (0, None);
+            }
             let rows_before = marker.as_ref().map_or(0, |m| m.rows_read);
             let figures = resume::ResumeFigures {
                 survey_resumed: resuming,

@@ -23,7 +23,7 @@
 use serde::{Deserialize, Serialize};
 use synpref_engine::input::{JsonlObservation, Shard};
 use synpref_engine::model::RowKey;
-use synpref_engine::output::{WrittenFile, STAGING_DIR};
+use synpref_engine::output::{WrittenFile, RESUME_DIR, STAGING_DIR};
 use synpref_engine::store::Location;
 use synpref_engine::{Error, Result};
 use synpref_operators::write_parts::SinkStats;
@@ -39,7 +39,7 @@ pub const DEFAULT_SLICE_ROWS: u64 = 1 << 18;
 
 /// Where a run's resume state lives.
 pub fn resume_dir(out: &Location) -> Location {
-    out.child(STAGING_DIR).child("resume")
+    out.child(STAGING_DIR).child(RESUME_DIR)
 }
 
 /// The checkpoint after the survey and the training (worker 0 writes it last).
@@ -193,6 +193,17 @@ pub fn save_marker(out: &Location, marker: &SliceMarker) -> Result<()> {
 pub fn load_marker(out: &Location, worker: usize, slice: u64) -> Result<SliceMarker> {
     let loc = marker_location(out, worker, slice);
     read_json(&loc)?.ok_or_else(|| Error::other(&loc.url, "a committed slice's marker is gone"))
+}
+
+/// Whether every part `marker` lists is still in the staging area.
+pub fn parts_staged(out: &Location, marker: &SliceMarker) -> Result<bool> {
+    let staging = out.child(STAGING_DIR);
+    for f in &marker.files {
+        if !staging.child(&f.path).exists()? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The slices `worker` committed in a row from the first: their number, and the last
