@@ -17,8 +17,8 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/synpref}
 mkdir -p "$DIR"
 [ -d "$DIR/g$PAIRS" ] || "$BIN" gen --pairs "$PAIRS" --out "$DIR/g$PAIRS" >&2
-run() { "$BIN" curate --pairs "$DIR/g$PAIRS/pairs" --gold "$DIR/g$PAIRS/gold.parquet" --out "$1" \
-    --workers "$WORKERS" --no-progress ${EXTRA:-} >/dev/null; }
+ARGS=(--pairs "$DIR/g$PAIRS/pairs" --gold "$DIR/g$PAIRS/gold.parquet" --workers "$WORKERS" --no-progress ${EXTRA:-})
+run() { "$BIN" curate "${ARGS[@]}" --out "$1" >/dev/null; }
 digest() { for d in curated discarded quarantine; do (cd "$1/$d" && for f in *; do
     echo "$d/${f%-*} $(md5sum <"$f" | cut -c1-32)"; done); done | sort; }
 committed() { # slices every worker had committed when the run died
@@ -42,7 +42,9 @@ for k in $(seq 1 "$KILLS"); do
     OUT="$DIR/killed"
     rm -rf "$OUT"
     AT=$(python3 -c "import random; random.seed($SEED * 1000 + $k); print(round(random.uniform(0.02, 0.98) * $WHOLE_S, 2))")
-    run "$OUT" & PID=$!
+    # The binary itself in the background (a backgrounded shell function would be a
+    # subshell, and SIGKILL would leave its curate running).
+    "$BIN" curate "${ARGS[@]}" --out "$OUT" >/dev/null & PID=$!
     sleep "$AT"
     kill -9 "$PID" 2>/dev/null || true
     wait "$PID" 2>/dev/null || true
