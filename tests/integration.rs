@@ -214,9 +214,9 @@ fn pool_with_crafted_rows(tmp: &Path, data: &Path) -> PathBuf {
     pool
 }
 
-/// `synpref curate --pairs P --gold G --out O --no-progress EXTRA…`, expecting success.
-fn curate_ok(pairs: &Path, gold: &Path, out: &Path, extra: &[&str]) -> Output {
-    let args = [
+/// `curate --pairs P --gold G --out O`: the arguments every curate test starts from.
+fn curate_argv<'a>(pairs: &'a Path, gold: &'a Path, out: &'a Path) -> Vec<&'a str> {
+    vec![
         "curate",
         "--pairs",
         s(pairs),
@@ -224,8 +224,13 @@ fn curate_ok(pairs: &Path, gold: &Path, out: &Path, extra: &[&str]) -> Output {
         s(gold),
         "--out",
         s(out),
-        "--no-progress",
-    ];
+    ]
+}
+
+/// `synpref curate --pairs P --gold G --out O --no-progress EXTRA…`, expecting success.
+fn curate_ok(pairs: &Path, gold: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = curate_argv(pairs, gold, out);
+    args.push("--no-progress");
     ok(&[&args[..], extra].concat())
 }
 

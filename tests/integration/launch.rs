@@ -91,45 +91,67 @@ fn assert_same_rows(a: &Path, b: &Path) {
 }
 
 fn curate_args<'a>(pairs: &'a Path, gold: &'a Path, out: &'a Path) -> Vec<&'a str> {
-    vec![
-        "curate",
-        "--pairs",
-        s(pairs),
-        "--gold",
-        s(gold),
-        "--out",
-        s(out),
-        "--workers",
-        "1",
-    ]
+    let mut args = curate_argv(pairs, gold, out);
+    args.extend(["--workers", "1"]);
+    args
 }
 
-#[test]
-fn launch_local_2_curates_the_rows_of_one_process_and_restarts_after_a_sigkill() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("g");
-    gen(&data, 6_000, 5);
-    let (pairs, gold) = (data.join("pairs"), data.join("gold.parquet"));
-    let single = tmp.path().join("single");
-    let mut args = curate_args(&pairs, &gold, &single);
-    *args.last_mut().unwrap() = "2";
-    ok(&args);
+/// Generated pairs and gold labels, and the reference: one process of 2 workers.
+struct Reference {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    pairs: PathBuf,
+    gold: PathBuf,
+    single: PathBuf,
+}
 
-    let launched = tmp.path().join("launched");
-    let mut a = vec!["--local", "2", "--"];
-    a.extend(curate_args(&pairs, &gold, &launched));
-    let mut run = Launch::start(&a);
+/// `synpref launch FLAGS -- curate ...` (1 worker per process) into `DIR/name`: it
+/// succeeds with 2 workers in all and writes the reference's bytes.
+fn launches_the_reference(r: &Reference, flags: &[&str], name: &str) {
+    let out = r.dir.join(name);
+    let mut args = flags.to_vec();
+    args.push("--");
+    args.extend(curate_args(&r.pairs, &r.gold, &out));
+    let mut run = Launch::start(&args);
     assert_eq!(
         exit_within(&mut run.child, 300),
         Some(0),
         "{}",
         run.stderr()
     );
-    assert_eq!(assert_accounting(&launched)["workers"], 2);
-    assert_same_rows(&single, &launched);
+    assert_eq!(assert_accounting(&out)["workers"], 2);
+    assert_same_rows(&r.single, &out);
+}
+
+fn reference(pairs: u64, seed: u64) -> Reference {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    gen(&dir.join("g"), pairs, seed);
+    let (p, g, single) = (
+        dir.join("g/pairs"),
+        dir.join("g/gold.parquet"),
+        dir.join("single"),
+    );
+    let mut args = curate_args(&p, &g, &single);
+    *args.last_mut().unwrap() = "2";
+    ok(&args);
+    Reference {
+        _tmp: tmp,
+        dir,
+        pairs: p,
+        gold: g,
+        single,
+    }
+}
+
+#[test]
+fn launch_local_2_curates_the_rows_of_one_process_and_restarts_after_a_sigkill() {
+    let r = reference(6_000, 5);
+    let (pairs, gold, single) = (&r.pairs, &r.gold, &r.single);
+    launches_the_reference(&r, &["--local", "2"], "launched");
 
     // Killed as soon as it starts, restarted once: it completes with the same rows.
-    let restarted = tmp.path().join("restarted");
+    let restarted = r.dir.join("restarted");
     let mut a = vec!["--local", "2", "--restarts", "1", "--"];
     a.extend(curate_args(&pairs, &gold, &restarted));
     let mut run = Launch::start(&a);
@@ -338,15 +360,8 @@ impl Drop for LoopbackSshd {
 #[test]
 fn launch_over_ssh_from_a_hostfile_curates_the_rows_of_one_process() {
     let sshd = LoopbackSshd::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("g");
-    gen(&data, 3_000, 8);
-    let (pairs, gold) = (data.join("pairs"), data.join("gold.parquet"));
-    let single = tmp.path().join("single");
-    let mut args = curate_args(&pairs, &gold, &single);
-    *args.last_mut().unwrap() = "2";
-    ok(&args);
-    let hostfile = tmp.path().join("hosts");
+    let r = reference(3_000, 8);
+    let hostfile = r.dir.join("hosts");
     std::fs::write(
         &hostfile,
         format!(
@@ -356,33 +371,20 @@ fn launch_over_ssh_from_a_hostfile_curates_the_rows_of_one_process() {
         ),
     )
     .unwrap();
-    let over_ssh = tmp.path().join("over-ssh");
-    let mut a = vec!["--hostfile", s(&hostfile), "--ssh", &sshd.ssh, "--"];
-    a.extend(curate_args(&pairs, &gold, &over_ssh));
-    let mut run = Launch::start(&a);
-    assert_eq!(
-        exit_within(&mut run.child, 300),
-        Some(0),
-        "{}",
-        run.stderr()
+    launches_the_reference(
+        &r,
+        &["--hostfile", s(&hostfile), "--ssh", &sshd.ssh],
+        "over-ssh",
     );
-    assert_eq!(assert_accounting(&over_ssh)["workers"], 2);
-    assert_same_rows(&single, &over_ssh);
 }
 
 #[test]
 fn launch_slurm_tasks_find_each_other_from_slurms_variables_and_curate_the_rows_of_one_process() {
     // Two tasks of one step on one node, as `srun --ntasks=2` starts them: each
     // launcher reads its SLURM_* variables; node `localhost`, ports base and base + 1.
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("g");
-    gen(&data, 3_000, 9);
-    let (pairs, gold) = (data.join("pairs"), data.join("gold.parquet"));
-    let single = tmp.path().join("single");
-    let mut args = curate_args(&pairs, &gold, &single);
-    *args.last_mut().unwrap() = "2";
-    ok(&args);
-    let out = tmp.path().join("slurm");
+    let r = reference(3_000, 9);
+    let (pairs, gold, single) = (&r.pairs, &r.gold, &r.single);
+    let out = r.dir.join("slurm");
     let port = free_port().to_string();
     let mut tasks: Vec<std::process::Child> = (0..2)
         .map(|task| {

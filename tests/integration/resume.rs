@@ -27,20 +27,12 @@ fn committed_by_all(out: &Path, workers: usize) -> u64 {
 
 fn curate_command(pairs: &Path, gold: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_synpref"));
-    c.args([
-        "curate",
-        "--pairs",
-        s(pairs),
-        "--gold",
-        s(gold),
-        "--out",
-        s(out),
-    ])
-    .args(["--workers", "2", "--slice-rows", "2000", "--no-progress"])
-    .args(extra)
-    .env("RUST_LOG", "warn")
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null());
+    c.args(curate_argv(pairs, gold, out))
+        .args(["--workers", "2", "--slice-rows", "2000", "--no-progress"])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
     c
 }
 
