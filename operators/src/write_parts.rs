@@ -62,9 +62,11 @@ pub struct OutputSinks {
 /// passed the slice), the writers close their parts and `commit` records them.
 pub struct SliceCommits {
     pub next: u64,
-    /// Records slice `slice` as done: every file written so far and the counts so far.
-    pub commit: Box<dyn FnMut(u64, Vec<WrittenFile>, &SinkStats) -> Result<(), Error>>,
+    pub commit: CommitSlice,
 }
+
+/// Records slice `slice` as done: every file written so far and the counts so far.
+pub type CommitSlice = Box<dyn FnMut(u64, Vec<WrittenFile>, &SinkStats) -> Result<(), Error>>;
 
 /// Bits of a timestamp below its slice number (a slice's read batches).
 pub const SLICE_SHIFT: u32 = 32;

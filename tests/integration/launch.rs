@@ -407,3 +407,65 @@ fn launch_slurm_tasks_find_each_other_from_slurms_variables_and_curate_the_rows_
     assert_eq!(assert_accounting(&out)["workers"], 2);
     assert_same_rows(&single, &out);
 }
+
+#[test]
+fn a_launched_curate_restarted_after_a_sigkill_resumes_the_slices_every_process_committed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("g");
+    // 24 files of one row group each: 12 shards per worker, 4 slices of 3,000 rows.
+    ok(&[
+        "gen",
+        "--pairs",
+        "24000",
+        "--rows-per-file",
+        "1000",
+        "--seed",
+        "12",
+        "--out",
+        s(&data),
+    ]);
+    let (pairs, gold) = (data.join("pairs"), data.join("gold.parquet"));
+    let sliced = ["--slice-rows", "3000", "--no-progress"];
+    let single = tmp.path().join("single");
+    let mut args = curate_argv(&pairs, &gold, &single);
+    args.extend(["--workers", "2"]);
+    args.extend(sliced);
+    ok(&args);
+
+    let out = tmp.path().join("launched");
+    let mut args = vec!["--local", "2", "--restarts", "1", "--"];
+    args.extend(curate_args(&pairs, &gold, &out));
+    args.extend(sliced);
+    let mut run = Launch::start(&args);
+    let pid = run.pid_of(1);
+    let resume = out.join("_staging/resume");
+    let started = std::time::Instant::now();
+    while !(0..2).all(|w| resume.join(format!("slice-w{w:05}-s000000.json")).exists()) {
+        assert!(
+            started.elapsed().as_secs() < 300,
+            "no slice committed: {}",
+            run.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    sigkill(pid);
+    assert_eq!(
+        exit_within(&mut run.child, 300),
+        Some(0),
+        "{}",
+        run.stderr()
+    );
+    assert!(run.stderr().contains("restart 1 of 1"), "{}", run.stderr());
+    let r = assert_accounting(&out);
+    let resumed = &r["resume"];
+    assert_eq!(resumed["survey_resumed"], true, "{resumed}");
+    let slices = resumed["slices_resumed"].as_u64().unwrap();
+    assert!((1..4).contains(&slices), "{resumed}");
+    assert_eq!(resumed["rows_resumed"], slices * 2 * 3_000, "{resumed}");
+    assert_eq!(
+        resumed["rows_read"],
+        24_000 - slices * 2 * 3_000,
+        "{resumed}"
+    );
+    assert_same_part_bytes(&single, &out);
+}

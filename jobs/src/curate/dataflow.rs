@@ -53,6 +53,7 @@ pub struct SliceProgress {
 }
 
 /// Runs the curate dataflow on one worker with the given scorers.
+#[allow(clippy::too_many_arguments)]
 pub fn curate_pass(
     worker: &mut Worker,
     plan: &CuratePlan,
