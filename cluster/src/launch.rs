@@ -370,35 +370,71 @@ fn job_bar() -> indicatif::ProgressBar {
     bar
 }
 
-/// One bar for the whole job: the stage most processes report (the earliest process's
-/// on a tie), their positions and lengths summed.
-fn draw(bar: &indicatif::ProgressBar, running: &[Running]) {
-    let lines: Vec<ProgressLine> = running
-        .iter()
-        .filter_map(|r| r.progress.lock().expect("progress").clone())
-        .collect();
+/// What the job's one bar shows: the stage most processes report (the earliest
+/// process's on a tie), how many report it, the rows they have done together, and the
+/// stage's length. Every process's bar counts the whole input (a process's workers share
+/// one bar whose length is the plan's estimate for all input), so the length is the
+/// largest reported, not their sum.
+fn job_progress(lines: &[ProgressLine]) -> Option<(String, usize, u64, u64)> {
     let count = |m: &str| lines.iter().filter(|l| l.message == m).count();
-    let Some(stage) = lines
+    let stage = lines
         .iter()
         .max_by_key(|l| {
             (
                 count(&l.message),
                 std::cmp::Reverse(lines.iter().position(|x| x.message == l.message)),
             )
-        })
-        .map(|l| l.message.clone())
-    else {
+        })?
+        .message
+        .clone();
+    let same: Vec<&ProgressLine> = lines.iter().filter(|l| l.message == stage).collect();
+    let position = same.iter().map(|l| l.position).sum();
+    let length = same.iter().map(|l| l.length).max().unwrap_or(0);
+    Some((stage, same.len(), position, length))
+}
+
+fn draw(bar: &indicatif::ProgressBar, running: &[Running]) {
+    let lines: Vec<ProgressLine> = running
+        .iter()
+        .filter_map(|r| r.progress.lock().expect("progress").clone())
+        .collect();
+    let Some((stage, reporting, position, length)) = job_progress(&lines) else {
         return;
     };
-    let same: Vec<&ProgressLine> = lines.iter().filter(|l| l.message == stage).collect();
-    let length: u64 = same.iter().map(|l| l.length).sum();
-    bar.set_message(format!(
-        "{stage} ({}/{} processes)",
-        same.len(),
-        running.len()
-    ));
+    bar.set_message(format!("{stage} ({reporting}/{} processes)", running.len()));
     if length > 0 {
         bar.set_length(length);
     }
-    bar.set_position(same.iter().map(|l| l.position).sum());
+    bar.set_position(position);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(message: &str, position: u64, length: u64) -> ProgressLine {
+        ProgressLine {
+            message: message.into(),
+            position,
+            length,
+            unit: "pairs".into(),
+        }
+    }
+
+    #[test]
+    fn the_job_bar_sums_the_processes_rows_of_the_stage_most_of_them_are_in() {
+        assert_eq!(job_progress(&[]), None);
+        let lines = [
+            line("survey", 1_000_000, 1_000_000),
+            line("curate", 200_000, 1_000_000),
+            line("curate", 300_000, 1_000_000),
+        ];
+        assert_eq!(
+            job_progress(&lines),
+            Some(("curate".to_string(), 2, 500_000, 1_000_000))
+        );
+        // A tie goes to the stage the earliest process reports.
+        let tie = [line("survey", 10, 100), line("curate", 5, 100)];
+        assert_eq!(job_progress(&tie).unwrap().0, "survey");
+    }
 }

@@ -211,7 +211,12 @@ pub fn parts_staged(out: &Location, marker: &SliceMarker) -> Result<bool> {
 pub fn committed_slices(out: &Location, worker: usize) -> Result<(u64, Option<SliceMarker>)> {
     let mut last = None;
     let mut n = 0;
-    while let Some(m) = read_json::<SliceMarker>(&marker_location(out, worker, n))? {
+    // A marker that does not read back (a store that lost it half-written) ends the
+    // committed run: that slice is simply read again.
+    while let Ok(Some(m)) = read_json::<SliceMarker>(&marker_location(out, worker, n)) {
+        if m.worker != worker || m.slice != n {
+            break;
+        }
         last = Some(m);
         n += 1;
     }
