@@ -388,8 +388,15 @@ fn job_progress(lines: &[ProgressLine]) -> Option<(String, usize, u64, u64)> {
         .message
         .clone();
     let same: Vec<&ProgressLine> = lines.iter().filter(|l| l.message == stage).collect();
-    let position = same.iter().map(|l| l.position).sum();
     let length = same.iter().map(|l| l.length).max().unwrap_or(0);
+    // A bar finished by its process reports its whole length (indicatif sets the
+    // position to the length), which the others' rows would then overshoot.
+    let position: u64 = same.iter().map(|l| l.position).sum();
+    let position = if length > 0 {
+        position.min(length)
+    } else {
+        position
+    };
     Some((stage, same.len(), position, length))
 }
 
@@ -433,6 +440,9 @@ mod tests {
             job_progress(&lines),
             Some(("curate".to_string(), 2, 500_000, 1_000_000))
         );
+        // Process 0 finished its bar (position = length): never past the whole.
+        let finished = [line("survey", 100, 100), line("survey", 50, 100)];
+        assert_eq!(job_progress(&finished).unwrap().2, 100);
         // A tie goes to the stage the earliest process reports.
         let tie = [line("survey", 10, 100), line("curate", 5, 100)];
         assert_eq!(job_progress(&tie).unwrap().0, "survey");
