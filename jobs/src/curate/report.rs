@@ -335,6 +335,16 @@ pub fn summary(report: &CurateReport, out: &str) -> String {
         report.elapsed_s,
         report.pairs_per_s,
     ));
+    if let Some(r) = report
+        .resume
+        .as_ref()
+        .filter(|r| r.survey_resumed || r.slices_resumed > 0)
+    {
+        s.push_str(&format!(
+            "resumed an interrupted run: survey and models from its checkpoint, {} of {} slices committed ({} rows not read again, {} read)\n",
+            r.slices_resumed, r.slices, r.rows_resumed, r.rows_read
+        ));
+    }
     s.push_str("rows per reason:\n");
     for (k, n) in &report.reasons {
         if *n > 0 {
