@@ -27,9 +27,14 @@ struct Planned {
     /// Where it runs, for messages: its address in the run.
     address: String,
     command: Command,
+    /// The command's stdin stays open while the launcher lives (`ssh`: the remote
+    /// process is killed when it closes; see `remote_command`).
+    hold_stdin: bool,
 }
 
 struct Running {
+    /// Held open for the process's lifetime (`Planned::hold_stdin`).
+    _stdin: Option<std::process::ChildStdin>,
     process: usize,
     address: String,
     child: Child,
@@ -79,6 +84,7 @@ fn plan(spec: &LaunchSpec) -> Result<Vec<Planned>> {
                     process: p,
                     address: role.addresses[p].clone(),
                     command,
+                    hold_stdin: false,
                 }
             })
             .collect()
@@ -112,29 +118,44 @@ fn plan(spec: &LaunchSpec) -> Result<Vec<Planned>> {
             (0..addresses.len())
                 .map(|p| {
                     let host = host_of(&addresses[p]);
-                    let remote = std::iter::once(format!(
-                        "cd {} && {PROGRESS_ENV}=lines exec {}",
-                        shell_quote(&cwd.to_string_lossy()),
-                        shell_quote(&binary)
-                    ))
-                    .chain(
-                        spec.process_args(p, &addresses)
-                            .iter()
-                            .map(|a| shell_quote(a)),
-                    )
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                    let job = std::iter::once(shell_quote(&binary))
+                        .chain(
+                            spec.process_args(p, &addresses)
+                                .iter()
+                                .map(|a| shell_quote(a)),
+                        )
+                        .collect::<Vec<_>>()
+                        .join(" ");
                     let mut command = Command::new(&ssh[0]);
-                    command.args(&ssh[1..]).arg(host).arg(remote);
+                    command
+                        .args(&ssh[1..])
+                        .arg(host)
+                        .arg(remote_command(&cwd.to_string_lossy(), &job));
                     Planned {
                         process: p,
                         address: addresses[p].clone(),
                         command,
+                        hold_stdin: true,
                     }
                 })
                 .collect()
         }
     })
+}
+
+/// The shell command line `ssh` runs on a host: the job in `cwd`, reporting progress as
+/// lines, and beside it a watcher that kills the job once the session's stdin closes,
+/// which happens when the launcher dies, however it dies (its end of the pipe closes
+/// and ssh passes the EOF on). Without it a killed launcher would leave the remote
+/// processes running until they lost a peer. The job's status is the command's.
+fn remote_command(cwd: &str, job: &str) -> String {
+    // A background command of a non-interactive shell reads /dev/null, so the watcher
+    // reads the session's stdin through fd 3, saved first.
+    format!(
+        "cd {} && exec 3<&0 && {{ {PROGRESS_ENV}=lines {job} </dev/null & pid=$!; \
+         {{ cat <&3 >/dev/null; kill -9 $pid; }} >/dev/null 2>&1 & wait $pid; }}",
+        shell_quote(cwd)
+    )
 }
 
 /// `host` of `host:port` (`[::1]:7100` → `::1`).
@@ -169,7 +190,11 @@ fn run_once(spec: &LaunchSpec) -> Result<Option<Error>> {
         planned
             .command
             .env(PROGRESS_ENV, "lines")
-            .stdin(Stdio::null())
+            .stdin(if planned.hold_stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::piped());
         // SAFETY: prctl is async-signal-safe; between fork and exec it only asks the
         // kernel to kill the child when the launcher dies, so that no process of the
@@ -224,6 +249,7 @@ fn run_once(spec: &LaunchSpec) -> Result<Option<Error>> {
             })
         };
         running.push(Running {
+            _stdin: child.stdin.take(),
             process: planned.process,
             address: planned.address,
             child,

@@ -196,19 +196,7 @@ fn a_sigkilled_process_ends_the_launch_within_10_s_with_exit_1_naming_it() {
         "0",
     ]);
     // The job is up: process 0 answers that both processes are ready.
-    let started = std::time::Instant::now();
-    while !std::net::TcpStream::connect(&addr).is_ok_and(|_| {
-        http(&addr, "GET", "/v1/status", Some(TOKEN), b"")
-            .1
-            .contains(r#""state":"ready""#)
-    }) {
-        assert!(
-            started.elapsed().as_secs() < 300,
-            "not ready: {}",
-            run.stderr()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_until_serving(&addr, &run);
     let mut run = run;
     let killed_at = std::time::Instant::now();
     sigkill(run.pid_of(1));
@@ -376,6 +364,59 @@ fn launch_over_ssh_from_a_hostfile_curates_the_rows_of_one_process() {
         &["--hostfile", s(&hostfile), "--ssh", &sshd.ssh],
         "over-ssh",
     );
+
+    // A launcher killed outright takes its remote processes with it (they would
+    // otherwise run on until they lost a peer): a serve job's API goes away.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let token = r.dir.join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let serve_out = r.dir.join("serve");
+    let mut run = Launch::start(&[
+        "--hostfile",
+        s(&hostfile),
+        "--ssh",
+        &sshd.ssh,
+        "--",
+        "serve",
+        "--pairs",
+        s(&r.pairs),
+        "--out",
+        s(&serve_out),
+        "--listen",
+        &addr,
+        "--token-file",
+        s(&token),
+        "--workers",
+        "1",
+    ]);
+    wait_until_serving(&addr, &run);
+    run.child.kill().unwrap();
+    run.child.wait().unwrap();
+    let killed_at = std::time::Instant::now();
+    while std::net::TcpStream::connect(&addr).is_ok() {
+        assert!(
+            killed_at.elapsed().as_secs() < 10,
+            "the remote serve outlived its launcher by 10 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Waits until process 0 of a launched serve answers that every process is ready.
+fn wait_until_serving(addr: &str, run: &Launch) {
+    let started = std::time::Instant::now();
+    while !std::net::TcpStream::connect(addr).is_ok_and(|_| {
+        http(addr, "GET", "/v1/status", Some(TOKEN), b"")
+            .1
+            .contains(r#""state":"ready""#)
+    }) {
+        assert!(
+            started.elapsed().as_secs() < 300,
+            "not ready: {}",
+            run.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 #[test]
