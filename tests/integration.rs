@@ -2479,3 +2479,6 @@ mod deploy;
 
 #[path = "integration/resume.rs"]
 mod resume;
+
+#[path = "integration/eval.rs"]
+mod eval;

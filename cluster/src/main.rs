@@ -102,6 +102,10 @@ enum Command {
     /// Score pairs with one reward model: the input columns plus r_chosen, r_rejected and
     /// p = σ(r_chosen − r_rejected), and the accuracy against the input's labels.
     Score(ScoreArgs),
+    /// A reward model's accuracy on preference sets in RewardBench's layouts (explicit
+    /// prompt, or whole conversations; optional `subset` and `id`), per subset and
+    /// overall, with 95% intervals; OUT/report.json and a printed table.
+    Eval(EvalArgs),
     /// Keep the curated set current as gold labels arrive (HTTP and label files): a
     /// long-running job with a changelog and snapshots.
     Serve(ServeArgs),
@@ -506,6 +510,21 @@ impl ServeArgs {
 }
 
 #[derive(Args)]
+struct EvalArgs {
+    /// The reward model: `hf:DIR` (a Qwen3 or Llama sequence-classifier directory).
+    #[arg(long)]
+    model: String,
+    /// A preference set: a Parquet or JSONL file, a directory or a glob (repeatable).
+    #[arg(long = "eval", required = true)]
+    evals: Vec<String>,
+    /// Output directory (report.json).
+    #[arg(long)]
+    out: String,
+    #[command(flatten)]
+    models: ModelArgs,
+}
+
+#[derive(Args)]
 #[command(group(clap::ArgGroup::new("placement").required(true).args(["local", "hostfile", "slurm", "kubernetes"])))]
 struct LaunchArgs {
     /// Start N processes on this host, on free loopback ports.
@@ -745,6 +764,22 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
             Ok(())
         }
         Command::Launch(args) => launch::run_launch(&args.into_spec()?),
+        Command::Eval(args) => {
+            let spec = synpref_jobs::eval::EvalSpec {
+                model: ModelSpec::parse(&args.model)
+                    .map_err(|e| synpref_engine::Error::setting("--model", e))?,
+                evals: args.evals,
+                out: args.out,
+                options: args.models.options()?,
+                cache: args.models.cache(),
+                chunk_pairs: 4096,
+            };
+            print!(
+                "{}",
+                synpref_jobs::eval::table(&synpref_jobs::eval::run_eval(&spec)?)
+            );
+            Ok(())
+        }
         Command::Label {
             command: LabelCommand::Add { labels, file },
         } => {

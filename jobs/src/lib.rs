@@ -5,6 +5,7 @@
 
 pub mod curate;
 pub mod demo;
+pub mod eval;
 pub mod export;
 pub mod gen;
 pub mod score;

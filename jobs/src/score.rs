@@ -15,10 +15,10 @@ use arrow::array::{ArrayRef, Float32Array, Float64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use serde::{Deserialize, Serialize};
 use synpref_engine::extras::ExtrasCodec;
-use synpref_engine::input::{plan_input, JsonlObservation, ShardReader};
+use synpref_engine::input::{plan_input, InputPlan, JsonlObservation, ShardReader};
 use synpref_engine::model::{Destination, PreferencePair, Reason};
 use synpref_engine::output::{
-    rows_to_batch, write_json, write_parquet_file, PartWriter, WrittenFile,
+    rows_to_batch, write_json, write_parquet_file, OutputRow, OutputSchema, PartWriter, WrittenFile,
 };
 use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
@@ -86,18 +86,7 @@ pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
     let staging = out.child(synpref_engine::output::STAGING_DIR);
     let mut parts: Vec<WrittenFile> = Vec::new();
 
-    // Pass 1 (JSONL only needs it): which columns hold message lists.
-    let mut observations = Vec::new();
-    for shard in input.shards_for(0, 1) {
-        let mut obs = JsonlObservation {
-            file: shard.file(),
-            ..Default::default()
-        };
-        let mut reader = ShardReader::open(&input, shard, None, true, None)?;
-        while reader.next_batch(Some(&mut obs))?.is_some() {}
-        observations.push(obs);
-    }
-    let (schema, extras_fields) = infer_output_schema(&input, &observations)?;
+    let (schema, extras_fields) = input_schema(&input)?;
     let extras = Arc::new(ExtrasCodec::new(extras_fields)?);
     let file_urls: Arc<Vec<String>> =
         Arc::new(input.files.iter().map(|f| f.location.url.clone()).collect());
@@ -125,12 +114,7 @@ pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
     if !spec.progress {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let settings = ValidateSettings {
-        max_pair_bytes: crate::curate::CurateSpec::default().max_pair_bytes,
-        allow_empty_replies: true,
-    };
     let (mut input_rows, mut scored_rows, mut quarantined, mut correct) = (0u64, 0u64, 0u64, 0u64);
-    let mut pending: Vec<PreferencePair> = Vec::new();
     let mut part = 0usize;
     let mut write = |pairs: Vec<PreferencePair>, part: &mut usize| -> Result<u64> {
         let refs: Vec<&PreferencePair> = pairs.iter().collect();
@@ -169,33 +153,21 @@ pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
         *part += 1;
         Ok(wins)
     };
-    for shard in input.shards_for(0, 1) {
-        let mut reader = ShardReader::open(&input, shard, Some(&extras), false, None)?;
-        while let Some(batch) = reader.next_batch(None)? {
-            input_rows += batch.len() as u64;
-            for record in batch {
-                match check(record, &settings) {
-                    Ok(pair) => pending.push(pair),
-                    Err(row) => {
-                        quarantined += 1;
-                        quarantine.push(row)?;
-                    }
-                }
-            }
-            while pending.len() >= spec.chunk_pairs {
-                let rest = pending.split_off(spec.chunk_pairs);
-                let chunk = std::mem::replace(&mut pending, rest);
-                scored_rows += chunk.len() as u64;
-                bar.inc(chunk.len() as u64);
-                correct += write(chunk, &mut part)?;
-            }
-        }
-    }
-    if !pending.is_empty() {
-        let chunk = std::mem::take(&mut pending);
-        scored_rows += chunk.len() as u64;
-        correct += write(chunk, &mut part)?;
-    }
+    input_rows += read_valid_pairs(
+        &input,
+        &extras,
+        spec.chunk_pairs,
+        &mut |row| {
+            quarantined += 1;
+            quarantine.push(row)
+        },
+        &mut |chunk| {
+            scored_rows += chunk.len() as u64;
+            bar.inc(chunk.len() as u64);
+            correct += write(chunk, &mut part)?;
+            Ok(())
+        },
+    )?;
     bar.finish_and_clear();
     parts.extend(quarantine.finish()?);
     synpref_engine::output::publish(&out, &parts)?;
@@ -218,4 +190,57 @@ pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
     };
     write_json(&out.child("report.json"), &report)?;
     Ok(report)
+}
+
+/// The output schema and the extra columns of an input (a JSONL input is read once to
+/// learn which columns hold message lists).
+pub fn input_schema(input: &InputPlan) -> Result<(OutputSchema, Vec<Field>)> {
+    let mut observations = Vec::new();
+    for shard in input.shards_for(0, 1) {
+        let mut obs = JsonlObservation {
+            file: shard.file(),
+            ..Default::default()
+        };
+        let mut reader = ShardReader::open(input, shard, None, true, None)?;
+        while reader.next_batch(Some(&mut obs))?.is_some() {}
+        observations.push(obs);
+    }
+    infer_output_schema(input, &observations)
+}
+
+/// Reads every row of `input`, validates it as `score` does (empty replies allowed: a
+/// scorer can score them), hands invalid rows to `invalid` and valid pairs to `pairs`
+/// in chunks of `chunk_pairs` in input order. Returns the rows read.
+pub fn read_valid_pairs(
+    input: &InputPlan,
+    extras: &Arc<ExtrasCodec>,
+    chunk_pairs: usize,
+    invalid: &mut dyn FnMut(OutputRow) -> Result<()>,
+    pairs: &mut dyn FnMut(Vec<PreferencePair>) -> Result<()>,
+) -> Result<u64> {
+    let settings = ValidateSettings {
+        max_pair_bytes: crate::curate::CurateSpec::default().max_pair_bytes,
+        allow_empty_replies: true,
+    };
+    let (mut rows, mut pending) = (0u64, Vec::new());
+    for shard in input.shards_for(0, 1) {
+        let mut reader = ShardReader::open(input, shard, Some(extras), false, None)?;
+        while let Some(batch) = reader.next_batch(None)? {
+            rows += batch.len() as u64;
+            for record in batch {
+                match check(record, &settings) {
+                    Ok(pair) => pending.push(pair),
+                    Err(row) => invalid(row)?,
+                }
+            }
+            while pending.len() >= chunk_pairs.max(1) {
+                let rest = pending.split_off(chunk_pairs.max(1));
+                pairs(std::mem::replace(&mut pending, rest))?;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        pairs(pending)?;
+    }
+    Ok(rows)
 }
