@@ -184,7 +184,7 @@ pub fn run_worker_with(
         None => (None, None),
         Some(_) => {
             let own = resume::slices_for(plan, worker.index(), worker.peers());
-            let (committed, _) = resume::committed_slices(&plan.out, worker.index())?;
+            let committed = resume::committed_slices(&plan.out, worker.index());
             let counts = all_gather(
                 worker,
                 &(own.len() as u64, if resuming { committed } else { 0 }),

@@ -105,7 +105,8 @@ pub fn prepare_resumable(
 ) -> Result<CuratePlan> {
     spec.validate()?;
     let gold = GoldLabels::read(&spec.gold)?;
-    let mut plan = prepare_inner(spec, gold, false, None, ModelRegistry::default())?;
+    // Not as leader: what to clear depends on the fingerprint, known once planned.
+    let mut plan = prepare_with_gold(spec, gold, false, None, ModelRegistry::default())?;
     let fingerprint = super::resume::fingerprint(&plan, total_workers);
     if leader {
         let keep = super::resume::load_checkpoint(&plan.out, &fingerprint)?.is_some();
@@ -122,16 +123,6 @@ pub fn prepare_resumable(
 /// `prepare` with the gold labels given (serve holds them), models to use as they are
 /// (serve's snapshots) and the registry its models are already loaded in.
 pub fn prepare_with_gold(
-    spec: CurateSpec,
-    gold: GoldLabels,
-    leader: bool,
-    given_models: Option<GivenModels>,
-    models: ModelRegistry,
-) -> Result<CuratePlan> {
-    prepare_inner(spec, gold, leader, given_models, models)
-}
-
-fn prepare_inner(
     spec: CurateSpec,
     gold: GoldLabels,
     leader: bool,

@@ -23,7 +23,7 @@
 use serde::{Deserialize, Serialize};
 use synpref_engine::input::{JsonlObservation, Shard};
 use synpref_engine::model::RowKey;
-use synpref_engine::output::{WrittenFile, RESUME_DIR, STAGING_DIR};
+use synpref_engine::output::{write_json, WrittenFile, RESUME_DIR, STAGING_DIR};
 use synpref_engine::store::Location;
 use synpref_engine::{Error, Result};
 use synpref_operators::write_parts::SinkStats;
@@ -135,11 +135,6 @@ pub fn fingerprint(plan: &CuratePlan, total_workers: usize) -> String {
     format!("{:016x}", h.digest())
 }
 
-fn json<T: Serialize>(loc: &Location, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec(value).map_err(|e| Error::other(&loc.url, e))?;
-    loc.put(bytes)
-}
-
 fn read_json<T: for<'de> Deserialize<'de>>(loc: &Location) -> Result<Option<T>> {
     match loc.get_if_exists()? {
         None => Ok(None),
@@ -158,7 +153,7 @@ pub fn load_checkpoint(out: &Location, fingerprint: &str) -> Result<Option<Check
 }
 
 pub fn save_checkpoint(out: &Location, checkpoint: &Checkpoint) -> Result<()> {
-    json(&resume_dir(out).child("checkpoint.json"), checkpoint)
+    write_json(&resume_dir(out).child("checkpoint.json"), checkpoint)
 }
 
 fn survey_location(out: &Location, worker: usize) -> Location {
@@ -186,7 +181,7 @@ fn marker_location(out: &Location, worker: usize, slice: u64) -> Location {
 }
 
 pub fn save_marker(out: &Location, marker: &SliceMarker) -> Result<()> {
-    json(&marker_location(out, marker.worker, marker.slice), marker)
+    write_json(&marker_location(out, marker.worker, marker.slice), marker)
 }
 
 /// `worker`'s marker of `slice`.
@@ -206,10 +201,8 @@ pub fn parts_staged(out: &Location, marker: &SliceMarker) -> Result<bool> {
     Ok(true)
 }
 
-/// The slices `worker` committed in a row from the first: their number, and the last
-/// one's marker.
-pub fn committed_slices(out: &Location, worker: usize) -> Result<(u64, Option<SliceMarker>)> {
-    let mut last = None;
+/// How many slices `worker` committed in a row from the first.
+pub fn committed_slices(out: &Location, worker: usize) -> u64 {
     let mut n = 0;
     // A marker that does not read back (a store that lost it half-written) ends the
     // committed run: that slice is simply read again.
@@ -217,10 +210,9 @@ pub fn committed_slices(out: &Location, worker: usize) -> Result<(u64, Option<Sl
         if m.worker != worker || m.slice != n {
             break;
         }
-        last = Some(m);
         n += 1;
     }
-    Ok((n, last))
+    n
 }
 
 /// Removes every resume file (a run that starts afresh).
