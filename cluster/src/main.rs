@@ -199,7 +199,9 @@ impl ModelArgs {
 
 #[derive(Args)]
 struct ScoreArgs {
-    /// The reward model: `hf:DIR` (a Qwen3 or Llama sequence-classifier directory).
+    /// The reward model: `hf:DIR` (a Qwen3 or Llama sequence-classifier directory) or
+    /// `saved:DIR` (a built-in model or encoder head synpref trained and saved, e.g. by
+    /// `synpref fractions` under OUT/cache/models/).
     #[arg(long)]
     model: String,
     /// Input pairs: a Parquet or JSONL file, a directory or a glob (local path or URL).
@@ -511,7 +513,9 @@ impl ServeArgs {
 
 #[derive(Args)]
 struct EvalArgs {
-    /// The reward model: `hf:DIR` (a Qwen3 or Llama sequence-classifier directory).
+    /// The reward model: `hf:DIR` (a Qwen3 or Llama sequence-classifier directory) or
+    /// `saved:DIR` (a built-in model or encoder head synpref trained and saved, e.g. by
+    /// `synpref fractions` under OUT/cache/models/).
     #[arg(long)]
     model: String,
     /// A preference set: a Parquet or JSONL file, a directory or a glob (repeatable).
@@ -766,7 +770,7 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
         Command::Launch(args) => launch::run_launch(&args.into_spec()?),
         Command::Eval(args) => {
             let spec = synpref_jobs::eval::EvalSpec {
-                model: ModelSpec::parse(&args.model)
+                model: synpref_jobs::eval::EvalModel::parse(&args.model)
                     .map_err(|e| synpref_engine::Error::setting("--model", e))?,
                 evals: args.evals,
                 out: args.out,

@@ -6,9 +6,12 @@
 //! RewardBench's own loader takes them, with optional `subset` and `id` columns. A pair
 //! counts as correct when the model rewards its chosen reply strictly above its rejected
 //! one, as RewardBench scores it (a tie is wrong, and counted). Invalid rows are counted
-//! apart, not scored. The report goes to `OUT/report.json`.
+//! apart, not scored. The report goes to `OUT/report.json`. The model is an `hf:`
+//! directory or a model synpref trained and saved (`saved:DIR`, see
+//! `synpref_operators::models::saved`).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,16 +22,96 @@ use synpref_engine::input::plan_input;
 use synpref_engine::report::Estimate;
 use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
-use synpref_operators::models::{load_features, HfScorer, ModelOptions, ModelSpec, RewardModel};
+use synpref_engine::model::PreferencePair;
+use synpref_operators::models::{
+    load_features, saved, HfScorer, ModelError, ModelOptions, ModelSpec, RewardModel,
+};
 
 use crate::score::{input_schema, read_valid_pairs};
+
+/// The model `eval` measures: one with weights on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EvalModel {
+    /// `hf:DIR`: a Hugging Face Qwen3 or Llama sequence-classifier directory.
+    Hf(PathBuf),
+    /// `saved:DIR`: a model synpref trained and saved (`synpref_model.json` and
+    /// `weights.safetensors`: the built-in model or an encoder head).
+    Saved(PathBuf),
+}
+
+impl std::fmt::Display for EvalModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EvalModel::Hf(d) => write!(f, "hf:{}", d.display()),
+            EvalModel::Saved(d) => write!(f, "saved:{}", d.display()),
+        }
+    }
+}
+
+impl Serialize for EvalModel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EvalModel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if let Some(dir) = text.strip_prefix("hf:") {
+            Ok(EvalModel::Hf(PathBuf::from(dir)))
+        } else if let Some(dir) = text.strip_prefix("saved:") {
+            Ok(EvalModel::Saved(PathBuf::from(dir)))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "`{text}` is not an eval model (hf:DIR or saved:DIR)"
+            )))
+        }
+    }
+}
+
+impl EvalModel {
+    /// Parses `hf:DIR` or `saved:DIR`, checking that the directory holds such a model.
+    pub fn parse(spec: &str) -> std::result::Result<EvalModel, String> {
+        if let Some(d) = spec.strip_prefix("saved:") {
+            let dir = PathBuf::from(d);
+            if !saved::is_saved(&dir) {
+                return Err(format!(
+                    "`{spec}`: {} has no {} (a model synpref saved, e.g. by `synpref fractions`)",
+                    dir.display(),
+                    saved::CARD_FILE
+                ));
+            }
+            return Ok(EvalModel::Saved(dir));
+        }
+        match ModelSpec::parse(spec)? {
+            ModelSpec::Hf(dir) => Ok(EvalModel::Hf(dir)),
+            other => Err(format!(
+                "`{other}` names a kind of model to train, not trained weights: give hf:DIR, or saved:DIR for a model synpref trained and saved"
+            )),
+        }
+    }
+
+    /// Loads the model, its features cached under `cache` when given.
+    pub fn load(
+        &self,
+        options: &ModelOptions,
+        cache: Option<&str>,
+    ) -> std::result::Result<Arc<dyn RewardModel>, ModelError> {
+        match self {
+            EvalModel::Hf(dir) => {
+                let features = load_features(&ModelSpec::Hf(dir.clone()), options, cache)?
+                    .expect("an hf spec has features");
+                Ok(Arc::new(HfScorer(features)))
+            }
+            EvalModel::Saved(dir) => saved::load(dir, options, cache),
+        }
+    }
+}
 
 /// The plain-data spec of an eval run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalSpec {
-    /// The reward model: `hf:DIR` (models synpref trains get saved weights with the
-    /// fractions job; until then they cannot be evaluated here).
-    pub model: ModelSpec,
+    pub model: EvalModel,
     /// The preference sets, each a file, directory or glob.
     pub evals: Vec<String>,
     pub out: String,
@@ -79,31 +162,92 @@ fn warnings(overall: &Estimate) -> Vec<String> {
     }
 }
 
+/// A preference set read into memory (evaluation sets are small: RewardBench has 3K
+/// pairs), so that several models can be measured on one read.
+#[derive(Clone, Debug)]
+pub struct EvalSet {
+    pub eval: String,
+    pub input_rows: u64,
+    pub invalid_rows: u64,
+    pub pairs: Vec<PreferencePair>,
+    /// Each pair's `subset` value (`None`: the set has no such column; a null is "").
+    pub subsets: Option<Vec<String>>,
+    /// A hash of the pairs' contents and subsets, in order: identifies the set's
+    /// contents whatever its URL (fractions caches evaluations by it).
+    pub content_key: u128,
+}
+
+/// Reads a preference set.
+pub fn load_eval_set(url: &str, chunk_pairs: usize) -> Result<EvalSet> {
+    let input = plan_input(url)?;
+    let (_, extras_fields) = input_schema(&input)?;
+    let subset_column = extras_fields.iter().position(|f| f.name() == "subset");
+    let extras = Arc::new(ExtrasCodec::new(extras_fields)?);
+    let mut invalid = 0u64;
+    let mut all = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let input_rows = read_valid_pairs(
+        &input,
+        &extras,
+        chunk_pairs,
+        &mut |_| {
+            invalid += 1;
+            Ok(())
+        },
+        &mut |pairs| {
+            if let Some(c) = subset_column {
+                let columns = extras.decode(pairs.iter().map(|p| p.extras.as_slice()))?;
+                let column = columns[c]
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .ok_or_else(|| Error::bad_file(url, "column `subset` is not a string column"))?;
+                names.extend((0..column.len()).map(|i| {
+                    if column.is_null(i) {
+                        String::new()
+                    } else {
+                        column.value(i).to_string()
+                    }
+                }));
+            }
+            all.extend(pairs);
+            Ok(())
+        },
+    )?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (i, p) in all.iter().enumerate() {
+        h.update(&p.content_hash.to_le_bytes());
+        if let Some(n) = subset_column.map(|_| &names[i]) {
+            h.update(&(n.len() as u64).to_le_bytes());
+            h.update(n.as_bytes());
+        }
+    }
+    Ok(EvalSet {
+        eval: url.to_string(),
+        input_rows,
+        invalid_rows: invalid,
+        pairs: all,
+        subsets: subset_column.map(|_| names),
+        content_key: h.digest128(),
+    })
+}
+
 /// Runs `eval`.
 pub fn run_eval(spec: &EvalSpec) -> Result<EvalReport> {
     let started = Instant::now();
-    if !matches!(spec.model, ModelSpec::Hf(_)) {
-        return Err(Error::setting(
-            "--model",
-            format!(
-                "`{}`: eval needs a model with weights, `hf:DIR` (builtin and encoder: models are trained inside curate and not saved yet)",
-                spec.model
-            ),
-        ));
-    }
     if spec.evals.is_empty() {
         return Err(Error::setting("--eval", "give at least one preference set"));
     }
-    let features = load_features(&spec.model, &spec.options, spec.cache.as_deref())
-        .map_err(|e| e.for_setting("--model"))?
-        .expect("hf spec has features");
-    let model = HfScorer(features);
+    let model = spec
+        .model
+        .load(&spec.options, spec.cache.as_deref())
+        .map_err(|e| e.for_setting("--model"))?;
     let out = resolve(&spec.out)?;
     let mut sets = Vec::new();
     for url in &spec.evals {
-        sets.push(eval_set(url, &model, spec.chunk_pairs)?);
+        let set = load_eval_set(url, spec.chunk_pairs)?;
+        sets.push(accuracy(&set, model.as_ref(), spec.chunk_pairs)?);
     }
-    model.0.flush().map_err(|e| e.for_setting("--model"))?;
+    model.flush().map_err(|e| e.for_setting("--model"))?;
     let report = EvalReport {
         model: spec.model.to_string(),
         fingerprint: model.fingerprint(),
@@ -114,68 +258,36 @@ pub fn run_eval(spec: &EvalSpec) -> Result<EvalReport> {
     Ok(report)
 }
 
-fn eval_set(url: &str, model: &dyn RewardModel, chunk_pairs: usize) -> Result<SetAccuracy> {
-    let input = plan_input(url)?;
-    let (_, extras_fields) = input_schema(&input)?;
-    let subset_column = extras_fields.iter().position(|f| f.name() == "subset");
-    let extras = Arc::new(ExtrasCodec::new(extras_fields)?);
-    let (mut invalid, mut ties) = (0u64, 0u64);
+/// A model's accuracy on a set, overall and per subset. A pair counts as correct when
+/// its chosen reply is rewarded strictly above the rejected one (RewardBench's rule: a
+/// tie is wrong).
+pub fn accuracy(set: &EvalSet, model: &dyn RewardModel, chunk_pairs: usize) -> Result<SetAccuracy> {
+    let mut ties = 0u64;
     // (correct, pairs) overall and per subset.
     let mut overall = (0u64, 0u64);
     let mut subsets: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let input_rows = read_valid_pairs(
-        &input,
-        &extras,
-        chunk_pairs,
-        &mut |_| {
-            invalid += 1;
-            Ok(())
-        },
-        &mut |pairs| {
-            let refs: Vec<_> = pairs.iter().collect();
-            let rewards = model.score(&refs).map_err(|e| e.for_setting("--model"))?;
-            let names: Option<Vec<String>> = match subset_column {
-                None => None,
-                Some(c) => {
-                    let columns = extras.decode(pairs.iter().map(|p| p.extras.as_slice()))?;
-                    let column = columns[c]
-                        .as_any()
-                        .downcast_ref::<StringArray>()
-                        .ok_or_else(|| {
-                            Error::bad_file(url, "column `subset` is not a string column")
-                        })?;
-                    Some(
-                        (0..column.len())
-                            .map(|i| {
-                                if column.is_null(i) {
-                                    String::new()
-                                } else {
-                                    column.value(i).to_string()
-                                }
-                            })
-                            .collect(),
-                    )
-                }
-            };
-            for (i, (chosen, rejected)) in rewards.iter().enumerate() {
-                let correct = chosen > rejected;
-                ties += u64::from(chosen == rejected);
-                overall.0 += u64::from(correct);
-                overall.1 += 1;
-                if let Some(names) = &names {
-                    let s = subsets.entry(names[i].clone()).or_default();
-                    s.0 += u64::from(correct);
-                    s.1 += 1;
-                }
+    for (c, chunk) in set.pairs.chunks(chunk_pairs.max(1)).enumerate() {
+        let refs: Vec<_> = chunk.iter().collect();
+        let rewards = model.score(&refs).map_err(|e| e.for_setting("--model"))?;
+        for (i, (chosen, rejected)) in rewards.iter().enumerate() {
+            let correct = chosen > rejected;
+            ties += u64::from(chosen == rejected);
+            overall.0 += u64::from(correct);
+            overall.1 += 1;
+            if let Some(names) = &set.subsets {
+                let s = subsets
+                    .entry(names[c * chunk_pairs.max(1) + i].clone())
+                    .or_default();
+                s.0 += u64::from(correct);
+                s.1 += 1;
             }
-            Ok(())
-        },
-    )?;
+        }
+    }
     let overall = Estimate::from_counts(overall.0 as f64, overall.1);
     Ok(SetAccuracy {
-        eval: url.to_string(),
-        input_rows,
-        invalid_rows: invalid,
+        eval: set.eval.clone(),
+        input_rows: set.input_rows,
+        invalid_rows: set.invalid_rows,
         ties,
         warnings: warnings(&overall),
         overall,

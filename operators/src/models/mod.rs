@@ -2,7 +2,8 @@
 //! the model specs that choose one (`builtin`, `hf:DIR`, `encoder:DIR`), and the
 //! models: the built-in hashed Bradley–Terry model, Qwen3/Llama sequence classifiers
 //! (`decoder`, `hf`) and BERT encoders with a trained head (`bert`, `encoder`) in
-//! candle, their batching (`batching`) and chat templates (`chat`). Transformer models
+//! candle, their batching (`batching`) and chat templates (`chat`), and trained models
+//! saved to and loaded from a directory (`saved`). Transformer models
 //! split into a label-free, cacheable part (`PairFeatures`, behind the score cache) and
 //! what is computed from it.
 
@@ -15,6 +16,7 @@ pub mod encoder;
 pub mod features;
 pub mod hf;
 pub mod margin_bound;
+pub mod saved;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +64,10 @@ pub trait RewardModel: Send + Sync {
     /// What scoring has cost so far (cache use, truncations); zero for the built-in model.
     fn usage(&self) -> ModelUsage {
         ModelUsage::default()
+    }
+    /// Writes what the model's score cache holds unwritten (nothing without a cache).
+    fn flush(&self) -> Result<(), ModelError> {
+        Ok(())
     }
 }
 
@@ -340,6 +346,9 @@ impl RewardModel for HfScorer {
     fn usage(&self) -> ModelUsage {
         self.0.usage()
     }
+    fn flush(&self) -> Result<(), ModelError> {
+        self.0.flush()
+    }
 }
 
 /// `encoder:DIR` as a reward model: cached encoder features and a trained head.
@@ -363,6 +372,9 @@ impl RewardModel for EncoderScorer {
     }
     fn usage(&self) -> ModelUsage {
         self.features.usage()
+    }
+    fn flush(&self) -> Result<(), ModelError> {
+        self.features.flush()
     }
 }
 
