@@ -106,6 +106,12 @@ enum Command {
     /// prompt, or whole conversations; optional `subset` and `id`), per subset and
     /// overall, with 95% intervals; OUT/report.json and a printed table.
     Eval(EvalArgs),
+    /// Scaling experiments across data fractions: nested subsets of the curated set
+    /// (and raw subsets of the same size) by a seeded hash of pair_id, a reward model
+    /// trained on each and evaluated; results.parquet/csv, accuracy.png/svg and
+    /// report.json under --out. Models are cached by subset content: a rerun trains
+    /// only the subsets that changed.
+    Fractions(Box<FractionsArgs>),
     /// Keep the curated set current as gold labels arrive (HTTP and label files): a
     /// long-running job with a changelog and snapshots.
     Serve(ServeArgs),
@@ -199,9 +205,7 @@ impl ModelArgs {
 
 #[derive(Args)]
 struct ScoreArgs {
-    /// The reward model: `hf:DIR` (a Qwen3 or Llama sequence-classifier directory) or
-    /// `saved:DIR` (a built-in model or encoder head synpref trained and saved, e.g. by
-    /// `synpref fractions` under OUT/cache/models/).
+    /// The reward model: `hf:DIR` (a Qwen3 or Llama sequence-classifier directory).
     #[arg(long)]
     model: String,
     /// Input pairs: a Parquet or JSONL file, a directory or a glob (local path or URL).
@@ -512,6 +516,157 @@ impl ServeArgs {
 }
 
 #[derive(Args)]
+struct FractionsArgs {
+    /// The raw pool: Parquet or JSONL file, directory or glob.
+    #[arg(long)]
+    pairs: String,
+    /// Gold labels: fractions first curates --pairs with them (built-in RMs, curate's
+    /// defaults) into --curated. Without --gold, --curated must be a committed curate
+    /// output of --pairs, used as it is (curate it yourself for other settings).
+    #[arg(long)]
+    gold: Option<String>,
+    /// The curate output the curated subsets are cut from [default: OUT/curate].
+    #[arg(long)]
+    curated: Option<String>,
+    /// Fractions of the curated set, ascending, in (0, 1].
+    #[arg(long, value_delimiter = ',', default_values_t = synpref_jobs::fractions::DEFAULT_FRACTIONS)]
+    fractions: Vec<f64>,
+    /// Seeds per fraction (each draws other subsets and trains from another seed).
+    #[arg(long, default_value_t = synpref_jobs::fractions::DEFAULT_SEEDS)]
+    seeds: u32,
+    /// `builtin` (the hashed BT model), `encoder:DIR` (a BT head on a frozen BERT-family
+    /// encoder's features) or `command` (--train-command per subset).
+    #[arg(long, default_value = "builtin")]
+    trainer: String,
+    /// With --trainer command: a shell command template run per subset; `{data}` is
+    /// replaced by a directory of the subset's parts (in --format) and `{model_dir}` by
+    /// where the command must leave a Hugging Face reward-model directory (also in the
+    /// environment: SYNPREF_DATA, SYNPREF_MODEL_DIR, SYNPREF_SEED).
+    #[arg(long)]
+    train_command: Option<String>,
+    /// Layout of the subsets a training command reads: trl, openrlhf or rewardbench.
+    #[arg(long, default_value = "trl")]
+    format: OutputFormat,
+    /// File format of those subsets [default: the format's own].
+    #[arg(long)]
+    output_file_format: Option<OutputFileFormat>,
+    /// An evaluation set (RewardBench layouts, as `synpref eval` reads; repeatable).
+    #[arg(long = "eval", required = true)]
+    evals: Vec<String>,
+    /// Output directory (results.parquet, results.csv, accuracy.png, accuracy.svg,
+    /// report.json).
+    #[arg(long)]
+    out: String,
+    /// Model cache: trained models and their evaluations by subset content
+    /// [default: OUT/cache].
+    #[arg(long)]
+    cache: Option<String>,
+    /// Timely worker threads in this process [default: the number of CPU cores].
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Do not draw progress bars.
+    #[arg(long)]
+    no_progress: bool,
+    #[command(flatten)]
+    models: ModelArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+impl FractionsArgs {
+    /// The curate run to make first (with --gold), and the fractions spec.
+    fn into_specs(
+        self,
+    ) -> Result<(Option<CurateSpec>, synpref_jobs::fractions::FractionsSpec), synpref_engine::Error> {
+        use synpref_engine::Error;
+        use synpref_jobs::fractions::{trainers::TrainerSpec, FractionsSpec};
+        let local = |flag: &str, dir: &str| -> Result<std::path::PathBuf, Error> {
+            if dir.contains("://") {
+                return Err(Error::setting(flag, format!("`{dir}`: fractions writes models and plots to a local directory")));
+            }
+            Ok(std::path::PathBuf::from(dir))
+        };
+        let out = local("--out", &self.out)?;
+        let curated = self
+            .curated
+            .clone()
+            .unwrap_or_else(|| out.join("curate").display().to_string());
+        let trainer = match (self.trainer.as_str(), &self.train_command) {
+            ("command", Some(template)) => {
+                if !matches!(self.format, OutputFormat::Trl | OutputFormat::Openrlhf | OutputFormat::Rewardbench) {
+                    return Err(Error::setting(
+                        "--format",
+                        format!("`{}`: a training command reads trl, openrlhf or rewardbench (input and conversational carry curate's decision columns, which raw subsets have none of)", self.format),
+                    ));
+                }
+                TrainerSpec::Command {
+                    template: template.clone(),
+                    format: self.format,
+                    file_format: self
+                        .output_file_format
+                        .unwrap_or_else(|| self.format.default_file_format()),
+                }
+            }
+            ("command", None) => {
+                return Err(Error::setting("--train-command", "--trainer command needs --train-command TEMPLATE"))
+            }
+            (_, Some(_)) => {
+                return Err(Error::setting("--train-command", "is only read with --trainer command"))
+            }
+            (spec, None) => match ModelSpec::parse(spec).map_err(|e| Error::setting("--trainer", e))? {
+                ModelSpec::Builtin => TrainerSpec::Builtin {
+                    settings: Default::default(),
+                },
+                ModelSpec::Encoder(dir) => TrainerSpec::Encoder {
+                    dir,
+                    head: Default::default(),
+                },
+                ModelSpec::Hf(_) => {
+                    return Err(Error::setting(
+                        "--trainer",
+                        "`hf:` models are not trained in-process; use --trainer command with your training script",
+                    ))
+                }
+            },
+        };
+        let workers = self.workers.unwrap_or_else(default_workers);
+        let curate = match &self.gold {
+            Some(gold) => Some(CurateSpec {
+                pairs: self.pairs.clone(),
+                gold: gold.clone(),
+                out: curated.clone(),
+                machine: MachineSettings {
+                    workers,
+                    progress: !self.no_progress,
+                    ..MachineSettings::default()
+                },
+                ..CurateSpec::default()
+            }),
+            None => None,
+        };
+        let spec = FractionsSpec {
+            pairs: self.pairs,
+            curated,
+            fractions: self.fractions,
+            seeds: self.seeds,
+            trainer,
+            evals: self.evals,
+            cache: match &self.cache {
+                Some(c) => local("--cache", c)?,
+                None => out.join("cache"),
+            },
+            out: self.out,
+            options: self.models.options()?,
+            score_cache: self.models.cache(),
+            workers,
+            progress: !self.no_progress,
+        };
+        spec.validate()?;
+        Ok((curate, spec))
+    }
+}
+
+#[derive(Args)]
 struct EvalArgs {
     /// The reward model: `hf:DIR` (a Qwen3 or Llama sequence-classifier directory) or
     /// `saved:DIR` (a built-in model or encoder head synpref trained and saved, e.g. by
@@ -782,6 +937,24 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
                 "{}",
                 synpref_jobs::eval::table(&synpref_jobs::eval::run_eval(&spec)?)
             );
+            Ok(())
+        }
+        Command::Fractions(args) => {
+            let cluster = args.cluster.cluster()?;
+            let (curate, spec) = args.into_specs()?;
+            if let Some(curate) = curate {
+                let out = curate.out.clone();
+                if let Some(report) = runner::run_curate(curate, &cluster)? {
+                    eprintln!(
+                        "synpref fractions: curated {} of {} rows into {out}",
+                        report.curated_rows, report.input_rows
+                    );
+                }
+            }
+            let out = spec.out.clone();
+            if let Some(report) = runner::run_fractions(spec, &cluster)? {
+                print!("{}", synpref_jobs::fractions::results::summary(&report, &out));
+            }
             Ok(())
         }
         Command::Label {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use synpref_engine::cluster::ClusterSpec;
 use synpref_engine::Error;
 use synpref_jobs::curate::{self, CuratePlan, CurateReport, CurateSpec};
+use synpref_jobs::fractions::{self, results::FractionsReport, FractionsSpec};
 
 /// Makes any panic abort the whole process. In a multi-threaded timely process a
 /// panicking worker otherwise leaves its peers waiting forever for its progress
@@ -133,11 +134,37 @@ pub fn run_curate(spec: CurateSpec, cluster: &ClusterSpec) -> Result<Option<Cura
     let leader = cluster.process == 0;
     let total_workers = workers * cluster.addresses.len().max(1);
     let plan: Arc<CuratePlan> = Arc::new(curate::prepare_resumable(spec, leader, total_workers)?);
-    let connected = connect_watchdog(cluster);
-    let guards = timely::execute(timely_config(cluster, workers), move |worker| {
-        curate::run_worker(worker, &plan)
+    run_job(cluster, workers, "curate", move |worker| curate::run_worker(worker, &plan))
+}
+
+/// Runs fractions on `spec.workers` worker threads of this process (and, with a
+/// cluster, of every other process of the run).
+pub fn run_fractions(
+    spec: FractionsSpec,
+    cluster: &ClusterSpec,
+) -> Result<Option<FractionsReport>, Error> {
+    let workers = spec.workers;
+    let total_workers = workers * cluster.addresses.len().max(1);
+    let first = cluster.process * workers;
+    let plan = Arc::new(fractions::prepare(spec, total_workers, first..first + workers)?);
+    run_job(cluster, workers, "fractions", move |worker| {
+        fractions::run_worker(worker, &plan)
     })
-    .map_err(|e| Error::Worker(format!("cannot start timely workers: {e}")))?;
+}
+
+/// Runs a job's worker function on this process's timely workers and joins them:
+/// worker 0's report (`None` on the other processes), or the first worker's own error
+/// in preference to the copies its peers report.
+fn run_job<R: Send + 'static>(
+    cluster: &ClusterSpec,
+    workers: usize,
+    job: &str,
+    f: impl Fn(&mut timely::worker::Worker) -> Result<Option<R>, Error> + Send + Sync + 'static,
+) -> Result<Option<R>, Error> {
+    let leader = cluster.process == 0;
+    let connected = connect_watchdog(cluster);
+    let guards = timely::execute(timely_config(cluster, workers), f)
+        .map_err(|e| Error::Worker(format!("cannot start timely workers: {e}")))?;
     connected.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut report = None;
     let mut first_error: Option<Error> = None;
@@ -166,7 +193,7 @@ pub fn run_curate(spec: CurateSpec, cluster: &ClusterSpec) -> Result<Option<Cura
         Some(r) => Ok(Some(r)),
         // Processes other than the first have no report; worker 0 wrote it.
         None if !leader => Ok(None),
-        None => Err(Error::Worker("worker 0 returned no report".into())),
+        None => Err(Error::Worker(format!("{job}: worker 0 returned no report"))),
     }
 }
 

@@ -54,7 +54,8 @@ impl<M> Folded<M> {
     }
 }
 
-fn is_heldout(pair_id: &str, share: f64) -> bool {
+/// Whether a pair is in the slice held out to choose a model's epoch.
+pub fn is_heldout(pair_id: &str, share: f64) -> bool {
     share > 0.0 && unit_interval(pair_id, SALT_HELDOUT) < share
 }
 
