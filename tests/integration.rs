@@ -2482,3 +2482,6 @@ mod resume;
 
 #[path = "integration/eval.rs"]
 mod eval;
+
+#[path = "integration/fractions.rs"]
+mod fractions;

@@ -528,6 +528,13 @@ struct FractionsArgs {
     /// The curate output the curated subsets are cut from [default: OUT/curate].
     #[arg(long)]
     curated: Option<String>,
+    /// With --gold: LLM-judge votes for that curate run (pair_id, verdict), consulted
+    /// where the best RM disagrees with a label, as `curate --judges`.
+    #[arg(long, requires = "gold")]
+    judges: Option<String>,
+    /// With --gold: τ of that curate run's consistency rule.
+    #[arg(long, requires = "gold", default_value_t = CurateSpec::default().threshold)]
+    threshold: f64,
     /// Fractions of the curated set, ascending, in (0, 1].
     #[arg(long, value_delimiter = ',', default_values_t = synpref_jobs::fractions::DEFAULT_FRACTIONS)]
     fractions: Vec<f64>,
@@ -635,6 +642,8 @@ impl FractionsArgs {
                 pairs: self.pairs.clone(),
                 gold: gold.clone(),
                 out: curated.clone(),
+                judges: self.judges.clone(),
+                threshold: self.threshold,
                 machine: MachineSettings {
                     workers,
                     progress: !self.no_progress,

@@ -226,7 +226,8 @@ pub fn write_outputs(
 }
 
 /// The results as one Arrow batch: a row per (task, evaluation set, subset), the
-/// whole set's row with a null `subset`.
+/// whole set's row with a null `subset`; `subset_key` identifies the training subset's
+/// contents (equal keys: the same pairs in the same orientation).
 pub fn table(results: &[TaskResult]) -> Result<RecordBatch> {
     let mut set = Vec::new();
     let mut fraction = Vec::new();
@@ -238,6 +239,7 @@ pub fn table(results: &[TaskResult]) -> Result<RecordBatch> {
     let mut lo = Vec::new();
     let mut hi = Vec::new();
     let mut n = Vec::new();
+    let mut subset_key = Vec::new();
     let mut model = Vec::new();
     let mut trained = Vec::new();
     for r in results {
@@ -256,6 +258,7 @@ pub fn table(results: &[TaskResult]) -> Result<RecordBatch> {
                 lo.push(est.ci95.map(|c| c[0]));
                 hi.push(est.ci95.map(|c| c[1]));
                 n.push(est.n);
+                subset_key.push(r.subset_key.clone());
                 model.push(r.model.clone());
                 trained.push(r.trained);
             }
@@ -272,6 +275,7 @@ pub fn table(results: &[TaskResult]) -> Result<RecordBatch> {
         Field::new("ci95_low", DataType::Float64, true),
         Field::new("ci95_high", DataType::Float64, true),
         Field::new("n", DataType::UInt64, false),
+        Field::new("subset_key", DataType::Utf8, false),
         Field::new("model", DataType::Utf8, false),
         Field::new("trained", DataType::Boolean, false),
     ]));
@@ -286,6 +290,7 @@ pub fn table(results: &[TaskResult]) -> Result<RecordBatch> {
         Arc::new(Float64Array::from(lo)),
         Arc::new(Float64Array::from(hi)),
         Arc::new(UInt64Array::from(n)),
+        Arc::new(StringArray::from(subset_key)),
         Arc::new(StringArray::from(model)),
         Arc::new(BooleanArray::from(trained)),
     ];
