@@ -2,7 +2,8 @@
 //! whose accuracy `synpref eval` reproduces from the saved weights, the same results
 //! with any worker count, a rerun after one more gold label that retrains exactly the
 //! subsets whose contents changed and equals a run from an empty cache, and a user's
-//! training command fed its subset in the trl layout.
+//! training command fed its subset in the trl layout. Runs on one process, or on two
+//! started by `synpref launch`, give the same results.
 
 use super::*;
 
@@ -154,6 +155,16 @@ fn fractions_trains_nested_subsets_that_eval_reproduces_whatever_the_worker_coun
     let one = results_by_task(&out1);
     for (k, r) in &by {
         assert_eq!(comparable(r), comparable(&one[k]), "{k:?}");
+    }
+    // Two timely processes of two workers each, started by `synpref launch`.
+    let out2 = tmp.path().join("out2");
+    let mut args = vec!["launch", "--local", "2", "--"];
+    args.extend(fractions_args(&data, &out2, "2"));
+    args.extend(["--curated", s(&curated)]);
+    ok(&args);
+    let two = results_by_task(&out2);
+    for (k, r) in &by {
+        assert_eq!(comparable(r), comparable(&two[k]), "{k:?}");
     }
 }
 

@@ -47,7 +47,7 @@ pub const DEFAULT_GRACE_S: f64 = 3.0;
 pub const CLUSTER_FLAGS: [&str; 3] = ["--hostfile", "--peers", "--process"];
 
 /// The jobs that run as cooperating processes.
-pub const MULTI_PROCESS_JOBS: [&str; 2] = ["curate", "serve"];
+pub const MULTI_PROCESS_JOBS: [&str; 3] = ["curate", "serve", "fractions"];
 
 /// A validated `synpref launch` command.
 #[derive(Clone, Debug, PartialEq)]

@@ -364,6 +364,12 @@ fn work(index: usize, peers: usize, plan: &FractionsPlan) -> Result<WorkerOutcom
         raw.by_seed.insert(seed, heap.into_sorted());
     }
     let sizes = Some((curated.pairs, raw.pairs, raw.invalid_rows));
+    tracing::info!(
+        worker = index,
+        tasks = mine.len(),
+        elapsed_s = plan.started.elapsed().as_secs_f64(),
+        "read the sets"
+    );
     if mine.is_empty() {
         return Ok(WorkerOutcome {
             results: Vec::new(),
@@ -404,6 +410,14 @@ fn work(index: usize, peers: usize, plan: &FractionsPlan) -> Result<WorkerOutcom
         };
         results.push(run_task(plan, &subset, &evals, index)?);
         plan.bar.inc(1);
+        tracing::info!(
+            worker = index,
+            set = t.set.label(),
+            fraction = f,
+            seed = t.seed,
+            elapsed_s = plan.started.elapsed().as_secs_f64(),
+            "task done"
+        );
     }
     Ok(WorkerOutcome { results, sizes })
 }
