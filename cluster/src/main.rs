@@ -141,7 +141,7 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
-    /// Run a multi-process job (curate, serve) as cooperating processes and supervise
+    /// Run a multi-process job (curate, serve, fractions) as cooperating processes and supervise
     /// them: on this host (--local N), on the hosts of a hostfile over ssh, or as this
     /// task of a Slurm step or pod of a Kubernetes Indexed Job (docs/cluster.md).
     Launch(LaunchArgs),
@@ -374,7 +374,7 @@ struct CurateArgs {
     cluster: ClusterArgs,
 }
 
-/// Which timely processes a multi-process job runs on (curate, serve).
+/// Which timely processes a multi-process job runs on (curate, serve, fractions).
 #[derive(Args)]
 struct ClusterArgs {
     /// Run as one of several timely processes: a file with one host:port per process.
