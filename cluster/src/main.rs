@@ -584,12 +584,16 @@ impl FractionsArgs {
     /// The curate run to make first (with --gold), and the fractions spec.
     fn into_specs(
         self,
-    ) -> Result<(Option<CurateSpec>, synpref_jobs::fractions::FractionsSpec), synpref_engine::Error> {
+    ) -> Result<(Option<CurateSpec>, synpref_jobs::fractions::FractionsSpec), synpref_engine::Error>
+    {
         use synpref_engine::Error;
         use synpref_jobs::fractions::{trainers::TrainerSpec, FractionsSpec};
         let local = |flag: &str, dir: &str| -> Result<std::path::PathBuf, Error> {
             if dir.contains("://") {
-                return Err(Error::setting(flag, format!("`{dir}`: fractions writes models and plots to a local directory")));
+                return Err(Error::setting(
+                    flag,
+                    format!("`{dir}`: fractions writes models and plots to a local directory"),
+                ));
             }
             Ok(std::path::PathBuf::from(dir))
         };
@@ -962,7 +966,10 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
             }
             let out = spec.out.clone();
             if let Some(report) = runner::run_fractions(spec, &cluster)? {
-                print!("{}", synpref_jobs::fractions::results::summary(&report, &out));
+                print!(
+                    "{}",
+                    synpref_jobs::fractions::results::summary(&report, &out)
+                );
             }
             Ok(())
         }

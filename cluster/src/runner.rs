@@ -134,7 +134,9 @@ pub fn run_curate(spec: CurateSpec, cluster: &ClusterSpec) -> Result<Option<Cura
     let leader = cluster.process == 0;
     let total_workers = workers * cluster.addresses.len().max(1);
     let plan: Arc<CuratePlan> = Arc::new(curate::prepare_resumable(spec, leader, total_workers)?);
-    run_job(cluster, workers, "curate", move |worker| curate::run_worker(worker, &plan))
+    run_job(cluster, workers, "curate", move |worker| {
+        curate::run_worker(worker, &plan)
+    })
 }
 
 /// Runs fractions on `spec.workers` worker threads of this process (and, with a
@@ -146,7 +148,11 @@ pub fn run_fractions(
     let workers = spec.workers;
     let total_workers = workers * cluster.addresses.len().max(1);
     let first = cluster.process * workers;
-    let plan = Arc::new(fractions::prepare(spec, total_workers, first..first + workers)?);
+    let plan = Arc::new(fractions::prepare(
+        spec,
+        total_workers,
+        first..first + workers,
+    )?);
     run_job(cluster, workers, "fractions", move |worker| {
         fractions::run_worker(worker, &plan)
     })

@@ -19,10 +19,10 @@ use arrow::array::{Array, StringArray};
 use serde::{Deserialize, Serialize};
 use synpref_engine::extras::ExtrasCodec;
 use synpref_engine::input::plan_input;
+use synpref_engine::model::PreferencePair;
 use synpref_engine::report::Estimate;
 use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
-use synpref_engine::model::PreferencePair;
 use synpref_operators::models::{
     load_features, saved, HfScorer, ModelError, ModelOptions, ModelSpec, RewardModel,
 };
@@ -200,7 +200,9 @@ pub fn load_eval_set(url: &str, chunk_pairs: usize) -> Result<EvalSet> {
                 let column = columns[c]
                     .as_any()
                     .downcast_ref::<StringArray>()
-                    .ok_or_else(|| Error::bad_file(url, "column `subset` is not a string column"))?;
+                    .ok_or_else(|| {
+                        Error::bad_file(url, "column `subset` is not a string column")
+                    })?;
                 names.extend((0..column.len()).map(|i| {
                     if column.is_null(i) {
                         String::new()

@@ -78,7 +78,10 @@ fn fractions_trains_nested_subsets_that_eval_reproduces_whatever_the_worker_coun
     let judges = data.join("judge_votes.parquet");
     args.extend(["--gold", s(&gold), "--judges", s(&judges)]);
     let printed = String::from_utf8(ok(&args).stdout).unwrap();
-    assert!(printed.contains("curated") && printed.contains("raw"), "{printed}");
+    assert!(
+        printed.contains("curated") && printed.contains("raw"),
+        "{printed}"
+    );
 
     let report = json_file(&out.join("report.json"));
     assert_eq!(report["tasks"], 16);
@@ -90,10 +93,17 @@ fn fractions_trains_nested_subsets_that_eval_reproduces_whatever_the_worker_coun
     let by = results_by_task(&out);
     assert_eq!(by.len(), 16);
     for seed in 0..2u64 {
-        let pairs = |set: &str, f: &str| by[&(set.to_string(), f.to_string(), seed)]["pairs"].as_u64().unwrap();
+        let pairs = |set: &str, f: &str| {
+            by[&(set.to_string(), f.to_string(), seed)]["pairs"]
+                .as_u64()
+                .unwrap()
+        };
         // Nested and growing with the fraction; the whole curated set at 1; the raw
         // subset as large as the curated one.
-        let curated: Vec<u64> = ["0.01", "0.1", "0.5", "1.0"].iter().map(|f| pairs("curated", f)).collect();
+        let curated: Vec<u64> = ["0.01", "0.1", "0.5", "1.0"]
+            .iter()
+            .map(|f| pairs("curated", f))
+            .collect();
         assert!(curated.windows(2).all(|w| w[0] < w[1]), "{curated:?}");
         assert_eq!(curated[3], curated_rows);
         assert!((curated[1] as f64 - 0.1 * curated_rows as f64).abs() < 0.03 * curated_rows as f64);
@@ -111,21 +121,39 @@ fn fractions_trains_nested_subsets_that_eval_reproduces_whatever_the_worker_coun
         let set = p["set"].as_str().unwrap();
         let f = format!("{:?}", p["fraction"].as_f64().unwrap());
         let accs: Vec<f64> = (0..2)
-            .map(|seed| by[&(set.to_string(), f.clone(), seed)]["accuracy"].as_f64().unwrap())
+            .map(|seed| {
+                by[&(set.to_string(), f.clone(), seed)]["accuracy"]
+                    .as_f64()
+                    .unwrap()
+            })
             .collect();
         let mean = (accs[0] + accs[1]) / 2.0;
-        assert!((p["accuracy_mean"].as_f64().unwrap() - mean).abs() < 1e-12, "{p}");
+        assert!(
+            (p["accuracy_mean"].as_f64().unwrap() - mean).abs() < 1e-12,
+            "{p}"
+        );
     }
 
     // `synpref eval` on a saved model gives the table's accuracy (its own code path
     // from the weights on disk).
-    for key in [("curated".to_string(), "0.1".to_string(), 1), ("raw".to_string(), "1.0".to_string(), 0)] {
+    for key in [
+        ("curated".to_string(), "0.1".to_string(), 1),
+        ("raw".to_string(), "1.0".to_string(), 0),
+    ] {
         let row = &by[&key];
         let model = row["model"].as_str().unwrap();
         assert!(model.starts_with("saved:"), "{model}");
         let eval_out = tmp.path().join(format!("eval-{}-{}", key.0, key.1));
         let eval_file = data.join("eval.parquet");
-        ok(&["eval", "--model", model, "--eval", s(&eval_file), "--out", s(&eval_out)]);
+        ok(&[
+            "eval",
+            "--model",
+            model,
+            "--eval",
+            s(&eval_file),
+            "--out",
+            s(&eval_out),
+        ]);
         let e = json_file(&eval_out.join("report.json"));
         assert_eq!(e["sets"][0]["overall"]["value"], row["accuracy"], "{key:?}");
         assert_eq!(e["sets"][0]["overall"]["n"], row["n"]);
@@ -143,7 +171,11 @@ fn fractions_trains_nested_subsets_that_eval_reproduces_whatever_the_worker_coun
     );
     assert_eq!((w, h), (800, 480));
     let svg = std::fs::read_to_string(out.join("accuracy.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("raw (same size)"), "{}", &svg[..200.min(svg.len())]);
+    assert!(
+        svg.starts_with("<svg") && svg.contains("raw (same size)"),
+        "{}",
+        &svg[..200.min(svg.len())]
+    );
 
     // One worker, the curate output given as it is, another cache: the same subsets
     // and accuracies.
@@ -196,7 +228,9 @@ fn a_rerun_after_one_more_gold_label_retrains_only_changed_subsets_and_equals_a_
     let truth = read_rows_of(&data.join("truth.parquet"));
     let target = truth
         .iter()
-        .find(|r| r["preference"] == "rejected" && !labelled.contains(r["pair_id"].as_str().unwrap()))
+        .find(|r| {
+            r["preference"] == "rejected" && !labelled.contains(r["pair_id"].as_str().unwrap())
+        })
         .unwrap()["pair_id"]
         .as_str()
         .unwrap()
@@ -225,7 +259,9 @@ fn a_rerun_after_one_more_gold_label_retrains_only_changed_subsets_and_equals_a_
     assert_eq!(report["models_reused"], 16 - trained);
     // The corrected pair is in the whole curated set: that subset changed. The 1%
     // subsets of this pool hold ~40 pairs: some stayed as they were.
-    assert!(after[&("curated".into(), "1.0".into(), 0)]["trained"].as_bool().unwrap());
+    assert!(after[&("curated".into(), "1.0".into(), 0)]["trained"]
+        .as_bool()
+        .unwrap());
     assert!(trained < 16, "some subsets are unchanged and reused");
 
     // The incremental rerun equals a run from an empty cache on the same inputs.
@@ -301,10 +337,84 @@ fn fractions_runs_a_training_command_per_subset_on_its_data_in_the_trl_layout() 
     let cmd_pos = args.iter().position(|a| *a == command).unwrap();
     args[cmd_pos] = "echo no gpu here >&2; exit 3 # {model_dir}";
     let e = fails_with(&args, 1);
-    assert!(e.contains("the training command for") && e.contains("no gpu here"), "{e}");
+    assert!(
+        e.contains("the training command for") && e.contains("no gpu here"),
+        "{e}"
+    );
     assert!(!failing.join("report.json").exists());
     // A template without {model_dir} is a usage error.
     args[cmd_pos] = "true";
     let e = fails_with(&args, 2);
     assert!(e.contains("--train-command"), "{e}");
+}
+
+#[test]
+fn fractions_trains_encoder_heads_that_eval_reloads_and_a_rerun_reuses_every_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 1500, 14);
+    let out = tmp.path().join("out");
+    let trainer = format!("encoder:{}", s(&fixture("bert_minilm")));
+    let gold = data.join("gold.parquet");
+    let score_cache = tmp.path().join("scores");
+    let args = [
+        "fractions",
+        "--pairs",
+        s_static(data.join("pairs")),
+        "--gold",
+        s(&gold),
+        "--eval",
+        s_static(data.join("eval.parquet")),
+        "--out",
+        s(&out),
+        "--fractions",
+        "0.5,1",
+        "--seeds",
+        "1",
+        "--trainer",
+        &trainer,
+        "--score-cache",
+        s(&score_cache),
+        "--device",
+        "cpu",
+        "--no-progress",
+    ];
+    ok(&args);
+    let first = results_by_task(&out);
+    assert_eq!(json_file(&out.join("report.json"))["models_trained"], 4);
+    // A saved head names its encoder; eval reloads both and gives the table's figure.
+    let row = &first[&("curated".to_string(), "1.0".to_string(), 0)];
+    let model = row["model"].as_str().unwrap();
+    let card =
+        json_file(&PathBuf::from(model.strip_prefix("saved:").unwrap()).join("synpref_model.json"));
+    assert_eq!(card["kind"]["type"], "encoder_head");
+    let eval_out = tmp.path().join("eval");
+    let eval_file = data.join("eval.parquet");
+    ok(&[
+        "eval",
+        "--model",
+        model,
+        "--eval",
+        s(&eval_file),
+        "--out",
+        s(&eval_out),
+        "--score-cache",
+        s(&score_cache),
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(
+        json_file(&eval_out.join("report.json"))["sets"][0]["overall"]["value"],
+        row["accuracy"]
+    );
+    // Nothing changed: every model and evaluation comes from the cache.
+    ok(&args);
+    let report = json_file(&out.join("report.json"));
+    assert_eq!(report["models_trained"], 0);
+    assert_eq!(report["models_reused"], 4);
+    assert_eq!(report["evaluations_reused"], 4);
+    let again = results_by_task(&out);
+    for (k, r) in &first {
+        assert_eq!(comparable(r), comparable(&again[k]), "{k:?}");
+    }
 }

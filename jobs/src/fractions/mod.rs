@@ -149,7 +149,11 @@ pub struct FractionsPlan {
 }
 
 /// Validates the spec and loads what every worker of this process shares.
-pub fn prepare(spec: FractionsSpec, total_workers: usize, process_workers: std::ops::Range<usize>) -> Result<FractionsPlan> {
+pub fn prepare(
+    spec: FractionsSpec,
+    total_workers: usize,
+    process_workers: std::ops::Range<usize>,
+) -> Result<FractionsPlan> {
     spec.validate()?;
     let curated = resolve(&spec.curated)?;
     if !curated.child("manifest.json").exists()? {
@@ -226,7 +230,11 @@ pub fn assign(tasks: &[Task], fractions: &[f64], workers: usize) -> Vec<(usize, 
         load[w] += cost(&tasks[i]) + READ_COST;
         owner[i] = w;
     }
-    tasks.iter().enumerate().map(|(i, t)| (owner[i], *t)).collect()
+    tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (owner[i], *t))
+        .collect()
 }
 
 /// A set as read: its schema (for writing subsets for a training command) and the
@@ -278,8 +286,12 @@ struct WorkerOutcome {
 
 /// One timely worker of a fractions run: its tasks, then the gather; worker 0 writes
 /// the outputs and returns the report.
-pub fn run_worker(worker: &mut Worker, plan: &FractionsPlan) -> Result<Option<results::FractionsReport>> {
-    let outcome = work(worker.index(), worker.peers(), plan).map_err(|e| (e.exit_code(), e.to_string()));
+pub fn run_worker(
+    worker: &mut Worker,
+    plan: &FractionsPlan,
+) -> Result<Option<results::FractionsReport>> {
+    let outcome =
+        work(worker.index(), worker.peers(), plan).map_err(|e| (e.exit_code(), e.to_string()));
     let gathered = gather_to_leader(worker, &outcome)?;
     let Some(all) = gathered else {
         return Ok(None);
@@ -352,8 +364,10 @@ fn work(index: usize, peers: usize, plan: &FractionsPlan) -> Result<WorkerOutcom
         let e = limits.entry(t.seed).or_insert(0);
         *e = (*e).max(n);
     }
-    let mut heaps: BTreeMap<u32, SmallestN<Arc<PreferencePair>>> =
-        limits.iter().map(|(s, n)| (*s, SmallestN::new(*n))).collect();
+    let mut heaps: BTreeMap<u32, SmallestN<Arc<PreferencePair>>> = limits
+        .iter()
+        .map(|(s, n)| (*s, SmallestN::new(*n)))
+        .collect();
     let mut raw = read_set(SetName::Raw, &spec.pairs, |pair, _| {
         let pair = Arc::new(pair);
         for (seed, heap) in heaps.iter_mut() {
@@ -476,7 +490,10 @@ fn run_task(
         }
         let model = loaded.as_ref().expect("loaded above");
         let measured = accuracy(set, model.as_ref(), CHUNK_PAIRS)?;
-        write_atomically(&path, &serde_json::to_vec_pretty(&measured).expect("serializes"))?;
+        write_atomically(
+            &path,
+            &serde_json::to_vec_pretty(&measured).expect("serializes"),
+        )?;
         outcomes.push(EvalOutcome {
             accuracy: measured,
             computed: true,

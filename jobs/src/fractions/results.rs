@@ -180,7 +180,9 @@ pub fn write_outputs(
     write_parquet_file(&out.child("results.parquet"), std::slice::from_ref(&batch))?;
     let mut csv = Vec::new();
     {
-        let mut w = arrow::csv::WriterBuilder::new().with_header(true).build(&mut csv);
+        let mut w = arrow::csv::WriterBuilder::new()
+            .with_header(true)
+            .build(&mut csv);
         w.write(&batch).map_err(|e| Error::Arrow {
             context: "results.csv".into(),
             source: e,
@@ -216,9 +218,14 @@ pub fn write_outputs(
         warnings: warnings(&results, &comparisons),
         curves: points,
         comparisons,
-        outputs: ["results.parquet", "results.csv", "accuracy.png", "accuracy.svg"]
-            .map(String::from)
-            .to_vec(),
+        outputs: [
+            "results.parquet",
+            "results.csv",
+            "accuracy.png",
+            "accuracy.svg",
+        ]
+        .map(String::from)
+        .to_vec(),
         elapsed_s: started.elapsed().as_secs_f64(),
     };
     write_json(&report_loc, &report)?;
@@ -416,7 +423,10 @@ fn draw<DB: DrawingBackend>(
         if mine.is_empty() {
             continue;
         }
-        let fmin = mine.iter().map(|p| p.fraction).fold(f64::INFINITY, f64::min);
+        let fmin = mine
+            .iter()
+            .map(|p| p.fraction)
+            .fold(f64::INFINITY, f64::min);
         let fmax = mine.iter().map(|p| p.fraction).fold(0.0, f64::max);
         let ymin = mine.iter().map(|p| p.accuracy_min).fold(1.0, f64::min);
         let ymax = mine.iter().map(|p| p.accuracy_max).fold(0.0, f64::max);
@@ -433,7 +443,10 @@ fn draw<DB: DrawingBackend>(
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d(x_range.log_scale(), (ymin - pad).max(0.0)..(ymax + pad).min(1.0))
+            .build_cartesian_2d(
+                x_range.log_scale(),
+                (ymin - pad).max(0.0)..(ymax + pad).min(1.0),
+            )
             .map_err(plot_error)?;
         chart
             .configure_mesh()
@@ -458,7 +471,9 @@ fn draw<DB: DrawingBackend>(
                 ))
                 .map_err(plot_error)?
                 .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
             chart
                 .draw_series(series.iter().map(|p| {
                     ErrorBar::new_vertical(

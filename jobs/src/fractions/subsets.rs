@@ -23,7 +23,10 @@ pub struct RankKey {
 impl RankKey {
     pub fn of(pair: &PreferencePair, seed: u32) -> RankKey {
         RankKey {
-            hash: xxh3_64_with_seed(pair.pair_id.as_bytes(), SUBSET_SALT.wrapping_add(seed as u64)),
+            hash: xxh3_64_with_seed(
+                pair.pair_id.as_bytes(),
+                SUBSET_SALT.wrapping_add(seed as u64),
+            ),
             content: pair.content_hash,
         }
     }

@@ -143,10 +143,9 @@ pub fn train(
     worker: usize,
 ) -> Result<Trained> {
     let started = Instant::now();
-    let tmp = cache.join("tmp").join(format!(
-        "{model_key:032x}-{}-{worker}",
-        std::process::id()
-    ));
+    let tmp = cache
+        .join("tmp")
+        .join(format!("{model_key:032x}-{}-{worker}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     let model_dir = tmp.join("model");
