@@ -67,6 +67,40 @@ fn s_static(p: PathBuf) -> &'static str {
     Box::leak(p.into_os_string().into_string().unwrap().into_boxed_str())
 }
 
+/// `fractions` on gen's data at fractions 0.5 and 1, one seed, curating with its gold
+/// labels, on the CPU with a score cache, with `trainer` (the trainer's flags).
+fn small_fractions_args<'a>(
+    data: &Path,
+    out: &'a Path,
+    score_cache: &'a Path,
+    trainer: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "fractions",
+        "--pairs",
+        s_static(data.join("pairs")),
+        "--gold",
+        s_static(data.join("gold.parquet")),
+        "--eval",
+        s_static(data.join("eval.parquet")),
+        "--out",
+        s(out),
+        "--fractions",
+        "0.5,1",
+        "--seeds",
+        "1",
+    ];
+    args.extend_from_slice(trainer);
+    args.extend([
+        "--score-cache",
+        s(score_cache),
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]);
+    args
+}
+
 #[test]
 fn fractions_trains_nested_subsets_that_eval_reproduces_whatever_the_worker_count() {
     let tmp = tempfile::tempdir().unwrap();
@@ -286,32 +320,13 @@ fn fractions_runs_a_training_command_per_subset_on_its_data_in_the_trl_layout() 
         "mkdir -p {{model_dir}} && cp {}/config.json {}/model.safetensors {}/tokenizer.json {}/tokenizer_config.json {{model_dir}}/ && cp -r {{data}} {{model_dir}}/seen && test \"$SYNPREF_DATA\" = {{data}}",
         s(&model), s(&model), s(&model), s(&model)
     );
-    let gold = data.join("gold.parquet");
     let score_cache = tmp.path().join("scores");
-    let args = [
-        "fractions",
-        "--pairs",
-        s_static(data.join("pairs")),
-        "--gold",
-        s(&gold),
-        "--eval",
-        s_static(data.join("eval.parquet")),
-        "--out",
-        s(&out),
-        "--fractions",
-        "0.5,1",
-        "--seeds",
-        "1",
-        "--trainer",
-        "command",
-        "--train-command",
-        &command,
-        "--score-cache",
-        s(&score_cache),
-        "--device",
-        "cpu",
-        "--no-progress",
-    ];
+    let args = small_fractions_args(
+        &data,
+        &out,
+        &score_cache,
+        &["--trainer", "command", "--train-command", &command],
+    );
     ok(&args);
     let report = json_file(&out.join("report.json"));
     assert_eq!(report["models_trained"], 4);
@@ -331,7 +346,7 @@ fn fractions_runs_a_training_command_per_subset_on_its_data_in_the_trl_layout() 
     }
     // A failing command fails the run (exit 1), naming the subset and its output.
     let failing = tmp.path().join("failing");
-    let mut args = args.to_vec();
+    let mut args = args.clone();
     let out_pos = args.iter().position(|a| *a == s(&out)).unwrap();
     args[out_pos] = s(&failing);
     let cmd_pos = args.iter().position(|a| *a == command).unwrap();
@@ -355,30 +370,8 @@ fn fractions_trains_encoder_heads_that_eval_reloads_and_a_rerun_reuses_every_mod
     gen(&data, 1500, 14);
     let out = tmp.path().join("out");
     let trainer = format!("encoder:{}", s(&fixture("bert_minilm")));
-    let gold = data.join("gold.parquet");
     let score_cache = tmp.path().join("scores");
-    let args = [
-        "fractions",
-        "--pairs",
-        s_static(data.join("pairs")),
-        "--gold",
-        s(&gold),
-        "--eval",
-        s_static(data.join("eval.parquet")),
-        "--out",
-        s(&out),
-        "--fractions",
-        "0.5,1",
-        "--seeds",
-        "1",
-        "--trainer",
-        &trainer,
-        "--score-cache",
-        s(&score_cache),
-        "--device",
-        "cpu",
-        "--no-progress",
-    ];
+    let args = small_fractions_args(&data, &out, &score_cache, &["--trainer", &trainer]);
     ok(&args);
     let first = results_by_task(&out);
     assert_eq!(json_file(&out.join("report.json"))["models_trained"], 4);
