@@ -243,16 +243,13 @@ fn a_rerun_after_one_more_gold_label_retrains_only_changed_subsets_and_equals_a_
     let gold_dir = tmp.path().join("gold");
     std::fs::create_dir_all(&gold_dir).unwrap();
     std::fs::copy(data.join("gold.parquet"), gold_dir.join("gold.parquet")).unwrap();
-    let run = |out: &Path, cache: Option<&Path>| {
+    let run = |out: &Path| {
         let mut args = fractions_args(&data, out, "2");
         args.extend(["--gold", s_static(gold_dir.clone())]);
-        if let Some(c) = cache {
-            args.extend(["--cache", s_static(c.to_path_buf())]);
-        }
         ok(&args);
         (json_file(&out.join("report.json")), results_by_task(out))
     };
-    let (_, before) = run(&out, None);
+    let (_, before) = run(&out);
     // One more human verdict, against the pool's label of a pair no human labelled:
     // curate now keeps that pair corrected.
     let labelled: std::collections::HashSet<String> = read_rows_of(&data.join("gold.parquet"))
@@ -274,7 +271,7 @@ fn a_rerun_after_one_more_gold_label_retrains_only_changed_subsets_and_equals_a_
         format!("{{\"pair_id\": \"{target}\", \"verdict\": \"rejected\"}}\n"),
     )
     .unwrap();
-    let (report, after) = run(&out, None);
+    let (report, after) = run(&out);
     let corrected: Vec<Value> = read_rows(&out.join("curate/curated"))
         .into_iter()
         .filter(|r| r["pair_id"] == target.as_str())
@@ -300,7 +297,7 @@ fn a_rerun_after_one_more_gold_label_retrains_only_changed_subsets_and_equals_a_
 
     // The incremental rerun equals a run from an empty cache on the same inputs.
     let fresh = tmp.path().join("fresh");
-    let (fresh_report, from_scratch) = run(&fresh, None);
+    let (fresh_report, from_scratch) = run(&fresh);
     assert_eq!(fresh_report["models_trained"], 16);
     for (k, r) in &after {
         assert_eq!(comparable(r), comparable(&from_scratch[k]), "{k:?}");

@@ -270,7 +270,7 @@ fn train_on_leader(plan: &CuratePlan, material: Material, features: &Features) -
                 ModelSpec::Hf(_) => GoldModel::Hf,
                 ModelSpec::Encoder(_) => {
                     let f = gold_features.as_deref().expect("encoder features");
-                    let head = best::train_head(f, &gold_pair_set, 0.0, &heads)
+                    let head = best::train_head(f, &best::borrowed(&gold_pair_set), 0.0, &heads)
                         .map_err(|e| e.for_setting("--gold-rm"))?;
                     let cross = CrossFitSettings {
                         folds: spec.gold_folds,

@@ -263,6 +263,8 @@ pub struct TaskResult {
     pub model: String,
     /// The model was trained in this run (false: reused from the cache).
     pub trained: bool,
+    /// Seconds its training took when it was trained (in this run or the one whose
+    /// cache entry it reused).
     pub train_s: f64,
     /// One per evaluation set, in --eval order.
     pub evals: Vec<EvalOutcome>,

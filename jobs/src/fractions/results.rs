@@ -190,10 +190,9 @@ pub fn write_outputs(
     }
     out.child("results.csv").put(csv)?;
     let (points, comparisons) = curves(&results);
-    let evals: Vec<String> = spec.evals.clone();
-    let svg = plot_svg(&points, &evals)?;
+    let svg = plot_svg(&points, &spec.evals)?;
     out.child("accuracy.svg").put(svg.into_bytes())?;
-    let png = plot_png(&points, &evals)?;
+    let png = plot_png(&points, &spec.evals)?;
     out.child("accuracy.png").put(png)?;
     let report = FractionsReport {
         trainer: spec.trainer.label(),

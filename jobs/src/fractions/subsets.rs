@@ -37,9 +37,10 @@ impl RankKey {
         (self.hash >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// Whether the pair belongs to the curated subset at `fraction`.
+    /// Whether the pair belongs to the curated subset at `fraction` (every pair at 1:
+    /// `unit` is below 1).
     pub fn within(self, fraction: f64) -> bool {
-        fraction >= 1.0 || self.unit() < fraction
+        self.unit() < fraction
     }
 }
 

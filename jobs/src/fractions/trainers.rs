@@ -171,11 +171,8 @@ pub fn train(
         }
         TrainerSpec::Encoder { dir, head } => {
             let features = features.expect("an encoder trainer loads its features");
-            let labelled: Vec<(PreferencePair, bool)> = subset
-                .pairs
-                .iter()
-                .map(|p| ((*p).clone(), p.corrected))
-                .collect();
+            let labelled: Vec<(&PreferencePair, bool)> =
+                subset.pairs.iter().map(|p| (*p, p.corrected)).collect();
             let settings = HeadSettings {
                 seed: head.seed.wrapping_add(subset.seed as u64),
                 ..head.clone()

@@ -30,7 +30,7 @@ use synpref_operators::models::margin_bound::{dense_norm, sparse_diff_norm};
 use synpref_operators::models::CachedFeatures;
 
 use crate::curate::CurateSpec;
-use synpref_operators::training::best::train_head;
+use synpref_operators::training::best::{borrowed, train_head};
 use synpref_operators::training::gold::{
     complete_gold_pairs, gold_example, head_settings, pool_label_swap,
 };
@@ -247,8 +247,13 @@ impl GoldModel {
                 .filter_map(|(key, p)| Some((p.clone(), pool_label_swap(labels, *key)?)))
                 .collect();
             let pairs = complete_gold_pairs(labels, pool);
-            *head = train_head(features, &pairs, 0.0, &head_settings(spec.train.seed))
-                .map_err(|e| e.for_setting("--gold-rm"))?;
+            *head = train_head(
+                features,
+                &borrowed(&pairs),
+                0.0,
+                &head_settings(spec.train.seed),
+            )
+            .map_err(|e| e.for_setting("--gold-rm"))?;
         }
         Ok(())
     }

@@ -130,9 +130,9 @@ fn fit_folds<E: Sync, M: Send>(
 /// the cache: `(pair, swap)` with `swap` when the rejected reply won.
 pub fn head_examples(
     features: &CachedFeatures,
-    pairs: &[(PreferencePair, bool)],
+    pairs: &[(&PreferencePair, bool)],
 ) -> Result<Vec<HeadExample>, ModelError> {
-    let refs: Vec<&PreferencePair> = pairs.iter().map(|(p, _)| p).collect();
+    let refs: Vec<&PreferencePair> = pairs.iter().map(|(p, _)| *p).collect();
     let f = features.get(&refs)?;
     let w = features.features.width();
     Ok(pairs
@@ -145,6 +145,11 @@ pub fn head_examples(
         .collect())
 }
 
+/// Labelled pairs as the head trainers take them, borrowed.
+pub fn borrowed(pairs: &[(PreferencePair, bool)]) -> Vec<(&PreferencePair, bool)> {
+    pairs.iter().map(|(p, swap)| (p, *swap)).collect()
+}
+
 /// The input width of a head over an encoder's features `[e(x), e(y_w), e(y_l)]`.
 pub fn head_dims(features: &CachedFeatures) -> usize {
     2 * features.features.width() / 3
@@ -153,7 +158,7 @@ pub fn head_dims(features: &CachedFeatures) -> usize {
 /// Trains one head on labelled pairs, `heldout_share` of them choosing the epoch.
 pub fn train_head(
     features: &CachedFeatures,
-    pairs: &[(PreferencePair, bool)],
+    pairs: &[(&PreferencePair, bool)],
     heldout_share: f64,
     settings: &HeadSettings,
 ) -> Result<DenseHead, ModelError> {
@@ -176,7 +181,7 @@ pub fn train_heads(
     cross: &CrossFitSettings,
     settings: &HeadSettings,
 ) -> Result<Folded<DenseHead>, ModelError> {
-    let examples = head_examples(features, pairs)?;
+    let examples = head_examples(features, &borrowed(pairs))?;
     let dims = head_dims(features);
     Ok(fit_folds(
         &examples,
