@@ -2485,3 +2485,6 @@ mod eval;
 
 #[path = "integration/fractions.rs"]
 mod fractions;
+
+#[path = "integration/stage1.rs"]
+mod stage1;

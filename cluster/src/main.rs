@@ -5,6 +5,7 @@
 mod http;
 mod launch;
 mod runner;
+mod stage1_args;
 
 /// mimalloc instead of glibc malloc: the dataflow allocates and frees millions of
 /// short strings per second across worker threads, and glibc's per-thread arenas spent
@@ -112,6 +113,21 @@ enum Command {
     /// report.json under --out. Models are cached by subset content: a rerun trains
     /// only the subsets that changed.
     Fractions(Box<FractionsArgs>),
+    /// Stage 1's loop: train the best RM on the silver set (checkpoint chosen by gold
+    /// accuracy), retrieve the unverified pairs nearest the gold pairs it gets wrong
+    /// (k = 8 if p ≤ 0.5, else ⌈8(1 − p)⌉), label them with LLM judges (→ silver) or
+    /// export them for humans (→ gold), repeat. Writes the next silver and gold sets and
+    /// judge votes in curate's --judges format.
+    Stage1(Box<stage1_args::Stage1Args>),
+    /// Add the five LLM-written preference attributes (task category, objectivity,
+    /// controversiality, desired attributes, guideline) to pairs, with an
+    /// OpenAI-compatible server.
+    Annotate(Box<stage1_args::AnnotateArgs>),
+    /// Annotation tasks for humans: Label Studio / Argilla export, Label Studio import.
+    Tasks {
+        #[command(subcommand)]
+        command: stage1_args::TasksCommand,
+    },
     /// Keep the curated set current as gold labels arrive (HTTP and label files): a
     /// long-running job with a changelog and snapshots.
     Serve(ServeArgs),
@@ -973,6 +989,33 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
             }
             Ok(())
         }
+        Command::Stage1(args) => {
+            let spec = args.into_spec()?;
+            let report = synpref_jobs::stage1::run_stage1(&spec)?;
+            print!("{}", synpref_jobs::stage1::summary(&report));
+            Ok(())
+        }
+        Command::Annotate(args) => {
+            let spec = args.into_spec()?;
+            let r = synpref_jobs::stage1::attributes::run_annotate(&spec)?;
+            println!(
+                "annotated {} pairs ({} failed validation, {} already annotated; {} of {} input rows invalid) into {}; LLM: {} requests ({} from the cache), {} retries, {} prompt + {} completion tokens, ${:.4}",
+                r.annotated,
+                r.failed,
+                r.already_annotated,
+                r.invalid_rows,
+                r.input_rows,
+                spec.out.join("pairs.jsonl").display(),
+                r.llm.requests,
+                r.llm.cached,
+                r.llm.retries,
+                r.llm.prompt_tokens,
+                r.llm.completion_tokens,
+                r.llm.cost_usd
+            );
+            Ok(())
+        }
+        Command::Tasks { command } => stage1_args::run_tasks(command),
         Command::Label {
             command: LabelCommand::Add { labels, file },
         } => {

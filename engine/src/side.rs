@@ -393,17 +393,40 @@ pub fn parse_label_lines(bytes: &[u8], origin: &str) -> Result<Vec<GoldLabel>> {
     rows.iter().map(label_from_row).collect()
 }
 
-/// One gold label as a JSON object in the input format (so that label-log segments are
-/// themselves gold-label files any job can read).
-pub fn label_to_json(label: &GoldLabel) -> Value {
-    let conv = |c: &Conversation| match c {
+/// A conversation as the input format writes it: a string, or `{role, content}` messages.
+pub fn conversation_json(c: &Conversation) -> Value {
+    match c {
         Conversation::Text(t) => Value::String(t.clone()),
         Conversation::Messages(ms) => Value::Array(
             ms.iter()
                 .map(|m| serde_json::json!({"role": m.role, "content": m.content}))
                 .collect(),
         ),
-    };
+    }
+}
+
+/// A pair as a JSON object in the input format (DESIGN §4): `pair_id`, `prompt`,
+/// `chosen`, `rejected` (whole conversations, no `prompt`, for the implicit-prompt
+/// form) and the attribute columns it has. Other input columns are not carried.
+pub fn pair_to_json(p: &crate::model::PreferencePair) -> Value {
+    let mut m = Map::new();
+    m.insert("pair_id".into(), p.pair_id.clone().into());
+    if !p.implicit_prompt {
+        m.insert("prompt".into(), conversation_json(&p.prompt));
+    }
+    m.insert("chosen".into(), conversation_json(&p.chosen));
+    m.insert("rejected".into(), conversation_json(&p.rejected));
+    for (i, name) in crate::model::ATTRIBUTE_COLUMNS.iter().enumerate() {
+        if let Some(v) = p.attributes.get(i) {
+            m.insert((*name).into(), v.into());
+        }
+    }
+    Value::Object(m)
+}
+
+/// One gold label as a JSON object in the input format (so that label-log segments are
+/// themselves gold-label files any job can read).
+pub fn label_to_json(label: &GoldLabel) -> Value {
     let mut m = Map::new();
     m.insert("pair_id".into(), label.pair_id.clone().into());
     m.insert("verdict".into(), label.verdict.as_str().into());
@@ -414,9 +437,9 @@ pub fn label_to_json(label: &GoldLabel) -> Value {
         m.insert("labeled_at".into(), t.clone().into());
     }
     if let Some((p, c, r)) = &label.text {
-        m.insert("prompt".into(), conv(p));
-        m.insert("chosen".into(), conv(c));
-        m.insert("rejected".into(), conv(r));
+        m.insert("prompt".into(), conversation_json(p));
+        m.insert("chosen".into(), conversation_json(c));
+        m.insert("rejected".into(), conversation_json(r));
     }
     Value::Object(m)
 }

@@ -11,3 +11,4 @@ pub mod fractions;
 pub mod gen;
 pub mod score;
 pub mod serve;
+pub mod stage1;
