@@ -799,6 +799,10 @@ fn every_subcommand_has_help() {
         vec!["score", "--help"],
         vec!["serve", "--help"],
         vec!["label", "add", "--help"],
+        vec!["stage1", "--help"],
+        vec!["annotate", "--help"],
+        vec!["tasks", "export", "--help"],
+        vec!["tasks", "import", "--help"],
     ] {
         let out = ok(&sub);
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));

@@ -157,7 +157,7 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
-    /// Run a multi-process job (curate, serve, fractions) as cooperating processes and supervise
+    /// Run a multi-process job (curate, serve, fractions, stage1) as cooperating processes and supervise
     /// them: on this host (--local N), on the hosts of a hostfile over ssh, or as this
     /// task of a Slurm step or pod of a Kubernetes Indexed Job (docs/cluster.md).
     Launch(LaunchArgs),
@@ -392,7 +392,7 @@ struct CurateArgs {
 
 /// Which timely processes a multi-process job runs on (curate, serve, fractions).
 #[derive(Args)]
-struct ClusterArgs {
+pub(crate) struct ClusterArgs {
     /// Run as one of several timely processes: a file with one host:port per process.
     /// Start the same command once per line, each with its own --process (or let
     /// `synpref launch` start them).
@@ -412,7 +412,9 @@ struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    fn cluster(&self) -> Result<synpref_engine::cluster::ClusterSpec, synpref_engine::Error> {
+    pub(crate) fn cluster(
+        &self,
+    ) -> Result<synpref_engine::cluster::ClusterSpec, synpref_engine::Error> {
         if !(self.connect_timeout > 0.0 && self.connect_timeout.is_finite()) {
             return Err(synpref_engine::Error::setting(
                 "--connect-timeout",
@@ -990,9 +992,11 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
             Ok(())
         }
         Command::Stage1(args) => {
+            let cluster = args.cluster.cluster()?;
             let spec = args.into_spec()?;
-            let report = synpref_jobs::stage1::run_stage1(&spec)?;
-            print!("{}", synpref_jobs::stage1::summary(&report));
+            if let Some(report) = runner::run_stage1(spec, &cluster)? {
+                print!("{}", synpref_jobs::stage1::summary(&report));
+            }
             Ok(())
         }
         Command::Annotate(args) => {

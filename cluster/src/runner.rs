@@ -158,6 +158,19 @@ pub fn run_fractions(
     })
 }
 
+/// Runs stage1 on `spec.workers` worker threads of this process (and, with a cluster,
+/// of every other process of the run).
+pub fn run_stage1(
+    spec: synpref_jobs::stage1::Stage1Spec,
+    cluster: &ClusterSpec,
+) -> Result<Option<synpref_jobs::stage1::Stage1Report>, Error> {
+    let workers = spec.workers;
+    let plan = Arc::new(synpref_jobs::stage1::prepare(spec, cluster.process == 0)?);
+    run_job(cluster, workers, "stage1", move |worker| {
+        synpref_jobs::stage1::run_worker(worker, &plan)
+    })
+}
+
 /// Runs a job's worker function on this process's timely workers and joins them:
 /// worker 0's report (`None` on the other processes), or the first worker's own error
 /// in preference to the copies its peers report.

@@ -52,7 +52,10 @@ pub struct LlmArgs {
 
 impl LlmArgs {
     fn settings(&self) -> Result<LlmSettings, Error> {
-        for (flag, v) in [("--llm-timeout-s", self.llm_timeout_s), ("--llm-backoff-s", self.llm_backoff_s)] {
+        for (flag, v) in [
+            ("--llm-timeout-s", self.llm_timeout_s),
+            ("--llm-backoff-s", self.llm_backoff_s),
+        ] {
             if !(v > 0.0 && v.is_finite()) {
                 return Err(Error::setting(flag, "must be a positive number of seconds"));
             }
@@ -76,7 +79,10 @@ impl LlmArgs {
 
 fn local(flag: &str, dir: &str) -> Result<PathBuf, Error> {
     if dir.contains("://") {
-        return Err(Error::setting(flag, format!("`{dir}`: Stage 1 writes to a local directory")));
+        return Err(Error::setting(
+            flag,
+            format!("`{dir}`: Stage 1 writes to a local directory"),
+        ));
     }
     Ok(PathBuf::from(dir))
 }
@@ -143,11 +149,17 @@ pub struct Stage1Args {
     /// Where LLM answers and embeddings are cached [default: OUT/cache].
     #[arg(long)]
     cache: Option<String>,
+    /// Timely worker threads in this process: each embeds and scans its partition of
+    /// the pool [default: the number of CPU cores].
+    #[arg(long)]
+    workers: Option<usize>,
     /// Do not draw progress bars.
     #[arg(long)]
     no_progress: bool,
     #[command(flatten)]
     llm: LlmArgs,
+    #[command(flatten)]
+    pub cluster: crate::ClusterArgs,
 }
 
 impl Stage1Args {
@@ -155,7 +167,12 @@ impl Stage1Args {
         let labeler = match self.labeler.as_str() {
             "judges" => Labeler::Judges,
             "humans" => Labeler::Humans,
-            other => return Err(Error::setting("--labeler", format!("`{other}` is not judges or humans"))),
+            other => {
+                return Err(Error::setting(
+                    "--labeler",
+                    format!("`{other}` is not judges or humans"),
+                ))
+            }
         };
         if self.epochs == 0 {
             return Err(Error::setting("--epochs", "must be at least 1"));
@@ -166,10 +183,16 @@ impl Stage1Args {
         if !(0.0..=2.0).contains(&self.judge_temperature) {
             return Err(Error::setting("--judge-temperature", "must lie in [0, 2]"));
         }
-        let mut spec = Stage1Spec::new(self.pool, self.gold, self.silver, local("--out", &self.out)?);
+        let mut spec = Stage1Spec::new(
+            self.pool,
+            self.gold,
+            self.silver,
+            local("--out", &self.out)?,
+        );
         spec.truth = self.truth;
         spec.iterations = self.iterations;
-        spec.embedder = EmbedderSpec::parse(&self.embedder).map_err(|e| Error::setting("--embedder", e))?;
+        spec.embedder =
+            EmbedderSpec::parse(&self.embedder).map_err(|e| Error::setting("--embedder", e))?;
         spec.labeler = labeler;
         spec.judges = JudgeSettings {
             models: self.judge_models,
@@ -184,8 +207,17 @@ impl Stage1Args {
         spec.llm = self.llm.settings()?;
         spec.train.epochs = self.epochs;
         spec.k_max = self.k_max;
-        spec.cache = self.cache.as_deref().map(|c| local("--cache", c)).transpose()?;
+        spec.cache = self
+            .cache
+            .as_deref()
+            .map(|c| local("--cache", c))
+            .transpose()?;
         spec.progress = !self.no_progress;
+        spec.workers = match self.workers {
+            Some(0) => return Err(Error::setting("--workers", "must be at least 1")),
+            Some(n) => n,
+            None => crate::default_workers(),
+        };
         Ok(spec)
     }
 }
@@ -228,7 +260,11 @@ impl AnnotateArgs {
             // Five short fields; a guideline of two sentences fits in ~120 tokens.
             max_tokens: 256,
             overwrite: self.overwrite,
-            cache: self.cache.as_deref().map(|c| local("--cache", c)).transpose()?,
+            cache: self
+                .cache
+                .as_deref()
+                .map(|c| local("--cache", c))
+                .transpose()?,
             progress: !self.no_progress,
         })
     }
@@ -273,7 +309,12 @@ pub fn run_tasks(command: TasksCommand) -> Result<(), Error> {
             print!("{}", tasks::LABEL_STUDIO_CONFIG);
             Ok(())
         }
-        TasksCommand::Export { pairs, format, out, seed } => {
+        TasksCommand::Export {
+            pairs,
+            format,
+            out,
+            seed,
+        } => {
             let set = synpref_jobs::eval::load_eval_set(&pairs, 8192)?;
             let refs: Vec<_> = set.pairs.iter().collect();
             let suggestions = vec![tasks::Suggestion::default(); refs.len()];
@@ -281,7 +322,12 @@ pub fn run_tasks(command: TasksCommand) -> Result<(), Error> {
             match format.as_str() {
                 "label-studio" => tasks::write_label_studio(&path, &refs, &suggestions, seed)?,
                 "argilla" => tasks::write_argilla(&path, &refs, &suggestions, seed)?,
-                other => return Err(Error::setting("--format", format!("`{other}` is not label-studio or argilla"))),
+                other => {
+                    return Err(Error::setting(
+                        "--format",
+                        format!("`{other}` is not label-studio or argilla"),
+                    ))
+                }
             }
             println!(
                 "wrote {} tasks ({} input rows, {} invalid) to {out}",

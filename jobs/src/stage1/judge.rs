@@ -90,7 +90,10 @@ pub fn parse_answer(text: &str) -> std::result::Result<u8, String> {
     match a.preferred.trim() {
         "Candidate 1" | "1" => Ok(1),
         "Candidate 2" | "2" => Ok(2),
-        other => Err(format!("`preferred` is `{}`, not Candidate 1 or Candidate 2", clip(other, 40))),
+        other => Err(format!(
+            "`preferred` is `{}`, not Candidate 1 or Candidate 2",
+            clip(other, 40)
+        )),
     }
 }
 
@@ -190,7 +193,10 @@ guideline:\n{guideline}\n\nAnswer with a JSON object: {{\"preferred\": \"Candida
     user.push_str("\n\nWhich candidate is better? Answer with the JSON object only.");
     ChatRequest {
         model: task.model.clone(),
-        messages: vec![ChatMessage::new("system", system), ChatMessage::new("user", user)],
+        messages: vec![
+            ChatMessage::new("system", system),
+            ChatMessage::new("user", user),
+        ],
         temperature: settings.temperature,
         max_tokens: settings.max_tokens,
         // The seed of a sample: distinct per (pair, sample) and reproducible.
@@ -316,7 +322,8 @@ pub fn aggregate(samples: &[JudgeSample]) -> Vec<JudgeVote> {
     let mut out: Vec<JudgeVote> = per_pair
         .into_values()
         .map(|mut v| {
-            v.verdict = majority(v.models_chosen, v.models_rejected).unwrap_or(Verdict::Undecidable);
+            v.verdict =
+                majority(v.models_chosen, v.models_rejected).unwrap_or(Verdict::Undecidable);
             v
         })
         .collect();
@@ -347,7 +354,10 @@ pub struct JudgeQuality {
 /// Measures the judges from their samples on gold pairs with known verdicts.
 pub fn quality(samples: &[JudgeSample], gold: &FxHashMap<String, Verdict>) -> JudgeQuality {
     let votes = aggregate(samples);
-    let decided: Vec<&JudgeVote> = votes.iter().filter(|v| v.verdict != Verdict::Undecidable).collect();
+    let decided: Vec<&JudgeVote> = votes
+        .iter()
+        .filter(|v| v.verdict != Verdict::Undecidable)
+        .collect();
     let agree = decided
         .iter()
         .filter(|v| gold.get(&v.pair_id) == Some(&v.verdict))
@@ -355,7 +365,9 @@ pub fn quality(samples: &[JudgeSample], gold: &FxHashMap<String, Verdict>) -> Ju
     let mut by_order: FxHashMap<(&str, &str, bool), (u32, u32)> = FxHashMap::default();
     let (mut first, mut valid) = (0u64, 0u64);
     for s in samples {
-        let e = by_order.entry((&s.pair_id, &s.model, s.chosen_first)).or_default();
+        let e = by_order
+            .entry((&s.pair_id, &s.model, s.chosen_first))
+            .or_default();
         match s.verdict {
             Some(Verdict::Chosen) => e.0 += 1,
             Some(Verdict::Rejected) => e.1 += 1,
@@ -415,11 +427,21 @@ pub fn write_votes(loc: &Location, votes: &[JudgeVote]) -> Result<()> {
         Field::new("samples", DataType::UInt32, false),
     ]));
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(votes.iter().map(|v| v.pair_id.as_str()))),
-        Arc::new(StringArray::from_iter_values(votes.iter().map(|v| v.verdict.as_str()))),
-        Arc::new(UInt32Array::from_iter_values(votes.iter().map(|v| v.models_chosen))),
-        Arc::new(UInt32Array::from_iter_values(votes.iter().map(|v| v.models_rejected))),
-        Arc::new(UInt32Array::from_iter_values(votes.iter().map(|v| v.samples))),
+        Arc::new(StringArray::from_iter_values(
+            votes.iter().map(|v| v.pair_id.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            votes.iter().map(|v| v.verdict.as_str()),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            votes.iter().map(|v| v.models_chosen),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            votes.iter().map(|v| v.models_rejected),
+        )),
+        Arc::new(UInt32Array::from_iter_values(
+            votes.iter().map(|v| v.samples),
+        )),
     ];
     let batch = RecordBatch::try_new(schema, columns).map_err(|e| Error::Arrow {
         context: "judge votes".into(),
@@ -477,7 +499,9 @@ mod tests {
             s("q", "a", false, Some(Rejected)),
         ];
         let gold: FxHashMap<String, Verdict> =
-            [("p".to_string(), Chosen), ("q".to_string(), Chosen)].into_iter().collect();
+            [("p".to_string(), Chosen), ("q".to_string(), Chosen)]
+                .into_iter()
+                .collect();
         let q = quality(&samples, &gold);
         assert_eq!(q.position_bias_rate, Some(1.0));
         assert_eq!(q.first_position_share, Some(1.0));

@@ -209,8 +209,7 @@ pub struct ResponseCache {
 
 impl ResponseCache {
     pub fn open(dir: &Path) -> Result<ResponseCache> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::other(dir.display().to_string(), e))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::other(dir.display().to_string(), e))?;
         let path = dir.join("responses.jsonl");
         let mut entries = FxHashMap::default();
         if let Ok(f) = std::fs::File::open(&path) {
@@ -332,7 +331,10 @@ impl LlmClient {
             }
         }
         url::Url::parse(&settings.base_url).map_err(|e| {
-            Error::setting("--llm-url", format!("`{}` is not a URL: {e}", settings.base_url))
+            Error::setting(
+                "--llm-url",
+                format!("`{}` is not a URL: {e}", settings.base_url),
+            )
         })?;
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs_f64(settings.timeout_s)))
@@ -382,7 +384,11 @@ impl LlmClient {
     }
 
     /// One HTTP attempt: the answer's text and token counts.
-    fn attempt(&self, request: &ChatRequest, seed: u64) -> std::result::Result<(String, WireUsage), AttemptError> {
+    fn attempt(
+        &self,
+        request: &ChatRequest,
+        seed: u64,
+    ) -> std::result::Result<(String, WireUsage), AttemptError> {
         let body = WireRequest {
             model: &request.model,
             messages: &request.messages,
@@ -467,7 +473,12 @@ impl LlmClient {
     }
 
     /// One request with retries: the answer and usage, or an error ending the run.
-    fn ask(&self, request: &ChatRequest, seed: u64, usage: &Mutex<LlmUsage>) -> Result<(String, WireUsage)> {
+    fn ask(
+        &self,
+        request: &ChatRequest,
+        seed: u64,
+        usage: &Mutex<LlmUsage>,
+    ) -> Result<(String, WireUsage)> {
         let mut backoff = self.settings.initial_backoff_s;
         let mut tries = 0u32;
         loop {
@@ -514,7 +525,8 @@ impl LlmClient {
         validate: &(dyn Fn(&str) -> std::result::Result<T, String> + Sync),
     ) -> Result<(Vec<Answer<T>>, LlmUsage)> {
         let usage = Mutex::new(LlmUsage::default());
-        let slots: Vec<Mutex<Option<Answer<T>>>> = requests.iter().map(|_| Mutex::new(None)).collect();
+        let slots: Vec<Mutex<Option<Answer<T>>>> =
+            requests.iter().map(|_| Mutex::new(None)).collect();
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
         let first_error: Mutex<Option<Error>> = Mutex::new(None);
@@ -704,7 +716,12 @@ mod tests {
         struct V {
             preferred: u8,
         }
-        assert_eq!(json_object::<V>("```json\n{\"preferred\": 2}\n```"), Ok(V { preferred: 2 }));
-        assert!(json_object::<V>("Candidate 1").unwrap_err().contains("no JSON object"));
+        assert_eq!(
+            json_object::<V>("```json\n{\"preferred\": 2}\n```"),
+            Ok(V { preferred: 2 })
+        );
+        assert!(json_object::<V>("Candidate 1")
+            .unwrap_err()
+            .contains("no JSON object"));
     }
 }

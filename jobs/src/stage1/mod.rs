@@ -84,6 +84,8 @@ pub struct Stage1Spec {
     /// Where LLM answers and embeddings are cached (default OUT/cache).
     pub cache: Option<PathBuf>,
     pub model_options: ModelOptions,
+    /// Timely worker threads in this process.
+    pub workers: usize,
     pub progress: bool,
 }
 
@@ -107,6 +109,7 @@ impl Stage1Spec {
             k_max: retrieve::K_MAX,
             cache: None,
             model_options: ModelOptions::default(),
+            workers: 1,
             progress: true,
         }
     }
@@ -193,9 +196,12 @@ fn swapped(p: &PreferencePair) -> PreferencePair {
     q
 }
 
-/// The decisive gold pairs: (pair, verdict), from the pool or the label's own text,
-/// sorted by pair id.
-fn gold_pairs(gold: &GoldLabels, pool_by_key: &FxHashMap<u64, usize>, pool: &[PreferencePair]) -> Vec<(PreferencePair, Verdict)> {
+/// The decisive gold pairs: (pair, verdict), from the pairs the leader knows or the
+/// label's own text, sorted by pair id.
+fn gold_pairs(
+    gold: &GoldLabels,
+    known: &FxHashMap<u64, PreferencePair>,
+) -> Vec<(PreferencePair, Verdict)> {
     let mut out: Vec<(PreferencePair, Verdict)> = gold
         .labels
         .values()
@@ -204,18 +210,30 @@ fn gold_pairs(gold: &GoldLabels, pool_by_key: &FxHashMap<u64, usize>, pool: &[Pr
             if let Some((p, _)) = synpref_operators::training::gold::label_pair(l) {
                 return Some((p, l.verdict));
             }
-            pool_by_key
+            known
                 .get(&pair_key(&l.pair_id))
-                .map(|&i| (pool[i].clone(), l.verdict))
+                .map(|p| (p.clone(), l.verdict))
         })
         .collect();
     out.sort_by(|a, b| a.0.pair_id.cmp(&b.0.pair_id));
     out
 }
 
-/// Runs stage1.
-pub fn run_stage1(spec: &Stage1Spec) -> Result<Stage1Report> {
-    let started = Instant::now();
+/// What every worker of a run shares: the spec, the embedder (loaded once per
+/// process), the gold labels as read (every worker keeps the pool rows they name, so
+/// the leader holds every gold pair whatever the partition) and the embedding cache.
+pub struct Stage1Plan {
+    pub spec: Stage1Spec,
+    embedder: Embedder,
+    emb_cache: ScoreCache,
+    gold: GoldLabels,
+    started: Instant,
+}
+
+/// Validates the spec, reads the gold labels and loads the embedder. On the leader
+/// process (`leader`) it also clears the previous run's outputs: report.json, the
+/// commit mark, goes first, so a crash leaves no report beside partial files.
+pub fn prepare(spec: Stage1Spec, leader: bool) -> Result<Stage1Plan> {
     if spec.iterations == 0 {
         return Err(Error::setting("--iterations", "must be at least 1"));
     }
@@ -228,112 +246,392 @@ pub fn run_stage1(spec: &Stage1Spec) -> Result<Stage1Report> {
     if spec.judges.samples == 0 {
         return Err(Error::setting("--judge-samples", "must be at least 1"));
     }
-    std::fs::create_dir_all(&spec.out).map_err(|e| io(&spec.out, e))?;
-    // A previous run's outputs go before anything new is written: report.json is the
-    // commit mark and goes first, so a crash leaves no report next to partial files.
-    for stale in ["report.json", "silver.jsonl", "gold.jsonl", "judge_votes.parquet"] {
-        let _ = std::fs::remove_file(spec.out.join(stale));
+    if leader {
+        std::fs::create_dir_all(&spec.out).map_err(|e| io(&spec.out, e))?;
+        for stale in [
+            "report.json",
+            "silver.jsonl",
+            "gold.jsonl",
+            "judge_votes.parquet",
+        ] {
+            let _ = std::fs::remove_file(spec.out.join(stale));
+        }
+        let _ = std::fs::remove_dir_all(spec.out.join("iterations"));
+        let _ = std::fs::remove_dir_all(spec.out.join("best_rm"));
     }
-    let _ = std::fs::remove_dir_all(spec.out.join("iterations"));
-    let _ = std::fs::remove_dir_all(spec.out.join("best_rm"));
-
-    let pool_set = load_eval_set(&spec.pool, 8192)?;
-    let silver_set = load_eval_set(&spec.silver, 8192)?;
-    let mut gold = GoldLabels::read(&spec.gold)?;
-    let truth = spec.truth.as_deref().map(Truth::read).transpose()?;
-    let pool = pool_set.pairs;
-    let mut pool_by_key: FxHashMap<u64, usize> = FxHashMap::default();
-    for (i, p) in pool.iter().enumerate() {
-        pool_by_key.entry(p.pair_key).or_insert(i);
-    }
-    let gold_labels_in = gold.labels.len();
-    let mut silver: Vec<PreferencePair> = silver_set.pairs;
-    let silver_rows_in = silver.len();
-    // Pairs that are labelled (silver or judged) are no longer "unverified".
-    let mut labelled: FxHashSet<u64> = silver.iter().map(|p| p.pair_key).collect();
-
-    let cache_dir = spec.cache_dir();
-    let mut llm_settings = spec.llm.clone();
-    llm_settings.cache_dir = Some(cache_dir.join("llm"));
-    llm_settings.progress = spec.progress;
-    let client = match spec.labeler {
-        Labeler::Judges => Some(LlmClient::new(llm_settings)?),
-        Labeler::Humans => None,
-    };
+    let gold = GoldLabels::read(&spec.gold)?;
     let embedder = Embedder::load(&spec.embedder, &spec.model_options)?;
     let emb_cache = ScoreCache::open(
-        &cache_dir.join("embeddings").display().to_string(),
+        &spec.cache_dir().join("embeddings").display().to_string(),
         &embedder.fingerprint(),
         embedder.dims(),
     )?;
-    let d = embedder.dims();
-    let pool_refs: Vec<&PreferencePair> = pool.iter().collect();
-    let pool_rows = retrieve::embed(&embedder, Some(&emb_cache), &pool_refs)?;
+    Ok(Stage1Plan {
+        spec,
+        embedder,
+        emb_cache,
+        gold,
+        started: Instant::now(),
+    })
+}
 
-    let mut all_votes: Vec<JudgeVote> = Vec::new();
-    let mut iterations = Vec::new();
-    let mut total_llm = LlmUsage::default();
-    let mut warnings = Vec::new();
-    let mut status = "complete".to_string();
-    let mut next_step = None;
-    let mut best_model: Option<HashedBtModel> = None;
+/// Runs stage1 on one worker thread (library use; the binary spreads it over the
+/// cluster's workers).
+pub fn run_stage1(spec: &Stage1Spec) -> Result<Stage1Report> {
+    let plan = std::sync::Arc::new(prepare(spec.clone(), true)?);
+    let result = timely::execute(timely::Config::thread(), move |w| run_worker(w, &plan))
+        .map_err(|e| Error::Worker(format!("cannot start a timely worker: {e}")))?
+        .join()
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Worker("no worker".into()))?
+        .map_err(|e| Error::Worker(format!("worker panicked: {e}")))??;
+    result.ok_or_else(|| Error::Worker("worker 0 returned no report".into()))
+}
+
+/// This worker's partition of the pool (pair key mod peers), plus every row a gold label
+/// names; in pair-id order, so that ties in similarity break by pair id on every
+/// worker count. With the input's row and invalid-row counts.
+fn read_pool_partition(
+    url: &str,
+    index: usize,
+    peers: usize,
+    gold: &GoldLabels,
+) -> Result<(Vec<PreferencePair>, u64, u64)> {
+    use synpref_engine::extras::ExtrasCodec;
+    let input = synpref_engine::input::plan_input(url)?;
+    let (_, extras_fields) = crate::score::input_schema(&input)?;
+    let extras = std::sync::Arc::new(ExtrasCodec::new(extras_fields)?);
+    let mut invalid = 0u64;
+    let mut mine = Vec::new();
+    let rows = crate::score::read_valid_pairs(
+        &input,
+        &extras,
+        8192,
+        &mut |_| {
+            invalid += 1;
+            Ok(())
+        },
+        &mut |pairs| {
+            mine.extend(pairs.into_iter().filter(|p| {
+                p.pair_key % peers as u64 == index as u64 || gold.labels.contains_key(&p.pair_key)
+            }));
+            Ok(())
+        },
+    )?;
+    mine.sort_by(|a, b| {
+        a.pair_id
+            .cmp(&b.pair_id)
+            .then(a.content_hash.cmp(&b.content_hash))
+    });
+    // The first row of a pair id is the pair (as curate's duplicate_pair_id rule).
+    mine.dedup_by(|a, b| a.pair_id == b.pair_id);
+    Ok((mine, rows, invalid))
+}
+
+/// What the leader asks every worker in an iteration: the gold pairs' embeddings and
+/// k, and the pairs no longer unverified.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RetrievalQuery {
+    /// (embedding, k) per decisive gold pair, in gold order.
+    gold: Vec<(Vec<f32>, usize)>,
+    /// Pair keys that are gold or labelled.
+    excluded: Vec<u64>,
+}
+
+/// A worker's answer: its candidate count and, per gold pair, its k most similar
+/// candidates (similarity, pair).
+type LocalNeighbours = std::result::Result<(usize, Vec<Vec<(f32, PreferencePair)>>), (i32, String)>;
+
+/// The leader's state across iterations.
+struct Leader {
+    silver: Vec<PreferencePair>,
+    gold: GoldLabels,
+    truth: Option<Truth>,
+    labelled: FxHashSet<u64>,
+    client: Option<LlmClient>,
+    /// Pairs the leader has seen whole: its partition, gold pairs, retrieved pairs.
+    known: FxHashMap<u64, PreferencePair>,
+    all_votes: Vec<JudgeVote>,
+    iterations: Vec<IterationReport>,
+    total_llm: LlmUsage,
+    warnings: Vec<String>,
+    best_model: Option<HashedBtModel>,
+    silver_rows_in: usize,
+    gold_labels_in: usize,
+    pool_rows: u64,
+    pool_invalid_rows: u64,
+    /// The iteration being built (between the query and the neighbours).
+    pending: Option<PendingIteration>,
+    waiting: bool,
+}
+
+struct PendingIteration {
+    golds: Vec<(PreferencePair, Verdict)>,
+    gold_p: Vec<f64>,
+    gold_rows: Vec<f32>,
+    model: HashedBtModel,
+    started: Instant,
+}
+
+/// One timely worker of a stage1 run. Every worker embeds its partition of the pool and
+/// scans it for each gold pair's nearest candidates; worker 0 trains, merges the
+/// neighbours, labels and writes, and returns the report.
+pub fn run_worker(
+    worker: &mut timely::worker::Worker,
+    plan: &Stage1Plan,
+) -> Result<Option<Stage1Report>> {
+    use synpref_engine::collective::{agree_on_errors, compute_on_leader, gather_to_leader};
+    let spec = &plan.spec;
+    let (index, peers) = (worker.index(), worker.peers());
+    let local = (|| -> Result<(Vec<PreferencePair>, Vec<f32>, u64, u64)> {
+        let (pool, rows, invalid) = read_pool_partition(&spec.pool, index, peers, &plan.gold)?;
+        let refs: Vec<&PreferencePair> = pool.iter().collect();
+        let emb = retrieve::embed(&plan.embedder, Some(&plan.emb_cache), &refs)?;
+        Ok((pool, emb, rows, invalid))
+    })();
+    let (pool, pool_rows, rows, invalid) = match local {
+        Ok(x) => {
+            agree_on_errors(worker, Ok(()))?;
+            x
+        }
+        Err(e) => {
+            let e2 = Error::other("stage1", e.to_string());
+            let _ = agree_on_errors(worker, Err(e2));
+            return Err(e);
+        }
+    };
+    let mut leader = if index == 0 {
+        Some(Leader::new(plan, &pool, rows, invalid)?)
+    } else {
+        None
+    };
     for iteration in 1..=spec.iterations {
-        let t0 = Instant::now();
-        let dir = spec.out.join("iterations").join(iteration.to_string());
-        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        let golds = gold_pairs(&gold, &pool_by_key, &pool);
+        let query: Option<RetrievalQuery> = compute_on_leader(worker, || match &mut leader {
+            Some(l) if !l.waiting => l.start_iteration(plan, iteration).map(Some),
+            _ => Ok(None),
+        })?;
+        let Some(query) = query else { break };
+        let excluded: FxHashSet<u64> = query.excluded.iter().copied().collect();
+        // This worker's candidates: its own partition only (gold rows kept for the
+        // leader are not candidates anyway), not gold, not labelled.
+        let candidates: Vec<usize> = (0..pool.len())
+            .filter(|&i| {
+                let k = pool[i].pair_key;
+                k % peers as u64 == index as u64 && !excluded.contains(&k)
+            })
+            .collect();
+        let found: LocalNeighbours = Ok((
+            candidates.len(),
+            query
+                .gold
+                .iter()
+                .map(|(q, k)| {
+                    retrieve::nearest(q, &pool_rows, &candidates, *k)
+                        .into_iter()
+                        .map(|(i, sim)| (sim, pool[i].clone()))
+                        .collect()
+                })
+                .collect(),
+        ));
+        let gathered = gather_to_leader(worker, &found)?;
+        if let (Some(l), Some(all)) = (&mut leader, gathered) {
+            let mut per_worker = Vec::with_capacity(all.len());
+            let mut candidates = 0;
+            for (w, r) in all.into_iter().enumerate() {
+                match r {
+                    Ok((n, v)) => {
+                        candidates += n;
+                        per_worker.push(v);
+                    }
+                    Err((exit_code, message)) => {
+                        return Err(Error::PeerFailed {
+                            worker: w,
+                            exit_code,
+                            message,
+                        })
+                    }
+                }
+            }
+            l.finish_iteration(plan, iteration, &query, per_worker, candidates)?;
+        }
+    }
+    match leader {
+        Some(l) => l.finish(plan).map(Some),
+        None => Ok(None),
+    }
+}
+
+impl Leader {
+    fn new(
+        plan: &Stage1Plan,
+        pool: &[PreferencePair],
+        pool_rows: u64,
+        pool_invalid_rows: u64,
+    ) -> Result<Leader> {
+        let spec = &plan.spec;
+        let silver_set = load_eval_set(&spec.silver, 8192)?;
+        let truth = spec.truth.as_deref().map(Truth::read).transpose()?;
+        let silver = silver_set.pairs;
+        let mut settings = spec.llm.clone();
+        settings.cache_dir = Some(spec.cache_dir().join("llm"));
+        settings.progress = spec.progress;
+        let client = match spec.labeler {
+            Labeler::Judges => Some(LlmClient::new(settings)?),
+            Labeler::Humans => None,
+        };
+        Ok(Leader {
+            labelled: silver.iter().map(|p| p.pair_key).collect(),
+            silver_rows_in: silver.len(),
+            silver,
+            gold_labels_in: plan.gold.labels.len(),
+            gold: plan.gold.clone(),
+            truth,
+            client,
+            known: pool.iter().map(|p| (p.pair_key, p.clone())).collect(),
+            all_votes: Vec::new(),
+            iterations: Vec::new(),
+            total_llm: LlmUsage::default(),
+            warnings: Vec::new(),
+            best_model: None,
+            pool_rows,
+            pool_invalid_rows,
+            pending: None,
+            waiting: false,
+        })
+    }
+
+    /// Step 1 and the query of step 2: the best RM, p and k per gold pair.
+    fn start_iteration(&mut self, plan: &Stage1Plan, iteration: usize) -> Result<RetrievalQuery> {
+        let spec = &plan.spec;
+        let golds = gold_pairs(&self.gold, &self.known);
         if golds.is_empty() {
             return Err(Error::setting(
                 "--gold",
                 format!("`{}` has no decisive verdict for a pair in the pool or with its own text: the best RM cannot be chosen", spec.gold),
             ));
         }
-        if silver.is_empty() {
-            return Err(Error::setting("--silver", format!("`{}` holds no valid pair to train on", spec.silver)));
+        if self.silver.is_empty() {
+            return Err(Error::setting(
+                "--silver",
+                format!("`{}` holds no valid pair to train on", spec.silver),
+            ));
         }
-
-        // 1. The best RM: trained on silver, the checkpoint chosen by gold accuracy.
         let bits = spec.train.feature_bits;
-        let train: Vec<TrainExample> = silver.iter().map(|p| TrainExample::from_pair(p, bits, false)).collect();
+        let train: Vec<TrainExample> = self
+            .silver
+            .iter()
+            .map(|p| TrainExample::from_pair(p, bits, false))
+            .collect();
         let heldout: Vec<TrainExample> = golds
             .iter()
             .map(|(p, v)| TrainExample::from_pair(p, bits, *v == Verdict::Rejected))
             .collect();
         let model = HashedBtModel::train(train, heldout.clone(), &spec.train, |_, _| {});
-        let best_acc = model.accuracy(&heldout);
-        tracing::info!(iteration, gold_accuracy = best_acc, epoch = model.info.chosen_epoch, "best RM");
-
-        // 2. p per gold pair, and retrieval among the unverified pool.
-        let gold_p: Vec<(&PreferencePair, f64)> = golds
+        tracing::info!(
+            iteration,
+            gold_accuracy = model.accuracy(&heldout),
+            epoch = model.info.chosen_epoch,
+            "best RM"
+        );
+        let gold_p: Vec<f64> = heldout
             .iter()
-            .zip(&heldout)
-            .map(|((p, _), e)| (p, sigmoid(model.margin(e) as f64)))
-            .collect();
-        let gold_keys: FxHashSet<u64> = gold.labels.keys().copied().collect();
-        let candidates: Vec<usize> = (0..pool.len())
-            .filter(|&i| {
-                let k = pool[i].pair_key;
-                !gold_keys.contains(&k) && !labelled.contains(&k) && pool_by_key.get(&k) == Some(&i)
-            })
+            .map(|e| sigmoid(model.margin(e) as f64))
             .collect();
         let gold_refs: Vec<&PreferencePair> = golds.iter().map(|(p, _)| p).collect();
-        let gold_rows = retrieve::embed(&embedder, Some(&emb_cache), &gold_refs)?;
-        let found = retrieve::retrieve(&gold_p, &gold_rows, &pool, &pool_rows, &candidates, spec.k_max);
-        write_jsonl(&dir.join("retrieval.jsonl"), &found.per_gold)?;
-        let retrieved: Vec<&PreferencePair> = found.unique.iter().map(|&i| &pool[i]).collect();
+        let gold_rows = retrieve::embed(&plan.embedder, Some(&plan.emb_cache), &gold_refs)?;
+        let d = plan.embedder.dims();
+        let query = RetrievalQuery {
+            gold: gold_p
+                .iter()
+                .enumerate()
+                .map(|(g, p)| {
+                    (
+                        gold_rows[g * d..(g + 1) * d].to_vec(),
+                        retrieve::k_for(*p, spec.k_max),
+                    )
+                })
+                .collect(),
+            excluded: self
+                .gold
+                .labels
+                .keys()
+                .chain(self.labelled.iter())
+                .copied()
+                .collect(),
+        };
+        self.pending = Some(PendingIteration {
+            golds,
+            gold_p,
+            gold_rows,
+            model,
+            started: Instant::now(),
+        });
+        Ok(query)
+    }
 
+    /// Steps 2 (merge) and 3: the global nearest neighbours, their labels, the files.
+    fn finish_iteration(
+        &mut self,
+        plan: &Stage1Plan,
+        iteration: usize,
+        query: &RetrievalQuery,
+        per_worker: Vec<Vec<Vec<(f32, PreferencePair)>>>,
+        candidates: usize,
+    ) -> Result<()> {
+        let spec = &plan.spec;
+        let PendingIteration {
+            golds,
+            gold_p,
+            gold_rows,
+            model,
+            started,
+        } = self.pending.take().expect("an iteration was started");
+        let d = plan.embedder.dims();
+        let dir = spec.out.join("iterations").join(iteration.to_string());
+        std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+        // The global k nearest of each gold pair: the best of every worker's k nearest,
+        // ties by pair id (as a one-worker scan over a pool in pair-id order).
+        let mut per_gold = Vec::with_capacity(golds.len());
+        let mut retrieved: Vec<PreferencePair> = Vec::new();
+        let mut seen = FxHashSet::default();
+        for (g, (pair, _)) in golds.iter().enumerate() {
+            let mut all: Vec<&(f32, PreferencePair)> =
+                per_worker.iter().flat_map(|w| w[g].iter()).collect();
+            all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.pair_id.cmp(&b.1.pair_id)));
+            all.truncate(query.gold[g].1);
+            for (_, p) in &all {
+                if seen.insert(p.pair_key) {
+                    retrieved.push(p.clone());
+                }
+            }
+            per_gold.push(GoldRetrieval {
+                gold_pair_id: pair.pair_id.clone(),
+                p: gold_p[g],
+                k: query.gold[g].1,
+                neighbours: all.iter().map(|(s, p)| (p.pair_id.clone(), *s)).collect(),
+            });
+        }
+        write_jsonl(&dir.join("retrieval.jsonl"), &per_gold)?;
+        for p in &retrieved {
+            self.known.entry(p.pair_key).or_insert_with(|| p.clone());
+        }
+        let heldout_acc = model.info.heldout_accuracy.clone();
         let mut report = IterationReport {
             iteration,
-            silver_pairs: silver.len(),
+            silver_pairs: self.silver.len(),
             gold_verdicts: golds.len(),
-            best_rm_gold_accuracy: best_acc,
-            best_rm_epoch_accuracy: model.info.heldout_accuracy.clone(),
+            best_rm_gold_accuracy: heldout_acc
+                .get(model.info.chosen_epoch.saturating_sub(1))
+                .copied()
+                .unwrap_or(f64::NAN),
+            best_rm_epoch_accuracy: heldout_acc,
             best_rm_epoch: model.info.chosen_epoch,
             best_rm_fingerprint: model.fingerprint(),
-            gold_pairs_missed: gold_p.iter().filter(|(_, p)| *p <= 0.5).count(),
-            retrieval_requested: found.per_gold.iter().map(|g: &GoldRetrieval| g.neighbours.len()).sum(),
+            gold_pairs_missed: gold_p.iter().filter(|p| **p <= 0.5).count(),
+            retrieval_requested: per_gold.iter().map(|g| g.neighbours.len()).sum(),
             retrieved: retrieved.len(),
-            pool_candidates: candidates.len(),
+            pool_candidates: candidates,
             labelled_chosen: 0,
             labelled_rejected: 0,
             labelled_undecidable: 0,
@@ -343,45 +641,52 @@ pub fn run_stage1(spec: &Stage1Spec) -> Result<Stage1Report> {
             status: "complete".into(),
             elapsed_s: 0.0,
         };
-        best_model = Some(model);
-
-        // 3. Labelling.
-        let few_shot = |pair_index_rows: &[f32], exclude: Option<&str>| -> Vec<(&PreferencePair, Verdict)> {
+        let bits = spec.train.feature_bits;
+        let retrieved_refs: Vec<&PreferencePair> = retrieved.iter().collect();
+        let rows_of = |pairs: &[&PreferencePair]| {
+            retrieve::embed(&plan.embedder, Some(&plan.emb_cache), pairs)
+        };
+        let few_shot = |row: &[f32], exclude: Option<&str>| -> Vec<(&PreferencePair, Verdict)> {
             let cand: Vec<usize> = (0..golds.len())
                 .filter(|&g| Some(golds[g].0.pair_id.as_str()) != exclude)
                 .collect();
-            retrieve::nearest(pair_index_rows, &gold_rows, &cand, spec.judges.few_shot)
+            retrieve::nearest(row, &gold_rows, &cand, spec.judges.few_shot)
                 .into_iter()
                 .map(|(g, _)| (&golds[g].0, golds[g].1))
                 .collect()
         };
-        match (spec.labeler, &client) {
+        match (spec.labeler, &self.client) {
             (Labeler::Judges, Some(client)) => {
                 let js = &spec.judges;
+                let retrieved_rows = rows_of(&retrieved_refs)?;
                 // The judges on the retrieved pairs: a seeded coin per (pair, model, sample).
                 let mut tasks = Vec::new();
-                for (n, &i) in found.unique.iter().enumerate() {
-                    let _ = n;
-                    let examples = few_shot(&pool_rows[i * d..(i + 1) * d], None);
+                for (n, p) in retrieved.iter().enumerate() {
+                    let examples = few_shot(&retrieved_rows[n * d..(n + 1) * d], None);
                     for model_name in &js.models {
                         for sample in 0..js.samples {
                             tasks.push(JudgeTask {
-                                pair: &pool[i],
+                                pair: p,
                                 examples: examples.clone(),
                                 model: model_name.clone(),
                                 sample,
-                                chosen_first: judge::chosen_first(js.seed, &pool[i].pair_id, model_name, sample),
+                                chosen_first: judge::chosen_first(
+                                    js.seed, &p.pair_id, model_name, sample,
+                                ),
                             });
                         }
                     }
                 }
                 // And on gold pairs they are not shown, in both orders.
                 let mut eval_idx: Vec<usize> = (0..golds.len()).collect();
-                eval_idx.sort_by_key(|&g| xxhash_rust::xxh3::xxh3_64_with_seed(golds[g].0.pair_id.as_bytes(), js.seed));
+                eval_idx.sort_by_key(|&g| {
+                    xxhash_rust::xxh3::xxh3_64_with_seed(golds[g].0.pair_id.as_bytes(), js.seed)
+                });
                 eval_idx.truncate(js.gold_eval_pairs);
                 let mut eval_tasks = Vec::new();
                 for &g in &eval_idx {
-                    let examples = few_shot(&gold_rows[g * d..(g + 1) * d], Some(&golds[g].0.pair_id));
+                    let examples =
+                        few_shot(&gold_rows[g * d..(g + 1) * d], Some(&golds[g].0.pair_id));
                     for model_name in &js.models {
                         for sample in 0..js.samples {
                             for order in [true, false] {
@@ -396,58 +701,77 @@ pub fn run_stage1(spec: &Stage1Spec) -> Result<Stage1Report> {
                         }
                     }
                 }
-                let (eval_samples, eval_usage) =
-                    judge::judge(client, &format!("iteration {iteration}: judges on gold"), &eval_tasks, js)?;
+                let (eval_samples, eval_usage) = judge::judge(
+                    client,
+                    &format!("iteration {iteration}: judges on gold"),
+                    &eval_tasks,
+                    js,
+                )?;
                 let gold_verdicts: FxHashMap<String, Verdict> =
                     golds.iter().map(|(p, v)| (p.pair_id.clone(), *v)).collect();
                 let quality = judge::quality(&eval_samples, &gold_verdicts);
-                let (samples, usage) =
-                    judge::judge(client, &format!("iteration {iteration}: judges"), &tasks, js)?;
+                let (samples, usage) = judge::judge(
+                    client,
+                    &format!("iteration {iteration}: judges"),
+                    &tasks,
+                    js,
+                )?;
                 write_jsonl(
                     &dir.join("judge_samples.jsonl"),
-                    samples.iter().chain(&eval_samples).collect::<Vec<&JudgeSample>>(),
+                    samples
+                        .iter()
+                        .chain(&eval_samples)
+                        .collect::<Vec<&JudgeSample>>(),
                 )?;
                 let votes = judge::aggregate(&samples);
-                judge::write_votes(&resolve(&dir.join("judge_votes.parquet").display().to_string())?, &votes)?;
-                let by_id: FxHashMap<&str, &PreferencePair> = retrieved.iter().map(|p| (p.pair_id.as_str(), *p)).collect();
+                judge::write_votes(
+                    &resolve(&dir.join("judge_votes.parquet").display().to_string())?,
+                    &votes,
+                )?;
+                let by_id: FxHashMap<&str, &PreferencePair> =
+                    retrieved.iter().map(|p| (p.pair_id.as_str(), p)).collect();
                 let (mut truth_hits, mut truth_n) = (0usize, 0usize);
                 for v in &votes {
                     let p = by_id[v.pair_id.as_str()];
                     match v.verdict {
                         Verdict::Chosen => {
                             report.labelled_chosen += 1;
-                            silver.push(p.clone());
+                            self.silver.push(p.clone());
                         }
                         Verdict::Rejected => {
                             report.labelled_rejected += 1;
-                            silver.push(swapped(p));
+                            self.silver.push(swapped(p));
                         }
                         Verdict::Undecidable => report.labelled_undecidable += 1,
                     }
-                    if let (Some(t), true) = (&truth, v.verdict != Verdict::Undecidable) {
+                    if let (Some(t), true) = (&self.truth, v.verdict != Verdict::Undecidable) {
                         if let Some(&better) = t.chosen_is_better.get(&p.pair_key) {
                             truth_n += 1;
                             truth_hits += (better == (v.verdict == Verdict::Chosen)) as usize;
                         }
                     }
                 }
-                // Pairs asked about but given no vote (every answer invalid) count too.
+                // Pairs asked about but given no vote count too.
                 report.labelled_undecidable += retrieved.len() - votes.len();
-                report.new_labels_truth_agreement = (truth_n > 0).then(|| truth_hits as f64 / truth_n as f64);
+                report.new_labels_truth_agreement =
+                    (truth_n > 0).then(|| truth_hits as f64 / truth_n as f64);
                 for p in &retrieved {
-                    labelled.insert(p.pair_key);
+                    self.labelled.insert(p.pair_key);
                 }
-                all_votes.extend(votes);
+                self.all_votes.extend(votes);
                 let mut u = eval_usage;
                 u.merge(&usage);
                 if let Some(w) = &quality.warning {
-                    let line = format!("iteration {iteration}: {w}");
-                    if !warnings.iter().any(|x: &String| x.ends_with(w.as_str())) {
-                        warnings.push(line);
+                    if !self
+                        .warnings
+                        .iter()
+                        .any(|x: &String| x.ends_with(w.as_str()))
+                    {
+                        self.warnings.push(format!("iteration {iteration}: {w}"));
                     }
                 }
                 report.judge_quality = Some(quality);
-                total_llm.merge(&u);
+                self.total_llm.merge(&u);
                 report.llm = u;
             }
             _ => {
@@ -455,13 +779,28 @@ pub fn run_stage1(spec: &Stage1Spec) -> Result<Stage1Report> {
                 let suggestions: Vec<tasks::Suggestion> = retrieved
                     .iter()
                     .map(|p| tasks::Suggestion {
-                        best_rm_p: Some(sigmoid(best_model.as_ref().unwrap().margin(&TrainExample::from_pair(p, bits, false)) as f64)),
+                        best_rm_p: Some(sigmoid(
+                            model.margin(&TrainExample::from_pair(p, bits, false)) as f64,
+                        )),
                         judges: None,
                     })
                     .collect();
-                tasks::write_label_studio(&dir.join("tasks.label-studio.json"), &retrieved, &suggestions, iteration as u64)?;
-                tasks::write_argilla(&dir.join("records.argilla.json"), &retrieved, &suggestions, iteration as u64)?;
-                let annotations = spec.out.join("annotations").join(format!("iteration-{iteration}.json"));
+                tasks::write_label_studio(
+                    &dir.join("tasks.label-studio.json"),
+                    &retrieved_refs,
+                    &suggestions,
+                    iteration as u64,
+                )?;
+                tasks::write_argilla(
+                    &dir.join("records.argilla.json"),
+                    &retrieved_refs,
+                    &suggestions,
+                    iteration as u64,
+                )?;
+                let annotations = spec
+                    .out
+                    .join("annotations")
+                    .join(format!("iteration-{iteration}.json"));
                 if annotations.is_file() {
                     let imported = tasks::import_label_studio(&annotations)?;
                     for l in &imported.labels {
@@ -472,72 +811,98 @@ pub fn run_stage1(spec: &Stage1Spec) -> Result<Stage1Report> {
                         }
                     }
                     for l in imported.labels {
-                        gold.insert(l);
+                        self.gold.insert(l);
                     }
+                    // Tasks nobody annotated stay unverified (they may be retrieved again).
                 } else {
                     report.status = "waiting_for_annotations".into();
-                    status = report.status.clone();
-                    next_step = Some(format!(
-                        "import {} into Label Studio (labelling config: `synpref tasks config`), annotate, export the project as JSON to {}, and rerun this command",
-                        dir.join("tasks.label-studio.json").display(),
-                        annotations.display()
-                    ));
+                    self.waiting = true;
                 }
             }
         }
-
         let gold_out: Vec<serde_json::Value> = {
-            let mut ls: Vec<&GoldLabel> = gold.labels.values().collect();
+            let mut ls: Vec<&GoldLabel> = self.gold.labels.values().collect();
             ls.sort_by(|a, b| a.pair_id.cmp(&b.pair_id));
             ls.into_iter().map(label_to_json).collect()
         };
         write_jsonl(&dir.join("gold.jsonl"), &gold_out)?;
-        write_jsonl(&dir.join("silver.jsonl"), silver.iter().map(pair_json))?;
-        report.elapsed_s = t0.elapsed().as_secs_f64();
-        tracing::info!(iteration, retrieved = report.retrieved, "stage1 iteration done");
-        let waiting = report.status != "complete";
-        iterations.push(report);
-        if waiting {
-            break;
-        }
+        write_jsonl(&dir.join("silver.jsonl"), self.silver.iter().map(pair_json))?;
+        report.elapsed_s = started.elapsed().as_secs_f64();
+        tracing::info!(
+            iteration,
+            retrieved = report.retrieved,
+            "stage1 iteration done"
+        );
+        self.iterations.push(report);
+        self.best_model = Some(model);
+        Ok(())
     }
 
-    // The final sets, then the report (the commit mark) last.
-    let last = spec.out.join("iterations").join(iterations.len().to_string());
-    for f in ["silver.jsonl", "gold.jsonl"] {
-        std::fs::copy(last.join(f), spec.out.join(f)).map_err(|e| io(&spec.out.join(f), e))?;
-    }
-    all_votes.sort_by(|a, b| a.pair_id.cmp(&b.pair_id));
-    judge::write_votes(&resolve(&spec.out.join("judge_votes.parquet").display().to_string())?, &all_votes)?;
-    if let Some(m) = &best_model {
-        saved::save(&spec.out.join("best_rm"), ToSave::Builtin(m)).map_err(|e| e.for_setting("--out"))?;
-    }
-    if iterations.len() >= 2 {
-        let first = iterations[0].best_rm_gold_accuracy;
-        let lastacc = iterations[iterations.len() - 1].best_rm_gold_accuracy;
-        if lastacc + 1e-9 < first {
-            warnings.push(format!(
-                "the best RM's gold accuracy fell from {:.1}% to {:.1}% over the iterations: the labels added did not help",
-                first * 100.0,
-                lastacc * 100.0
-            ));
+    /// The final sets, then the report (the commit mark) last.
+    fn finish(mut self, plan: &Stage1Plan) -> Result<Stage1Report> {
+        let spec = &plan.spec;
+        let last = spec
+            .out
+            .join("iterations")
+            .join(self.iterations.len().to_string());
+        for f in ["silver.jsonl", "gold.jsonl"] {
+            std::fs::copy(last.join(f), spec.out.join(f)).map_err(|e| io(&spec.out.join(f), e))?;
         }
+        self.all_votes.sort_by(|a, b| a.pair_id.cmp(&b.pair_id));
+        judge::write_votes(
+            &resolve(&spec.out.join("judge_votes.parquet").display().to_string())?,
+            &self.all_votes,
+        )?;
+        if let Some(m) = &self.best_model {
+            saved::save(&spec.out.join("best_rm"), ToSave::Builtin(m))
+                .map_err(|e| e.for_setting("--out"))?;
+        }
+        let accs: Vec<f64> = self
+            .iterations
+            .iter()
+            .map(|i| i.best_rm_gold_accuracy)
+            .collect();
+        if let (Some(first), Some(last)) = (accs.first(), accs.last()) {
+            if accs.len() >= 2 && last + 1e-9 < *first {
+                self.warnings.push(format!(
+                    "the best RM's gold accuracy fell from {:.1}% to {:.1}% over the iterations: the labels added did not help",
+                    first * 100.0,
+                    last * 100.0
+                ));
+            }
+        }
+        let waiting = self.waiting;
+        let next_step = waiting.then(|| {
+            let i = self.iterations.len();
+            format!(
+                "import {} into Label Studio (labelling config: `synpref tasks config`), annotate, export the project as JSON to {}, and rerun this command",
+                spec.out.join("iterations").join(i.to_string()).join("tasks.label-studio.json").display(),
+                spec.out.join("annotations").join(format!("iteration-{i}.json")).display()
+            )
+        });
+        let report = Stage1Report {
+            spec: spec.clone(),
+            pool_rows: self.pool_rows,
+            pool_invalid_rows: self.pool_invalid_rows,
+            silver_rows_in: self.silver_rows_in,
+            gold_labels_in: self.gold_labels_in,
+            iterations: self.iterations,
+            llm: self.total_llm,
+            status: if waiting {
+                "waiting_for_annotations".into()
+            } else {
+                "complete".into()
+            },
+            next_step,
+            warnings: self.warnings,
+            elapsed_s: plan.started.elapsed().as_secs_f64(),
+        };
+        synpref_engine::output::write_json(
+            &resolve(&spec.out.join("report.json").display().to_string())?,
+            &report,
+        )?;
+        Ok(report)
     }
-    let report = Stage1Report {
-        spec: spec.clone(),
-        pool_rows: pool_set.input_rows,
-        pool_invalid_rows: pool_set.invalid_rows,
-        silver_rows_in,
-        gold_labels_in,
-        iterations,
-        llm: total_llm,
-        status,
-        next_step,
-        warnings,
-        elapsed_s: started.elapsed().as_secs_f64(),
-    };
-    synpref_engine::output::write_json(&resolve(&spec.out.join("report.json").display().to_string())?, &report)?;
-    Ok(report)
 }
 
 /// The summary printed after a run.
@@ -553,7 +918,10 @@ pub fn summary(r: &Stage1Report) -> String {
     s.push_str("iter  silver  gold  best-RM gold acc  missed  retrieved  +chosen  +rejected  undecided  judge agreement  position bias  LLM requests (cached)\n");
     for it in &r.iterations {
         let q = it.judge_quality.as_ref();
-        let pct = |x: Option<f64>| x.map(|v| format!("{:.1}%", v * 100.0)).unwrap_or_else(|| "—".into());
+        let pct = |x: Option<f64>| {
+            x.map(|v| format!("{:.1}%", v * 100.0))
+                .unwrap_or_else(|| "—".into())
+        };
         s.push_str(&format!(
             "{:>4}  {:>6}  {:>4}  {:>15.1}%  {:>6}  {:>9}  {:>7}  {:>9}  {:>9}  {:>15}  {:>13}  {} ({})\n",
             it.iteration,
@@ -573,7 +941,11 @@ pub fn summary(r: &Stage1Report) -> String {
     }
     s.push_str(&format!(
         "LLM: {} HTTP requests ({} retries), {} prompt + {} completion tokens, ${:.4}\n",
-        r.llm.http_requests, r.llm.retries, r.llm.prompt_tokens, r.llm.completion_tokens, r.llm.cost_usd
+        r.llm.http_requests,
+        r.llm.retries,
+        r.llm.prompt_tokens,
+        r.llm.completion_tokens,
+        r.llm.cost_usd
     ));
     for w in &r.warnings {
         s.push_str(&format!("warning: {w}\n"));

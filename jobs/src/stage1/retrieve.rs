@@ -10,13 +10,12 @@
 //! cache keyed by the text's hash and the encoder's fingerprint, so a rerun or the next
 //! iteration never embeds a pair twice.
 //!
-//! The search is exact (a scan of the candidates per gold pair, in parallel over gold
-//! pairs): Stage 1 pools are what one worker holds (the paper's Stage 1 is "small"), and
-//! an exact scan has recall 1 by construction.
+//! The search is exact: every timely worker scans its partition of the pool for each
+//! gold pair's k nearest, and the leader keeps the k best of those (ties by pair id), so
+//! the result is the same on any worker count and has recall 1 by construction.
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use synpref_engine::model::{Conversation, PreferencePair};
 use synpref_engine::score_cache::ScoreCache;
@@ -223,7 +222,11 @@ pub fn embed(
             let k: Vec<u128> = slice.iter().map(|&i| keys[i]).collect();
             c.insert_many(&k, &fresh)?;
         }
-        tracing::info!(embedded = slice.len(), of = missing.len(), "retrieval embeddings");
+        tracing::info!(
+            embedded = slice.len(),
+            of = missing.len(),
+            "retrieval embeddings"
+        );
     }
     if let Some(c) = cache {
         c.flush()?;
@@ -242,9 +245,8 @@ pub fn nearest(query: &[f32], rows: &[f32], candidates: &[usize], k: usize) -> V
             (i, r.iter().zip(query).map(|(a, b)| a * b).sum::<f32>())
         })
         .collect();
-    let by_similarity = |a: &(usize, f32), b: &(usize, f32)| {
-        b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
-    };
+    let by_similarity =
+        |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if scored.len() > k {
         scored.select_nth_unstable_by(k, by_similarity);
         scored.truncate(k);
@@ -263,66 +265,6 @@ pub struct GoldRetrieval {
     pub k: usize,
     /// Retrieved pool pairs, most similar first: (pair id, cosine similarity).
     pub neighbours: Vec<(String, f32)>,
-}
-
-/// Retrieval over one iteration's pool.
-pub struct Retrieved {
-    pub per_gold: Vec<GoldRetrieval>,
-    /// Distinct retrieved pool rows (indices into the pool), in first-retrieved order
-    /// over gold pairs sorted by pair id.
-    pub unique: Vec<usize>,
-}
-
-/// For every gold pair (its embedding row in `gold_rows` and its `p`), the k nearest of
-/// the `candidates` pool rows; duplicates across gold pairs merged.
-pub fn retrieve(
-    gold: &[(&PreferencePair, f64)],
-    gold_rows: &[f32],
-    pool: &[PreferencePair],
-    pool_rows: &[f32],
-    candidates: &[usize],
-    k_max: usize,
-) -> Retrieved {
-    let d = if gold.is_empty() { 0 } else { gold_rows.len() / gold.len() };
-    let per_gold: Vec<(GoldRetrieval, Vec<usize>)> = gold
-        .par_iter()
-        .enumerate()
-        .map(|(g, (pair, p))| {
-            let k = k_for(*p, k_max);
-            let found = if k == 0 {
-                Vec::new()
-            } else {
-                nearest(&gold_rows[g * d..(g + 1) * d], pool_rows, candidates, k)
-            };
-            (
-                GoldRetrieval {
-                    gold_pair_id: pair.pair_id.clone(),
-                    p: *p,
-                    k,
-                    neighbours: found
-                        .iter()
-                        .map(|&(i, s)| (pool[i].pair_id.clone(), s))
-                        .collect(),
-                },
-                found.iter().map(|&(i, _)| i).collect(),
-            )
-        })
-        .collect();
-    let mut seen = rustc_hash::FxHashSet::default();
-    let mut unique = Vec::new();
-    let mut out = Vec::with_capacity(per_gold.len());
-    for (r, idx) in per_gold {
-        for i in idx {
-            if seen.insert(i) {
-                unique.push(i);
-            }
-        }
-        out.push(r);
-    }
-    Retrieved {
-        per_gold: out,
-        unique,
-    }
 }
 
 #[cfg(test)]

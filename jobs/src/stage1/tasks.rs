@@ -143,7 +143,11 @@ fn choice_result(choice: &str) -> LsResult {
 }
 
 /// The tasks of `pairs` (Label Studio's import format).
-pub fn label_studio_tasks(pairs: &[&PreferencePair], suggestions: &[Suggestion], iteration: u64) -> Vec<LsTask> {
+pub fn label_studio_tasks(
+    pairs: &[&PreferencePair],
+    suggestions: &[Suggestion],
+    iteration: u64,
+) -> Vec<LsTask> {
     pairs
         .iter()
         .zip(suggestions)
@@ -151,7 +155,11 @@ pub fn label_studio_tasks(pairs: &[&PreferencePair], suggestions: &[Suggestion],
             let data = task_data(p, iteration);
             let mut predictions = Vec::new();
             if let Some(prob) = s.best_rm_p {
-                let v = if prob > 0.5 { Verdict::Chosen } else { Verdict::Rejected };
+                let v = if prob > 0.5 {
+                    Verdict::Chosen
+                } else {
+                    Verdict::Rejected
+                };
                 predictions.push(LsPrediction {
                     model_version: "synpref best RM".into(),
                     score: Some(prob.max(1.0 - prob)),
@@ -176,7 +184,12 @@ fn write_pretty<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 }
 
 /// Writes Label Studio tasks for `pairs` to `path`.
-pub fn write_label_studio(path: &Path, pairs: &[&PreferencePair], suggestions: &[Suggestion], iteration: u64) -> Result<()> {
+pub fn write_label_studio(
+    path: &Path,
+    pairs: &[&PreferencePair],
+    suggestions: &[Suggestion],
+    iteration: u64,
+) -> Result<()> {
     write_pretty(path, &label_studio_tasks(pairs, suggestions, iteration))
 }
 
@@ -245,7 +258,12 @@ pub struct ArgillaSuggestion {
 }
 
 /// Writes `pairs` as an Argilla dataset (settings and records) to `path`.
-pub fn write_argilla(path: &Path, pairs: &[&PreferencePair], suggestions: &[Suggestion], iteration: u64) -> Result<()> {
+pub fn write_argilla(
+    path: &Path,
+    pairs: &[&PreferencePair],
+    suggestions: &[Suggestion],
+    iteration: u64,
+) -> Result<()> {
     let tasks = label_studio_tasks(pairs, suggestions, iteration);
     let field = |n: &str| ArgillaField {
         name: n.into(),
@@ -366,13 +384,23 @@ pub struct Imported {
 /// annotation (a later annotation of a pair supersedes an earlier one by `labeled_at`).
 pub fn import_label_studio(path: &Path) -> Result<Imported> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| Error::bad_file(&file, format!("cannot read: {e}")))?;
-    let tasks: Vec<serde_json::Value> = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::bad_file(&file, format!("not a Label Studio JSON export (a list of tasks): {e}")))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| Error::bad_file(&file, format!("cannot read: {e}")))?;
+    let tasks: Vec<serde_json::Value> = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::bad_file(
+            &file,
+            format!("not a Label Studio JSON export (a list of tasks): {e}"),
+        )
+    })?;
     let mut out = Imported::default();
     for (row, raw) in tasks.into_iter().enumerate() {
         let task: LsExportedTask = serde_json::from_value(raw).map_err(|e| {
-            Error::bad_row(&file, row as u64, None, format!("not a synpref task (data.pair_id, data.a_is_chosen, annotations): {e}"))
+            Error::bad_row(
+                &file,
+                row as u64,
+                None,
+                format!("not a synpref task (data.pair_id, data.a_is_chosen, annotations): {e}"),
+            )
         })?;
         out.tasks += 1;
         if task.annotations.is_empty() {
@@ -424,7 +452,8 @@ pub fn import_label_studio(path: &Path) -> Result<Imported> {
         }
     }
     // Oldest first, so a later annotation supersedes an earlier one when inserted.
-    out.labels.sort_by(|a, b| (&a.pair_id, &a.labeled_at).cmp(&(&b.pair_id, &b.labeled_at)));
+    out.labels
+        .sort_by(|a, b| (&a.pair_id, &a.labeled_at).cmp(&(&b.pair_id, &b.labeled_at)));
     Ok(out)
 }
 
@@ -451,6 +480,9 @@ mod tests {
         assert_eq!((got.tasks, got.unannotated, got.cancelled), (2, 1, 1));
         assert_eq!(got.labels.len(), 1);
         assert_eq!(got.labels[0].verdict, Verdict::Rejected);
-        assert_eq!(got.labels[0].annotator.as_deref(), Some("label-studio-user-1"));
+        assert_eq!(
+            got.labels[0].annotator.as_deref(),
+            Some("label-studio-user-1")
+        );
     }
 }
