@@ -718,3 +718,141 @@ fn label_studio_round_trip_turns_annotations_into_gold_labels_for_the_next_itera
     );
     assert_eq!(r["status"], "waiting_for_annotations");
 }
+
+#[test]
+fn stage1_annotate_and_tasks_refuse_bad_settings_naming_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok(&["gen", "--pairs", "50", "--out", s(&data), "--seed", "2"]);
+    let (pairs, gold) = (data.join("pairs"), data.join("gold.parquet"));
+    let out = tmp.path().join("out");
+    let base = [
+        "stage1",
+        "--pool",
+        s(&pairs),
+        "--gold",
+        s(&gold),
+        "--silver",
+        s(&pairs),
+        "--out",
+        s(&out),
+    ];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter().chain(extra).map(|x| x.to_string()).collect()
+    };
+    let run =
+        |args: Vec<String>| fails_with(&args.iter().map(String::as_str).collect::<Vec<_>>(), 2);
+    assert!(run(with(&["--embedder", "hashed"])).contains("--judge-model"));
+    assert!(run(with(&["--embedder", "nonsense", "--judge-model", "m"])).contains("--embedder"));
+    assert!(run(with(&[
+        "--embedder",
+        "encoder:/nowhere",
+        "--judge-model",
+        "m"
+    ]))
+    .contains("not a model directory"));
+    assert!(run(with(&[
+        "--embedder",
+        "hashed",
+        "--judge-model",
+        "m",
+        "--labeler",
+        "robots"
+    ]))
+    .contains("--labeler"));
+    assert!(run(with(&[
+        "--embedder",
+        "hashed",
+        "--judge-model",
+        "m",
+        "--iterations",
+        "0"
+    ]))
+    .contains("--iterations"));
+    assert!(run(with(&[
+        "--embedder",
+        "hashed",
+        "--judge-model",
+        "m",
+        "--llm-url",
+        "not a url"
+    ]))
+    .contains("--llm-url"));
+    // A server that is not there: the retries run out and the run fails (exit 1) naming it.
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let out = synpref(&[
+        "annotate",
+        "--pairs",
+        s(&pairs),
+        "--out",
+        s(&tmp.path().join("a")),
+        "--model",
+        "m",
+        "--llm-url",
+        &url,
+        "--llm-max-retries",
+        "1",
+        "--llm-backoff-s",
+        "0.05",
+        "--no-progress",
+        "--overwrite",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("retries"),
+        "{err}"
+    );
+    assert!(
+        !tmp.path().join("a/report.json").exists(),
+        "a failed run leaves no report"
+    );
+    // The same in stage1 on two workers: the leader's failure ends both, no hang.
+    let dead = synpref(&[
+        "stage1",
+        "--pool",
+        s(&pairs),
+        "--gold",
+        s(&gold),
+        "--silver",
+        s(&pairs),
+        "--out",
+        s(&tmp.path().join("s")),
+        "--embedder",
+        "hashed",
+        "--judge-model",
+        "m",
+        "--llm-url",
+        &url,
+        "--llm-max-retries",
+        "1",
+        "--llm-backoff-s",
+        "0.05",
+        "--workers",
+        "2",
+        "--no-progress",
+    ]);
+    assert_eq!(dead.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&dead.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(!tmp.path().join("s/report.json").exists());
+    // A file that is not a Label Studio export.
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, "{\"not\": \"a list\"}").unwrap();
+    let err = fails_with(
+        &[
+            "tasks",
+            "import",
+            "--label-studio",
+            s(&bad),
+            "--out",
+            s(&tmp.path().join("g.jsonl")),
+        ],
+        2,
+    );
+    assert!(
+        err.contains("bad.json") && err.contains("Label Studio"),
+        "{err}"
+    );
+}

@@ -87,6 +87,33 @@ impl Default for LlmSettings {
     }
 }
 
+impl LlmSettings {
+    /// Checks the settings a client cannot work with, naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        if self.concurrency == 0 {
+            return Err(Error::setting("--llm-concurrency", "must be at least 1"));
+        }
+        if let Some(r) = self.requests_per_minute {
+            if !(r > 0.0 && r.is_finite()) {
+                return Err(Error::setting("--llm-rpm", "must be a positive number"));
+            }
+        }
+        let url = url::Url::parse(&self.base_url).map_err(|e| {
+            Error::setting(
+                "--llm-url",
+                format!("`{}` is not a URL: {e}", self.base_url),
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::setting(
+                "--llm-url",
+                format!("`{}` is not an http(s) URL", self.base_url),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One chat message of a request.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ChatMessage {
@@ -322,20 +349,7 @@ enum AttemptError {
 
 impl LlmClient {
     pub fn new(settings: LlmSettings) -> Result<LlmClient> {
-        if settings.concurrency == 0 {
-            return Err(Error::setting("--llm-concurrency", "must be at least 1"));
-        }
-        if let Some(r) = settings.requests_per_minute {
-            if !(r > 0.0) {
-                return Err(Error::setting("--llm-rpm", "must be positive"));
-            }
-        }
-        url::Url::parse(&settings.base_url).map_err(|e| {
-            Error::setting(
-                "--llm-url",
-                format!("`{}` is not a URL: {e}", settings.base_url),
-            )
-        })?;
+        settings.validate()?;
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs_f64(settings.timeout_s)))
             .http_status_as_error(false)

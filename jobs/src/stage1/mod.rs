@@ -246,6 +246,9 @@ pub fn prepare(spec: Stage1Spec, leader: bool) -> Result<Stage1Plan> {
     if spec.judges.samples == 0 {
         return Err(Error::setting("--judge-samples", "must be at least 1"));
     }
+    if spec.labeler == Labeler::Judges {
+        spec.llm.validate()?;
+    }
     if leader {
         std::fs::create_dir_all(&spec.out).map_err(|e| io(&spec.out, e))?;
         for stale in [
@@ -384,33 +387,44 @@ pub fn run_worker(
     use synpref_engine::collective::{agree_on_errors, compute_on_leader, gather_to_leader};
     let spec = &plan.spec;
     let (index, peers) = (worker.index(), worker.peers());
-    let local = (|| -> Result<(Vec<PreferencePair>, Vec<f32>, u64, u64)> {
+    // Setup: read and embed this worker's partition; worker 0 also reads the silver
+    // set and opens the LLM client. Every worker learns whether all of them succeeded
+    // before the loop's collectives, so that no worker waits for one that stopped.
+    let setup = (|| -> Result<(Vec<PreferencePair>, Vec<f32>, Option<Leader>)> {
         let (pool, rows, invalid) = read_pool_partition(&spec.pool, index, peers, &plan.gold)?;
         let refs: Vec<&PreferencePair> = pool.iter().collect();
         let emb = retrieve::embed(&plan.embedder, Some(&plan.emb_cache), &refs)?;
-        Ok((pool, emb, rows, invalid))
+        let leader = if index == 0 {
+            Some(Leader::new(plan, &pool, rows, invalid)?)
+        } else {
+            None
+        };
+        Ok((pool, emb, leader))
     })();
-    let (pool, pool_rows, rows, invalid) = match local {
+    let (pool, pool_rows, mut leader) = match setup {
         Ok(x) => {
             agree_on_errors(worker, Ok(()))?;
             x
         }
         Err(e) => {
-            let e2 = Error::other("stage1", e.to_string());
-            let _ = agree_on_errors(worker, Err(e2));
+            let copy = Error::PeerFailed {
+                worker: index,
+                exit_code: e.exit_code(),
+                message: e.to_string(),
+            };
+            let _ = agree_on_errors(worker, Err(copy));
             return Err(e);
         }
     };
-    let mut leader = if index == 0 {
-        Some(Leader::new(plan, &pool, rows, invalid)?)
-    } else {
-        None
-    };
+    // An error of the leader between collectives reaches every worker at the next one.
+    let mut leader_error: Option<Error> = None;
     for iteration in 1..=spec.iterations {
-        let query: Option<RetrievalQuery> = compute_on_leader(worker, || match &mut leader {
-            Some(l) if !l.waiting => l.start_iteration(plan, iteration).map(Some),
-            _ => Ok(None),
-        })?;
+        let query: Option<RetrievalQuery> =
+            compute_on_leader(worker, || match (&mut leader, leader_error.take()) {
+                (_, Some(e)) => Err(e),
+                (Some(l), None) if !l.waiting => l.start_iteration(plan, iteration).map(Some),
+                _ => Ok(None),
+            })?;
         let Some(query) = query else { break };
         let excluded: FxHashSet<u64> = query.excluded.iter().copied().collect();
         // This worker's candidates: its own partition only (gold rows kept for the
@@ -453,7 +467,12 @@ pub fn run_worker(
                     }
                 }
             }
-            l.finish_iteration(plan, iteration, &query, per_worker, candidates)?;
+            if let Err(e) = l.finish_iteration(plan, iteration, &query, per_worker, candidates) {
+                if iteration == spec.iterations {
+                    return Err(e);
+                }
+                leader_error = Some(e);
+            }
         }
     }
     match leader {
