@@ -781,14 +781,8 @@ fn stage1_annotate_and_tasks_refuse_bad_settings_naming_them() {
     // A server that is not there: the retries run out and the run fails (exit 1) naming it.
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}/v1");
-    let out = synpref(&[
-        "annotate",
-        "--pairs",
-        s(&pairs),
-        "--out",
-        s(&tmp.path().join("a")),
-        "--model",
-        "m",
+    let (annotated, stage1_out) = (tmp.path().join("a"), tmp.path().join("s"));
+    let dead_llm = [
         "--llm-url",
         &url,
         "--llm-max-retries",
@@ -796,8 +790,9 @@ fn stage1_annotate_and_tasks_refuse_bad_settings_naming_them() {
         "--llm-backoff-s",
         "0.05",
         "--no-progress",
-        "--overwrite",
-    ]);
+    ];
+    let annotate = ["annotate", "--pairs", s(&pairs), "--out", s(&annotated)];
+    let out = synpref(&[&annotate[..], &["--model", "m", "--overwrite"], &dead_llm].concat());
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -809,7 +804,7 @@ fn stage1_annotate_and_tasks_refuse_bad_settings_naming_them() {
         "a failed run leaves no report"
     );
     // The same in stage1 on two workers: the leader's failure ends both, no hang.
-    let dead = synpref(&[
+    let stage1 = [
         "stage1",
         "--pool",
         s(&pairs),
@@ -817,22 +812,16 @@ fn stage1_annotate_and_tasks_refuse_bad_settings_naming_them() {
         s(&gold),
         "--silver",
         s(&pairs),
+    ];
+    let more = [
         "--out",
-        s(&tmp.path().join("s")),
+        s(&stage1_out),
         "--embedder",
         "hashed",
         "--judge-model",
         "m",
-        "--llm-url",
-        &url,
-        "--llm-max-retries",
-        "1",
-        "--llm-backoff-s",
-        "0.05",
-        "--workers",
-        "2",
-        "--no-progress",
-    ]);
+    ];
+    let dead = synpref(&[&stage1[..], &more, &["--workers", "2"], &dead_llm].concat());
     assert_eq!(dead.status.code(), Some(1));
     let err = String::from_utf8_lossy(&dead.stderr);
     assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");

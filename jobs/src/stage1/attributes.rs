@@ -18,7 +18,8 @@ use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
 
 use super::llm::{
-    clip, json_object, AnswerSchema, ChatMessage, ChatRequest, LlmClient, LlmSettings, LlmUsage,
+    clip, cut, json_object, AnswerSchema, ChatMessage, ChatRequest, LlmClient, LlmSettings,
+    LlmUsage,
 };
 use super::retrieve::conversation_text;
 use crate::eval::load_eval_set;
@@ -125,14 +126,6 @@ pub fn parse_attributes(text: &str) -> std::result::Result<PairAttributes, Strin
         }
     }
     Ok(a)
-}
-
-fn cut(text: &str, n: usize) -> String {
-    if text.chars().count() <= n {
-        text.to_string()
-    } else {
-        format!("{} […cut]", text.chars().take(n).collect::<String>())
-    }
 }
 
 /// The request for one pair.

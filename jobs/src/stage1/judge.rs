@@ -19,7 +19,9 @@ use synpref_engine::model::{PreferencePair, Verdict};
 use synpref_engine::store::Location;
 use synpref_engine::{Error, Result};
 
-use super::llm::{clip, json_object, AnswerSchema, ChatMessage, ChatRequest, LlmClient, LlmUsage};
+use super::llm::{
+    clip, cut, json_object, AnswerSchema, ChatMessage, ChatRequest, LlmClient, LlmUsage,
+};
 use super::retrieve::conversation_text;
 
 /// The guideline a judge gets for a pair that has none of its own.
@@ -105,14 +107,6 @@ pub fn chosen_first(seed: u64, pair_id: &str, model: &str, sample: usize) -> boo
     h.update(model.as_bytes());
     h.update(&(sample as u64).to_le_bytes());
     h.digest() & 1 == 0
-}
-
-fn cut(text: &str, n: usize) -> String {
-    if text.chars().count() <= n {
-        text.to_string()
-    } else {
-        format!("{} […cut]", text.chars().take(n).collect::<String>())
-    }
 }
 
 fn reply_text(p: &PreferencePair, chosen: bool) -> String {

@@ -669,6 +669,16 @@ pub fn clip(text: &str, n: usize) -> String {
     out
 }
 
+/// `text` cut to its first `n` characters, with a marker when cut (prompts keep long
+/// conversations and replies within small context windows).
+pub fn cut(text: &str, n: usize) -> String {
+    if text.chars().count() <= n {
+        text.to_string()
+    } else {
+        format!("{} […cut]", text.chars().take(n).collect::<String>())
+    }
+}
+
 /// The JSON object in an answer: the whole text, or (for servers without structured
 /// output, whose models wrap JSON in prose or code fences) the first `{`…last `}`.
 pub fn json_object<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, String> {
