@@ -338,10 +338,17 @@ impl Reason {
 
 /// A human (gold) verdict on a pair (DESIGN §4): "chosen" means the human prefers the
 /// pair's chosen reply.
+///
+/// Written as DESIGN §4 spells it ("chosen", "rejected", "undecidable") in every file;
+/// the capitalised names that label logs written before 2026-12 hold are still read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Verdict {
+    #[serde(alias = "Chosen")]
     Chosen,
+    #[serde(alias = "Rejected")]
     Rejected,
+    #[serde(alias = "Undecidable")]
     Undecidable,
 }
 
@@ -372,4 +379,20 @@ pub struct GoldLabel {
     pub labeled_at: Option<String>,
     /// (prompt, chosen, rejected) when the label file carries the text.
     pub text: Option<(Conversation, Conversation, Conversation)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Verdict;
+
+    #[test]
+    fn verdicts_are_written_lowercase_and_old_capitalised_logs_still_read() {
+        for v in [Verdict::Chosen, Verdict::Rejected, Verdict::Undecidable] {
+            let written = serde_json::to_string(&v).unwrap();
+            assert_eq!(written, format!("\"{}\"", v.as_str()));
+            assert_eq!(serde_json::from_str::<Verdict>(&written).unwrap(), v);
+            let old = format!("\"{:?}\"", v);
+            assert_eq!(serde_json::from_str::<Verdict>(&old).unwrap(), v);
+        }
+    }
 }

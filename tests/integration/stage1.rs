@@ -209,6 +209,73 @@ fn stage1_argv<'a>(
     ]
 }
 
+/// The judge figures of one iteration, recomputed from its `judge_samples.jsonl` (one
+/// model, one sample per order): gold pairs are judged in both orders, retrieved pairs
+/// once.
+struct JudgeFigures {
+    agreement: Option<f64>,
+    position_bias: Option<f64>,
+    truth_agreement: Option<f64>,
+}
+
+fn judge_figures_from_samples(
+    samples: &[Value],
+    gold: &BTreeMap<String, String>,
+    truth: &std::collections::HashMap<String, bool>,
+    retrieved: &BTreeSet<String>,
+) -> JudgeFigures {
+    let verdict = |s: &Value| s["verdict"].as_str().map(str::to_string);
+    // Gold pairs: the verdicts in each order.
+    let mut by_order: BTreeMap<(String, bool), String> = BTreeMap::new();
+    for s in samples {
+        let id = s["pair_id"].as_str().unwrap().to_string();
+        if gold.contains_key(&id) {
+            if let Some(v) = verdict(s) {
+                by_order.insert((id, s["chosen_first"].as_bool().unwrap()), v);
+            }
+        }
+    }
+    let (mut decided, mut agree, mut cases, mut flips) = (0, 0, 0, 0);
+    for id in gold.keys() {
+        let first = by_order.get(&(id.clone(), true));
+        let second = by_order.get(&(id.clone(), false));
+        if let (Some(a), Some(b)) = (first, second) {
+            cases += 1;
+            flips += (a != b) as usize;
+        }
+        // The pair's vote over both orders: a majority of the valid ones.
+        let votes: Vec<&String> = first.into_iter().chain(second).collect();
+        let chosen = votes.iter().filter(|v| v.as_str() == "chosen").count();
+        let rejected = votes.len() - chosen;
+        if chosen != rejected {
+            decided += 1;
+            let v = if chosen > rejected {
+                "chosen"
+            } else {
+                "rejected"
+            };
+            agree += (gold[id] == v) as usize;
+        }
+    }
+    let (mut hits, mut n) = (0, 0);
+    for s in samples {
+        let id = s["pair_id"].as_str().unwrap();
+        if !retrieved.contains(id) {
+            continue;
+        }
+        if let (Some(v), Some(&better)) = (verdict(s), truth.get(id)) {
+            n += 1;
+            hits += (better == (v == "chosen")) as usize;
+        }
+    }
+    let ratio = |a: usize, b: usize| (b > 0).then(|| a as f64 / b as f64);
+    JudgeFigures {
+        agreement: ratio(agree, decided),
+        position_bias: ratio(flips, cases),
+        truth_agreement: ratio(hits, n),
+    }
+}
+
 /// The paper's k rule, computed here independently of synpref.
 fn paper_k(p: f64) -> usize {
     if p <= 0.5 {
@@ -258,6 +325,14 @@ fn stage1_three_iterations_with_a_local_llm_judge_obey_the_k_rule_and_reruns_on_
         .map(|p| p["pair_id"].as_str().unwrap().to_string())
         .collect();
     let mut silver_len = r["silver_rows_in"].as_u64().unwrap() as usize;
+    let gold_verdicts: BTreeMap<String, String> = jsonl(&gold)
+        .iter()
+        .map(|l| {
+            let id = l["pair_id"].as_str().unwrap().to_string();
+            (id, l["verdict"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let truth_of = truth_map(&truth);
     for (i, it) in its.iter().enumerate() {
         let dir = out.join(format!("iterations/{}", i + 1));
         let retrieval = jsonl(&dir.join("retrieval.jsonl"));
@@ -303,6 +378,26 @@ fn stage1_three_iterations_with_a_local_llm_judge_obey_the_k_rule_and_reruns_on_
         assert_eq!(jsonl(&dir.join("silver.jsonl")).len(), silver_len);
         let q = &it["judge_quality"];
         assert_eq!(q["pairs"], 2);
+        let expected = judge_figures_from_samples(&samples, &gold_verdicts, &truth_of, &unique);
+        let got = |v: &Value| v.as_f64();
+        assert_eq!(
+            got(&q["agreement_with_gold"]),
+            expected.agreement,
+            "iteration {}",
+            i + 1
+        );
+        assert_eq!(
+            got(&q["position_bias_rate"]),
+            expected.position_bias,
+            "iteration {}",
+            i + 1
+        );
+        assert_eq!(
+            got(&it["new_labels_truth_agreement"]),
+            expected.truth_agreement,
+            "iteration {}",
+            i + 1
+        );
         labelled.extend(unique);
     }
     // Both orders are drawn by the coin among the retrieved pairs' samples.

@@ -146,8 +146,8 @@ fn shown(p: &PreferencePair, first_is_chosen: bool, settings: &JudgeSettings) ->
 pub struct JudgeTask<'a> {
     pub pair: &'a PreferencePair,
     /// Gold pairs with their verdicts (chosen or rejected), most similar first.
-    pub examples: Vec<(&'a PreferencePair, Verdict)>,
-    pub model: String,
+    pub examples: &'a [(&'a PreferencePair, Verdict)],
+    pub model: &'a str,
     pub sample: usize,
     pub chosen_first: bool,
 }
@@ -186,7 +186,7 @@ guideline:\n{guideline}\n\nAnswer with a JSON object: {{\"preferred\": \"Candida
     user.push_str(&shown(task.pair, task.chosen_first, settings));
     user.push_str("\n\nWhich candidate is better? Answer with the JSON object only.");
     ChatRequest {
-        model: task.model.clone(),
+        model: task.model.to_string(),
         messages: vec![
             ChatMessage::new("system", system),
             ChatMessage::new("user", user),
@@ -249,7 +249,7 @@ pub fn judge(
             };
             JudgeSample {
                 pair_id: t.pair.pair_id.clone(),
-                model: t.model.clone(),
+                model: t.model.to_string(),
                 sample: t.sample,
                 chosen_first: t.chosen_first,
                 verdict,

@@ -679,15 +679,17 @@ impl Leader {
                 let js = &spec.judges;
                 let retrieved_rows = rows_of(&retrieved_refs)?;
                 // The judges on the retrieved pairs: a seeded coin per (pair, model, sample).
+                let examples: Vec<Vec<(&PreferencePair, Verdict)>> = (0..retrieved.len())
+                    .map(|n| few_shot(&retrieved_rows[n * d..(n + 1) * d], None))
+                    .collect();
                 let mut tasks = Vec::new();
-                for (n, p) in retrieved.iter().enumerate() {
-                    let examples = few_shot(&retrieved_rows[n * d..(n + 1) * d], None);
+                for (p, examples) in retrieved.iter().zip(&examples) {
                     for model_name in &js.models {
                         for sample in 0..js.samples {
                             tasks.push(JudgeTask {
                                 pair: p,
-                                examples: examples.clone(),
-                                model: model_name.clone(),
+                                examples,
+                                model: model_name,
                                 sample,
                                 chosen_first: judge::chosen_first(
                                     js.seed, &p.pair_id, model_name, sample,
@@ -702,17 +704,19 @@ impl Leader {
                     xxhash_rust::xxh3::xxh3_64_with_seed(golds[g].0.pair_id.as_bytes(), js.seed)
                 });
                 eval_idx.truncate(js.gold_eval_pairs);
+                let eval_examples: Vec<Vec<(&PreferencePair, Verdict)>> = eval_idx
+                    .iter()
+                    .map(|&g| few_shot(&gold_rows[g * d..(g + 1) * d], Some(&golds[g].0.pair_id)))
+                    .collect();
                 let mut eval_tasks = Vec::new();
-                for &g in &eval_idx {
-                    let examples =
-                        few_shot(&gold_rows[g * d..(g + 1) * d], Some(&golds[g].0.pair_id));
+                for (&g, examples) in eval_idx.iter().zip(&eval_examples) {
                     for model_name in &js.models {
                         for sample in 0..js.samples {
                             for order in [true, false] {
                                 eval_tasks.push(JudgeTask {
                                     pair: &golds[g].0,
-                                    examples: examples.clone(),
-                                    model: model_name.clone(),
+                                    examples,
+                                    model: model_name,
                                     sample,
                                     chosen_first: order,
                                 });
@@ -770,8 +774,9 @@ impl Leader {
                         }
                     }
                 }
-                // Pairs asked about but given no vote count too.
-                report.labelled_undecidable += retrieved.len() - votes.len();
+                // Every retrieved pair was asked (an invalid answer is a sample too), so
+                // each has a vote, undecidable when no sample was valid.
+                debug_assert_eq!(votes.len(), retrieved.len());
                 report.new_labels_truth_agreement =
                     (truth_n > 0).then(|| truth_hits as f64 / truth_n as f64);
                 for p in &retrieved {
