@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use synpref_engine::Error;
+use synpref_jobs::stage1::ann::{IndexKind, IndexSettings};
 use synpref_jobs::stage1::attributes::AnnotateSpec;
 use synpref_jobs::stage1::judge::JudgeSettings;
 use synpref_jobs::stage1::llm::LlmSettings;
@@ -146,6 +147,29 @@ pub struct Stage1Args {
     /// Epochs of the best RM (the checkpoint with the best gold accuracy is kept).
     #[arg(long, default_value_t = 4)]
     epochs: usize,
+    /// Nearest-neighbour search: `exact` (scan every candidate), `hnsw` (an HNSW graph
+    /// per shard) or `auto` (a graph for shards above --index-auto-exact-max-rows
+    /// rows, a scan below). See docs/stage1.md.
+    #[arg(long, default_value = "auto")]
+    index: String,
+    /// Shards of the pool for hnsw/auto: the most workers such a run can use.
+    #[arg(long, default_value_t = IndexSettings::default().shards)]
+    index_shards: usize,
+    /// Under `--index auto`, shards with at most this many rows are scanned exactly.
+    #[arg(long, default_value_t = IndexSettings::default().auto_exact_max_rows)]
+    index_auto_exact_max_rows: usize,
+    /// Gold pairs per iteration also searched exactly, to measure the index's recall.
+    #[arg(long, default_value_t = IndexSettings::default().recall_queries)]
+    index_recall_queries: usize,
+    /// HNSW links per node.
+    #[arg(long, default_value_t = IndexSettings::default().m)]
+    hnsw_m: usize,
+    /// HNSW candidate list while building.
+    #[arg(long, default_value_t = IndexSettings::default().ef_construction)]
+    hnsw_ef_construction: usize,
+    /// HNSW candidate list while searching (raised to k when smaller).
+    #[arg(long, default_value_t = IndexSettings::default().ef_search)]
+    hnsw_ef_search: usize,
     /// Where LLM answers and embeddings are cached [default: OUT/cache].
     #[arg(long)]
     cache: Option<String>,
@@ -207,6 +231,21 @@ impl Stage1Args {
         spec.llm = self.llm.settings()?;
         spec.train.epochs = self.epochs;
         spec.k_max = self.k_max;
+        spec.index = IndexSettings {
+            kind: IndexKind::parse(&self.index).ok_or_else(|| {
+                Error::setting(
+                    "--index",
+                    format!("`{}` is not exact, auto or hnsw", self.index),
+                )
+            })?,
+            shards: self.index_shards,
+            auto_exact_max_rows: self.index_auto_exact_max_rows,
+            recall_queries: self.index_recall_queries,
+            m: self.hnsw_m,
+            ef_construction: self.hnsw_ef_construction,
+            ef_search: self.hnsw_ef_search,
+        };
+        spec.index.validate()?;
         spec.cache = self
             .cache
             .as_deref()

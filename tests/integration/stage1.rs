@@ -940,3 +940,130 @@ fn stage1_annotate_and_tasks_refuse_bad_settings_naming_them() {
         "{err}"
     );
 }
+
+/// The HNSW index: the same neighbours on 1 and 3 workers (whole shards per worker),
+/// and the recall it reports equals the one recomputed here from its retrieval file
+/// and an exact run's. Humans label, so no LLM is needed: iteration 1 retrieves,
+/// exports and waits.
+#[test]
+fn stage1_hnsw_index_gives_the_same_neighbours_on_any_worker_count_and_reports_its_true_recall() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (pool, _, silver) = stage1_data(&data);
+    // Every gold verdict of the generated data: more queries than the loop tests use.
+    let gold = data.join("gold_all");
+    let run = |name: &str, extra: &[&str]| -> (Value, Vec<Value>) {
+        let out = tmp.path().join(name);
+        let mut argv = vec![
+            "stage1",
+            "--pool",
+            s(&pool),
+            "--gold",
+            s(&gold),
+            "--silver",
+            s(&silver),
+            "--iterations",
+            "1",
+            "--out",
+            s(&out),
+            "--embedder",
+            "hashed",
+            "--labeler",
+            "humans",
+            "--no-progress",
+        ];
+        argv.extend(extra);
+        let printed = String::from_utf8(ok(&argv).stdout).unwrap();
+        assert!(printed.contains("index: "), "{printed}");
+        (
+            json_file(&out.join("report.json")),
+            jsonl(&out.join("iterations/1/retrieval.jsonl")),
+        )
+    };
+    let ids = |retrieval: &[Value]| -> Vec<Vec<String>> {
+        retrieval
+            .iter()
+            .map(|g| {
+                g["neighbours"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n[0].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .collect()
+    };
+    let (exact_report, exact) = run("exact", &["--index", "exact", "--workers", "2"]);
+    assert_eq!(exact_report["iterations"][0]["index_recall"], Value::Null);
+    // Two shards of about 400 rows, each with a graph; a small graph and search list
+    // so that the approximation shows.
+    let hnsw = [
+        "--index",
+        "hnsw",
+        "--index-shards",
+        "2",
+        "--hnsw-m",
+        "4",
+        "--hnsw-ef-construction",
+        "8",
+        "--hnsw-ef-search",
+        "8",
+        "--index-recall-queries",
+        "1000",
+    ];
+    let one: Vec<&str> = hnsw.iter().copied().chain(["--workers", "1"]).collect();
+    let two: Vec<&str> = hnsw.iter().copied().chain(["--workers", "2"]).collect();
+    let (report, approx) = run("hnsw1", &one);
+    let (_, approx2) = run("hnsw2", &two);
+    assert_eq!(ids(&approx), ids(&approx2), "the same on 1 and 2 workers");
+    let index = &report["index"];
+    assert_eq!(index["graph_shards"], 2);
+    // Every pool pair is in a graph; gold and silver pairs are there but never returned.
+    let graph_rows = index["graph_rows"].as_u64().unwrap();
+    assert!(graph_rows >= report["iterations"][0]["pool_candidates"].as_u64().unwrap());
+    assert!(graph_rows <= report["pool_rows"].as_u64().unwrap());
+    // Recall recomputed: the share of the exact run's neighbours the index returned.
+    let (exact_ids, approx_ids) = (ids(&exact), ids(&approx));
+    assert_eq!(exact_ids.len(), approx_ids.len());
+    let (mut hit, mut total) = (0, 0);
+    for (e, a) in exact_ids.iter().zip(&approx_ids) {
+        assert_eq!(e.len(), a.len(), "k neighbours either way");
+        total += e.len();
+        hit += e.iter().filter(|x| a.contains(x)).count();
+    }
+    let it = &report["iterations"][0];
+    assert_eq!(
+        it["index_recall_queries"].as_u64().unwrap() as usize,
+        exact_ids.len()
+    );
+    let reported = it["index_recall"].as_f64().unwrap();
+    assert_eq!(reported, hit as f64 / total as f64);
+    eprintln!("hnsw recall on the test pool: {reported} ({hit}/{total})");
+    let warned = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().contains("approximate index found"));
+    assert_eq!(warned, reported < 0.9);
+    // An indexed run refuses more workers than shards, naming the flag.
+    let bad_out = tmp.path().join("bad");
+    let mut argv = vec![
+        "stage1",
+        "--pool",
+        s(&pool),
+        "--gold",
+        s(&gold),
+        "--silver",
+        s(&silver),
+        "--out",
+        s(&bad_out),
+        "--embedder",
+        "hashed",
+        "--labeler",
+        "humans",
+        "--no-progress",
+    ];
+    argv.extend(["--index", "hnsw", "--index-shards", "2", "--workers", "3"]);
+    let said = fails_with(&argv, 2);
+    assert!(said.contains("--index-shards"), "{said}");
+}

@@ -22,6 +22,7 @@
 //! best RM, loadable as `saved:DIR`) and `report.json`, written last; `cache/` (LLM
 //! answers and embeddings) and `annotations/` are kept between runs.
 
+pub mod ann;
 pub mod attributes;
 pub mod judge;
 pub mod llm;
@@ -44,6 +45,7 @@ use synpref_operators::models::saved::{self, ToSave};
 use synpref_operators::models::{sigmoid, ModelOptions};
 
 use crate::eval::load_eval_set;
+use ann::{IndexKind, IndexSettings, IndexStats, PoolIndex};
 use judge::{JudgeQuality, JudgeSample, JudgeSettings, JudgeTask, JudgeVote};
 use llm::{LlmClient, LlmSettings, LlmUsage};
 use retrieve::{Embedder, EmbedderSpec, GoldRetrieval};
@@ -81,6 +83,8 @@ pub struct Stage1Spec {
     pub train: TrainSettings,
     /// k for a gold pair the best RM gets wrong (the paper: 8).
     pub k_max: usize,
+    /// How the nearest pool pairs are found (exact scan or HNSW shards; `ann`).
+    pub index: IndexSettings,
     /// Where LLM answers and embeddings are cached (default OUT/cache).
     pub cache: Option<PathBuf>,
     pub model_options: ModelOptions,
@@ -107,6 +111,7 @@ impl Stage1Spec {
                 ..TrainSettings::default()
             },
             k_max: retrieve::K_MAX,
+            index: IndexSettings::default(),
             cache: None,
             model_options: ModelOptions::default(),
             workers: 1,
@@ -138,6 +143,10 @@ pub struct IterationReport {
     pub retrieval_requested: usize,
     pub retrieved: usize,
     pub pool_candidates: usize,
+    /// Share of the exact k nearest neighbours the approximate index returned, over
+    /// `index_recall_queries` gold pairs also searched exactly (`None` in exact mode).
+    pub index_recall: Option<f64>,
+    pub index_recall_queries: usize,
     /// Retrieved pairs the judges (or humans) labelled decisively / undecidable.
     pub labelled_chosen: usize,
     pub labelled_rejected: usize,
@@ -160,6 +169,8 @@ pub struct Stage1Report {
     pub pool_invalid_rows: u64,
     pub silver_rows_in: usize,
     pub gold_labels_in: usize,
+    /// The retrieval index built over the pool (all workers).
+    pub index: Option<IndexStats>,
     pub iterations: Vec<IterationReport>,
     /// Every iteration's LLM usage together.
     pub llm: LlmUsage,
@@ -249,6 +260,7 @@ pub fn prepare(spec: Stage1Spec, leader: bool) -> Result<Stage1Plan> {
     if spec.labeler == Labeler::Judges {
         spec.llm.validate()?;
     }
+    spec.index.validate()?;
     if leader {
         std::fs::create_dir_all(&spec.out).map_err(|e| io(&spec.out, e))?;
         for stale in [
@@ -292,13 +304,12 @@ pub fn run_stage1(spec: &Stage1Spec) -> Result<Stage1Report> {
     result.ok_or_else(|| Error::Worker("worker 0 returned no report".into()))
 }
 
-/// This worker's partition of the pool (pair key mod peers), plus every row a gold label
+/// This worker's partition of the pool (its shards, or pair key mod peers), plus every row a gold label
 /// names; in pair-id order, so that ties in similarity break by pair id on every
 /// worker count. With the input's row and invalid-row counts.
 fn read_pool_partition(
     url: &str,
-    index: usize,
-    peers: usize,
+    owns: impl Fn(u64) -> bool,
     gold: &GoldLabels,
 ) -> Result<(Vec<PreferencePair>, u64, u64)> {
     use synpref_engine::extras::ExtrasCodec;
@@ -316,9 +327,11 @@ fn read_pool_partition(
             Ok(())
         },
         &mut |pairs| {
-            mine.extend(pairs.into_iter().filter(|p| {
-                p.pair_key % peers as u64 == index as u64 || gold.labels.contains_key(&p.pair_key)
-            }));
+            mine.extend(
+                pairs
+                    .into_iter()
+                    .filter(|p| owns(p.pair_key) || gold.labels.contains_key(&p.pair_key)),
+            );
             Ok(())
         },
     )?;
@@ -340,11 +353,39 @@ struct RetrievalQuery {
     gold: Vec<(Vec<f32>, usize)>,
     /// Pair keys that are gold or labelled.
     excluded: Vec<u64>,
+    /// Gold pairs (indices into `gold`) also searched exactly, to measure the index's
+    /// recall (none in exact mode).
+    recall_sample: Vec<usize>,
 }
 
-/// A worker's answer: its candidate count and, per gold pair, its k most similar
-/// candidates (similarity, pair).
-type LocalNeighbours = std::result::Result<(usize, Vec<Vec<(f32, PreferencePair)>>), (i32, String)>;
+/// A worker's answer to a query (or its error: exit code and message).
+type LocalNeighbours = std::result::Result<LocalAnswer, (i32, String)>;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LocalAnswer {
+    /// Candidates this worker holds (owned, not excluded).
+    candidates: usize,
+    /// Per gold pair, the index's k most similar candidates (similarity, pair).
+    found: Vec<Vec<(f32, PreferencePair)>>,
+    /// Per gold pair of the recall sample, the exact k most similar (similarity, id).
+    exact: Vec<Vec<(f32, String)>>,
+    /// What this worker's index holds.
+    index: IndexStats,
+}
+
+/// The gold pairs also searched exactly to measure the index: up to
+/// `recall_queries` of them, drawn by a hash of their pair id (the same ones on every
+/// run), in gold order. None in exact mode, where recall is 1 by construction.
+fn recall_sample(golds: &[(PreferencePair, Verdict)], index: &IndexSettings) -> Vec<usize> {
+    if index.kind == IndexKind::Exact {
+        return Vec::new();
+    }
+    let mut sample: Vec<usize> = (0..golds.len()).collect();
+    sample.sort_by_key(|&g| xxhash_rust::xxh3::xxh3_64(golds[g].0.pair_id.as_bytes()));
+    sample.truncate(index.recall_queries);
+    sample.sort_unstable();
+    sample
+}
 
 /// The leader's state across iterations.
 struct Leader {
@@ -364,6 +405,8 @@ struct Leader {
     gold_labels_in: usize,
     pool_rows: u64,
     pool_invalid_rows: u64,
+    /// The retrieval index, as the workers reported it at the first iteration.
+    index: Option<IndexStats>,
     /// The iteration being built (between the query and the neighbours).
     pending: Option<PendingIteration>,
     waiting: bool,
@@ -390,18 +433,32 @@ pub fn run_worker(
     // Setup: read and embed this worker's partition; worker 0 also reads the silver
     // set and opens the LLM client. Every worker learns whether all of them succeeded
     // before the loop's collectives, so that no worker waits for one that stopped.
-    let setup = (|| -> Result<(Vec<PreferencePair>, Vec<f32>, Option<Leader>)> {
-        let (pool, rows, invalid) = read_pool_partition(&spec.pool, index, peers, &plan.gold)?;
+    let setup = (|| -> Result<(Vec<PreferencePair>, Vec<f32>, PoolIndex, Option<Leader>)> {
+        spec.index.check_workers(peers)?;
+        let owns = |key: u64| spec.index.owns(key, index, peers);
+        let (pool, rows, invalid) = read_pool_partition(&spec.pool, owns, &plan.gold)?;
         let refs: Vec<&PreferencePair> = pool.iter().collect();
         let emb = retrieve::embed(&plan.embedder, Some(&plan.emb_cache), &refs)?;
+        let keys: Vec<u64> = pool.iter().map(|p| p.pair_key).collect();
+        // Gold rows kept for the leader are not candidates, so not indexed.
+        let pool_index = PoolIndex::build(&spec.index, &emb, plan.embedder.dims(), &keys, |i| {
+            owns(keys[i])
+        });
+        tracing::info!(
+            worker = index,
+            graph_shards = pool_index.stats.graph_shards,
+            scanned_shards = pool_index.stats.scanned_shards,
+            build_s = pool_index.stats.build_s,
+            "retrieval index"
+        );
         let leader = if index == 0 {
             Some(Leader::new(plan, &pool, rows, invalid)?)
         } else {
             None
         };
-        Ok((pool, emb, leader))
+        Ok((pool, emb, pool_index, leader))
     })();
-    let (pool, pool_rows, mut leader) = match setup {
+    let (pool, pool_rows, pool_index, mut leader) = match setup {
         Ok(x) => {
             agree_on_errors(worker, Ok(()))?;
             x
@@ -416,6 +473,7 @@ pub fn run_worker(
             return Err(e);
         }
     };
+    let keys: Vec<u64> = pool.iter().map(|p| p.pair_key).collect();
     // An error of the leader between collectives reaches every worker at the next one.
     let mut leader_error: Option<Error> = None;
     for iteration in 1..=spec.iterations {
@@ -429,35 +487,51 @@ pub fn run_worker(
         let excluded: FxHashSet<u64> = query.excluded.iter().copied().collect();
         // This worker's candidates: its own partition only (gold rows kept for the
         // leader are not candidates anyway), not gold, not labelled.
-        let candidates: Vec<usize> = (0..pool.len())
-            .filter(|&i| {
-                let k = pool[i].pair_key;
-                k % peers as u64 == index as u64 && !excluded.contains(&k)
-            })
-            .collect();
-        let found: LocalNeighbours = Ok((
-            candidates.len(),
-            query
+        let found: LocalNeighbours = Ok(LocalAnswer {
+            candidates: pool_index.candidates(&keys, &excluded),
+            found: query
                 .gold
                 .iter()
                 .map(|(q, k)| {
-                    retrieve::nearest(q, &pool_rows, &candidates, *k)
+                    pool_index
+                        .search(&pool_rows, &keys, q, *k, &excluded)
                         .into_iter()
                         .map(|(i, sim)| (sim, pool[i].clone()))
                         .collect()
                 })
                 .collect(),
-        ));
+            exact: Vec::new(),
+            index: pool_index.stats.clone(),
+        });
+        // The exact k nearest of the recall sample; a worker without graphs scanned
+        // everything already.
+        let found = found.map(|mut answer| {
+            answer.exact = query
+                .recall_sample
+                .iter()
+                .map(|&g| {
+                    if pool_index.stats.graph_shards == 0 {
+                        return answer.found[g]
+                            .iter()
+                            .map(|(sim, p)| (*sim, p.pair_id.clone()))
+                            .collect();
+                    }
+                    let (q, k) = &query.gold[g];
+                    pool_index
+                        .exact(&pool_rows, &keys, q, *k, &excluded)
+                        .into_iter()
+                        .map(|(i, sim)| (sim, pool[i].pair_id.clone()))
+                        .collect()
+                })
+                .collect();
+            answer
+        });
         let gathered = gather_to_leader(worker, &found)?;
         if let (Some(l), Some(all)) = (&mut leader, gathered) {
             let mut per_worker = Vec::with_capacity(all.len());
-            let mut candidates = 0;
             for (w, r) in all.into_iter().enumerate() {
                 match r {
-                    Ok((n, v)) => {
-                        candidates += n;
-                        per_worker.push(v);
-                    }
+                    Ok(answer) => per_worker.push(answer),
                     Err((exit_code, message)) => {
                         return Err(Error::PeerFailed {
                             worker: w,
@@ -467,7 +541,7 @@ pub fn run_worker(
                     }
                 }
             }
-            if let Err(e) = l.finish_iteration(plan, iteration, &query, per_worker, candidates) {
+            if let Err(e) = l.finish_iteration(plan, iteration, &query, per_worker) {
                 if iteration == spec.iterations {
                     return Err(e);
                 }
@@ -515,6 +589,7 @@ impl Leader {
             best_model: None,
             pool_rows,
             pool_invalid_rows,
+            index: None,
             pending: None,
             waiting: false,
         })
@@ -578,6 +653,7 @@ impl Leader {
                 .chain(self.labelled.iter())
                 .copied()
                 .collect(),
+            recall_sample: recall_sample(&golds, &spec.index),
         };
         self.pending = Some(PendingIteration {
             golds,
@@ -595,8 +671,7 @@ impl Leader {
         plan: &Stage1Plan,
         iteration: usize,
         query: &RetrievalQuery,
-        per_worker: Vec<Vec<Vec<(f32, PreferencePair)>>>,
-        candidates: usize,
+        per_worker: Vec<LocalAnswer>,
     ) -> Result<()> {
         let spec = &plan.spec;
         let PendingIteration {
@@ -616,7 +691,7 @@ impl Leader {
         let mut seen = FxHashSet::default();
         for (g, (pair, _)) in golds.iter().enumerate() {
             let mut all: Vec<&(f32, PreferencePair)> =
-                per_worker.iter().flat_map(|w| w[g].iter()).collect();
+                per_worker.iter().flat_map(|w| w.found[g].iter()).collect();
             all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.pair_id.cmp(&b.1.pair_id)));
             all.truncate(query.gold[g].1);
             for (_, p) in &all {
@@ -632,6 +707,43 @@ impl Leader {
             });
         }
         write_jsonl(&dir.join("retrieval.jsonl"), &per_gold)?;
+        let candidates: usize = per_worker.iter().map(|w| w.candidates).sum();
+        // The index's recall on the sampled gold pairs: the global exact k nearest
+        // (merged as above) against what the index returned.
+        let exact: Vec<Vec<String>> = (0..query.recall_sample.len())
+            .map(|s| {
+                let mut all: Vec<&(f32, String)> =
+                    per_worker.iter().flat_map(|w| w.exact[s].iter()).collect();
+                all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                all.truncate(query.gold[query.recall_sample[s]].1);
+                all.into_iter().map(|(_, id)| id.clone()).collect()
+            })
+            .collect();
+        let approximate: Vec<Vec<String>> = query
+            .recall_sample
+            .iter()
+            .map(|&g| {
+                per_gold[g]
+                    .neighbours
+                    .iter()
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .collect();
+        let index_recall = ann::recall(&approximate, &exact);
+        if self.index.is_none() {
+            let mut stats = IndexStats::default();
+            for w in &per_worker {
+                stats.merge(&w.index);
+            }
+            self.index = Some(stats);
+        }
+        if let Some(r) = index_recall.filter(|&r| r < 0.9) {
+            self.warnings.push(format!(
+                "iteration {iteration}: the approximate index found {:.0}% of the exact nearest neighbours; raise --hnsw-ef-search or use --index exact",
+                r * 100.0
+            ));
+        }
         for p in &retrieved {
             self.known.entry(p.pair_key).or_insert_with(|| p.clone());
         }
@@ -651,6 +763,8 @@ impl Leader {
             retrieval_requested: per_gold.iter().map(|g| g.neighbours.len()).sum(),
             retrieved: retrieved.len(),
             pool_candidates: candidates,
+            index_recall,
+            index_recall_queries: query.recall_sample.len(),
             labelled_chosen: 0,
             labelled_rejected: 0,
             labelled_undecidable: 0,
@@ -910,6 +1024,7 @@ impl Leader {
             pool_invalid_rows: self.pool_invalid_rows,
             silver_rows_in: self.silver_rows_in,
             gold_labels_in: self.gold_labels_in,
+            index: self.index,
             iterations: self.iterations,
             llm: self.total_llm,
             status: if waiting {
@@ -961,6 +1076,36 @@ pub fn summary(r: &Stage1Report) -> String {
             pct(q.and_then(|q| q.position_bias_rate)),
             it.llm.requests,
             it.llm.cached,
+        ));
+    }
+    if let Some(ix) = &r.index {
+        let recalls: Vec<String> = r
+            .iterations
+            .iter()
+            .filter_map(|it| {
+                it.index_recall
+                    .map(|x| format!("{:.1}% ({} queries)", x * 100.0, it.index_recall_queries))
+            })
+            .collect();
+        s.push_str(&format!(
+            "index: {} — {} HNSW shard(s) over {} rows, {} scanned shard(s), built in {:.1} s{}\n",
+            match r.spec.index.kind {
+                IndexKind::Exact => "exact",
+                IndexKind::Auto => "auto",
+                IndexKind::Hnsw => "hnsw",
+            },
+            ix.graph_shards,
+            ix.graph_rows,
+            ix.scanned_shards,
+            ix.build_s,
+            if recalls.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; recall against exact per iteration: {}",
+                    recalls.join(", ")
+                )
+            }
         ));
     }
     s.push_str(&format!(
