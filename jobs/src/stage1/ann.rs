@@ -273,6 +273,11 @@ impl PoolIndex {
         }
     }
 
+    /// Changes the search list of the graphs (no rebuild): for benchmarks.
+    pub fn set_ef_search(&mut self, ef_search: usize) {
+        self.settings.ef_search = ef_search;
+    }
+
     /// The candidates' count: owned rows not excluded.
     pub fn candidates(&self, keys: &[u64], excluded: &FxHashSet<u64>) -> usize {
         self.owned_rows()
@@ -414,14 +419,17 @@ fn build_graph(
     graph
 }
 
-/// Recall of approximate results against exact ones: the share of the exact
-/// neighbours (ids) the approximate lists hold, over all queries (`None`: no exact
-/// neighbour at all).
-pub fn recall<T: PartialEq>(approximate: &[Vec<T>], exact: &[Vec<T>]) -> Option<f64> {
+/// Recall of approximate results against exact ones, as ann-benchmarks counts it: a
+/// returned neighbour is a hit when it is as similar as the exact k-th nearest, so
+/// that among equally similar pairs (duplicate texts are common in preference pools)
+/// any is right. Both lists hold similarities, most similar first, computed by the same
+/// dot product, so equal ones are equal bit for bit. `None`: no exact neighbour at all.
+pub fn recall(approximate: &[Vec<f32>], exact: &[Vec<f32>]) -> Option<f64> {
     let (mut hit, mut total) = (0usize, 0usize);
     for (a, e) in approximate.iter().zip(exact) {
+        let Some(&kth) = e.last() else { continue };
         total += e.len();
-        hit += e.iter().filter(|x| a.contains(x)).count();
+        hit += a.iter().filter(|&&s| s >= kth).count().min(e.len());
     }
     (total > 0).then(|| hit as f64 / total as f64)
 }
@@ -473,7 +481,7 @@ mod tests {
         k: usize,
         excluded: &FxHashSet<u64>,
         exact: bool,
-    ) -> Vec<Vec<usize>> {
+    ) -> Vec<Vec<(usize, f32)>> {
         let dims = 32;
         let indexes: Vec<PoolIndex> = (0..peers)
             .map(|w| PoolIndex::build(s, rows, dims, keys, |i| s.owns(keys[i], w, peers)))
@@ -493,8 +501,15 @@ mod tests {
                     .collect();
                 all.sort_by(by_similarity);
                 all.truncate(k);
-                all.into_iter().map(|(i, _)| i).collect()
+                all
             })
+            .collect()
+    }
+
+    fn sims(lists: &[Vec<(usize, f32)>]) -> Vec<Vec<f32>> {
+        lists
+            .iter()
+            .map(|l| l.iter().map(|x| x.1).collect())
             .collect()
     }
 
@@ -512,9 +527,9 @@ mod tests {
         assert_eq!(one, three, "the same graphs on any worker count");
         for list in &one {
             assert_eq!(list.len(), k);
-            assert!(list.iter().all(|&i| !excluded.contains(&keys[i])));
+            assert!(list.iter().all(|&(i, _)| !excluded.contains(&keys[i])));
         }
-        let r = recall(&one, &exact).unwrap();
+        let r = recall(&sims(&one), &sims(&exact)).unwrap();
         assert!(r >= 0.9, "recall {r}");
         // The exact scan agrees with the exact mode's.
         let s_exact = settings(IndexKind::Exact, 64);
@@ -528,7 +543,7 @@ mod tests {
             ..settings(IndexKind::Hnsw, 1)
         };
         let poor = spread_search(&starved, 1, &rows, &keys, &queries, k, &excluded, false);
-        let r_poor = recall(&poor, &exact).unwrap();
+        let r_poor = recall(&sims(&poor), &sims(&exact)).unwrap();
         assert!(r_poor < r, "starved {r_poor} vs {r}");
     }
 
@@ -553,9 +568,15 @@ mod tests {
     }
 
     #[test]
-    fn recall_counts_exact_neighbours_found() {
-        assert_eq!(recall(&[vec![1, 2]], &[vec![1, 3]]), Some(0.5));
-        assert_eq!(recall::<u32>(&[vec![]], &[vec![]]), None);
+    fn recall_counts_neighbours_as_similar_as_the_exact_kth_as_found() {
+        // One of two found; a tie with the exact k-th counts as found.
+        assert_eq!(recall(&[vec![0.9, 0.5]], &[vec![0.9, 0.8]]), Some(0.5));
+        assert_eq!(recall(&[vec![0.9, 0.8]], &[vec![0.9, 0.8]]), Some(1.0));
+        assert_eq!(
+            recall(&[vec![], vec![0.7]], &[vec![], vec![0.7]]),
+            Some(1.0)
+        );
+        assert_eq!(recall(&[vec![]], &[vec![]]), None);
     }
 
     #[test]

@@ -147,6 +147,9 @@ pub struct IterationReport {
     /// `index_recall_queries` gold pairs also searched exactly (`None` in exact mode).
     pub index_recall: Option<f64>,
     pub index_recall_queries: usize,
+    /// The slowest worker's time searching its part of the pool for every gold pair
+    /// (without the recall measurement's exact scans).
+    pub search_s: f64,
     /// Retrieved pairs the judges (or humans) labelled decisively / undecidable.
     pub labelled_chosen: usize,
     pub labelled_rejected: usize,
@@ -367,10 +370,12 @@ struct LocalAnswer {
     candidates: usize,
     /// Per gold pair, the index's k most similar candidates (similarity, pair).
     found: Vec<Vec<(f32, PreferencePair)>>,
-    /// Per gold pair of the recall sample, the exact k most similar (similarity, id).
-    exact: Vec<Vec<(f32, String)>>,
+    /// Per gold pair of the recall sample, the similarities of the exact k nearest.
+    exact: Vec<Vec<f32>>,
     /// What this worker's index holds.
     index: IndexStats,
+    /// Seconds this worker spent searching (the recall sample's exact scans apart).
+    search_s: f64,
 }
 
 /// The gold pairs also searched exactly to measure the index: up to
@@ -487,6 +492,7 @@ pub fn run_worker(
         let excluded: FxHashSet<u64> = query.excluded.iter().copied().collect();
         // This worker's candidates: its own partition only (gold rows kept for the
         // leader are not candidates anyway), not gold, not labelled.
+        let search_started = Instant::now();
         let found: LocalNeighbours = Ok(LocalAnswer {
             candidates: pool_index.candidates(&keys, &excluded),
             found: query
@@ -502,6 +508,7 @@ pub fn run_worker(
                 .collect(),
             exact: Vec::new(),
             index: pool_index.stats.clone(),
+            search_s: search_started.elapsed().as_secs_f64(),
         });
         // The exact k nearest of the recall sample; a worker without graphs scanned
         // everything already.
@@ -511,16 +518,13 @@ pub fn run_worker(
                 .iter()
                 .map(|&g| {
                     if pool_index.stats.graph_shards == 0 {
-                        return answer.found[g]
-                            .iter()
-                            .map(|(sim, p)| (*sim, p.pair_id.clone()))
-                            .collect();
+                        return answer.found[g].iter().map(|(sim, _)| *sim).collect();
                     }
                     let (q, k) = &query.gold[g];
                     pool_index
                         .exact(&pool_rows, &keys, q, *k, &excluded)
                         .into_iter()
-                        .map(|(i, sim)| (sim, pool[i].pair_id.clone()))
+                        .map(|(_, sim)| sim)
                         .collect()
                 })
                 .collect();
@@ -710,25 +714,21 @@ impl Leader {
         let candidates: usize = per_worker.iter().map(|w| w.candidates).sum();
         // The index's recall on the sampled gold pairs: the global exact k nearest
         // (merged as above) against what the index returned.
-        let exact: Vec<Vec<String>> = (0..query.recall_sample.len())
+        let exact: Vec<Vec<f32>> = (0..query.recall_sample.len())
             .map(|s| {
-                let mut all: Vec<&(f32, String)> =
-                    per_worker.iter().flat_map(|w| w.exact[s].iter()).collect();
-                all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                let mut all: Vec<f32> = per_worker
+                    .iter()
+                    .flat_map(|w| w.exact[s].iter().copied())
+                    .collect();
+                all.sort_by(|a, b| b.total_cmp(a));
                 all.truncate(query.gold[query.recall_sample[s]].1);
-                all.into_iter().map(|(_, id)| id.clone()).collect()
+                all
             })
             .collect();
-        let approximate: Vec<Vec<String>> = query
+        let approximate: Vec<Vec<f32>> = query
             .recall_sample
             .iter()
-            .map(|&g| {
-                per_gold[g]
-                    .neighbours
-                    .iter()
-                    .map(|(id, _)| id.clone())
-                    .collect()
-            })
+            .map(|&g| per_gold[g].neighbours.iter().map(|(_, sim)| *sim).collect())
             .collect();
         let index_recall = ann::recall(&approximate, &exact);
         if self.index.is_none() {
@@ -765,6 +765,7 @@ impl Leader {
             pool_candidates: candidates,
             index_recall,
             index_recall_queries: query.recall_sample.len(),
+            search_s: per_worker.iter().map(|w| w.search_s).fold(0.0, f64::max),
             labelled_chosen: 0,
             labelled_rejected: 0,
             labelled_undecidable: 0,
