@@ -1,7 +1,7 @@
 //! Retrieval index benchmark for docs/stage1.md: exact scan against HNSW graphs
 //! (`stage1::ann`) on clustered unit vectors of MiniLM's width, one shard of N rows
 //! on one thread, as one stage1 worker sees its shard.
-//!   cargo run --release -p synpref-jobs --example ann_bench -- [ROWS] [QUERIES]
+//!   cargo run --release -p synpref-jobs --example ann_bench -- [ROWS,...] [QUERIES]
 //! Prints, per size: the build time, and per search list (ef) the time per query and
 //! recall@8 against the exact scan; the exact scan's time per query.
 //! Synthetic vectors are harder for HNSW than sentence embeddings (no low intrinsic

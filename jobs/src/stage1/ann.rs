@@ -11,6 +11,10 @@
 //! process count: the approximate answer, like the exact one, does not depend on how
 //! the run is spread.
 //!
+//! A graph node stands for all of a shard's pairs with the same embedding (repeated
+//! prompts are common), expanded in pool order when found, so equally similar pairs
+//! rank as in the scan.
+//!
 //! Pairs leave the candidates as they become gold or labelled. A graph is built once
 //! over all of its shard's pairs and searched for k neighbours, the excluded ones
 //! dropped, and searched again for twice as many while fewer than k remain; once the
@@ -173,7 +177,12 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 enum ShardSearch {
     Scan,
-    Graph(Hnsw<'static, f32, UnitDot>),
+    /// A graph over the shard's distinct embeddings; node `g` stands for the rows of
+    /// `groups[g]` (identical embeddings, in pool order).
+    Graph {
+        graph: Hnsw<'static, f32, UnitDot>,
+        groups: Vec<Vec<usize>>,
+    },
 }
 
 struct Shard {
@@ -191,6 +200,8 @@ pub struct IndexStats {
     pub scanned_shards: usize,
     /// Rows in HNSW graphs, over all workers.
     pub graph_rows: usize,
+    /// Graph nodes: distinct embeddings (identical texts share one), over all workers.
+    pub graph_nodes: usize,
     /// The slowest worker's build time.
     pub build_s: f64,
 }
@@ -202,6 +213,7 @@ impl IndexStats {
         self.graph_shards += other.graph_shards;
         self.scanned_shards += other.scanned_shards;
         self.graph_rows += other.graph_rows;
+        self.graph_nodes += other.graph_nodes;
         self.build_s = self.build_s.max(other.build_s);
     }
 }
@@ -250,7 +262,12 @@ impl PoolIndex {
                 let search = if graph {
                     stats.graph_shards += 1;
                     stats.graph_rows += members.len();
-                    ShardSearch::Graph(build_graph(settings, rows, dims, &members))
+                    let groups = identical_groups(rows, dims, &members);
+                    stats.graph_nodes += groups.len();
+                    ShardSearch::Graph {
+                        graph: build_graph(settings, rows, dims, &groups),
+                        groups,
+                    }
                 } else {
                     stats.scanned_shards += 1;
                     ShardSearch::Scan
@@ -350,7 +367,7 @@ impl PoolIndex {
                     .collect();
                 found.extend(retrieve::nearest(query, rows, &candidates, k));
             };
-            let ShardSearch::Graph(graph) = &shard.search else {
+            let ShardSearch::Graph { graph, groups } = &shard.search else {
                 scan(&mut found);
                 continue;
             };
@@ -362,15 +379,17 @@ impl PoolIndex {
             // many until k remain, and scan once the ask nears the shard's size.
             let mut want = k;
             loop {
-                if want * 4 >= shard.rows.len() {
+                if want * 4 >= groups.len() {
                     scan(&mut found);
                     break;
                 }
                 let returned = graph.search(query, want, self.settings.ef_search.max(want));
                 let asked_all = returned.len() < want;
+                // Every member of a found group, as similar as its representative, so
+                // ties break by pool order as in the scan.
                 let mut hits: Vec<(usize, f32)> = returned
                     .into_iter()
-                    .map(|n| shard.rows[n.d_id])
+                    .flat_map(|n| groups[n.d_id].iter().copied())
                     .filter(|&i| !excluded.contains(&keys[i]))
                     // The similarity as the scan computes it, so that a pair found
                     // both ways ranks the same.
@@ -396,25 +415,48 @@ fn by_similarity(a: &(usize, f32), b: &(usize, f32)) -> std::cmp::Ordering {
     b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
 
-/// A shard's HNSW graph, inserted one row at a time in pool order: with hnsw_rs's
-/// seeded level generator this is the same graph on every run and worker count.
+/// The shard's rows grouped by identical embedding (the same retrieval text), groups
+/// in order of their first row, rows in pool order. Preference pools repeat prompts
+/// (AlpacaEval: 805 instructions over 33,478 pairs), and a graph of many identical
+/// points connects poorly (measured: recall 85% at ef 64 with them, docs/stage1.md), so
+/// a graph node stands for a group.
+fn identical_groups(rows: &[f32], dims: usize, members: &[usize]) -> Vec<Vec<usize>> {
+    let row = |i: usize| &rows[i * dims..(i + 1) * dims];
+    let mut by_bits: rustc_hash::FxHashMap<Vec<u32>, usize> = Default::default();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for &i in members {
+        let bits: Vec<u32> = row(i).iter().map(|x| x.to_bits()).collect();
+        let next = groups.len();
+        let g = *by_bits.entry(bits).or_insert(next);
+        if g == next {
+            groups.push(Vec::new());
+        }
+        groups[g].push(i);
+    }
+    groups
+}
+
+/// A shard's HNSW graph over its groups' embeddings, inserted one at a time in group
+/// order: with hnsw_rs's seeded level generator this is the same graph on every run
+/// and worker count.
 fn build_graph(
     settings: &IndexSettings,
     rows: &[f32],
     dims: usize,
-    members: &[usize],
+    groups: &[Vec<usize>],
 ) -> Hnsw<'static, f32, UnitDot> {
     // hnsw_rs's rule of thumb for the layer count: 16 covers far more points than a
     // shard holds (ln(n)/ln(m) layers are used).
     let graph = Hnsw::new(
         settings.m,
-        members.len(),
+        groups.len(),
         16,
         settings.ef_construction,
         UnitDot,
     );
-    for (local, &i) in members.iter().enumerate() {
-        graph.insert_slice((&rows[i * dims..(i + 1) * dims], local));
+    for (node, group) in groups.iter().enumerate() {
+        let i = group[0];
+        graph.insert_slice((&rows[i * dims..(i + 1) * dims], node));
     }
     graph
 }
@@ -545,6 +587,36 @@ mod tests {
         let poor = spread_search(&starved, 1, &rows, &keys, &queries, k, &excluded, false);
         let r_poor = recall(&sims(&poor), &sims(&exact)).unwrap();
         assert!(r_poor < r, "starved {r_poor} vs {r}");
+    }
+
+    #[test]
+    fn repeated_embeddings_share_a_node_and_rank_in_pool_order_as_in_the_scan() {
+        let (distinct, copies, dims, k) = (300, 10, 32, 8);
+        let base = clustered(distinct, dims, 5);
+        // Copies of each vector scattered over the pool.
+        let rows: Vec<f32> = (0..distinct * copies)
+            .flat_map(|i| {
+                let v = (i * 7919) % distinct;
+                base[v * dims..(v + 1) * dims].to_vec()
+            })
+            .collect();
+        let keys: Vec<u64> = (0..(distinct * copies) as u64).collect();
+        let excluded: FxHashSet<u64> = keys.iter().step_by(5).copied().collect();
+        let s = IndexSettings {
+            shards: 2,
+            ..settings(IndexKind::Hnsw, 64)
+        };
+        let ix = PoolIndex::build(&s, &rows, dims, &keys, |_| true);
+        assert_eq!(ix.stats.graph_rows, distinct * copies);
+        assert_eq!(
+            ix.stats.graph_nodes,
+            2 * distinct,
+            "one node per vector per shard"
+        );
+        let queries = clustered(30, dims, 6);
+        let exact = spread_search(&s, 1, &rows, &keys, &queries, k, &excluded, true);
+        let found = spread_search(&s, 1, &rows, &keys, &queries, k, &excluded, false);
+        assert_eq!(found, exact, "the same pairs, ties in pool order");
     }
 
     #[test]
