@@ -941,7 +941,34 @@ fn stage1_annotate_and_tasks_refuse_bad_settings_naming_them() {
     );
 }
 
-/// The HNSW index: the same neighbours on 1 and 3 workers (whole shards per worker),
+/// One stage1 iteration labelled by humans with hashed embeddings: no LLM needed.
+fn humans_argv<'a>(
+    pool: &'a Path,
+    gold: &'a Path,
+    silver: &'a Path,
+    out: &'a Path,
+) -> Vec<&'a str> {
+    vec![
+        "stage1",
+        "--pool",
+        s(pool),
+        "--gold",
+        s(gold),
+        "--silver",
+        s(silver),
+        "--iterations",
+        "1",
+        "--out",
+        s(out),
+        "--embedder",
+        "hashed",
+        "--labeler",
+        "humans",
+        "--no-progress",
+    ]
+}
+
+/// The HNSW index: the same neighbours on 1 and 2 workers (whole shards per worker),
 /// and the recall it reports equals the one recomputed here from its retrieval file
 /// and an exact run's. Humans label, so no LLM is needed: iteration 1 retrieves,
 /// exports and waits.
@@ -954,24 +981,7 @@ fn stage1_hnsw_index_gives_the_same_neighbours_on_any_worker_count_and_reports_i
     let gold = data.join("gold_all");
     let run = |name: &str, extra: &[&str]| -> (Value, Vec<Value>) {
         let out = tmp.path().join(name);
-        let mut argv = vec![
-            "stage1",
-            "--pool",
-            s(&pool),
-            "--gold",
-            s(&gold),
-            "--silver",
-            s(&silver),
-            "--iterations",
-            "1",
-            "--out",
-            s(&out),
-            "--embedder",
-            "hashed",
-            "--labeler",
-            "humans",
-            "--no-progress",
-        ];
+        let mut argv = humans_argv(&pool, &gold, &silver, &out);
         argv.extend(extra);
         let printed = String::from_utf8(ok(&argv).stdout).unwrap();
         assert!(printed.contains("index: "), "{printed}");
@@ -1065,22 +1075,7 @@ fn stage1_hnsw_index_gives_the_same_neighbours_on_any_worker_count_and_reports_i
     assert_eq!(warned, reported < 0.9);
     // An indexed run refuses more workers than shards, naming the flag.
     let bad_out = tmp.path().join("bad");
-    let mut argv = vec![
-        "stage1",
-        "--pool",
-        s(&pool),
-        "--gold",
-        s(&gold),
-        "--silver",
-        s(&silver),
-        "--out",
-        s(&bad_out),
-        "--embedder",
-        "hashed",
-        "--labeler",
-        "humans",
-        "--no-progress",
-    ];
+    let mut argv = humans_argv(&pool, &gold, &silver, &bad_out);
     argv.extend(["--index", "hnsw", "--index-shards", "2", "--workers", "3"]);
     let said = fails_with(&argv, 2);
     assert!(said.contains("--index-shards"), "{said}");
