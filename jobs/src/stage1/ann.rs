@@ -48,6 +48,14 @@ pub enum IndexKind {
 }
 
 impl IndexKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexKind::Exact => "exact",
+            IndexKind::Auto => "auto",
+            IndexKind::Hnsw => "hnsw",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<IndexKind> {
         match s {
             "exact" => Some(IndexKind::Exact),

@@ -438,7 +438,14 @@ pub fn run_worker(
     // Setup: read and embed this worker's partition; worker 0 also reads the silver
     // set and opens the LLM client. Every worker learns whether all of them succeeded
     // before the loop's collectives, so that no worker waits for one that stopped.
-    let setup = (|| -> Result<(Vec<PreferencePair>, Vec<f32>, PoolIndex, Option<Leader>)> {
+    type Setup = (
+        Vec<PreferencePair>,
+        Vec<u64>,
+        Vec<f32>,
+        PoolIndex,
+        Option<Leader>,
+    );
+    let setup = (|| -> Result<Setup> {
         spec.index.check_workers(peers)?;
         let owns = |key: u64| spec.index.owns(key, index, peers);
         let (pool, rows, invalid) = read_pool_partition(&spec.pool, owns, &plan.gold)?;
@@ -461,9 +468,9 @@ pub fn run_worker(
         } else {
             None
         };
-        Ok((pool, emb, pool_index, leader))
+        Ok((pool, keys, emb, pool_index, leader))
     })();
-    let (pool, pool_rows, pool_index, mut leader) = match setup {
+    let (pool, keys, pool_rows, pool_index, mut leader) = match setup {
         Ok(x) => {
             agree_on_errors(worker, Ok(()))?;
             x
@@ -478,7 +485,6 @@ pub fn run_worker(
             return Err(e);
         }
     };
-    let keys: Vec<u64> = pool.iter().map(|p| p.pair_key).collect();
     // An error of the leader between collectives reaches every worker at the next one.
     let mut leader_error: Option<Error> = None;
     for iteration in 1..=spec.iterations {
@@ -1090,11 +1096,7 @@ pub fn summary(r: &Stage1Report) -> String {
             .collect();
         s.push_str(&format!(
             "index: {} — {} HNSW shard(s) over {} rows, {} scanned shard(s), built in {:.1} s{}\n",
-            match r.spec.index.kind {
-                IndexKind::Exact => "exact",
-                IndexKind::Auto => "auto",
-                IndexKind::Hnsw => "hnsw",
-            },
+            r.spec.index.kind.as_str(),
             ix.graph_shards,
             ix.graph_rows,
             ix.scanned_shards,
