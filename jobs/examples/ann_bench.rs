@@ -61,12 +61,13 @@ fn main() {
         let t = Instant::now();
         let mut index = PoolIndex::build(&settings, &rows, DIMS, &keys, |_| true);
         let build_s = t.elapsed().as_secs_f64();
+        let candidates = index.candidates(&keys, &excluded);
         let t = Instant::now();
         let exact: Vec<Vec<f32>> = qs
             .chunks(DIMS)
             .map(|q| {
                 index
-                    .exact(&rows, &keys, q, K, &excluded)
+                    .exact(&rows, q, K, &candidates)
                     .into_iter()
                     .map(|x| x.1)
                     .collect()
@@ -80,7 +81,7 @@ fn main() {
                 .chunks(DIMS)
                 .map(|q| {
                     index
-                        .search(&rows, &keys, q, K, &excluded)
+                        .search(&rows, q, K, &candidates)
                         .into_iter()
                         .map(|x| x.1)
                         .collect()

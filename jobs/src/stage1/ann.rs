@@ -199,6 +199,24 @@ struct Shard {
     search: ShardSearch,
 }
 
+/// A worker's candidates in one iteration (see [`PoolIndex::candidates`]).
+pub struct Candidates<'a> {
+    keys: &'a [u64],
+    excluded: &'a FxHashSet<u64>,
+    lists: Vec<Vec<usize>>,
+}
+
+impl Candidates<'_> {
+    /// How many candidates the worker holds.
+    pub fn len(&self) -> usize {
+        self.lists.iter().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// What was built, for the report.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct IndexStats {
@@ -303,18 +321,24 @@ impl PoolIndex {
         self.settings.ef_search = ef_search;
     }
 
-    /// The candidates' count: owned rows not excluded.
-    pub fn candidates(&self, keys: &[u64], excluded: &FxHashSet<u64>) -> usize {
-        self.owned_rows()
-            .filter(|&i| !excluded.contains(&keys[i]))
-            .count()
-    }
-
-    fn owned_rows(&self) -> Box<dyn Iterator<Item = usize> + '_> {
-        if self.settings.sharded() {
-            Box::new(self.shards.iter().flat_map(|s| s.rows.iter().copied()))
+    /// The worker's candidates for one iteration (owned rows not excluded), per shard
+    /// in shard order (one list in exact mode), made once for all its gold pairs.
+    pub fn candidates<'a>(&self, keys: &'a [u64], excluded: &'a FxHashSet<u64>) -> Candidates<'a> {
+        let keep = |rows: &[usize]| -> Vec<usize> {
+            rows.iter()
+                .copied()
+                .filter(|&i| !excluded.contains(&keys[i]))
+                .collect()
+        };
+        let lists = if self.settings.sharded() {
+            self.shards.iter().map(|s| keep(&s.rows)).collect()
         } else {
-            Box::new(self.all.iter().copied())
+            vec![keep(&self.all)]
+        };
+        Candidates {
+            keys,
+            excluded,
+            lists,
         }
     }
 
@@ -323,57 +347,43 @@ impl PoolIndex {
     pub fn search(
         &self,
         rows: &[f32],
-        keys: &[u64],
         query: &[f32],
         k: usize,
-        excluded: &FxHashSet<u64>,
+        candidates: &Candidates<'_>,
     ) -> Vec<(usize, f32)> {
-        self.find(rows, keys, query, k, excluded, false)
+        self.find(rows, query, k, candidates, false)
     }
 
-    /// The exact k nearest candidates (a scan of every owned row), for recall.
+    /// The exact k nearest candidates (a scan of every candidate), for recall.
     pub fn exact(
         &self,
         rows: &[f32],
-        keys: &[u64],
         query: &[f32],
         k: usize,
-        excluded: &FxHashSet<u64>,
+        candidates: &Candidates<'_>,
     ) -> Vec<(usize, f32)> {
-        self.find(rows, keys, query, k, excluded, true)
+        self.find(rows, query, k, candidates, true)
     }
 
     fn find(
         &self,
         rows: &[f32],
-        keys: &[u64],
         query: &[f32],
         k: usize,
-        excluded: &FxHashSet<u64>,
+        candidates: &Candidates<'_>,
         exact: bool,
     ) -> Vec<(usize, f32)> {
         if k == 0 {
             return Vec::new();
         }
         if !self.settings.sharded() {
-            let candidates: Vec<usize> = self
-                .all
-                .iter()
-                .copied()
-                .filter(|&i| !excluded.contains(&keys[i]))
-                .collect();
-            return retrieve::nearest(query, rows, &candidates, k);
+            return retrieve::nearest(query, rows, &candidates.lists[0], k);
         }
+        let (keys, excluded) = (candidates.keys, candidates.excluded);
         let mut found = Vec::new();
-        for shard in &self.shards {
+        for (shard, shard_candidates) in self.shards.iter().zip(&candidates.lists) {
             let scan = |found: &mut Vec<(usize, f32)>| {
-                let candidates: Vec<usize> = shard
-                    .rows
-                    .iter()
-                    .copied()
-                    .filter(|&i| !excluded.contains(&keys[i]))
-                    .collect();
-                found.extend(retrieve::nearest(query, rows, &candidates, k));
+                found.extend(retrieve::nearest(query, rows, shard_candidates, k));
             };
             let ShardSearch::Graph { graph, groups } = &shard.search else {
                 scan(&mut found);
@@ -542,10 +552,11 @@ mod tests {
                 let mut all: Vec<(usize, f32)> = indexes
                     .iter()
                     .flat_map(|ix| {
+                        let c = ix.candidates(keys, excluded);
                         if exact {
-                            ix.exact(rows, keys, q, k, excluded)
+                            ix.exact(rows, q, k, &c)
                         } else {
-                            ix.search(rows, keys, q, k, excluded)
+                            ix.search(rows, q, k, &c)
                         }
                     })
                     .collect();

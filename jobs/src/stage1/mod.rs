@@ -499,42 +499,42 @@ pub fn run_worker(
         // This worker's candidates: its own partition only (gold rows kept for the
         // leader are not candidates anyway), not gold, not labelled.
         let search_started = Instant::now();
-        let found: LocalNeighbours = Ok(LocalAnswer {
-            candidates: pool_index.candidates(&keys, &excluded),
-            found: query
-                .gold
-                .iter()
-                .map(|(q, k)| {
-                    pool_index
-                        .search(&pool_rows, &keys, q, *k, &excluded)
-                        .into_iter()
-                        .map(|(i, sim)| (sim, pool[i].clone()))
-                        .collect()
-                })
-                .collect(),
-            exact: Vec::new(),
-            index: pool_index.stats.clone(),
-            search_s: search_started.elapsed().as_secs_f64(),
-        });
+        let candidates = pool_index.candidates(&keys, &excluded);
+        let found: Vec<Vec<(f32, PreferencePair)>> = query
+            .gold
+            .iter()
+            .map(|(q, k)| {
+                pool_index
+                    .search(&pool_rows, q, *k, &candidates)
+                    .into_iter()
+                    .map(|(i, sim)| (sim, pool[i].clone()))
+                    .collect()
+            })
+            .collect();
+        let search_s = search_started.elapsed().as_secs_f64();
         // The exact k nearest of the recall sample; a worker without graphs scanned
         // everything already.
-        let found = found.map(|mut answer| {
-            answer.exact = query
-                .recall_sample
-                .iter()
-                .map(|&g| {
-                    if pool_index.stats.graph_shards == 0 {
-                        return answer.found[g].iter().map(|(sim, _)| *sim).collect();
-                    }
-                    let (q, k) = &query.gold[g];
-                    pool_index
-                        .exact(&pool_rows, &keys, q, *k, &excluded)
-                        .into_iter()
-                        .map(|(_, sim)| sim)
-                        .collect()
-                })
-                .collect();
-            answer
+        let exact = query
+            .recall_sample
+            .iter()
+            .map(|&g| {
+                if pool_index.stats.graph_shards == 0 {
+                    return found[g].iter().map(|(sim, _)| *sim).collect();
+                }
+                let (q, k) = &query.gold[g];
+                pool_index
+                    .exact(&pool_rows, q, *k, &candidates)
+                    .into_iter()
+                    .map(|(_, sim)| sim)
+                    .collect()
+            })
+            .collect();
+        let found: LocalNeighbours = Ok(LocalAnswer {
+            candidates: candidates.len(),
+            found,
+            exact,
+            index: pool_index.stats.clone(),
+            search_s,
         });
         let gathered = gather_to_leader(worker, &found)?;
         if let (Some(l), Some(all)) = (&mut leader, gathered) {
