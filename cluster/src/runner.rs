@@ -1,12 +1,12 @@
-//! Turning a job into timely workers: the timely configuration, the panic hook, and
-//! gathering what the workers return.
+//! Running any job (`synpref_jobs::job::Job`) on timely workers: the timely
+//! configuration of this process (threads, or one process of a cluster), the watchdog
+//! for peers that never connect, and the panic hook that ends the process.
 
 use std::sync::Arc;
 
 use synpref_engine::cluster::ClusterSpec;
 use synpref_engine::Error;
-use synpref_jobs::curate::{self, CuratePlan, CurateReport, CurateSpec};
-use synpref_jobs::fractions::{self, results::FractionsReport, FractionsSpec};
+use synpref_jobs::job::{Host, Job, Role, WorkerFn};
 
 /// Makes any panic abort the whole process. In a multi-threaded timely process a
 /// panicking worker otherwise leaves its peers waiting forever for its progress
@@ -127,122 +127,35 @@ fn timely_config(cluster: &ClusterSpec, workers: usize) -> timely::Config {
     }
 }
 
-/// Runs curate on `spec.workers` worker threads of this process (and, with a cluster,
-/// of every other process of the run).
-pub fn run_curate(spec: CurateSpec, cluster: &ClusterSpec) -> Result<Option<CurateReport>, Error> {
-    let workers = spec.machine.workers;
-    let leader = cluster.process == 0;
-    let total_workers = workers * cluster.addresses.len().max(1);
-    let plan: Arc<CuratePlan> = Arc::new(curate::prepare_resumable(spec, leader, total_workers)?);
-    run_job(cluster, workers, "curate", move |worker| {
-        curate::run_worker(worker, &plan)
-    })
+/// The timely workers of this process (and, with a cluster, of its peers): what every
+/// job runs on.
+struct TimelyHost<'a> {
+    cluster: &'a ClusterSpec,
 }
 
-/// Runs fractions on `spec.workers` worker threads of this process (and, with a
-/// cluster, of every other process of the run).
-pub fn run_fractions(
-    spec: FractionsSpec,
-    cluster: &ClusterSpec,
-) -> Result<Option<FractionsReport>, Error> {
-    let workers = spec.workers;
-    let total_workers = workers * cluster.addresses.len().max(1);
-    let first = cluster.process * workers;
-    let plan = Arc::new(fractions::prepare(
-        spec,
-        total_workers,
-        first..first + workers,
-    )?);
-    run_job(cluster, workers, "fractions", move |worker| {
-        fractions::run_worker(worker, &plan)
-    })
-}
-
-/// Runs stage1 on `spec.workers` worker threads of this process (and, with a cluster,
-/// of every other process of the run).
-pub fn run_stage1(
-    spec: synpref_jobs::stage1::Stage1Spec,
-    cluster: &ClusterSpec,
-) -> Result<Option<synpref_jobs::stage1::Stage1Report>, Error> {
-    let workers = spec.workers;
-    let plan = Arc::new(synpref_jobs::stage1::prepare(spec, cluster.process == 0)?);
-    run_job(cluster, workers, "stage1", move |worker| {
-        synpref_jobs::stage1::run_worker(worker, &plan)
-    })
-}
-
-/// Runs a job's worker function on this process's timely workers and joins them:
-/// worker 0's report (`None` on the other processes), or the first worker's own error
-/// in preference to the copies its peers report.
-fn run_job<R: Send + 'static>(
-    cluster: &ClusterSpec,
-    workers: usize,
-    job: &str,
-    f: impl Fn(&mut timely::worker::Worker) -> Result<Option<R>, Error> + Send + Sync + 'static,
-) -> Result<Option<R>, Error> {
-    let leader = cluster.process == 0;
-    let connected = connect_watchdog(cluster);
-    let guards = timely::execute(timely_config(cluster, workers), f)
-        .map_err(|e| Error::Worker(format!("cannot start timely workers: {e}")))?;
-    connected.store(true, std::sync::atomic::Ordering::SeqCst);
-    let mut report = None;
-    let mut first_error: Option<Error> = None;
-    for (i, r) in guards.join().into_iter().enumerate() {
-        match r {
-            Ok(Ok(Some(rep))) => report = Some(rep),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
-                // Prefer a worker's own error to the copies its peers report.
-                let replace = match (&first_error, &e) {
-                    (None, _) => true,
-                    (Some(Error::PeerFailed { .. }), e) => !matches!(e, Error::PeerFailed { .. }),
-                    _ => false,
-                };
-                if replace {
-                    first_error = Some(e);
-                }
-            }
-            Err(panic) => return Err(Error::Worker(format!("worker {i} panicked: {panic}"))),
-        }
-    }
-    if let Some(e) = first_error {
-        return Err(e);
-    }
-    match report {
-        Some(r) => Ok(Some(r)),
-        // Processes other than the first have no report; worker 0 wrote it.
-        None if !leader => Ok(None),
-        None => Err(Error::Worker(format!("{job}: worker 0 returned no report"))),
+impl Host for TimelyHost<'_> {
+    fn start_workers(&self, workers: usize, f: WorkerFn) -> Result<Box<dyn std::any::Any>, Error> {
+        let connected = connect_watchdog(self.cluster);
+        let guards = timely::execute(timely_config(self.cluster, workers), move |w| f(w))
+            .map_err(|e| Error::Worker(format!("cannot start timely workers: {e}")))?;
+        connected.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(Box::new(guards))
     }
 }
 
-/// The dataflow graphs of a curate run with `spec`, built on one worker with empty
-/// inputs: nothing is read beyond the plan, nothing is trained or written.
-pub fn explain_curate(spec: CurateSpec) -> Result<String, Error> {
-    let plan: Arc<CuratePlan> = Arc::new(curate::prepare(spec, false)?);
-    let guards = timely::execute(timely::Config::thread(), move |worker| {
-        curate::explain::explain_worker(worker, &plan)
-    })
-    .map_err(|e| Error::Worker(format!("cannot start a timely worker: {e}")))?;
-    guards
-        .join()
-        .into_iter()
-        .next()
-        .and_then(|r| r.ok())
-        .ok_or_else(|| Error::Worker("the explaining worker failed".into()))
-}
-
-/// Starts `workers` timely worker threads in this process running `f` (serve's
-/// workers), connected to the other processes of `cluster`; the handle joins them
-/// when dropped.
-pub fn start_workers(
-    cluster: &ClusterSpec,
-    workers: usize,
-    f: synpref_jobs::serve::WorkerFn,
-) -> Result<Box<dyn std::any::Any>, Error> {
-    let connected = connect_watchdog(cluster);
-    let guards = timely::execute(timely_config(cluster, workers), move |w| f(w))
-        .map_err(|e| Error::Worker(format!("cannot start timely workers: {e}")))?;
-    connected.store(true, std::sync::atomic::Ordering::SeqCst);
-    Ok(Box::new(guards))
+/// Runs any job the same way: validates its spec, prepares its plan once for this
+/// process's role in `cluster`, executes it on this process's timely workers, and
+/// prints the summary of the report (the leader's; the other processes print none).
+pub fn run<J: Job>(job: J, cluster: &ClusterSpec) -> Result<(), Error> {
+    job.validate()?;
+    let role = Role {
+        process: cluster.process,
+        processes: cluster.addresses.len().max(1),
+        workers: job.run_settings().workers,
+    };
+    let plan = Arc::new(job.prepare(&role)?);
+    if let Some(report) = J::execute(plan.clone(), &role, &TimelyHost { cluster })? {
+        print!("{}", J::summary(&plan, &report));
+    }
+    Ok(())
 }

@@ -2,10 +2,14 @@
 //! with known ground truth (`gen`), curate it (`curate`) with the generated gold labels,
 //! judge votes and benchmark prompts, and summarise what curation did.
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
-use crate::curate::{CurateSpec, MachineSettings};
-use crate::gen::GenSpec;
+use serde::{Deserialize, Serialize};
+use synpref_engine::Result;
+
+use crate::curate::{summary, CurateReport, CurateSpec, MachineSettings};
+use crate::gen::{run_gen, GenSpec};
+use crate::job::{run_nested, Host, Job, Role, RunSettings};
 
 /// The embedded default of `synpref demo`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,4 +60,51 @@ impl DemoSpec {
 
 fn join(dir: &str, name: &str) -> String {
     format!("{}/{}", dir.trim_end_matches('/'), name)
+}
+
+/// What a demo did: the generated pool and the curate report.
+pub struct DemoReport {
+    pub curate: CurateReport,
+}
+
+impl Job for DemoSpec {
+    const NAME: &'static str = "demo";
+    type Plan = DemoSpec;
+    type Report = DemoReport;
+
+    fn run_settings(&self) -> RunSettings {
+        RunSettings {
+            workers: self.workers,
+            progress: self.progress,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.gen_spec().validate()?;
+        self.curate_spec().validate()
+    }
+
+    fn prepare(self, _role: &Role) -> Result<DemoSpec> {
+        Ok(self)
+    }
+
+    fn execute(demo: Arc<DemoSpec>, role: &Role, host: &dyn Host) -> Result<Option<DemoReport>> {
+        eprintln!(
+            "synpref demo: generating {} pairs under {}/data",
+            demo.pairs, demo.out
+        );
+        let g = run_gen(&demo.gen_spec())?;
+        eprintln!(
+            "synpref demo: {} pairs, {} gold labels, {:.1}% of pool labels wrong; curating with {} worker(s)",
+            g.pairs,
+            g.gold_labels,
+            100.0 * g.label_noise,
+            demo.workers
+        );
+        Ok(run_nested(demo.curate_spec(), role, host)?.map(|(_, curate)| DemoReport { curate }))
+    }
+
+    fn summary(demo: &DemoSpec, report: &DemoReport) -> String {
+        summary(&report.curate, &demo.curate_spec().out)
+    }
 }

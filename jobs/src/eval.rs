@@ -337,3 +337,16 @@ pub fn table(report: &EvalReport) -> String {
     }
     s
 }
+
+impl crate::job::SerialJob for EvalSpec {
+    const NAME: &'static str = "eval";
+    type Report = EvalReport;
+
+    fn run(&self) -> Result<EvalReport> {
+        run_eval(self)
+    }
+
+    fn summarise(&self, report: &EvalReport) -> String {
+        table(report)
+    }
+}

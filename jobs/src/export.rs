@@ -202,3 +202,26 @@ pub fn run_export(spec: &ExportSpec) -> Result<ExportSummary> {
         files: written,
     })
 }
+
+impl crate::job::SerialJob for ExportSpec {
+    const NAME: &'static str = "export";
+    type Report = ExportSummary;
+
+    fn progress(&self) -> bool {
+        self.progress
+    }
+
+    fn run(&self) -> Result<ExportSummary> {
+        run_export(self)
+    }
+
+    fn summarise(&self, summary: &ExportSummary) -> String {
+        format!(
+            "exported {} rows in {} files as --format {} under {}\n",
+            summary.rows,
+            summary.files.len(),
+            self.format,
+            self.out
+        )
+    }
+}

@@ -1387,3 +1387,30 @@ mod tests {
         assert!(curated > pool + 0.05, "pool {pool} curated {curated}");
     }
 }
+
+impl crate::job::SerialJob for GenSpec {
+    const NAME: &'static str = "gen";
+    type Report = GenSummary;
+
+    fn check(&self) -> Result<()> {
+        GenSpec::validate(self)
+    }
+
+    fn run(&self) -> Result<GenSummary> {
+        run_gen(self)
+    }
+
+    fn summarise(&self, s: &GenSummary) -> String {
+        format!(
+            "wrote {} pairs ({} files), {} gold labels, {} eval pairs, {} judge votes, {} benchmark prompts under {} (label noise {:.1}%)\n",
+            s.pairs,
+            s.pair_files.len(),
+            s.gold_labels,
+            s.eval_pairs,
+            s.judge_votes,
+            s.benchmark_prompts,
+            self.out,
+            100.0 * s.label_noise
+        )
+    }
+}

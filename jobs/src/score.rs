@@ -244,3 +244,32 @@ pub fn read_valid_pairs(
     }
     Ok(rows)
 }
+
+impl crate::job::SerialJob for ScoreSpec {
+    const NAME: &'static str = "score";
+    type Report = ScoreReport;
+
+    fn progress(&self) -> bool {
+        self.progress
+    }
+
+    fn run(&self) -> Result<ScoreReport> {
+        run_score(self)
+    }
+
+    fn summarise(&self, r: &ScoreReport) -> String {
+        format!(
+            "scored {} pairs ({} computed, {} from the cache; {} quarantined) in {:.1} s ({:.1} pairs/s); accuracy (r_chosen > r_rejected) {:.2}%; truncated: {} prompts, {} responses; output under {}\n",
+            r.scored_rows,
+            r.usage.scored,
+            r.usage.cached,
+            r.quarantined_rows,
+            r.elapsed_s,
+            r.pairs_per_s,
+            100.0 * r.accuracy,
+            r.usage.truncations.prompt_truncated,
+            r.usage.truncations.response_truncated,
+            self.out
+        )
+    }
+}

@@ -5,7 +5,7 @@
 use super::*;
 
 /// A Python interpreter with `datasets` (and pyarrow): the machine's `python3` when it
-/// has them (`.ci/run` installs them), else a virtual environment under the target
+/// has them (`scripts/test.sh` installs them), else a virtual environment under the target
 /// directory, made once.
 fn python_with_datasets() -> PathBuf {
     static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();

@@ -259,7 +259,7 @@ fn launch_refuses_single_process_jobs_cluster_flags_and_does_not_restart_bad_usa
 
 /// A real OpenSSH server on a loopback port that lets in one generated key: what
 /// `launch --hostfile` needs of a host. Fails (does not skip) without `sshd` and
-/// `ssh-keygen`: .ci/run installs openssh-server.
+/// `ssh-keygen`: scripts/test.sh installs openssh-server.
 struct LoopbackSshd {
     child: std::process::Child,
     /// The `--ssh` command that reaches it.
@@ -282,7 +282,7 @@ impl LoopbackSshd {
                     s(&dir.path().join(name)),
                 ])
                 .status()
-                .expect("ssh-keygen (openssh-client) is needed: .ci/run installs it");
+                .expect("ssh-keygen (openssh-client) is needed: scripts/test.sh installs it");
             assert!(st.success());
         };
         keygen("host_key");
@@ -316,7 +316,7 @@ impl LoopbackSshd {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect(
-                "sshd (openssh-server) is needed for launch --hostfile's test: .ci/run installs it",
+                "sshd (openssh-server) is needed for launch --hostfile's test: scripts/test.sh installs it",
             );
         let started = std::time::Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

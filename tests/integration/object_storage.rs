@@ -1,6 +1,6 @@
 //! Object storage for real (issue 11): curate, score's cache, serve's label log and
 //! snapshots against a real S3-compatible server on loopback (`s3s-fs`, an S3 server
-//! crate from crates.io; `.ci/run` installs it, and the tests install it under the
+//! crate from crates.io; `scripts/test.sh` installs it, and the tests install it under the
 //! target directory when no copy is found), with credentials from the usual AWS_*
 //! variables; and a Parquet pool read over HTTP from a server on loopback that
 //! answers ranged GETs as object stores and CDNs do.

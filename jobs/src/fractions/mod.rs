@@ -13,6 +13,7 @@
 //! trains only the subsets whose contents changed; the report counts trained and
 //! reused models.
 
+pub mod job;
 pub mod results;
 pub mod subsets;
 pub mod trainers;

@@ -50,6 +50,56 @@ pub enum TrainerSpec {
 pub const HELDOUT_SHARE: f64 = 0.1;
 
 impl TrainerSpec {
+    /// The trainer of `--trainer` (`builtin`, `encoder:DIR` or `command`) with
+    /// `--train-command`, `--format` and `--output-file-format`, checked together.
+    pub fn from_flags(
+        trainer: &str,
+        train_command: Option<String>,
+        format: OutputFormat,
+        output_file_format: Option<OutputFileFormat>,
+    ) -> Result<TrainerSpec> {
+        use synpref_operators::models::ModelSpec;
+        match (trainer, train_command) {
+            ("command", Some(template)) => {
+                if !matches!(
+                    format,
+                    OutputFormat::Trl | OutputFormat::Openrlhf | OutputFormat::Rewardbench
+                ) {
+                    return Err(Error::setting(
+                        "--format",
+                        format!("`{format}`: a training command reads trl, openrlhf or rewardbench (input and conversational carry curate's decision columns, which raw subsets have none of)"),
+                    ));
+                }
+                Ok(TrainerSpec::Command {
+                    template,
+                    format,
+                    file_format: output_file_format.unwrap_or_else(|| format.default_file_format()),
+                })
+            }
+            ("command", None) => Err(Error::setting(
+                "--train-command",
+                "--trainer command needs --train-command TEMPLATE",
+            )),
+            (_, Some(_)) => Err(Error::setting(
+                "--train-command",
+                "is only read with --trainer command",
+            )),
+            (spec, None) => match ModelSpec::parse(spec).map_err(|e| Error::setting("--trainer", e))? {
+                ModelSpec::Builtin => Ok(TrainerSpec::Builtin {
+                    settings: Default::default(),
+                }),
+                ModelSpec::Encoder(dir) => Ok(TrainerSpec::Encoder {
+                    dir,
+                    head: Default::default(),
+                }),
+                ModelSpec::Hf(_) => Err(Error::setting(
+                    "--trainer",
+                    "`hf:` models are not trained in-process; use --trainer command with your training script",
+                )),
+            },
+        }
+    }
+
     /// The `--trainer` value as the report writes it.
     pub fn label(&self) -> String {
         match self {

@@ -27,6 +27,7 @@
 
 pub mod decisions;
 pub mod gold;
+pub mod job;
 pub mod state;
 pub mod worker;
 
@@ -254,7 +255,7 @@ pub struct Api {
 }
 
 /// What serve runs on each of its timely workers.
-pub type WorkerFn = Box<dyn Fn(&mut Worker) -> Result<()> + Send + Sync + 'static>;
+pub use crate::job::WorkerFn;
 
 /// What serve needs started for it, supplied by the binary: the jobs crate starts no
 /// thread pool, runtime or server of its own.
@@ -394,28 +395,22 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
     });
     start_workers(&ctx, &runtime)?;
     let recovered = saved.is_some();
-    let wait = |what: &str| -> Result<WorkerReport> {
-        loop {
-            match reports_rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(r) => return Ok(r),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(Error::Worker(format!("the workers stopped during {what}")))
-                }
-            }
-            if let Some(e) = ctx.error.lock().expect("error").take() {
-                return Err(e);
-            }
-            if let Some(e) = fatal.lock().expect("fatal").clone() {
-                return Err(Error::other("label log", e));
-            }
-        }
+    let controller = Controller {
+        spec: &spec,
+        ctx: &ctx,
+        reports: reports_rx,
+        fatal: &fatal,
+        status: &status,
+        target_epoch,
+        applied_labels: labels.records,
+        last_snapshot: epoch0,
+        quality_stale: false,
     };
     let WorkerReport::Loaded {
         report: initial_report,
         figures,
         quality,
-    } = wait("the first pass")?
+    } = controller.wait("the first pass")?
     else {
         return Err(Error::Worker(
             "the workers did not report the first pass".into(),
@@ -428,15 +423,14 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
             epoch: epoch0,
             pass: false,
         });
-        if let WorkerReport::Snapshot(r) = wait("saving the first state")? {
+        if let WorkerReport::Snapshot(r) = controller.wait("saving the first state")? {
             r?;
         }
     }
-    let mut applied_labels = labels.records;
     {
         let mut st = status.lock().expect("status");
-        show_applied(&mut st, epoch0, applied_labels, target_epoch);
-        st.labels_pending = st.labels_pending.saturating_sub(applied_labels);
+        show_applied(&mut st, epoch0, controller.applied_labels, target_epoch);
+        st.labels_pending = st.labels_pending.saturating_sub(controller.applied_labels);
         st.pool_pairs = figures.pairs;
         st.state_bytes_per_pair = figures.bytes as f64 / figures.pairs.max(1) as f64;
         st.snapshot_epoch = Some(epoch0);
@@ -466,21 +460,59 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         started.elapsed().as_secs_f64()
     );
     drop(control_tx);
+    controller.run(control_rx)
+}
 
-    // The controller.
-    let mut last_snapshot = epoch0;
-    let mut quality_stale = false;
-    let snapshot = |epoch: u64| -> Result<serde_json::Value> {
+/// serve's controller on the leader process: applies each logged batch of labels as an
+/// epoch on the workers, takes snapshots, and keeps `/v1/status` current.
+struct Controller<'a> {
+    spec: &'a ServeSpec,
+    ctx: &'a ProcessCtx,
+    reports: mpsc::Receiver<WorkerReport>,
+    fatal: &'a Mutex<Option<String>>,
+    status: &'a Mutex<Status>,
+    /// The epoch of the label log when this process started.
+    target_epoch: u64,
+    /// Label records applied so far.
+    applied_labels: u64,
+    last_snapshot: u64,
+    /// An epoch was applied since the last self-measurement.
+    quality_stale: bool,
+}
+
+impl Controller<'_> {
+    /// The workers' next report, or the error that ended them, a worker's or the label
+    /// log's.
+    fn wait(&self, what: &str) -> Result<WorkerReport> {
+        loop {
+            match self.reports.recv_timeout(Duration::from_millis(50)) {
+                Ok(r) => return Ok(r),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Worker(format!("the workers stopped during {what}")))
+                }
+            }
+            if let Some(e) = self.ctx.error.lock().expect("error").take() {
+                return Err(e);
+            }
+            if let Some(e) = self.fatal.lock().expect("fatal").clone() {
+                return Err(Error::other("label log", e));
+            }
+        }
+    }
+
+    /// Writes the snapshot of `epoch`; its report, with the epoch.
+    fn snapshot(&self, epoch: u64) -> Result<serde_json::Value> {
         let t = Instant::now();
-        ctx.command(ServeCommand::Snapshot { epoch, pass: true });
-        let WorkerReport::Snapshot(r) = wait("a snapshot")? else {
+        self.ctx.command(ServeCommand::Snapshot { epoch, pass: true });
+        let WorkerReport::Snapshot(r) = self.wait("a snapshot")? else {
             return Err(Error::Worker(
                 "the workers did not report the snapshot".into(),
             ));
         };
         let report =
             r?.ok_or_else(|| Error::Worker("the snapshot pass returned no report".into()))?;
-        status.lock().expect("status").snapshot_epoch = Some(epoch);
+        self.status.lock().expect("status").snapshot_epoch = Some(epoch);
         tracing::info!(
             epoch,
             seconds = t.elapsed().as_secs_f64(),
@@ -492,92 +524,100 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
             o.insert("epoch".into(), epoch.into());
         }
         Ok(report)
-    };
-    loop {
-        let msg = match control_rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(msg) => msg,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                // Idle: measure the labels so far if an epoch came since, and end on a
-                // worker's error.
-                if quality_stale {
-                    ctx.command(ServeCommand::Quality);
-                    if let WorkerReport::Quality(Some(q)) = wait("the self-measurement")? {
-                        status.lock().expect("status").quality = Some(*q);
-                    }
-                    quality_stale = false;
-                }
-                if let Some(e) = ctx.error.lock().expect("error").take() {
-                    return Err(e);
-                }
-                continue;
+    }
+
+    /// Measures the labels so far if an epoch came since the last measurement.
+    fn refresh_quality(&mut self) -> Result<()> {
+        if self.quality_stale {
+            self.ctx.command(ServeCommand::Quality);
+            if let WorkerReport::Quality(Some(q)) = self.wait("the self-measurement")? {
+                self.status.lock().expect("status").quality = Some(*q);
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            self.quality_stale = false;
+        }
+        Ok(())
+    }
+
+    /// Applies logged segment `seq` as an epoch.
+    fn apply_epoch(&mut self, seq: u64, labels: Vec<GoldLabel>) -> Result<()> {
+        let n = labels.len() as u64;
+        let t = Instant::now();
+        self.ctx.command(ServeCommand::Epoch { seq, labels });
+        let WorkerReport::Epoch {
+            figures,
+            dataflow_s,
+        } = self.wait("an epoch")?
+        else {
+            return Err(Error::Worker("the workers did not report the epoch".into()));
         };
-        match msg {
-            Control::Labels { seq, labels } => {
-                let n = labels.len() as u64;
-                let t = Instant::now();
-                ctx.command(ServeCommand::Epoch { seq, labels });
-                let WorkerReport::Epoch {
-                    figures,
-                    dataflow_s,
-                } = wait("an epoch")?
-                else {
-                    return Err(Error::Worker("the workers did not report the epoch".into()));
-                };
-                let stats = UpdateStats {
-                    epoch: seq,
-                    labels: n,
-                    latency_s: t.elapsed().as_secs_f64(),
-                    train_s: figures.train_s,
-                    rescore_s: figures.rescore_s,
-                    dataflow_s,
-                    rescored_pairs: figures.rescored,
-                    weight_drift: figures.drift,
-                    changed_rows: figures.changed_rows,
-                };
-                tracing::info!(?stats, "epoch applied");
-                applied_labels += n;
-                {
-                    let mut st = status.lock().expect("status");
-                    show_applied(&mut st, seq, applied_labels, target_epoch);
-                    st.labels_pending = st.labels_pending.saturating_sub(n);
-                    for (reason, d) in &figures.reason_deltas {
-                        let e = st.reasons.entry(reason.clone()).or_default();
-                        *e = (*e as i64 + d) as u64;
-                    }
-                    recount(&mut st);
-                    st.state_bytes_per_pair = figures.bytes as f64 / figures.pairs.max(1) as f64;
-                    st.last_update = Some(stats);
-                }
-                quality_stale = true;
-                if spec.snapshot_every > 0 && seq - last_snapshot >= spec.snapshot_every {
-                    snapshot(seq)?;
-                    last_snapshot = seq;
-                }
+        let stats = UpdateStats {
+            epoch: seq,
+            labels: n,
+            latency_s: t.elapsed().as_secs_f64(),
+            train_s: figures.train_s,
+            rescore_s: figures.rescore_s,
+            dataflow_s,
+            rescored_pairs: figures.rescored,
+            weight_drift: figures.drift,
+            changed_rows: figures.changed_rows,
+        };
+        tracing::info!(?stats, "epoch applied");
+        self.applied_labels += n;
+        {
+            let mut st = self.status.lock().expect("status");
+            show_applied(&mut st, seq, self.applied_labels, self.target_epoch);
+            st.labels_pending = st.labels_pending.saturating_sub(n);
+            for (reason, d) in &figures.reason_deltas {
+                let e = st.reasons.entry(reason.clone()).or_default();
+                *e = (*e as i64 + d) as u64;
             }
-            Control::Snapshot(reply) => {
-                // A snapshot is a checkpoint: the status it leaves measures the labels
-                // so far.
-                if quality_stale {
-                    ctx.command(ServeCommand::Quality);
-                    if let WorkerReport::Quality(Some(q)) = wait("the self-measurement")? {
-                        status.lock().expect("status").quality = Some(*q);
+            recount(&mut st);
+            st.state_bytes_per_pair = figures.bytes as f64 / figures.pairs.max(1) as f64;
+            st.last_update = Some(stats);
+        }
+        self.quality_stale = true;
+        if self.spec.snapshot_every > 0 && seq - self.last_snapshot >= self.spec.snapshot_every {
+            self.snapshot(seq)?;
+            self.last_snapshot = seq;
+        }
+        Ok(())
+    }
+
+    /// Serves the control channel until it closes (every sender gone) or an error.
+    fn run(mut self, control: mpsc::Receiver<Control>) -> Result<()> {
+        loop {
+            let msg = match control.recv_timeout(Duration::from_millis(50)) {
+                Ok(msg) => msg,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Idle: measure the labels so far if an epoch came since, and end
+                    // on a worker's error.
+                    self.refresh_quality()?;
+                    if let Some(e) = self.ctx.error.lock().expect("error").take() {
+                        return Err(e);
                     }
-                    quality_stale = false;
+                    continue;
                 }
-                let epoch = status.lock().expect("status").applied_epoch;
-                let r = snapshot(epoch);
-                if r.is_ok() {
-                    last_snapshot = epoch;
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            };
+            match msg {
+                Control::Labels { seq, labels } => self.apply_epoch(seq, labels)?,
+                Control::Snapshot(reply) => {
+                    // A snapshot is a checkpoint: the status it leaves measures the
+                    // labels so far.
+                    self.refresh_quality()?;
+                    let epoch = self.status.lock().expect("status").applied_epoch;
+                    let r = self.snapshot(epoch);
+                    if r.is_ok() {
+                        self.last_snapshot = epoch;
+                    }
+                    let _ = reply.send(r);
                 }
-                let _ = reply.send(r);
-            }
-            Control::Fatal(e) => {
-                // A moment for the HTTP server to send the failed request its 5xx
-                // before the process ends.
-                std::thread::sleep(Duration::from_millis(500));
-                return Err(Error::other("label log", e));
+                Control::Fatal(e) => {
+                    // A moment for the HTTP server to send the failed request its 5xx
+                    // before the process ends.
+                    std::thread::sleep(Duration::from_millis(500));
+                    return Err(Error::other("label log", e));
+                }
             }
         }
     }

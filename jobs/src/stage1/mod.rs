@@ -24,6 +24,7 @@
 
 pub mod ann;
 pub mod attributes;
+pub mod job;
 pub mod judge;
 pub mod llm;
 pub mod retrieve;
@@ -291,20 +292,6 @@ pub fn prepare(spec: Stage1Spec, leader: bool) -> Result<Stage1Plan> {
         gold,
         started: Instant::now(),
     })
-}
-
-/// Runs stage1 on one worker thread (library use; the binary spreads it over the
-/// cluster's workers).
-pub fn run_stage1(spec: &Stage1Spec) -> Result<Stage1Report> {
-    let plan = std::sync::Arc::new(prepare(spec.clone(), true)?);
-    let result = timely::execute(timely::Config::thread(), move |w| run_worker(w, &plan))
-        .map_err(|e| Error::Worker(format!("cannot start a timely worker: {e}")))?
-        .join()
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Worker("no worker".into()))?
-        .map_err(|e| Error::Worker(format!("worker panicked: {e}")))??;
-    result.ok_or_else(|| Error::Worker("worker 0 returned no report".into()))
 }
 
 /// This worker's partition of the pool (its shards, or pair key mod peers), plus every row a gold label
@@ -691,7 +678,6 @@ impl Leader {
             model,
             started,
         } = self.pending.take().expect("an iteration was started");
-        let d = plan.embedder.dims();
         let dir = spec.out.join("iterations").join(iteration.to_string());
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
         // The global k nearest of each gold pair: the best of every worker's k nearest,
@@ -781,188 +767,23 @@ impl Leader {
             status: "complete".into(),
             elapsed_s: 0.0,
         };
-        let bits = spec.train.feature_bits;
-        let retrieved_refs: Vec<&PreferencePair> = retrieved.iter().collect();
-        let rows_of = |pairs: &[&PreferencePair]| {
-            retrieve::embed(&plan.embedder, Some(&plan.emb_cache), pairs)
+        let labelling = Labelling {
+            plan,
+            iteration,
+            dir: &dir,
+            golds: &golds,
+            gold_rows: &gold_rows,
+            retrieved: &retrieved,
         };
-        let few_shot = |row: &[f32], exclude: Option<&str>| -> Vec<(&PreferencePair, Verdict)> {
-            let cand: Vec<usize> = (0..golds.len())
-                .filter(|&g| Some(golds[g].0.pair_id.as_str()) != exclude)
-                .collect();
-            retrieve::nearest(row, &gold_rows, &cand, spec.judges.few_shot)
-                .into_iter()
-                .map(|(g, _)| (&golds[g].0, golds[g].1))
-                .collect()
-        };
-        match (spec.labeler, &self.client) {
+        match (spec.labeler, self.client.take()) {
             (Labeler::Judges, Some(client)) => {
-                let js = &spec.judges;
-                let retrieved_rows = rows_of(&retrieved_refs)?;
-                // The judges on the retrieved pairs: a seeded coin per (pair, model, sample).
-                let examples: Vec<Vec<(&PreferencePair, Verdict)>> = (0..retrieved.len())
-                    .map(|n| few_shot(&retrieved_rows[n * d..(n + 1) * d], None))
-                    .collect();
-                let mut tasks = Vec::new();
-                for (p, examples) in retrieved.iter().zip(&examples) {
-                    for model_name in &js.models {
-                        for sample in 0..js.samples {
-                            tasks.push(JudgeTask {
-                                pair: p,
-                                examples,
-                                model: model_name,
-                                sample,
-                                chosen_first: judge::chosen_first(
-                                    js.seed, &p.pair_id, model_name, sample,
-                                ),
-                            });
-                        }
-                    }
-                }
-                // And on gold pairs they are not shown, in both orders.
-                let mut eval_idx: Vec<usize> = (0..golds.len()).collect();
-                eval_idx.sort_by_key(|&g| {
-                    xxhash_rust::xxh3::xxh3_64_with_seed(golds[g].0.pair_id.as_bytes(), js.seed)
-                });
-                eval_idx.truncate(js.gold_eval_pairs);
-                let eval_examples: Vec<Vec<(&PreferencePair, Verdict)>> = eval_idx
-                    .iter()
-                    .map(|&g| few_shot(&gold_rows[g * d..(g + 1) * d], Some(&golds[g].0.pair_id)))
-                    .collect();
-                let mut eval_tasks = Vec::new();
-                for (&g, examples) in eval_idx.iter().zip(&eval_examples) {
-                    for model_name in &js.models {
-                        for sample in 0..js.samples {
-                            for order in [true, false] {
-                                eval_tasks.push(JudgeTask {
-                                    pair: &golds[g].0,
-                                    examples,
-                                    model: model_name,
-                                    sample,
-                                    chosen_first: order,
-                                });
-                            }
-                        }
-                    }
-                }
-                let (eval_samples, eval_usage) = judge::judge(
-                    client,
-                    &format!("iteration {iteration}: judges on gold"),
-                    &eval_tasks,
-                    js,
-                )?;
-                let gold_verdicts: FxHashMap<String, Verdict> =
-                    golds.iter().map(|(p, v)| (p.pair_id.clone(), *v)).collect();
-                let quality = judge::quality(&eval_samples, &gold_verdicts);
-                let (samples, usage) = judge::judge(
-                    client,
-                    &format!("iteration {iteration}: judges"),
-                    &tasks,
-                    js,
-                )?;
-                write_jsonl(
-                    &dir.join("judge_samples.jsonl"),
-                    samples
-                        .iter()
-                        .chain(&eval_samples)
-                        .collect::<Vec<&JudgeSample>>(),
-                )?;
-                let votes = judge::aggregate(&samples);
-                judge::write_votes(
-                    &resolve(&dir.join("judge_votes.parquet").display().to_string())?,
-                    &votes,
-                )?;
-                let by_id: FxHashMap<&str, &PreferencePair> =
-                    retrieved.iter().map(|p| (p.pair_id.as_str(), p)).collect();
-                let (mut truth_hits, mut truth_n) = (0usize, 0usize);
-                for v in &votes {
-                    let p = by_id[v.pair_id.as_str()];
-                    match v.verdict {
-                        Verdict::Chosen => {
-                            report.labelled_chosen += 1;
-                            self.silver.push(p.clone());
-                        }
-                        Verdict::Rejected => {
-                            report.labelled_rejected += 1;
-                            self.silver.push(swapped(p));
-                        }
-                        Verdict::Undecidable => report.labelled_undecidable += 1,
-                    }
-                    if let (Some(t), true) = (&self.truth, v.verdict != Verdict::Undecidable) {
-                        if let Some(&better) = t.chosen_is_better.get(&p.pair_key) {
-                            truth_n += 1;
-                            truth_hits += (better == (v.verdict == Verdict::Chosen)) as usize;
-                        }
-                    }
-                }
-                // Every retrieved pair was asked (an invalid answer is a sample too), so
-                // each has a vote, undecidable when no sample was valid.
-                debug_assert_eq!(votes.len(), retrieved.len());
-                report.new_labels_truth_agreement =
-                    (truth_n > 0).then(|| truth_hits as f64 / truth_n as f64);
-                for p in &retrieved {
-                    self.labelled.insert(p.pair_key);
-                }
-                self.all_votes.extend(votes);
-                let mut u = eval_usage;
-                u.merge(&usage);
-                if let Some(w) = &quality.warning {
-                    if !self
-                        .warnings
-                        .iter()
-                        .any(|x: &String| x.ends_with(w.as_str()))
-                    {
-                        self.warnings.push(format!("iteration {iteration}: {w}"));
-                    }
-                }
-                report.judge_quality = Some(quality);
-                self.total_llm.merge(&u);
-                report.llm = u;
+                let labelled = self.label_with_judges(&labelling, &client, &mut report);
+                self.client = Some(client);
+                labelled?;
             }
-            _ => {
-                // Humans: the retrieved pairs as tasks; their export, once there, is gold.
-                let suggestions: Vec<tasks::Suggestion> = retrieved
-                    .iter()
-                    .map(|p| tasks::Suggestion {
-                        best_rm_p: Some(sigmoid(
-                            model.margin(&TrainExample::from_pair(p, bits, false)) as f64,
-                        )),
-                        judges: None,
-                    })
-                    .collect();
-                tasks::write_label_studio(
-                    &dir.join("tasks.label-studio.json"),
-                    &retrieved_refs,
-                    &suggestions,
-                    iteration as u64,
-                )?;
-                tasks::write_argilla(
-                    &dir.join("records.argilla.json"),
-                    &retrieved_refs,
-                    &suggestions,
-                    iteration as u64,
-                )?;
-                let annotations = spec
-                    .out
-                    .join("annotations")
-                    .join(format!("iteration-{iteration}.json"));
-                if annotations.is_file() {
-                    let imported = tasks::import_label_studio(&annotations)?;
-                    for l in &imported.labels {
-                        match l.verdict {
-                            Verdict::Chosen => report.labelled_chosen += 1,
-                            Verdict::Rejected => report.labelled_rejected += 1,
-                            Verdict::Undecidable => report.labelled_undecidable += 1,
-                        }
-                    }
-                    for l in imported.labels {
-                        self.gold.insert(l);
-                    }
-                    // Tasks nobody annotated stay unverified (they may be retrieved again).
-                } else {
-                    report.status = "waiting_for_annotations".into();
-                    self.waiting = true;
-                }
+            (_, client) => {
+                self.client = client;
+                self.label_with_humans(&labelling, &model, &mut report)?;
             }
         }
         let gold_out: Vec<serde_json::Value> = {
@@ -980,6 +801,212 @@ impl Leader {
         );
         self.iterations.push(report);
         self.best_model = Some(model);
+        Ok(())
+    }
+
+    /// Step 3 with LLM judges: the retrieved pairs judged (few-shot with the nearest
+    /// gold pairs), the judges measured on gold pairs they are not shown, the votes
+    /// aggregated into silver labels.
+    fn label_with_judges(
+        &mut self,
+        l: &Labelling<'_>,
+        client: &LlmClient,
+        report: &mut IterationReport,
+    ) -> Result<()> {
+        let (spec, iteration, dir, golds, gold_rows, retrieved) =
+            (&l.plan.spec, l.iteration, l.dir, l.golds, l.gold_rows, l.retrieved);
+        let d = l.plan.embedder.dims();
+        let retrieved_refs: Vec<&PreferencePair> = retrieved.iter().collect();
+        let rows_of = |pairs: &[&PreferencePair]| {
+            retrieve::embed(&l.plan.embedder, Some(&l.plan.emb_cache), pairs)
+        };
+        let few_shot = |row: &[f32], exclude: Option<&str>| -> Vec<(&PreferencePair, Verdict)> {
+            let cand: Vec<usize> = (0..golds.len())
+                .filter(|&g| Some(golds[g].0.pair_id.as_str()) != exclude)
+                .collect();
+            retrieve::nearest(row, gold_rows, &cand, spec.judges.few_shot)
+                .into_iter()
+                .map(|(g, _)| (&golds[g].0, golds[g].1))
+                .collect()
+        };
+        let js = &spec.judges;
+        let retrieved_rows = rows_of(&retrieved_refs)?;
+        // The judges on the retrieved pairs: a seeded coin per (pair, model, sample).
+        let examples: Vec<Vec<(&PreferencePair, Verdict)>> = (0..retrieved.len())
+            .map(|n| few_shot(&retrieved_rows[n * d..(n + 1) * d], None))
+            .collect();
+        let mut tasks = Vec::new();
+        for (p, examples) in retrieved.iter().zip(&examples) {
+            for model_name in &js.models {
+                for sample in 0..js.samples {
+                    tasks.push(JudgeTask {
+                        pair: p,
+                        examples,
+                        model: model_name,
+                        sample,
+                        chosen_first: judge::chosen_first(
+                            js.seed, &p.pair_id, model_name, sample,
+                        ),
+                    });
+                }
+            }
+        }
+        // And on gold pairs they are not shown, in both orders.
+        let mut eval_idx: Vec<usize> = (0..golds.len()).collect();
+        eval_idx.sort_by_key(|&g| {
+            xxhash_rust::xxh3::xxh3_64_with_seed(golds[g].0.pair_id.as_bytes(), js.seed)
+        });
+        eval_idx.truncate(js.gold_eval_pairs);
+        let eval_examples: Vec<Vec<(&PreferencePair, Verdict)>> = eval_idx
+            .iter()
+            .map(|&g| few_shot(&gold_rows[g * d..(g + 1) * d], Some(&golds[g].0.pair_id)))
+            .collect();
+        let mut eval_tasks = Vec::new();
+        for (&g, examples) in eval_idx.iter().zip(&eval_examples) {
+            for model_name in &js.models {
+                for sample in 0..js.samples {
+                    for order in [true, false] {
+                        eval_tasks.push(JudgeTask {
+                            pair: &golds[g].0,
+                            examples,
+                            model: model_name,
+                            sample,
+                            chosen_first: order,
+                        });
+                    }
+                }
+            }
+        }
+        let (eval_samples, eval_usage) = judge::judge(
+            client,
+            &format!("iteration {iteration}: judges on gold"),
+            &eval_tasks,
+            js,
+        )?;
+        let gold_verdicts: FxHashMap<String, Verdict> =
+            golds.iter().map(|(p, v)| (p.pair_id.clone(), *v)).collect();
+        let quality = judge::quality(&eval_samples, &gold_verdicts);
+        let (samples, usage) = judge::judge(
+            client,
+            &format!("iteration {iteration}: judges"),
+            &tasks,
+            js,
+        )?;
+        write_jsonl(
+            &dir.join("judge_samples.jsonl"),
+            samples
+                .iter()
+                .chain(&eval_samples)
+                .collect::<Vec<&JudgeSample>>(),
+        )?;
+        let votes = judge::aggregate(&samples);
+        judge::write_votes(
+            &resolve(&dir.join("judge_votes.parquet").display().to_string())?,
+            &votes,
+        )?;
+        let by_id: FxHashMap<&str, &PreferencePair> =
+            retrieved.iter().map(|p| (p.pair_id.as_str(), p)).collect();
+        let (mut truth_hits, mut truth_n) = (0usize, 0usize);
+        for v in &votes {
+            let p = by_id[v.pair_id.as_str()];
+            match v.verdict {
+                Verdict::Chosen => {
+                    report.labelled_chosen += 1;
+                    self.silver.push(p.clone());
+                }
+                Verdict::Rejected => {
+                    report.labelled_rejected += 1;
+                    self.silver.push(swapped(p));
+                }
+                Verdict::Undecidable => report.labelled_undecidable += 1,
+            }
+            if let (Some(t), true) = (&self.truth, v.verdict != Verdict::Undecidable) {
+                if let Some(&better) = t.chosen_is_better.get(&p.pair_key) {
+                    truth_n += 1;
+                    truth_hits += (better == (v.verdict == Verdict::Chosen)) as usize;
+                }
+            }
+        }
+        // Every retrieved pair was asked (an invalid answer is a sample too), so
+        // each has a vote, undecidable when no sample was valid.
+        debug_assert_eq!(votes.len(), retrieved.len());
+        report.new_labels_truth_agreement =
+            (truth_n > 0).then(|| truth_hits as f64 / truth_n as f64);
+        for p in retrieved {
+            self.labelled.insert(p.pair_key);
+        }
+        self.all_votes.extend(votes);
+        let mut u = eval_usage;
+        u.merge(&usage);
+        if let Some(w) = &quality.warning {
+            if !self
+                .warnings
+                .iter()
+                .any(|x: &String| x.ends_with(w.as_str()))
+            {
+                self.warnings.push(format!("iteration {iteration}: {w}"));
+            }
+        }
+        report.judge_quality = Some(quality);
+        self.total_llm.merge(&u);
+        report.llm = u;
+        Ok(())
+    }
+
+    /// Step 3 with humans: the retrieved pairs as annotation tasks; the annotations,
+    /// once exported to OUT/annotations/, become gold.
+    fn label_with_humans(
+        &mut self,
+        l: &Labelling<'_>,
+        model: &HashedBtModel,
+        report: &mut IterationReport,
+    ) -> Result<()> {
+        let (spec, iteration, dir, retrieved) = (&l.plan.spec, l.iteration, l.dir, l.retrieved);
+        let bits = spec.train.feature_bits;
+        let retrieved_refs: Vec<&PreferencePair> = retrieved.iter().collect();
+        // Humans: the retrieved pairs as tasks; their export, once there, is gold.
+        let suggestions: Vec<tasks::Suggestion> = retrieved
+            .iter()
+            .map(|p| tasks::Suggestion {
+                best_rm_p: Some(sigmoid(
+                    model.margin(&TrainExample::from_pair(p, bits, false)) as f64,
+                )),
+                judges: None,
+            })
+            .collect();
+        tasks::write_label_studio(
+            &dir.join("tasks.label-studio.json"),
+            &retrieved_refs,
+            &suggestions,
+            iteration as u64,
+        )?;
+        tasks::write_argilla(
+            &dir.join("records.argilla.json"),
+            &retrieved_refs,
+            &suggestions,
+            iteration as u64,
+        )?;
+        let annotations = spec
+            .out
+            .join("annotations")
+            .join(format!("iteration-{iteration}.json"));
+        if annotations.is_file() {
+            let imported = tasks::import_label_studio(&annotations)?;
+            for l in &imported.labels {
+                match l.verdict {
+                    Verdict::Chosen => report.labelled_chosen += 1,
+                    Verdict::Rejected => report.labelled_rejected += 1,
+                    Verdict::Undecidable => report.labelled_undecidable += 1,
+                }
+            }
+            for l in imported.labels {
+                self.gold.insert(l);
+            }
+            // Tasks nobody annotated stay unverified (they may be retrieved again).
+        } else {
+            report.status = "waiting_for_annotations".into();
+            self.waiting = true;
+        }
         Ok(())
     }
 
@@ -1126,4 +1153,15 @@ pub fn summary(r: &Stage1Report) -> String {
         s.push_str(&format!("waiting for annotations: {n}\n"));
     }
     s
+}
+
+/// What labelling one iteration's retrieved pairs reads: the plan, the iteration's
+/// directory, the gold pairs with their embeddings, the retrieved pairs.
+struct Labelling<'a> {
+    plan: &'a Stage1Plan,
+    iteration: usize,
+    dir: &'a std::path::Path,
+    golds: &'a [(PreferencePair, Verdict)],
+    gold_rows: &'a [f32],
+    retrieved: &'a [PreferencePair],
 }

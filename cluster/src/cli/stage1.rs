@@ -1,8 +1,6 @@
 //! The flags of Stage 1's commands (`stage1`, `annotate`, `tasks`), validated into the
 //! typed specs of `synpref_jobs::stage1`.
 
-use std::path::PathBuf;
-
 use clap::{Args, Subcommand};
 use synpref_engine::Error;
 use synpref_jobs::stage1::ann::{IndexKind, IndexSettings};
@@ -10,7 +8,12 @@ use synpref_jobs::stage1::attributes::AnnotateSpec;
 use synpref_jobs::stage1::judge::JudgeSettings;
 use synpref_jobs::stage1::llm::LlmSettings;
 use synpref_jobs::stage1::retrieve::EmbedderSpec;
+use synpref_engine::cluster::ClusterSpec;
+use synpref_jobs::stage1::job::{local_dir, TaskFormat, TasksConfig, TasksExport, TasksImport};
 use synpref_jobs::stage1::{Labeler, Stage1Spec};
+
+use super::common::{ClusterArgs, ProgressArg, RunArgs};
+use crate::runner;
 
 /// The OpenAI-compatible server and how to talk to it.
 #[derive(Args)]
@@ -78,15 +81,6 @@ impl LlmArgs {
     }
 }
 
-fn local(flag: &str, dir: &str) -> Result<PathBuf, Error> {
-    if dir.contains("://") {
-        return Err(Error::setting(
-            flag,
-            format!("`{dir}`: Stage 1 writes to a local directory"),
-        ));
-    }
-    Ok(PathBuf::from(dir))
-}
 
 /// `synpref stage1`.
 #[derive(Args)]
@@ -173,17 +167,12 @@ pub struct Stage1Args {
     /// Where LLM answers and embeddings are cached [default: OUT/cache].
     #[arg(long)]
     cache: Option<String>,
-    /// Timely worker threads in this process: each embeds and scans its partition of
-    /// the pool [default: the number of CPU cores].
-    #[arg(long)]
-    workers: Option<usize>,
-    /// Do not draw progress bars.
-    #[arg(long)]
-    no_progress: bool,
+    #[command(flatten)]
+    run: RunArgs,
     #[command(flatten)]
     llm: LlmArgs,
     #[command(flatten)]
-    pub cluster: crate::ClusterArgs,
+    pub cluster: ClusterArgs,
 }
 
 impl Stage1Args {
@@ -198,20 +187,11 @@ impl Stage1Args {
                 ))
             }
         };
-        if self.epochs == 0 {
-            return Err(Error::setting("--epochs", "must be at least 1"));
-        }
-        if self.k_max == 0 {
-            return Err(Error::setting("--k-max", "must be at least 1"));
-        }
-        if !(0.0..=2.0).contains(&self.judge_temperature) {
-            return Err(Error::setting("--judge-temperature", "must lie in [0, 2]"));
-        }
         let mut spec = Stage1Spec::new(
             self.pool,
             self.gold,
             self.silver,
-            local("--out", &self.out)?,
+            local_dir("--out", &self.out)?,
         );
         spec.truth = self.truth;
         spec.iterations = self.iterations;
@@ -245,18 +225,14 @@ impl Stage1Args {
             ef_construction: self.hnsw_ef_construction,
             ef_search: self.hnsw_ef_search,
         };
-        spec.index.validate()?;
         spec.cache = self
             .cache
             .as_deref()
-            .map(|c| local("--cache", c))
+            .map(|c| local_dir("--cache", c))
             .transpose()?;
-        spec.progress = !self.no_progress;
-        spec.workers = match self.workers {
-            Some(0) => return Err(Error::setting("--workers", "must be at least 1")),
-            Some(n) => n,
-            None => crate::default_workers(),
-        };
+        let run = self.run.settings();
+        spec.progress = run.progress;
+        spec.workers = run.workers;
         Ok(spec)
     }
 }
@@ -282,8 +258,8 @@ pub struct AnnotateArgs {
     /// Where LLM answers are cached [default: OUT/cache].
     #[arg(long)]
     cache: Option<String>,
-    #[arg(long)]
-    no_progress: bool,
+    #[command(flatten)]
+    progress: ProgressArg,
     #[command(flatten)]
     llm: LlmArgs,
 }
@@ -292,7 +268,7 @@ impl AnnotateArgs {
     pub fn into_spec(self) -> Result<AnnotateSpec, Error> {
         Ok(AnnotateSpec {
             pairs: self.pairs,
-            out: local("--out", &self.out)?,
+            out: local_dir("--out", &self.out)?,
             model: self.model,
             llm: self.llm.settings()?,
             max_text_chars: self.max_chars,
@@ -302,9 +278,9 @@ impl AnnotateArgs {
             cache: self
                 .cache
                 .as_deref()
-                .map(|c| local("--cache", c))
+                .map(|c| local_dir("--cache", c))
                 .transpose()?,
-            progress: !self.no_progress,
+            progress: self.progress.progress(),
         })
     }
 }
@@ -340,60 +316,28 @@ pub enum TasksCommand {
     },
 }
 
-/// Runs a `tasks` subcommand.
-pub fn run_tasks(command: TasksCommand) -> Result<(), Error> {
-    use synpref_jobs::stage1::tasks;
-    match command {
-        TasksCommand::Config => {
-            print!("{}", tasks::LABEL_STUDIO_CONFIG);
-            Ok(())
-        }
-        TasksCommand::Export {
-            pairs,
-            format,
-            out,
-            seed,
-        } => {
-            let set = synpref_jobs::eval::load_eval_set(&pairs, 8192)?;
-            let refs: Vec<_> = set.pairs.iter().collect();
-            let suggestions = vec![tasks::Suggestion::default(); refs.len()];
-            let path = local("--out", &out)?;
-            match format.as_str() {
-                "label-studio" => tasks::write_label_studio(&path, &refs, &suggestions, seed)?,
-                "argilla" => tasks::write_argilla(&path, &refs, &suggestions, seed)?,
-                other => {
-                    return Err(Error::setting(
-                        "--format",
-                        format!("`{other}` is not label-studio or argilla"),
-                    ))
-                }
+impl TasksCommand {
+    /// Runs the subcommand's job.
+    pub fn run(self, cluster: &ClusterSpec) -> Result<(), Error> {
+        match self {
+            TasksCommand::Config => runner::run(TasksConfig, cluster),
+            TasksCommand::Export {
+                pairs,
+                format,
+                out,
+                seed,
+            } => runner::run(
+                TasksExport {
+                    pairs,
+                    format: TaskFormat::parse(&format)?,
+                    out,
+                    seed,
+                },
+                cluster,
+            ),
+            TasksCommand::Import { label_studio, out } => {
+                runner::run(TasksImport { label_studio, out }, cluster)
             }
-            println!(
-                "wrote {} tasks ({} input rows, {} invalid) to {out}",
-                refs.len(),
-                set.input_rows,
-                set.invalid_rows
-            );
-            Ok(())
-        }
-        TasksCommand::Import { label_studio, out } => {
-            let imported = tasks::import_label_studio(std::path::Path::new(&label_studio))?;
-            let path = local("--out", &out)?;
-            let mut body = Vec::new();
-            for l in &imported.labels {
-                serde_json::to_writer(&mut body, &synpref_engine::side::label_to_json(l))
-                    .expect("json");
-                body.push(b'\n');
-            }
-            std::fs::write(&path, body).map_err(|e| Error::other(out.clone(), e))?;
-            println!(
-                "imported {} gold labels from {} tasks ({} not annotated, {} annotations cancelled or empty) into {out}",
-                imported.labels.len(),
-                imported.tasks,
-                imported.unannotated,
-                imported.cancelled
-            );
-            Ok(())
         }
     }
 }

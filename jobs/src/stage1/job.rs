@@ -1,0 +1,228 @@
+//! Stage 1's commands through the job seam (`crate::job`): `stage1` (a dataflow job on
+//! every worker of the run), and the serial `annotate`, `tasks config`, `tasks export`
+//! and `tasks import`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use synpref_engine::{Error, Result};
+
+use super::attributes::{run_annotate, AnnotateReport, AnnotateSpec};
+use super::tasks;
+use super::{prepare, run_worker, summary, Stage1Plan, Stage1Report, Stage1Spec};
+use crate::job::{on_workers, Host, Job, Role, RunSettings, SerialJob};
+
+impl Job for Stage1Spec {
+    const NAME: &'static str = "stage1";
+    type Plan = Stage1Plan;
+    type Report = Stage1Report;
+
+    fn run_settings(&self) -> RunSettings {
+        RunSettings {
+            workers: self.workers,
+            progress: self.progress,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.workers == 0 {
+            return Err(Error::setting("--workers", "must be at least 1"));
+        }
+        if self.train.epochs == 0 {
+            return Err(Error::setting("--epochs", "must be at least 1"));
+        }
+        if self.k_max == 0 {
+            return Err(Error::setting("--k-max", "must be at least 1"));
+        }
+        if !(0.0..=2.0).contains(&self.judges.temperature) {
+            return Err(Error::setting("--judge-temperature", "must lie in [0, 2]"));
+        }
+        self.index.validate()
+    }
+
+    fn prepare(self, role: &Role) -> Result<Stage1Plan> {
+        prepare(self, role.leader())
+    }
+
+    fn execute(plan: Arc<Stage1Plan>, role: &Role, host: &dyn Host) -> Result<Option<Stage1Report>> {
+        on_workers(Self::NAME, host, role, plan, run_worker)
+    }
+
+    fn summary(_plan: &Stage1Plan, report: &Stage1Report) -> String {
+        summary(report)
+    }
+}
+
+/// Stage 1 writes its sets, logs and caches to a local directory: `value` of `flag`
+/// as a path, or a setting error for a URL.
+pub fn local_dir(flag: &str, value: &str) -> Result<PathBuf> {
+    if value.contains("://") {
+        return Err(Error::setting(
+            flag,
+            format!("`{value}`: Stage 1 writes to a local directory"),
+        ));
+    }
+    Ok(PathBuf::from(value))
+}
+
+impl SerialJob for AnnotateSpec {
+    const NAME: &'static str = "annotate";
+    type Report = AnnotateReport;
+
+    fn progress(&self) -> bool {
+        self.progress
+    }
+
+    fn check(&self) -> Result<()> {
+        self.llm.validate()
+    }
+
+    fn run(&self) -> Result<AnnotateReport> {
+        run_annotate(self)
+    }
+
+    fn summarise(&self, r: &AnnotateReport) -> String {
+        format!(
+            "annotated {} pairs ({} failed validation, {} already annotated; {} of {} input rows invalid) into {}; LLM: {} requests ({} from the cache), {} retries, {} prompt + {} completion tokens, ${:.4}\n",
+            r.annotated,
+            r.failed,
+            r.already_annotated,
+            r.invalid_rows,
+            r.input_rows,
+            self.out.join("pairs.jsonl").display(),
+            r.llm.requests,
+            r.llm.cached,
+            r.llm.retries,
+            r.llm.prompt_tokens,
+            r.llm.completion_tokens,
+            r.llm.cost_usd
+        )
+    }
+}
+
+/// `synpref tasks config`: Label Studio's labelling config for synpref's tasks.
+pub struct TasksConfig;
+
+impl SerialJob for TasksConfig {
+    const NAME: &'static str = "tasks config";
+    type Report = ();
+
+    fn run(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn summarise(&self, _: &()) -> String {
+        tasks::LABEL_STUDIO_CONFIG.to_string()
+    }
+}
+
+/// Where `tasks export` writes pairs for annotators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskFormat {
+    LabelStudio,
+    Argilla,
+}
+
+impl TaskFormat {
+    /// `--format`'s value.
+    pub fn parse(value: &str) -> Result<TaskFormat> {
+        match value {
+            "label-studio" => Ok(TaskFormat::LabelStudio),
+            "argilla" => Ok(TaskFormat::Argilla),
+            other => Err(Error::setting(
+                "--format",
+                format!("`{other}` is not label-studio or argilla"),
+            )),
+        }
+    }
+}
+
+/// `synpref tasks export`: pairs as Label Studio tasks or an Argilla dataset.
+pub struct TasksExport {
+    pub pairs: String,
+    pub format: TaskFormat,
+    /// The JSON file to write (local).
+    pub out: String,
+    /// Seed of the Response A/B order.
+    pub seed: u64,
+}
+
+/// What `tasks export` wrote.
+pub struct ExportedTasks {
+    pub tasks: usize,
+    pub input_rows: u64,
+    pub invalid_rows: u64,
+}
+
+impl SerialJob for TasksExport {
+    const NAME: &'static str = "tasks export";
+    type Report = ExportedTasks;
+
+    fn check(&self) -> Result<()> {
+        local_dir("--out", &self.out).map(|_| ())
+    }
+
+    fn run(&self) -> Result<ExportedTasks> {
+        let set = crate::eval::load_eval_set(&self.pairs, 8192)?;
+        let refs: Vec<_> = set.pairs.iter().collect();
+        let suggestions = vec![tasks::Suggestion::default(); refs.len()];
+        let path = local_dir("--out", &self.out)?;
+        match self.format {
+            TaskFormat::LabelStudio => tasks::write_label_studio(&path, &refs, &suggestions, self.seed)?,
+            TaskFormat::Argilla => tasks::write_argilla(&path, &refs, &suggestions, self.seed)?,
+        }
+        Ok(ExportedTasks {
+            tasks: refs.len(),
+            input_rows: set.input_rows,
+            invalid_rows: set.invalid_rows,
+        })
+    }
+
+    fn summarise(&self, r: &ExportedTasks) -> String {
+        format!(
+            "wrote {} tasks ({} input rows, {} invalid) to {}\n",
+            r.tasks, r.input_rows, r.invalid_rows, self.out
+        )
+    }
+}
+
+/// `synpref tasks import`: Label Studio's JSON export of synpref tasks as gold labels.
+pub struct TasksImport {
+    /// Label Studio's JSON export.
+    pub label_studio: String,
+    /// The gold-label file to write (JSONL: pair_id, verdict, annotator, labeled_at).
+    pub out: String,
+}
+
+impl SerialJob for TasksImport {
+    const NAME: &'static str = "tasks import";
+    type Report = tasks::Imported;
+
+    fn check(&self) -> Result<()> {
+        local_dir("--out", &self.out).map(|_| ())
+    }
+
+    fn run(&self) -> Result<tasks::Imported> {
+        let imported = tasks::import_label_studio(std::path::Path::new(&self.label_studio))?;
+        let path = local_dir("--out", &self.out)?;
+        let mut body = Vec::new();
+        for l in &imported.labels {
+            serde_json::to_writer(&mut body, &synpref_engine::side::label_to_json(l))
+                .map_err(|e| Error::other(self.out.clone(), e))?;
+            body.push(b'\n');
+        }
+        std::fs::write(&path, body).map_err(|e| Error::other(self.out.clone(), e))?;
+        Ok(imported)
+    }
+
+    fn summarise(&self, imported: &tasks::Imported) -> String {
+        format!(
+            "imported {} gold labels from {} tasks ({} not annotated, {} annotations cancelled or empty) into {}\n",
+            imported.labels.len(),
+            imported.tasks,
+            imported.unannotated,
+            imported.cancelled,
+            self.out
+        )
+    }
+}
