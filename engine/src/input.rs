@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::extras::ExtrasCodec;
 use crate::json_types::{join_into, json_columns, JsonType};
 use crate::model::{Attributes, Conversation, Message, RowKey, ATTRIBUTE_COLUMNS};
-use crate::output::OWN_COLUMNS;
+use crate::output::{ConvForm, OWN_COLUMNS};
 use crate::store::{block_on, list_inputs, InputFile, Location};
 
 /// Default rows per record batch when reading: arrow-rs's own default batch size, large
@@ -54,13 +54,6 @@ impl FileFormat {
             None
         }
     }
-}
-
-/// How a prompt/response column is stored in a Parquet file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ConvForm {
-    Text,
-    Messages,
 }
 
 /// The columns of one Parquet file we understand.

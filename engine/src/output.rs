@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::extras::ExtrasCodec;
-use crate::input::ConvForm;
 use crate::model::{
     Attributes, Conversation, Destination, Message, Reason, RowKey, ATTRIBUTE_COLUMNS,
 };
@@ -141,6 +140,14 @@ impl std::str::FromStr for OutputFileFormat {
             )),
         }
     }
+}
+
+/// How a prompt/response column is stored in a Parquet file (read by `input`,
+/// written by the output schema).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConvForm {
+    Text,
+    Messages,
 }
 
 /// The columns every output part has, in order, and how they are laid out.

@@ -6,10 +6,10 @@ use arrow::datatypes::Field;
 use rustc_hash::FxHashMap;
 
 use crate::error::{Error, Result};
-use crate::input::{ConvForm, InputPlan, JsonlObservation};
+use crate::input::{InputPlan, JsonlObservation};
 use crate::json_types::{join_into, JsonType};
 use crate::model::ATTRIBUTE_COLUMNS;
-use crate::output::{OutputSchema, OWN_COLUMNS};
+use crate::output::{ConvForm, OutputSchema, OWN_COLUMNS};
 
 /// The output schema of a run: from Parquet footers and what the survey saw in JSONL
 /// files. Also where whole JSONL files are judged unusable.

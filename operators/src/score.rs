@@ -11,8 +11,8 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::models::features::{category_hash, reply_text, response_features, SparseFeatures};
+use crate::models::FoldAssignment;
 use crate::models::{sigmoid, RewardModel};
-use crate::training::folds::FoldAssignment;
 use crate::Rows;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

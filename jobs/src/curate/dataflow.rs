@@ -30,9 +30,9 @@ use timely::dataflow::operators::{Concatenate, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
+use super::checkpoint::{save_marker, SliceMarker};
 use super::feed::{feed, Slices};
 use super::plan::CuratePlan;
-use super::resume::{save_marker, SliceMarker};
 use super::survey::Survey;
 use super::train::Features;
 
@@ -239,7 +239,7 @@ impl GraphBuilder for CurateGraph {
         plan: &CuratePlan,
         g: Graph,
     ) -> (InputHandleVec<u64, RawRecord>, ProbeHandle<u64>, usize) {
-        let validate_settings = super::validate_settings(&plan.spec);
+        let validate_settings = super::spec::validate_settings(&plan.spec);
         let dataflow = worker.next_dataflow_index();
         let ngrams = plan.ngrams.clone();
         let (input, probe) = worker.dataflow_named::<u64, _, _>("Curate", move |scope| {

@@ -50,9 +50,9 @@ pub fn explain_worker(worker: &mut Worker, plan: &CuratePlan) -> String {
         failure: Rc::default(),
         schema: synpref_engine::output::OutputSchema {
             has_prompt: true,
-            prompt: synpref_engine::input::ConvForm::Text,
-            chosen: synpref_engine::input::ConvForm::Text,
-            rejected: synpref_engine::input::ConvForm::Text,
+            prompt: synpref_engine::output::ConvForm::Text,
+            chosen: synpref_engine::output::ConvForm::Text,
+            rejected: synpref_engine::output::ConvForm::Text,
             attributes: [false; 6],
             format: plan.spec.format,
             file_format: plan.spec.file_format(),

@@ -95,31 +95,6 @@ pub fn prepare(spec: CurateSpec, leader: bool) -> Result<CuratePlan> {
     prepare_with_gold(spec, gold, leader, None, ModelRegistry::default())
 }
 
-/// `prepare` for a curate run that commits its progress as it goes (`resume`) on
-/// `total_workers` workers over all processes: the leader keeps an interrupted run's
-/// staged progress when its fingerprint is this run's, and clears everything else.
-pub fn prepare_resumable(
-    spec: CurateSpec,
-    leader: bool,
-    total_workers: usize,
-) -> Result<CuratePlan> {
-    spec.validate()?;
-    let gold = GoldLabels::read(&spec.gold)?;
-    // Not as leader: what to clear depends on the fingerprint, known once planned.
-    let mut plan = prepare_with_gold(spec, gold, false, None, ModelRegistry::default())?;
-    let fingerprint = super::resume::fingerprint(&plan, total_workers);
-    if leader {
-        let keep = super::resume::load_checkpoint(&plan.out, &fingerprint)?.is_some();
-        if keep {
-            synpref_engine::output::clear_committed(&plan.out)?;
-        } else {
-            synpref_engine::output::clear_output(&plan.out)?;
-        }
-    }
-    plan.resume = Some(fingerprint);
-    Ok(plan)
-}
-
 /// `prepare` with the gold labels given (serve holds them), models to use as they are
 /// (serve's snapshots) and the registry its models are already loaded in.
 pub fn prepare_with_gold(

@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use synpref_engine::model::{Destination, Reason};
-use synpref_engine::output::{publish, write_json, WrittenFile};
+use synpref_engine::output::WrittenFile;
 use synpref_engine::report::Quality;
-use synpref_engine::Result;
 use synpref_operators::models::builtin::TrainInfo;
 use synpref_operators::models::{ModelSpec, ModelUsage};
 use synpref_operators::write_parts::SinkStats;
@@ -79,7 +78,7 @@ pub struct CurateReport {
     /// What this run took from an interrupted run with the same settings instead of
     /// doing it again, and what it read (curate; absent for serve's snapshots).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resume: Option<super::resume::ResumeFigures>,
+    pub resume: Option<super::checkpoint::ResumeFigures>,
     /// Each reason's count again at the top level (DESIGN §4: "a count per reason").
     #[serde(flatten)]
     pub reason_counts: BTreeMap<String, u64>,
@@ -292,16 +291,6 @@ pub fn build_manifest(
         },
         committed_unix_s: committed,
     }
-}
-
-/// Commits a run: moves the parts from staging into place, writes the report and the
-/// dataset card, then the manifest last (its presence means the run committed).
-pub fn commit(plan: &CuratePlan, report: &CurateReport, manifest: &Manifest) -> Result<()> {
-    publish(&plan.out, &manifest.outputs)?;
-    write_json(&plan.out.child("report.json"), report)?;
-    let card = super::card::dataset_card(report, manifest, &plan.spec.out);
-    plan.out.child("README.md").put(card.into_bytes())?;
-    write_json(&plan.out.child("manifest.json"), manifest)
 }
 
 fn pct(x: f64) -> String {

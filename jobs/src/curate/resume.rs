@@ -1,221 +1,249 @@
-//! Resume: what a curate run commits as it goes, so that a run killed at any point and
-//! started again with the same arguments (by hand, `launch --restarts`, Slurm or a
-//! Kubernetes Job) redoes only what was not committed, and writes the same bytes.
-//!
-//! Everything lives in the output's staging area, `OUT/_staging/resume/`:
-//! - after the survey and the training, each worker saves its survey indexes
-//!   (`survey-wWWWWW.bin`), then worker 0 `checkpoint.json`: the settings'
-//!   fingerprint, the run id, the trained models and the JSONL observations the output
-//!   schema is inferred from. Its presence means the survey and training are done.
-//! - the curate pass reads each worker's shards in slices of about `--slice-rows` rows
-//!   (`slices_for`); the timestamps of slice s are `s << SLICE_SHIFT | batch`. Once
-//!   every row of a slice is written on a worker, its sink closes its parts and writes
-//!   `slice-wWWWWW-sSSSSSS.json` (every part so far, the counts so far, the rows read).
-//!
-//! A restarted run with the same fingerprint loads the checkpoint instead of surveying
-//! and training, takes S = the least number of slices every worker committed, and
-//! each worker reads only its slices from S on, continuing its part numbering with the
-//! same run id: the parts are the bytes an uninterrupted run writes (the rows of each
-//! timestamp are written in row-key order, `write_parts`). Nothing holds a set of
-//! finished pair ids: a worker's progress is one slice number. A changed setting, input
-//! listing or gold label changes the fingerprint, and the run starts afresh.
+//! The resume step of curate, "restore or run": a resumable run (`prepare_resumable`)
+//! whose checkpoint every worker finds takes the survey and the models from it and
+//! reads only the slices no earlier run committed; any other run surveys and trains
+//! (stages 1 and 2), and a resumable one saves what it surveyed and trained for a
+//! restart. `run_worker_with` calls `restore_or_run` once, between loading the model
+//! features and the curate pass. What is saved, and where, is `checkpoint`'s.
 
-use serde::{Deserialize, Serialize};
-use synpref_engine::input::{JsonlObservation, Shard};
-use synpref_engine::model::RowKey;
-use synpref_engine::output::{write_json, WrittenFile, RESUME_DIR, STAGING_DIR};
-use synpref_engine::store::Location;
-use synpref_engine::{Error, Result};
-use synpref_operators::write_parts::SinkStats;
+use std::cell::RefCell;
+use std::rc::Rc;
 
-use super::plan::CuratePlan;
-use super::train::Models;
+use synpref_engine::collective::{agree_on_errors, all_gather};
+use synpref_engine::side::GoldLabels;
+use synpref_engine::Result;
+use synpref_operators::index_first::KeyIndex;
+use timely::worker::Worker;
 
-/// The default of `--slice-rows`: rows of input a worker reads between two commits.
-/// Each commit closes the worker's open parts, so a smaller slice means less work
-/// redone after a crash and more, smaller part files. 2¹⁸ rows is 4 row groups of the
-/// 65,536-row groups synpref itself writes (`output::ROW_GROUP_ROWS`).
-pub const DEFAULT_SLICE_ROWS: u64 = 1 << 18;
+use super::checkpoint::{self, Checkpoint, ResumeFigures, SurveyPart};
+use super::dataflow::SliceProgress;
+use super::feed::Slices;
+use super::plan::{prepare_with_gold, CuratePlan, ModelRegistry};
+use super::spec::CurateSpec;
+use super::survey::{self, Survey};
+use super::train::{self, Features, Models};
 
-/// Where a run's resume state lives.
-pub fn resume_dir(out: &Location) -> Location {
-    out.child(STAGING_DIR).child(RESUME_DIR)
+/// `prepare` for a curate run that commits its progress as it goes (`resume`) on
+/// `total_workers` workers over all processes: the leader keeps an interrupted run's
+/// staged progress when its fingerprint is this run's, and clears everything else.
+pub fn prepare_resumable(
+    spec: CurateSpec,
+    leader: bool,
+    total_workers: usize,
+) -> Result<CuratePlan> {
+    spec.validate()?;
+    let gold = GoldLabels::read(&spec.gold)?;
+    // Not as leader: what to clear depends on the fingerprint, known once planned.
+    let mut plan = prepare_with_gold(spec, gold, false, None, ModelRegistry::default())?;
+    let fingerprint = checkpoint::fingerprint(&plan, total_workers);
+    if leader {
+        let keep = checkpoint::load_checkpoint(&plan.out, &fingerprint)?.is_some();
+        if keep {
+            synpref_engine::output::clear_committed(&plan.out)?;
+        } else {
+            synpref_engine::output::clear_output(&plan.out)?;
+        }
+    }
+    plan.resume = Some(fingerprint);
+    Ok(plan)
 }
 
-/// The checkpoint after the survey and the training (worker 0 writes it last).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Checkpoint {
-    pub fingerprint: String,
-    pub run_id: String,
+/// What the first stages hand the curate pass, restored from a checkpoint or run.
+pub struct Stages {
+    pub survey: Survey,
     pub models: Models,
-    /// Every worker's JSONL observations (the output schema and the first line of
-    /// each JSONL byte range are computed from them again).
-    pub observations: Vec<JsonlObservation>,
-    pub survey_rows: u64,
+    /// One run id for every worker of every process.
+    pub run_id: String,
+    /// A resumable run's slices on this worker (`None`: one pass over its shards).
+    pub progress: Option<SliceProgress>,
+    /// What this worker resumed, for the report (`None`: the run is not resumable).
+    pub figures: Option<ResumeFigures>,
 }
 
-/// One worker's survey indexes.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SurveyPart {
-    pub content_index: Vec<(u64, RowKey)>,
-    pub pair_index: Vec<(u64, RowKey)>,
+/// The survey and the models, from the checkpoint of an interrupted run with this
+/// run's fingerprint where every worker finds it, else surveyed and trained (and
+/// saved, in a resumable run); then a resumable run's slices and where every worker's
+/// committed ones end.
+pub fn restore_or_run(
+    worker: &mut Worker,
+    plan: &CuratePlan,
+    features: &Features,
+) -> Result<Stages> {
+    let (survey, models, run_id, resuming) = survey_and_models(worker, plan, features)?;
+    if let Some(q) = &models.quality {
+        tracing::info!(
+            gold_rm_cv_accuracy = ?q.gold_rm.cv_accuracy,
+            best_rm_cv_accuracy = ?q.best_rm.cv_accuracy,
+            warnings = q.warnings.len(),
+            "models trained"
+        );
+    }
+    let (progress, figures) = match &plan.resume {
+        None => (None, None),
+        Some(_) => {
+            let (progress, figures) = slice_progress(worker, plan, resuming, survey.rows)?;
+            (Some(progress), Some(figures))
+        }
+    };
+    Ok(Stages {
+        survey,
+        models,
+        run_id,
+        progress,
+        figures,
+    })
 }
 
-/// A worker's commit of a slice: everything it has written and counted so far.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SliceMarker {
-    pub worker: usize,
-    pub slice: u64,
-    pub files: Vec<WrittenFile>,
-    pub stats: SinkStats,
-    /// Input rows this worker read in slices up to this one.
-    pub rows_read: u64,
+/// Stages 1 and 2, restored or run: the survey, the models, the run id and whether
+/// they came from a checkpoint.
+fn survey_and_models(
+    worker: &mut Worker,
+    plan: &CuratePlan,
+    features: &Features,
+) -> Result<(Survey, Models, String, bool)> {
+    let checkpoint = match &plan.resume {
+        Some(fp) => checkpoint::load_checkpoint(&plan.out, fp)?,
+        None => None,
+    };
+    let saved_survey = match &checkpoint {
+        Some(_) => checkpoint::load_survey(&plan.out, worker.index())?,
+        None => None,
+    };
+    let resuming = checkpoint.is_some()
+        && all_gather(worker, &saved_survey.is_some())?
+            .into_iter()
+            .all(|found| found);
+    if plan.resume.is_some() && !resuming {
+        // Whatever an interrupted run of another fingerprint (or a torn one) left.
+        all_gather(worker, &())?;
+        if worker.index() == 0 {
+            checkpoint::clear(&plan.out)?;
+        }
+        all_gather(worker, &())?;
+    }
+    match (checkpoint, saved_survey) {
+        (Some(checkpoint), Some(part)) if resuming => {
+            let (survey, models, run_id) = restored(plan, checkpoint, part)?;
+            Ok((survey, models, run_id, true))
+        }
+        _ => {
+            let (survey, models, run_id) = survey_and_train(worker, plan, features)?;
+            Ok((survey, models, run_id, false))
+        }
+    }
 }
 
-/// What a run resumed, for the report (`resume` in report.json).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ResumeFigures {
-    /// Survey and training taken from the checkpoint instead of being run again.
-    pub survey_resumed: bool,
-    /// Slices every worker had committed; the run read from there.
-    pub slices_resumed: u64,
-    /// Slices of the largest worker's input.
-    pub slices: u64,
-    /// Input rows not read again (the committed slices').
-    pub rows_resumed: u64,
-    /// Input rows this run read in its curate pass.
-    pub rows_read: u64,
-    /// Input rows this run read in its survey (0 when the survey was resumed).
-    pub survey_rows_read: u64,
+/// Stages 1 and 2 restored: the survey as the checkpoint and this worker's saved
+/// indexes give it back, and the checkpoint's models and run id.
+fn restored(
+    plan: &CuratePlan,
+    checkpoint: Checkpoint,
+    part: SurveyPart,
+) -> Result<(Survey, Models, String)> {
+    let (schema, extras_fields, first_lines) =
+        survey::schema_and_lines(plan, &checkpoint.observations)?;
+    let index = |entries| Rc::new(RefCell::new(KeyIndex::from_sealed(entries)));
+    tracing::info!(run_id = %checkpoint.run_id, "resuming: survey and models from the checkpoint");
+    let survey = Survey {
+        content_index: index(part.content_index),
+        pair_index: index(part.pair_index),
+        material: Default::default(),
+        schema,
+        extras_fields,
+        first_lines,
+        observations: checkpoint.observations,
+        rows: 0,
+        seconds: 0.0,
+    };
+    Ok((survey, checkpoint.models, checkpoint.run_id))
 }
 
-/// A worker's shards grouped into slices of about `slice_rows` rows each (Parquet row
-/// groups count their rows, JSONL byte ranges their bytes / 512, as the input plan
-/// estimates them); a slice holds at least one shard.
-pub fn slices_for(plan: &CuratePlan, worker: usize, peers: usize) -> Vec<Vec<Shard>> {
-    let limit = plan.spec.machine.slice_rows.max(1);
-    let mut slices: Vec<Vec<Shard>> = Vec::new();
-    let mut rows = 0u64;
-    for shard in plan.input.shards_for(worker, peers) {
-        let n = match &shard {
-            Shard::RowGroup { rows, .. } => *rows,
-            Shard::ByteRange { start, end, .. } => (end - start) / 512,
+/// Stages 1 and 2 run: the survey and the training, then (in a resumable run) every
+/// worker's survey indexes and worker 0's checkpoint saved.
+fn survey_and_train(
+    worker: &mut Worker,
+    plan: &CuratePlan,
+    features: &Features,
+) -> Result<(Survey, Models, String)> {
+    let mut survey = survey::survey(worker, plan)?;
+    let material = std::mem::take(&mut survey.material);
+    let models = train::train(worker, plan, material, features)?;
+    // One run id for every worker of every process: worker 0's.
+    let run_id: String = all_gather(worker, &synpref_engine::output::new_run_id())?.swap_remove(0);
+    if let Some(fingerprint) = &plan.resume {
+        let part = SurveyPart {
+            content_index: survey.content_index.borrow().entries().to_vec(),
+            pair_index: survey.pair_index.borrow().entries().to_vec(),
         };
-        match slices.last_mut() {
-            Some(last) if rows + n <= limit => {
-                last.push(shard);
-                rows += n;
-            }
-            _ => {
-                slices.push(vec![shard]);
-                rows = n;
-            }
+        let saved = checkpoint::save_survey(&plan.out, worker.index(), &part);
+        agree_on_errors(worker, saved)?;
+        if worker.index() == 0 {
+            checkpoint::save_checkpoint(
+                &plan.out,
+                &Checkpoint {
+                    fingerprint: fingerprint.clone(),
+                    run_id: run_id.clone(),
+                    models: models.clone(),
+                    observations: survey.observations.clone(),
+                    survey_rows: survey.rows,
+                },
+            )?;
         }
     }
-    slices
+    Ok((survey, models, run_id))
 }
 
-/// The run's fingerprint: its settings (worker count and read batch size included:
-/// both decide which rows share a part), the input files with their sizes, the gold
-/// label stream and the side inputs' locations. Output progress of another fingerprint
-/// is never reused.
-pub fn fingerprint(plan: &CuratePlan, total_workers: usize) -> String {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let mut settings = plan.spec.clone();
-    settings.machine.progress = true;
-    settings.machine.workers = total_workers;
-    h.update(&serde_json::to_vec(&settings).expect("a spec serialises"));
-    for f in &plan.input.files {
-        h.update(f.location.url.as_bytes());
-        h.update(&f.size.to_le_bytes());
+/// A resumable run's slices on this worker, from the first slice that not every worker
+/// committed (0 when the survey was not resumed), and the figures of what it resumed.
+fn slice_progress(
+    worker: &mut Worker,
+    plan: &CuratePlan,
+    resuming: bool,
+    survey_rows_read: u64,
+) -> Result<(SliceProgress, ResumeFigures)> {
+    let own = checkpoint::slices_for(plan, worker.index(), worker.peers());
+    let committed = checkpoint::committed_slices(&plan.out, worker.index());
+    let counts = all_gather(
+        worker,
+        &(own.len() as u64, if resuming { committed } else { 0 }),
+    )?;
+    let mut from = counts.iter().map(|c| c.1).min().unwrap_or(0);
+    let mut marker = match from {
+        0 => None,
+        s => Some(checkpoint::load_marker(&plan.out, worker.index(), s - 1)?),
+    };
+    // The committed parts must all still be staged (a run stopped while its parts were
+    // being published is not resumed slice by slice).
+    let intact = match &marker {
+        Some(m) => checkpoint::parts_staged(&plan.out, m)?,
+        None => true,
+    };
+    if !all_gather(worker, &intact)?.into_iter().all(|ok| ok) {
+        tracing::warn!("committed parts are missing from staging; reading every slice again");
+        (from, marker) = (0, None);
     }
-    for label in &plan.gold.stream {
-        h.update(&serde_json::to_vec(label).expect("a label serialises"));
+    let rows_before = marker.as_ref().map_or(0, |m| m.rows_read);
+    let figures = ResumeFigures {
+        survey_resumed: resuming,
+        slices_resumed: from,
+        slices: counts.iter().map(|c| c.0).max().unwrap_or(0),
+        rows_resumed: rows_before,
+        rows_read: 0,
+        survey_rows_read,
+    };
+    if from > 0 {
+        tracing::info!(
+            slices = from,
+            "resuming: committed slices are not read again"
+        );
     }
-    format!("{:016x}", h.digest())
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(loc: &Location) -> Result<Option<T>> {
-    match loc.get_if_exists()? {
-        None => Ok(None),
-        Some(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| Error::other(&loc.url, format!("unreadable resume state: {e}"))),
-    }
-}
-
-/// The checkpoint of an interrupted run with this fingerprint, if there is one.
-pub fn load_checkpoint(out: &Location, fingerprint: &str) -> Result<Option<Checkpoint>> {
-    let loc = resume_dir(out).child("checkpoint.json");
-    // A checkpoint another version of synpref wrote, or a torn one, is not ours.
-    let found: Option<Checkpoint> = read_json(&loc).unwrap_or(None);
-    Ok(found.filter(|c| c.fingerprint == fingerprint))
-}
-
-pub fn save_checkpoint(out: &Location, checkpoint: &Checkpoint) -> Result<()> {
-    write_json(&resume_dir(out).child("checkpoint.json"), checkpoint)
-}
-
-fn survey_location(out: &Location, worker: usize) -> Location {
-    resume_dir(out).child(&format!("survey-w{worker:05}.bin"))
-}
-
-pub fn save_survey(out: &Location, worker: usize, part: &SurveyPart) -> Result<()> {
-    let loc = survey_location(out, worker);
-    let bytes = bincode::serialize(part).map_err(|e| Error::other(&loc.url, e))?;
-    loc.put(bytes)
-}
-
-pub fn load_survey(out: &Location, worker: usize) -> Result<Option<SurveyPart>> {
-    let loc = survey_location(out, worker);
-    match loc.get_if_exists()? {
-        None => Ok(None),
-        Some(b) => bincode::deserialize(&b)
-            .map(Some)
-            .map_err(|e| Error::other(&loc.url, format!("unreadable resume state: {e}"))),
-    }
-}
-
-fn marker_location(out: &Location, worker: usize, slice: u64) -> Location {
-    resume_dir(out).child(&format!("slice-w{worker:05}-s{slice:06}.json"))
-}
-
-pub fn save_marker(out: &Location, marker: &SliceMarker) -> Result<()> {
-    write_json(&marker_location(out, marker.worker, marker.slice), marker)
-}
-
-/// `worker`'s marker of `slice`.
-pub fn load_marker(out: &Location, worker: usize, slice: u64) -> Result<SliceMarker> {
-    let loc = marker_location(out, worker, slice);
-    read_json(&loc)?.ok_or_else(|| Error::other(&loc.url, "a committed slice's marker is gone"))
-}
-
-/// Whether every part `marker` lists is still in the staging area.
-pub fn parts_staged(out: &Location, marker: &SliceMarker) -> Result<bool> {
-    let staging = out.child(STAGING_DIR);
-    for f in &marker.files {
-        if !staging.child(&f.path).exists()? {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-/// How many slices `worker` committed in a row from the first.
-pub fn committed_slices(out: &Location, worker: usize) -> u64 {
-    let mut n = 0;
-    // A marker that does not read back (a store that lost it half-written) ends the
-    // committed run: that slice is simply read again.
-    while let Ok(Some(m)) = read_json::<SliceMarker>(&marker_location(out, worker, n)) {
-        if m.worker != worker || m.slice != n {
-            break;
-        }
-        n += 1;
-    }
-    n
-}
-
-/// Removes every resume file (a run that starts afresh).
-pub fn clear(out: &Location) -> Result<()> {
-    resume_dir(out).delete_tree()
+    let progress = SliceProgress {
+        slices: Slices {
+            shards: own,
+            from,
+            rows_before,
+            rows_through: Default::default(),
+        },
+        committed: marker,
+    };
+    Ok((progress, figures))
 }

@@ -8,6 +8,7 @@ use synpref_operators::consistency_rule::RuleSettings;
 use synpref_operators::models::builtin::TrainSettings;
 use synpref_operators::models::{ModelOptions, ModelSpec};
 use synpref_operators::training::best::CrossFitSettings;
+use synpref_operators::validate::ValidateSettings;
 
 /// The settings of a curate run. Every knob's name, default and meaning is here.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,6 +66,12 @@ pub struct CurateSpec {
     pub machine: MachineSettings,
 }
 
+/// The default of `--slice-rows`: rows of input a worker reads between two commits.
+/// Each commit closes the worker's open parts, so a smaller slice means less work
+/// redone after a crash and more, smaller part files. 2¹⁸ rows is 4 row groups of the
+/// 65,536-row groups synpref itself writes (`output::ROW_GROUP_ROWS`).
+pub const DEFAULT_SLICE_ROWS: u64 = 1 << 18;
+
 /// How a run is executed: settings that never change what it writes, kept apart so
 /// that fingerprints and manifests of the curation settings need not blank them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,7 +91,15 @@ pub struct MachineSettings {
 }
 
 fn default_slice_rows() -> u64 {
-    super::resume::DEFAULT_SLICE_ROWS
+    DEFAULT_SLICE_ROWS
+}
+
+/// Validation of pool rows under a spec.
+pub fn validate_settings(spec: &CurateSpec) -> ValidateSettings {
+    ValidateSettings {
+        max_pair_bytes: spec.max_pair_bytes,
+        allow_empty_replies: false,
+    }
 }
 
 impl Default for MachineSettings {
@@ -93,7 +108,7 @@ impl Default for MachineSettings {
             workers: 1,
             batch_rows: synpref_engine::input::READ_BATCH_ROWS,
             progress: true,
-            slice_rows: super::resume::DEFAULT_SLICE_ROWS,
+            slice_rows: DEFAULT_SLICE_ROWS,
         }
     }
 }

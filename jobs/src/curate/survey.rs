@@ -162,7 +162,7 @@ pub fn build(
     c: &Collectors,
 ) -> (InputHandleVec<u64, RawRecord>, ProbeHandle<u64>, usize) {
     let spec = &plan.spec;
-    let validate_settings = super::validate_settings(spec);
+    let validate_settings = super::spec::validate_settings(spec);
     let bits = spec.train.feature_bits;
     let (best_kind, gold_kind) = (spec.best_rm.clone(), spec.gold_rm.clone());
     // The sample holds `best_rm_sample` training pairs besides the epoch-choice slice.

@@ -22,9 +22,11 @@ use synpref_engine::report::Quality;
 use synpref_engine::Result;
 use synpref_operators::models::builtin::{HashedBtModel, TrainInfo};
 use synpref_operators::models::encoder::DenseHead;
-use synpref_operators::models::{CachedFeatures, EncoderScorer, HfScorer, ModelSpec, RewardModel};
+use synpref_operators::models::{
+    CachedFeatures, EncoderScorer, FoldAssignment, HfScorer, ModelSpec, RewardModel,
+};
 use synpref_operators::training::best::{self, CrossFitSettings, Folded};
-use synpref_operators::training::folds::{CrossFitted, FoldAssignment};
+use synpref_operators::training::folds::CrossFitted;
 use synpref_operators::training::gold::{
     builtin_gold_folds, complete_gold_pairs, first_pool_examples, head_settings, label_pair,
     sort_labelled, train_builtin_gold,

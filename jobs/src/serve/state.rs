@@ -522,7 +522,7 @@ impl PoolState {
         judges: Option<&synpref_engine::side::JudgeVotes>,
         best_rm: &synpref_engine::report::ModelQuality,
     ) -> Option<synpref_engine::report::Quality> {
-        use synpref_operators::training::folds::FoldAssignment;
+        use synpref_operators::models::FoldAssignment;
         use synpref_operators::training::gold::{builtin_gold_folds, label_pair};
         use synpref_operators::training::quality::{assess, builtin_outcome, VerdictOutcome};
         let GoldModel::Builtin { examples, .. } = &self.gold else {

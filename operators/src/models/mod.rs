@@ -53,12 +53,7 @@ pub trait RewardModel: Send + Sync {
     /// The built-in models behind this one, one per fold, and which fold scores which
     /// pair (one fold for a plain built-in model): lets the score operator hash each
     /// reply once and read every built-in model's weights from one interleaved array.
-    fn hashed_folds(
-        &self,
-    ) -> Option<(
-        Vec<&builtin::HashedBtModel>,
-        crate::training::folds::FoldAssignment,
-    )> {
+    fn hashed_folds(&self) -> Option<(Vec<&builtin::HashedBtModel>, FoldAssignment)> {
         None
     }
     /// What scoring has cost so far (cache use, truncations); zero for the built-in model.
@@ -68,6 +63,36 @@ pub trait RewardModel: Send + Sync {
     /// Writes what the model's score cache holds unwritten (nothing without a cache).
     fn flush(&self) -> Result<(), ModelError> {
         Ok(())
+    }
+}
+
+/// Salt of `FoldAssignment` (any fixed value; changing it changes the folds).
+pub const SALT_FOLD: u64 = 0x5a17_0003;
+
+/// Which of `folds` folds a pair id falls in: how a cross-fitted model
+/// (`training::folds::CrossFitted`) splits pairs between its fold models.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoldAssignment {
+    pub folds: usize,
+    pub salt: u64,
+}
+
+impl FoldAssignment {
+    pub fn new(folds: usize) -> Self {
+        FoldAssignment {
+            folds: folds.max(1),
+            salt: SALT_FOLD,
+        }
+    }
+
+    /// The fold of a pair id, in `0..folds`.
+    #[inline]
+    pub fn fold_of(&self, pair_id: &str) -> usize {
+        if self.folds == 1 {
+            return 0;
+        }
+        ((synpref_engine::hashing::unit_interval(pair_id, self.salt) * self.folds as f64) as usize)
+            .min(self.folds - 1)
     }
 }
 
@@ -481,13 +506,8 @@ pub fn sigmoid(x: f64) -> f64 {
 }
 
 impl RewardModel for builtin::HashedBtModel {
-    fn hashed_folds(
-        &self,
-    ) -> Option<(
-        Vec<&builtin::HashedBtModel>,
-        crate::training::folds::FoldAssignment,
-    )> {
-        Some((vec![self], crate::training::folds::FoldAssignment::new(1)))
+    fn hashed_folds(&self) -> Option<(Vec<&builtin::HashedBtModel>, FoldAssignment)> {
+        Some((vec![self], FoldAssignment::new(1)))
     }
     fn fingerprint(&self) -> String {
         builtin::HashedBtModel::fingerprint(self)

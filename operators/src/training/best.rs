@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use synpref_engine::hashing::unit_interval;
 use synpref_engine::model::PreferencePair;
 
-use super::folds::FoldAssignment;
 use super::{CvAccuracy, SALT_HELDOUT};
 use crate::models::builtin::{hit, HashedBtModel, TrainExample, TrainSettings};
 use crate::models::encoder::{delta, DenseHead, HeadExample, HeadSettings};
+use crate::models::FoldAssignment;
 use crate::models::{CachedFeatures, ModelError};
 
 /// How the best RM is fitted to the pool sample; every knob has its default here.

@@ -7,18 +7,15 @@
 //! debiased machine learning", §3) removes that: no pair is scored by a model that saw
 //! its label, whatever the pair. The assignment depends on the pair id only, so it is
 //! the same for any number of workers or processes.
+//! The assignment itself (`FoldAssignment`) lives beside `RewardModel` in `models`,
+//! whose trait names it.
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-use synpref_engine::hashing::unit_interval;
 use synpref_engine::model::PreferencePair;
 
 use crate::models::builtin::HashedBtModel;
-use crate::models::{ModelError, ModelUsage, RewardModel};
-
-/// Salt of the fold assignment (any fixed value; changing it changes the folds).
-pub const SALT_FOLD: u64 = 0x5a17_0003;
+use crate::models::{FoldAssignment, ModelError, ModelUsage, RewardModel};
 
 /// Default folds of the best RM's cross-fitting: 2, the split of double/debiased
 /// machine learning's original cross-fitting (Chernozhukov et al. 2018). Each fold
@@ -27,31 +24,6 @@ pub const SALT_FOLD: u64 = 0x5a17_0003;
 /// that for the same held-out accuracy (0.820 and 0.819 at 1M generated pairs;
 /// docs/benchmarks.md).
 pub const DEFAULT_FOLDS: usize = 2;
-
-/// Which of `folds` folds a pair id falls in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FoldAssignment {
-    pub folds: usize,
-    pub salt: u64,
-}
-
-impl FoldAssignment {
-    pub fn new(folds: usize) -> Self {
-        FoldAssignment {
-            folds: folds.max(1),
-            salt: SALT_FOLD,
-        }
-    }
-
-    /// The fold of a pair id, in `0..folds`.
-    #[inline]
-    pub fn fold_of(&self, pair_id: &str) -> usize {
-        if self.folds == 1 {
-            return 0;
-        }
-        ((unit_interval(pair_id, self.salt) * self.folds as f64) as usize).min(self.folds - 1)
-    }
-}
 
 /// One model per fold; pair ids of fold k are scored by model k, which was trained
 /// without them.

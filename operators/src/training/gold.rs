@@ -8,9 +8,9 @@ use synpref_engine::hashing::pair_key;
 use synpref_engine::model::{Attributes, GoldLabel, PreferencePair, RowKey, Verdict};
 use synpref_engine::side::GoldLabels;
 
-use super::folds::FoldAssignment;
 use crate::models::builtin::{HashedBtModel, OnlineTrainer, TrainExample, TrainSettings};
 use crate::models::encoder::HeadSettings;
+use crate::models::FoldAssignment;
 
 /// Labelled pairs in a total order: pair id, then content.
 pub fn sort_labelled(pairs: &mut [(PreferencePair, bool)]) {

@@ -1,7 +1,7 @@
 //! Training of the Bradley–Terry models a job needs, with its own settings types (no
 //! job spec reaches in here): the best RM's cross-fitted folds over a pool sample
 //! (`best`), the gold RM and the rules of which labels it learns from (`gold`), the
-//! fold assignment and the cross-fitted scorer (`folds`), and the self-measurement of a
+//! cross-fitted scorer over `models::FoldAssignment` (`folds`), and the self-measurement of a
 //! run from held-out gold verdicts (`quality`).
 
 pub mod best;

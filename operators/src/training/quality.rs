@@ -18,12 +18,12 @@ use synpref_engine::hashing::pair_key;
 use synpref_engine::model::GoldLabel;
 use synpref_engine::side::JudgeVotes;
 
-use super::folds::FoldAssignment;
 use super::CvAccuracy;
 use crate::consistency_rule::{decide_with, RuleSettings};
 use crate::models::builtin::hit;
 use crate::models::builtin::{HashedBtModel, TrainExample};
 use crate::models::sigmoid;
+use crate::models::FoldAssignment;
 
 /// Fewest verdicts behind an estimate before its width earns a warning: below 30 the
 /// 95% interval of a share near 0.8 is wider than ±0.15 (Wilson), too wide to act on.
