@@ -79,10 +79,12 @@ log=target/test-tools-install.log
 install_python_tools > "$log" 2>&1 &
 python_tools=$!
 
-# No import ring between the modules of a crate, no job importing another job, and
-# docs/architecture.md naming every crate and job module: cheap, so before compiling.
+# No import ring between the modules of a crate, no job importing another job,
+# docs/architecture.md naming every crate and job module, no function over 200 lines:
+# cheap, so before compiling.
 python3 scripts/check-rings.py
 python3 scripts/check-architecture.py
+python3 scripts/check-function-length.py
 
 if [ -z "${SYNPREF_TEST_SETUP_ONLY:-}" ]; then
     cargo test --workspace --no-run

@@ -460,16 +460,28 @@ fn stage1_three_iterations_with_a_local_llm_judge_obey_the_k_rule_and_reruns_on_
     );
 
     // The votes feed curate --judges, and change decisions only where p_best ≤ τ.
-    let full_gold = data.join("gold.parquet");
-    let without = tmp.path().join("c0");
-    let with = tmp.path().join("c1");
-    curate_ok(&pool, &full_gold, &without, &[]);
-    curate_ok(
+    judge_votes_change_curate_only_where_the_best_rm_is_unsure(
+        tmp.path(),
         &pool,
-        &full_gold,
-        &with,
-        &["--judges", s(&out.join("judge_votes.parquet"))],
+        &data.join("gold.parquet"),
+        &out.join("judge_votes.parquet"),
+        &votes_before,
     );
+}
+
+/// curate with and without stage1's votes as `--judges`: a decision changes only for a
+/// voted pair whose p_best ≤ τ, from the best RM's veto to the judges' agreement.
+fn judge_votes_change_curate_only_where_the_best_rm_is_unsure(
+    tmp: &Path,
+    pool: &Path,
+    full_gold: &Path,
+    judge_votes: &Path,
+    votes_before: &[Value],
+) {
+    let without = tmp.join("c0");
+    let with = tmp.join("c1");
+    curate_ok(pool, full_gold, &without, &[]);
+    curate_ok(pool, full_gold, &with, &["--judges", s(judge_votes)]);
     let decisions = |dir: &Path| -> BTreeMap<String, (String, f64)> {
         ["curated", "discarded"]
             .iter()
