@@ -1,10 +1,12 @@
 //! Stage 1's commands through the job seam (`crate::job`): `stage1` (a dataflow job on
 //! every worker of the run), and the serial `annotate`, `tasks config`, `tasks export`
-//! and `tasks import`.
+//! and `tasks import` (which read and write through `engine::store`: a local path or an
+//! object-store URL).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
 
 use super::attributes::{run_annotate, AnnotateReport, AnnotateSpec};
@@ -158,18 +160,14 @@ impl SerialJob for TasksExport {
     const NAME: &'static str = "tasks export";
     type Report = ExportedTasks;
 
-    fn check(&self) -> Result<()> {
-        local_dir("--out", &self.out).map(|_| ())
-    }
-
     fn run(&self) -> Result<ExportedTasks> {
         let set = crate::eval::load_eval_set(&self.pairs, 8192)?;
         let refs: Vec<_> = set.pairs.iter().collect();
         let suggestions = vec![tasks::Suggestion::default(); refs.len()];
-        let path = local_dir("--out", &self.out)?;
+        let to = resolve(&self.out)?;
         match self.format {
-            TaskFormat::LabelStudio => tasks::write_label_studio(&path, &refs, &suggestions, self.seed)?,
-            TaskFormat::Argilla => tasks::write_argilla(&path, &refs, &suggestions, self.seed)?,
+            TaskFormat::LabelStudio => tasks::write_label_studio(&to, &refs, &suggestions, self.seed)?,
+            TaskFormat::Argilla => tasks::write_argilla(&to, &refs, &suggestions, self.seed)?,
         }
         Ok(ExportedTasks {
             tasks: refs.len(),
@@ -198,20 +196,15 @@ impl SerialJob for TasksImport {
     const NAME: &'static str = "tasks import";
     type Report = tasks::Imported;
 
-    fn check(&self) -> Result<()> {
-        local_dir("--out", &self.out).map(|_| ())
-    }
-
     fn run(&self) -> Result<tasks::Imported> {
-        let imported = tasks::import_label_studio(std::path::Path::new(&self.label_studio))?;
-        let path = local_dir("--out", &self.out)?;
+        let imported = tasks::import_label_studio(&resolve(&self.label_studio)?)?;
         let mut body = Vec::new();
         for l in &imported.labels {
             serde_json::to_writer(&mut body, &synpref_engine::side::label_to_json(l))
                 .map_err(|e| Error::other(self.out.clone(), e))?;
             body.push(b'\n');
         }
-        std::fs::write(&path, body).map_err(|e| Error::other(self.out.clone(), e))?;
+        resolve(&self.out)?.put(body)?;
         Ok(imported)
     }
 

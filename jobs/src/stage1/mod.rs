@@ -975,13 +975,13 @@ impl Leader {
             })
             .collect();
         tasks::write_label_studio(
-            &dir.join("tasks.label-studio.json"),
+            &resolve(&dir.join("tasks.label-studio.json").display().to_string())?,
             &retrieved_refs,
             &suggestions,
             iteration as u64,
         )?;
         tasks::write_argilla(
-            &dir.join("records.argilla.json"),
+            &resolve(&dir.join("records.argilla.json").display().to_string())?,
             &retrieved_refs,
             &suggestions,
             iteration as u64,
@@ -991,7 +991,8 @@ impl Leader {
             .join("annotations")
             .join(format!("iteration-{iteration}.json"));
         if annotations.is_file() {
-            let imported = tasks::import_label_studio(&annotations)?;
+            let imported =
+                tasks::import_label_studio(&resolve(&annotations.display().to_string())?)?;
             for l in &imported.labels {
                 match l.verdict {
                     Verdict::Chosen => report.labelled_chosen += 1,

@@ -7,11 +7,10 @@
 //! (`a_is_chosen`) so the import maps the choice back to the pair's chosen/rejected.
 //! The models' opinions go along as Label Studio predictions / Argilla suggestions.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 use synpref_engine::model::{GoldLabel, PreferencePair, Verdict};
 use synpref_engine::side::normalise_timestamp;
+use synpref_engine::store::Location;
 use synpref_engine::{Error, Result};
 
 use super::retrieve::conversation_text;
@@ -178,19 +177,21 @@ pub fn label_studio_tasks(
         .collect()
 }
 
-fn write_pretty<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).expect("tasks serialise");
-    std::fs::write(path, bytes).map_err(|e| Error::other(path.display().to_string(), e))
+/// Writes `value` as pretty JSON through the object store (a local file is written to
+/// a temporary name and renamed, so a reader never sees half a file).
+fn write_pretty<T: Serialize>(to: &Location, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::other(to.url.clone(), e))?;
+    to.put(bytes)
 }
 
-/// Writes Label Studio tasks for `pairs` to `path`.
+/// Writes Label Studio tasks for `pairs` to `to` (a local file or an object).
 pub fn write_label_studio(
-    path: &Path,
+    to: &Location,
     pairs: &[&PreferencePair],
     suggestions: &[Suggestion],
     iteration: u64,
 ) -> Result<()> {
-    write_pretty(path, &label_studio_tasks(pairs, suggestions, iteration))
+    write_pretty(to, &label_studio_tasks(pairs, suggestions, iteration))
 }
 
 /// An Argilla (v2) dataset: its settings and records, as `rg.Settings` and
@@ -257,9 +258,9 @@ pub struct ArgillaSuggestion {
     pub agent: String,
 }
 
-/// Writes `pairs` as an Argilla dataset (settings and records) to `path`.
+/// Writes `pairs` as an Argilla dataset (settings and records) to `to`.
 pub fn write_argilla(
-    path: &Path,
+    to: &Location,
     pairs: &[&PreferencePair],
     suggestions: &[Suggestion],
     iteration: u64,
@@ -311,7 +312,7 @@ pub fn write_argilla(
         },
         records,
     };
-    write_pretty(path, &dataset)
+    write_pretty(to, &dataset)
 }
 
 /// `completed_by` in Label Studio's export: a user id, or the user object.
@@ -382,10 +383,11 @@ pub struct Imported {
 
 /// Reads Label Studio's JSON export of synpref's tasks: one gold label per completed
 /// annotation (a later annotation of a pair supersedes an earlier one by `labeled_at`).
-pub fn import_label_studio(path: &Path) -> Result<Imported> {
-    let file = path.display().to_string();
-    let bytes =
-        std::fs::read(path).map_err(|e| Error::bad_file(&file, format!("cannot read: {e}")))?;
+pub fn import_label_studio(from: &Location) -> Result<Imported> {
+    let file = from.url.clone();
+    let bytes = from
+        .get()
+        .map_err(|e| Error::bad_file(&file, format!("cannot read: {e}")))?;
     let tasks: Vec<serde_json::Value> = serde_json::from_slice(&bytes).map_err(|e| {
         Error::bad_file(
             &file,
@@ -476,7 +478,9 @@ mod tests {
                 {"data": {"pair_id": "p2", "prompt": "x", "guideline": "g", "response_a": "a", "response_b": "b", "a_is_chosen": true}, "annotations": []}]"#,
         )
         .unwrap();
-        let got = import_label_studio(&path).unwrap();
+        let got =
+            import_label_studio(&synpref_engine::store::resolve(&path.display().to_string()).unwrap())
+                .unwrap();
         assert_eq!((got.tasks, got.unannotated, got.cancelled), (2, 1, 1));
         assert_eq!(got.labels.len(), 1);
         assert_eq!(got.labels[0].verdict, Verdict::Rejected);
