@@ -354,7 +354,7 @@ pub fn run_tasks(command: TasksCommand) -> Result<(), Error> {
             out,
             seed,
         } => {
-            let set = synpref_jobs::eval::load_eval_set(&pairs, 8192)?;
+            let set = synpref_jobs::read::load_eval_set(&pairs, 8192)?;
             let refs: Vec<_> = set.pairs.iter().collect();
             let suggestions = vec![tasks::Suggestion::default(); refs.len()];
             let path = local("--out", &out)?;

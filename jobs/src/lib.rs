@@ -1,7 +1,8 @@
 //! synpref-jobs: each job is a plain serde spec with documented defaults plus the code
 //! that builds its dataflow from operators: `curate` (batch Stage 2), `score` (one reward
 //! model over a dataset), `serve` (incremental Stage 2 as gold labels arrive), `export` (a committed output in another layout), `eval` (a reward model's accuracy on preference sets), `fractions` (scaling experiments across data fractions), `gen` (synthetic SynPref-like data with ground truth) and
-//! `demo` (gen + curate on an embedded default).
+//! `demo` (gen + curate on an embedded default). `read` holds the readers they share
+//! (pairs and evaluation sets), so that no job borrows another's code.
 
 pub mod curate;
 pub mod demo;
@@ -9,6 +10,7 @@ pub mod eval;
 pub mod export;
 pub mod fractions;
 pub mod gen;
+pub mod read;
 pub mod score;
 pub mod serve;
 pub mod stage1;

@@ -2,7 +2,7 @@
 //! Figure 5). For each seed and fraction it cuts a nested subset of the curated set and
 //! a subset of the same size of the raw pool (`subsets`), trains a reward model on each
 //! (`trainers`: the built-in model, an encoder head, or the user's command), measures it
-//! on every evaluation set (`crate::eval`), and writes the table, the plot and the
+//! on every evaluation set (`crate::read::eval_sets`), and writes the table, the plot and the
 //! report (`results`).
 //!
 //! The tasks, one per (set, fraction, seed), are spread over every timely worker of
@@ -33,8 +33,7 @@ use synpref_engine::{Error, Result};
 use synpref_operators::models::{load_features, CachedFeatures, ModelOptions, ModelSpec};
 use timely::worker::Worker;
 
-use crate::eval::{accuracy, load_eval_set, EvalSet, SetAccuracy};
-use crate::score::{input_schema, read_valid_pairs};
+use crate::read::{accuracy, input_schema, load_eval_set, read_valid_pairs, EvalSet, SetAccuracy};
 use subsets::{content_key, RankKey, SmallestN};
 use trainers::{Subset, TrainerSpec};
 

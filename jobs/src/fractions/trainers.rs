@@ -24,7 +24,7 @@ use synpref_operators::models::{saved, CachedFeatures};
 use synpref_operators::training::best::{is_heldout, train_head};
 
 use super::SetData;
-use crate::eval::EvalModel;
+use crate::read::EvalModel;
 
 /// How each subset's reward model is trained; every knob has its default here.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

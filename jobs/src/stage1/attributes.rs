@@ -22,7 +22,7 @@ use super::llm::{
     LlmUsage,
 };
 use super::retrieve::conversation_text;
-use crate::eval::load_eval_set;
+use crate::read::load_eval_set;
 
 /// The Magpie task taxonomy (Xu et al. 2024), as DESIGN §1 lists it.
 pub const TASK_CATEGORIES: [&str; 12] = [

@@ -44,7 +44,7 @@ use synpref_operators::models::builtin::{HashedBtModel, TrainExample, TrainSetti
 use synpref_operators::models::saved::{self, ToSave};
 use synpref_operators::models::{sigmoid, ModelOptions};
 
-use crate::eval::load_eval_set;
+use crate::read::load_eval_set;
 use ann::{IndexKind, IndexSettings, IndexStats, PoolIndex};
 use judge::{JudgeQuality, JudgeSample, JudgeSettings, JudgeTask, JudgeVote};
 use llm::{LlmClient, LlmSettings, LlmUsage};
@@ -317,11 +317,11 @@ fn read_pool_partition(
 ) -> Result<(Vec<PreferencePair>, u64, u64)> {
     use synpref_engine::extras::ExtrasCodec;
     let input = synpref_engine::input::plan_input(url)?;
-    let (_, extras_fields) = crate::score::input_schema(&input)?;
+    let (_, extras_fields) = crate::read::input_schema(&input)?;
     let extras = std::sync::Arc::new(ExtrasCodec::new(extras_fields)?);
     let mut invalid = 0u64;
     let mut mine = Vec::new();
-    let rows = crate::score::read_valid_pairs(
+    let rows = crate::read::read_valid_pairs(
         &input,
         &extras,
         8192,
