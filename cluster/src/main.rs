@@ -331,7 +331,6 @@ impl StageArgs {
         gold: String,
         out: String,
     ) -> Result<CurateSpec, synpref_engine::Error> {
-        use synpref_engine::Error;
         let mut spec = CurateSpec {
             models: self.models.options()?,
             score_cache: self.models.cache(),
@@ -343,8 +342,8 @@ impl StageArgs {
             decontaminate: self.decontaminate,
             emit_flipped: self.emit_flipped,
             max_pair_bytes: self.max_pair_bytes,
-            best_rm: ModelSpec::parse(&self.best_rm).map_err(|e| Error::setting("--best-rm", e))?,
-            gold_rm: ModelSpec::parse(&self.gold_rm).map_err(|e| Error::setting("--gold-rm", e))?,
+            best_rm: ModelSpec::parse(&self.best_rm).map_err(|e| e.for_setting("--best-rm"))?,
+            gold_rm: ModelSpec::parse(&self.gold_rm).map_err(|e| e.for_setting("--gold-rm"))?,
             best_rm_sample: self.best_rm_sample,
             format: self.format,
             output_file_format: self.output_file_format,
@@ -642,7 +641,7 @@ impl FractionsArgs {
             (_, Some(_)) => {
                 return Err(Error::setting("--train-command", "is only read with --trainer command"))
             }
-            (spec, None) => match ModelSpec::parse(spec).map_err(|e| Error::setting("--trainer", e))? {
+            (spec, None) => match ModelSpec::parse(spec).map_err(|e| e.for_setting("--trainer"))? {
                 ModelSpec::Builtin => TrainerSpec::Builtin {
                     settings: Default::default(),
                 },
@@ -957,7 +956,7 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
         Command::Eval(args) => {
             let spec = synpref_jobs::eval::EvalSpec {
                 model: synpref_jobs::eval::EvalModel::parse(&args.model)
-                    .map_err(|e| synpref_engine::Error::setting("--model", e))?,
+                    .map_err(|e| e.for_setting("--model"))?,
                 evals: args.evals,
                 out: args.out,
                 options: args.models.options()?,
@@ -1030,7 +1029,7 @@ fn run(command: Command) -> Result<(), synpref_engine::Error> {
         Command::Score(args) => {
             let spec = ScoreSpec {
                 model: ModelSpec::parse(&args.model)
-                    .map_err(|e| synpref_engine::Error::setting("--model", e))?,
+                    .map_err(|e| e.for_setting("--model"))?,
                 pairs: args.pairs,
                 out: args.out.clone(),
                 options: args.models.options()?,

@@ -216,7 +216,7 @@ impl Stage1Args {
         spec.truth = self.truth;
         spec.iterations = self.iterations;
         spec.embedder =
-            EmbedderSpec::parse(&self.embedder).map_err(|e| Error::setting("--embedder", e))?;
+            EmbedderSpec::parse(&self.embedder).map_err(|e| e.for_setting("--embedder"))?;
         spec.labeler = labeler;
         spec.judges = JudgeSettings {
             models: self.judge_models,

@@ -62,23 +62,23 @@ impl<'de> Deserialize<'de> for EvalModel {
 
 impl EvalModel {
     /// Parses `hf:DIR` or `saved:DIR`, checking that the directory holds such a model.
-    pub fn parse(spec: &str) -> std::result::Result<EvalModel, String> {
+    pub fn parse(spec: &str) -> std::result::Result<EvalModel, ModelError> {
         if let Some(d) = spec.strip_prefix("saved:") {
             let dir = PathBuf::from(d);
             if !saved::is_saved(&dir) {
-                return Err(format!(
+                return Err(ModelError::Spec(format!(
                     "`{spec}`: {} has no {} (a model synpref saved, e.g. by `synpref fractions`)",
                     dir.display(),
                     saved::CARD_FILE
-                ));
+                )));
             }
             return Ok(EvalModel::Saved(dir));
         }
         match ModelSpec::parse(spec)? {
             ModelSpec::Hf(dir) => Ok(EvalModel::Hf(dir)),
-            other => Err(format!(
+            other => Err(ModelError::Spec(format!(
                 "`{other}` names a kind of model to train, not trained weights: give hf:DIR, or saved:DIR for a model synpref trained and saved"
-            )),
+            ))),
         }
     }
 

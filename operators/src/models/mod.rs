@@ -40,6 +40,10 @@ pub enum ModelError {
     Cache(String),
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
+    /// A model spec (`--model`, `--best-rm`, `--embedder`, ...) that names no usable
+    /// model; the message quotes the spec.
+    #[error("{0}")]
+    Spec(String),
 }
 
 use synpref_engine::model::PreferencePair;
@@ -78,7 +82,7 @@ impl ModelError {
     pub fn for_setting(self, flag: &str) -> synpref_engine::Error {
         use synpref_engine::Error;
         match self {
-            ModelError::Load { .. } | ModelError::Template(_) => {
+            ModelError::Load { .. } | ModelError::Template(_) | ModelError::Spec(_) => {
                 Error::setting(flag, self.to_string())
             }
             other => Error::other(flag, other),
@@ -132,7 +136,9 @@ pub struct ModelOptions {
 }
 
 /// `--device`: `auto` (CUDA if built with it and a GPU is present), `cpu` or `cuda`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
     #[default]
@@ -142,7 +148,9 @@ pub enum DeviceChoice {
 }
 
 /// `--dtype`: `auto` (bf16 on CUDA, f32 on the CPU), `f32` or `bf16`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DTypeChoice {
     #[default]
@@ -153,46 +161,37 @@ pub enum DTypeChoice {
 
 impl std::fmt::Display for DeviceChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            DeviceChoice::Auto => "auto",
-            DeviceChoice::Cpu => "cpu",
-            DeviceChoice::Cuda => "cuda",
-        })
-    }
-}
-
-impl std::str::FromStr for DeviceChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(DeviceChoice::Auto),
-            "cpu" => Ok(DeviceChoice::Cpu),
-            "cuda" => Ok(DeviceChoice::Cuda),
-            other => Err(format!("`{other}`: use auto, cpu or cuda")),
-        }
+        synpref_engine::output::value_name(self, f)
     }
 }
 
 impl std::fmt::Display for DTypeChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            DTypeChoice::Auto => "auto",
-            DTypeChoice::F32 => "f32",
-            DTypeChoice::Bf16 => "bf16",
-        })
+        synpref_engine::output::value_name(self, f)
     }
 }
 
-impl std::str::FromStr for DTypeChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(DTypeChoice::Auto),
-            "f32" => Ok(DTypeChoice::F32),
-            "bf16" => Ok(DTypeChoice::Bf16),
-            other => Err(format!("`{other}`: use auto, f32 or bf16")),
-        }
-    }
+#[cfg(test)]
+#[test]
+fn device_and_dtype_have_one_name_for_clap_serde_and_display() {
+    use clap::ValueEnum;
+    let names = |all: Vec<String>| all.join(" ");
+    let device = DeviceChoice::value_variants().iter().map(|v| {
+        assert_eq!(
+            serde_json::to_value(v).unwrap().as_str(),
+            Some(v.to_string().as_str())
+        );
+        v.to_string()
+    });
+    assert_eq!(names(device.collect()), "auto cpu cuda");
+    let dtype = DTypeChoice::value_variants().iter().map(|v| {
+        assert_eq!(
+            serde_json::to_value(v).unwrap().as_str(),
+            Some(v.to_string().as_str())
+        );
+        v.to_string()
+    });
+    assert_eq!(names(dtype.collect()), "auto f32 bf16");
 }
 
 impl Default for ModelOptions {
@@ -427,13 +426,18 @@ impl<'de> Deserialize<'de> for ModelSpec {
 
 impl ModelSpec {
     /// Parses `builtin`, `hf:DIR` or `encoder:DIR`; the directory must exist.
-    pub fn parse(spec: &str) -> Result<ModelSpec, String> {
-        let dir = |d: &str| -> Result<PathBuf, String> {
+    pub fn parse(spec: &str) -> Result<ModelSpec, ModelError> {
+        let dir = |d: &str| -> Result<PathBuf, ModelError> {
             let p = PathBuf::from(d);
             if d.is_empty() {
-                Err(format!("`{spec}`: no directory after the colon"))
+                Err(ModelError::Spec(format!(
+                    "`{spec}`: no directory after the colon"
+                )))
             } else if !p.join("config.json").is_file() {
-                Err(format!("`{spec}`: {} has no config.json", p.display()))
+                Err(ModelError::Spec(format!(
+                    "`{spec}`: {} has no config.json",
+                    p.display()
+                )))
             } else {
                 Ok(p)
             }
@@ -445,9 +449,9 @@ impl ModelSpec {
         } else if let Some(d) = spec.strip_prefix("encoder:") {
             dir(d).map(ModelSpec::Encoder)
         } else {
-            Err(format!(
+            Err(ModelError::Spec(format!(
                 "`{spec}` is not a model spec (builtin, hf:DIR or encoder:DIR)"
-            ))
+            )))
         }
     }
 }
