@@ -23,7 +23,7 @@ use synpref_engine::output::{
 use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
 use synpref_operators::models::{
-    load_features, sigmoid, ModelOptions, ModelSpec, ModelUsage, RewardModel,
+    load_hf, sigmoid, ModelOptions, ModelSpec, ModelUsage, RewardModel,
 };
 use synpref_operators::routed;
 
@@ -63,8 +63,7 @@ pub struct ScoreReport {
 /// Runs `score`.
 pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
     let started = Instant::now();
-    let model_spec = spec.model.clone();
-    if !matches!(model_spec, ModelSpec::Hf(_)) {
+    let ModelSpec::Hf(dir) = &spec.model else {
         return Err(Error::setting(
             "--model",
             format!(
@@ -72,10 +71,9 @@ pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
                 spec.model
             ),
         ));
-    }
-    let features = load_features(&model_spec, &spec.options, spec.cache.as_deref())
-        .map_err(|e| e.for_setting("--model"))?
-        .expect("hf spec has features");
+    };
+    let features =
+        load_hf(dir, &spec.options, spec.cache.as_deref()).map_err(|e| e.for_setting("--model"))?;
     let model = synpref_operators::models::HfScorer(features);
     let input = plan_input(&spec.pairs)?;
     let out = resolve(&spec.out)?;

@@ -253,8 +253,8 @@ pub fn run_worker_with(
 
     // Model usage: the feature sources are shared by a process's workers, so each
     // process reports once (its first worker).
-    let usage = |f: &Option<std::sync::Arc<synpref_operators::models::CachedFeatures>>| {
-        f.as_ref()
+    let usage = |m: &synpref_operators::models::LoadedModel| {
+        m.features()
             .filter(|_| worker.index() % spec.machine.workers == 0)
             .map(|f| f.usage())
             .unwrap_or_default()

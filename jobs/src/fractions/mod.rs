@@ -30,7 +30,7 @@ use synpref_engine::model::PreferencePair;
 use synpref_engine::output::OutputSchema;
 use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
-use synpref_operators::models::{load_features, CachedFeatures, ModelOptions, ModelSpec};
+use synpref_operators::models::{load_encoder, CachedFeatures, ModelOptions};
 use timely::worker::Worker;
 
 use crate::read::{accuracy, input_schema, load_eval_set, read_valid_pairs, EvalSet, SetAccuracy};
@@ -165,12 +165,10 @@ pub fn prepare(
         ));
     }
     let features = match &spec.trainer {
-        TrainerSpec::Encoder { dir, .. } => load_features(
-            &ModelSpec::Encoder(dir.clone()),
-            &spec.options,
-            spec.score_cache.as_deref(),
-        )
-        .map_err(|e| e.for_setting("--trainer"))?,
+        TrainerSpec::Encoder { dir, .. } => Some(
+            load_encoder(dir, &spec.options, spec.score_cache.as_deref())
+                .map_err(|e| e.for_setting("--trainer"))?,
+        ),
         _ => None,
     };
     let trainer_fingerprint = spec

@@ -15,7 +15,7 @@ use synpref_engine::model::PreferencePair;
 use synpref_engine::report::Estimate;
 use synpref_engine::{Error, Result};
 use synpref_operators::models::{
-    load_features, saved, HfScorer, ModelError, ModelOptions, ModelSpec, RewardModel,
+    load_hf, saved, HfScorer, ModelError, ModelOptions, ModelSpec, RewardModel,
 };
 
 use super::pairs::{input_schema, read_valid_pairs};
@@ -89,11 +89,7 @@ impl EvalModel {
         cache: Option<&str>,
     ) -> std::result::Result<Arc<dyn RewardModel>, ModelError> {
         match self {
-            EvalModel::Hf(dir) => {
-                let features = load_features(&ModelSpec::Hf(dir.clone()), options, cache)?
-                    .expect("an hf spec has features");
-                Ok(Arc::new(HfScorer(features)))
-            }
+            EvalModel::Hf(dir) => Ok(Arc::new(HfScorer(load_hf(dir, options, cache)?))),
             EvalModel::Saved(dir) => saved::load(dir, options, cache),
         }
     }

@@ -456,18 +456,68 @@ impl ModelSpec {
     }
 }
 
-/// Loads the cacheable feature source of a transformer spec (`None` for builtin), with
-/// its cache under `cache_url` when one is given.
-pub fn load_features(
-    spec: &ModelSpec,
+/// A model spec with what it needs loaded: the built-in model needs nothing, an `hf:`
+/// or `encoder:` model its cacheable feature source. Jobs carry this one value for "a
+/// model" once it is loaded, so that no caller matches the spec and its features
+/// separately (and checks again that they agree).
+#[derive(Clone)]
+pub enum LoadedModel {
+    Builtin,
+    /// A ready reward model: its features are the rewards.
+    Hf(Arc<CachedFeatures>),
+    /// A sentence encoder: its features are the embeddings a head is trained on.
+    Encoder(Arc<CachedFeatures>),
+}
+
+impl LoadedModel {
+    /// Loads what `spec` needs, its score cache under `cache_url` when one is given.
+    pub fn load(
+        spec: &ModelSpec,
+        options: &ModelOptions,
+        cache_url: Option<&str>,
+    ) -> Result<LoadedModel, ModelError> {
+        Ok(match spec {
+            ModelSpec::Builtin => LoadedModel::Builtin,
+            ModelSpec::Hf(dir) => LoadedModel::Hf(load_hf(dir, options, cache_url)?),
+            ModelSpec::Encoder(dir) => LoadedModel::Encoder(load_encoder(dir, options, cache_url)?),
+        })
+    }
+
+    /// The feature source (`None` for the built-in model).
+    pub fn features(&self) -> Option<&Arc<CachedFeatures>> {
+        match self {
+            LoadedModel::Builtin => None,
+            LoadedModel::Hf(f) | LoadedModel::Encoder(f) => Some(f),
+        }
+    }
+}
+
+/// Loads an `hf:` directory's reward model as a cacheable feature source.
+pub fn load_hf(
+    dir: &std::path::Path,
     options: &ModelOptions,
     cache_url: Option<&str>,
-) -> Result<Option<Arc<CachedFeatures>>, ModelError> {
-    let features: Arc<dyn PairFeatures> = match spec {
-        ModelSpec::Builtin => return Ok(None),
-        ModelSpec::Hf(dir) => Arc::new(hf::HfRewardModel::load(dir, options)?),
-        ModelSpec::Encoder(dir) => Arc::new(encoder::EncoderFeatures::load(dir, options)?),
-    };
+) -> Result<Arc<CachedFeatures>, ModelError> {
+    cached(Arc::new(hf::HfRewardModel::load(dir, options)?), cache_url)
+}
+
+/// Loads an `encoder:` directory's sentence encoder as a cacheable feature source.
+pub fn load_encoder(
+    dir: &std::path::Path,
+    options: &ModelOptions,
+    cache_url: Option<&str>,
+) -> Result<Arc<CachedFeatures>, ModelError> {
+    cached(
+        Arc::new(encoder::EncoderFeatures::load(dir, options)?),
+        cache_url,
+    )
+}
+
+/// `features` behind the score cache under `cache_url` when one is given.
+fn cached(
+    features: Arc<dyn PairFeatures>,
+    cache_url: Option<&str>,
+) -> Result<Arc<CachedFeatures>, ModelError> {
     let cache = match cache_url {
         Some(url) => Some(Arc::new(
             ScoreCache::open(url, features.fingerprint(), features.width())
@@ -475,7 +525,7 @@ pub fn load_features(
         )),
         None => None,
     };
-    Ok(Some(Arc::new(CachedFeatures::new(features, cache))))
+    Ok(Arc::new(CachedFeatures::new(features, cache)))
 }
 
 /// σ(x) in f64.
