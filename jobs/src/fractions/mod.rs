@@ -30,12 +30,12 @@ use synpref_engine::model::PreferencePair;
 use synpref_engine::output::OutputSchema;
 use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
-use synpref_operators::models::{load_encoder, CachedFeatures, ModelOptions};
+use synpref_operators::models::ModelOptions;
 use timely::worker::Worker;
 
 use crate::read::{accuracy, input_schema, load_eval_set, read_valid_pairs, EvalSet, SetAccuracy};
 use subsets::{content_key, RankKey, SmallestN};
-use trainers::{Subset, TrainerSpec};
+use trainers::{LoadedTrainer, Subset, TrainerSpec};
 
 /// The fractions of the paper's Figure 5 range and the default.
 pub const DEFAULT_FRACTIONS: [f64; 7] = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
@@ -137,11 +137,11 @@ pub struct Task {
 }
 
 /// Everything a process prepares before its workers start: the validated spec, the
-/// encoder's features (loaded once per process and shared by its workers) and the
-/// trainer's fingerprint.
+/// trainer with what it trains from (an encoder's features, loaded once per process
+/// and shared by its workers) and the trainer's fingerprint.
 pub struct FractionsPlan {
     pub spec: FractionsSpec,
-    features: Option<Arc<CachedFeatures>>,
+    trainer: LoadedTrainer,
     trainer_fingerprint: String,
     bar: indicatif::ProgressBar,
     started: Instant,
@@ -164,16 +164,8 @@ pub fn prepare(
             ),
         ));
     }
-    let features = match &spec.trainer {
-        TrainerSpec::Encoder { dir, .. } => Some(
-            load_encoder(dir, &spec.options, spec.score_cache.as_deref())
-                .map_err(|e| e.for_setting("--trainer"))?,
-        ),
-        _ => None,
-    };
-    let trainer_fingerprint = spec
-        .trainer
-        .fingerprint(features.as_ref().map(|f| f.features.fingerprint()));
+    let trainer = LoadedTrainer::load(&spec.trainer, &spec.options, spec.score_cache.as_deref())?;
+    let trainer_fingerprint = spec.trainer.fingerprint(trainer.encoder_fingerprint());
     let mine = assign(&tasks(&spec), &spec.fractions, total_workers)
         .into_iter()
         .filter(|(w, _)| process_workers.contains(w))
@@ -184,7 +176,7 @@ pub fn prepare(
     }
     Ok(FractionsPlan {
         spec,
-        features,
+        trainer,
         trainer_fingerprint,
         bar,
         started: Instant::now(),
@@ -454,7 +446,7 @@ fn run_task(
         Some(t) => t,
         None => trainers::train(
             &spec.trainer,
-            plan.features.as_ref(),
+            &plan.trainer,
             &spec.cache,
             model_key,
             subset,
