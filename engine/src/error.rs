@@ -102,6 +102,17 @@ impl Error {
         }
     }
 
+    /// A copy of this error that `worker` reports (an `Error` is not `Clone`, and a
+    /// failure cached or shared between threads reaches several of them): the same
+    /// text and the same exit status.
+    pub fn copied_by(&self, worker: usize) -> Error {
+        Error::PeerFailed {
+            worker,
+            exit_code: self.exit_code(),
+            message: self.to_string(),
+        }
+    }
+
     pub fn setting(setting: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Setting {
             setting: setting.into(),

@@ -30,7 +30,10 @@ pub const ROWS_PER_PART: u64 = 2_000_000;
 
 /// How curated and discarded rows are laid out (`--format`, DESIGN §4). Quarantine is
 /// always written as `Input`: its rows may lack the fields the other layouts need.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Its names (`input`, `trl`, ...) are clap's and serde's, alike.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     /// Rows as read (prompt, chosen and rejected in their input form) plus `reason`,
@@ -54,24 +57,6 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
-    pub const ALL: [OutputFormat; 5] = [
-        OutputFormat::Input,
-        OutputFormat::Conversational,
-        OutputFormat::Trl,
-        OutputFormat::Openrlhf,
-        OutputFormat::Rewardbench,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            OutputFormat::Input => "input",
-            OutputFormat::Conversational => "conversational",
-            OutputFormat::Trl => "trl",
-            OutputFormat::Openrlhf => "openrlhf",
-            OutputFormat::Rewardbench => "rewardbench",
-        }
-    }
-
     /// The file format a layout is written in unless `--output-file-format` says
     /// otherwise: RewardBench loads `--load_json` datasets, everything else Parquet.
     pub fn default_file_format(self) -> OutputFileFormat {
@@ -84,27 +69,28 @@ impl OutputFormat {
 
 impl std::fmt::Display for OutputFormat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        value_name(self, f)
     }
 }
 
-impl std::str::FromStr for OutputFormat {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        OutputFormat::ALL
-            .into_iter()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "`{s}` is not a format; expected one of {}",
-                    OutputFormat::ALL.map(|f| f.name()).join(", ")
-                )
-            })
-    }
+/// Writes a value's clap name (its `--flag` spelling, which its serde name equals): the
+/// `Display` of the setting enums.
+pub fn value_name(
+    value: &impl clap::ValueEnum,
+    f: &mut std::fmt::Formatter<'_>,
+) -> std::fmt::Result {
+    f.write_str(
+        value
+            .to_possible_value()
+            .expect("no variant is skipped")
+            .get_name(),
+    )
 }
 
 /// The file format of output parts (`--output-file-format`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFileFormat {
     #[default]
@@ -129,16 +115,9 @@ impl OutputFileFormat {
     }
 }
 
-impl std::str::FromStr for OutputFileFormat {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "parquet" => Ok(OutputFileFormat::Parquet),
-            "jsonl" => Ok(OutputFileFormat::Jsonl),
-            other => Err(format!(
-                "`{other}` is not an output file format; expected parquet or jsonl"
-            )),
-        }
+impl std::fmt::Display for OutputFileFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        value_name(self, f)
     }
 }
 
@@ -866,6 +845,34 @@ pub fn write_parquet_file(loc: &Location, batches: &[RecordBatch]) -> Result<()>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn setting_enums_have_one_name_for_clap_serde_and_display() {
+        use clap::ValueEnum;
+        let names = |all: &[String]| all.join(" ");
+        let formats: Vec<String> = OutputFormat::value_variants()
+            .iter()
+            .map(|v| {
+                let json = serde_json::to_value(v).unwrap();
+                assert_eq!(json.as_str(), Some(v.to_string().as_str()));
+                assert_eq!(OutputFormat::from_str(&v.to_string(), false), Ok(*v));
+                v.to_string()
+            })
+            .collect();
+        assert_eq!(
+            names(&formats),
+            "input conversational trl openrlhf rewardbench"
+        );
+        let files: Vec<String> = OutputFileFormat::value_variants()
+            .iter()
+            .map(|v| {
+                let json = serde_json::to_value(v).unwrap();
+                assert_eq!(json.as_str(), Some(v.to_string().as_str()));
+                v.to_string()
+            })
+            .collect();
+        assert_eq!(names(&files), "parquet jsonl");
+    }
+
     use super::*;
 
     fn m(role: &str, content: &str) -> Message {

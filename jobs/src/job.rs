@@ -118,7 +118,8 @@ pub trait Job: Sized {
 
     /// Runs the plan: a dataflow job on the host's workers ([`on_workers`]), a serial
     /// one on the calling thread. The leader's report; `None` on the other processes.
-    fn execute(plan: Arc<Self::Plan>, role: &Role, host: &dyn Host) -> Result<Option<Self::Report>>;
+    fn execute(plan: Arc<Self::Plan>, role: &Role, host: &dyn Host)
+        -> Result<Option<Self::Report>>;
 
     /// What the binary prints on standard output when the job is done.
     fn summary(plan: &Self::Plan, report: &Self::Report) -> String;
@@ -235,7 +236,11 @@ where
 
 /// Prepares and executes `job` as the binary's runner does, without the summary: for a
 /// job that composes another (demo runs curate after gen).
-pub fn run_nested<J: Job>(job: J, role: &Role, host: &dyn Host) -> Result<Option<(Arc<J::Plan>, J::Report)>> {
+pub fn run_nested<J: Job>(
+    job: J,
+    role: &Role,
+    host: &dyn Host,
+) -> Result<Option<(Arc<J::Plan>, J::Report)>> {
     job.validate()?;
     let role = Role {
         workers: job.run_settings().workers,

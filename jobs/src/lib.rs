@@ -5,7 +5,8 @@
 //! committed output in another layout), `eval` (a reward model's accuracy on preference
 //! sets), `fractions` (scaling experiments across data fractions), `stage1` (Stage 1's
 //! loop, `annotate`, annotation `tasks`), `gen` (synthetic SynPref-like data with ground
-//! truth) and `demo` (gen + curate on an embedded default).
+//! truth) and `demo` (gen + curate on an embedded default). `read` holds the readers they
+//! share (pairs and evaluation sets), so that no job borrows another's code.
 
 pub mod curate;
 pub mod demo;
@@ -14,6 +15,7 @@ pub mod export;
 pub mod fractions;
 pub mod gen;
 pub mod job;
+pub mod read;
 pub mod score;
 pub mod serve;
 pub mod stage1;

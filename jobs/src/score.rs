@@ -15,20 +15,19 @@ use arrow::array::{ArrayRef, Float32Array, Float64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use serde::{Deserialize, Serialize};
 use synpref_engine::extras::ExtrasCodec;
-use synpref_engine::input::{plan_input, InputPlan, JsonlObservation, ShardReader};
+use synpref_engine::input::plan_input;
 use synpref_engine::model::{Destination, PreferencePair, Reason};
 use synpref_engine::output::{
-    rows_to_batch, write_json, write_parquet_file, OutputRow, OutputSchema, PartWriter, WrittenFile,
+    rows_to_batch, write_json, write_parquet_file, PartWriter, WrittenFile,
 };
 use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
 use synpref_operators::models::{
-    load_features, sigmoid, ModelOptions, ModelSpec, ModelUsage, RewardModel,
+    load_hf, sigmoid, ModelOptions, ModelSpec, ModelUsage, RewardModel,
 };
 use synpref_operators::routed;
-use synpref_operators::validate::{check, ValidateSettings};
 
-use synpref_engine::schema::infer_output_schema;
+use crate::read::{input_schema, read_valid_pairs};
 
 /// The plain-data spec of a score run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -64,8 +63,7 @@ pub struct ScoreReport {
 /// Runs `score`.
 pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
     let started = Instant::now();
-    let model_spec = spec.model.clone();
-    if !matches!(model_spec, ModelSpec::Hf(_)) {
+    let ModelSpec::Hf(dir) = &spec.model else {
         return Err(Error::setting(
             "--model",
             format!(
@@ -73,10 +71,9 @@ pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
                 spec.model
             ),
         ));
-    }
-    let features = load_features(&model_spec, &spec.options, spec.cache.as_deref())
-        .map_err(|e| e.for_setting("--model"))?
-        .expect("hf spec has features");
+    };
+    let features =
+        load_hf(dir, &spec.options, spec.cache.as_deref()).map_err(|e| e.for_setting("--model"))?;
     let model = synpref_operators::models::HfScorer(features);
     let input = plan_input(&spec.pairs)?;
     let out = resolve(&spec.out)?;
@@ -190,59 +187,6 @@ pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
     };
     write_json(&out.child("report.json"), &report)?;
     Ok(report)
-}
-
-/// The output schema and the extra columns of an input (a JSONL input is read once to
-/// learn which columns hold message lists).
-pub fn input_schema(input: &InputPlan) -> Result<(OutputSchema, Vec<Field>)> {
-    let mut observations = Vec::new();
-    for shard in input.shards_for(0, 1) {
-        let mut obs = JsonlObservation {
-            file: shard.file(),
-            ..Default::default()
-        };
-        let mut reader = ShardReader::open(input, shard, None, true, None)?;
-        while reader.next_batch(Some(&mut obs))?.is_some() {}
-        observations.push(obs);
-    }
-    infer_output_schema(input, &observations)
-}
-
-/// Reads every row of `input`, validates it as `score` does (empty replies allowed: a
-/// scorer can score them), hands invalid rows to `invalid` and valid pairs to `pairs`
-/// in chunks of `chunk_pairs` in input order. Returns the rows read.
-pub fn read_valid_pairs(
-    input: &InputPlan,
-    extras: &Arc<ExtrasCodec>,
-    chunk_pairs: usize,
-    invalid: &mut dyn FnMut(OutputRow) -> Result<()>,
-    pairs: &mut dyn FnMut(Vec<PreferencePair>) -> Result<()>,
-) -> Result<u64> {
-    let settings = ValidateSettings {
-        max_pair_bytes: crate::curate::CurateSpec::default().max_pair_bytes,
-        allow_empty_replies: true,
-    };
-    let (mut rows, mut pending) = (0u64, Vec::new());
-    for shard in input.shards_for(0, 1) {
-        let mut reader = ShardReader::open(input, shard, Some(extras), false, None)?;
-        while let Some(batch) = reader.next_batch(None)? {
-            rows += batch.len() as u64;
-            for record in batch {
-                match check(record, &settings) {
-                    Ok(pair) => pending.push(pair),
-                    Err(row) => invalid(row)?,
-                }
-            }
-            while pending.len() >= chunk_pairs.max(1) {
-                let rest = pending.split_off(chunk_pairs.max(1));
-                pairs(std::mem::replace(&mut pending, rest))?;
-            }
-        }
-    }
-    if !pending.is_empty() {
-        pairs(pending)?;
-    }
-    Ok(rows)
 }
 
 impl crate::job::SerialJob for ScoreSpec {

@@ -148,7 +148,7 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
                     InvalidReason::ImplicitPrompt
                 };
                 let f = refill(RawValue::Missing, chosen, rejected, attributes, extras);
-                return fail(f, reason, message);
+                return fail(f, reason, message.to_string());
             }
         },
         RawValue::WrongType(_) => unreachable!("checked above"),
@@ -260,26 +260,42 @@ fn conversation_problem(fields: &RawFields) -> Option<(InvalidReason, String)> {
     None
 }
 
+/// Why a row without `prompt` has no implicit prompt (its text is the quarantine
+/// message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+enum ImplicitPromptError {
+    #[error("implicit-prompt form: a conversation is empty")]
+    Empty,
+    #[error("implicit-prompt form: a conversation does not end in an assistant reply")]
+    NoFinalReply,
+    #[error(
+        "implicit-prompt form: the chosen and rejected conversations differ before the final reply"
+    )]
+    PromptsDiffer,
+    #[error("`prompt` is missing (and chosen/rejected are not whole conversations)")]
+    NotConversations,
+}
+
 /// The shared prompt of the TRL implicit-prompt form: both conversations must end in an
 /// assistant reply and agree on everything before it.
-fn implicit_prompt(chosen: &Conversation, rejected: &Conversation) -> Result<Conversation, String> {
+fn implicit_prompt(
+    chosen: &Conversation,
+    rejected: &Conversation,
+) -> Result<Conversation, ImplicitPromptError> {
     match (chosen, rejected) {
         (Conversation::Messages(c), Conversation::Messages(r)) => {
             let (Some((lc, pc)), Some((lr, pr))) = (c.split_last(), r.split_last()) else {
-                return Err("implicit-prompt form: a conversation is empty".into());
+                return Err(ImplicitPromptError::Empty);
             };
             if lc.role != "assistant" || lr.role != "assistant" {
-                return Err(
-                    "implicit-prompt form: a conversation does not end in an assistant reply"
-                        .into(),
-                );
+                return Err(ImplicitPromptError::NoFinalReply);
             }
             if pc != pr {
-                return Err("implicit-prompt form: the chosen and rejected conversations differ before the final reply".into());
+                return Err(ImplicitPromptError::PromptsDiffer);
             }
             Ok(Conversation::Messages(pc.to_vec()))
         }
-        _ => Err("`prompt` is missing (and chosen/rejected are not whole conversations)".into()),
+        _ => Err(ImplicitPromptError::NotConversations),
     }
 }
 

@@ -37,6 +37,25 @@ fn serve_exits_2_naming_the_address_when_the_port_is_taken() {
     assert!(err.contains(&addr) && err.contains("--listen"), "{err}");
 }
 
+/// A pool with a bad input file is found by the workers' first plan (shared by the
+/// process's workers): serve exits 2 naming the file, as curate does, not 1.
+#[test]
+fn serve_exits_2_naming_the_file_when_the_pool_has_a_bad_input_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let no_rejected = tmp.path().join("no_rejected.jsonl");
+    std::fs::write(&no_rejected, "{\"prompt\":\"p\",\"chosen\":\"c\"}\n").unwrap();
+    let garbage = tmp.path().join("garbage.parquet");
+    std::fs::write(&garbage, b"PAR1 definitely not parquet").unwrap();
+    for (pool, workers) in [(&no_rejected, 1), (&garbage, 2)] {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let out = tmp.path().join(format!("out{workers}"));
+        let (code, err) = exits_within(serve_command(pool, &out, workers, &listen), 60);
+        let name = pool.file_name().unwrap().to_str().unwrap();
+        assert_eq!(code, Some(2), "{name}: {err}");
+        assert!(err.contains(name), "{err}");
+    }
+}
+
 #[test]
 fn a_second_serve_on_the_same_out_is_refused_with_exit_2_and_the_first_goes_on() {
     let tmp = tempfile::tempdir().unwrap();

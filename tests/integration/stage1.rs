@@ -715,7 +715,9 @@ fn label_studio_round_trip_turns_annotations_into_gold_labels_for_the_next_itera
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start label-studio (run scripts/test.sh, or: python3 -m pip install label-studio)");
+        .expect(
+            "start label-studio (run scripts/test.sh, or: python3 -m pip install label-studio)",
+        );
     wait_for_health(port, &mut child, "label-studio", Duration::from_secs(600));
     let _ls = Server { child, port };
     let config = tmp.path().join("config.xml");

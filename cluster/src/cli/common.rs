@@ -128,9 +128,7 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    pub fn cluster(
-        &self,
-    ) -> Result<ClusterSpec, Error> {
+    pub fn cluster(&self) -> Result<ClusterSpec, Error> {
         if !(self.connect_timeout > 0.0 && self.connect_timeout.is_finite()) {
             return Err(Error::setting(
                 "--connect-timeout",
@@ -144,10 +142,7 @@ impl ClusterArgs {
             (Some(h), _, Some(p)) => ClusterSpec::from_hostfile(h, p)?,
             (_, Some(peers), Some(p)) => ClusterSpec::from_peers(peers, p)?,
             (None, None, Some(_)) => {
-                return Err(Error::setting(
-                    "--process",
-                    "needs --hostfile or --peers",
-                ))
+                return Err(Error::setting("--process", "needs --hostfile or --peers"))
             }
             _ => ClusterSpec::default(),
         };

@@ -93,7 +93,6 @@ pub enum Command {
     },
 }
 
-
 /// Runs a subcommand: its flags become a job, the runner runs it on this process's
 /// timely workers (and those of the run's other processes, with `--hostfile` or
 /// `--peers`).

@@ -48,7 +48,7 @@ pub struct EvalArgs {
 impl ScoreArgs {
     pub fn into_spec(self) -> Result<ScoreSpec, Error> {
         Ok(ScoreSpec {
-            model: ModelSpec::parse(&self.model).map_err(|e| Error::setting("--model", e))?,
+            model: ModelSpec::parse(&self.model).map_err(|e| e.for_setting("--model"))?,
             pairs: self.pairs,
             out: self.out,
             options: self.models.options()?,
@@ -62,7 +62,7 @@ impl ScoreArgs {
 impl EvalArgs {
     pub fn into_spec(self) -> Result<EvalSpec, Error> {
         Ok(EvalSpec {
-            model: EvalModel::parse(&self.model).map_err(|e| Error::setting("--model", e))?,
+            model: EvalModel::parse(&self.model).map_err(|e| e.for_setting("--model"))?,
             evals: self.evals,
             out: self.out,
             options: self.models.options()?,

@@ -2,14 +2,14 @@
 //! typed specs of `synpref_jobs::stage1`.
 
 use clap::{Args, Subcommand};
+use synpref_engine::cluster::ClusterSpec;
 use synpref_engine::Error;
 use synpref_jobs::stage1::ann::{IndexKind, IndexSettings};
 use synpref_jobs::stage1::attributes::AnnotateSpec;
+use synpref_jobs::stage1::job::{local_dir, TaskFormat, TasksConfig, TasksExport, TasksImport};
 use synpref_jobs::stage1::judge::JudgeSettings;
 use synpref_jobs::stage1::llm::LlmSettings;
 use synpref_jobs::stage1::retrieve::EmbedderSpec;
-use synpref_engine::cluster::ClusterSpec;
-use synpref_jobs::stage1::job::{local_dir, TaskFormat, TasksConfig, TasksExport, TasksImport};
 use synpref_jobs::stage1::{Labeler, Stage1Spec};
 
 use super::common::{ClusterArgs, ProgressArg, RunArgs};
@@ -80,7 +80,6 @@ impl LlmArgs {
         })
     }
 }
-
 
 /// `synpref stage1`.
 #[derive(Args)]
@@ -196,7 +195,7 @@ impl Stage1Args {
         spec.truth = self.truth;
         spec.iterations = self.iterations;
         spec.embedder =
-            EmbedderSpec::parse(&self.embedder).map_err(|e| Error::setting("--embedder", e))?;
+            EmbedderSpec::parse(&self.embedder).map_err(|e| e.for_setting("--embedder"))?;
         spec.labeler = labeler;
         spec.judges = JudgeSettings {
             models: self.judge_models,

@@ -94,12 +94,7 @@ pub struct StageArgs {
 }
 
 impl StageArgs {
-    pub fn into_spec(
-        self,
-        pairs: String,
-        gold: String,
-        out: String,
-    ) -> Result<CurateSpec, Error> {
+    pub fn into_spec(self, pairs: String, gold: String, out: String) -> Result<CurateSpec, Error> {
         let mut spec = CurateSpec {
             models: self.models.options()?,
             score_cache: self.models.cache(),
@@ -111,8 +106,8 @@ impl StageArgs {
             decontaminate: self.decontaminate,
             emit_flipped: self.emit_flipped,
             max_pair_bytes: self.max_pair_bytes,
-            best_rm: ModelSpec::parse(&self.best_rm).map_err(|e| Error::setting("--best-rm", e))?,
-            gold_rm: ModelSpec::parse(&self.gold_rm).map_err(|e| Error::setting("--gold-rm", e))?,
+            best_rm: ModelSpec::parse(&self.best_rm).map_err(|e| e.for_setting("--best-rm"))?,
+            gold_rm: ModelSpec::parse(&self.gold_rm).map_err(|e| e.for_setting("--gold-rm"))?,
             best_rm_sample: self.best_rm_sample,
             format: self.format,
             output_file_format: self.output_file_format,

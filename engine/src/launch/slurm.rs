@@ -48,7 +48,7 @@ pub fn expand_hostlist(list: &str) -> Result<Vec<String>> {
                 .map(|c| open + c)
                 .ok_or_else(|| bad("`[` without `]`"))?;
             let prefix = &rest[..open];
-            let values = expand_ranges(&rest[open + 1..close]).map_err(|why| bad(&why))?;
+            let values = expand_ranges(&rest[open + 1..close], &bad)?;
             expanded = expanded
                 .iter()
                 .flat_map(|head| values.iter().map(move |v| format!("{head}{prefix}{v}")))
@@ -60,24 +60,27 @@ pub fn expand_hostlist(list: &str) -> Result<Vec<String>> {
     Ok(hosts)
 }
 
-/// `01-04,07` → 01, 02, 03, 04, 07 (the width of a range's first bound is kept).
-fn expand_ranges(ranges: &str) -> std::result::Result<Vec<String>, String> {
+/// `01-04,07` → 01, 02, 03, 04, 07 (the width of a range's first bound is kept); `bad`
+/// turns a reason into the host list's setting error.
+fn expand_ranges(ranges: &str, bad: &dyn Fn(&str) -> Error) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for part in ranges.split(',').map(str::trim) {
         let (lo, hi) = part.split_once('-').unwrap_or((part, part));
         let parse = |s: &str| {
             if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-                Err(format!("`{part}` is not a number or a range of numbers"))
+                Err(bad(&format!(
+                    "`{part}` is not a number or a range of numbers"
+                )))
             } else {
-                s.parse::<u64>().map_err(|e| format!("`{part}`: {e}"))
+                s.parse::<u64>().map_err(|e| bad(&format!("`{part}`: {e}")))
             }
         };
         let (a, b) = (parse(lo)?, parse(hi)?);
         if b < a {
-            return Err(format!("the range `{part}` runs backwards"));
+            return Err(bad(&format!("the range `{part}` runs backwards")));
         }
         if b - a > 1_000_000 {
-            return Err(format!("the range `{part}` is implausibly long"));
+            return Err(bad(&format!("the range `{part}` is implausibly long")));
         }
         out.extend((a..=b).map(|v| format!("{v:0width$}", width = lo.len())));
     }

@@ -3,12 +3,10 @@
 //! the parts from staging into place, and writes report.json, the dataset card
 //! (`card`, README.md) and manifest.json last: its presence means the run committed.
 
-use std::sync::Arc;
-
 use synpref_engine::collective::all_gather;
 use synpref_engine::output::{publish, write_json, WrittenFile};
 use synpref_engine::Result;
-use synpref_operators::models::{CachedFeatures, ModelUsage};
+use synpref_operators::models::{LoadedModel, ModelUsage};
 use synpref_operators::write_parts::SinkStats;
 use timely::worker::Worker;
 
@@ -43,8 +41,8 @@ pub fn gather_and_commit(
 ) -> Result<Option<CurateReport>> {
     // Model usage: the feature sources are shared by a process's workers, so each
     // process reports once (its first worker).
-    let usage = |f: &Option<Arc<CachedFeatures>>| {
-        f.as_ref()
+    let usage = |m: &LoadedModel| {
+        m.features()
             .filter(|_| worker.index() % plan.spec.machine.workers == 0)
             .map(|f| f.usage())
             .unwrap_or_default()

@@ -181,7 +181,7 @@ pub fn curate_pass(
     let model_failed = failure.borrow_mut().take();
     let flushed = [&features.0, &features.1]
         .into_iter()
-        .flatten()
+        .filter_map(|m| m.features())
         .try_for_each(|f| f.flush())
         .map_err(|e| e.for_setting("--score-cache"));
     let finished = fed

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use synpref_engine::Result;
 
-use super::{explain, prepare, prepare_resumable, run_worker, summary, CuratePlan, CurateReport, CurateSpec};
+use super::{
+    explain, prepare, prepare_resumable, run_worker, summary, CuratePlan, CurateReport, CurateSpec,
+};
 use crate::job::{on_workers, Host, Job, Role, RunSettings};
 
 impl Job for CurateSpec {
@@ -29,7 +31,11 @@ impl Job for CurateSpec {
         prepare_resumable(self, role.leader(), role.total_workers())
     }
 
-    fn execute(plan: Arc<CuratePlan>, role: &Role, host: &dyn Host) -> Result<Option<CurateReport>> {
+    fn execute(
+        plan: Arc<CuratePlan>,
+        role: &Role,
+        host: &dyn Host,
+    ) -> Result<Option<CurateReport>> {
         on_workers(Self::NAME, host, role, plan, run_worker)
     }
 

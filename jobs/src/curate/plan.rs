@@ -11,9 +11,7 @@ use synpref_engine::side::{read_benchmark_prompts, GoldLabels, JudgeVotes, Truth
 use synpref_engine::store::{resolve, Location};
 use synpref_engine::Result;
 use synpref_operators::decontaminate::NgramIndex;
-use synpref_operators::models::{
-    load_features, CachedFeatures, ModelOptions, ModelSpec, RewardModel,
-};
+use synpref_operators::models::{LoadedModel, ModelOptions, ModelSpec, RewardModel};
 
 use super::spec::CurateSpec;
 
@@ -23,23 +21,23 @@ use super::spec::CurateSpec;
 /// test, serve's snapshots) share what they load and nothing outlives them.
 #[derive(Clone, Default)]
 pub struct ModelRegistry {
-    loaded: Arc<Mutex<Vec<(RegistryKey, Arc<CachedFeatures>)>>>,
+    loaded: Arc<Mutex<Vec<(RegistryKey, LoadedModel)>>>,
 }
 
 type RegistryKey = (ModelSpec, ModelOptions, Option<String>);
 
 impl ModelRegistry {
-    /// The feature source of `spec` (`None` for the built-in model), loading it on
-    /// first use. `flag` names the setting in errors.
+    /// `spec` with what it needs (its feature source, loaded on first use). `flag`
+    /// names the setting in errors.
     pub fn features(
         &self,
         flag: &str,
         spec: &ModelSpec,
         options: &ModelOptions,
         score_cache: Option<&str>,
-    ) -> Result<Option<Arc<CachedFeatures>>> {
+    ) -> Result<LoadedModel> {
         if *spec == ModelSpec::Builtin {
-            return Ok(None);
+            return Ok(LoadedModel::Builtin);
         }
         let key = (
             spec.clone(),
@@ -47,14 +45,12 @@ impl ModelRegistry {
             score_cache.map(str::to_string),
         );
         let mut loaded = self.loaded.lock().expect("model registry");
-        if let Some((_, f)) = loaded.iter().find(|(k, _)| *k == key) {
-            return Ok(Some(f.clone()));
+        if let Some((_, m)) = loaded.iter().find(|(k, _)| *k == key) {
+            return Ok(m.clone());
         }
-        let f = load_features(spec, options, score_cache)
-            .map_err(|e| e.for_setting(flag))?
-            .expect("not builtin");
-        loaded.push((key, f.clone()));
-        Ok(Some(f))
+        let m = LoadedModel::load(spec, options, score_cache).map_err(|e| e.for_setting(flag))?;
+        loaded.push((key, m.clone()));
+        Ok(m)
     }
 }
 

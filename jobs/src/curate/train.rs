@@ -23,7 +23,7 @@ use synpref_engine::Result;
 use synpref_operators::models::builtin::{HashedBtModel, TrainInfo};
 use synpref_operators::models::encoder::DenseHead;
 use synpref_operators::models::{
-    CachedFeatures, EncoderScorer, FoldAssignment, HfScorer, ModelSpec, RewardModel,
+    CachedFeatures, EncoderScorer, FoldAssignment, HfScorer, LoadedModel, ModelSpec, RewardModel,
 };
 use synpref_operators::training::best::{self, CrossFitSettings, Folded};
 use synpref_operators::training::folds::CrossFitted;
@@ -91,19 +91,23 @@ impl BestModel {
         Some(TrainingSummary { folds, model: None })
     }
 
-    /// The scorer of pool pairs: cross-fitted where the model was trained.
-    pub fn scorer(&self, features: &Option<Arc<CachedFeatures>>) -> Option<Arc<dyn RewardModel>> {
-        Some(match self {
-            BestModel::Builtin(f) => cross_fitted(
+    /// The scorer of pool pairs: cross-fitted where the model was trained; `model` is
+    /// the loaded model it was trained from.
+    pub fn scorer(&self, model: &LoadedModel) -> Option<Arc<dyn RewardModel>> {
+        Some(match (self, model) {
+            (BestModel::Builtin(f), _) => cross_fitted(
                 f.assignment,
                 f.models
                     .iter()
                     .map(|m| Arc::new(m.clone()) as Arc<dyn RewardModel>)
                     .collect(),
             ),
-            BestModel::Encoder(f) => head_folds(f.assignment, &f.models, features),
-            BestModel::Hf => Arc::new(HfScorer(features.clone().expect("hf features"))),
-            BestModel::Given => return None,
+            (BestModel::Encoder(f), LoadedModel::Encoder(features)) => {
+                head_folds(f.assignment, &f.models, features)
+            }
+            (BestModel::Hf, LoadedModel::Hf(features)) => Arc::new(HfScorer(features.clone())),
+            (BestModel::Given, _) => return None,
+            (BestModel::Encoder(_) | BestModel::Hf, _) => not_trained_from(model),
         })
     }
 }
@@ -123,16 +127,20 @@ impl GoldModel {
         }
     }
 
-    /// The scorer of pool pairs: the model trained on every gold label.
-    pub fn scorer(&self, features: &Option<Arc<CachedFeatures>>) -> Option<Arc<dyn RewardModel>> {
-        Some(match self {
-            GoldModel::Builtin { model, .. } => Arc::new(model.clone()),
-            GoldModel::Encoder { head, .. } => Arc::new(EncoderScorer {
-                features: features.clone().expect("encoder features"),
-                head: head.clone(),
-            }),
-            GoldModel::Hf => Arc::new(HfScorer(features.clone().expect("hf features"))),
-            GoldModel::Given => return None,
+    /// The scorer of pool pairs: the model trained on every gold label; `loaded` is
+    /// the loaded model it was trained from.
+    pub fn scorer(&self, loaded: &LoadedModel) -> Option<Arc<dyn RewardModel>> {
+        Some(match (self, loaded) {
+            (GoldModel::Builtin { model, .. }, _) => Arc::new(model.clone()),
+            (GoldModel::Encoder { head, .. }, LoadedModel::Encoder(features)) => {
+                Arc::new(EncoderScorer {
+                    features: features.clone(),
+                    head: head.clone(),
+                })
+            }
+            (GoldModel::Hf, LoadedModel::Hf(features)) => Arc::new(HfScorer(features.clone())),
+            (GoldModel::Given, _) => return None,
+            (GoldModel::Encoder { .. } | GoldModel::Hf, _) => not_trained_from(loaded),
         })
     }
 
@@ -140,11 +148,11 @@ impl GoldModel {
     /// (a model never trained on labels judges them all). With the folds' count.
     fn out_of_fold(
         &self,
-        features: &Option<Arc<CachedFeatures>>,
+        loaded: &LoadedModel,
         assignment: FoldAssignment,
     ) -> Option<(Arc<dyn RewardModel>, usize)> {
-        Some(match self {
-            GoldModel::Builtin { folds, .. } => (
+        Some(match (self, loaded) {
+            (GoldModel::Builtin { folds, .. }, _) => (
                 cross_fitted(
                     assignment,
                     folds
@@ -154,22 +162,35 @@ impl GoldModel {
                 ),
                 folds.len(),
             ),
-            GoldModel::Encoder { folds, .. } => {
+            (GoldModel::Encoder { folds, .. }, LoadedModel::Encoder(features)) => {
                 (head_folds(assignment, folds, features), folds.len())
             }
-            GoldModel::Hf => (self.scorer(features)?, 1),
-            GoldModel::Given => return None,
+            (GoldModel::Hf, _) => (self.scorer(loaded)?, 1),
+            (GoldModel::Given, _) => return None,
+            (GoldModel::Encoder { .. }, _) => not_trained_from(loaded),
         })
     }
+}
+
+/// A trained model paired with a loaded model of another kind: impossible, since the
+/// models are trained from the loaded ones (`train_on_leader` matches on them), and a
+/// checkpoint's models are restored only into a run with the same fingerprint, which
+/// covers the model specs.
+fn not_trained_from(loaded: &LoadedModel) -> ! {
+    let kind = match loaded {
+        LoadedModel::Builtin => "builtin",
+        LoadedModel::Hf(_) => "hf",
+        LoadedModel::Encoder(_) => "encoder",
+    };
+    unreachable!("trained models do not fit the loaded {kind} model")
 }
 
 /// Encoder heads, one per fold, over one feature source, as one cross-fitted scorer.
 fn head_folds(
     assignment: FoldAssignment,
     heads: &[DenseHead],
-    features: &Option<Arc<CachedFeatures>>,
+    features: &Arc<CachedFeatures>,
 ) -> Arc<dyn RewardModel> {
-    let features = features.clone().expect("encoder features");
     cross_fitted(
         assignment,
         heads
@@ -195,8 +216,8 @@ fn cross_fitted(
     Arc::new(CrossFitted::new(assignment, models))
 }
 
-/// The transformer feature sources of the two models (`None` for built-in ones).
-pub type Features = (Option<Arc<CachedFeatures>>, Option<Arc<CachedFeatures>>);
+/// The best and the gold model, each with its feature source loaded.
+pub type Features = (LoadedModel, LoadedModel);
 
 /// Trains both models on worker 0 from every worker's material and measures the run;
 /// every worker gets the same `Models`.
@@ -264,14 +285,13 @@ fn train_on_leader(plan: &CuratePlan, material: Material, features: &Features) -
     // The two models train at once on two threads; each alone is deterministic.
     let (best, gold) = std::thread::scope(|scope| -> Result<(BestModel, GoldModel)> {
         let gold = scope.spawn(|| -> Result<GoldModel> {
-            let g = match &spec.gold_rm {
-                ModelSpec::Builtin => GoldModel::Builtin {
+            let g = match gold_features {
+                LoadedModel::Builtin => GoldModel::Builtin {
                     model: train_builtin_gold(&spec.train, &plan.gold, &gold_pool),
                     folds: builtin_gold_folds(&spec.train, &plan.gold, &gold_pool, assignment),
                 },
-                ModelSpec::Hf(_) => GoldModel::Hf,
-                ModelSpec::Encoder(_) => {
-                    let f = gold_features.as_deref().expect("encoder features");
+                LoadedModel::Hf(_) => GoldModel::Hf,
+                LoadedModel::Encoder(f) => {
                     let head = best::train_head(f, &best::borrowed(&gold_pair_set), 0.0, &heads)
                         .map_err(|e| e.for_setting("--gold-rm"))?;
                     let cross = CrossFitSettings {
@@ -289,21 +309,16 @@ fn train_on_leader(plan: &CuratePlan, material: Material, features: &Features) -
             bar.inc(1);
             Ok(g)
         });
-        let best = match &spec.best_rm {
-            ModelSpec::Builtin => BestModel::Builtin(best::train_builtin(
+        let best = match best_features {
+            LoadedModel::Builtin => BestModel::Builtin(best::train_builtin(
                 &best_examples,
                 &spec.cross_fit,
                 &spec.train,
             )),
-            ModelSpec::Hf(_) => BestModel::Hf,
-            ModelSpec::Encoder(_) => BestModel::Encoder(
-                best::train_heads(
-                    best_features.as_deref().expect("encoder features"),
-                    &best_pairs,
-                    &spec.cross_fit,
-                    &heads,
-                )
-                .map_err(|e| e.for_setting("--best-rm"))?,
+            LoadedModel::Hf(_) => BestModel::Hf,
+            LoadedModel::Encoder(f) => BestModel::Encoder(
+                best::train_heads(f, &best_pairs, &spec.cross_fit, &heads)
+                    .map_err(|e| e.for_setting("--best-rm"))?,
             ),
         };
         bar.inc(1);

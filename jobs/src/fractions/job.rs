@@ -20,7 +20,12 @@ pub struct FractionsJob {
 
 /// The curate run of `fractions --gold`: curate's defaults (built-in RMs) with the given
 /// gold labels, judge votes and τ, into the fractions spec's `curated` directory.
-pub fn curate_first(spec: &FractionsSpec, gold: String, judges: Option<String>, threshold: f64) -> CurateSpec {
+pub fn curate_first(
+    spec: &FractionsSpec,
+    gold: String,
+    judges: Option<String>,
+    threshold: f64,
+) -> CurateSpec {
     CurateSpec {
         pairs: spec.pairs.clone(),
         gold,
@@ -77,7 +82,11 @@ impl Job for FractionsJob {
         Ok(FractionsPrepared { job: self, out })
     }
 
-    fn execute(plan: Arc<FractionsPrepared>, role: &Role, host: &dyn Host) -> Result<Option<FractionsReport>> {
+    fn execute(
+        plan: Arc<FractionsPrepared>,
+        role: &Role,
+        host: &dyn Host,
+    ) -> Result<Option<FractionsReport>> {
         if let Some(curate) = &plan.job.curate {
             let out = curate.out.clone();
             if let Some((_, report)) = run_nested(curate.clone(), role, host)? {

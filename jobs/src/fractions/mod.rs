@@ -2,7 +2,7 @@
 //! Figure 5). For each seed and fraction it cuts a nested subset of the curated set and
 //! a subset of the same size of the raw pool (`subsets`), trains a reward model on each
 //! (`trainers`: the built-in model, an encoder head, or the user's command), measures it
-//! on every evaluation set (`crate::eval`), and writes the table, the plot and the
+//! on every evaluation set (`crate::read::eval_sets`), and writes the table, the plot and the
 //! report (`results`).
 //!
 //! The tasks, one per (set, fraction, seed), are spread over every timely worker of
@@ -31,13 +31,12 @@ use synpref_engine::model::PreferencePair;
 use synpref_engine::output::OutputSchema;
 use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
-use synpref_operators::models::{load_features, CachedFeatures, ModelOptions, ModelSpec};
+use synpref_operators::models::ModelOptions;
 use timely::worker::Worker;
 
-use crate::eval::{accuracy, load_eval_set, EvalSet, SetAccuracy};
-use crate::score::{input_schema, read_valid_pairs};
+use crate::read::{accuracy, input_schema, load_eval_set, read_valid_pairs, EvalSet, SetAccuracy};
 use subsets::{content_key, RankKey, SmallestN};
-use trainers::{Subset, TrainerSpec};
+use trainers::{LoadedTrainer, Subset, TrainerSpec};
 
 /// The fractions of the paper's Figure 5 range and the default.
 pub const DEFAULT_FRACTIONS: [f64; 7] = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
@@ -139,11 +138,11 @@ pub struct Task {
 }
 
 /// Everything a process prepares before its workers start: the validated spec, the
-/// encoder's features (loaded once per process and shared by its workers) and the
-/// trainer's fingerprint.
+/// trainer with what it trains from (an encoder's features, loaded once per process
+/// and shared by its workers) and the trainer's fingerprint.
 pub struct FractionsPlan {
     pub spec: FractionsSpec,
-    features: Option<Arc<CachedFeatures>>,
+    trainer: LoadedTrainer,
     trainer_fingerprint: String,
     bar: indicatif::ProgressBar,
     started: Instant,
@@ -166,18 +165,8 @@ pub fn prepare(
             ),
         ));
     }
-    let features = match &spec.trainer {
-        TrainerSpec::Encoder { dir, .. } => load_features(
-            &ModelSpec::Encoder(dir.clone()),
-            &spec.options,
-            spec.score_cache.as_deref(),
-        )
-        .map_err(|e| e.for_setting("--trainer"))?,
-        _ => None,
-    };
-    let trainer_fingerprint = spec
-        .trainer
-        .fingerprint(features.as_ref().map(|f| f.features.fingerprint()));
+    let trainer = LoadedTrainer::load(&spec.trainer, &spec.options, spec.score_cache.as_deref())?;
+    let trainer_fingerprint = spec.trainer.fingerprint(trainer.encoder_fingerprint());
     let mine = assign(&tasks(&spec), &spec.fractions, total_workers)
         .into_iter()
         .filter(|(w, _)| process_workers.contains(w))
@@ -188,7 +177,7 @@ pub fn prepare(
     }
     Ok(FractionsPlan {
         spec,
-        features,
+        trainer,
         trainer_fingerprint,
         bar,
         started: Instant::now(),
@@ -458,7 +447,7 @@ fn run_task(
         Some(t) => t,
         None => trainers::train(
             &spec.trainer,
-            plan.features.as_ref(),
+            &plan.trainer,
             &spec.cache,
             model_key,
             subset,

@@ -20,11 +20,11 @@ use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
 use synpref_operators::models::builtin::{HashedBtModel, TrainExample, TrainInfo, TrainSettings};
 use synpref_operators::models::encoder::HeadSettings;
-use synpref_operators::models::{saved, CachedFeatures};
+use synpref_operators::models::{load_encoder, saved, CachedFeatures, ModelOptions};
 use synpref_operators::training::best::{is_heldout, train_head};
 
 use super::SetData;
-use crate::eval::EvalModel;
+use crate::read::EvalModel;
 
 /// How each subset's reward model is trained; every knob has its default here.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,7 +84,7 @@ impl TrainerSpec {
                 "--train-command",
                 "is only read with --trainer command",
             )),
-            (spec, None) => match ModelSpec::parse(spec).map_err(|e| Error::setting("--trainer", e))? {
+            (spec, None) => match ModelSpec::parse(spec).map_err(|e| e.for_setting("--trainer"))? {
                 ModelSpec::Builtin => Ok(TrainerSpec::Builtin {
                     settings: Default::default(),
                 }),
@@ -115,6 +115,63 @@ impl TrainerSpec {
     pub fn fingerprint(&self, encoder_fingerprint: Option<&str>) -> String {
         let spec = serde_json::to_string(self).expect("a trainer spec serializes");
         format!("{spec}|{}", encoder_fingerprint.unwrap_or(""))
+    }
+}
+
+/// A trainer with what it trains from loaded once per process, before its workers
+/// start (an encoder head's encoder features): made by the one match on the spec in
+/// `load`, so `train` never asks again whether the spec and the features agree.
+pub enum LoadedTrainer {
+    Builtin {
+        settings: TrainSettings,
+    },
+    Encoder {
+        dir: PathBuf,
+        head: HeadSettings,
+        features: Arc<CachedFeatures>,
+    },
+    Command {
+        template: String,
+        format: OutputFormat,
+        file_format: OutputFileFormat,
+    },
+}
+
+impl LoadedTrainer {
+    /// Loads what `spec` trains from, the features' score cache under `score_cache`.
+    pub fn load(
+        spec: &TrainerSpec,
+        options: &ModelOptions,
+        score_cache: Option<&str>,
+    ) -> Result<LoadedTrainer> {
+        Ok(match spec {
+            TrainerSpec::Builtin { settings } => LoadedTrainer::Builtin {
+                settings: settings.clone(),
+            },
+            TrainerSpec::Encoder { dir, head } => LoadedTrainer::Encoder {
+                dir: dir.clone(),
+                head: head.clone(),
+                features: load_encoder(dir, options, score_cache)
+                    .map_err(|e| e.for_setting("--trainer"))?,
+            },
+            TrainerSpec::Command {
+                template,
+                format,
+                file_format,
+            } => LoadedTrainer::Command {
+                template: template.clone(),
+                format: *format,
+                file_format: *file_format,
+            },
+        })
+    }
+
+    /// The encoder's feature fingerprint (`TrainerSpec::fingerprint`).
+    pub fn encoder_fingerprint(&self) -> Option<&str> {
+        match self {
+            LoadedTrainer::Encoder { features, .. } => Some(features.features.fingerprint()),
+            _ => None,
+        }
     }
 }
 
@@ -186,7 +243,7 @@ pub struct Subset<'a> {
 /// place, so that a crash leaves no entry a rerun could mistake for complete).
 pub fn train(
     spec: &TrainerSpec,
-    features: Option<&Arc<CachedFeatures>>,
+    trainer: &LoadedTrainer,
     cache: &Path,
     model_key: u128,
     subset: &Subset<'_>,
@@ -199,8 +256,8 @@ pub fn train(
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     let model_dir = tmp.join("model");
-    let info = match spec {
-        TrainerSpec::Builtin { settings } => {
+    let info = match trainer {
+        LoadedTrainer::Builtin { settings } => {
             let settings = TrainSettings {
                 seed: settings.seed.wrapping_add(subset.seed as u64),
                 ..settings.clone()
@@ -219,8 +276,11 @@ pub fn train(
                 .map_err(|e| e.for_setting("--trainer"))?;
             Some(model.info)
         }
-        TrainerSpec::Encoder { dir, head } => {
-            let features = features.expect("an encoder trainer loads its features");
+        LoadedTrainer::Encoder {
+            dir,
+            head,
+            features,
+        } => {
             let labelled: Vec<(&PreferencePair, bool)> =
                 subset.pairs.iter().map(|p| (*p, p.corrected)).collect();
             let settings = HeadSettings {
@@ -240,7 +300,7 @@ pub fn train(
             .map_err(|e| e.for_setting("--trainer"))?;
             Some(trained.info)
         }
-        TrainerSpec::Command {
+        LoadedTrainer::Command {
             template,
             format,
             file_format,

@@ -19,7 +19,7 @@ use synpref_operators::decide_incrementally::{decide_pair, Decided, Epoch, PairF
 use super::state::PoolState;
 
 /// How serve keeps its decisions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum DecisionEngine {
     /// One decision per pair in each shard (`ShardDecisions`).
@@ -29,24 +29,27 @@ pub enum DecisionEngine {
     Differential,
 }
 
-impl std::str::FromStr for DecisionEngine {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "shard" => Ok(DecisionEngine::Shard),
-            "differential" => Ok(DecisionEngine::Differential),
-            other => Err(format!("`{other}`: expected `shard` or `differential`")),
-        }
+impl std::fmt::Display for DecisionEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        synpref_engine::output::value_name(self, f)
     }
 }
 
-impl std::fmt::Display for DecisionEngine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            DecisionEngine::Shard => "shard",
-            DecisionEngine::Differential => "differential",
+#[cfg(test)]
+#[test]
+fn decision_engine_has_one_name_for_clap_serde_and_display() {
+    use clap::ValueEnum;
+    let names: Vec<String> = DecisionEngine::value_variants()
+        .iter()
+        .map(|v| {
+            assert_eq!(
+                serde_json::to_value(v).unwrap().as_str(),
+                Some(v.to_string().as_str())
+            );
+            v.to_string()
         })
-    }
+        .collect();
+    assert_eq!(names.join(" "), "shard differential");
 }
 
 /// One changed decision: (pair key, decision, epoch, +1/−1).

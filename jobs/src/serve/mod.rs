@@ -43,7 +43,7 @@ use synpref_engine::pool_store::PoolStore;
 use synpref_engine::side::{read_label_records, GoldLabels};
 use synpref_engine::store::{resolve, Location};
 use synpref_engine::{Error, Result};
-use synpref_operators::models::ModelSpec;
+use synpref_operators::models::{LoadedModel, ModelSpec};
 use timely::worker::Worker;
 
 use crate::curate::{self, CurateSpec};
@@ -504,7 +504,8 @@ impl Controller<'_> {
     /// Writes the snapshot of `epoch`; its report, with the epoch.
     fn snapshot(&self, epoch: u64) -> Result<serde_json::Value> {
         let t = Instant::now();
-        self.ctx.command(ServeCommand::Snapshot { epoch, pass: true });
+        self.ctx
+            .command(ServeCommand::Snapshot { epoch, pass: true });
         let WorkerReport::Snapshot(r) = self.wait("a snapshot")? else {
             return Err(Error::Worker(
                 "the workers did not report the snapshot".into(),
@@ -635,23 +636,22 @@ fn process_ctx(
     let registry = curate::ModelRegistry::default();
     let pool_dir = spec.pool_dir.as_ref().map(std::path::PathBuf::from);
     let store = Arc::new(PoolStore::create(pool_dir.as_deref())?);
-    let gold_features = match &cspec.gold_rm {
-        ModelSpec::Builtin => GoldFeatures::Hashed {
+    let gold_model = registry.features(
+        "--gold-rm",
+        &cspec.gold_rm,
+        &cspec.models,
+        cspec.score_cache.as_deref(),
+    )?;
+    let gold_features = match gold_model {
+        LoadedModel::Builtin => GoldFeatures::Hashed {
             bits: cspec.train.feature_bits,
         },
         // Serve's own reads of the encoder outputs (features records, the head's
         // training set) go through a view, so that reports count only scoring.
-        spec => GoldFeatures::Encoder(Arc::new(
-            registry
-                .features(
-                    "--gold-rm",
-                    spec,
-                    &cspec.models,
-                    cspec.score_cache.as_deref(),
-                )?
-                .expect("an encoder has features")
-                .uncounted_view(),
-        )),
+        // (`validate` refuses an `hf:` gold RM.)
+        LoadedModel::Encoder(f) | LoadedModel::Hf(f) => {
+            GoldFeatures::Encoder(Arc::new(f.uncounted_view()))
+        }
     };
     let tap = Arc::new(ServeTap::new(store, gold_features, workers)?);
     Ok(Arc::new(ProcessCtx::new(

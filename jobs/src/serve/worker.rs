@@ -141,9 +141,11 @@ pub struct ProcessCtx {
     reports: Mutex<mpsc::Sender<WorkerReport>>,
     /// The first pass's plan, built by the first of the process's workers to need it.
     /// (Both are dropped once the workers are loaded: they hold a copy of the margins.)
-    plan: Mutex<Option<std::result::Result<Arc<CuratePlan>, String>>>,
+    /// A failure is kept whole, so that each worker reports it with its exit status
+    /// (a bad input exits 2).
+    plan: Mutex<Option<std::result::Result<Arc<CuratePlan>, Arc<Error>>>>,
     /// The saved state a restart starts from, every part merged.
-    saved: Mutex<Option<std::result::Result<Arc<SavedPart>, String>>>,
+    saved: Mutex<Option<std::result::Result<Arc<SavedPart>, Arc<Error>>>>,
     /// The plan of the snapshot of an epoch, built once per snapshot per process.
     snapshot_plan: Mutex<Option<(Epoch, Arc<CuratePlan>)>>,
     /// Each local worker's shard, for the snapshot's scorers.
@@ -207,24 +209,25 @@ impl ProcessCtx {
         let _ = self.reports.lock().expect("reports").send(r);
     }
 
-    /// The saved state, every part merged, loaded once per process.
-    fn saved(&self, meta: &SavedStateMeta) -> Result<Arc<SavedPart>> {
+    /// The saved state, every part merged, loaded once per process (`worker` asks).
+    fn saved(&self, meta: &SavedStateMeta, worker: usize) -> Result<Arc<SavedPart>> {
         self.saved
             .lock()
             .expect("saved")
             .get_or_insert_with(|| {
                 PoolState::load_all_parts(&self.state_dir, meta)
                     .map(Arc::new)
-                    .map_err(|e| e.to_string())
+                    .map_err(Arc::new)
             })
             .clone()
-            .map_err(Error::Worker)
+            .map_err(|e| e.copied_by(worker))
     }
 
     /// The first pass's plan: the labels up to the start epoch and, from a saved
-    /// state, scorers that look the margins up (no model runs).
+    /// state, scorers that look the margins up (no model runs). `worker` asks.
     fn initial_plan(
         &self,
+        worker: usize,
         start: &StartInfo,
         meta: Option<&SavedStateMeta>,
         saved: Option<&SavedPart>,
@@ -255,9 +258,9 @@ impl ProcessCtx {
         self.plan
             .lock()
             .expect("plan")
-            .get_or_insert_with(|| build().map_err(|e| e.to_string()))
+            .get_or_insert_with(|| build().map_err(Arc::new))
             .clone()
-            .map_err(Error::Worker)
+            .map_err(|e| e.copied_by(worker))
     }
 
     /// The plan of the snapshot of `epoch`: a curate pass over the pool with the
@@ -309,7 +312,13 @@ pub fn serve_worker(worker: &mut Worker, ctx: &ProcessCtx) -> Result<()> {
     if let Err(e) = &r {
         let mut slot = ctx.error.lock().expect("error");
         if slot.is_none() {
-            *slot = Some(Error::Worker(e.to_string()));
+            // Reported by the main thread as `Error::Worker` was ("worker failed: …"),
+            // with the error's own exit status (a bad input exits 2).
+            *slot = Some(Error::PeerFailed {
+                worker: worker.index(),
+                exit_code: e.exit_code(),
+                message: format!("worker failed: {e}"),
+            });
         }
     }
     r
@@ -336,8 +345,8 @@ fn run(worker: &mut Worker, ctx: &ProcessCtx) -> Result<()> {
     } else {
         None
     };
-    let saved = meta.as_ref().map(|m| ctx.saved(m)).transpose()?;
-    let plan = ctx.initial_plan(&start, meta.as_ref(), saved.as_deref())?;
+    let saved = meta.as_ref().map(|m| ctx.saved(m, index)).transpose()?;
+    let plan = ctx.initial_plan(index, &start, meta.as_ref(), saved.as_deref())?;
     let judges = plan.judges.clone();
 
     // 2. The first pass.

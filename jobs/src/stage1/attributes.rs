@@ -22,7 +22,7 @@ use super::llm::{
     LlmUsage,
 };
 use super::retrieve::conversation_text;
-use crate::eval::load_eval_set;
+use crate::read::load_eval_set;
 
 /// The Magpie task taxonomy (Xu et al. 2024), as DESIGN §1 lists it.
 pub const TASK_CATEGORIES: [&str; 12] = [
@@ -91,7 +91,8 @@ fn schema() -> AnswerSchema {
 }
 
 /// Validates an answer: the three closed fields in their vocabularies (case and spacing
-/// forgiven), the two free-text fields non-empty.
+/// forgiven), the two free-text fields non-empty. The `Err` is a free-text reason
+/// recorded as the pair's annotation error (see `llm::Answer::value`), not an exit.
 pub fn parse_attributes(text: &str) -> std::result::Result<PairAttributes, String> {
     let mut a: PairAttributes = json_object(text)?;
     let norm = |s: &str| {

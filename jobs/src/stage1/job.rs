@@ -46,7 +46,11 @@ impl Job for Stage1Spec {
         prepare(self, role.leader())
     }
 
-    fn execute(plan: Arc<Stage1Plan>, role: &Role, host: &dyn Host) -> Result<Option<Stage1Report>> {
+    fn execute(
+        plan: Arc<Stage1Plan>,
+        role: &Role,
+        host: &dyn Host,
+    ) -> Result<Option<Stage1Report>> {
         on_workers(Self::NAME, host, role, plan, run_worker)
     }
 
@@ -161,12 +165,14 @@ impl SerialJob for TasksExport {
     type Report = ExportedTasks;
 
     fn run(&self) -> Result<ExportedTasks> {
-        let set = crate::eval::load_eval_set(&self.pairs, 8192)?;
+        let set = crate::read::load_eval_set(&self.pairs, 8192)?;
         let refs: Vec<_> = set.pairs.iter().collect();
         let suggestions = vec![tasks::Suggestion::default(); refs.len()];
         let to = resolve(&self.out)?;
         match self.format {
-            TaskFormat::LabelStudio => tasks::write_label_studio(&to, &refs, &suggestions, self.seed)?,
+            TaskFormat::LabelStudio => {
+                tasks::write_label_studio(&to, &refs, &suggestions, self.seed)?
+            }
             TaskFormat::Argilla => tasks::write_argilla(&to, &refs, &suggestions, self.seed)?,
         }
         Ok(ExportedTasks {

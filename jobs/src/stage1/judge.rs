@@ -86,7 +86,8 @@ fn answer_schema() -> AnswerSchema {
     }
 }
 
-/// Which candidate an answer prefers (1 or 2), or why the answer is not usable.
+/// Which candidate an answer prefers (1 or 2), or why the answer is not usable (a
+/// free-text reason recorded as the sample's `invalid`, see `llm::Answer::value`).
 pub fn parse_answer(text: &str) -> std::result::Result<u8, String> {
     let a: JudgeAnswer = json_object(text)?;
     match a.preferred.trim() {

@@ -325,7 +325,9 @@ impl LlmUsage {
 /// One request's outcome.
 #[derive(Clone, Debug)]
 pub struct Answer<T> {
-    /// The validated value, or why every answer was invalid.
+    /// The validated value, or why every answer was invalid. The `String` stays: it is
+    /// a free-text reason about an LLM's answer, recorded as data (a pair's annotation
+    /// error, a judge sample's `invalid`), never a setting or input error with an exit code.
     pub value: std::result::Result<T, String>,
     pub from_cache: bool,
 }
@@ -531,7 +533,8 @@ impl LlmClient {
 
     /// Answers every request (cache first), validating each answer with `validate`;
     /// in request order. An error (a request failing after its retries, or a refusal
-    /// such as HTTP 401) stops the batch; what was answered is cached.
+    /// such as HTTP 401) stops the batch; what was answered is cached. `validate`'s
+    /// `Err` is a free-text reason kept in `Answer::value` (see there).
     pub fn complete_all<T: Send>(
         &self,
         what: &str,
@@ -681,6 +684,7 @@ pub fn cut(text: &str, n: usize) -> String {
 
 /// The JSON object in an answer: the whole text, or (for servers without structured
 /// output, whose models wrap JSON in prose or code fences) the first `{`…last `}`.
+/// The `Err` is a free-text reason recorded with the answer (see `Answer::value`).
 pub fn json_object<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, String> {
     let t = text.trim();
     if let Ok(v) = serde_json::from_str::<T>(t) {

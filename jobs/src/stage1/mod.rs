@@ -45,7 +45,7 @@ use synpref_operators::models::builtin::{HashedBtModel, TrainExample, TrainSetti
 use synpref_operators::models::saved::{self, ToSave};
 use synpref_operators::models::{sigmoid, ModelOptions};
 
-use crate::eval::load_eval_set;
+use crate::read::load_eval_set;
 use ann::{IndexKind, IndexSettings, IndexStats, PoolIndex};
 use judge::{JudgeQuality, JudgeSample, JudgeSettings, JudgeTask, JudgeVote};
 use llm::{LlmClient, LlmSettings, LlmUsage};
@@ -304,11 +304,11 @@ fn read_pool_partition(
 ) -> Result<(Vec<PreferencePair>, u64, u64)> {
     use synpref_engine::extras::ExtrasCodec;
     let input = synpref_engine::input::plan_input(url)?;
-    let (_, extras_fields) = crate::score::input_schema(&input)?;
+    let (_, extras_fields) = crate::read::input_schema(&input)?;
     let extras = std::sync::Arc::new(ExtrasCodec::new(extras_fields)?);
     let mut invalid = 0u64;
     let mut mine = Vec::new();
-    let rows = crate::score::read_valid_pairs(
+    let rows = crate::read::read_valid_pairs(
         &input,
         &extras,
         8192,
@@ -813,8 +813,14 @@ impl Leader {
         client: &LlmClient,
         report: &mut IterationReport,
     ) -> Result<()> {
-        let (spec, iteration, dir, golds, gold_rows, retrieved) =
-            (&l.plan.spec, l.iteration, l.dir, l.golds, l.gold_rows, l.retrieved);
+        let (spec, iteration, dir, golds, gold_rows, retrieved) = (
+            &l.plan.spec,
+            l.iteration,
+            l.dir,
+            l.golds,
+            l.gold_rows,
+            l.retrieved,
+        );
         let d = l.plan.embedder.dims();
         let retrieved_refs: Vec<&PreferencePair> = retrieved.iter().collect();
         let rows_of = |pairs: &[&PreferencePair]| {
@@ -844,9 +850,7 @@ impl Leader {
                         examples,
                         model: model_name,
                         sample,
-                        chosen_first: judge::chosen_first(
-                            js.seed, &p.pair_id, model_name, sample,
-                        ),
+                        chosen_first: judge::chosen_first(js.seed, &p.pair_id, model_name, sample),
                     });
                 }
             }

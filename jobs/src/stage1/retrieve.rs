@@ -22,7 +22,7 @@ use synpref_engine::score_cache::ScoreCache;
 use synpref_engine::{Error, Result};
 use synpref_operators::models::batching::run_sequences;
 use synpref_operators::models::encoder::EncoderFeatures;
-use synpref_operators::models::{ModelOptions, PairFeatures};
+use synpref_operators::models::{ModelError, ModelOptions, PairFeatures};
 
 /// The paper's k for a gold pair the best RM gets wrong or is unsure of.
 pub const K_MAX: usize = 8;
@@ -53,19 +53,21 @@ pub enum EmbedderSpec {
 }
 
 impl EmbedderSpec {
-    pub fn parse(spec: &str) -> std::result::Result<EmbedderSpec, String> {
+    pub fn parse(spec: &str) -> std::result::Result<EmbedderSpec, ModelError> {
         if spec == "hashed" {
             Ok(EmbedderSpec::Hashed)
         } else if let Some(d) = spec.strip_prefix("encoder:") {
             if std::path::Path::new(d).join("config.json").is_file() {
                 Ok(EmbedderSpec::Encoder(d.to_string()))
             } else {
-                Err(format!("`{d}` is not a model directory (no config.json)"))
+                Err(ModelError::Spec(format!(
+                    "`{d}` is not a model directory (no config.json)"
+                )))
             }
         } else {
-            Err(format!(
+            Err(ModelError::Spec(format!(
                 "`{spec}` is not an embedder (encoder:DIR, e.g. encoder:models/all-MiniLM-L6-v2, or hashed)"
-            ))
+            )))
         }
     }
 }

@@ -478,9 +478,10 @@ mod tests {
                 {"data": {"pair_id": "p2", "prompt": "x", "guideline": "g", "response_a": "a", "response_b": "b", "a_is_chosen": true}, "annotations": []}]"#,
         )
         .unwrap();
-        let got =
-            import_label_studio(&synpref_engine::store::resolve(&path.display().to_string()).unwrap())
-                .unwrap();
+        let got = import_label_studio(
+            &synpref_engine::store::resolve(&path.display().to_string()).unwrap(),
+        )
+        .unwrap();
         assert_eq!((got.tasks, got.unannotated, got.cancelled), (2, 1, 1));
         assert_eq!(got.labels.len(), 1);
         assert_eq!(got.labels[0].verdict, Verdict::Rejected);

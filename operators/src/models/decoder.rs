@@ -40,8 +40,11 @@ pub struct Llama3Scaling {
 
 /// A decoder config, from either the hub form of config.json (top-level `rope_theta`
 /// and `rope_scaling`, as transformers 4.x wrote the released checkpoints) or the
-/// transformers-5 form (both nested in `rope_parameters`).
-#[derive(Clone, Debug, PartialEq)]
+/// transformers-5 form (both nested in `rope_parameters`). Read with serde as
+/// candle-transformers reads its configs: the file's keys in `ConfigJson` (serde
+/// defaults for the optional ones), then checked and resolved here (`TryFrom`).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[serde(try_from = "ConfigJson")]
 pub struct DecoderConfig {
     pub arch: Arch,
     pub vocab_size: usize,
@@ -64,155 +67,209 @@ pub struct DecoderConfig {
     pub num_labels: usize,
 }
 
-fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    v.get(key).filter(|x| !x.is_null())
+/// The keys of a Qwen3 or Llama config.json that the decoder reads, as the file has
+/// them. A null counts as absent (`Option` with `serde(default)`).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct ConfigJson {
+    #[serde(default)]
+    pub model_type: Option<String>,
+    #[serde(default)]
+    pub hidden_act: Option<String>,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    /// Absent: `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// Absent: `num_attention_heads` (no grouped-query attention).
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    pub rms_norm_eps: f64,
+    /// transformers 4.x: top level.
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    /// transformers 4.x: the frequency scaling, if any.
+    #[serde(default)]
+    pub rope_scaling: Option<RopeJson>,
+    /// transformers 5: `rope_theta` and the scaling together.
+    #[serde(default)]
+    pub rope_parameters: Option<RopeJson>,
+    /// An integer, a list of integers (the first counts) or null.
+    #[serde(default)]
+    pub pad_token_id: Option<serde_json::Value>,
+    #[serde(default)]
+    pub attention_bias: Option<bool>,
+    #[serde(default)]
+    pub mlp_bias: Option<bool>,
+    #[serde(default)]
+    pub use_sliding_window: Option<bool>,
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    #[serde(default)]
+    pub max_window_layers: Option<usize>,
+    pub max_position_embeddings: usize,
+    /// Its size is the number of labels when present.
+    #[serde(default)]
+    pub id2label: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    pub num_labels: Option<usize>,
 }
 
-fn usize_field(v: &Value, key: &str) -> Result<usize, String> {
-    field(v, key)
-        .and_then(Value::as_u64)
-        .map(|x| x as usize)
-        .ok_or_else(|| format!("missing or non-integer `{key}`"))
+/// `rope_scaling` (4.x) or `rope_parameters` (5).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct RopeJson {
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    #[serde(default)]
+    pub rope_type: Option<String>,
+    /// The older spelling of `rope_type`. Not a serde alias: transformers 4.x copies
+    /// `type` into `rope_type` and saves both, which an alias would refuse as a
+    /// duplicate field.
+    #[serde(default, rename = "type")]
+    pub legacy_type: Option<String>,
+    #[serde(default)]
+    pub factor: Option<f64>,
+    #[serde(default)]
+    pub low_freq_factor: Option<f64>,
+    #[serde(default)]
+    pub high_freq_factor: Option<f64>,
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<f64>,
 }
 
-fn f64_field(v: &Value, key: &str) -> Option<f64> {
-    field(v, key).and_then(Value::as_f64)
+/// Why a config.json cannot be used; the message names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Not JSON, or a key missing or of the wrong type.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// A value the decoder does not support, or keys that disagree.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
-/// `pad_token_id` and friends may be an integer, a list of integers or null.
-fn token_id_field(v: &Value, key: &str) -> Option<u32> {
-    match field(v, key)? {
-        Value::Number(n) => n.as_u64().map(|x| x as u32),
-        Value::Array(xs) => xs.first().and_then(Value::as_u64).map(|x| x as u32),
-        _ => None,
-    }
-}
+impl TryFrom<ConfigJson> for DecoderConfig {
+    type Error = ConfigError;
 
-impl DecoderConfig {
-    /// Parses config.json text. Errors name the offending key.
-    pub fn parse(text: &str) -> Result<DecoderConfig, String> {
-        let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let model_type = field(&v, "model_type")
-            .and_then(Value::as_str)
-            .ok_or("missing `model_type`")?;
-        let arch = match model_type {
-            "qwen3" => Arch::Qwen3,
-            "llama" => Arch::Llama,
-            other => {
-                return Err(format!(
+    fn try_from(c: ConfigJson) -> Result<DecoderConfig, ConfigError> {
+        let bad = |m: String| Err(ConfigError::Unsupported(m));
+        let arch = match c.model_type.as_deref() {
+            Some("qwen3") => Arch::Qwen3,
+            Some("llama") => Arch::Llama,
+            Some(other) => {
+                return bad(format!(
                     "model_type `{other}` is not supported (qwen3 and llama are)"
                 ))
             }
+            None => return bad("missing `model_type`".into()),
         };
-        let act = field(&v, "hidden_act")
-            .and_then(Value::as_str)
-            .unwrap_or("silu");
+        let act = c.hidden_act.as_deref().unwrap_or("silu");
         if act != "silu" {
-            return Err(format!("hidden_act `{act}` is not supported (only silu)"));
+            return bad(format!("hidden_act `{act}` is not supported (only silu)"));
         }
-        let hidden_size = usize_field(&v, "hidden_size")?;
-        let num_attention_heads = usize_field(&v, "num_attention_heads")?;
-        let head_dim = match field(&v, "head_dim") {
-            Some(_) => usize_field(&v, "head_dim")?,
-            None => hidden_size / num_attention_heads,
-        };
-        let num_key_value_heads = match field(&v, "num_key_value_heads") {
-            Some(_) => usize_field(&v, "num_key_value_heads")?,
-            None => num_attention_heads,
-        };
+        let num_attention_heads = c.num_attention_heads;
+        let head_dim = c.head_dim.unwrap_or(c.hidden_size / num_attention_heads);
+        let num_key_value_heads = c.num_key_value_heads.unwrap_or(num_attention_heads);
         if num_attention_heads % num_key_value_heads != 0 {
-            return Err(format!(
+            return bad(format!(
                 "num_attention_heads {num_attention_heads} is not a multiple of num_key_value_heads {num_key_value_heads}"
             ));
         }
         // RoPE: transformers 5 nests everything in `rope_parameters`; 4.x has a top-level
         // `rope_theta` and an optional `rope_scaling` dict.
-        let (rope, theta) = match field(&v, "rope_parameters") {
-            Some(p) => (Some(p), f64_field(p, "rope_theta")),
-            None => (field(&v, "rope_scaling"), f64_field(&v, "rope_theta")),
+        let (rope, theta) = match &c.rope_parameters {
+            Some(p) => (Some(p), p.rope_theta),
+            None => (c.rope_scaling.as_ref(), c.rope_theta),
         };
-        let rope_theta = theta.ok_or(
-            "missing `rope_theta` (neither top-level nor in `rope_parameters`); refusing to guess",
-        )? as f32;
+        let Some(theta) = theta else {
+            return bad(
+                "missing `rope_theta` (neither top-level nor in `rope_parameters`); refusing to guess"
+                    .into(),
+            );
+        };
         let rope_type = rope
-            .and_then(|r| field(r, "rope_type").or_else(|| field(r, "type")))
-            .and_then(Value::as_str)
+            .and_then(|r| r.rope_type.as_deref().or(r.legacy_type.as_deref()))
             .unwrap_or("default");
         let rope_scaling = match rope_type {
             "default" => None,
             "llama3" => {
                 let r = rope.expect("rope_type came from it");
-                let get = |k: &str| {
-                    f64_field(r, k)
-                        .map(|x| x as f32)
-                        .ok_or_else(|| format!("llama3 rope scaling without `{k}`"))
+                let get = |k: &str, v: Option<f64>| {
+                    v.map(|x| x as f32).ok_or_else(|| {
+                        ConfigError::Unsupported(format!("llama3 rope scaling without `{k}`"))
+                    })
                 };
                 Some(Llama3Scaling {
-                    factor: get("factor")?,
-                    low_freq_factor: get("low_freq_factor")?,
-                    high_freq_factor: get("high_freq_factor")?,
-                    original_max_position_embeddings: get("original_max_position_embeddings")?,
+                    factor: get("factor", r.factor)?,
+                    low_freq_factor: get("low_freq_factor", r.low_freq_factor)?,
+                    high_freq_factor: get("high_freq_factor", r.high_freq_factor)?,
+                    original_max_position_embeddings: get(
+                        "original_max_position_embeddings",
+                        r.original_max_position_embeddings,
+                    )?,
                 })
             }
             other => {
-                return Err(format!(
+                return bad(format!(
                     "rope_type `{other}` is not supported (default and llama3 are)"
                 ))
             }
         };
-        let num_hidden_layers = usize_field(&v, "num_hidden_layers")?;
+        let num_hidden_layers = c.num_hidden_layers;
         // Qwen3 slides only when `use_sliding_window` is true, and then only from layer
         // `max_window_layers` on; a non-null `sliding_window` alone means nothing.
-        let sliding = arch == Arch::Qwen3
-            && field(&v, "use_sliding_window")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
+        let sliding = arch == Arch::Qwen3 && c.use_sliding_window.unwrap_or(false);
         let layer_windows = if sliding {
-            let window = usize_field(&v, "sliding_window")?;
-            let from = field(&v, "max_window_layers")
-                .and_then(Value::as_u64)
-                .unwrap_or(num_hidden_layers as u64) as usize;
+            let Some(window) = c.sliding_window else {
+                return bad("missing or non-integer `sliding_window`".into());
+            };
+            let from = c.max_window_layers.unwrap_or(num_hidden_layers);
             (0..num_hidden_layers)
                 .map(|i| (i >= from).then_some(window))
                 .collect()
         } else {
             vec![None; num_hidden_layers]
         };
-        if field(&v, "tie_word_embeddings").and_then(Value::as_bool) == Some(true) {
-            // Harmless for a classifier (no LM head), noted only for completeness.
-        }
-        let num_labels = field(&v, "id2label")
-            .and_then(Value::as_object)
+        // `tie_word_embeddings` is harmless for a classifier (no LM head): not read.
+        let num_labels = c
+            .id2label
+            .as_ref()
             .map(|m| m.len())
-            .or_else(|| {
-                field(&v, "num_labels")
-                    .and_then(Value::as_u64)
-                    .map(|x| x as usize)
-            })
+            .or(c.num_labels)
             .unwrap_or(1);
+        let pad_token_id = match &c.pad_token_id {
+            Some(Value::Number(n)) => n.as_u64().map(|x| x as u32),
+            Some(Value::Array(xs)) => xs.first().and_then(Value::as_u64).map(|x| x as u32),
+            _ => None,
+        };
         Ok(DecoderConfig {
             arch,
-            vocab_size: usize_field(&v, "vocab_size")?,
-            hidden_size,
-            intermediate_size: usize_field(&v, "intermediate_size")?,
+            vocab_size: c.vocab_size,
+            hidden_size: c.hidden_size,
+            intermediate_size: c.intermediate_size,
             num_hidden_layers,
             num_attention_heads,
             num_key_value_heads,
             head_dim,
-            rms_norm_eps: f64_field(&v, "rms_norm_eps").ok_or("missing `rms_norm_eps`")?,
-            rope_theta,
+            rms_norm_eps: c.rms_norm_eps,
+            rope_theta: theta as f32,
             rope_scaling,
-            pad_token_id: token_id_field(&v, "pad_token_id"),
-            attention_bias: field(&v, "attention_bias")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            mlp_bias: field(&v, "mlp_bias")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            pad_token_id,
+            attention_bias: c.attention_bias.unwrap_or(false),
+            mlp_bias: c.mlp_bias.unwrap_or(false),
             layer_windows,
-            max_position_embeddings: usize_field(&v, "max_position_embeddings")?,
+            max_position_embeddings: c.max_position_embeddings,
             num_labels,
         })
+    }
+}
+
+impl DecoderConfig {
+    /// Parses config.json text. Errors name the offending key.
+    pub fn parse(text: &str) -> Result<DecoderConfig, ConfigError> {
+        DecoderConfig::try_from(serde_json::from_str::<ConfigJson>(text)?)
     }
 
     /// RoPE inverse frequencies, in f32 as transformers computes them, with llama3
@@ -562,4 +619,53 @@ pub fn weight_files(dir: &Path) -> Result<Vec<std::path::PathBuf>, ModelError> {
     files.sort();
     files.dedup();
     Ok(files.into_iter().map(|f| dir.join(f)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LLAMA: &str = r#"{
+        "model_type": "llama", "vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-5, "rope_theta": 500000, "max_position_embeddings": 128,
+        "pad_token_id": [7, 8], "head_dim": null, "sliding_window": null,
+        "id2label": {"0": "LABEL_0"}, "tie_word_embeddings": false,
+        "rope_scaling": {"type": "llama3", "rope_type": "llama3", "factor": 8.0,
+            "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192}
+    }"#;
+
+    #[test]
+    fn config_json_reads_both_rope_spellings_nulls_and_defaults() {
+        let c = DecoderConfig::parse(LLAMA).unwrap();
+        assert_eq!(c.arch, Arch::Llama);
+        assert_eq!((c.head_dim, c.num_key_value_heads), (4, 2));
+        assert_eq!(c.pad_token_id, Some(7));
+        assert_eq!(c.layer_windows, vec![None, None]);
+        assert_eq!(c.rope_scaling.as_ref().map(|s| s.factor), Some(8.0));
+        assert_eq!(
+            (c.attention_bias, c.mlp_bias, c.num_labels),
+            (false, false, 1)
+        );
+        // The same config as serde reads it inside another document.
+        let v: DecoderConfig = serde_json::from_str(LLAMA).unwrap();
+        assert_eq!(v, c);
+    }
+
+    #[test]
+    fn config_json_errors_name_the_key() {
+        let no_theta = LLAMA.replace("\"rope_theta\": 500000,", "");
+        let e = DecoderConfig::parse(&no_theta).unwrap_err().to_string();
+        assert!(e.contains("rope_theta"), "{e}");
+        let gelu = LLAMA.replace(
+            "\"model_type\": \"llama\",",
+            "\"model_type\": \"llama\", \"hidden_act\": \"gelu\",",
+        );
+        let e = DecoderConfig::parse(&gelu).unwrap_err().to_string();
+        assert!(e.contains("hidden_act `gelu`"), "{e}");
+        let no_vocab = LLAMA.replace("\"vocab_size\": 64,", "");
+        let e = DecoderConfig::parse(&no_vocab).unwrap_err().to_string();
+        assert!(e.contains("vocab_size"), "{e}");
+    }
 }

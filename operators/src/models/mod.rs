@@ -40,6 +40,10 @@ pub enum ModelError {
     Cache(String),
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
+    /// A model spec (`--model`, `--best-rm`, `--embedder`, ...) that names no usable
+    /// model; the message quotes the spec.
+    #[error("{0}")]
+    Spec(String),
 }
 
 use synpref_engine::model::PreferencePair;
@@ -103,7 +107,7 @@ impl ModelError {
     pub fn for_setting(self, flag: &str) -> synpref_engine::Error {
         use synpref_engine::Error;
         match self {
-            ModelError::Load { .. } | ModelError::Template(_) => {
+            ModelError::Load { .. } | ModelError::Template(_) | ModelError::Spec(_) => {
                 Error::setting(flag, self.to_string())
             }
             other => Error::other(flag, other),
@@ -157,7 +161,9 @@ pub struct ModelOptions {
 }
 
 /// `--device`: `auto` (CUDA if built with it and a GPU is present), `cpu` or `cuda`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
     #[default]
@@ -167,7 +173,9 @@ pub enum DeviceChoice {
 }
 
 /// `--dtype`: `auto` (bf16 on CUDA, f32 on the CPU), `f32` or `bf16`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DTypeChoice {
     #[default]
@@ -178,46 +186,37 @@ pub enum DTypeChoice {
 
 impl std::fmt::Display for DeviceChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            DeviceChoice::Auto => "auto",
-            DeviceChoice::Cpu => "cpu",
-            DeviceChoice::Cuda => "cuda",
-        })
-    }
-}
-
-impl std::str::FromStr for DeviceChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(DeviceChoice::Auto),
-            "cpu" => Ok(DeviceChoice::Cpu),
-            "cuda" => Ok(DeviceChoice::Cuda),
-            other => Err(format!("`{other}`: use auto, cpu or cuda")),
-        }
+        synpref_engine::output::value_name(self, f)
     }
 }
 
 impl std::fmt::Display for DTypeChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            DTypeChoice::Auto => "auto",
-            DTypeChoice::F32 => "f32",
-            DTypeChoice::Bf16 => "bf16",
-        })
+        synpref_engine::output::value_name(self, f)
     }
 }
 
-impl std::str::FromStr for DTypeChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(DTypeChoice::Auto),
-            "f32" => Ok(DTypeChoice::F32),
-            "bf16" => Ok(DTypeChoice::Bf16),
-            other => Err(format!("`{other}`: use auto, f32 or bf16")),
-        }
-    }
+#[cfg(test)]
+#[test]
+fn device_and_dtype_have_one_name_for_clap_serde_and_display() {
+    use clap::ValueEnum;
+    let names = |all: Vec<String>| all.join(" ");
+    let device = DeviceChoice::value_variants().iter().map(|v| {
+        assert_eq!(
+            serde_json::to_value(v).unwrap().as_str(),
+            Some(v.to_string().as_str())
+        );
+        v.to_string()
+    });
+    assert_eq!(names(device.collect()), "auto cpu cuda");
+    let dtype = DTypeChoice::value_variants().iter().map(|v| {
+        assert_eq!(
+            serde_json::to_value(v).unwrap().as_str(),
+            Some(v.to_string().as_str())
+        );
+        v.to_string()
+    });
+    assert_eq!(names(dtype.collect()), "auto f32 bf16");
 }
 
 impl Default for ModelOptions {
@@ -452,13 +451,18 @@ impl<'de> Deserialize<'de> for ModelSpec {
 
 impl ModelSpec {
     /// Parses `builtin`, `hf:DIR` or `encoder:DIR`; the directory must exist.
-    pub fn parse(spec: &str) -> Result<ModelSpec, String> {
-        let dir = |d: &str| -> Result<PathBuf, String> {
+    pub fn parse(spec: &str) -> Result<ModelSpec, ModelError> {
+        let dir = |d: &str| -> Result<PathBuf, ModelError> {
             let p = PathBuf::from(d);
             if d.is_empty() {
-                Err(format!("`{spec}`: no directory after the colon"))
+                Err(ModelError::Spec(format!(
+                    "`{spec}`: no directory after the colon"
+                )))
             } else if !p.join("config.json").is_file() {
-                Err(format!("`{spec}`: {} has no config.json", p.display()))
+                Err(ModelError::Spec(format!(
+                    "`{spec}`: {} has no config.json",
+                    p.display()
+                )))
             } else {
                 Ok(p)
             }
@@ -470,25 +474,75 @@ impl ModelSpec {
         } else if let Some(d) = spec.strip_prefix("encoder:") {
             dir(d).map(ModelSpec::Encoder)
         } else {
-            Err(format!(
+            Err(ModelError::Spec(format!(
                 "`{spec}` is not a model spec (builtin, hf:DIR or encoder:DIR)"
-            ))
+            )))
         }
     }
 }
 
-/// Loads the cacheable feature source of a transformer spec (`None` for builtin), with
-/// its cache under `cache_url` when one is given.
-pub fn load_features(
-    spec: &ModelSpec,
+/// A model spec with what it needs loaded: the built-in model needs nothing, an `hf:`
+/// or `encoder:` model its cacheable feature source. Jobs carry this one value for "a
+/// model" once it is loaded, so that no caller matches the spec and its features
+/// separately (and checks again that they agree).
+#[derive(Clone)]
+pub enum LoadedModel {
+    Builtin,
+    /// A ready reward model: its features are the rewards.
+    Hf(Arc<CachedFeatures>),
+    /// A sentence encoder: its features are the embeddings a head is trained on.
+    Encoder(Arc<CachedFeatures>),
+}
+
+impl LoadedModel {
+    /// Loads what `spec` needs, its score cache under `cache_url` when one is given.
+    pub fn load(
+        spec: &ModelSpec,
+        options: &ModelOptions,
+        cache_url: Option<&str>,
+    ) -> Result<LoadedModel, ModelError> {
+        Ok(match spec {
+            ModelSpec::Builtin => LoadedModel::Builtin,
+            ModelSpec::Hf(dir) => LoadedModel::Hf(load_hf(dir, options, cache_url)?),
+            ModelSpec::Encoder(dir) => LoadedModel::Encoder(load_encoder(dir, options, cache_url)?),
+        })
+    }
+
+    /// The feature source (`None` for the built-in model).
+    pub fn features(&self) -> Option<&Arc<CachedFeatures>> {
+        match self {
+            LoadedModel::Builtin => None,
+            LoadedModel::Hf(f) | LoadedModel::Encoder(f) => Some(f),
+        }
+    }
+}
+
+/// Loads an `hf:` directory's reward model as a cacheable feature source.
+pub fn load_hf(
+    dir: &std::path::Path,
     options: &ModelOptions,
     cache_url: Option<&str>,
-) -> Result<Option<Arc<CachedFeatures>>, ModelError> {
-    let features: Arc<dyn PairFeatures> = match spec {
-        ModelSpec::Builtin => return Ok(None),
-        ModelSpec::Hf(dir) => Arc::new(hf::HfRewardModel::load(dir, options)?),
-        ModelSpec::Encoder(dir) => Arc::new(encoder::EncoderFeatures::load(dir, options)?),
-    };
+) -> Result<Arc<CachedFeatures>, ModelError> {
+    cached(Arc::new(hf::HfRewardModel::load(dir, options)?), cache_url)
+}
+
+/// Loads an `encoder:` directory's sentence encoder as a cacheable feature source.
+pub fn load_encoder(
+    dir: &std::path::Path,
+    options: &ModelOptions,
+    cache_url: Option<&str>,
+) -> Result<Arc<CachedFeatures>, ModelError> {
+    cached(
+        Arc::new(encoder::EncoderFeatures::load(dir, options)?),
+        cache_url,
+    )
+}
+
+/// `features` behind the score cache under `cache_url` when one is given.
+fn cached(
+    features: Arc<dyn PairFeatures>,
+    cache_url: Option<&str>,
+) -> Result<Arc<CachedFeatures>, ModelError> {
     let cache = match cache_url {
         Some(url) => Some(Arc::new(
             ScoreCache::open(url, features.fingerprint(), features.width())
@@ -496,7 +550,7 @@ pub fn load_features(
         )),
         None => None,
     };
-    Ok(Some(Arc::new(CachedFeatures::new(features, cache))))
+    Ok(Arc::new(CachedFeatures::new(features, cache)))
 }
 
 /// σ(x) in f64.

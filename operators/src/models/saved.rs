@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::builtin::{HashedBtModel, TrainInfo};
 use super::encoder::DenseHead;
-use super::{load_features, EncoderScorer, ModelError, ModelOptions, ModelSpec, RewardModel};
+use super::{load_encoder, EncoderScorer, ModelError, ModelOptions, RewardModel};
 
 /// The card's file name.
 pub const CARD_FILE: &str = "synpref_model.json";
@@ -171,8 +171,7 @@ pub fn load(
             encoder,
             encoder_fingerprint,
         } => {
-            let features = load_features(&ModelSpec::Encoder(encoder.clone()), options, cache_url)?
-                .expect("an encoder spec has features");
+            let features = load_encoder(encoder, options, cache_url)?;
             if features.features.fingerprint() != encoder_fingerprint {
                 return Err(ModelError::load(
                     &dir.join(CARD_FILE),
