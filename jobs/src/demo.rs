@@ -20,8 +20,9 @@ pub struct DemoSpec {
     /// built-in models to separate label noise from signal.
     pub pairs: u64,
     pub seed: u64,
-    pub workers: usize,
-    pub progress: bool,
+    /// Timely worker threads in this process and progress bars (the shared block).
+    #[serde(flatten)]
+    pub run: RunSettings,
 }
 
 impl DemoSpec {
@@ -30,8 +31,10 @@ impl DemoSpec {
             out,
             pairs: 50_000,
             seed: 7,
-            workers,
-            progress: true,
+            run: RunSettings {
+                workers,
+                progress: true,
+            },
         }
     }
 
@@ -49,8 +52,7 @@ impl DemoSpec {
             judges: Some(join(&data, "judge_votes.parquet")),
             decontaminate: vec![join(&data, "benchmark_prompts.jsonl")],
             machine: MachineSettings {
-                workers: self.workers,
-                progress: self.progress,
+                run: self.run,
                 ..MachineSettings::default()
             },
             ..CurateSpec::default()
@@ -73,10 +75,7 @@ impl Job for DemoSpec {
     type Report = DemoReport;
 
     fn run_settings(&self) -> RunSettings {
-        RunSettings {
-            workers: self.workers,
-            progress: self.progress,
-        }
+        self.run
     }
 
     fn validate(&self) -> Result<()> {
@@ -99,7 +98,7 @@ impl Job for DemoSpec {
             g.pairs,
             g.gold_labels,
             100.0 * g.label_noise,
-            demo.workers
+            demo.run.workers
         );
         Ok(run_nested(demo.curate_spec(), role, host)?.map(|(_, curate)| DemoReport { curate }))
     }

@@ -57,8 +57,13 @@ impl Role {
 
 /// The run settings every job has, whatever its work: how many timely worker threads
 /// each process runs and whether progress bars are drawn. Declared once as flags
-/// (`cluster/src/cli/common.rs`, `RunArgs`).
+/// (`cluster/src/cli/common.rs`, `RunArgs`). The specs of the jobs that run on timely
+/// workers (curate through its `MachineSettings`, serve, fractions, stage1, demo)
+/// embed this block with `#[serde(flatten)]`, so their saved specs keep the keys
+/// `workers` and `progress`; the serial jobs (score, eval, export, gen, annotate,
+/// tasks) run on one worker and carry only `progress` (`SerialJob::progress`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunSettings {
     /// Timely worker threads in this process (1 for jobs that run on one thread).
     pub workers: usize,
@@ -66,7 +71,30 @@ pub struct RunSettings {
     pub progress: bool,
 }
 
+impl Default for RunSettings {
+    /// One worker, progress bars on (they hide themselves when stderr is not a
+    /// terminal).
+    fn default() -> Self {
+        RunSettings {
+            workers: 1,
+            progress: true,
+        }
+    }
+}
+
 impl RunSettings {
+    /// Checks the worker count (`--workers`): at least one, and at most 1,024 threads
+    /// in a process (more is a typo, not a machine).
+    pub fn validate(&self) -> Result<()> {
+        if self.workers == 0 || self.workers > 1024 {
+            return Err(Error::setting(
+                "--workers",
+                format!("{} is not between 1 and 1024", self.workers),
+            ));
+        }
+        Ok(())
+    }
+
     /// One worker, with or without progress bars: the jobs that run on the calling
     /// thread (score, eval, export, gen, annotate, tasks).
     pub fn serial(progress: bool) -> RunSettings {
@@ -265,5 +293,31 @@ mod tests {
         assert_eq!(role.total_workers(), 12);
         assert_eq!(role.local_workers(), 4..8);
         assert!(Role::single(2).leader());
+    }
+
+    #[test]
+    fn worker_counts_outside_one_to_1024_are_refused_naming_the_flag() {
+        for bad in [0, 1025] {
+            let err = RunSettings {
+                workers: bad,
+                progress: false,
+            }
+            .validate()
+            .unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains("--workers"), "{err}");
+        }
+        assert!(RunSettings::serial(false).validate().is_ok());
+    }
+
+    #[test]
+    fn a_spec_embedding_the_run_settings_keeps_the_keys_workers_and_progress() {
+        let spec = crate::demo::DemoSpec::new("out".into(), 3);
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["workers"], 3);
+        assert_eq!(json["progress"], true);
+        assert!(json.get("run").is_none(), "{json}");
+        let back: crate::demo::DemoSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(back, spec);
     }
 }

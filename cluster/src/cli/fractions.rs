@@ -110,8 +110,7 @@ impl FractionsArgs {
             out: self.out,
             options: self.models.options()?,
             score_cache: self.models.cache(),
-            workers: run.workers,
-            progress: run.progress,
+            run,
         };
         let curate = self
             .gold

@@ -229,9 +229,7 @@ impl Stage1Args {
             .as_deref()
             .map(|c| local_dir("--cache", c))
             .transpose()?;
-        let run = self.run.settings();
-        spec.progress = run.progress;
-        spec.workers = run.workers;
+        spec.run = self.run.settings();
         Ok(spec)
     }
 }

@@ -112,9 +112,8 @@ impl StageArgs {
             format: self.format,
             output_file_format: self.output_file_format,
             machine: MachineSettings {
-                workers: self.run.settings().workers,
+                run: self.run.settings(),
                 batch_rows: self.batch_rows,
-                progress: self.run.settings().progress,
                 slice_rows: self.slice_rows,
             },
             ..CurateSpec::default()

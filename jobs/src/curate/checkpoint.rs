@@ -118,8 +118,8 @@ pub fn slices_for(plan: &CuratePlan, worker: usize, peers: usize) -> Vec<Vec<Sha
 pub fn fingerprint(plan: &CuratePlan, total_workers: usize) -> String {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut settings = plan.spec.clone();
-    settings.machine.progress = true;
-    settings.machine.workers = total_workers;
+    settings.machine.run.progress = true;
+    settings.machine.run.workers = total_workers;
     h.update(&serde_json::to_vec(&settings).expect("a spec serialises"));
     for f in &plan.input.files {
         h.update(f.location.url.as_bytes());

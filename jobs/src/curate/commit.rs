@@ -43,7 +43,7 @@ pub fn gather_and_commit(
     // process reports once (its first worker).
     let usage = |m: &LoadedModel| {
         m.features()
-            .filter(|_| worker.index() % plan.spec.machine.workers == 0)
+            .filter(|_| worker.index() % plan.spec.machine.run.workers == 0)
             .map(|f| f.usage())
             .unwrap_or_default()
     };

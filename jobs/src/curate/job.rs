@@ -17,10 +17,7 @@ impl Job for CurateSpec {
     type Report = CurateReport;
 
     fn run_settings(&self) -> RunSettings {
-        RunSettings {
-            workers: self.machine.workers,
-            progress: self.machine.progress,
-        }
+        self.machine.run
     }
 
     fn validate(&self) -> Result<()> {

@@ -145,7 +145,7 @@ pub fn prepare_with_gold(
     if leader {
         synpref_engine::output::clear_output(&out)?;
     }
-    let hidden = !spec.machine.progress;
+    let hidden = !spec.machine.run.progress;
     let mk = |m: &str, n: u64| {
         let b = synpref_engine::progress::bar(m, n, "pairs");
         if hidden {

@@ -10,6 +10,8 @@ use synpref_operators::models::{ModelOptions, ModelSpec};
 use synpref_operators::training::best::CrossFitSettings;
 use synpref_operators::validate::ValidateSettings;
 
+use crate::job::RunSettings;
+
 /// The settings of a curate run. Every knob's name, default and meaning is here.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -77,12 +79,12 @@ pub const DEFAULT_SLICE_ROWS: u64 = 1 << 18;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MachineSettings {
-    /// Timely worker threads in this process.
-    pub workers: usize,
+    /// Timely worker threads in this process and progress bars (the block every job
+    /// shares).
+    #[serde(flatten)]
+    pub run: RunSettings,
     /// Rows per read batch (the unit of pipelining; the output does not depend on it).
     pub batch_rows: usize,
-    /// Draw progress bars (they also hide themselves when stderr is not a terminal).
-    pub progress: bool,
     /// Rows of input each worker reads between two commits of its progress
     /// (`--slice-rows`): a killed run started again redoes at most one slice per worker
     /// (`resume`). Each commit closes the worker's open parts.
@@ -105,9 +107,8 @@ pub fn validate_settings(spec: &CurateSpec) -> ValidateSettings {
 impl Default for MachineSettings {
     fn default() -> Self {
         MachineSettings {
-            workers: 1,
+            run: RunSettings::default(),
             batch_rows: synpref_engine::input::READ_BATCH_ROWS,
-            progress: true,
             slice_rows: DEFAULT_SLICE_ROWS,
         }
     }
@@ -167,12 +168,7 @@ impl CurateSpec {
             return Err(Error::setting("--out", "is required"));
         }
         let m = &self.machine;
-        if m.workers == 0 || m.workers > 1024 {
-            return Err(Error::setting(
-                "--workers",
-                format!("{} is not between 1 and 1024", m.workers),
-            ));
-        }
+        m.run.validate()?;
         if m.batch_rows == 0 || m.batch_rows > 1 << 20 {
             return Err(Error::setting(
                 "--batch-rows",

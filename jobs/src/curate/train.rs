@@ -276,7 +276,7 @@ fn train_on_leader(plan: &CuratePlan, material: Material, features: &Features) -
         "training the best RM (pool labels, cross-fitted) and the gold RM (gold labels)"
     );
     let bar = synpref_engine::progress::bar("train", 2, "models");
-    if !spec.machine.progress {
+    if !spec.machine.run.progress {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let heads = head_settings(spec.train.seed);

@@ -33,8 +33,7 @@ pub fn curate_first(
         judges,
         threshold,
         machine: MachineSettings {
-            workers: spec.workers,
-            progress: spec.progress,
+            run: spec.run,
             ..MachineSettings::default()
         },
         ..CurateSpec::default()
@@ -54,10 +53,7 @@ impl Job for FractionsJob {
     type Report = FractionsReport;
 
     fn run_settings(&self) -> RunSettings {
-        RunSettings {
-            workers: self.fractions.workers,
-            progress: self.fractions.progress,
-        }
+        self.fractions.run
     }
 
     fn validate(&self) -> Result<()> {

@@ -34,6 +34,7 @@ use synpref_engine::{Error, Result};
 use synpref_operators::models::ModelOptions;
 use timely::worker::Worker;
 
+use crate::job::RunSettings;
 use crate::read::{accuracy, input_schema, load_eval_set, read_valid_pairs, EvalSet, SetAccuracy};
 use subsets::{content_key, RankKey, SmallestN};
 use trainers::{LoadedTrainer, Subset, TrainerSpec};
@@ -66,9 +67,9 @@ pub struct FractionsSpec {
     pub options: ModelOptions,
     /// The score cache of encoder features (`None`: no durable cache).
     pub score_cache: Option<String>,
-    /// Timely worker threads of this process.
-    pub workers: usize,
-    pub progress: bool,
+    /// Timely worker threads in this process and progress bars (the shared block).
+    #[serde(flatten)]
+    pub run: RunSettings,
 }
 
 impl FractionsSpec {
@@ -97,9 +98,7 @@ impl FractionsSpec {
         if self.evals.is_empty() {
             return Err(Error::setting("--eval", "give at least one evaluation set"));
         }
-        if self.workers == 0 {
-            return Err(Error::setting("--workers", "must be at least 1"));
-        }
+        self.run.validate()?;
         if let TrainerSpec::Command { template, .. } = &self.trainer {
             if !template.contains("{model_dir}") {
                 return Err(Error::setting(
@@ -172,7 +171,7 @@ pub fn prepare(
         .filter(|(w, _)| process_workers.contains(w))
         .count() as u64;
     let bar = synpref_engine::progress::bar("fractions", mine, "models");
-    if !spec.progress {
+    if !spec.run.progress {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     Ok(FractionsPlan {

@@ -26,10 +26,7 @@ impl Job for Serve {
     type Report = ();
 
     fn run_settings(&self) -> RunSettings {
-        RunSettings {
-            workers: self.spec.curate.machine.workers,
-            progress: self.spec.curate.machine.progress,
-        }
+        self.spec.curate.machine.run
     }
 
     fn validate(&self) -> Result<()> {

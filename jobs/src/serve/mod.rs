@@ -632,7 +632,7 @@ fn process_ctx(
     leader: bool,
     reports: mpsc::Sender<WorkerReport>,
 ) -> Result<Arc<ProcessCtx>> {
-    let workers = cspec.machine.workers;
+    let workers = cspec.machine.run.workers;
     let registry = curate::ModelRegistry::default();
     let pool_dir = spec.pool_dir.as_ref().map(std::path::PathBuf::from);
     let store = Arc::new(PoolStore::create(pool_dir.as_deref())?);

@@ -292,7 +292,7 @@ impl ProcessCtx {
             }) as Arc<dyn RewardModel>,
         );
         let mut spec = self.spec.clone();
-        spec.machine.progress = false;
+        spec.machine.run.progress = false;
         let plan = Arc::new(curate::prepare_with_gold(
             spec,
             state.labels.clone(),

@@ -20,16 +20,11 @@ impl Job for Stage1Spec {
     type Report = Stage1Report;
 
     fn run_settings(&self) -> RunSettings {
-        RunSettings {
-            workers: self.workers,
-            progress: self.progress,
-        }
+        self.run
     }
 
     fn validate(&self) -> Result<()> {
-        if self.workers == 0 {
-            return Err(Error::setting("--workers", "must be at least 1"));
-        }
+        self.run.validate()?;
         if self.train.epochs == 0 {
             return Err(Error::setting("--epochs", "must be at least 1"));
         }

@@ -45,6 +45,7 @@ use synpref_operators::models::builtin::{HashedBtModel, TrainExample, TrainSetti
 use synpref_operators::models::saved::{self, ToSave};
 use synpref_operators::models::{sigmoid, ModelOptions};
 
+use crate::job::RunSettings;
 use crate::read::load_eval_set;
 use ann::{IndexKind, IndexSettings, IndexStats, PoolIndex};
 use judge::{JudgeQuality, JudgeSample, JudgeSettings, JudgeTask, JudgeVote};
@@ -89,9 +90,9 @@ pub struct Stage1Spec {
     /// Where LLM answers and embeddings are cached (default OUT/cache).
     pub cache: Option<PathBuf>,
     pub model_options: ModelOptions,
-    /// Timely worker threads in this process.
-    pub workers: usize,
-    pub progress: bool,
+    /// Timely worker threads in this process and progress bars (the shared block).
+    #[serde(flatten)]
+    pub run: RunSettings,
 }
 
 impl Stage1Spec {
@@ -115,8 +116,7 @@ impl Stage1Spec {
             index: IndexSettings::default(),
             cache: None,
             model_options: ModelOptions::default(),
-            workers: 1,
-            progress: true,
+            run: RunSettings::default(),
         }
     }
 
@@ -565,7 +565,7 @@ impl Leader {
         let silver = silver_set.pairs;
         let mut settings = spec.llm.clone();
         settings.cache_dir = Some(spec.cache_dir().join("llm"));
-        settings.progress = spec.progress;
+        settings.progress = spec.run.progress;
         let client = match spec.labeler {
             Labeler::Judges => Some(LlmClient::new(settings)?),
             Labeler::Humans => None,
