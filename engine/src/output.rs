@@ -811,6 +811,21 @@ pub fn jsonl_bytes(batch: &RecordBatch, path: &str) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Writes rows as JSON Lines in one put, so a reader sees the whole file or none of it
+/// (object stores make a single put atomic; on a local disk object_store writes a
+/// temporary file and renames it).
+pub fn write_json_lines<T: Serialize>(
+    loc: &Location,
+    rows: impl IntoIterator<Item = T>,
+) -> Result<()> {
+    let mut bytes = Vec::new();
+    for row in rows {
+        serde_json::to_writer(&mut bytes, &row).map_err(|e| Error::other(&loc.url, e))?;
+        bytes.push(b'\n');
+    }
+    loc.put(bytes)
+}
+
 /// Writes a small JSON document (report, manifest) atomically: object stores make a
 /// single put atomic.
 pub fn write_json<T: Serialize>(loc: &Location, value: &T) -> Result<()> {

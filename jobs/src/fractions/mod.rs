@@ -506,12 +506,9 @@ fn run_task(
     })
 }
 
+/// One put through the store: a reader sees the whole file or none of it.
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().expect("a file in a directory");
-    std::fs::create_dir_all(dir).map_err(|e| Error::Worker(format!("{}: {e}", dir.display())))?;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::Worker(format!("{}: {e}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Worker(format!("{}: {e}", path.display())))
+    synpref_engine::store::resolve(&path.display().to_string())?.put(bytes.to_vec())
 }
 
 /// Reads a set's valid pairs through `keep` (which files them per seed), counting the

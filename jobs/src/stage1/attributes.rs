@@ -233,16 +233,14 @@ pub fn run_annotate(spec: &AnnotateSpec) -> Result<AnnotateReport> {
         }
     }
     let path = spec.out.join("pairs.jsonl");
-    let mut out = Vec::new();
-    for (p, err) in pairs.iter().zip(&errors) {
+    let rows = pairs.iter().zip(&errors).map(|(p, err)| {
         let mut v = synpref_engine::side::pair_to_json(p);
         if let (Some(e), Some(m)) = (err, v.as_object_mut()) {
             m.insert("attributes_error".into(), e.clone().into());
         }
-        serde_json::to_writer(&mut out, &v).expect("json");
-        out.push(b'\n');
-    }
-    std::fs::write(&path, out).map_err(|e| Error::other(path.display().to_string(), e))?;
+        v
+    });
+    synpref_engine::output::write_json_lines(&resolve(&path.display().to_string())?, rows)?;
     let task_categories = TASK_CATEGORIES
         .iter()
         .map(|c| {

@@ -37,6 +37,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use synpref_engine::hashing::pair_key;
 use synpref_engine::model::{GoldLabel, PreferencePair, Verdict};
+use synpref_engine::output::write_json_lines;
 use synpref_engine::score_cache::ScoreCache;
 use synpref_engine::side::{label_to_json, GoldLabels, Truth};
 use synpref_engine::store::resolve;
@@ -189,13 +190,9 @@ fn io(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::other(path.display().to_string(), e)
 }
 
+/// Writes one of the run's JSONL files through the store (whole or not at all).
 fn write_jsonl<T: Serialize>(path: &Path, rows: impl IntoIterator<Item = T>) -> Result<()> {
-    let mut out = Vec::new();
-    for r in rows {
-        serde_json::to_writer(&mut out, &r).map_err(|e| io(path, e))?;
-        out.push(b'\n');
-    }
-    std::fs::write(path, out).map_err(|e| io(path, e))
+    write_json_lines(&resolve(&path.display().to_string())?, rows)
 }
 
 /// A labelled pair as a JSON object in the input format (the silver set).
