@@ -107,3 +107,19 @@ impl Job for DemoSpec {
         summary(&report.curate, &demo.curate_spec().out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spec_embedding_the_run_settings_keeps_the_keys_workers_and_progress() {
+        let spec = DemoSpec::new("out".into(), 3);
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["workers"], 3);
+        assert_eq!(json["progress"], true);
+        assert!(json.get("run").is_none(), "{json}");
+        let back: DemoSpec = serde_json::from_value(json).unwrap();
+        assert_eq!(back, spec);
+    }
+}

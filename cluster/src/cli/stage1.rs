@@ -1,12 +1,14 @@
 //! The flags of Stage 1's commands (`stage1`, `annotate`, `tasks`), validated into the
 //! typed specs of `synpref_jobs::stage1`.
 
+use std::path::PathBuf;
+
 use clap::{Args, Subcommand};
 use synpref_engine::cluster::ClusterSpec;
 use synpref_engine::Error;
 use synpref_jobs::stage1::ann::{IndexKind, IndexSettings};
 use synpref_jobs::stage1::attributes::AnnotateSpec;
-use synpref_jobs::stage1::job::{local_dir, TaskFormat, TasksConfig, TasksExport, TasksImport};
+use synpref_jobs::stage1::job::{TaskFormat, TasksConfig, TasksExport, TasksImport};
 use synpref_jobs::stage1::judge::JudgeSettings;
 use synpref_jobs::stage1::llm::LlmSettings;
 use synpref_jobs::stage1::retrieve::EmbedderSpec;
@@ -186,12 +188,7 @@ impl Stage1Args {
                 ))
             }
         };
-        let mut spec = Stage1Spec::new(
-            self.pool,
-            self.gold,
-            self.silver,
-            local_dir("--out", &self.out)?,
-        );
+        let mut spec = Stage1Spec::new(self.pool, self.gold, self.silver, PathBuf::from(self.out));
         spec.truth = self.truth;
         spec.iterations = self.iterations;
         spec.embedder =
@@ -224,11 +221,7 @@ impl Stage1Args {
             ef_construction: self.hnsw_ef_construction,
             ef_search: self.hnsw_ef_search,
         };
-        spec.cache = self
-            .cache
-            .as_deref()
-            .map(|c| local_dir("--cache", c))
-            .transpose()?;
+        spec.cache = self.cache.as_deref().map(PathBuf::from);
         spec.run = self.run.settings();
         Ok(spec)
     }
@@ -265,18 +258,14 @@ impl AnnotateArgs {
     pub fn into_spec(self) -> Result<AnnotateSpec, Error> {
         Ok(AnnotateSpec {
             pairs: self.pairs,
-            out: local_dir("--out", &self.out)?,
+            out: PathBuf::from(self.out),
             model: self.model,
             llm: self.llm.settings()?,
             max_text_chars: self.max_chars,
             // Five short fields; a guideline of two sentences fits in ~120 tokens.
             max_tokens: 256,
             overwrite: self.overwrite,
-            cache: self
-                .cache
-                .as_deref()
-                .map(|c| local_dir("--cache", c))
-                .transpose()?,
+            cache: self.cache.as_deref().map(PathBuf::from),
             progress: self.progress.progress(),
         })
     }

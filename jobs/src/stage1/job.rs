@@ -3,7 +3,7 @@
 //! and `tasks import` (which read and write through `engine::store`: a local path or an
 //! object-store URL).
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use synpref_engine::store::resolve;
@@ -25,6 +25,8 @@ impl Job for Stage1Spec {
 
     fn validate(&self) -> Result<()> {
         self.run.validate()?;
+        require_local("--out", Some(&self.out))?;
+        require_local("--cache", self.cache.as_deref())?;
         if self.train.epochs == 0 {
             return Err(Error::setting("--epochs", "must be at least 1"));
         }
@@ -54,16 +56,20 @@ impl Job for Stage1Spec {
     }
 }
 
-/// Stage 1 writes its sets, logs and caches to a local directory: `value` of `flag`
-/// as a path, or a setting error for a URL.
-pub fn local_dir(flag: &str, value: &str) -> Result<PathBuf> {
+/// Stage 1 and annotate keep their working directory (`--out`: the iterations' sets,
+/// the saved best RM, Label Studio task files a person opens) and their LLM cache
+/// (`--cache`, appended line by line) on a local disk: a setting error for a URL.
+fn require_local(flag: &str, dir: Option<&Path>) -> Result<()> {
+    let Some(value) = dir.map(|d| d.display().to_string()) else {
+        return Ok(());
+    };
     if value.contains("://") {
         return Err(Error::setting(
             flag,
             format!("`{value}`: Stage 1 writes to a local directory"),
         ));
     }
-    Ok(PathBuf::from(value))
+    Ok(())
 }
 
 impl SerialJob for AnnotateSpec {
@@ -75,6 +81,8 @@ impl SerialJob for AnnotateSpec {
     }
 
     fn check(&self) -> Result<()> {
+        require_local("--out", Some(&self.out))?;
+        require_local("--cache", self.cache.as_deref())?;
         self.llm.validate()
     }
 
@@ -218,5 +226,24 @@ impl SerialJob for TasksImport {
             imported.cancelled,
             self.out
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage1::Stage1Spec;
+
+    #[test]
+    fn stage1_refuses_an_object_store_out_or_cache_in_its_validate_naming_the_flag() {
+        let spec = |out: &str| Stage1Spec::new("p".into(), "g".into(), "s".into(), out.into());
+        assert!(Job::validate(&spec("/tmp/stage1")).is_ok());
+        let err = Job::validate(&spec("s3://bucket/stage1")).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--out"), "{err}");
+        let mut cached = spec("/tmp/stage1");
+        cached.cache = Some("gs://bucket/cache".into());
+        let err = Job::validate(&cached).unwrap_err();
+        assert!(err.to_string().contains("--cache"), "{err}");
     }
 }
