@@ -2490,5 +2490,8 @@ mod eval;
 #[path = "integration/fractions.rs"]
 mod fractions;
 
+#[path = "integration/packed_scoring.rs"]
+mod packed_scoring;
+
 #[path = "integration/stage1.rs"]
 mod stage1;

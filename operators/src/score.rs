@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use synpref_engine::model::PreferencePair;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
 
 use crate::models::features::{category_hash, reply_text, response_features, SparseFeatures};
 use crate::models::FoldAssignment;
@@ -141,6 +142,14 @@ pub trait Score<'scope> {
     ) -> Rows<'scope, ScoredPair>;
 }
 
+/// Pairs the score operator gathers from its input before calling a transformer
+/// model, across dataflow containers (which hold tens of pairs): enough for several
+/// full batches at the default token budget (16,384 tokens ≈ 20 pairs of ~400-token
+/// sequences), and the tokenising chunk of `batching` (512 sequences). Rows wait no
+/// longer than their input time: when the frontier passes it, whatever is gathered is
+/// scored.
+pub const GATHER_PAIRS: usize = 1024;
+
 impl<'scope> Score<'scope> for Rows<'scope, PreferencePair> {
     fn score(
         self,
@@ -149,52 +158,83 @@ impl<'scope> Score<'scope> for Rows<'scope, PreferencePair> {
         failure: ModelFailure,
     ) -> Rows<'scope, ScoredPair> {
         // Both built-in with one feature space: hash each reply once (see `Lanes`).
-        let interleaved = Interleaved::new(best.as_ref(), gold.as_ref());
-        self.unary(Pipeline, "Score", move |_, _| {
-            let mut c = SparseFeatures::default();
-            let mut r = SparseFeatures::default();
-            move |input, output| {
-                input.for_each(|time, data| {
-                    let mut session = output.session(&time);
-                    let scores: Vec<(f32, f32)> = match &interleaved {
-                        Some(w) => data.iter().map(|p| w.margins(p, &mut c, &mut r)).collect(),
-                        None => {
-                            if failure.borrow().is_some() {
-                                data.clear();
-                                return;
-                            }
-                            let refs: Vec<&PreferencePair> = data.iter().collect();
-                            let both = best
-                                .score(&refs)
-                                .map_err(|e| format!("best RM: {e}"))
-                                .and_then(|b| {
-                                    gold.score(&refs)
-                                        .map(|g| (b, g))
-                                        .map_err(|e| format!("gold RM: {e}"))
-                                });
-                            let (sb, sg) = match both {
-                                Ok(v) => v,
-                                Err(e) => {
-                                    *failure.borrow_mut() = Some(e);
-                                    data.clear();
-                                    return;
-                                }
-                            };
-                            sb.iter()
-                                .zip(&sg)
-                                .map(|(b, g)| (b.0 - b.1, g.0 - g.1))
-                                .collect()
+        if let Some(interleaved) = Interleaved::new(best.as_ref(), gold.as_ref()) {
+            return self.unary(Pipeline, "Score", move |_, _| {
+                let mut c = SparseFeatures::default();
+                let mut r = SparseFeatures::default();
+                move |input, output| {
+                    input.for_each(|time, data| {
+                        let mut session = output.session(&time);
+                        for pair in data.drain(..) {
+                            let (m_best, m_gold) = interleaved.margins(&pair, &mut c, &mut r);
+                            session.give(ScoredPair {
+                                pair,
+                                m_best,
+                                m_gold,
+                            });
                         }
-                    };
-                    for (pair, (m_best, m_gold)) in data.drain(..).zip(scores) {
+                    });
+                }
+            });
+        }
+        // Transformer (or mixed) models: gather pairs across containers, so that each
+        // model call fills its batches (`GATHER_PAIRS`).
+        self.unary_frontier(Pipeline, "Score", move |_, _| {
+            let mut gathered: Vec<(Capability<u64>, Vec<PreferencePair>)> = Vec::new();
+            let mut count = 0usize;
+            move |(input, frontier), output| {
+                input.for_each(|time, data| {
+                    if failure.borrow().is_some() {
+                        data.clear();
+                        return;
+                    }
+                    let cap = time.retain_least(0).expect("a message has a time");
+                    count += data.len();
+                    gathered.push((cap, std::mem::take(data)));
+                });
+                let passed = gathered
+                    .iter()
+                    .any(|(cap, _)| !frontier.less_equal(cap.time()));
+                if count == 0 || (count < GATHER_PAIRS && !passed) {
+                    return;
+                }
+                let batches = std::mem::take(&mut gathered);
+                count = 0;
+                let refs: Vec<&PreferencePair> =
+                    batches.iter().flat_map(|(_, rows)| rows.iter()).collect();
+                let margins = match margins(best.as_ref(), gold.as_ref(), &refs) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        *failure.borrow_mut() = Some(e);
+                        return;
+                    }
+                };
+                let mut margins = margins.into_iter();
+                for (cap, rows) in batches {
+                    let mut session = output.session(&cap);
+                    for (pair, (m_best, m_gold)) in rows.into_iter().zip(margins.by_ref()) {
                         session.give(ScoredPair {
                             pair,
                             m_best,
                             m_gold,
                         });
                     }
-                });
+                }
             }
         })
     }
+}
+
+/// (m_best, m_gold) of each pair, or the first model failure, naming the model.
+fn margins(
+    best: &dyn RewardModel,
+    gold: &dyn RewardModel,
+    pairs: &[&PreferencePair],
+) -> Result<Vec<(f32, f32)>, String> {
+    let b = best.score(pairs).map_err(|e| format!("best RM: {e}"))?;
+    let g = gold.score(pairs).map_err(|e| format!("gold RM: {e}"))?;
+    Ok(b.iter()
+        .zip(&g)
+        .map(|(b, g)| (b.0 - b.1, g.0 - g.1))
+        .collect())
 }

@@ -10,10 +10,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::sync_channel;
+use std::sync::Mutex;
+use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::ModelError;
+use super::packed::PackedBatch;
+use super::{ComputeStats, ModelError};
 
 /// Right-padded token ids of one batch.
 pub struct PaddedBatch {
@@ -105,19 +108,34 @@ pub fn run_sequences<M: BatchModel>(
     tokenize: impl Fn(usize) -> Result<Vec<u32>, ModelError> + Sync,
     token_budget: usize,
 ) -> Result<Vec<f32>, ModelError> {
+    run_sequences_counted(model, count, tokenize, token_budget, &Mutex::default())
+}
+
+/// `run_sequences`, adding what the batches cost to `stats`.
+pub fn run_sequences_counted<M: BatchModel>(
+    model: &M,
+    count: usize,
+    tokenize: impl Fn(usize) -> Result<Vec<u32>, ModelError> + Sync,
+    token_budget: usize,
+    stats: &Mutex<ComputeStats>,
+) -> Result<Vec<f32>, ModelError> {
+    let mut local = ComputeStats::default();
     let width = model.row_width();
     let mut out = vec![0f32; count * width];
     let max = model.max_tokens();
     std::thread::scope(|scope| -> Result<(), ModelError> {
-        let (tx, rx) = sync_channel::<Result<Vec<(usize, Vec<u32>)>, ModelError>>(2);
+        type Chunk = Result<(Vec<(usize, Vec<u32>)>, f64), ModelError>;
+        let (tx, rx) = sync_channel::<Chunk>(2);
         let tokenize = &tokenize;
         scope.spawn(move || {
             for start in (0..count).step_by(TOKENIZE_CHUNK) {
                 let end = (start + TOKENIZE_CHUNK).min(count);
+                let began = Instant::now();
                 let chunk: Result<Vec<(usize, Vec<u32>)>, ModelError> = (start..end)
                     .into_par_iter()
                     .map(|i| tokenize(i).map(|ids| (i, ids)))
                     .collect();
+                let chunk = chunk.map(|c| (c, began.elapsed().as_secs_f64()));
                 let failed = chunk.is_err();
                 if tx.send(chunk).is_err() || failed {
                     return;
@@ -129,16 +147,29 @@ pub fn run_sequences<M: BatchModel>(
         let heads = model.attention_heads();
         let rows_for = |w: usize| max_rows(token_budget, w, heads);
         let mut run = |w: usize, seqs: &[(usize, Vec<u32>)]| -> Result<(), ModelError> {
+            let began = Instant::now();
             let refs: Vec<&[u32]> = seqs.iter().map(|(_, s)| s.as_slice()).collect();
             let batch = PaddedBatch::right(&refs, w, model.pad_id());
+            local.pack_s += began.elapsed().as_secs_f64();
+            let began = Instant::now();
             let rows = model.forward_rows(&batch)?;
+            local.forward_s += began.elapsed().as_secs_f64();
+            local.batches += 1;
+            local.sequences += seqs.len() as u64;
+            local.sequence_tokens += refs.iter().map(|s| s.len() as u64).sum::<u64>();
+            local.computed_tokens += (batch.rows * batch.width) as u64;
             for ((i, _), r) in seqs.iter().zip(rows.chunks_exact(width)) {
                 out[i * width..(i + 1) * width].copy_from_slice(r);
             }
             Ok(())
         };
-        for chunk in rx {
-            for (i, ids) in chunk? {
+        loop {
+            let waited = Instant::now();
+            let Ok(chunk) = rx.recv() else { break };
+            local.wait_s += waited.elapsed().as_secs_f64();
+            let (chunk, tokenize_s) = chunk?;
+            local.tokenize_s += tokenize_s;
+            for (i, ids) in chunk {
                 let w = bucket_width(ids.len(), max);
                 let q = queues.entry(w).or_default();
                 q.push((i, ids));
@@ -155,6 +186,103 @@ pub fn run_sequences<M: BatchModel>(
         }
         Ok(())
     })?;
+    stats.lock().expect("stats lock").merge(&local);
+    Ok(out)
+}
+
+/// A model that maps a packed batch (`packed`) to one float per sequence.
+pub trait PackedModel: Sync {
+    /// The id an empty sequence is given (it is scored as one such token).
+    fn pad_id(&self) -> u32;
+    /// The index within a sequence whose hidden state gives its output.
+    fn pooled_at(&self, seq: &[u32]) -> usize;
+    /// One float per row of the batch, in row order.
+    fn forward_packed(&self, batch: &PackedBatch) -> Result<Vec<f32>, ModelError>;
+}
+
+/// Runs `model` on `count` pairs of sequences, the i-th given by `tokenize(i)`, the two
+/// sequences of a pair sharing their common prefix, packed into batches of at most
+/// `token_budget` computed tokens (and at least one pair). Tokenisation runs on the
+/// rayon pool a chunk ahead of the model. Returns 2 × `count` floats, in order; what
+/// each costs goes to `stats`.
+///
+/// A pair's floats do not depend on the pairs it is batched with (the packed forward
+/// pass acts per row, attention per sequence), so the budget changes speed, not bits.
+pub fn run_pairs<M: PackedModel>(
+    model: &M,
+    count: usize,
+    tokenize: impl Fn(usize) -> Result<[Vec<u32>; 2], ModelError> + Sync,
+    token_budget: usize,
+    stats: &Mutex<ComputeStats>,
+) -> Result<Vec<f32>, ModelError> {
+    let mut out = vec![0f32; count * 2];
+    let mut local = ComputeStats::default();
+    std::thread::scope(|scope| -> Result<(), ModelError> {
+        type Chunk = Result<(Vec<(usize, [Vec<u32>; 2])>, f64), ModelError>;
+        let (tx, rx) = sync_channel::<Chunk>(2);
+        let tokenize = &tokenize;
+        scope.spawn(move || {
+            for start in (0..count).step_by(TOKENIZE_CHUNK) {
+                let end = (start + TOKENIZE_CHUNK).min(count);
+                let began = Instant::now();
+                let chunk: Result<Vec<_>, ModelError> = (start..end)
+                    .into_par_iter()
+                    .map(|i| tokenize(i).map(|ids| (i, ids)))
+                    .collect();
+                let chunk = chunk.map(|c| (c, began.elapsed().as_secs_f64()));
+                let failed = chunk.is_err();
+                if tx.send(chunk).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let pad = model.pad_id();
+        let mut batch = PackedBatch::default();
+        let mut members: Vec<usize> = Vec::new();
+        let mut run = |batch: &mut PackedBatch,
+                       members: &mut Vec<usize>,
+                       local: &mut ComputeStats|
+         -> Result<(), ModelError> {
+            if members.is_empty() {
+                return Ok(());
+            }
+            let began = Instant::now();
+            let rewards = model.forward_packed(batch)?;
+            local.forward_s += began.elapsed().as_secs_f64();
+            local.batches += 1;
+            local.sequences += batch.rows() as u64;
+            local.sequence_tokens += batch.sequence_tokens as u64;
+            local.computed_tokens += batch.tokens() as u64;
+            for (&i, r) in members.iter().zip(rewards.chunks_exact(2)) {
+                out[2 * i..2 * i + 2].copy_from_slice(r);
+            }
+            *batch = PackedBatch::default();
+            members.clear();
+            Ok(())
+        };
+        loop {
+            let waited = Instant::now();
+            let Ok(chunk) = rx.recv() else { break };
+            local.wait_s += waited.elapsed().as_secs_f64();
+            let (chunk, tokenize_s) = chunk?;
+            local.tokenize_s += tokenize_s;
+            for (i, [chosen, rejected]) in chunk {
+                let began = Instant::now();
+                let seqs = [chosen.as_slice(), rejected.as_slice()];
+                let cost = PackedBatch::shared_cost(&seqs);
+                local.pack_s += began.elapsed().as_secs_f64();
+                if !members.is_empty() && batch.tokens() + cost > token_budget {
+                    run(&mut batch, &mut members, &mut local)?;
+                }
+                let began = Instant::now();
+                batch.push_shared(&seqs, pad, |s| model.pooled_at(s));
+                members.push(i);
+                local.pack_s += began.elapsed().as_secs_f64();
+            }
+        }
+        run(&mut batch, &mut members, &mut local)
+    })?;
+    stats.lock().expect("stats lock").merge(&local);
     Ok(out)
 }
 

@@ -19,8 +19,11 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{embedding, linear_b, linear_no_bias, Embedding, Linear, VarBuilder};
 use serde_json::Value;
 
-use super::batching::PaddedBatch;
+use super::batching::{bucket_width, PaddedBatch};
+use super::packed::PackedBatch;
 use super::ModelError;
+
+mod cpu;
 
 /// The two supported backbones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -327,6 +330,9 @@ impl RmsNorm {
 
 struct Block {
     input_norm: RmsNorm,
+    /// q, k and v projections in one product (the packed path); `q`, `k`, `v` are views
+    /// of its rows for the eager path.
+    qkv: Linear,
     q: Linear,
     k: Linear,
     v: Linear,
@@ -334,6 +340,8 @@ struct Block {
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
     post_norm: RmsNorm,
+    /// gate and up projections in one product; `gate` and `up` are views of its rows.
+    gate_up: Linear,
     gate: Linear,
     up: Linear,
     down: Linear,
@@ -396,11 +404,28 @@ impl DecoderRm {
                     Arch::Llama => Ok(None),
                 }
             };
+            let (qkv, views) = fused(
+                &a,
+                &["q_proj", "k_proj", "v_proj"],
+                &[q_out, kv_out, kv_out],
+                c.hidden_size,
+                c.attention_bias,
+            )?;
+            let [q, k, v]: [Linear; 3] = views.try_into().expect("three views");
+            let (gate_up, views) = fused(
+                &mlp,
+                &["gate_proj", "up_proj"],
+                &[c.intermediate_size, c.intermediate_size],
+                c.hidden_size,
+                c.mlp_bias,
+            )?;
+            let [gate, up]: [Linear; 2] = views.try_into().expect("two views");
             blocks.push(Block {
                 input_norm: RmsNorm::load(c.hidden_size, c.rms_norm_eps, l.pp("input_layernorm"))?,
-                q: linear_b(c.hidden_size, q_out, c.attention_bias, a.pp("q_proj"))?,
-                k: linear_b(c.hidden_size, kv_out, c.attention_bias, a.pp("k_proj"))?,
-                v: linear_b(c.hidden_size, kv_out, c.attention_bias, a.pp("v_proj"))?,
+                qkv,
+                q,
+                k,
+                v,
                 o: linear_b(q_out, c.hidden_size, c.attention_bias, a.pp("o_proj"))?,
                 q_norm: qk_norm("q_norm")?,
                 k_norm: qk_norm("k_norm")?,
@@ -409,18 +434,9 @@ impl DecoderRm {
                     c.rms_norm_eps,
                     l.pp("post_attention_layernorm"),
                 )?,
-                gate: linear_b(
-                    c.hidden_size,
-                    c.intermediate_size,
-                    c.mlp_bias,
-                    mlp.pp("gate_proj"),
-                )?,
-                up: linear_b(
-                    c.hidden_size,
-                    c.intermediate_size,
-                    c.mlp_bias,
-                    mlp.pp("up_proj"),
-                )?,
+                gate_up,
+                gate,
+                up,
                 down: linear_b(
                     c.intermediate_size,
                     c.hidden_size,
@@ -581,6 +597,40 @@ impl DecoderRm {
         self.norm.forward(&flat.index_select(&picks, 0)?)
     }
 
+    /// Whether the packed forward pass serves this model (the CPU in f32); elsewhere
+    /// `rewards_packed` unpacks to the eager path.
+    pub fn packs(&self) -> bool {
+        self.device.is_cpu() && self.dtype == DType::F32
+    }
+
+    /// Rewards of a packed batch, one per pooled row. On the CPU in f32 the packed
+    /// forward pass (`cpu`); elsewhere the eager path, each sequence padded to its own
+    /// bucket width (so a reward never depends on the batch), bucket by bucket.
+    pub fn rewards_packed(&self, batch: &PackedBatch) -> Result<Vec<f32>, ModelError> {
+        if self.packs() {
+            return Ok(self.rewards_packed_cpu(batch)?);
+        }
+        let seqs = batch.sequences();
+        let max = self.config.max_position_embeddings;
+        let mut by_width: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for (i, s) in seqs.iter().enumerate() {
+            by_width
+                .entry(bucket_width(s.len(), max))
+                .or_default()
+                .push(i);
+        }
+        let mut out = vec![0f32; seqs.len()];
+        let pad = self.config.pad_token_id.unwrap_or(0);
+        for (width, rows) in by_width {
+            let refs: Vec<&[u32]> = rows.iter().map(|&i| seqs[i].as_slice()).collect();
+            let got = self.rewards(&PaddedBatch::right(&refs, width, pad))?;
+            for (&i, r) in rows.iter().zip(got) {
+                out[i] = r;
+            }
+        }
+        Ok(out)
+    }
+
     /// Rewards (the first label's logit at the pooled position) of a padded batch.
     pub fn rewards(&self, batch: &PaddedBatch) -> Result<Vec<f32>, ModelError> {
         let pooled = self.pooled_hidden(batch)?;
@@ -591,6 +641,42 @@ impl DecoderRm {
             .to_dtype(DType::F32)?
             .to_vec1::<f32>()?)
     }
+}
+
+/// Loads the linear layers `names` (output sizes `outs`, input size `input`) of `vb` as
+/// one fused layer whose weight rows are theirs one after the other, and each of them
+/// as a view of its rows (no second copy of the weights).
+fn fused(
+    vb: &VarBuilder,
+    names: &[&str],
+    outs: &[usize],
+    input: usize,
+    bias: bool,
+) -> candle_core::Result<(Linear, Vec<Linear>)> {
+    let weights = names
+        .iter()
+        .zip(outs)
+        .map(|(n, &o)| vb.pp(*n).get((o, input), "weight"))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let biases = if bias {
+        let b = names
+            .iter()
+            .zip(outs)
+            .map(|(n, &o)| vb.pp(*n).get(o, "bias"))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Some(Tensor::cat(&b, 0)?)
+    } else {
+        None
+    };
+    let weight = Tensor::cat(&weights, 0)?;
+    let mut views = Vec::with_capacity(names.len());
+    let mut start = 0;
+    for &o in outs {
+        let b = biases.as_ref().map(|b| b.narrow(0, start, o)).transpose()?;
+        views.push(Linear::new(weight.narrow(0, start, o)?, b));
+        start += o;
+    }
+    Ok((Linear::new(weight, biases), views))
 }
 
 /// The safetensors files of a model directory: model.safetensors, or every shard named

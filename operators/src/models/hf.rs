@@ -11,16 +11,18 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use candle_core::{DType, Device};
 use synpref_engine::model::PreferencePair;
 
-use super::batching::{run_sequences, BatchModel, PaddedBatch};
+use super::batching::{run_pairs, run_sequences_counted, BatchModel, PackedModel, PaddedBatch};
 use super::chat::{conversation, ChatTemplate};
 use super::decoder::{weight_files, DecoderConfig, DecoderRm};
+use super::packed::PackedBatch;
 use super::{
-    load_tokenizer, DTypeChoice, DeviceChoice, ModelError, ModelOptions, PairFeatures,
-    TruncationStats,
+    load_tokenizer, ComputeStats, DTypeChoice, DeviceChoice, ModelError, ModelOptions,
+    PairFeatures, TruncationStats,
 };
 
 /// A loaded `hf:DIR` reward model.
@@ -34,6 +36,7 @@ pub struct HfRewardModel {
     fingerprint: String,
     prompt_truncated: AtomicU64,
     response_truncated: AtomicU64,
+    compute: Mutex<ComputeStats>,
 }
 
 /// Feeds a file's bytes to a hasher in 8 MiB reads (weights can be many GB).
@@ -125,6 +128,7 @@ impl HfRewardModel {
             fingerprint,
             prompt_truncated: AtomicU64::new(0),
             response_truncated: AtomicU64::new(0),
+            compute: Mutex::new(ComputeStats::default()),
         })
     }
 
@@ -215,6 +219,18 @@ impl BatchModel for HfRewardModel {
     }
 }
 
+impl PackedModel for HfRewardModel {
+    fn pad_id(&self) -> u32 {
+        self.model.config.pad_token_id.unwrap_or(0)
+    }
+    fn pooled_at(&self, seq: &[u32]) -> usize {
+        self.model.pooled_index(seq, seq.len())
+    }
+    fn forward_packed(&self, batch: &PackedBatch) -> Result<Vec<f32>, ModelError> {
+        self.model.rewards_packed(batch)
+    }
+}
+
 impl PairFeatures for HfRewardModel {
     fn fingerprint(&self) -> &str {
         &self.fingerprint
@@ -222,17 +238,35 @@ impl PairFeatures for HfRewardModel {
     fn width(&self) -> usize {
         2
     }
-    /// (r(x, y_w), r(x, y_l)) per pair, chosen and rejected scored in the same pass.
+    /// (r(x, y_w), r(x, y_l)) per pair, chosen and rejected scored in the same pass,
+    /// their common prefix (the templated prompt) computed once.
     fn compute(&self, pairs: &[&PreferencePair]) -> Result<Vec<f32>, ModelError> {
-        run_sequences(
+        if !self.model.packs() {
+            // CUDA and bf16: the eager path, padded per length bucket.
+            return run_sequences_counted(
+                self,
+                pairs.len() * 2,
+                |i| {
+                    let p = pairs[i / 2];
+                    self.tokenize(p, if i % 2 == 0 { &p.chosen } else { &p.rejected })
+                },
+                self.token_budget,
+                &self.compute,
+            );
+        }
+        run_pairs(
             self,
-            pairs.len() * 2,
+            pairs.len(),
             |i| {
-                let p = pairs[i / 2];
-                self.tokenize(p, if i % 2 == 0 { &p.chosen } else { &p.rejected })
+                let p = pairs[i];
+                Ok([self.tokenize(p, &p.chosen)?, self.tokenize(p, &p.rejected)?])
             },
             self.token_budget,
+            &self.compute,
         )
+    }
+    fn compute_stats(&self) -> ComputeStats {
+        self.compute.lock().expect("stats lock").clone()
     }
     fn truncations(&self) -> TruncationStats {
         TruncationStats {

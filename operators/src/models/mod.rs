@@ -7,6 +7,7 @@
 //! split into a label-free, cacheable part (`PairFeatures`, behind the score cache) and
 //! what is computed from it.
 
+pub mod attention;
 pub mod batching;
 pub mod bert;
 pub mod builtin;
@@ -16,6 +17,7 @@ pub mod encoder;
 pub mod features;
 pub mod hf;
 pub mod margin_bound;
+pub mod packed;
 pub mod saved;
 
 use std::path::PathBuf;
@@ -238,13 +240,16 @@ pub struct TruncationStats {
 }
 
 /// Per-model counts for the report.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelUsage {
     /// Pairs the model computed in this run.
     pub scored: u64,
     /// Pairs whose outputs came from the score cache.
     pub cached: u64,
     pub truncations: TruncationStats,
+    /// Where the computing time went (zero for models that batch nothing).
+    #[serde(default)]
+    pub compute: ComputeStats,
 }
 
 impl ModelUsage {
@@ -253,6 +258,46 @@ impl ModelUsage {
         self.cached += o.cached;
         self.truncations.prompt_truncated += o.truncations.prompt_truncated;
         self.truncations.response_truncated += o.truncations.response_truncated;
+        self.compute.merge(&o.compute);
+    }
+}
+
+/// What a transformer model's computing cost, stage by stage: the tokens it was given
+/// and the tokens it computed (after prompt sharing, with padding where the path pads),
+/// and seconds per stage summed over the calls (tokenising overlaps the forward passes:
+/// it runs ahead on other threads, so the stages add up to more than the wall time).
+/// On the CPU the forward pass includes no transfers; on CUDA `forward_s` includes the
+/// copies to and from the device and the synchronisation that reads the result.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ComputeStats {
+    /// Sequences scored (two per pair for a reward model).
+    pub sequences: u64,
+    /// Their tokens, each sequence counted whole: what an unpadded, unshared batch holds.
+    pub sequence_tokens: u64,
+    /// Tokens the model computed: packed tokens after prompt sharing, or padded rows.
+    pub computed_tokens: u64,
+    /// Model calls (batches).
+    pub batches: u64,
+    /// Wall time of the tokenising chunks (templates, tokenizer, truncation).
+    pub tokenize_s: f64,
+    /// Building batches (prefix search, packing).
+    pub pack_s: f64,
+    /// The model's forward passes.
+    pub forward_s: f64,
+    /// The model thread waiting for tokenised input.
+    pub wait_s: f64,
+}
+
+impl ComputeStats {
+    pub fn merge(&mut self, o: &ComputeStats) {
+        self.sequences += o.sequences;
+        self.sequence_tokens += o.sequence_tokens;
+        self.computed_tokens += o.computed_tokens;
+        self.batches += o.batches;
+        self.tokenize_s += o.tokenize_s;
+        self.pack_s += o.pack_s;
+        self.forward_s += o.forward_s;
+        self.wait_s += o.wait_s;
     }
 }
 
@@ -266,6 +311,10 @@ pub trait PairFeatures: Send + Sync {
     /// `pairs.len() × width` floats.
     fn compute(&self, pairs: &[&PreferencePair]) -> Result<Vec<f32>, ModelError>;
     fn truncations(&self) -> TruncationStats;
+    /// What computing has cost so far, stage by stage.
+    fn compute_stats(&self) -> ComputeStats {
+        ComputeStats::default()
+    }
 }
 
 /// Pairs computed per slice between cache writes (about one cache chunk).
@@ -352,6 +401,7 @@ impl CachedFeatures {
             scored: self.scored.load(Ordering::Relaxed),
             cached: self.cached.load(Ordering::Relaxed),
             truncations: self.features.truncations(),
+            compute: self.features.compute_stats(),
         }
     }
 }
