@@ -36,10 +36,11 @@ pub struct Heads {
     pub head_dim: usize,
 }
 
-/// Attention of every token of `batch`: `q` is [tokens, heads·head_dim], `k` and `v`
-/// [tokens, kv_heads·head_dim], the result [tokens, heads·head_dim]. `scale` multiplies
-/// the dot products (1/√head_dim); `window` limits a query at position p to keys at
-/// positions > p − window.
+/// Attention of every token of `batch` into `out`: `q` is [tokens, heads·head_dim], `k`
+/// and `v` [tokens, kv_heads·head_dim], `out` [tokens, heads·head_dim]. `scale`
+/// multiplies the dot products (1/√head_dim); `window` limits a query at position p to
+/// keys at positions > p − window.
+#[allow(clippy::too_many_arguments)]
 pub fn packed_causal_attention(
     batch: &PackedBatch,
     q: &[f32],
@@ -48,7 +49,8 @@ pub fn packed_causal_attention(
     shape: Heads,
     scale: f32,
     window: Option<usize>,
-) -> Vec<f32> {
+    out: &mut [f32],
+) {
     assert!(
         shape.head_dim <= MAX_HEAD_DIM,
         "head_dim {} > {MAX_HEAD_DIM}",
@@ -56,7 +58,7 @@ pub fn packed_causal_attention(
     );
     let n = batch.tokens();
     let q_stride = shape.heads * shape.head_dim;
-    let mut out = vec![0f32; n * q_stride];
+    assert_eq!(out.len(), n * q_stride, "attention output shape");
     // Which group and branch each packed token belongs to (branch None: the prefix).
     let mut owner: Vec<(u32, Option<u32>)> = vec![(0, None); n];
     for (g, group) in batch.groups.iter().enumerate() {
@@ -97,7 +99,6 @@ pub fn packed_causal_attention(
                 attend(&ctx, query, row)
             }
         });
-    out
 }
 
 fn has_avx2() -> bool {
@@ -284,6 +285,20 @@ mod tests {
             .collect()
     }
 
+    fn run(
+        batch: &PackedBatch,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        shape: Heads,
+        scale: f32,
+        window: Option<usize>,
+    ) -> Vec<f32> {
+        let mut out = vec![0f32; q.len()];
+        packed_causal_attention(batch, q, k, v, shape, scale, window, &mut out);
+        out
+    }
+
     fn alone(t: usize) -> PackedBatch {
         let mut b = PackedBatch::default();
         let seq: Vec<u32> = (0..t as u32).collect();
@@ -303,7 +318,7 @@ mod tests {
         let k = noise(t * 2 * 24, 2);
         let v = noise(t * 2 * 24, 3);
         for window in [None, Some(70), Some(1)] {
-            let got = packed_causal_attention(&alone(t), &q, &k, &v, shape, 0.3, window);
+            let got = run(&alone(t), &q, &k, &v, shape, 0.3, window);
             let want = reference(&q, &k, &v, t, shape, 0.3, window);
             for (i, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!((a - b).abs() < 1e-5, "{window:?} {i}: {a} vs {b}");
@@ -332,12 +347,12 @@ mod tests {
         ids_b.extend(1000..1000 + b as u32);
         let mut shared = PackedBatch::default();
         shared.push_shared(&[&ids_a, &ids_b], 0, |s| s.len() - 1);
-        let got = packed_causal_attention(&shared, &q, &k, &v, shape, 0.2, None);
+        let got = run(&shared, &q, &k, &v, shape, 0.2, None);
         // Unshared: sequence b laid out alone, prefix copied.
         let rows =
             |x: &[f32], w: usize, r: std::ops::Range<usize>| x[r.start * w..r.end * w].to_vec();
         let cat = |x: &[f32], w: usize| [rows(x, w, 0..p), rows(x, w, p + a..p + a + b)].concat();
-        let alone_b = packed_causal_attention(
+        let alone_b = run(
             &alone(p + b),
             &cat(&q, width),
             &cat(&k, kv_width),

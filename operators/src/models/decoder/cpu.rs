@@ -12,7 +12,7 @@
 //! softmax in f32, SiLU as x / (1 + e^−x). Sums use fixed orders (16 partial sums), so
 //! a row's result is the same whatever rows surround it.
 
-use candle_core::{Device, Module, Tensor};
+use candle_core::{CpuStorage, Device, Module, Storage, Tensor};
 use candle_nn::Linear;
 use rayon::prelude::*;
 
@@ -30,26 +30,26 @@ impl DecoderRm {
         let mut x: Vec<f32> = self.embed.forward(&ids)?.flatten_all()?.to_vec1()?;
         let max_position = batch.positions.iter().copied().max().unwrap_or(0) as usize;
         let rope = Rope::new(&self.inv_freq, max_position + 1);
-        let mut h = vec![0f32; n * hidden];
-        // Before the first block there is no residual to add.
-        norm_rows(
-            &x,
-            &weights(&self.blocks[0].input_norm)?,
-            self.blocks[0].input_norm.eps,
-            &mut h,
-        );
+        // Every activation buffer once per batch, reused by every layer: fresh large
+        // allocations per product cost the kernel's page zeroing (a quarter of the CPU
+        // time when each product allocated its output).
+        let mut buffers = Buffers::new(c, n);
+        let first = &self.blocks[0].input_norm;
+        norm_rows(&x, &weights(first)?, first.eps as f32, &mut buffers.h);
         for (i, block) in self.blocks.iter().enumerate() {
-            let ctx = self.attention(block, batch, &h, &rope)?;
-            let o = linear(&ctx, n, &block.o)?;
-            add_then_norm(&mut x, &o, &block.post_norm, &mut h)?;
-            let act = swiglu(&linear(&h, n, &block.gate_up)?, c.intermediate_size);
-            let down = linear(&act, n, &block.down)?;
+            self.attention(block, batch, &rope, &mut buffers)?;
+            linear_into(&buffers.ctx, n, &block.o, &mut buffers.delta)?;
+            add_then_norm(&mut x, &buffers.delta, &block.post_norm, &mut buffers.h)?;
+            linear_into(&buffers.h, n, &block.gate_up, &mut buffers.gate_up)?;
+            swiglu(&buffers.gate_up, c.intermediate_size, &mut buffers.act);
+            linear_into(&buffers.act, n, &block.down, &mut buffers.delta)?;
             // The next block's input norm, or (after the last) the final norm; only the
             // pooled rows of the final one are read, but norming all rows is cheap.
             let next = self.blocks.get(i + 1).map_or(&self.norm, |b| &b.input_norm);
-            add_then_norm(&mut x, &down, next, &mut h)?;
+            add_then_norm(&mut x, &buffers.delta, next, &mut buffers.h)?;
         }
         let head: Vec<f32> = self.score.weight().get(0)?.to_vec1()?;
+        let h = &buffers.h;
         Ok(batch
             .pooled
             .iter()
@@ -57,27 +57,28 @@ impl DecoderRm {
             .collect())
     }
 
-    /// Self-attention of one block on the normed input `h` ([tokens, hidden]): the
-    /// fused q/k/v product, q/k RMSNorm per head and RoPE at each token's position,
-    /// then the packed attention. Returns [tokens, heads·head_dim].
+    /// Self-attention of one block on the normed input `buffers.h`: the fused q/k/v
+    /// product, q/k RMSNorm per head and RoPE at each token's position, then the packed
+    /// attention into `buffers.ctx` ([tokens, heads·head_dim]).
     fn attention(
         &self,
         block: &Block,
         batch: &PackedBatch,
-        h: &[f32],
         rope: &Rope,
-    ) -> candle_core::Result<Vec<f32>> {
+        buffers: &mut Buffers,
+    ) -> candle_core::Result<()> {
         let c = &self.config;
         let n = batch.tokens();
         let dh = c.head_dim;
         let (q_width, kv_width) = (c.num_attention_heads * dh, c.num_key_value_heads * dh);
-        let qkv = linear(h, n, &block.qkv)?;
+        let Buffers {
+            h, qkv, q, k, v, ctx, ..
+        } = buffers;
+        linear_into(h, n, &block.qkv, qkv)?;
         let q_norm = block.q_norm.as_ref().map(weights).transpose()?;
         let k_norm = block.k_norm.as_ref().map(weights).transpose()?;
         let eps = block.q_norm.as_ref().map_or(0.0, |nm| nm.eps as f32);
-        let mut q = vec![0f32; n * q_width];
-        let mut k = vec![0f32; n * kv_width];
-        let mut v = vec![0f32; n * kv_width];
+        let qkv: &[f32] = qkv;
         q.par_chunks_mut(q_width)
             .zip(k.par_chunks_mut(kv_width))
             .zip(v.par_chunks_mut(kv_width))
@@ -106,15 +107,44 @@ impl DecoderRm {
             head_dim: dh,
         };
         let scale = 1.0 / (dh as f32).sqrt();
-        Ok(packed_causal_attention(
-            batch,
-            &q,
-            &k,
-            &v,
-            shape,
-            scale,
-            block.window,
-        ))
+        packed_causal_attention(batch, q, k, v, shape, scale, block.window, ctx);
+        Ok(())
+    }
+}
+
+/// The activations of one packed batch, [tokens, width] each.
+struct Buffers {
+    /// The normed input of the next product.
+    h: Vec<f32>,
+    qkv: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Attention output.
+    ctx: Vec<f32>,
+    /// What a block adds to the residual stream (attention's, then the MLP's).
+    delta: Vec<f32>,
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+}
+
+impl Buffers {
+    fn new(c: &super::DecoderConfig, n: usize) -> Buffers {
+        let q = c.num_attention_heads * c.head_dim;
+        let kv = c.num_key_value_heads * c.head_dim;
+        let f = c.intermediate_size;
+        let zeros = |width: usize| vec![0f32; n * width];
+        Buffers {
+            h: zeros(c.hidden_size),
+            qkv: zeros(q + 2 * kv),
+            q: zeros(q),
+            k: zeros(kv),
+            v: zeros(kv),
+            ctx: zeros(q),
+            delta: zeros(c.hidden_size),
+            gate_up: zeros(2 * f),
+            act: zeros(f),
+        }
     }
 }
 
@@ -158,10 +188,69 @@ fn weights(norm: &RmsNorm) -> candle_core::Result<Vec<f32>> {
     norm.weight.to_vec1()
 }
 
-/// `input · Wᵀ (+ b)` for `rows` rows, through candle's matrix product.
-fn linear(input: &[f32], rows: usize, layer: &Linear) -> candle_core::Result<Vec<f32>> {
-    let x = Tensor::from_slice(input, (rows, input.len() / rows.max(1)), &Device::Cpu)?;
-    layer.forward(&x)?.flatten_all()?.to_vec1()
+/// `out = input · Wᵀ (+ b)` for `rows` rows, written straight into `out` by the `gemm`
+/// crate with the arguments candle's CPU matmul gives it for `input.matmul(&w.t())`
+/// (so the same products, bit for bit), without allocating an output.
+fn linear_into(
+    input: &[f32],
+    rows: usize,
+    layer: &Linear,
+    out: &mut [f32],
+) -> candle_core::Result<()> {
+    let w = layer.weight();
+    let (outputs, inputs) = w.dims2()?;
+    assert_eq!(input.len(), rows * inputs, "linear input shape");
+    assert_eq!(out.len(), rows * outputs, "linear output shape");
+    let (storage, layout) = w.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
+        candle_core::bail!("the packed CPU path needs f32 weights on the CPU")
+    };
+    let Some((from, to)) = layout.contiguous_offsets() else {
+        candle_core::bail!("the packed CPU path needs contiguous weights")
+    };
+    let weight = &data[from..to];
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the pointers and strides describe `input` (rows × inputs, row-major),
+    // `weight` read as its transpose (inputs × outputs) and `out` (rows × outputs),
+    // all in bounds (asserted above); `out` is not read (`read_dst` false).
+    unsafe {
+        gemm::gemm(
+            rows,
+            outputs,
+            inputs,
+            out.as_mut_ptr(),
+            1,
+            outputs as isize,
+            false,
+            input.as_ptr(),
+            1,
+            inputs as isize,
+            weight.as_ptr(),
+            inputs as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    drop(storage);
+    if let Some(b) = layer.bias() {
+        let b: Vec<f32> = b.to_vec1()?;
+        out.par_chunks_mut(outputs).for_each(|row| {
+            for (o, x) in row.iter_mut().zip(&b) {
+                *o += x;
+            }
+        });
+    }
+    Ok(())
 }
 
 /// `x += delta` row by row, and each updated row RMS-normed into `out`.
@@ -187,11 +276,11 @@ fn add_then_norm(
 }
 
 /// Every row of `x` RMS-normed into `out`.
-fn norm_rows(x: &[f32], w: &[f32], eps: f64, out: &mut [f32]) {
+fn norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     x.par_chunks(w.len())
         .zip(out.par_chunks_mut(w.len()))
         .with_min_len(16)
-        .for_each(|(x, o)| norm_row(x, w, eps as f32, o));
+        .for_each(|(x, o)| norm_row(x, w, eps, o));
 }
 
 /// transformers' RMSNorm in f32: `w · (x · 1/√(mean(x²) + eps))`.
@@ -204,9 +293,7 @@ fn norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 /// SiLU(gate) · up of the fused gate/up product ([rows, 2·width] → [rows, width]).
-fn swiglu(gate_up: &[f32], width: usize) -> Vec<f32> {
-    let rows = gate_up.len() / (2 * width);
-    let mut out = vec![0f32; rows * width];
+fn swiglu(gate_up: &[f32], width: usize, out: &mut [f32]) {
     out.par_chunks_mut(width)
         .zip(gate_up.par_chunks(2 * width))
         .with_min_len(16)
@@ -216,5 +303,4 @@ fn swiglu(gate_up: &[f32], width: usize) -> Vec<f32> {
                 *o = g / (1.0 + (-g).exp()) * u;
             }
         });
-    out
 }
