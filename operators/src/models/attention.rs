@@ -10,12 +10,16 @@
 //! prefix, then its own branch: `packed`), up to its own position, and within the
 //! layer's sliding window if it has one.
 //!
+//! Work is cut into tiles of up to `QUERY_TILE` queries of one sequence under one
+//! key/value head; a tile gathers each block of keys once, transposed, and computes the
+//! block's scores for all its queries as sums over head_dim vectorised across keys.
+//!
 //! Determinism: a query's result depends only on its own vector and on its sequence's
 //! keys and values, visited in position order in blocks aligned to multiples of
-//! `KEY_BLOCK` positions, with sums in a fixed order (explicit 16-wide partial sums,
-//! which the compiler may not reorder). So it is bit-for-bit the same whatever batch,
-//! batch size or prompt sharing the sequence is computed in, and whether the AVX2 or the
-//! generic build of the kernel runs.
+//! `KEY_BLOCK` positions, each score a sum over head_dim in order and each product
+//! fused (`mul_add`, correctly rounded on every path). So it is bit-for-bit the same
+//! whatever batch, batch size, tile or prompt sharing the sequence is computed in, and
+//! whether the AVX2 or the generic build of the kernel runs.
 
 use rayon::prelude::*;
 
@@ -59,15 +63,7 @@ pub fn packed_causal_attention(
     let n = batch.tokens();
     let q_stride = shape.heads * shape.head_dim;
     assert_eq!(out.len(), n * q_stride, "attention output shape");
-    // Which group and branch each packed token belongs to (branch None: the prefix).
-    let mut owner: Vec<(u32, Option<u32>)> = vec![(0, None); n];
-    for (g, group) in batch.groups.iter().enumerate() {
-        for (branch, seg, _) in group.query_segments() {
-            for o in &mut owner[seg.start..seg.start + seg.len] {
-                *o = (g as u32, branch.map(|b| b as u32));
-            }
-        }
-    }
+    let tiles = tiles(batch, shape.kv_heads);
     let ctx = Context {
         batch,
         q,
@@ -77,29 +73,64 @@ pub fn packed_causal_attention(
         scale,
         window,
     };
+    let out = SharedOut(out.as_mut_ptr());
     let avx2 = has_avx2();
-    out.par_chunks_mut(q_stride)
-        .with_min_len(4)
-        .enumerate()
-        .for_each(|(t, row)| {
-            let (g, branch) = owner[t];
-            let query = Query {
-                token: t,
-                group: g as usize,
-                branch: branch.map(|b| b as usize),
-                position: batch.positions[t] as usize,
-            };
-            if avx2 {
-                // SAFETY: the CPU has AVX2 and FMA (checked above).
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    attend_avx2(&ctx, query, row)
-                }
-            } else {
-                attend(&ctx, query, row)
+    tiles.par_iter().for_each(|tile| {
+        if avx2 {
+            // SAFETY: the CPU has AVX2 and FMA (checked above); tiles write disjoint
+            // parts of `out` (see `SharedOut`).
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                attend_tile_avx2(&ctx, tile, &out)
             }
-        });
+        } else {
+            // SAFETY: as above, disjoint writes.
+            unsafe { attend_tile(&ctx, tile, &out) }
+        }
+    });
 }
+
+/// Queries per tile: the key block, gathered and transposed once, serves them all.
+const QUERY_TILE: usize = 32;
+
+/// A run of queries of one segment (a prefix or a branch) under one key/value head:
+/// the unit of work. Its output is rows `first_token..first_token + len`, heads
+/// `kv_head·rep..(kv_head + 1)·rep`: no two tiles share an output element.
+struct Tile {
+    group: usize,
+    branch: Option<usize>,
+    first_token: usize,
+    first_position: usize,
+    len: usize,
+    kv_head: usize,
+}
+
+fn tiles(batch: &PackedBatch, kv_heads: usize) -> Vec<Tile> {
+    let mut out = Vec::new();
+    for (g, group) in batch.groups.iter().enumerate() {
+        for (branch, seg, first_position) in group.query_segments() {
+            for offset in (0..seg.len).step_by(QUERY_TILE) {
+                for kv_head in 0..kv_heads {
+                    out.push(Tile {
+                        group: g,
+                        branch,
+                        first_token: seg.start + offset,
+                        first_position: first_position + offset,
+                        len: QUERY_TILE.min(seg.len - offset),
+                        kv_head,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The output buffer, written by tiles on several threads at once. Sound because
+/// each element belongs to exactly one tile (`Tile`).
+struct SharedOut(*mut f32);
+// SAFETY: only disjoint elements are written through it, each by one thread.
+unsafe impl Sync for SharedOut {}
 
 fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -122,81 +153,190 @@ struct Context<'a> {
     window: Option<usize>,
 }
 
-#[derive(Clone, Copy)]
-struct Query {
-    token: usize,
-    group: usize,
-    branch: Option<usize>,
-    position: usize,
-}
-
-/// The generic kernel compiled for AVX2 (8-wide vectors); same arithmetic, same bits.
+/// The generic kernel compiled for AVX2 and FMA. `mul_add` is one correctly rounded
+/// operation on every path (an instruction here, libm's `fmaf` in the generic build),
+/// so both builds give the same bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn attend_avx2(ctx: &Context, query: Query, out: &mut [f32]) {
-    attend(ctx, query, out)
+unsafe fn attend_tile_avx2(ctx: &Context, tile: &Tile, out: &SharedOut) {
+    attend_tile(ctx, tile, out)
 }
 
-/// All heads of one query token into `out` ([heads·head_dim]).
+/// One tile: for each key block (positions aligned to `KEY_BLOCK`), gather the keys
+/// transposed ([head_dim, KEY_BLOCK]), then for every query and head of the tile
+/// compute the block's scores (a sum over head_dim in order, vectorised across keys),
+/// update the running maximum and sum, and add the weighted values.
+///
+/// # Safety
+/// `out` must point at the [tokens, heads·head_dim] output of `ctx`, and no other tile
+/// may write this tile's elements.
 #[inline(always)]
-fn attend(ctx: &Context, query: Query, out: &mut [f32]) {
+unsafe fn attend_tile(ctx: &Context, tile: &Tile, out: &SharedOut) {
     let Heads {
         heads,
         kv_heads,
         head_dim: dh,
     } = ctx.shape;
     let rep = heads / kv_heads;
-    let group = &ctx.batch.groups[query.group];
-    let p = query.position;
-    let lo = ctx.window.map_or(0, |w| (p + 1).saturating_sub(w));
-    let q_row = &ctx.q[query.token * heads * dh..][..heads * dh];
+    let group = &ctx.batch.groups[tile.group];
     let kv_stride = kv_heads * dh;
-    let mut scores = [0f32; KEY_BLOCK];
+    let q_stride = heads * dh;
+    let last = tile.first_position + tile.len - 1;
+    let lo_of = |p: usize| ctx.window.map_or(0, |w| (p + 1).saturating_sub(w));
+    let states = tile.len * rep;
+    let mut max = vec![f32::NEG_INFINITY; states];
+    let mut sum = vec![0f32; states];
+    let mut acc = vec![0f32; states * dh];
+    let mut kt = vec![0f32; dh * KEY_BLOCK];
     let mut keys = [0usize; KEY_BLOCK];
-    let mut acc = [0f32; MAX_HEAD_DIM];
-    for h in 0..heads {
-        let kvh = h / rep;
-        let qh = &q_row[h * dh..(h + 1) * dh];
-        let acc = &mut acc[..dh];
-        acc.fill(0.0);
-        let mut max = f32::NEG_INFINITY;
-        let mut sum = 0f32;
-        let mut block = lo / KEY_BLOCK * KEY_BLOCK;
-        while block <= p {
-            let from = block.max(lo);
-            let to = (block + KEY_BLOCK).min(p + 1);
-            let count = to - from;
-            let mut block_max = f32::NEG_INFINITY;
-            for (j, pos) in (from..to).enumerate() {
-                let key = group.token_at(query.branch, pos);
-                keys[j] = key;
-                let s = dot(qh, &ctx.k[key * kv_stride + kvh * dh..][..dh]) * ctx.scale;
-                scores[j] = s;
-                block_max = block_max.max(s);
+    let mut scores = [0f32; KEY_BLOCK];
+    let mut block = lo_of(tile.first_position) / KEY_BLOCK * KEY_BLOCK;
+    while block <= last {
+        let end = (block + KEY_BLOCK).min(last + 1);
+        for (j, pos) in (block..end).enumerate() {
+            let key = group.token_at(tile.branch, pos);
+            keys[j] = key;
+            let row = &ctx.k[key * kv_stride + tile.kv_head * dh..][..dh];
+            for (d, x) in row.iter().enumerate() {
+                kt[d * KEY_BLOCK + j] = *x;
             }
-            if block_max > max {
-                // exp(−∞) = 0 on the first block: the empty partial sums stay zero.
-                let correction = (max - block_max).exp();
-                sum *= correction;
-                for a in acc.iter_mut() {
-                    *a *= correction;
-                }
-                max = block_max;
-            }
-            for j in 0..count {
-                let weight = (scores[j] - max).exp();
-                sum += weight;
-                let value = &ctx.v[keys[j] * kv_stride + kvh * dh..][..dh];
-                for (a, x) in acc.iter_mut().zip(value) {
-                    *a += weight * x;
-                }
-            }
-            block += KEY_BLOCK;
         }
-        for (o, a) in out[h * dh..(h + 1) * dh].iter_mut().zip(acc.iter()) {
-            *o = a / sum;
+        for i in 0..tile.len {
+            let p = tile.first_position + i;
+            let lo = lo_of(p);
+            if p < block || lo >= end {
+                continue;
+            }
+            let from = lo.saturating_sub(block);
+            let to = (p + 1).min(end) - block;
+            let token = tile.first_token + i;
+            for r in 0..rep {
+                let h = tile.kv_head * rep + r;
+                let q = &ctx.q[token * q_stride + h * dh..][..dh];
+                scores.fill(0.0);
+                for (d, &qd) in q.iter().enumerate() {
+                    let row: &[f32; KEY_BLOCK] = kt[d * KEY_BLOCK..][..KEY_BLOCK]
+                        .try_into()
+                        .expect("a block row");
+                    for j in 0..KEY_BLOCK {
+                        scores[j] = qd.mul_add(row[j], scores[j]);
+                    }
+                }
+                let state = i * rep + r;
+                // Scale every score and take the maximum over the visible ones in 16
+                // lanes (max is exact, so any order gives the same value; a running
+                // scalar max was a quarter of the kernel's time).
+                let mut lanes = [f32::NEG_INFINITY; 16];
+                for (c, chunk) in scores.chunks_exact_mut(16).enumerate() {
+                    for (l, s) in chunk.iter_mut().enumerate() {
+                        *s *= ctx.scale;
+                        let j = c * 16 + l;
+                        let v = if j >= from && j < to {
+                            *s
+                        } else {
+                            f32::NEG_INFINITY
+                        };
+                        lanes[l] = if v > lanes[l] { v } else { lanes[l] };
+                    }
+                }
+                let block_max = lanes
+                    .iter()
+                    .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+                let acc = &mut acc[state * dh..(state + 1) * dh];
+                if block_max > max[state] {
+                    // exp(−∞) = 0 on the first block: the empty partial sums stay zero.
+                    let correction = (max[state] - block_max).exp();
+                    sum[state] *= correction;
+                    for a in acc.iter_mut() {
+                        *a *= correction;
+                    }
+                    max[state] = block_max;
+                }
+                let m = max[state];
+                // Weights, zero outside the visible keys, summed in 16 lanes fixed by
+                // position within the block (deterministic), then pairwise.
+                let mut lanes = [0f32; 16];
+                for (c, chunk) in scores.chunks_exact_mut(16).enumerate() {
+                    for (l, s) in chunk.iter_mut().enumerate() {
+                        let j = c * 16 + l;
+                        let w = exp_nonpositive(*s - m);
+                        *s = if j >= from && j < to { w } else { 0.0 };
+                        lanes[l] += *s;
+                    }
+                }
+                sum[state] += pairwise(lanes);
+                // acc += Σ_j w_j · v_j, 32 columns at a time held in registers across
+                // the block's keys.
+                let value_base = tile.kv_head * dh;
+                for (c, part) in acc.chunks_mut(32).enumerate() {
+                    let mut a = [0f32; 32];
+                    a[..part.len()].copy_from_slice(part);
+                    for j in from..to {
+                        let w = scores[j];
+                        let value =
+                            &ctx.v[keys[j] * kv_stride + value_base + c * 32..][..part.len()];
+                        for (x, y) in a.iter_mut().zip(value) {
+                            *x = w.mul_add(*y, *x);
+                        }
+                    }
+                    part.copy_from_slice(&a[..part.len()]);
+                }
+            }
+        }
+        block += KEY_BLOCK;
+    }
+    for i in 0..tile.len {
+        let token = tile.first_token + i;
+        for r in 0..rep {
+            let state = i * rep + r;
+            let h = tile.kv_head * rep + r;
+            // SAFETY: this tile's own elements (`Tile`), in bounds of the output.
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(out.0.add(token * q_stride + h * dh), dh) };
+            for (o, a) in dst.iter_mut().zip(&acc[state * dh..(state + 1) * dh]) {
+                *o = a / sum[state];
+            }
         }
     }
+}
+
+/// e^x for x ≤ 0, branch-free so that it vectorises (Cephes' `expf`: x = n·ln 2 + r with
+/// |r| ≤ ln 2 / 2, a degree-6 polynomial for e^r, 2^n from the exponent bits; within 2
+/// ulp of libm's). Inputs below −87 (where e^x leaves the normal floats) give e^−87
+/// ≈ 1.6·10⁻³⁸, which adds nothing beside the block's maximum (e^0 = 1).
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.0, 0.0);
+    let n = x.mul_add(LOG2E, 0.5).floor();
+    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
+    let mut y = 1.987_569_1e-4_f32;
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        5.000_000_1e-1,
+    ] {
+        y = y.mul_add(r, c);
+    }
+    let y = y.mul_add(r * r, r) + 1.0;
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// The sum of 16 partial sums, pairwise (16 → 8 → 4 → 2 → 1).
+#[inline(always)]
+fn pairwise(mut partial: [f32; 16]) -> f32 {
+    let mut width = 16;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            partial[i] += partial[i + width];
+        }
+    }
+    partial[0]
 }
 
 /// A dot product with 16 partial sums in a fixed order (vectorisable, deterministic).
@@ -215,15 +355,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     for (x, y) in a_tail.iter().zip(b_tail) {
         tail += x * y;
     }
-    // Pairwise: 16 → 8 → 4 → 2 → 1.
-    let mut width = W;
-    while width > 1 {
-        width /= 2;
-        for i in 0..width {
-            partial[i] += partial[i + width];
-        }
-    }
-    partial[0] + tail
+    pairwise(partial) + tail
 }
 
 #[cfg(test)]
@@ -304,6 +436,18 @@ mod tests {
         let seq: Vec<u32> = (0..t as u32).collect();
         b.push_alone(&seq, 0, |s| s.len() - 1);
         b
+    }
+
+    #[test]
+    fn the_vectorisable_exp_is_within_two_ulp_of_libm() {
+        for i in 0..=200_000 {
+            let x = -(i as f32) * 87.0 / 200_000.0;
+            let (got, want) = (exp_nonpositive(x), x.exp());
+            let ulp = (got.to_bits() as i64 - want.to_bits() as i64).abs();
+            assert!(ulp <= 2, "exp({x}): {got} vs {want} ({ulp} ulp)");
+        }
+        assert!(exp_nonpositive(-1000.0) < 1e-37);
+        assert_eq!(exp_nonpositive(0.0), 1.0);
     }
 
     #[test]

@@ -72,7 +72,13 @@ impl DecoderRm {
         let dh = c.head_dim;
         let (q_width, kv_width) = (c.num_attention_heads * dh, c.num_key_value_heads * dh);
         let Buffers {
-            h, qkv, q, k, v, ctx, ..
+            h,
+            qkv,
+            q,
+            k,
+            v,
+            ctx,
+            ..
         } = buffers;
         linear_into(h, n, &block.qkv, qkv)?;
         let q_norm = block.q_norm.as_ref().map(weights).transpose()?;
