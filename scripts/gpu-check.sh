@@ -5,7 +5,12 @@
 #   1. the decoder parity tests (qwen3_rm, llama_rm) on the GPU, f32 and bf16;
 #   2. `synpref score` on a Qwen3-0.6B-shaped model (random weights, bf16) over PAIRS
 #      pairs of ~1,000 tokens per side, then the same pairs through transformers (sdpa,
-#      bf16) on the same GPU: tokens/s, pairs/s, MFU, the ratio, and reward agreement.
+#      bf16) on the same GPU: tokens/s, pairs/s, MFU, the ratio, and reward agreement;
+#   3. (issue 26) the same 64 warm-up pairs scored at two token budgets: rewards must be
+#      bit-identical (the score cache relies on it); a run at a 131,072-token budget
+#      (the 32-bit-index crash of docs/gpu.md) must finish; `curate --best-rm hf:` on
+#      the warm-up pairs beside `score` on them (wall times), and the per-stage timers
+#      of report.json (`scoring`).
 #   scripts/gpu-check.sh pack          (build machine) -> .gpu/synpref.zst, .gpu/integration.zst
 #   scripts/gpu-check.sh run [PAIRS]   (GPU machine; writes logs to $OUT or /tmp/gpu-check)
 set -uo pipefail
@@ -71,4 +76,45 @@ echo "synpref score wall time (model load included): $SYNPREF_SCORE_S s" | tee -
 cp $W/bench/synpref/report.json $LOG/synpref-report.json 2>/dev/null
 timeout 150 python3 scripts/gpu_bench.py transformers $W/bench 2>&1 | tee -a $LOG/bench.log
 cp $W/bench/summary.json $LOG/ 2>/dev/null
+
+echo "== 3. batch-size independence, a 131,072-token budget, curate beside score" | tee $LOG/issue26.log
+for budget in 4096 65536; do
+    timeout 60 $W/synpref score --model hf:$W/bench/model --pairs $W/bench/warm.jsonl --out $W/bench/budget-$budget \
+        --token-budget $budget --max-tokens 4096 --device cuda --dtype bf16 --no-score-cache --no-progress \
+        2>&1 | tail -3 | tee -a $LOG/issue26.log
+done
+python3 - $W/bench <<'PY' 2>&1 | tee -a $LOG/issue26.log
+import glob, sys
+import pyarrow.parquet as pq
+def rewards(d):
+    t = pq.read_table(sorted(glob.glob(f"{d}/part-*.parquet")))
+    return dict(zip(t.column("pair_id").to_pylist(),
+                    zip(t.column("r_chosen").to_pylist(), t.column("r_rejected").to_pylist())))
+a, b = rewards(f"{sys.argv[1]}/budget-4096"), rewards(f"{sys.argv[1]}/budget-65536")
+same = sum(a[k] == b[k] for k in a)
+print(f"rewards bit-identical across token budgets 4096 and 65536: {same} of {len(a)} pairs")
+PY
+T0=$(date +%s.%N)
+timeout 150 $W/synpref score --model hf:$W/bench/model --pairs $W/bench/pairs.jsonl --out $W/bench/big-budget \
+    --token-budget 131072 --max-tokens 4096 --device cuda --dtype bf16 --no-score-cache --no-progress \
+    2>&1 | tail -3 | tee -a $LOG/issue26.log
+echo "token budget 131072: exit ${PIPESTATUS[0]}, $(python3 -c "print(round($(date +%s.%N) - $T0, 2))") s" | tee -a $LOG/issue26.log
+cp $W/bench/big-budget/report.json $LOG/big-budget-report.json 2>/dev/null
+python3 - $W/bench <<'PY' > $W/bench/warm-gold.jsonl
+import json, sys
+for i, line in enumerate(open(f"{sys.argv[1]}/warm.jsonl")):
+    if i % 2 == 0:
+        print(json.dumps({"pair_id": json.loads(line)["pair_id"], "verdict": "chosen"}))
+PY
+for job in score curate; do
+    T0=$(date +%s.%N)
+    if [ $job = score ]; then
+        timeout 60 $W/synpref score --model hf:$W/bench/model --pairs $W/bench/warm.jsonl --out $W/bench/warm-score \
+            --device cuda --dtype bf16 --score-cache $W/bench/cache-score --no-progress 2>&1 | tail -2
+    else
+        timeout 90 $W/synpref curate --pairs $W/bench/warm.jsonl --gold $W/bench/warm-gold.jsonl --out $W/bench/warm-curate \
+            --best-rm hf:$W/bench/model --device cuda --dtype bf16 --score-cache $W/bench/cache-curate --no-progress 2>&1 | tail -2
+    fi
+    echo "$job on the 64 warm-up pairs: exit $?, $(python3 -c "print(round($(date +%s.%N) - $T0, 2))") s wall" | tee -a $LOG/issue26.log
+done
 true

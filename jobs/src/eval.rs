@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use synpref_engine::report::Estimate;
 use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
-use synpref_operators::models::ModelOptions;
+use synpref_operators::models::{ModelOptions, ModelUsage};
 
 use crate::read::eval_sets::{accuracy, load_eval_set};
 pub use crate::read::eval_sets::{EvalModel, SetAccuracy};
@@ -41,6 +41,9 @@ pub struct EvalReport {
     pub model: String,
     pub fingerprint: String,
     pub sets: Vec<SetAccuracy>,
+    /// What scoring cost: pairs computed and from the cache, truncations, and the
+    /// model's time stage by stage (`compute`).
+    pub scoring: ModelUsage,
     pub elapsed_s: f64,
 }
 
@@ -65,6 +68,7 @@ pub fn run_eval(spec: &EvalSpec) -> Result<EvalReport> {
         model: spec.model.to_string(),
         fingerprint: model.fingerprint(),
         sets,
+        scoring: model.usage(),
         elapsed_s: started.elapsed().as_secs_f64(),
     };
     synpref_engine::output::write_json(&out.child("report.json"), &report)?;

@@ -23,7 +23,7 @@ use synpref_engine::output::{
 use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
 use synpref_operators::models::{
-    load_hf, sigmoid, ModelOptions, ModelSpec, ModelUsage, RewardModel,
+    load_hf, sigmoid, ComputeStats, ModelOptions, ModelSpec, ModelUsage, RewardModel,
 };
 use synpref_operators::routed;
 
@@ -56,6 +56,9 @@ pub struct ScoreReport {
     pub model: String,
     pub fingerprint: String,
     pub usage: ModelUsage,
+    /// Where the scoring time went, stage by stage (the same figures as
+    /// `usage.compute`, at the top level where every job's report has them).
+    pub scoring: ComputeStats,
     pub elapsed_s: f64,
     pub pairs_per_s: f64,
 }
@@ -181,6 +184,7 @@ pub fn run_score(spec: &ScoreSpec) -> Result<ScoreReport> {
         },
         model: spec.model.to_string(),
         fingerprint: model.fingerprint(),
+        scoring: model.usage().compute,
         usage: model.usage(),
         elapsed_s,
         pairs_per_s: scored_rows as f64 / elapsed_s.max(1e-9),
@@ -203,7 +207,7 @@ impl crate::job::SerialJob for ScoreSpec {
 
     fn summarise(&self, r: &ScoreReport) -> String {
         format!(
-            "scored {} pairs ({} computed, {} from the cache; {} quarantined) in {:.1} s ({:.1} pairs/s); accuracy (r_chosen > r_rejected) {:.2}%; truncated: {} prompts, {} responses; output under {}\n",
+            "scored {} pairs ({} computed, {} from the cache; {} quarantined) in {:.1} s ({:.1} pairs/s); accuracy (r_chosen > r_rejected) {:.2}%; truncated: {} prompts, {} responses; model: {} tokens computed for {} in the sequences, {} batches, forward {:.1} s, tokenising {:.1} s; output under {}\n",
             r.scored_rows,
             r.usage.scored,
             r.usage.cached,
@@ -213,6 +217,11 @@ impl crate::job::SerialJob for ScoreSpec {
             100.0 * r.accuracy,
             r.usage.truncations.prompt_truncated,
             r.usage.truncations.response_truncated,
+            r.scoring.computed_tokens,
+            r.scoring.sequence_tokens,
+            r.scoring.batches,
+            r.scoring.forward_s,
+            r.scoring.tokenize_s,
             self.out
         )
     }

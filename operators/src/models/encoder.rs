@@ -16,17 +16,18 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use synpref_engine::model::PreferencePair;
 
-use super::batching::{run_sequences, BatchModel, PaddedBatch};
+use super::batching::{run_sequences_counted, BatchModel, PaddedBatch};
 use super::bert::BertEncoder;
 use super::builtin::TrainInfo;
 use super::chat::conversation;
 use super::hf::hash_file;
-use super::{sigmoid, ModelError, ModelOptions, PairFeatures, TruncationStats};
+use super::{sigmoid, ComputeStats, ModelError, ModelOptions, PairFeatures, TruncationStats};
 
 /// The frozen encoder as a per-pair feature source (width 3·H).
 pub struct EncoderFeatures {
@@ -35,6 +36,7 @@ pub struct EncoderFeatures {
     fingerprint: String,
     prompt_truncated: AtomicU64,
     response_truncated: AtomicU64,
+    compute: Mutex<ComputeStats>,
 }
 
 impl EncoderFeatures {
@@ -61,6 +63,7 @@ impl EncoderFeatures {
             fingerprint: format!("encoder-{:032x}", h.digest128()),
             prompt_truncated: AtomicU64::new(0),
             response_truncated: AtomicU64::new(0),
+            compute: Mutex::new(ComputeStats::default()),
         })
     }
 
@@ -124,7 +127,7 @@ impl PairFeatures for EncoderFeatures {
             }
         }
         let max = self.encoder.max_tokens;
-        let emb = run_sequences(
+        let emb = run_sequences_counted(
             &self.encoder,
             texts.len(),
             |i| {
@@ -142,6 +145,7 @@ impl PairFeatures for EncoderFeatures {
                 Ok(ids)
             },
             self.token_budget,
+            &self.compute,
         )?;
         let h = self.hidden();
         let mut out = Vec::with_capacity(slots.len() * h);
@@ -149,6 +153,9 @@ impl PairFeatures for EncoderFeatures {
             out.extend_from_slice(&emb[s * h..(s + 1) * h]);
         }
         Ok(out)
+    }
+    fn compute_stats(&self) -> ComputeStats {
+        self.compute.lock().expect("stats lock").clone()
     }
     fn truncations(&self) -> TruncationStats {
         TruncationStats {
