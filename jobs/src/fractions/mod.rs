@@ -31,7 +31,7 @@ use synpref_engine::model::PreferencePair;
 use synpref_engine::output::OutputSchema;
 use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
-use synpref_operators::models::ModelOptions;
+use synpref_operators::models::{ModelOptions, ModelUsage};
 use timely::worker::Worker;
 
 use crate::job::RunSettings;
@@ -257,6 +257,10 @@ pub struct TaskResult {
     pub train_s: f64,
     /// One per evaluation set, in --eval order.
     pub evals: Vec<EvalOutcome>,
+    /// What scoring the evaluation sets cost in this run (zero when every evaluation
+    /// was reused from the cache).
+    #[serde(default)]
+    pub scoring: ModelUsage,
 }
 
 /// A model's accuracy on one evaluation set.
@@ -503,6 +507,7 @@ fn run_task(
         trained: !trained.reused,
         train_s: trained.record.train_s,
         evals: outcomes,
+        scoring: loaded.as_ref().map(|m| m.usage()).unwrap_or_default(),
     })
 }
 

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use synpref_engine::output::{write_json, write_parquet_file};
 use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
+use synpref_operators::models::ModelUsage;
 
 use super::{FractionsSpec, SetName, TaskResult};
 
@@ -45,6 +46,9 @@ pub struct FractionsReport {
     /// Plain sentences: models no better than chance, curated below raw.
     pub warnings: Vec<String>,
     pub outputs: Vec<String>,
+    /// What scoring cost over every task of this run: pairs, truncations and the
+    /// model's seconds stage by stage (`compute`).
+    pub scoring: ModelUsage,
     pub elapsed_s: f64,
 }
 
@@ -202,6 +206,10 @@ pub fn write_outputs(
         raw_pairs,
         raw_invalid_rows,
         tasks: results.len(),
+        scoring: results.iter().fold(ModelUsage::default(), |mut total, r| {
+            total.merge(&r.scoring);
+            total
+        }),
         models_trained: results.iter().filter(|r| r.trained).count(),
         models_reused: results.iter().filter(|r| !r.trained).count(),
         evaluations_computed: results

@@ -9,7 +9,7 @@
 //! everywhere, and a score cache that holds exactly what a fresh run would compute.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -99,6 +99,52 @@ pub fn max_rows(token_budget: usize, width: usize, heads: usize) -> usize {
 /// Sequences handed from the tokenising threads to the model thread at a time.
 const TOKENIZE_CHUNK: usize = 512;
 
+/// Tokenised inputs in chunks, with the seconds each chunk took, or the first failure.
+type Tokenized<T> = Result<(Vec<(usize, T)>, f64), ModelError>;
+
+/// Tokenises items `0..count` on the rayon pool, `TOKENIZE_CHUNK` at a time, a chunk or
+/// two ahead of the model thread that reads the returned channel; stops at the first
+/// failure (sent as the last message).
+fn tokenize_ahead<'scope, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    count: usize,
+    tokenize: &'scope (impl Fn(usize) -> Result<T, ModelError> + Sync),
+) -> Receiver<Tokenized<T>> {
+    let (tx, rx) = sync_channel::<Tokenized<T>>(2);
+    scope.spawn(move || {
+        for start in (0..count).step_by(TOKENIZE_CHUNK) {
+            let end = (start + TOKENIZE_CHUNK).min(count);
+            let began = Instant::now();
+            let chunk: Result<Vec<(usize, T)>, ModelError> = (start..end)
+                .into_par_iter()
+                .map(|i| tokenize(i).map(|ids| (i, ids)))
+                .collect();
+            let chunk = chunk.map(|c| (c, began.elapsed().as_secs_f64()));
+            let failed = chunk.is_err();
+            if tx.send(chunk).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// The next tokenised chunk (`None`: all done), counting the wait and the chunk's
+/// tokenising time in `stats`.
+fn next_chunk<T>(
+    rx: &Receiver<Tokenized<T>>,
+    stats: &mut ComputeStats,
+) -> Result<Option<Vec<(usize, T)>>, ModelError> {
+    let waited = Instant::now();
+    let Ok(chunk) = rx.recv() else {
+        return Ok(None);
+    };
+    stats.wait_s += waited.elapsed().as_secs_f64();
+    let (chunk, tokenize_s) = chunk?;
+    stats.tokenize_s += tokenize_s;
+    Ok(Some(chunk))
+}
+
 /// Runs `model` on `count` sequences, the i-th given by `tokenize(i)`, in batches of at
 /// most `token_budget` padded tokens (and at least one row; `max_rows`). Tokenisation runs on the
 /// rayon pool, a chunk ahead of the model. Returns `count × row_width` floats, in order.
@@ -124,29 +170,15 @@ pub fn run_sequences_counted<M: BatchModel>(
     let mut out = vec![0f32; count * width];
     let max = model.max_tokens();
     std::thread::scope(|scope| -> Result<(), ModelError> {
-        type Chunk = Result<(Vec<(usize, Vec<u32>)>, f64), ModelError>;
-        let (tx, rx) = sync_channel::<Chunk>(2);
-        let tokenize = &tokenize;
-        scope.spawn(move || {
-            for start in (0..count).step_by(TOKENIZE_CHUNK) {
-                let end = (start + TOKENIZE_CHUNK).min(count);
-                let began = Instant::now();
-                let chunk: Result<Vec<(usize, Vec<u32>)>, ModelError> = (start..end)
-                    .into_par_iter()
-                    .map(|i| tokenize(i).map(|ids| (i, ids)))
-                    .collect();
-                let chunk = chunk.map(|c| (c, began.elapsed().as_secs_f64()));
-                let failed = chunk.is_err();
-                if tx.send(chunk).is_err() || failed {
-                    return;
-                }
-            }
-        });
+        let rx = tokenize_ahead(scope, count, &tokenize);
         // Per bucket width, the sequences waiting for a full batch.
         let mut queues: BTreeMap<usize, Vec<(usize, Vec<u32>)>> = BTreeMap::new();
         let heads = model.attention_heads();
         let rows_for = |w: usize| max_rows(token_budget, w, heads);
-        let mut run = |w: usize, seqs: &[(usize, Vec<u32>)]| -> Result<(), ModelError> {
+        let mut run = |w: usize,
+                       seqs: &[(usize, Vec<u32>)],
+                       local: &mut ComputeStats|
+         -> Result<(), ModelError> {
             let began = Instant::now();
             let refs: Vec<&[u32]> = seqs.iter().map(|(_, s)| s.as_slice()).collect();
             let batch = PaddedBatch::right(&refs, w, model.pad_id());
@@ -164,24 +196,22 @@ pub fn run_sequences_counted<M: BatchModel>(
             Ok(())
         };
         loop {
-            let waited = Instant::now();
-            let Ok(chunk) = rx.recv() else { break };
-            local.wait_s += waited.elapsed().as_secs_f64();
-            let (chunk, tokenize_s) = chunk?;
-            local.tokenize_s += tokenize_s;
+            let Some(chunk) = next_chunk(&rx, &mut local)? else {
+                break;
+            };
             for (i, ids) in chunk {
                 let w = bucket_width(ids.len(), max);
                 let q = queues.entry(w).or_default();
                 q.push((i, ids));
                 if q.len() >= rows_for(w) {
                     let full = std::mem::take(q);
-                    run(w, &full)?;
+                    run(w, &full, &mut local)?;
                 }
             }
         }
         for (w, q) in std::mem::take(&mut queues) {
             for part in q.chunks(rows_for(w)) {
-                run(w, part)?;
+                run(w, part, &mut local)?;
             }
         }
         Ok(())
@@ -218,24 +248,7 @@ pub fn run_pairs<M: PackedModel>(
     let mut out = vec![0f32; count * 2];
     let mut local = ComputeStats::default();
     std::thread::scope(|scope| -> Result<(), ModelError> {
-        type Chunk = Result<(Vec<(usize, [Vec<u32>; 2])>, f64), ModelError>;
-        let (tx, rx) = sync_channel::<Chunk>(2);
-        let tokenize = &tokenize;
-        scope.spawn(move || {
-            for start in (0..count).step_by(TOKENIZE_CHUNK) {
-                let end = (start + TOKENIZE_CHUNK).min(count);
-                let began = Instant::now();
-                let chunk: Result<Vec<_>, ModelError> = (start..end)
-                    .into_par_iter()
-                    .map(|i| tokenize(i).map(|ids| (i, ids)))
-                    .collect();
-                let chunk = chunk.map(|c| (c, began.elapsed().as_secs_f64()));
-                let failed = chunk.is_err();
-                if tx.send(chunk).is_err() || failed {
-                    return;
-                }
-            }
-        });
+        let rx = tokenize_ahead(scope, count, &tokenize);
         let pad = model.pad_id();
         let mut batch = PackedBatch::default();
         let mut members: Vec<usize> = Vec::new();
@@ -261,11 +274,9 @@ pub fn run_pairs<M: PackedModel>(
             Ok(())
         };
         loop {
-            let waited = Instant::now();
-            let Ok(chunk) = rx.recv() else { break };
-            local.wait_s += waited.elapsed().as_secs_f64();
-            let (chunk, tokenize_s) = chunk?;
-            local.tokenize_s += tokenize_s;
+            let Some(chunk) = next_chunk(&rx, &mut local)? else {
+                break;
+            };
             for (i, [chosen, rejected]) in chunk {
                 let began = Instant::now();
                 let seqs = [chosen.as_slice(), rejected.as_slice()];

@@ -24,6 +24,7 @@ use super::packed::PackedBatch;
 use super::ModelError;
 
 mod cpu;
+pub use cpu::OpTimes;
 
 /// The two supported backbones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

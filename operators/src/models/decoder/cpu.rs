@@ -14,47 +14,121 @@
 
 use candle_core::{CpuStorage, Device, Module, Storage, Tensor};
 use candle_nn::Linear;
+use std::time::Instant;
+
 use rayon::prelude::*;
 
 use super::super::attention::{dot, packed_causal_attention, Heads};
 use super::super::packed::PackedBatch;
 use super::{Block, DecoderRm, RmsNorm};
 
+/// Seconds per kind of operation in one packed forward pass on the CPU, summed over
+/// the layers (`DecoderRm::rewards_packed_timed`; `examples/bench_ops.rs` prints them).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct OpTimes {
+    /// Token embedding lookup.
+    pub embed_s: f64,
+    /// The fused q/k/v product.
+    pub qkv_s: f64,
+    /// q/k RMSNorm, RoPE and the split into q, k, v.
+    pub qk_norm_rope_s: f64,
+    /// Packed causal attention.
+    pub attention_s: f64,
+    /// The output projection.
+    pub o_proj_s: f64,
+    /// Residual adds fused with the following RMSNorm (both per layer).
+    pub add_norm_s: f64,
+    /// The fused gate/up product.
+    pub gate_up_s: f64,
+    /// SiLU(gate) · up.
+    pub swiglu_s: f64,
+    /// The down projection.
+    pub down_s: f64,
+    /// The score head on the pooled rows.
+    pub head_s: f64,
+}
+
+/// Runs `f`, adding its wall time to `slot`.
+fn timed<T>(slot: &mut f64, f: impl FnOnce() -> T) -> T {
+    let began = Instant::now();
+    let out = f();
+    *slot += began.elapsed().as_secs_f64();
+    out
+}
+
 impl DecoderRm {
     /// Rewards of a packed batch (CPU, f32), one per pooled row.
     pub(super) fn rewards_packed_cpu(&self, batch: &PackedBatch) -> candle_core::Result<Vec<f32>> {
+        Ok(self.forward_packed_cpu(batch)?.0)
+    }
+
+    /// Rewards of a packed batch and the seconds each kind of operation took (the CPU
+    /// in f32 only: the packed path).
+    pub fn rewards_packed_timed(
+        &self,
+        batch: &PackedBatch,
+    ) -> Result<(Vec<f32>, OpTimes), super::ModelError> {
+        if !self.packs() {
+            return Err(super::ModelError::Spec(
+                "per-operation timings cover the packed CPU path (--device cpu --dtype f32)".into(),
+            ));
+        }
+        Ok(self.forward_packed_cpu(batch)?)
+    }
+
+    fn forward_packed_cpu(&self, batch: &PackedBatch) -> candle_core::Result<(Vec<f32>, OpTimes)> {
         let c = &self.config;
         let n = batch.tokens();
         let hidden = c.hidden_size;
-        let ids = Tensor::from_slice(&batch.ids, n, &Device::Cpu)?;
-        let mut x: Vec<f32> = self.embed.forward(&ids)?.flatten_all()?.to_vec1()?;
+        let mut t = OpTimes::default();
+        let mut x: Vec<f32> = timed(&mut t.embed_s, || {
+            let ids = Tensor::from_slice(&batch.ids, n, &Device::Cpu)?;
+            self.embed.forward(&ids)?.flatten_all()?.to_vec1()
+        })?;
         let max_position = batch.positions.iter().copied().max().unwrap_or(0) as usize;
         let rope = Rope::new(&self.inv_freq, max_position + 1);
         // Every activation buffer once per batch, reused by every layer: fresh large
         // allocations per product cost the kernel's page zeroing (a quarter of the CPU
         // time when each product allocated its output).
-        let mut buffers = Buffers::new(c, n);
+        let mut b = Buffers::new(c, n);
         let first = &self.blocks[0].input_norm;
-        norm_rows(&x, &weights(first)?, first.eps as f32, &mut buffers.h);
+        let w = weights(first)?;
+        timed(&mut t.add_norm_s, || {
+            norm_rows(&x, &w, first.eps as f32, &mut b.h)
+        });
         for (i, block) in self.blocks.iter().enumerate() {
-            self.attention(block, batch, &rope, &mut buffers)?;
-            linear_into(&buffers.ctx, n, &block.o, &mut buffers.delta)?;
-            add_then_norm(&mut x, &buffers.delta, &block.post_norm, &mut buffers.h)?;
-            linear_into(&buffers.h, n, &block.gate_up, &mut buffers.gate_up)?;
-            swiglu(&buffers.gate_up, c.intermediate_size, &mut buffers.act);
-            linear_into(&buffers.act, n, &block.down, &mut buffers.delta)?;
+            self.attention(block, batch, &rope, &mut b, &mut t)?;
+            timed(&mut t.o_proj_s, || {
+                linear_into(&b.ctx, n, &block.o, &mut b.delta)
+            })?;
+            timed(&mut t.add_norm_s, || {
+                add_then_norm(&mut x, &b.delta, &block.post_norm, &mut b.h)
+            })?;
+            timed(&mut t.gate_up_s, || {
+                linear_into(&b.h, n, &block.gate_up, &mut b.gate_up)
+            })?;
+            timed(&mut t.swiglu_s, || {
+                swiglu(&b.gate_up, c.intermediate_size, &mut b.act)
+            });
+            timed(&mut t.down_s, || {
+                linear_into(&b.act, n, &block.down, &mut b.delta)
+            })?;
             // The next block's input norm, or (after the last) the final norm; only the
             // pooled rows of the final one are read, but norming all rows is cheap.
             let next = self.blocks.get(i + 1).map_or(&self.norm, |b| &b.input_norm);
-            add_then_norm(&mut x, &buffers.delta, next, &mut buffers.h)?;
+            timed(&mut t.add_norm_s, || {
+                add_then_norm(&mut x, &b.delta, next, &mut b.h)
+            })?;
         }
-        let head: Vec<f32> = self.score.weight().get(0)?.to_vec1()?;
-        let h = &buffers.h;
-        Ok(batch
-            .pooled
-            .iter()
-            .map(|&t| dot(&h[t * hidden..(t + 1) * hidden], &head))
-            .collect())
+        let rewards = timed(&mut t.head_s, || -> candle_core::Result<Vec<f32>> {
+            let head: Vec<f32> = self.score.weight().get(0)?.to_vec1()?;
+            Ok(batch
+                .pooled
+                .iter()
+                .map(|&r| dot(&b.h[r * hidden..(r + 1) * hidden], &head))
+                .collect())
+        })?;
+        Ok((rewards, t))
     }
 
     /// Self-attention of one block on the normed input `buffers.h`: the fused q/k/v
@@ -66,6 +140,7 @@ impl DecoderRm {
         batch: &PackedBatch,
         rope: &Rope,
         buffers: &mut Buffers,
+        times: &mut OpTimes,
     ) -> candle_core::Result<()> {
         let c = &self.config;
         let n = batch.tokens();
@@ -80,11 +155,12 @@ impl DecoderRm {
             ctx,
             ..
         } = buffers;
-        linear_into(h, n, &block.qkv, qkv)?;
+        timed(&mut times.qkv_s, || linear_into(h, n, &block.qkv, qkv))?;
         let q_norm = block.q_norm.as_ref().map(weights).transpose()?;
         let k_norm = block.k_norm.as_ref().map(weights).transpose()?;
         let eps = block.q_norm.as_ref().map_or(0.0, |nm| nm.eps as f32);
         let qkv: &[f32] = qkv;
+        let began = Instant::now();
         q.par_chunks_mut(q_width)
             .zip(k.par_chunks_mut(kv_width))
             .zip(v.par_chunks_mut(kv_width))
@@ -107,13 +183,16 @@ impl DecoderRm {
                 }
                 v.copy_from_slice(&row[q_width + kv_width..]);
             });
+        times.qk_norm_rope_s += began.elapsed().as_secs_f64();
         let shape = Heads {
             heads: c.num_attention_heads,
             kv_heads: c.num_key_value_heads,
             head_dim: dh,
         };
         let scale = 1.0 / (dh as f32).sqrt();
-        packed_causal_attention(batch, q, k, v, shape, scale, block.window, ctx);
+        timed(&mut times.attention_s, || {
+            packed_causal_attention(batch, q, k, v, shape, scale, block.window, ctx)
+        });
         Ok(())
     }
 }
