@@ -189,7 +189,6 @@ unsafe fn attend_tile(ctx: &Context, tile: &Tile, out: &SharedOut) {
     let mut acc = vec![0f32; states * dh];
     let mut kt = vec![0f32; dh * KEY_BLOCK];
     let mut keys = [0usize; KEY_BLOCK];
-    let mut scores = [0f32; KEY_BLOCK];
     let mut block = lo_of(tile.first_position) / KEY_BLOCK * KEY_BLOCK;
     while block <= last {
         let end = (block + KEY_BLOCK).min(last + 1);
@@ -213,15 +212,7 @@ unsafe fn attend_tile(ctx: &Context, tile: &Tile, out: &SharedOut) {
             for r in 0..rep {
                 let h = tile.kv_head * rep + r;
                 let q = &ctx.q[token * q_stride + h * dh..][..dh];
-                scores.fill(0.0);
-                for (d, &qd) in q.iter().enumerate() {
-                    let row: &[f32; KEY_BLOCK] = kt[d * KEY_BLOCK..][..KEY_BLOCK]
-                        .try_into()
-                        .expect("a block row");
-                    for j in 0..KEY_BLOCK {
-                        scores[j] = qd.mul_add(row[j], scores[j]);
-                    }
-                }
+                let mut scores = block_scores(q, &kt);
                 let state = i * rep + r;
                 // Scale every score and take the maximum over the visible ones in 16
                 // lanes (max is exact, so any order gives the same value; a running
@@ -298,6 +289,22 @@ unsafe fn attend_tile(ctx: &Context, tile: &Tile, out: &SharedOut) {
             }
         }
     }
+}
+
+/// q · k_j for the KEY_BLOCK keys of a transposed block (`kt`: [head_dim, KEY_BLOCK]),
+/// each a sum over head_dim in order. A value-returning function over a fixed-size
+/// array, so that the 64 partial scores stay in vector registers across head_dim
+/// instead of going through memory at every step.
+#[inline(always)]
+fn block_scores(q: &[f32], kt: &[f32]) -> [f32; KEY_BLOCK] {
+    let mut scores = [0f32; KEY_BLOCK];
+    for (&qd, row) in q.iter().zip(kt.chunks_exact(KEY_BLOCK)) {
+        let row: &[f32; KEY_BLOCK] = row.try_into().expect("a block row");
+        for j in 0..KEY_BLOCK {
+            scores[j] = qd.mul_add(row[j], scores[j]);
+        }
+    }
+    scores
 }
 
 /// e^x for x ≤ 0, branch-free so that it vectorises (Cephes' `expf`: x = n·ln 2 + r with
