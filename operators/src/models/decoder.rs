@@ -19,7 +19,7 @@ use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{embedding, linear_b, linear_no_bias, Embedding, Linear, VarBuilder};
 use serde_json::Value;
 
-use super::batching::{bucket_width, PaddedBatch};
+use super::batching::PaddedBatch;
 use super::packed::PackedBatch;
 use super::ModelError;
 
@@ -604,32 +604,11 @@ impl DecoderRm {
         self.device.is_cpu() && self.dtype == DType::F32
     }
 
-    /// Rewards of a packed batch, one per pooled row. On the CPU in f32 the packed
-    /// forward pass (`cpu`); elsewhere the eager path, each sequence padded to its own
-    /// bucket width (so a reward never depends on the batch), bucket by bucket.
+    /// Rewards of a packed batch, one per pooled row: the packed forward pass (`cpu`),
+    /// for models that `packs()`; `hf:` scores the others through the eager path
+    /// (`batching::run_sequences`), so there is no second, unpacking route here.
     pub fn rewards_packed(&self, batch: &PackedBatch) -> Result<Vec<f32>, ModelError> {
-        if self.packs() {
-            return Ok(self.rewards_packed_cpu(batch)?);
-        }
-        let seqs = batch.sequences();
-        let max = self.config.max_position_embeddings;
-        let mut by_width: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-        for (i, s) in seqs.iter().enumerate() {
-            by_width
-                .entry(bucket_width(s.len(), max))
-                .or_default()
-                .push(i);
-        }
-        let mut out = vec![0f32; seqs.len()];
-        let pad = self.config.pad_token_id.unwrap_or(0);
-        for (width, rows) in by_width {
-            let refs: Vec<&[u32]> = rows.iter().map(|&i| seqs[i].as_slice()).collect();
-            let got = self.rewards(&PaddedBatch::right(&refs, width, pad))?;
-            for (&i, r) in rows.iter().zip(got) {
-                out[i] = r;
-            }
-        }
-        Ok(out)
+        Ok(self.rewards_packed_timed(batch)?.0)
     }
 
     /// Rewards (the first label's logit at the pooled position) of a padded batch.

@@ -221,7 +221,7 @@ impl BatchModel for HfRewardModel {
 
 impl PackedModel for HfRewardModel {
     fn pad_id(&self) -> u32 {
-        self.model.config.pad_token_id.unwrap_or(0)
+        BatchModel::pad_id(self)
     }
     fn pooled_at(&self, seq: &[u32]) -> usize {
         self.model.pooled_index(seq, seq.len())

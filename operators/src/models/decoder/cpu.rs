@@ -57,11 +57,6 @@ fn timed<T>(slot: &mut f64, f: impl FnOnce() -> T) -> T {
 }
 
 impl DecoderRm {
-    /// Rewards of a packed batch (CPU, f32), one per pooled row.
-    pub(super) fn rewards_packed_cpu(&self, batch: &PackedBatch) -> candle_core::Result<Vec<f32>> {
-        Ok(self.forward_packed_cpu(batch)?.0)
-    }
-
     /// Rewards of a packed batch and the seconds each kind of operation took (the CPU
     /// in f32 only: the packed path).
     pub fn rewards_packed_timed(
