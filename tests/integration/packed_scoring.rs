@@ -71,25 +71,31 @@ fn packed_batches_give_transformers_rewards_on_the_llama_fixture() {
     packed_matches_transformers("llama_rm", 3.5e-5);
 }
 
+/// Pairs of the fixture's sequences that share a prompt, nothing, everything or all of
+/// one reply, and an empty sequence beside a real one.
+fn sharing_cases(rows: &[Vec<u32>]) -> Vec<[Vec<u32>; 2]> {
+    let long = &rows[1]; // 16 tokens
+    let extend = |base: &[u32], tail: &[u32]| [base, tail].concat();
+    vec![
+        // A 6-token prompt, replies of 10 and 3 tokens.
+        [long.clone(), extend(&long[..6], &[17, 18, 19])],
+        // Nothing in common (an empty prompt under a template-free tokenisation).
+        [vec![40, 41, 42], vec![50, 51]],
+        // Identical replies, and one reply the prefix of the other.
+        [rows[0].clone(), rows[0].clone()],
+        [rows[2].clone(), extend(&rows[2], &[60, 61])],
+        // An empty sequence beside a real one.
+        [vec![], rows[3].clone()],
+    ]
+}
+
 #[test]
 fn prompt_sharing_gives_each_reply_the_bits_of_its_sequence_computed_alone() {
     for name in ["qwen3_rm", "llama_rm"] {
         let model = load_decoder(name);
         let expected = json_file(&fixture(name).join("expected.json"));
         let rows = real_rows(&expected["right_padded"]);
-        let long = &rows[1]; // 16 tokens
-        let extend = |base: &[u32], tail: &[u32]| [base, tail].concat();
-        let pairs: Vec<[Vec<u32>; 2]> = vec![
-            // A 6-token prompt, replies of 10 and 3 tokens.
-            [long.clone(), extend(&long[..6], &[17, 18, 19])],
-            // Nothing in common (an empty prompt under a template-free tokenisation).
-            [vec![40, 41, 42], vec![50, 51]],
-            // Identical replies, and one reply the prefix of the other.
-            [rows[0].clone(), rows[0].clone()],
-            [rows[2].clone(), extend(&rows[2], &[60, 61])],
-            // An empty sequence beside a real one.
-            [vec![], rows[3].clone()],
-        ];
+        let pairs = sharing_cases(&rows);
         let pad = model.config.pad_token_id.unwrap_or(0);
         let mut shared = PackedBatch::default();
         for [a, b] in &pairs {
@@ -116,6 +122,84 @@ fn prompt_sharing_gives_each_reply_the_bits_of_its_sequence_computed_alone() {
             })
             .collect();
         assert_close(&got, &eager, 3.5e-5, &format!("{name} shared vs eager"));
+    }
+}
+
+/// The packed CUDA path (flash attention, bf16) against transformers' bf16 rewards and
+/// the eager path, shared and unshared, on the GPU (`SYNPREF_TEST_DEVICE=cuda` in a cuda
+/// build: scripts/gpu-check.sh). Elsewhere bf16 has no packed path, and the model says
+/// so rather than taking packed batches.
+#[test]
+fn packed_flash_path_matches_transformers_and_eager_in_bf16_on_the_gpu() {
+    use synpref_operators::models::decoder::ForwardPath;
+    let device = parity_device();
+    // The bf16 tolerances of the eager parity tests (decoder_fixture_parity).
+    for (name, tol) in [("qwen3_rm", 0.084), ("llama_rm", 0.18)] {
+        let dir = fixture(name);
+        let config =
+            DecoderConfig::parse(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        let model = DecoderRm::load(
+            config,
+            &[dir.join("model.safetensors")],
+            candle_core::DType::BF16,
+            &device,
+        )
+        .unwrap();
+        if device.is_cpu() || !cfg!(feature = "cuda") {
+            assert_eq!(
+                model.path(),
+                ForwardPath::Eager,
+                "{name}: bf16 off CUDA is eager"
+            );
+            assert!(model.rewards_packed(&PackedBatch::default()).is_err());
+            continue;
+        }
+        assert_eq!(
+            model.path(),
+            ForwardPath::PackedFlash,
+            "{name}: CUDA bf16 packs"
+        );
+        let expected = json_file(&dir.join("expected.json"));
+        let rows = real_rows(&expected["right_padded"]);
+        let got = packed_alone(&model, &rows);
+        let want = f32s(&expected["right_padded"]["rewards_bf16"]);
+        assert_close(
+            &got,
+            &want,
+            tol,
+            &format!("{name} flash vs transformers bf16"),
+        );
+        let pad = model.config.pad_token_id.unwrap_or(0);
+        let pairs = sharing_cases(&rows);
+        let mut shared = PackedBatch::default();
+        for [a, b] in &pairs {
+            shared.push_shared(&[a, b], pad, |s| model.pooled_index(s, s.len()));
+        }
+        let got = model.rewards_packed(&shared).unwrap();
+        let singles: Vec<Vec<u32>> = pairs.iter().flat_map(|p| p.clone()).collect();
+        let alone = packed_alone(&model, &singles);
+        assert_close(&got, &alone, tol, &format!("{name} flash shared vs alone"));
+        let eager: Vec<f32> = singles
+            .iter()
+            .map(|s| {
+                model
+                    .rewards(&PaddedBatch::right(&[s.as_slice()], 0, pad))
+                    .unwrap()[0]
+            })
+            .collect();
+        assert_close(&got, &eager, tol, &format!("{name} flash shared vs eager"));
+        let worst = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
+        };
+        eprintln!(
+            "{name} flash bf16: max |shared - alone| {:.3e}, max |shared - eager| {:.3e}",
+            worst(&got, &alone),
+            worst(&got, &eager)
+        );
     }
 }
 

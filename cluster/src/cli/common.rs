@@ -7,7 +7,7 @@ use synpref_engine::cluster::ClusterSpec;
 use synpref_engine::Error;
 use synpref_jobs::curate::default_score_cache;
 use synpref_jobs::job::RunSettings;
-use synpref_operators::models::{DTypeChoice, DeviceChoice, ModelOptions};
+use synpref_operators::models::{AttentionChoice, DTypeChoice, DeviceChoice, ModelOptions};
 
 /// `--workers`: the timely worker threads of a job that runs on workers.
 #[derive(Args)]
@@ -72,6 +72,11 @@ pub struct ModelArgs {
     /// auto (bf16 on CUDA, f32 on CPU), f32 or bf16.
     #[arg(long, default_value_t = ModelOptions::default().dtype)]
     dtype: DTypeChoice,
+    /// auto (packed batches with prompt sharing: CPU f32, or CUDA bf16 with flash
+    /// attention) or eager (padded batches, transformers' eager attention: the
+    /// reference for parity checks).
+    #[arg(long, default_value_t = ModelOptions::default().attention)]
+    attention: AttentionChoice,
     /// Score cache (a directory or object-store URL) [default: $SYNPREF_CACHE, else
     /// ~/.cache/synpref/scores].
     #[arg(long)]
@@ -94,6 +99,7 @@ impl ModelArgs {
             token_budget: self.token_budget,
             device: self.device,
             dtype: self.dtype,
+            attention: self.attention,
         })
     }
 

@@ -24,7 +24,35 @@ use super::packed::PackedBatch;
 use super::ModelError;
 
 mod cpu;
+mod flash;
 pub use cpu::OpTimes;
+
+/// How a decoder's forward pass runs, chosen once when it loads (`DecoderRm::path`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardPath {
+    /// Padded batches per length bucket, transformers' eager attention (`pooled_hidden`):
+    /// every device and dtype, and the reference of the other two.
+    Eager,
+    /// Packed, unpadded batches with prompt sharing on the CPU in f32 (`cpu.rs`).
+    PackedCpu,
+    /// Packed, unpadded batches with prompt sharing on CUDA in bf16, attention by
+    /// `flash_attn_varlen` (`flash.rs`; builds with `--features cuda`).
+    PackedFlash,
+}
+
+impl ForwardPath {
+    /// The fastest path this build has for `device`, `dtype` and `head_dim`.
+    fn best(device: &Device, dtype: DType, head_dim: usize) -> ForwardPath {
+        if device.is_cpu() && dtype == DType::F32 {
+            ForwardPath::PackedCpu
+        } else if cfg!(feature = "cuda") && flash::flash_supports(device, dtype, head_dim) {
+            ForwardPath::PackedFlash
+        } else {
+            ForwardPath::Eager
+        }
+    }
+}
 
 /// The two supported backbones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -359,6 +387,7 @@ pub struct DecoderRm {
     inv_freq: Vec<f32>,
     pub device: Device,
     pub dtype: DType,
+    path: ForwardPath,
 }
 
 impl DecoderRm {
@@ -450,6 +479,7 @@ impl DecoderRm {
         let norm = RmsNorm::load(c.hidden_size, c.rms_norm_eps, m.pp("norm"))?;
         let score = linear_no_bias(c.hidden_size, c.num_labels, vb.pp("score"))?;
         let inv_freq = c.inv_freq();
+        let path = ForwardPath::best(device, dtype, c.head_dim);
         Ok(DecoderRm {
             config,
             embed,
@@ -459,7 +489,18 @@ impl DecoderRm {
             inv_freq,
             device: device.clone(),
             dtype,
+            path,
         })
+    }
+
+    /// The forward pass this model takes.
+    pub fn path(&self) -> ForwardPath {
+        self.path
+    }
+
+    /// Takes the eager path whatever the device (`--attention eager`).
+    pub fn use_eager(&mut self) {
+        self.path = ForwardPath::Eager;
     }
 
     /// The pooling rule of transformers 5.x: the rightmost position whose id is not the
@@ -598,17 +639,24 @@ impl DecoderRm {
         self.norm.forward(&flat.index_select(&picks, 0)?)
     }
 
-    /// Whether the packed forward pass serves this model (the CPU in f32); elsewhere
-    /// `rewards_packed` unpacks to the eager path.
+    /// Whether a packed forward pass serves this model (`path` is not eager).
     pub fn packs(&self) -> bool {
-        self.device.is_cpu() && self.dtype == DType::F32
+        self.path != ForwardPath::Eager
     }
 
-    /// Rewards of a packed batch, one per pooled row: the packed forward pass (`cpu`),
-    /// for models that `packs()`; `hf:` scores the others through the eager path
-    /// (`batching::run_sequences`), so there is no second, unpacking route here.
+    /// Rewards of a packed batch, one per pooled row, by the packed path of `path`;
+    /// `hf:` scores eager models through `batching::run_sequences`, so there is no
+    /// second, unpacking route here.
     pub fn rewards_packed(&self, batch: &PackedBatch) -> Result<Vec<f32>, ModelError> {
-        Ok(self.rewards_packed_timed(batch)?.0)
+        match self.path {
+            ForwardPath::PackedCpu => Ok(self.rewards_packed_timed(batch)?.0),
+            #[cfg(feature = "cuda")]
+            ForwardPath::PackedFlash => Ok(self.forward_packed_flash(batch)?),
+            _ => Err(ModelError::Spec(format!(
+                "the {:?} path does not take packed batches",
+                self.path
+            ))),
+        }
     }
 
     /// Rewards (the first label's logit at the pooled position) of a padded batch.

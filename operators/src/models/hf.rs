@@ -18,11 +18,11 @@ use synpref_engine::model::PreferencePair;
 
 use super::batching::{run_pairs, run_sequences_counted, BatchModel, PackedModel, PaddedBatch};
 use super::chat::{conversation, ChatTemplate};
-use super::decoder::{weight_files, DecoderConfig, DecoderRm};
+use super::decoder::{weight_files, DecoderConfig, DecoderRm, ForwardPath};
 use super::packed::PackedBatch;
 use super::{
-    load_tokenizer, ComputeStats, DTypeChoice, DeviceChoice, ModelError, ModelOptions,
-    PairFeatures, TruncationStats,
+    load_tokenizer, AttentionChoice, ComputeStats, DTypeChoice, DeviceChoice, ModelError,
+    ModelOptions, PairFeatures, TruncationStats,
 };
 
 /// A loaded `hf:DIR` reward model.
@@ -116,8 +116,16 @@ impl HfRewardModel {
         h.update(template.bos_token.as_deref().unwrap_or("").as_bytes());
         h.update(&(max_tokens as u64).to_le_bytes());
         h.update(format!("{dtype:?}").as_bytes());
+        let mut model = DecoderRm::load(config, &weights, dtype, &device)?;
+        if options.attention == AttentionChoice::Eager {
+            model.use_eager();
+        }
+        // bf16 rewards of the flash path differ from the eager path's by rounding, so
+        // they are cached apart; the CPU paths agree to ~1e-6 in f32 and share entries.
+        if model.path() == ForwardPath::PackedFlash {
+            h.update(b"packed-flash\0");
+        }
         let fingerprint = format!("hf-{:032x}", h.digest128());
-        let model = DecoderRm::load(config, &weights, dtype, &device)?;
         Ok(HfRewardModel {
             model,
             tokenizer,

@@ -160,6 +160,22 @@ pub struct ModelOptions {
     pub device: DeviceChoice,
     /// The precision they run in.
     pub dtype: DTypeChoice,
+    /// Which forward pass decoder models take.
+    pub attention: AttentionChoice,
+}
+
+/// `--attention`: `auto` (packed, unpadded batches with prompt sharing where the device
+/// has that path: the CPU in f32, CUDA in bf16 with flash attention; the eager path
+/// elsewhere) or `eager` (padded batches and transformers' eager attention everywhere:
+/// the reference the packed paths are checked against).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionChoice {
+    #[default]
+    Auto,
+    Eager,
 }
 
 /// `--device`: `auto` (CUDA if built with it and a GPU is present), `cpu` or `cuda`.
@@ -192,6 +208,12 @@ impl std::fmt::Display for DeviceChoice {
     }
 }
 
+impl std::fmt::Display for AttentionChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        synpref_engine::output::value_name(self, f)
+    }
+}
+
 impl std::fmt::Display for DTypeChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         synpref_engine::output::value_name(self, f)
@@ -219,6 +241,14 @@ fn device_and_dtype_have_one_name_for_clap_serde_and_display() {
         v.to_string()
     });
     assert_eq!(names(dtype.collect()), "auto f32 bf16");
+    let attention = AttentionChoice::value_variants().iter().map(|v| {
+        assert_eq!(
+            serde_json::to_value(v).unwrap().as_str(),
+            Some(v.to_string().as_str())
+        );
+        v.to_string()
+    });
+    assert_eq!(names(attention.collect()), "auto eager");
 }
 
 impl Default for ModelOptions {
@@ -228,6 +258,7 @@ impl Default for ModelOptions {
             token_budget: 16384,
             device: DeviceChoice::Auto,
             dtype: DTypeChoice::Auto,
+            attention: AttentionChoice::Auto,
         }
     }
 }

@@ -63,7 +63,7 @@ impl DecoderRm {
         &self,
         batch: &PackedBatch,
     ) -> Result<(Vec<f32>, OpTimes), super::ModelError> {
-        if !self.packs() {
+        if self.path != super::ForwardPath::PackedCpu {
             return Err(super::ModelError::Spec(
                 "per-operation timings cover the packed CPU path (--device cpu --dtype f32)".into(),
             ));
