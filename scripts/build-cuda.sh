@@ -3,7 +3,8 @@
 # copying to a GPU machine with CUDA 13 drivers and libraries.
 #   scripts/build-cuda.sh [VENV=/opt/nvcc]   -> target-cuda/release/synpref
 #   TESTS=1 scripts/build-cuda.sh             also the integration-test binary (its path
-#                                             is printed), for the GPU parity tests
+#                                             is printed), for the GPU parity tests,
+#                                             and examples/bench_ops (the kernel table)
 # nvcc and the CUDA libraries come from PyPI, pinned to 13.0: cudarc 0.19.10 (under
 # candle 0.11) rejects newer toolkits such as 13.5. candle makes cudarc link
 # dynamically, so the linker needs unversioned library names (symlinks here) and
@@ -73,5 +74,9 @@ if [ "${TESTS:-0}" = 1 ]; then
         --test integration --no-run 2>&1 | tee /dev/stderr | grep -o 'target-cuda/release/deps/integration-[0-9a-f]*' \
         | tail -1 > target-cuda/integration-test-path
     echo "built $(cat target-cuda/integration-test-path)"
+    # The GPU kernel table of scripts/gpu-check.sh.
+    RUSTFLAGS="-L $LINK" cargo build "${PATCH[@]}" --release -p synpref-operators --features cuda \
+        --target-dir target-cuda --example bench_ops
+    echo "built target-cuda/release/examples/bench_ops"
 fi
 echo "built target-cuda/release/synpref (needs libcuda.so.1, libcublas.so.13, libcurand.so.10 at run time)"

@@ -2,16 +2,21 @@
 # The standing GPU check of docs/gpu.md, run ON the GPU machine from the repository root
 # with the binaries of `TESTS=1 scripts/build-cuda.sh` carried in .gpu/ (stripped and
 # gzipped by `scripts/gpu-check.sh pack` on the build machine, to fit the transfer):
-#   1. the decoder parity tests (qwen3_rm, llama_rm) on the GPU, f32 and bf16;
-#   2. `synpref score` on a Qwen3-0.6B-shaped model (random weights, bf16) over PAIRS
-#      pairs of ~1,000 tokens per side, then the same pairs through transformers (sdpa,
-#      bf16) on the same GPU: tokens/s, pairs/s, MFU, the ratio, and reward agreement;
+#   1. the decoder parity tests (qwen3_rm, llama_rm) on the GPU, f32 and bf16, and the
+#      packed flash path's (against transformers' rewards and the eager path, shared and
+#      unshared; rewards independent of the token budget);
+#   2. on a Qwen3-0.6B-shaped model (random weights, bf16) over PAIRS pairs of ~1,000
+#      tokens per side: the kernel table of the flash path (examples/bench_ops --cuda),
+#      `synpref score` by the packed flash path (the default) and by the eager path
+#      (`--attention eager`, the old one, on the first EAGER_PAIRS pairs), then the same
+#      pairs through transformers on the same GPU (sdpa; eager on the first 256):
+#      tokens/s, pairs/s, MFU, the ratios, and the rewards against sdpa's;
 #   3. (issue 26) the same 64 warm-up pairs scored at two token budgets: rewards must be
 #      bit-identical (the score cache relies on it); a run at a 131,072-token budget
 #      (the 32-bit-index crash of docs/gpu.md) must finish; `curate --best-rm hf:` on
 #      the warm-up pairs beside `score` on them (wall times), and the per-stage timers
 #      of report.json (`scoring`).
-#   scripts/gpu-check.sh pack          (build machine) -> .gpu/synpref.zst, .gpu/integration.zst
+#   scripts/gpu-check.sh pack          (build machine) -> .gpu/{synpref,integration,bench_ops}.gz
 #   scripts/gpu-check.sh run [PAIRS]   (GPU machine; writes logs to $OUT or /tmp/gpu-check)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,17 +25,18 @@ if [ "${1:-run}" = pack ]; then
     mkdir -p .gpu
     objcopy --strip-debug target-cuda/release/synpref /tmp/synpref-cuda
     objcopy --strip-debug "$(cat target-cuda/integration-test-path)" /tmp/integration-cuda
-    gzip -6 -c /tmp/synpref-cuda > .gpu/synpref.gz
-    gzip -6 -c /tmp/integration-cuda > .gpu/integration.gz
+    objcopy --strip-debug target-cuda/release/examples/bench_ops /tmp/bench_ops-cuda
+    for b in synpref integration bench_ops; do gzip -6 -c /tmp/$b-cuda > .gpu/$b.gz; done
     pwd > .gpu/build-root
     ls -l .gpu
     exit 0
 fi
-PAIRS=${2:-2048}
+PAIRS=${2:-1024}
+EAGER_PAIRS=${EAGER_PAIRS:-256}
 LOG=${OUT:-/tmp/gpu-check}
 mkdir -p "$LOG" /tmp/gpu
 W=/tmp/gpu
-for b in synpref integration; do
+for b in synpref integration bench_ops; do
     gzip -dc .gpu/$b.gz > $W/$b && chmod +x $W/$b
 done
 # The CUDA 13 libraries the binary links (cuBLAS, cuRAND, ...) come with PyTorch's wheels.
@@ -55,7 +61,7 @@ if [ ! -e "$ROOT/tests" ]; then mkdir -p "$ROOT/cluster" && ln -sfn "$PWD/tests"
 [ -e "$ROOT/target-cuda/release/synpref" ] || { mkdir -p "$ROOT/target-cuda/release" && cp $W/synpref "$ROOT/target-cuda/release/"; }
 export RUST_BACKTRACE=0
 echo "== 1. decoder parity on the GPU" | tee $LOG/parity.log
-[ -n "${SKIP_PARITY:-}" ] || SYNPREF_TEST_DEVICE=cuda timeout 120 $W/integration parity_qwen3 parity_llama --test-threads 1 2>&1 | tee -a $LOG/parity.log
+[ -n "${SKIP_PARITY:-}" ] || SYNPREF_TEST_DEVICE=cuda timeout 150 $W/integration parity_qwen3 parity_llama packed_ --test-threads 1 2>&1 | tee -a $LOG/parity.log
 
 echo "== 2. scoring benchmark, $PAIRS pairs" | tee $LOG/bench.log
 timeout 100 python3 scripts/gpu_bench.py make $W/bench $PAIRS 2>&1 | tee -a $LOG/bench.log
@@ -66,15 +72,22 @@ timeout 120 $W/synpref score --model hf:$W/bench/model --pairs $W/bench/warm.jso
     2>&1 | tail -12 | tee -a $LOG/bench.log
 # WARM_ONLY=1: stop after the small run (a quick check of a fix within a short lease).
 [ -z "${WARM_ONLY:-}" ] || exit 0
-T0=$(date +%s.%N)
-timeout 200 $W/synpref score --model hf:$W/bench/model --pairs $W/bench/pairs.jsonl --out $W/bench/synpref \
-    --token-budget ${SYNPREF_BUDGET:-32768} --max-tokens 4096 --device cuda --dtype bf16 --no-score-cache --no-progress \
-    2>&1 | tail -12 | tee -a $LOG/bench.log
-T1=$(date +%s.%N)
-export SYNPREF_SCORE_S=$(python3 -c "print($T1 - $T0)")
-echo "synpref score wall time (model load included): $SYNPREF_SCORE_S s" | tee -a $LOG/bench.log
-cp $W/bench/synpref/report.json $LOG/synpref-report.json 2>/dev/null
-timeout 150 python3 scripts/gpu_bench.py transformers $W/bench 2>&1 | tee -a $LOG/bench.log
+echo "-- kernel table of the packed flash path (16 pairs, 450-token prompts, 500-token replies)" | tee -a $LOG/bench.log
+timeout 90 $W/bench_ops --cuda $W/bench/model 16 450 500 3 2>&1 | tee -a $LOG/bench.log
+head -n $EAGER_PAIRS $W/bench/pairs.jsonl > $W/bench/eager-pairs.jsonl
+# Each whole process timed (model load included) into DIR/wall_s for gpu_bench.py.
+for run in synpref:auto:pairs synpref-eager:eager:eager-pairs; do
+    IFS=: read -r dir attention input <<< "$run"
+    T0=$(date +%s.%N)
+    timeout 200 $W/synpref score --model hf:$W/bench/model --pairs $W/bench/$input.jsonl --out $W/bench/$dir \
+        --attention $attention --token-budget ${SYNPREF_BUDGET:-32768} --max-tokens 4096 --device cuda --dtype bf16 \
+        --no-score-cache --no-progress 2>&1 | tail -12 | tee -a $LOG/bench.log
+    rc=${PIPESTATUS[0]}
+    mkdir -p $W/bench/$dir && python3 -c "print($(date +%s.%N) - $T0)" > $W/bench/$dir/wall_s
+    echo "synpref score --attention $attention ($input): exit $rc, $(cat $W/bench/$dir/wall_s) s wall" | tee -a $LOG/bench.log
+    cp $W/bench/$dir/report.json $LOG/$dir-report.json 2>/dev/null
+done
+GPU_BENCH_EAGER_PAIRS=$EAGER_PAIRS timeout 200 python3 scripts/gpu_bench.py transformers $W/bench 2>&1 | tee -a $LOG/bench.log
 cp $W/bench/summary.json $LOG/ 2>/dev/null
 
 echo "== 3. batch-size independence, a 131,072-token budget, curate beside score" | tee $LOG/issue26.log

@@ -4,9 +4,11 @@
   gpu_bench.py make DIR PAIRS      a Qwen3-0.6B-shaped sequence classifier with random
                                    weights (bf16) in DIR/model, and DIR/pairs.jsonl with
                                    PAIRS pairs of about 1,000 tokens per side
-  gpu_bench.py transformers DIR    the same pairs through transformers on the same GPU:
-                                   tokens/s, pairs/s and MFU, and the rewards of the first
-                                   pairs against synpref's output in DIR/synpref/
+  gpu_bench.py transformers DIR    the same pairs through transformers on the same GPU
+                                   (sdpa; eager on the first GPU_BENCH_EAGER_PAIRS=256):
+                                   tokens/s, pairs/s and MFU, and the rewards of synpref's
+                                   outputs in DIR/synpref/ (packed flash path) and
+                                   DIR/synpref-eager/ (eager path) against sdpa's
 
 The shape is Qwen3-0.6B's config.json (hidden 1024, 28 layers, 16 query and 8 key-value
 heads of 128, MLP 3072, vocabulary 151,936, tied embeddings). The tokenizer is the
@@ -95,22 +97,32 @@ def bench_transformers(out):
             if isinstance(ids, dict) or hasattr(ids, "input_ids"):
                 ids = ids["input_ids"]
             seqs.append(list(ids))
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, dtype=torch.bfloat16, attn_implementation="sdpa")
-    except TypeError:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, torch_dtype=torch.bfloat16, attn_implementation="sdpa")
-    model = model.cuda().eval()
-    model.config.pad_token_id = 0
+    def load(attn):
+        try:
+            m = AutoModelForSequenceClassification.from_pretrained(
+                model_dir, dtype=torch.bfloat16, attn_implementation=attn)
+        except TypeError:
+            m = AutoModelForSequenceClassification.from_pretrained(
+                model_dir, torch_dtype=torch.bfloat16, attn_implementation=attn)
+        m = m.cuda().eval()
+        m.config.pad_token_id = 0
+        return m
+
+    model = load("sdpa")
     params = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n)
     cfg = model.config
     lengths = [len(s) for s in seqs]
-    useful = flops(lengths, params, cfg.num_hidden_layers, cfg.num_attention_heads * cfg.head_dim)
-    order = sorted(range(len(seqs)), key=lambda i: lengths[i])
+    def useful_of(seq_ids):
+        return flops([lengths[i] for i in seq_ids], params, cfg.num_hidden_layers,
+                     cfg.num_attention_heads * cfg.head_dim)
+
+    useful = useful_of(range(len(seqs)))
     rewards = [0.0] * len(seqs)
 
-    def run(budget):
+    def run(m, budget, n_seqs, into):
+        """Seconds for the first n_seqs sequences in length-sorted batches of at most
+        `budget` padded tokens (transformers' usual recipe), rewards into `into`."""
+        order = sorted(range(n_seqs), key=lambda i: lengths[i])
         batches, cur = [], []
         for i in order:
             if cur and (len(cur) + 1) * lengths[i] > budget:
@@ -128,39 +140,69 @@ def bench_transformers(out):
                 for j, i in enumerate(b):
                     ids[j, :lengths[i]] = torch.tensor(seqs[i])
                     mask[j, :lengths[i]] = 1
-                logits = model(input_ids=ids.cuda(), attention_mask=mask.cuda()).logits
+                logits = m(input_ids=ids.cuda(), attention_mask=mask.cuda()).logits
                 for j, i in enumerate(b):
-                    rewards[i] = float(logits[j, 0])
+                    into[i] = float(logits[j, 0])
         torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    run(16384)  # warm-up: kernels, allocator
+    def line(what, s, n_seqs):
+        tokens = sum(lengths[:n_seqs])
+        return (f"{what}: {s:.2f} s, {tokens / s:,.0f} tokens/s, {n_seqs / 2 / s:,.1f} pairs/s, "
+                f"MFU {useful_of(range(n_seqs)) / s / PEAK_BF16_FLOPS:.1%}")
+
+    run(model, 16384, len(seqs), rewards)  # warm-up: kernels, allocator
     results = {}
     for budget in map(int, os.environ.get("GPU_BENCH_BUDGETS", "32768,131072").split(",")):
-        s = run(budget)
+        s = run(model, budget, len(seqs), rewards)
         results[budget] = s
-        print(f"transformers sdpa bf16, token budget {budget}: {s:.2f} s, "
-              f"{sum(lengths) / s:,.0f} tokens/s, {len(rows) / s:,.1f} pairs/s, "
-              f"MFU {useful / s / PEAK_BF16_FLOPS:.1%}")
+        print(line(f"transformers sdpa bf16, token budget {budget}", s, len(seqs)))
     best = min(results.values())
+    best_tokens_per_s = sum(lengths) / best
     summary = dict(pairs=len(rows), tokens=sum(lengths), useful_flops=useful,
-                   transformers_best_s=best, non_embedding_params=params)
-    # synpref's run, from the files it wrote.
-    report_path = os.path.join(out, "synpref", "report.json")
-    if os.path.exists(report_path):
-        report = json.load(open(report_path))
-        import pyarrow.parquet as pq
-        table = pq.read_table(sorted(glob.glob(os.path.join(out, "synpref", "part-*.parquet"))))
-        got = dict(zip(table.column("pair_id").to_pylist(), table.column("r_chosen").to_pylist()))
-        diffs = [abs(got[r["pair_id"]] - rewards[2 * k]) for k, r in enumerate(rows) if r["pair_id"] in got]
-        s = float(os.environ.get("SYNPREF_SCORE_S", report["elapsed_s"]))
-        summary.update(synpref_s=s, synpref_rows=len(got),
-                       synpref_vs_transformers=best / s,
-                       reward_max_abs_diff=max(diffs), reward_mean_abs_diff=sum(diffs) / len(diffs))
-        print(f"synpref score (candle, bf16): {s:.2f} s, {sum(lengths) / s:,.0f} tokens/s, "
-              f"{len(rows) / s:,.1f} pairs/s, MFU {useful / s / PEAK_BF16_FLOPS:.1%}; "
-              f"throughput {best / s:.2f}x transformers'")
-        print(f"r_chosen, synpref vs transformers over {len(diffs)} pairs: max |diff| "
+                   transformers_best_s=best, transformers_tokens_per_s=best_tokens_per_s,
+                   non_embedding_params=params)
+    # transformers' eager attention on the first pairs: its speed, and how far its bf16
+    # rewards lie from sdpa's (the spread two correct bf16 implementations show).
+    eager_seqs = 2 * min(len(rows), int(os.environ.get("GPU_BENCH_EAGER_PAIRS", "256")))
+    if eager_seqs:
+        del model
+        torch.cuda.empty_cache()
+        eager_rewards = [0.0] * len(seqs)
+        m = load("eager")
+        run(m, 16384, min(eager_seqs, 64), eager_rewards)  # warm-up
+        s = run(m, 32768, eager_seqs, eager_rewards)
+        print(line("transformers eager bf16, token budget 32768", s, eager_seqs))
+        spread = [abs(eager_rewards[i] - rewards[i]) for i in range(eager_seqs)]
+        print(f"transformers eager vs sdpa rewards over {eager_seqs} sequences: max |diff| "
+              f"{max(spread):.4f}, mean {sum(spread) / len(spread):.4f}")
+        summary.update(transformers_eager_tokens_per_s=sum(lengths[:eager_seqs]) / s,
+                       transformers_eager_vs_sdpa_max_abs_diff=max(spread))
+    # synpref's runs (the packed flash path and the eager path), from the files they
+    # wrote; the shell timed each whole process (model load included) into DIR/wall_s.
+    import pyarrow.parquet as pq
+    index = {r["pair_id"]: k for k, r in enumerate(rows)}
+    for name in ("synpref", "synpref-eager"):
+        d = os.path.join(out, name)
+        if not os.path.exists(os.path.join(d, "report.json")):
+            continue
+        table = pq.read_table(sorted(glob.glob(os.path.join(d, "part-*.parquet"))))
+        got = dict(zip(table.column("pair_id").to_pylist(),
+                       zip(table.column("r_chosen").to_pylist(), table.column("r_rejected").to_pylist())))
+        ks = [index[p] for p in got]
+        diffs = [abs(got[rows[k]["pair_id"]][side] - rewards[2 * k + side]) for k in ks for side in (0, 1)]
+        tokens = sum(lengths[2 * k] + lengths[2 * k + 1] for k in ks)
+        wall = os.path.join(d, "wall_s")
+        s = float(open(wall).read()) if os.path.exists(wall) else json.load(open(os.path.join(d, "report.json")))["elapsed_s"]
+        summary[name.replace("-", "_")] = dict(
+            pairs=len(ks), seconds=s, tokens_per_s=tokens / s,
+            vs_transformers_sdpa=tokens / s / best_tokens_per_s,
+            reward_max_abs_diff=max(diffs), reward_mean_abs_diff=sum(diffs) / len(diffs))
+        print(f"{name} score (bf16, {len(ks)} pairs): {s:.2f} s wall, {tokens / s:,.0f} tokens/s, "
+              f"{len(ks) / s:,.1f} pairs/s, "
+              f"MFU {useful_of([2 * k + side for k in ks for side in (0, 1)]) / s / PEAK_BF16_FLOPS:.1%}; "
+              f"{tokens / s / best_tokens_per_s:.2f}x transformers sdpa's tokens/s")
+        print(f"  rewards vs transformers sdpa over {len(diffs)} sequences: max |diff| "
               f"{max(diffs):.4f}, mean {sum(diffs) / len(diffs):.4f}")
     json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
     print(json.dumps(summary))

@@ -1,14 +1,17 @@
-//! Times the packed CPU forward pass of an `hf:` decoder reward model operation by
+//! Times the packed forward pass of an `hf:` decoder reward model operation by
 //! operation (issue 26: measure before optimising), on synthetic pairs of the shape a
 //! preference set has: a shared prompt and two replies.
 //!
-//!   cargo run --release -p synpref-operators --example bench_ops -- MODEL_DIR \
+//!   cargo run --release -p synpref-operators --example bench_ops -- [--cuda] MODEL_DIR \
 //!       [PAIRS=16] [PROMPT_TOKENS=200] [REPLY_TOKENS=250] [REPEATS=3]
 //!
 //! MODEL_DIR holds config.json and the safetensors weights (e.g. the model that
-//! scripts/bench-score-cpu.sh makes). Prints, per kind of operation, the best of REPEATS
-//! passes' seconds, its share, and for the products their GFLOP/s. CPU, f32 only (the
-//! packed path); the eager path (CUDA, bf16) is not covered.
+//! scripts/bench-score-cpu.sh or scripts/gpu_bench.py makes). Prints, per kind of
+//! operation, the best of REPEATS passes' seconds, its share, and for the products their
+//! GFLOP/s. The packed paths only: the CPU in f32, or with `--cuda` (a `cuda` build,
+//! scripts/build-cuda.sh) GPU 0 in bf16 with flash attention, each step bracketed by
+//! device synchronisations (which the scoring path does not add: the total here is
+//! above a scoring pass's). The eager path is not covered.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -17,9 +20,15 @@ use synpref_operators::models::decoder::{weight_files, DecoderConfig, DecoderRm,
 use synpref_operators::models::packed::PackedBatch;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let cuda = args.first().is_some_and(|a| a == "--cuda");
+    if cuda {
+        args.remove(0);
+    }
     let Some(dir) = args.first().map(PathBuf::from) else {
-        eprintln!("usage: bench_ops MODEL_DIR [PAIRS] [PROMPT_TOKENS] [REPLY_TOKENS] [REPEATS]");
+        eprintln!(
+            "usage: bench_ops [--cuda] MODEL_DIR [PAIRS] [PROMPT_TOKENS] [REPLY_TOKENS] [REPEATS]"
+        );
         std::process::exit(2);
     };
     let arg = |i: usize, default: usize| -> usize {
@@ -32,12 +41,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (pairs, prompt, reply, repeats) = (arg(1, 16), arg(2, 200), arg(3, 250), arg(4, 3));
     let config = DecoderConfig::parse(&std::fs::read_to_string(dir.join("config.json"))?)?;
-    let model = DecoderRm::load(
-        config.clone(),
-        &weight_files(&dir)?,
-        candle_core::DType::F32,
-        &candle_core::Device::Cpu,
-    )?;
+    let (dtype, device) = if cuda {
+        (candle_core::DType::BF16, candle_core::Device::new_cuda(0)?)
+    } else {
+        (candle_core::DType::F32, candle_core::Device::Cpu)
+    };
+    let model = DecoderRm::load(config.clone(), &weight_files(&dir)?, dtype, &device)?;
+    println!(
+        "{:?} in {dtype:?}, the {:?} path",
+        device.location(),
+        model.path()
+    );
     // Token ids from a fixed recurrence inside the vocabulary; the compute per token
     // does not depend on which ids they are.
     let vocab = config.vocab_size as u64;

@@ -312,6 +312,16 @@ fn stage1_three_iterations_with_a_local_llm_judge_obey_the_k_rule_and_reruns_on_
     let its = r["iterations"].as_array().unwrap();
     assert_eq!(its.len(), 3);
     assert!(r["llm"]["http_requests"].as_u64().unwrap() > 0);
+    // The encoder's forward passes are accounted for (the pool and the gold pairs are
+    // embedded on this fresh cache); the hashed embedder runs no model.
+    let embedded = r["scoring"]["sequences"].as_u64().unwrap();
+    if embedder.starts_with("encoder:") {
+        assert!(embedded > 0, "{}", r["scoring"]);
+        assert!(r["scoring"]["batches"].as_u64().unwrap() > 0);
+        assert!(r["scoring"]["forward_s"].as_f64().unwrap() > 0.0);
+    } else {
+        assert_eq!(embedded, 0, "{}", r["scoring"]);
+    }
 
     // Retrieval obeys the k rule, never returns a gold, silver or earlier-labelled
     // pair, and merges duplicates across gold pairs.
@@ -439,6 +449,8 @@ fn stage1_three_iterations_with_a_local_llm_judge_obey_the_k_rule_and_reruns_on_
     let r2 = json_file(&out.join("report.json"));
     assert_eq!(r2["llm"]["http_requests"], 0, "{}", r2["llm"]);
     assert_eq!(r2["llm"]["cached"], r2["llm"]["requests"]);
+    // ... and every embedding came from the cache: no forward pass at all.
+    assert_eq!(r2["scoring"]["sequences"], 0, "{}", r2["scoring"]);
     assert!(outputs(&out) == before, "3 workers wrote other sets than 1");
     std::fs::copy(out.join("judge_votes.parquet"), votes_dir.join("v.parquet")).unwrap();
     assert_eq!(read_rows(&votes_dir), votes_before);

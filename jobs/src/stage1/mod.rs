@@ -31,6 +31,7 @@ pub mod retrieve;
 pub mod tasks;
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -44,7 +45,7 @@ use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
 use synpref_operators::models::builtin::{HashedBtModel, TrainExample, TrainSettings};
 use synpref_operators::models::saved::{self, ToSave};
-use synpref_operators::models::{sigmoid, ModelOptions};
+use synpref_operators::models::{sigmoid, ComputeStats, ModelOptions};
 
 use crate::job::RunSettings;
 use crate::read::load_eval_set;
@@ -176,6 +177,11 @@ pub struct Stage1Report {
     pub gold_labels_in: usize,
     /// The retrieval index built over the pool (all workers).
     pub index: Option<IndexStats>,
+    /// What the retrieval encoder's forward passes cost, stage by stage (stage1's one
+    /// transformer model; all zero for the hashed embedder or when every embedding came
+    /// from the cache): every worker's pool partition and the leader's gold and
+    /// retrieved pairs.
+    pub scoring: ComputeStats,
     pub iterations: Vec<IterationReport>,
     /// Every iteration's LLM usage together.
     pub llm: LlmUsage,
@@ -358,6 +364,8 @@ struct LocalAnswer {
     exact: Vec<Vec<f32>>,
     /// What this worker's index holds.
     index: IndexStats,
+    /// What embedding this worker's part of the pool cost.
+    embedding: ComputeStats,
     /// Seconds this worker spent searching (the recall sample's exact scans apart).
     search_s: f64,
 }
@@ -396,6 +404,9 @@ struct Leader {
     pool_invalid_rows: u64,
     /// The retrieval index, as the workers reported it at the first iteration.
     index: Option<IndexStats>,
+    /// What the retrieval encoder computed: every worker's pool partition (reported at
+    /// the first iteration) and the leader's gold and retrieved pairs.
+    embedding: Mutex<ComputeStats>,
     /// The iteration being built (between the query and the neighbours).
     pending: Option<PendingIteration>,
     waiting: bool,
@@ -429,12 +440,20 @@ pub fn run_worker(
         PoolIndex,
         Option<Leader>,
     );
+    // This worker's own embedding cost (the embedder is shared by the process's
+    // workers, so its figures are kept per call, not read off the model).
+    let setup_embedding = Mutex::new(ComputeStats::default());
     let setup = (|| -> Result<Setup> {
         spec.index.check_workers(peers)?;
         let owns = |key: u64| spec.index.owns(key, index, peers);
         let (pool, rows, invalid) = read_pool_partition(&spec.pool, owns, &plan.gold)?;
         let refs: Vec<&PreferencePair> = pool.iter().collect();
-        let emb = retrieve::embed(&plan.embedder, Some(&plan.emb_cache), &refs)?;
+        let emb = retrieve::embed(
+            &plan.embedder,
+            Some(&plan.emb_cache),
+            &refs,
+            &setup_embedding,
+        )?;
         let keys: Vec<u64> = pool.iter().map(|p| p.pair_key).collect();
         // Gold rows kept for the leader are not candidates, so not indexed.
         let pool_index = PoolIndex::build(&spec.index, &emb, plan.embedder.dims(), &keys, |i| {
@@ -518,6 +537,7 @@ pub fn run_worker(
             found,
             exact,
             index: pool_index.stats.clone(),
+            embedding: setup_embedding.lock().expect("stats lock").clone(),
             search_s,
         });
         let gathered = gather_to_leader(worker, &found)?;
@@ -584,6 +604,7 @@ impl Leader {
             pool_rows,
             pool_invalid_rows,
             index: None,
+            embedding: Mutex::default(),
             pending: None,
             waiting: false,
         })
@@ -627,7 +648,12 @@ impl Leader {
             .map(|e| sigmoid(model.margin(e) as f64))
             .collect();
         let gold_refs: Vec<&PreferencePair> = golds.iter().map(|(p, _)| p).collect();
-        let gold_rows = retrieve::embed(&plan.embedder, Some(&plan.emb_cache), &gold_refs)?;
+        let gold_rows = retrieve::embed(
+            &plan.embedder,
+            Some(&plan.emb_cache),
+            &gold_refs,
+            &self.embedding,
+        )?;
         let d = plan.embedder.dims();
         let query = RetrievalQuery {
             gold: gold_p
@@ -724,6 +750,10 @@ impl Leader {
             let mut stats = IndexStats::default();
             for w in &per_worker {
                 stats.merge(&w.index);
+                self.embedding
+                    .get_mut()
+                    .expect("stats lock")
+                    .merge(&w.embedding);
             }
             self.index = Some(stats);
         }
@@ -821,7 +851,12 @@ impl Leader {
         let d = l.plan.embedder.dims();
         let retrieved_refs: Vec<&PreferencePair> = retrieved.iter().collect();
         let rows_of = |pairs: &[&PreferencePair]| {
-            retrieve::embed(&l.plan.embedder, Some(&l.plan.emb_cache), pairs)
+            retrieve::embed(
+                &l.plan.embedder,
+                Some(&l.plan.emb_cache),
+                pairs,
+                &self.embedding,
+            )
         };
         let few_shot = |row: &[f32], exclude: Option<&str>| -> Vec<(&PreferencePair, Verdict)> {
             let cand: Vec<usize> = (0..golds.len())
@@ -1061,6 +1096,7 @@ impl Leader {
             silver_rows_in: self.silver_rows_in,
             gold_labels_in: self.gold_labels_in,
             index: self.index,
+            scoring: self.embedding.into_inner().expect("stats lock"),
             iterations: self.iterations,
             llm: self.total_llm,
             status: if waiting {

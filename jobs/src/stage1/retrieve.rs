@@ -14,15 +14,15 @@
 //! gold pair's k nearest, and the leader keeps the k best of those (ties by pair id), so
 //! the result is the same on any worker count and has recall 1 by construction.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use synpref_engine::model::{Conversation, PreferencePair};
 use synpref_engine::score_cache::ScoreCache;
 use synpref_engine::{Error, Result};
-use synpref_operators::models::batching::run_sequences;
+use synpref_operators::models::batching::run_sequences_counted;
 use synpref_operators::models::encoder::EncoderFeatures;
-use synpref_operators::models::{ModelError, ModelOptions, PairFeatures};
+use synpref_operators::models::{ComputeStats, ModelError, ModelOptions, PairFeatures};
 
 /// The paper's k for a gold pair the best RM gets wrong or is unsure of.
 pub const K_MAX: usize = 8;
@@ -113,13 +113,15 @@ impl Embedder {
         }
     }
 
-    fn compute(&self, texts: &[String]) -> Result<Vec<f32>> {
+    /// Embeddings of `texts`; what the encoder's batches cost goes to `stats`.
+    fn compute(&self, texts: &[String], stats: &Mutex<ComputeStats>) -> Result<Vec<f32>> {
         match self {
-            Embedder::Encoder(e) => run_sequences(
+            Embedder::Encoder(e) => run_sequences_counted(
                 &e.encoder,
                 texts.len(),
                 |i| e.encoder.tokenize(&texts[i]),
                 1 << 16,
+                stats,
             )
             .map_err(|e| Error::other("--embedder", e)),
             Embedder::Hashed => Ok(texts.iter().flat_map(|t| hashed_embedding(t)).collect()),
@@ -188,11 +190,13 @@ pub fn retrieval_text(p: &PreferencePair) -> String {
     t
 }
 
-/// Unit-norm embeddings of pairs, row-major (`pairs.len() × dims`), through the cache.
+/// Unit-norm embeddings of pairs, row-major (`pairs.len() × dims`), through the cache;
+/// what computing the missing ones cost goes to `stats`.
 pub fn embed(
     embedder: &Embedder,
     cache: Option<&ScoreCache>,
     pairs: &[&PreferencePair],
+    stats: &Mutex<ComputeStats>,
 ) -> Result<Vec<f32>> {
     let d = embedder.dims();
     let texts: Vec<String> = pairs.iter().map(|p| retrieval_text(p)).collect();
@@ -213,7 +217,7 @@ pub fn embed(
     }
     for slice in missing.chunks(4096) {
         let todo: Vec<String> = slice.iter().map(|&i| texts[i].clone()).collect();
-        let mut fresh = embedder.compute(&todo)?;
+        let mut fresh = embedder.compute(&todo, stats)?;
         for row in fresh.chunks_mut(d) {
             normalise(row);
         }

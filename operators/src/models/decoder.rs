@@ -644,14 +644,37 @@ impl DecoderRm {
         self.path != ForwardPath::Eager
     }
 
+    /// Rewards of a packed batch and the seconds each kind of operation took, by the
+    /// packed path of `path` (on CUDA each step is bracketed by synchronisations, which
+    /// cost time: a benchmark's kernel table, not the scoring path).
+    pub fn rewards_packed_timed(
+        &self,
+        batch: &PackedBatch,
+    ) -> Result<(Vec<f32>, OpTimes), ModelError> {
+        match self.path {
+            ForwardPath::PackedCpu => Ok(self.forward_packed_cpu(batch)?),
+            #[cfg(feature = "cuda")]
+            ForwardPath::PackedFlash => {
+                let mut times = OpTimes::default();
+                let rewards = self.forward_packed_flash(batch, Some(&mut times))?;
+                Ok((rewards, times))
+            }
+            _ => Err(ModelError::Spec(format!(
+                "per-operation timings cover the packed paths (CPU f32, CUDA bf16 with \
+                 flash attention), not the {:?} path",
+                self.path
+            ))),
+        }
+    }
+
     /// Rewards of a packed batch, one per pooled row, by the packed path of `path`;
     /// `hf:` scores eager models through `batching::run_sequences`, so there is no
     /// second, unpacking route here.
     pub fn rewards_packed(&self, batch: &PackedBatch) -> Result<Vec<f32>, ModelError> {
         match self.path {
-            ForwardPath::PackedCpu => Ok(self.rewards_packed_timed(batch)?.0),
+            ForwardPath::PackedCpu => Ok(self.forward_packed_cpu(batch)?.0),
             #[cfg(feature = "cuda")]
-            ForwardPath::PackedFlash => Ok(self.forward_packed_flash(batch)?),
+            ForwardPath::PackedFlash => Ok(self.forward_packed_flash(batch, None)?),
             _ => Err(ModelError::Spec(format!(
                 "the {:?} path does not take packed batches",
                 self.path

@@ -22,8 +22,8 @@ use super::super::attention::{dot, packed_causal_attention, Heads};
 use super::super::packed::PackedBatch;
 use super::{Block, DecoderRm, RmsNorm};
 
-/// Seconds per kind of operation in one packed forward pass on the CPU, summed over
-/// the layers (`DecoderRm::rewards_packed_timed`; `examples/bench_ops.rs` prints them).
+/// Seconds per kind of operation in one packed forward pass (the CPU path, or the
+/// CUDA flash path with a synchronisation around each step), summed over the layers (`DecoderRm::rewards_packed_timed`; `examples/bench_ops.rs` prints them).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct OpTimes {
     /// Token embedding lookup.
@@ -57,21 +57,10 @@ fn timed<T>(slot: &mut f64, f: impl FnOnce() -> T) -> T {
 }
 
 impl DecoderRm {
-    /// Rewards of a packed batch and the seconds each kind of operation took (the CPU
-    /// in f32 only: the packed path).
-    pub fn rewards_packed_timed(
+    pub(super) fn forward_packed_cpu(
         &self,
         batch: &PackedBatch,
-    ) -> Result<(Vec<f32>, OpTimes), super::ModelError> {
-        if self.path != super::ForwardPath::PackedCpu {
-            return Err(super::ModelError::Spec(
-                "per-operation timings cover the packed CPU path (--device cpu --dtype f32)".into(),
-            ));
-        }
-        Ok(self.forward_packed_cpu(batch)?)
-    }
-
-    fn forward_packed_cpu(&self, batch: &PackedBatch) -> candle_core::Result<(Vec<f32>, OpTimes)> {
+    ) -> candle_core::Result<(Vec<f32>, OpTimes)> {
         let c = &self.config;
         let n = batch.tokens();
         let hidden = c.hidden_size;

@@ -28,6 +28,9 @@ use candle_core::{DType, Device};
 #[cfg(feature = "cuda")]
 use candle_core::{Module, Tensor, D};
 
+#[cfg(feature = "cuda")]
+use super::OpTimes;
+
 use super::super::packed::PackedBatch;
 #[cfg(feature = "cuda")]
 use super::{Block, DecoderRm};
@@ -93,15 +96,22 @@ impl Varlen {
 #[cfg(feature = "cuda")]
 impl DecoderRm {
     /// Rewards of a packed batch on CUDA (bf16, flash attention), one per pooled row.
+    /// With `times`, each kind of operation is bracketed by device synchronisations and
+    /// its seconds added there (the kernel table of `examples/bench_ops.rs`; the
+    /// synchronisations cost time, so scoring passes `None` and adds none).
     pub(super) fn forward_packed_flash(
         &self,
         batch: &PackedBatch,
+        times: Option<&mut OpTimes>,
     ) -> candle_core::Result<Vec<f32>> {
         let c = &self.config;
         let dev = &self.device;
+        let mut clock = Stopwatch { times, device: dev };
         let n = batch.tokens();
-        let ids = Tensor::from_slice(&batch.ids, n, dev)?;
-        let mut x = self.embed.forward(&ids)?;
+        let mut x = clock.time(
+            |t| &mut t.embed_s,
+            || self.embed.forward(&Tensor::from_slice(&batch.ids, n, dev)?),
+        )?;
         // cos/sin of every position up to the batch's largest, gathered per token (f32
         // angles, cast to bf16 as transformers casts them to the activations' dtype).
         let max_position = batch.positions.iter().copied().max().unwrap_or(0) as usize;
@@ -133,25 +143,37 @@ impl DecoderRm {
             sin: &sin,
         };
         for block in &self.blocks {
-            let h = fused_norm(&x, &block.input_norm)?;
-            let ctx = self.flash_attention(block, &h, &attention)?;
-            x = (x + block.o.forward(&ctx)?)?;
-            let h = fused_norm(&x, &block.post_norm)?;
-            let gate_up = block.gate_up.forward(&h)?;
+            let h = clock.time(|t| &mut t.add_norm_s, || fused_norm(&x, &block.input_norm))?;
+            let ctx = self.flash_attention(block, &h, &attention, &mut clock)?;
+            let o = clock.time(|t| &mut t.o_proj_s, || block.o.forward(&ctx))?;
+            x = clock.time(|t| &mut t.add_norm_s, || x.add(&o))?;
+            let h = clock.time(|t| &mut t.add_norm_s, || fused_norm(&x, &block.post_norm))?;
+            let gate_up = clock.time(|t| &mut t.gate_up_s, || block.gate_up.forward(&h))?;
             let i = c.intermediate_size;
-            let act = (candle_nn::ops::silu(&gate_up.narrow(D::Minus1, 0, i)?)?
-                * gate_up.narrow(D::Minus1, i, i)?)?;
-            x = (x + block.down.forward(&act)?)?;
+            let act = clock.time(
+                |t| &mut t.swiglu_s,
+                || {
+                    candle_nn::ops::silu(&gate_up.narrow(D::Minus1, 0, i)?)?
+                        * gate_up.narrow(D::Minus1, i, i)?
+                },
+            )?;
+            let down = clock.time(|t| &mut t.down_s, || block.down.forward(&act))?;
+            x = clock.time(|t| &mut t.add_norm_s, || x.add(&down))?;
         }
-        let pooled: Vec<u32> = batch.pooled.iter().map(|&r| r as u32).collect();
-        let pooled = Tensor::from_slice(&pooled, pooled.len(), dev)?;
-        let h = fused_norm(&x.index_select(&pooled, 0)?, &self.norm)?;
-        self.score
-            .forward(&h)?
-            .narrow(D::Minus1, 0, 1)?
-            .squeeze(D::Minus1)?
-            .to_dtype(DType::F32)?
-            .to_vec1::<f32>()
+        clock.time(
+            |t| &mut t.head_s,
+            || {
+                let pooled: Vec<u32> = batch.pooled.iter().map(|&r| r as u32).collect();
+                let pooled = Tensor::from_slice(&pooled, pooled.len(), dev)?;
+                let h = fused_norm(&x.index_select(&pooled, 0)?, &self.norm)?;
+                self.score
+                    .forward(&h)?
+                    .narrow(D::Minus1, 0, 1)?
+                    .squeeze(D::Minus1)?
+                    .to_dtype(DType::F32)?
+                    .to_vec1::<f32>()
+            },
+        )
     }
 
     /// One block's self-attention on the normed input `h` ([tokens, hidden]): the fused
@@ -162,11 +184,12 @@ impl DecoderRm {
         block: &Block,
         h: &Tensor,
         a: &Attention,
+        clock: &mut Stopwatch,
     ) -> candle_core::Result<Tensor> {
         let c = &self.config;
         let n = h.dim(0)?;
         let (heads, kv_heads, dh) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
-        let qkv = block.qkv.forward(h)?;
+        let qkv = clock.time(|t| &mut t.qkv_s, || block.qkv.forward(h))?;
         let part = |from: usize, count: usize, norm: &Option<super::RmsNorm>, rope: bool| {
             let y = qkv
                 .narrow(D::Minus1, from * dh, count * dh)?
@@ -182,23 +205,35 @@ impl DecoderRm {
                 y.contiguous()
             }
         };
-        let q = part(0, heads, &block.q_norm, true)?;
-        let k = part(heads, kv_heads, &block.k_norm, true)?.index_select(a.key_rows, 0)?;
-        let v = part(heads + kv_heads, kv_heads, &None, false)?.index_select(a.key_rows, 0)?;
-        let scale = 1.0 / (dh as f32).sqrt();
-        let out = candle_flash_attn::flash_attn_varlen_windowed(
-            &q,
-            &k,
-            &v,
-            a.cu_q,
-            a.cu_k,
-            a.varlen.max_q,
-            a.varlen.max_k,
-            scale,
-            block.window.map(|w| w.saturating_sub(1)),
-            Some(0),
+        let (q, k, v) = clock.time(
+            |t| &mut t.qk_norm_rope_s,
+            || {
+                Ok((
+                    part(0, heads, &block.q_norm, true)?,
+                    part(heads, kv_heads, &block.k_norm, true)?.index_select(a.key_rows, 0)?,
+                    part(heads + kv_heads, kv_heads, &None, false)?.index_select(a.key_rows, 0)?,
+                ))
+            },
         )?;
-        out.reshape((n, heads * dh))
+        let scale = 1.0 / (dh as f32).sqrt();
+        clock.time(
+            |t| &mut t.attention_s,
+            || {
+                candle_flash_attn::flash_attn_varlen_windowed(
+                    &q,
+                    &k,
+                    &v,
+                    a.cu_q,
+                    a.cu_k,
+                    a.varlen.max_q,
+                    a.varlen.max_k,
+                    scale,
+                    block.window.map(|w| w.saturating_sub(1)),
+                    Some(0),
+                )?
+                .reshape((n, heads * dh))
+            },
+        )
     }
 }
 
@@ -211,6 +246,33 @@ struct Attention<'a> {
     varlen: &'a Varlen,
     cos: &'a Tensor,
     sin: &'a Tensor,
+}
+
+/// Adds the seconds of each timed step to `times` when there is one, synchronising the
+/// device before and after so that a step's kernels, not their launches, are timed.
+#[cfg(feature = "cuda")]
+struct Stopwatch<'a> {
+    times: Option<&'a mut OpTimes>,
+    device: &'a Device,
+}
+
+#[cfg(feature = "cuda")]
+impl Stopwatch<'_> {
+    fn time<T>(
+        &mut self,
+        slot: fn(&mut OpTimes) -> &mut f64,
+        step: impl FnOnce() -> candle_core::Result<T>,
+    ) -> candle_core::Result<T> {
+        let Some(times) = self.times.as_deref_mut() else {
+            return step();
+        };
+        self.device.synchronize()?;
+        let began = std::time::Instant::now();
+        let out = step()?;
+        self.device.synchronize()?;
+        *slot(times) += began.elapsed().as_secs_f64();
+        Ok(out)
+    }
 }
 
 /// RMSNorm over the last dimension in one kernel (f32 inside, one rounding).
