@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 use synpref_engine::report::Estimate;
 use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
-use synpref_operators::models::{ModelOptions, ModelUsage};
+use synpref_operators::models::{ModelOptions, ModelUsage, TruncationStats};
+
+use crate::bench::official::{self, BenchScore, Scored};
+use crate::bench::rewards::{row_rewards, ReplyCount};
 
 use crate::read::eval_sets::{accuracy, load_eval_set};
 pub use crate::read::eval_sets::{EvalModel, SetAccuracy};
@@ -35,12 +38,32 @@ pub struct EvalSpec {
     pub chunk_pairs: usize,
 }
 
+/// An imported benchmark set's official score (`synpref bench import`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchmarkResult {
+    pub eval: String,
+    pub score: BenchScore,
+    /// Comparisons, distinct replies and the sequences the model computed for them.
+    pub replies: ReplyCount,
+    /// Scoring pairs whose prompt or reply `--max-tokens` cut (pairs computed in this
+    /// run; cached ones were counted when computed).
+    pub truncations: TruncationStats,
+    pub warnings: Vec<String>,
+}
+
 /// `OUT/report.json` of an eval run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
     pub model: String,
     pub fingerprint: String,
+    /// Plain preference sets: pairwise accuracy.
     pub sets: Vec<SetAccuracy>,
+    /// Imported benchmark sets: official scores, in `--eval` order.
+    #[serde(default)]
+    pub benchmarks: Vec<BenchmarkResult>,
+    /// The mean of the benchmarks' headlines (as the paper's "Avg." column), when any.
+    #[serde(default)]
+    pub benchmark_mean: Option<f64>,
     /// What scoring cost: pairs computed and from the cache, truncations, and the
     /// model's time stage by stage (`compute`).
     pub scoring: ModelUsage,
@@ -59,20 +82,141 @@ pub fn run_eval(spec: &EvalSpec) -> Result<EvalReport> {
         .map_err(|e| e.for_setting("--model"))?;
     let out = resolve(&spec.out)?;
     let mut sets = Vec::new();
+    let mut benchmarks = Vec::new();
     for url in &spec.evals {
-        let set = load_eval_set(url, spec.chunk_pairs)?;
-        sets.push(accuracy(&set, model.as_ref(), spec.chunk_pairs)?);
+        let before = model.usage().truncations;
+        if let Some(rows) = crate::bench::read_layout(url)? {
+            let (rewards, replies) = row_rewards(&rows, model.as_ref(), spec.chunk_pairs)?;
+            let scored: Vec<Scored> = rows
+                .iter()
+                .zip(&rewards)
+                .map(|(row, &(chosen, rejected))| Scored {
+                    row,
+                    chosen,
+                    rejected,
+                })
+                .collect();
+            let truncations = truncated_since(&before, &model.usage().truncations);
+            benchmarks.push(BenchmarkResult {
+                eval: url.clone(),
+                score: official::score(rows[0].benchmark, &scored),
+                warnings: truncation_warnings(&truncations, spec.options.max_tokens),
+                replies,
+                truncations,
+            });
+        } else {
+            let set = load_eval_set(url, spec.chunk_pairs)?;
+            let mut acc = accuracy(&set, model.as_ref(), spec.chunk_pairs)?;
+            acc.truncations = truncated_since(&before, &model.usage().truncations);
+            acc.warnings.extend(truncation_warnings(
+                &acc.truncations,
+                spec.options.max_tokens,
+            ));
+            sets.push(acc);
+        }
     }
     model.flush().map_err(|e| e.for_setting("--model"))?;
+    let benchmark_mean = (!benchmarks.is_empty()).then(|| {
+        benchmarks.iter().map(|b| b.score.headline).sum::<f64>() / benchmarks.len() as f64
+    });
     let report = EvalReport {
         model: spec.model.to_string(),
         fingerprint: model.fingerprint(),
         sets,
+        benchmarks,
+        benchmark_mean,
         scoring: model.usage(),
         elapsed_s: started.elapsed().as_secs_f64(),
     };
     synpref_engine::output::write_json(&out.child("report.json"), &report)?;
     Ok(report)
+}
+
+fn truncated_since(before: &TruncationStats, now: &TruncationStats) -> TruncationStats {
+    TruncationStats {
+        prompt_truncated: now.prompt_truncated - before.prompt_truncated,
+        response_truncated: now.response_truncated - before.response_truncated,
+    }
+}
+
+/// A warning when `--max-tokens` cut anything: a cut reply is scored on part of itself.
+fn truncation_warnings(t: &TruncationStats, max_tokens: Option<usize>) -> Vec<String> {
+    if t.prompt_truncated + t.response_truncated == 0 {
+        return Vec::new();
+    }
+    let limit = max_tokens.map_or("the model's limit".to_string(), |m| {
+        format!("--max-tokens {m}")
+    });
+    vec![format!(
+        "{limit} cut {} scoring pairs: {} in the prompt only, {} into a reply (scored on part of it); raise --max-tokens to score them whole",
+        t.prompt_truncated + t.response_truncated,
+        t.prompt_truncated,
+        t.response_truncated
+    )]
+}
+
+/// The printed table of imported benchmarks: one column per benchmark and their mean
+/// (as the paper's tables), then each benchmark's parts.
+pub fn benchmark_table(report: &EvalReport) -> String {
+    if report.benchmarks.is_empty() {
+        return String::new();
+    }
+    let mut head = format!("{:<28}", "official scores (%)");
+    let mut line = format!("{:<28}", short_model(&report.model));
+    for b in &report.benchmarks {
+        let title = b.score.benchmark.title();
+        let w = title.len().max(7);
+        head.push_str(&format!(" {title:>w$}"));
+        line.push_str(&format!(" {:>w$.1}", 100.0 * b.score.headline));
+    }
+    if let Some(m) = report.benchmark_mean {
+        head.push_str(&format!(" {:>7}", "Avg."));
+        line.push_str(&format!(" {:>7.1}", 100.0 * m));
+    }
+    let mut s = format!("{head}\n{line}\n");
+    for b in &report.benchmarks {
+        let sc = &b.score;
+        let ci = sc.headline_ci95.map_or(String::new(), |[lo, hi]| {
+            format!(" (95% CI {:.1}%–{:.1}%)", 100.0 * lo, 100.0 * hi)
+        });
+        s.push_str(&format!(
+            "{} {:.1}%{ci}: {}; pairwise accuracy {:.1}% over {} comparisons ({} ties); {} distinct replies, {} sequences computed\n",
+            sc.benchmark.title(),
+            100.0 * sc.headline,
+            sc.rule,
+            100.0 * sc.pairwise.value.unwrap_or(0.0),
+            sc.pairwise.n,
+            sc.ties,
+            b.replies.distinct_replies,
+            b.replies.sequences_scored
+        ));
+        for p in &sc.parts {
+            let ci = p.ci95.map_or("no interval".to_string(), |[lo, hi]| {
+                format!("{:.1}%–{:.1}%", 100.0 * lo, 100.0 * hi)
+            });
+            s.push_str(&format!(
+                "  {:<36} {:>6.1}%  {:>13} {:>6} {}\n",
+                p.name,
+                100.0 * p.score,
+                ci,
+                p.n,
+                p.unit
+            ));
+        }
+        for w in &b.warnings {
+            s.push_str(&format!("  warning: {w}\n"));
+        }
+    }
+    s
+}
+
+fn short_model(model: &str) -> String {
+    let name = model
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(model);
+    name.chars().take(28).collect()
 }
 
 /// The printed table: one line per set and per subset.
@@ -122,6 +266,11 @@ impl crate::job::SerialJob for EvalSpec {
     }
 
     fn summarise(&self, report: &EvalReport) -> String {
-        table(report)
+        let plain = if report.sets.is_empty() {
+            String::new()
+        } else {
+            table(report)
+        };
+        format!("{plain}{}", benchmark_table(report))
     }
 }

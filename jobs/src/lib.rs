@@ -8,6 +8,7 @@
 //! truth) and `demo` (gen + curate on an embedded default). `read` holds the readers they
 //! share (pairs and evaluation sets), so that no job borrows another's code.
 
+pub mod bench;
 pub mod curate;
 pub mod demo;
 pub mod eval;

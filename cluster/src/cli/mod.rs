@@ -1,6 +1,7 @@
 //! The command line: each subcommand's flags (one module per job family) are turned
 //! into a job spec and handed to the runner; no job's internals are named here.
 
+mod bench;
 mod common;
 mod data;
 mod fractions;
@@ -49,6 +50,12 @@ pub enum Command {
     /// prompt, or whole conversations; optional `subset` and `id`), per subset and
     /// overall, with 95% intervals; OUT/report.json and a printed table.
     Eval(EvalArgs),
+    /// The field's seven reward-model benchmarks: `bench import NAME SRC OUT` converts
+    /// a benchmark's released files into the layout `eval` scores by its official rules.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
     /// Scaling experiments across data fractions: nested subsets of the curated set
     /// (and raw subsets of the same size) by a seeded hash of pair_id, a reward model
     /// trained on each and evaluated; results.parquet/csv, accuracy.png/svg and
@@ -108,6 +115,7 @@ pub fn run(command: Command) -> Result<(), Error> {
         }
         Command::Score(args) => runner::run(args.into_spec()?, &single),
         Command::Eval(args) => runner::run(args.into_spec()?, &single),
+        Command::Bench { command } => runner::run(command.into_spec()?, &single),
         Command::Fractions(args) => {
             let cluster = args.cluster.cluster()?;
             runner::run(args.into_job()?, &cluster)

@@ -35,8 +35,10 @@ pub struct EvalArgs {
     /// `synpref fractions` under OUT/cache/models/).
     #[arg(long)]
     model: String,
-    /// A preference set: a Parquet or JSONL file, a directory or a glob (repeatable).
-    #[arg(long = "eval", required = true)]
+    /// Preference sets: Parquet or JSONL files, directories or globs, or layouts that
+    /// `synpref bench import` wrote (scored by their benchmark's official rules).
+    /// Several may follow one `--eval`, and the flag may be repeated.
+    #[arg(long = "eval", required = true, num_args = 1..)]
     evals: Vec<String>,
     /// Output directory (report.json).
     #[arg(long)]

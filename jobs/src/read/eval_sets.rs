@@ -109,6 +109,10 @@ pub struct SetAccuracy {
     pub subsets: BTreeMap<String, Estimate>,
     /// Plain sentences, e.g. that the model is no better than chance on this set.
     pub warnings: Vec<String>,
+    /// Pairs whose prompt or reply `--max-tokens` cut (eval fills it in; computed
+    /// pairs only).
+    #[serde(default)]
+    pub truncations: synpref_operators::models::TruncationStats,
 }
 
 /// The warnings an accuracy calls for: a 95% interval that holds 50% means the model
@@ -229,6 +233,7 @@ pub fn accuracy(set: &EvalSet, model: &dyn RewardModel, chunk_pairs: usize) -> R
         invalid_rows: set.invalid_rows,
         ties,
         warnings: warnings(&overall),
+        truncations: Default::default(),
         overall,
         subsets: subsets
             .into_iter()

@@ -1,0 +1,176 @@
+//! `synpref bench import NAME SRC OUT`: a benchmark's released files converted into the
+//! evaluation layout (`BenchRow`, JSON Lines). Each benchmark's released row is a typed
+//! struct of its own fields (`layouts`); a row that cannot be a comparison (a PPE tie,
+//! an RM-Bench row without three styles) is skipped with its file, row and reason in the
+//! report, never silently. OUT is written in one put: a reader sees all of it or none.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use synpref_engine::store::resolve;
+use synpref_engine::{Error, Result};
+
+use super::layouts::convert_file;
+use super::{BenchRow, Benchmark};
+
+/// The plain-data spec of an import.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ImportSpec {
+    pub benchmark: Benchmark,
+    /// A released file, or a local directory searched recursively for them.
+    pub src: String,
+    /// The layout file written (.jsonl).
+    pub out: String,
+}
+
+/// A released row that became no comparison, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub file: String,
+    pub row: u64,
+    pub reason: String,
+}
+
+/// What an import read and wrote.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImportReport {
+    pub benchmark: Benchmark,
+    pub files: Vec<String>,
+    /// Released rows read, over every file.
+    pub rows_read: u64,
+    /// Layout rows written (comparisons).
+    pub comparisons: u64,
+    /// Distinct groups (prompts of best-of-N sets and RM-Bench matrices; pairs
+    /// elsewhere).
+    pub groups: u64,
+    /// Comparisons per subset.
+    pub subsets: std::collections::BTreeMap<String, u64>,
+    pub skipped: Vec<Skipped>,
+    pub out: String,
+}
+
+/// The released files under `src`: itself when a file (or a URL), else every
+/// .parquet, .jsonl and .json file below it, in path order.
+fn source_files(src: &str) -> Result<Vec<String>> {
+    let path = Path::new(src);
+    if !path.is_dir() {
+        if src.contains("://") || path.is_file() {
+            return Ok(vec![src.to_string()]);
+        }
+        return Err(Error::setting(
+            "SRC",
+            format!("`{src}` is neither a file nor a directory"),
+        ));
+    }
+    fn walk(dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let p = entry?.path();
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if p
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| ["parquet", "jsonl", "json"].contains(&e))
+            {
+                out.push(p.to_string_lossy().into_owned());
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(path, &mut files).map_err(|e| Error::setting("SRC", format!("{src}: {e}")))?;
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::setting(
+            "SRC",
+            format!("{src} holds no .parquet, .jsonl or .json file"),
+        ));
+    }
+    Ok(files)
+}
+
+/// Runs an import.
+pub fn run_import(spec: &ImportSpec) -> Result<ImportReport> {
+    let files = source_files(&spec.src)?;
+    let mut rows: Vec<BenchRow> = Vec::new();
+    let mut skipped = Vec::new();
+    let mut rows_read = 0;
+    for file in &files {
+        let (read, converted, skips) = convert_file(spec.benchmark, file, &resolve(file)?)?;
+        rows_read += read;
+        rows.extend(converted);
+        skipped.extend(skips);
+    }
+    if rows.is_empty() {
+        return Err(Error::bad_file(
+            &spec.src,
+            format!(
+                "no {} comparison in it ({} rows skipped)",
+                spec.benchmark,
+                skipped.len()
+            ),
+        ));
+    }
+    let mut ids = std::collections::HashSet::new();
+    if let Some(dup) = rows.iter().find(|r| !ids.insert(r.id.as_str())) {
+        return Err(Error::bad_file(
+            &spec.src,
+            format!("two comparisons have the id `{}`", dup.id),
+        ));
+    }
+    let groups: std::collections::HashSet<&str> = rows.iter().map(|r| r.group.as_str()).collect();
+    let mut subsets = std::collections::BTreeMap::new();
+    for r in &rows {
+        *subsets.entry(r.subset.clone()).or_insert(0u64) += 1;
+    }
+    let report = ImportReport {
+        benchmark: spec.benchmark,
+        files,
+        rows_read,
+        comparisons: rows.len() as u64,
+        groups: groups.len() as u64,
+        subsets,
+        skipped,
+        out: spec.out.clone(),
+    };
+    synpref_engine::output::write_json_lines(&resolve(&spec.out)?, &rows)?;
+    Ok(report)
+}
+
+impl crate::job::SerialJob for ImportSpec {
+    const NAME: &'static str = "bench import";
+    type Report = ImportReport;
+
+    fn run(&self) -> Result<ImportReport> {
+        run_import(self)
+    }
+
+    fn summarise(&self, r: &ImportReport) -> String {
+        let mut s = format!(
+            "imported {}: {} released rows from {} file(s) -> {} comparisons in {} groups, {} rows skipped; written to {}\n",
+            r.benchmark,
+            r.rows_read,
+            r.files.len(),
+            r.comparisons,
+            r.groups,
+            r.skipped.len(),
+            r.out
+        );
+        for (subset, n) in &r.subsets {
+            s.push_str(&format!("  {subset:<40} {n:>8}\n"));
+        }
+        for k in r.skipped.iter().take(10) {
+            s.push_str(&format!(
+                "  skipped {} row {}: {}\n",
+                k.file, k.row, k.reason
+            ));
+        }
+        if r.skipped.len() > 10 {
+            s.push_str(&format!(
+                "  ... and {} more skipped rows\n",
+                r.skipped.len() - 10
+            ));
+        }
+        s
+    }
+}
