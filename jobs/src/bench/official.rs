@@ -584,3 +584,198 @@ fn judgebench(rows: &[Scored]) -> Headline {
         parts,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::Text;
+
+    fn row(subset: &str, group: &str, cell: &str) -> BenchRow {
+        BenchRow {
+            id: format!("{group}/{cell}"),
+            benchmark: Benchmark::Rewardbench,
+            subset: subset.into(),
+            group: group.into(),
+            cell: cell.into(),
+            prompt: Text::Plain(String::new()),
+            chosen: Text::Plain(String::new()),
+            rejected: Text::Plain(String::new()),
+        }
+    }
+
+    /// Comparisons of a best-of-N group: every chosen reward against every rejected
+    /// reward, cells `c,j`.
+    fn group(
+        subset: &str,
+        id: &str,
+        chosen: &[f32],
+        rejected: &[f32],
+    ) -> Vec<(BenchRow, f32, f32)> {
+        let mut v = Vec::new();
+        for (c, &rc) in chosen.iter().enumerate() {
+            for (j, &rr) in rejected.iter().enumerate() {
+                v.push((row(subset, id, &format!("{c},{j}")), rc, rr));
+            }
+        }
+        v
+    }
+
+    fn scored(rows: &[(BenchRow, f32, f32)]) -> Vec<Scored<'_>> {
+        rows.iter()
+            .map(|(row, chosen, rejected)| Scored {
+                row,
+                chosen: *chosen,
+                rejected: *rejected,
+            })
+            .collect()
+    }
+
+    fn close(a: f64, b: f64) {
+        assert!((a - b).abs() < 1e-12, "{a} != {b}");
+    }
+
+    #[test]
+    fn rewardbench_weights_subsets_by_example_counts_and_math_as_much_as_code() {
+        // Chat: alpacaeval-easy 1/2 correct (weight 100), mt-bench-easy 1/1 (28).
+        // Reasoning: math-prm 0/1 (984), hep-go 1/1 (164): math weighs as all code.
+        // A tie is wrong.
+        let rows = vec![
+            (row("alpacaeval-easy", "1", ""), 2.0, 1.0),
+            (row("alpacaeval-easy", "2", ""), 1.0, 1.0),
+            (row("mt-bench-easy", "3", ""), 3.0, 0.0),
+            (row("math-prm", "4", ""), 0.0, 1.0),
+            (row("hep-go", "5", ""), 1.0, 0.0),
+        ];
+        let s = score(Benchmark::Rewardbench, &scored(&rows));
+        let chat = (100.0 * 0.5 + 28.0 * 1.0) / 128.0;
+        let reasoning = (984.0 * 0.0 + 164.0 * 1.0) / (984.0 + 164.0);
+        close(s.headline, (chat + reasoning) / 2.0);
+        assert_eq!(s.headline_ci95, None);
+        assert_eq!(s.ties, 1);
+        close(s.pairwise.value.unwrap(), 3.0 / 5.0);
+        let part = |n: &str| s.parts.iter().find(|p| p.name == n).unwrap().score;
+        close(part("Chat"), chat);
+        close(part("Reasoning"), reasoning);
+        close(part("alpacaeval-easy"), 0.5);
+    }
+
+    #[test]
+    fn rewardbench2_gives_one_over_k_for_a_tie_at_the_top_and_nothing_below_it() {
+        let mut rows = Vec::new();
+        rows.extend(group("Math", "a", &[3.0], &[1.0, 2.0, 0.0])); // 1
+        rows.extend(group("Math", "b", &[2.0], &[2.0, 2.0, 0.0])); // 1/3
+        rows.extend(group("Math", "c", &[1.0], &[2.0, 0.0, 0.0])); // 0
+        rows.extend(group("Focus", "d", &[1.0], &[1.0, 0.0, 0.0])); // 1/2
+        let s = score(Benchmark::Rewardbench2, &scored(&rows));
+        let part = |n: &str| s.parts.iter().find(|p| p.name == n).unwrap().clone();
+        close(part("Math").score, (1.0 + 1.0 / 3.0) / 3.0);
+        assert_eq!(part("Math").n, 3);
+        close(part("Focus").score, 0.5);
+        close(s.headline, ((1.0 + 1.0 / 3.0) / 3.0 + 0.5) / 2.0);
+    }
+
+    #[test]
+    fn rewardbench2_ties_follows_the_weighted_rule_of_process_single_model() {
+        let mut rows = Vec::new();
+        // Prompt 1: ref (one correct, 5.0, against 1.0) accurate, margin 4; tied (two
+        // correct, 5.0 and 4.0, spread 1; best incorrect 3.0) accurate, margin 1.
+        rows.extend(group("Ties", "ref:1", &[5.0], &[1.0]));
+        rows.extend(group("Ties", "tied:1", &[5.0, 4.0], &[3.0, 0.0]));
+        // Prompt 2: ref inaccurate (1.0 against 2.0, margin −1); tied accurate (4.0,
+        // 2.5; best incorrect 2.0: margin 0.5, spread 1.5).
+        rows.extend(group("Ties", "ref:2", &[1.0], &[2.0]));
+        rows.extend(group("Ties", "tied:2", &[4.0, 2.5], &[2.0]));
+        let s = score(Benchmark::Rewardbench2, &scored(&rows));
+        let ties = s.parts.iter().find(|p| p.name == "Ties").unwrap();
+        let tied_accuracy = 1.0;
+        let ref_accuracy = 0.5;
+        // correctness_preferred: tied margin > spread: 1 > 1 no, 0.5 > 1.5 no -> 0.
+        // hard: min(ref, tied margin) > spread: min(4,1)=1 > 1 no; min(−1,0.5) no -> 0.
+        let margin = ((1.0f64 / 1.0 - 1.0).tanh() + (-1.0f64 / 1.5 - 1.0).tanh()) / 2.0;
+        close(
+            ties.score,
+            0.3 * tied_accuracy + 0.3 * ref_accuracy + 0.01 * margin,
+        );
+        assert_eq!(ties.n, 4);
+    }
+
+    #[test]
+    fn rm_bench_reads_hard_normal_and_easy_off_the_style_matrix_and_pools_safety() {
+        let mut rows = Vec::new();
+        // chat prompt: chosen styles 1,2,3 against rejected 1.5,2.5,3.5: chosen i beats
+        // rejected j when i > j (the lower-left, easy, triangle) only.
+        rows.extend(group("chat", "p1", &[1.0, 2.0, 3.0], &[1.5, 2.5, 3.5]));
+        // two safety prompts from both safety files: one all right, one all wrong.
+        rows.extend(group(
+            "safety-refuse",
+            "p2",
+            &[9.0, 9.0, 9.0],
+            &[0.0, 0.0, 0.0],
+        ));
+        rows.extend(group(
+            "safety-response",
+            "p3",
+            &[0.0, 0.0, 0.0],
+            &[9.0, 9.0, 9.0],
+        ));
+        let s = score(Benchmark::RmBench, &scored(&rows));
+        let part = |n: &str| s.parts.iter().find(|p| p.name == n).unwrap().score;
+        // chat: hard 0, normal 0, easy 1 -> 1/3; safety: every cell 1/2 -> 1/2.
+        close(part("chat"), 1.0 / 3.0);
+        close(part("safety"), 0.5);
+        close(s.headline, (1.0 / 3.0 + 0.5) / 2.0);
+        close(part("hard (mean over domains)"), (0.0 + 0.5) / 2.0);
+        close(part("easy (mean over domains)"), (1.0 + 0.5) / 2.0);
+    }
+
+    #[test]
+    fn judgebench_counts_a_tie_as_b_over_a_and_averages_the_four_categories() {
+        let rows = vec![
+            (row("knowledge", "1", "A"), 1.0, 0.0), // right
+            (row("knowledge", "2", "A"), 1.0, 1.0), // tie, label A>B: wrong
+            (row("reasoning", "3", "B"), 1.0, 1.0), // tie, label B>A: right
+            (row("math", "4", "B"), 0.0, 1.0),      // wrong
+            (row("coding", "5", "A"), 2.0, 1.0),    // right
+        ];
+        let s = score(Benchmark::Judgebench, &scored(&rows));
+        close(s.headline, (0.5 + 1.0 + 0.0 + 1.0) / 4.0);
+        let overall = s
+            .parts
+            .iter()
+            .find(|p| p.name.starts_with("overall"))
+            .unwrap();
+        close(overall.score, 3.0 / 5.0);
+    }
+
+    #[test]
+    fn rmb_best_of_n_needs_the_best_above_every_loser() {
+        let mut rows = Vec::new();
+        rows.extend(group("helpfulness best-of-n", "b1", &[2.0], &[1.0, 0.0])); // right
+        rows.extend(group("helpfulness best-of-n", "b2", &[2.0], &[1.0, 2.0])); // tie: wrong
+        rows.push((row("helpfulness pairwise", "p1", ""), 1.0, 0.0));
+        rows.push((row("harmlessness pairwise", "p2", ""), 0.0, 1.0));
+        let s = score(Benchmark::Rmb, &scored(&rows));
+        close(s.headline, (0.5 + 1.0 + 0.0) / 3.0);
+        let bon = s
+            .parts
+            .iter()
+            .find(|p| p.name == "helpfulness best-of-n")
+            .unwrap();
+        assert_eq!((bon.n, bon.score), (2, 0.5));
+        assert!(bon.ci95.is_some());
+    }
+
+    #[test]
+    fn ppe_correctness_is_the_mean_of_the_sets_accuracies_and_preference_a_proportion() {
+        let rows = vec![
+            (row("math", "q1", "0,1"), 1.0, 0.0),
+            (row("math", "q1", "0,2"), 0.0, 1.0),
+            (row("gpqa", "q2", "1,0"), 1.0, 0.0),
+        ];
+        let s = score(Benchmark::PpeCorrectness, &scored(&rows));
+        close(s.headline, (0.5 + 1.0) / 2.0);
+        let p = score(Benchmark::PpePreference, &scored(&rows));
+        close(p.headline, 2.0 / 3.0);
+        assert!(p.headline_ci95.is_some());
+    }
+}
