@@ -2495,3 +2495,6 @@ mod packed_scoring;
 
 #[path = "integration/stage1.rs"]
 mod stage1;
+
+#[path = "integration/bench.rs"]
+mod bench;

@@ -1,0 +1,196 @@
+//! `synpref bench import` and eval's official scores (issue 27): each of the seven
+//! benchmarks imports from a fixture in its released layout (tests/fixtures/benchmarks,
+//! made by scripts/make_bench_fixtures.py), and eval's headline for a real model equals
+//! an independent computation (tests/bench_reference.py: its own reading of the released
+//! files, rewards from `synpref score`, a port of each benchmark's own code), ties
+//! included.
+
+use super::*;
+
+/// (name, source under tests/fixtures/benchmarks, comparisons, groups, skipped rows).
+const IMPORTS: [(&str, &str, u64, u64, usize); 7] = [
+    ("rewardbench", "rewardbench", 10, 10, 0),
+    // 6 best-of-4 prompts (3 comparisons each) and 4 Ties prompts: 2 + 6 + 1 + 3.
+    ("rewardbench2", "rewardbench2", 30, 10, 0),
+    // The `tie` row names no winner.
+    ("ppe-preference", "ppe-preference", 5, 5, 1),
+    ("ppe-correctness", "ppe-correctness", 12, 6, 0),
+    // 6 pairwise pairs, 4 best-of-N sets of 3 losers.
+    ("rmb", "rmb", 18, 10, 0),
+    ("rm-bench", "rm-bench/total_dataset.json", 54, 6, 0),
+    ("judgebench", "judgebench", 6, 6, 0),
+];
+
+fn import_all(dir: &Path) -> Vec<PathBuf> {
+    IMPORTS
+        .iter()
+        .map(|(name, src, comparisons, groups, skipped)| {
+            let out = dir.join(format!("{name}.jsonl"));
+            let src = fixture(&format!("benchmarks/{src}"));
+            let printed = ok(&["bench", "import", name, s(&src), s(&out)]);
+            let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
+            assert!(
+                printed.contains(&format!(
+                    "{comparisons} comparisons in {groups} groups, {skipped} rows skipped"
+                )),
+                "{name}: {printed}"
+            );
+            let rows: Vec<Value> = std::fs::read_to_string(&out)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(rows.len() as u64, *comparisons, "{name}");
+            assert!(rows.iter().all(|r| r["benchmark"] == *name), "{name}");
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn every_benchmark_imports_from_its_released_layout_and_eval_headlines_equal_an_independent_computation(
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let sets = import_all(tmp.path());
+    let out = tmp.path().join("eval");
+    let model = fixture("qwen3_rm_chat");
+    let model_arg = format!("hf:{}", s(&model));
+    let mut argv = vec![
+        "eval",
+        "--model",
+        &model_arg,
+        "--out",
+        s(&out),
+        "--no-score-cache",
+        "--eval",
+    ];
+    argv.extend(sets.iter().map(|p| s(p)));
+    let printed = String::from_utf8_lossy(&ok(&argv).stdout).into_owned();
+    // One table row with seven scores and their mean.
+    let header = printed
+        .lines()
+        .find(|l| l.starts_with("official scores"))
+        .expect(&printed);
+    for title in [
+        "RewardBench",
+        "RB 2",
+        "PPE Pref",
+        "PPE Corr",
+        "RMB",
+        "RM-Bench",
+        "JudgeBench",
+        "Avg.",
+    ] {
+        assert!(header.contains(title), "{header}");
+    }
+    let report = json_file(&out.join("report.json"));
+    let benchmarks = report["benchmarks"].as_array().unwrap();
+    assert_eq!(benchmarks.len(), 7);
+    let ours: std::collections::BTreeMap<String, f64> = benchmarks
+        .iter()
+        .map(|b| {
+            (
+                b["score"]["benchmark"].as_str().unwrap().to_string(),
+                b["score"]["headline"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let row = printed.lines().nth(1).unwrap();
+    let cells: Vec<f64> = row
+        .split_whitespace()
+        .skip(1)
+        .map(|c| c.parse().unwrap())
+        .collect();
+    assert_eq!(cells.len(), 8, "{row}");
+    let mean = ours.values().sum::<f64>() / 7.0;
+    assert!((report["benchmark_mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+    assert!((cells[7] - 100.0 * mean).abs() <= 0.05 + 1e-9, "{row}");
+
+    // Independently: the released files read again, each reply scored by `synpref
+    // score`, each benchmark's own rules in Python.
+    let reference = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/bench_reference.py"))
+        .args([
+            s(&fixture("benchmarks")),
+            s(&tmp.path().join("reference")),
+            env!("CARGO_BIN_EXE_synpref"),
+            s(&model),
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        reference.status.success(),
+        "bench_reference.py: {}",
+        String::from_utf8_lossy(&reference.stderr)
+    );
+    let theirs: std::collections::BTreeMap<String, f64> =
+        serde_json::from_slice(&reference.stdout).unwrap();
+    assert_eq!(
+        ours.keys().collect::<Vec<_>>(),
+        theirs.keys().collect::<Vec<_>>()
+    );
+    for (name, value) in &ours {
+        assert!(
+            (value - theirs[name]).abs() < 1e-9,
+            "{name}: eval {value}, independent {}",
+            theirs[name]
+        );
+    }
+    // The fixtures hold reward ties where the rules treat them specially.
+    let ties = |name: &str| {
+        benchmarks
+            .iter()
+            .find(|b| b["score"]["benchmark"] == name)
+            .unwrap()["score"]["ties"]
+            .as_u64()
+            .unwrap()
+    };
+    for name in ["rewardbench", "rewardbench2", "rm-bench", "judgebench"] {
+        assert!(ties(name) >= 1, "{name} has no tie to exercise its rule");
+    }
+    // Each distinct (prompt, reply) is computed once (one extra per odd prompt).
+    for b in benchmarks {
+        let r = &b["replies"];
+        assert!(
+            r["sequences_scored"].as_u64()
+                <= Some(
+                    r["distinct_replies"].as_u64().unwrap()
+                        + b["score"]["pairwise"]["n"].as_u64().unwrap()
+                )
+        );
+    }
+    let rb2 = benchmarks
+        .iter()
+        .find(|b| b["score"]["benchmark"] == "rewardbench2")
+        .unwrap();
+    assert_eq!(rb2["replies"]["distinct_replies"], 37);
+}
+
+#[test]
+fn bench_import_of_a_file_in_another_layout_exits_2_naming_the_file_and_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = fixture("benchmarks/judgebench");
+    let err = fails_with(
+        &[
+            "bench",
+            "import",
+            "rm-bench",
+            s(&src),
+            s(&tmp.path().join("x.jsonl")),
+        ],
+        2,
+    );
+    assert!(err.contains("judgebench") && err.contains("row 1"), "{err}");
+    let err = fails_with(
+        &[
+            "bench",
+            "import",
+            "nobench",
+            s(&src),
+            s(&tmp.path().join("x.jsonl")),
+        ],
+        2,
+    );
+    assert!(err.contains("rewardbench2"), "{err}");
+    assert!(!tmp.path().join("x.jsonl").exists());
+}
