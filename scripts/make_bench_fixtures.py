@@ -36,7 +36,7 @@ def rewardbench():
         chosen = text(100 + i)
         # Row 1 has identical replies: a reward tie, which RewardBench counts wrong.
         rejected = chosen if i == 1 else text(200 + i)
-        rows.append(dict(prompt=f"Question {i}: " + text(i, 8), chosen=chosen,
+        rows.append(dict(prompt=f"Question {i}: " + text(i, 16), chosen=chosen,
                          chosen_model="GPT4-Turbo", rejected=rejected,
                          rejected_model="alpaca-7b", subset=s, id=30 + i))
     schema = pa.schema([("prompt", pa.string()), ("chosen", pa.string()),
@@ -55,7 +55,7 @@ def rewardbench2():
     rows = []
 
     def add(id_, subset, chosen, rejected):
-        rows.append(dict(id=id_, prompt=f"Prompt {id_}: " + text(len(rows), 8),
+        rows.append(dict(id=id_, prompt=f"Prompt {id_}: " + text(len(rows), 16),
                          chosen=chosen, rejected=rejected, num_correct=len(chosen),
                          num_incorrect=len(rejected),
                          total_completions=len(chosen) + len(rejected),
@@ -88,7 +88,7 @@ def ppe_preference():
     rows = []
     for i, winner in enumerate(["model_a", "model_b", "model_a", "model_b", "model_a", "tie"]):
         rows.append(dict(question_id=f"q{i:04x}", model_a="gpt-4o", model_b="llama-3-70b",
-                         winner=winner, prompt=f"Ask {i}: " + text(40 + i, 8),
+                         winner=winner, prompt=f"Ask {i}: " + text(40 + i, 16),
                          response_1=text(50 + i), response_2=text(60 + i),
                          language="English" if i % 2 == 0 else "German",
                          conv_metadata=dict(context_a_tokens=10, context_b_tokens=11,
@@ -107,7 +107,7 @@ def ppe_correctness():
             scores = [True, False, q % 2 == 0, False]
             row = dict(question_id=f"{name}-{q}", model_name="gemma-2-9b-it",
                        parsed_outputs=["A", "B", "C", "D"], scores=scores,
-                       mean_score=sum(scores) / 4, prompt=f"Solve {q}: " + text(base + q, 8))
+                       mean_score=sum(scores) / 4, prompt=f"Solve {q}: " + text(base + q, 16))
             for k in range(4):
                 row[f"response_{k + 1}"] = text(base + 10 * q + k)
             row["conflict_pairs"] = [[i, j] for i in range(4) for j in range(i + 1, 4)
@@ -120,7 +120,7 @@ def ppe_correctness():
 
 def rmb():
     def conv(i):
-        return [{"content": f"Chat {i}: " + text(300 + i, 8), "language": "English", "role": "user"}]
+        return [{"content": f"Chat {i}: " + text(300 + i, 16), "language": "English", "role": "user"}]
 
     def answer(seed):
         return {"llm_name": "gemini-1.5-pro-exp-0801", "answer": text(seed)}
@@ -146,7 +146,7 @@ def rm_bench():
         rejected = [text(700 + 10 * i + k) for k in range(3)]
         if i == 5:
             rejected[0] = chosen[0]  # a tie on the diagonal: wrong in RM-Bench
-        rows.append(dict(id=3100 + i, prompt=f"Task {i}: " + text(650 + i, 8),
+        rows.append(dict(id=3100 + i, prompt=f"Task {i}: " + text(650 + i, 16),
                          chosen=chosen, rejected=rejected, domain=domain))
     f = os.path.join(OUT, "rm-bench", "total_dataset.json")
     os.makedirs(os.path.dirname(f), exist_ok=True)
@@ -165,7 +165,7 @@ def judgebench():
                 b = a  # identical responses: a reward tie, counted as B>A
             row = {"pair_id": f"e302b0a0-28d5-5a3c-b1af-fedcf55430{i:02d}",
                    "original_id": 1420 + i if source.startswith("mmlu") else None,
-                   "source": source, "question": f"Q{i}: " + text(820 + i, 8),
+                   "source": source, "question": f"Q{i}: " + text(820 + i, 16),
                    "response_model": "gpt-4o-2024-05-13", "response_A": a, "response_B": b,
                    "label": "A>B" if i % 2 == 0 else "B>A"}
             out.write(json.dumps(row) + "\n")

@@ -45,16 +45,23 @@ impl Conversation {
         }
     }
 
-    /// Text of the first user turn (the whole text for the plain form).
-    pub fn first_user_turn(&self) -> &str {
+    /// Every user turn (the whole text of a plain prompt; the first message when none
+    /// is a user's): what decontamination indexes of a benchmark prompt.
+    pub fn user_turns(&self) -> Vec<&str> {
         match self {
-            Conversation::Text(t) => t,
-            Conversation::Messages(ms) => ms
-                .iter()
-                .find(|m| m.role == "user")
-                .or_else(|| ms.first())
-                .map(|m| m.content.as_str())
-                .unwrap_or(""),
+            Conversation::Text(t) => vec![t.as_str()],
+            Conversation::Messages(ms) => {
+                let users: Vec<&str> = ms
+                    .iter()
+                    .filter(|m| m.role == "user")
+                    .map(|m| m.content.as_str())
+                    .collect();
+                if users.is_empty() {
+                    ms.first().map(|m| m.content.as_str()).into_iter().collect()
+                } else {
+                    users
+                }
+            }
         }
     }
 

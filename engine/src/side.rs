@@ -575,7 +575,8 @@ impl Truth {
     }
 }
 
-/// First-turn prompts of evaluation benchmarks, from files with a `prompt` column.
+/// Every user turn of the prompts of evaluation benchmarks, from files with a `prompt`
+/// column (jobs' `bench::decontamination_prompts` reads the released layouts too).
 pub fn read_benchmark_prompts(urls: &[String]) -> Result<Vec<String>> {
     let mut prompts = Vec::new();
     for url in urls {
@@ -588,7 +589,7 @@ pub fn read_benchmark_prompts(urls: &[String]) -> Result<Vec<String>> {
                     "benchmark file rows need a `prompt`",
                 )
             })?;
-            prompts.push(c.first_user_turn().to_string());
+            prompts.extend(c.user_turns().into_iter().map(str::to_string));
         }
     }
     Ok(prompts)

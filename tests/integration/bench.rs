@@ -194,3 +194,89 @@ fn bench_import_of_a_file_in_another_layout_exits_2_naming_the_file_and_row() {
     assert!(err.contains("rewardbench2"), "{err}");
     assert!(!tmp.path().join("x.jsonl").exists());
 }
+
+#[test]
+fn curate_decontaminates_against_judgebench_rmb_and_rm_bench_files_as_released() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first_line: Value = serde_json::from_str(
+        std::fs::read_to_string(fixture(
+            "benchmarks/judgebench/dataset=judgebench,response_model=gpt-4o-2024-05-13.jsonl",
+        ))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap(),
+    )
+    .unwrap();
+    let judge_question = first_line["question"].as_str().unwrap().to_string();
+    let rmb = json_file(&fixture(
+        "benchmarks/rmb/RMB_dataset/BoN_set/Harmlessness/S1.json",
+    ));
+    let rmb_turn = rmb[1]["conversation_input"][0]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rm_bench = json_file(&fixture("benchmarks/rm-bench/total_dataset.json"));
+    let rm_prompt = rm_bench[2]["prompt"].as_str().unwrap().to_string();
+    let rows = [
+        (
+            "leak-judgebench",
+            format!("Before you start: {judge_question} Thanks."),
+        ),
+        ("leak-rmb", format!("{rmb_turn} Please be brief.")),
+        ("leak-rm-bench", rm_prompt),
+        (
+            "clean-1",
+            "What is the boiling point of water at sea level in degrees Celsius and why".into(),
+        ),
+        (
+            "clean-2",
+            "Write a haiku about autumn leaves falling on a quiet river in the early morning"
+                .into(),
+        ),
+        (
+            "clean-3",
+            "Explain how a hash map resolves collisions with open addressing and linear probing"
+                .into(),
+        ),
+    ];
+    let pairs = tmp.path().join("pairs.jsonl");
+    let mut text = String::new();
+    for (id, prompt) in &rows {
+        text.push_str(
+            &serde_json::json!({"pair_id": id, "prompt": prompt, "chosen": "A careful answer.", "rejected": "No."})
+                .to_string(),
+        );
+        text.push('\n');
+    }
+    std::fs::write(&pairs, text).unwrap();
+    let gold = tmp.path().join("gold.jsonl");
+    std::fs::write(&gold, "{\"pair_id\":\"clean-1\",\"verdict\":\"chosen\"}\n").unwrap();
+    let out = tmp.path().join("out");
+    curate_ok(
+        &pairs,
+        &gold,
+        &out,
+        &[
+            "--decontaminate",
+            s(&fixture("benchmarks/judgebench")),
+            s(&fixture("benchmarks/rmb")),
+            s(&fixture("benchmarks/rm-bench/total_dataset.json")),
+        ],
+    );
+    let mut all = Vec::new();
+    for dir in ["curated", "discarded", "quarantine"] {
+        all.extend(read_rows(&out.join(dir)));
+    }
+    assert_eq!(all.len(), rows.len(), "every row accounted for");
+    for r in &all {
+        let id = r["pair_id"].as_str().unwrap();
+        let contaminated = r["reason"] == "contaminated";
+        assert_eq!(
+            contaminated,
+            id.starts_with("leak-"),
+            "{id}: {}",
+            r["reason"]
+        );
+    }
+}

@@ -51,14 +51,14 @@ pub struct ImportReport {
 
 /// The released files under `src`: itself when a file (or a URL), else every
 /// .parquet, .jsonl and .json file below it, in path order.
-fn source_files(src: &str) -> Result<Vec<String>> {
+pub(crate) fn source_files(src: &str, setting: &str) -> Result<Vec<String>> {
     let path = Path::new(src);
     if !path.is_dir() {
         if src.contains("://") || path.is_file() {
             return Ok(vec![src.to_string()]);
         }
         return Err(Error::setting(
-            "SRC",
+            setting,
             format!("`{src}` is neither a file nor a directory"),
         ));
     }
@@ -78,11 +78,11 @@ fn source_files(src: &str) -> Result<Vec<String>> {
         Ok(())
     }
     let mut files = Vec::new();
-    walk(path, &mut files).map_err(|e| Error::setting("SRC", format!("{src}: {e}")))?;
+    walk(path, &mut files).map_err(|e| Error::setting(setting, format!("{src}: {e}")))?;
     files.sort();
     if files.is_empty() {
         return Err(Error::setting(
-            "SRC",
+            setting,
             format!("{src} holds no .parquet, .jsonl or .json file"),
         ));
     }
@@ -91,7 +91,7 @@ fn source_files(src: &str) -> Result<Vec<String>> {
 
 /// Runs an import.
 pub fn run_import(spec: &ImportSpec) -> Result<ImportReport> {
-    let files = source_files(&spec.src)?;
+    let files = source_files(&spec.src, "SRC")?;
     let mut rows: Vec<BenchRow> = Vec::new();
     let mut skipped = Vec::new();
     let mut rows_read = 0;

@@ -16,6 +16,7 @@
 pub mod import;
 pub mod layouts;
 pub mod official;
+pub mod prompts;
 pub mod released;
 pub mod rewards;
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use synpref_engine::input::{plan_input, InputPlan};
-use synpref_engine::side::{read_benchmark_prompts, GoldLabels, JudgeVotes, Truth};
+use synpref_engine::side::{GoldLabels, JudgeVotes, Truth};
 use synpref_engine::store::{resolve, Location};
 use synpref_engine::Result;
 use synpref_operators::decontaminate::NgramIndex;
@@ -139,7 +139,7 @@ pub fn prepare_with_gold(
         .map(Truth::read)
         .transpose()?
         .map(Arc::new);
-    let prompts = read_benchmark_prompts(&spec.decontaminate)?;
+    let prompts = crate::bench::prompts::decontamination_prompts(&spec.decontaminate)?;
     let ngrams = NgramIndex::build(prompts.iter().map(|s| s.as_str()));
     let out = resolve(&spec.out)?;
     if leader {
