@@ -18,8 +18,8 @@ use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
 use synpref_operators::models::{ModelOptions, ModelUsage, TruncationStats};
 
-use crate::bench::official::{self, BenchScore, Scored};
-use crate::bench::rewards::{row_rewards, ReplyCount};
+use crate::bench::official::BenchScore;
+use crate::bench::rewards::ReplyCount;
 
 use crate::read::eval_sets::{accuracy, load_eval_set};
 pub use crate::read::eval_sets::{EvalModel, SetAccuracy};
@@ -85,27 +85,19 @@ pub fn run_eval(spec: &EvalSpec) -> Result<EvalReport> {
     let mut benchmarks = Vec::new();
     for url in &spec.evals {
         let before = model.usage().truncations;
-        if let Some(rows) = crate::bench::read_layout(url)? {
-            let (rewards, replies) = row_rewards(&rows, model.as_ref(), spec.chunk_pairs)?;
-            let scored: Vec<Scored> = rows
-                .iter()
-                .zip(&rewards)
-                .map(|(row, &(chosen, rejected))| Scored {
-                    row,
-                    chosen,
-                    rejected,
-                })
-                .collect();
+        let set = load_eval_set(url, spec.chunk_pairs)?;
+        if let Some(rows) = &set.imported {
+            let (score, replies) =
+                crate::bench::score_imported(rows, model.as_ref(), spec.chunk_pairs)?;
             let truncations = truncated_since(&before, &model.usage().truncations);
             benchmarks.push(BenchmarkResult {
                 eval: url.clone(),
-                score: official::score(rows[0].benchmark, &scored),
+                score,
                 warnings: truncation_warnings(&truncations, spec.options.max_tokens),
                 replies,
                 truncations,
             });
         } else {
-            let set = load_eval_set(url, spec.chunk_pairs)?;
             let mut acc = accuracy(&set, model.as_ref(), spec.chunk_pairs)?;
             acc.truncations = truncated_since(&before, &model.usage().truncations);
             acc.warnings.extend(truncation_warnings(

@@ -280,3 +280,62 @@ fn curate_decontaminates_against_judgebench_rmb_and_rm_bench_files_as_released()
         );
     }
 }
+
+#[test]
+fn fractions_on_an_imported_set_reports_its_official_score_per_fraction_as_eval_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 2000, 5);
+    let layout = tmp.path().join("rm-bench.jsonl");
+    ok(&[
+        "bench",
+        "import",
+        "rm-bench",
+        s(&fixture("benchmarks/rm-bench/total_dataset.json")),
+        s(&layout),
+    ]);
+    let out = tmp.path().join("out");
+    ok(&[
+        "fractions",
+        "--pairs",
+        s(&data.join("pairs")),
+        "--gold",
+        s(&data.join("gold.parquet")),
+        "--eval",
+        s(&layout),
+        "--out",
+        s(&out),
+        "--fractions",
+        "0.5,1",
+        "--seeds",
+        "1",
+        "--no-progress",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(out.join("results.parquet"), dir.path().join("x.parquet")).unwrap();
+    let rows = read_rows(dir.path());
+    let whole: Vec<&Value> = rows.iter().filter(|r| r["subset"].is_null()).collect();
+    assert_eq!(whole.len(), 4, "curated and raw at two fractions");
+    // The domains are the parts.
+    assert!(rows.iter().any(|r| r["subset"] == "safety"));
+    for row in whole {
+        let model = row["model"].as_str().unwrap();
+        let eval_out = tmp.path().join(format!(
+            "eval-{}-{}",
+            row["set"].as_str().unwrap(),
+            row["fraction"]
+        ));
+        ok(&[
+            "eval",
+            "--model",
+            model,
+            "--eval",
+            s(&layout),
+            "--out",
+            s(&eval_out),
+        ]);
+        let e = json_file(&eval_out.join("report.json"));
+        let headline = e["benchmarks"][0]["score"]["headline"].as_f64().unwrap();
+        assert_eq!(row["accuracy"].as_f64().unwrap(), headline, "{row}");
+    }
+}

@@ -55,7 +55,8 @@ pub struct FractionsArgs {
     /// File format of those subsets [default: the format's own].
     #[arg(long)]
     output_file_format: Option<OutputFileFormat>,
-    /// An evaluation set (RewardBench layouts, as `synpref eval` reads; repeatable).
+    /// An evaluation set (RewardBench layouts, as `synpref eval` reads, or a benchmark
+    /// `synpref bench import` wrote: scored by its official rules; repeatable).
     #[arg(long = "eval", required = true)]
     evals: Vec<String>,
     /// Output directory (results.parquet, results.csv, accuracy.png, accuracy.svg,

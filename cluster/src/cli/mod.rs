@@ -48,7 +48,9 @@ pub enum Command {
     Score(ScoreArgs),
     /// A reward model's accuracy on preference sets in RewardBench's layouts (explicit
     /// prompt, or whole conversations; optional `subset` and `id`), per subset and
-    /// overall, with 95% intervals; OUT/report.json and a printed table.
+    /// overall, with 95% intervals; and on benchmarks `bench import` wrote, their
+    /// official scores (one column per benchmark and their mean); OUT/report.json and a
+    /// printed table.
     Eval(EvalArgs),
     /// The field's seven reward-model benchmarks: `bench import NAME SRC OUT` converts
     /// a benchmark's released files into the layout `eval` scores by its official rules.

@@ -130,6 +130,26 @@ impl Text {
     }
 }
 
+/// An imported set's official score for `model`, and what scoring it took.
+pub fn score_imported(
+    rows: &[BenchRow],
+    model: &dyn synpref_operators::models::RewardModel,
+    chunk_pairs: usize,
+) -> synpref_engine::Result<(official::BenchScore, rewards::ReplyCount)> {
+    let (rewards, count) = rewards::row_rewards(rows, model, chunk_pairs)?;
+    let scored: Vec<official::Scored> = rows
+        .iter()
+        .zip(&rewards)
+        .map(|(row, &(chosen, rejected))| official::Scored {
+            row,
+            chosen,
+            rejected,
+        })
+        .collect();
+    let benchmark = rows.first().map_or(Benchmark::Rewardbench, |r| r.benchmark);
+    Ok((official::score(benchmark, &scored), count))
+}
+
 /// The rows of `url` when it is an imported layout (JSON Lines whose first row names
 /// one of the seven benchmarks in a `benchmark` field); `None` for any other file,
 /// which eval reads as a plain preference set. Every row must name the same benchmark.

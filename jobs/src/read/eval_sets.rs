@@ -19,6 +19,7 @@ use synpref_operators::models::{
 };
 
 use super::pairs::{input_schema, read_valid_pairs};
+use crate::bench::official::BenchScore;
 
 /// The model `eval` measures: one with weights on disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +114,52 @@ pub struct SetAccuracy {
     /// pairs only).
     #[serde(default)]
     pub truncations: synpref_operators::models::TruncationStats,
+    /// An imported benchmark's official score (`overall` is then its headline).
+    #[serde(default)]
+    pub official: Option<BenchScore>,
+}
+
+/// An imported benchmark's official score as a set's accuracy.
+fn official_accuracy(
+    set: &EvalSet,
+    rows: &[crate::bench::BenchRow],
+    model: &dyn RewardModel,
+    chunk_pairs: usize,
+) -> Result<SetAccuracy> {
+    let (score, _) = crate::bench::score_imported(rows, model, chunk_pairs)?;
+    let overall = Estimate {
+        value: Some(score.headline),
+        ci95: score.headline_ci95,
+        n: score.pairwise.n,
+    };
+    Ok(SetAccuracy {
+        eval: set.eval.clone(),
+        input_rows: set.input_rows,
+        invalid_rows: 0,
+        ties: score.ties,
+        warnings: if score.headline_ci95.is_some() {
+            warnings(&overall)
+        } else {
+            Vec::new()
+        },
+        overall,
+        subsets: score
+            .parts
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    Estimate {
+                        value: Some(p.score),
+                        ci95: p.ci95,
+                        n: p.n,
+                    },
+                )
+            })
+            .collect(),
+        truncations: Default::default(),
+        official: Some(score),
+    })
 }
 
 /// The warnings an accuracy calls for: a 95% interval that holds 50% means the model
@@ -143,10 +190,29 @@ pub struct EvalSet {
     /// A hash of the pairs' contents and subsets, in order: identifies the set's
     /// contents whatever its URL (fractions caches evaluations by it).
     pub content_key: u128,
+    /// A benchmark imported by `synpref bench import` (then `pairs` is empty): scored by
+    /// its official rules.
+    pub imported: Option<Vec<crate::bench::BenchRow>>,
 }
 
-/// Reads a preference set.
+/// Reads a preference set, or a benchmark `synpref bench import` wrote.
 pub fn load_eval_set(url: &str, chunk_pairs: usize) -> Result<EvalSet> {
+    if let Some(rows) = crate::bench::read_layout(url)? {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for r in &rows {
+            h.update(&serde_json::to_vec(r).expect("a layout row serializes"));
+            h.update(b"\n");
+        }
+        return Ok(EvalSet {
+            eval: url.to_string(),
+            input_rows: rows.len() as u64,
+            invalid_rows: 0,
+            pairs: Vec::new(),
+            subsets: None,
+            content_key: h.digest128(),
+            imported: Some(rows),
+        });
+    }
     let input = plan_input(url)?;
     let (_, extras_fields) = input_schema(&input)?;
     let subset_column = extras_fields.iter().position(|f| f.name() == "subset");
@@ -198,13 +264,21 @@ pub fn load_eval_set(url: &str, chunk_pairs: usize) -> Result<EvalSet> {
         pairs: all,
         subsets: subset_column.map(|_| names),
         content_key: h.digest128(),
+        imported: None,
     })
 }
 
 /// A model's accuracy on a set, overall and per subset. A pair counts as correct when
 /// its chosen reply is rewarded strictly above the rejected one (RewardBench's rule: a
 /// tie is wrong).
+///
+/// An imported benchmark is scored by its official rules instead: `overall` is its
+/// headline (with an interval only where the headline is a proportion), `subsets` its
+/// parts, `official` the whole score.
 pub fn accuracy(set: &EvalSet, model: &dyn RewardModel, chunk_pairs: usize) -> Result<SetAccuracy> {
+    if let Some(rows) = &set.imported {
+        return official_accuracy(set, rows, model, chunk_pairs);
+    }
     let mut ties = 0u64;
     // (correct, pairs) overall and per subset.
     let mut overall = (0u64, 0u64);
@@ -234,6 +308,7 @@ pub fn accuracy(set: &EvalSet, model: &dyn RewardModel, chunk_pairs: usize) -> R
         ties,
         warnings: warnings(&overall),
         truncations: Default::default(),
+        official: None,
         overall,
         subsets: subsets
             .into_iter()
