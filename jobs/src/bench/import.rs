@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
 
-use super::layouts::convert_file;
+use super::layouts::{convert_file, Skipped};
 use super::{BenchRow, Benchmark};
 
 /// The plain-data spec of an import.
@@ -21,14 +21,6 @@ pub struct ImportSpec {
     pub src: String,
     /// The layout file written (.jsonl).
     pub out: String,
-}
-
-/// A released row that became no comparison, and why.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Skipped {
-    pub file: String,
-    pub row: u64,
-    pub reason: String,
 }
 
 /// What an import read and wrote.

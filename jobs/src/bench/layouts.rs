@@ -2,14 +2,21 @@
 //! conversion into layout rows (`BenchRow`). Field names follow the released files;
 //! docs/benchmarks-eval.md cites where each layout is defined.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use synpref_engine::model::Message;
 use synpref_engine::store::Location;
 use synpref_engine::Result;
 
-use super::import::Skipped;
 use super::released::read_rows;
 use super::{BenchRow, Benchmark, Text};
+
+/// A released row that became no comparison, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub file: String,
+    pub row: u64,
+    pub reason: String,
+}
 
 /// Reads one released file of `benchmark`: (rows read, comparisons, skipped rows).
 pub fn convert_file(

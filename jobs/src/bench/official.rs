@@ -333,10 +333,9 @@ fn ties_prompt_stats(correct: &[f32], incorrect: &[f32]) -> (bool, Option<f64>, 
 
 /// RewardBench 2's Ties score (`process_single_model` in rewardbench/utils.py): prompt
 /// ids are `ref:N` (one reference answer) and `<other>:N` (several equally correct
-/// answers);
-///   0.30 · tied accuracy + 0.30 · ref accuracy + 0.20 · correctness preferred
-///   + 0.20 · correctness preferred (hard) + 0.01 · mean tanh(min margin / spread − 1),
-/// over the prompts that have both forms. The reference code fails on a tied prompt
+/// answers); the score is 0.30 · tied accuracy + 0.30 · ref accuracy + 0.20 ·
+/// correctness preferred + 0.20 · correctness preferred (hard) + 0.01 · mean
+/// tanh(min margin / spread − 1), the last three over the prompts that have both forms. The reference code fails on a tied prompt
 /// with a single correct answer (its spread is `None`); such prompts are left out of
 /// the three margin terms here. A 0/0 term counts 0 (numpy's nan_to_num); x/0 gives
 /// tanh(±∞) = ±1, as numpy does.
