@@ -1,5 +1,5 @@
 //! `decontaminate`: drops pairs whose prompt shares a word 13-gram (lower-cased) with a
-//! first-turn prompt of an evaluation benchmark (DESIGN §1; 13-grams as in GPT-3's
+//! user turn of an evaluation benchmark's prompt (DESIGN §1; 13-grams as in GPT-3's
 //! contamination analysis, Brown et al. 2020, §4).
 
 use std::sync::Arc;

@@ -31,7 +31,9 @@ pub struct StageArgs {
     /// LLM-judge votes (pair_id, verdict), consulted when p_best ≤ τ.
     #[arg(long)]
     judges: Option<String>,
-    /// Benchmark prompt files (column `prompt`); pairs sharing a 13-gram are dropped.
+    /// Benchmark files: any of the seven benchmarks' released files (or a directory of
+    /// them), a `bench import` layout, or any file with a `prompt` column; pairs whose
+    /// prompt shares a 13-gram with a user turn of a benchmark prompt are dropped.
     #[arg(long, num_args = 1..)]
     decontaminate: Vec<String>,
     /// Write RM-discarded pairs with chosen and rejected swapped.

@@ -28,7 +28,7 @@ pub struct CurateSpec {
     pub truth: Option<String>,
     /// LLM-judge votes (pair_id, verdict), consulted when p_best ≤ τ.
     pub judges: Option<String>,
-    /// Benchmark prompt files for 13-gram decontamination.
+    /// Benchmark files for 13-gram decontamination (`bench::prompts` reads them).
     pub decontaminate: Vec<String>,
     /// Write RM-discarded pairs with chosen and rejected swapped.
     pub emit_flipped: bool,
