@@ -277,24 +277,30 @@ fn ppe_correctness(i: u64, r: PpeCorrectnessRow, out: &mut Converted) {
     }
 }
 
-/// The PPE correctness set a file belongs to, from its path (the five sets are
-/// released as separate datasets).
+/// The PPE correctness set a file belongs to, from its name or its directory's (the
+/// five sets are released as separate datasets, e.g. `PPE-MATH-Best-of-K/`); only
+/// those two path components are read, so a parent directory's name cannot decide it.
 fn correctness_set(file: &str) -> String {
-    let lower = file.to_ascii_lowercase();
-    for (needle, name) in [
-        ("mmlu", "mmlu-pro"),
-        ("math", "math"),
-        ("gpqa", "gpqa"),
-        ("mbpp", "mbpp-plus"),
-        ("ifeval", "ifeval"),
-    ] {
-        if lower.contains(needle) {
-            return name.to_string();
+    let path = std::path::Path::new(file);
+    let named: Vec<String> = [path.file_stem(), path.parent().and_then(|p| p.file_name())]
+        .into_iter()
+        .flatten()
+        .map(|s| s.to_string_lossy().to_ascii_lowercase())
+        .collect();
+    for name in &named {
+        for (needle, set) in [
+            ("mmlu", "mmlu-pro"),
+            ("math", "math"),
+            ("gpqa", "gpqa"),
+            ("mbpp", "mbpp-plus"),
+            ("ifeval", "ifeval"),
+        ] {
+            if name.contains(needle) {
+                return set.to_string();
+            }
         }
     }
-    std::path::Path::new(file)
-        .file_stem()
-        .map_or_else(|| file.to_string(), |s| s.to_string_lossy().into_owned())
+    named.first().cloned().unwrap_or_else(|| file.to_string())
 }
 
 // ------------------------------------------------------------------------ RMB ----

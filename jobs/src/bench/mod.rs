@@ -173,7 +173,7 @@ pub fn read_layout(url: &str) -> synpref_engine::Result<Option<Vec<BenchRow>>> {
     if !named {
         return Ok(None);
     }
-    let rows: Vec<BenchRow> = released::read_rows(&loc)?
+    let rows: Vec<BenchRow> = released::rows_of(url, bytes)?
         .into_iter()
         .map(|(_, r)| r)
         .collect();

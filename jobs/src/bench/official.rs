@@ -62,7 +62,7 @@ pub fn score(benchmark: Benchmark, rows: &[Scored]) -> BenchScore {
     let (headline, rule, headline_ci95, parts) = match benchmark {
         Benchmark::Rewardbench => rewardbench(rows),
         Benchmark::Rewardbench2 => rewardbench2(rows),
-        Benchmark::PpePreference => pairwise_headline(rows, "pairs", |_| true),
+        Benchmark::PpePreference => pairwise_headline(rows, "pairs"),
         Benchmark::PpeCorrectness => ppe_correctness(rows),
         Benchmark::Rmb => rmb(rows),
         Benchmark::RmBench => rm_bench(rows),
@@ -112,7 +112,7 @@ fn by<'a, K: Ord>(
 }
 
 /// Accuracy over all comparisons (strict >) as the headline, per subset beside it.
-fn pairwise_headline(rows: &[Scored], unit: &str, _: impl Fn(&Scored) -> bool) -> Headline {
+fn pairwise_headline(rows: &[Scored], unit: &str) -> Headline {
     let wins = rows.iter().filter(|s| s.chosen > s.rejected).count() as f64;
     let n = rows.len() as u64;
     let parts = by(rows, |s| s.row.subset.clone())
@@ -393,7 +393,7 @@ fn rewardbench2_ties(name: &str, rows: &[Scored]) -> Part {
 /// and an incorrect response to one question, chosen strictly above); the headline is
 /// the mean of the sets' accuracies.
 fn ppe_correctness(rows: &[Scored]) -> Headline {
-    let (_, _, _, parts) = pairwise_headline(rows, "conflict pairs", |_| true);
+    let (_, _, _, parts) = pairwise_headline(rows, "conflict pairs");
     let scores: Vec<f64> = parts.iter().map(|p| p.score).collect();
     (
         mean(&scores),

@@ -14,8 +14,12 @@ use synpref_engine::{Error, Result};
 /// The rows of one released file, each with its row number (Parquet and JSON arrays:
 /// from 0; JSON Lines: the line number, from 1, as quarantine reports it).
 pub fn read_rows<T: DeserializeOwned>(loc: &Location) -> Result<Vec<(u64, T)>> {
-    let bytes = loc.get()?;
-    let url = &loc.url;
+    rows_of(&loc.url, loc.get()?)
+}
+
+/// The rows of a released file's bytes, already read (`url` names it in errors and
+/// says whether it is Parquet).
+pub fn rows_of<T: DeserializeOwned>(url: &str, bytes: bytes::Bytes) -> Result<Vec<(u64, T)>> {
     if url.ends_with(".parquet") {
         return parquet_rows(url, bytes);
     }

@@ -33,16 +33,12 @@ pub struct ReplyCount {
 
 type TextKey = u128;
 
-fn key_of(prompt: &Conversation, reply: &Conversation) -> TextKey {
+/// The hash of a sequence of texts (a prompt; a prompt and a reply).
+fn text_key(parts: &[&Conversation]) -> TextKey {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
-    prompt.hash_into(&mut h);
-    reply.hash_into(&mut h);
-    h.digest128()
-}
-
-fn prompt_key(prompt: &Conversation) -> u128 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    prompt.hash_into(&mut h);
+    for c in parts {
+        c.hash_into(&mut h);
+    }
     h.digest128()
 }
 
@@ -59,14 +55,14 @@ pub fn row_rewards(
     let mut row_keys = Vec::with_capacity(rows.len());
     for row in rows {
         let prompt = row.prompt.conversation();
-        let p = *prompt_index.entry(prompt_key(&prompt)).or_insert_with(|| {
+        let p = *prompt_index.entry(text_key(&[&prompt])).or_insert_with(|| {
             prompts.push((prompt.clone(), Vec::new()));
             prompts.len() - 1
         });
         let mut keys = [0u128; 2];
         for (k, reply) in [&row.chosen, &row.rejected].into_iter().enumerate() {
             let reply = reply.conversation();
-            keys[k] = key_of(&prompt, &reply);
+            keys[k] = text_key(&[&prompt, &reply]);
             if seen.insert(keys[k]) {
                 prompts[p].1.push(reply);
             }
@@ -86,10 +82,10 @@ pub fn row_rewards(
         let scored = model.score(&refs).map_err(|e| e.for_setting("--model"))?;
         for (pair, (a, b)) in chunk.iter().zip(scored) {
             reward
-                .entry(key_of(&pair.prompt, &pair.chosen))
+                .entry(text_key(&[&pair.prompt, &pair.chosen]))
                 .or_insert(a);
             reward
-                .entry(key_of(&pair.prompt, &pair.rejected))
+                .entry(text_key(&[&pair.prompt, &pair.rejected]))
                 .or_insert(b);
         }
     }
