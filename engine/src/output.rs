@@ -141,6 +141,9 @@ pub struct OutputSchema {
     pub format: OutputFormat,
     #[serde(default)]
     pub file_format: OutputFileFormat,
+    /// Discarded parts carry `matched_ngram` (runs with `--decontaminate`).
+    #[serde(default)]
+    pub matched_ngram: bool,
 }
 
 /// One output row: an input row (as far as it could be read) plus its decision.
@@ -160,6 +163,10 @@ pub struct OutputRow {
     /// Quarantine only: what is wrong, and the raw line where the row was unparsable.
     pub error: Option<String>,
     pub raw: Option<String>,
+    /// `contaminated` rows only: the benchmark n-gram the pair holds, as the pair
+    /// writes it (the `matched_ngram` column of discarded parts).
+    #[serde(default)]
+    pub matched_ngram: Option<String>,
     /// Chosen and rejected were swapped relative to the input (not written as a column;
     /// used for truth agreement).
     pub swapped: bool,
@@ -168,10 +175,11 @@ pub struct OutputRow {
 /// The columns curate writes itself: replaced, never duplicated, when curate's own
 /// output is read again (re-curation, `export`). `margin` is not among them: it is
 /// often the user's own column, and only the presets write one.
-pub const OWN_COLUMNS: [&str; 7] = [
+pub const OWN_COLUMNS: [&str; 8] = [
     "reason",
     "p_best",
     "p_gold",
+    "matched_ngram",
     "source_file",
     "source_row",
     "error",
@@ -197,6 +205,9 @@ enum Column {
     SourceFile,
     SourceRow,
     Error,
+    /// Discarded parts of a decontaminated run: the benchmark n-gram a `contaminated`
+    /// row holds.
+    MatchedNgram,
     Raw,
 }
 
@@ -330,6 +341,9 @@ impl OutputSchema {
                 .map(Column::Attribute),
         );
         c.extend([Column::Extras, Column::Reason, Column::PBest, Column::PGold]);
+        if dest == Destination::Discarded && self.matched_ngram {
+            c.push(Column::MatchedNgram);
+        }
         if dest == Destination::Quarantine {
             c.extend([
                 Column::SourceFile,
@@ -365,6 +379,7 @@ impl OutputSchema {
                 Column::SourceFile => field("source_file", DataType::Utf8, false),
                 Column::SourceRow => field("source_row", DataType::UInt64, false),
                 Column::Error => field("error", DataType::Utf8, true),
+                Column::MatchedNgram => field("matched_ngram", DataType::Utf8, true),
                 Column::Raw => field("raw", DataType::Utf8, true),
             });
         }
@@ -513,6 +528,9 @@ pub fn rows_to_batch(
                 rows.iter().map(|r| r.row),
             ))),
             Column::Error => cols.push(text_array(rows.iter().map(|r| r.error.as_deref()))),
+            Column::MatchedNgram => cols.push(text_array(
+                rows.iter().map(|r| r.matched_ngram.as_deref()),
+            )),
             Column::Raw => cols.push(text_array(rows.iter().map(|r| r.raw.as_deref()))),
         }
     }

@@ -51,6 +51,7 @@ pub fn infer_output_schema(
         attributes: [false; 6],
         format: Default::default(),
         file_format: Default::default(),
+        matched_ngram: false,
     };
     let mut extras: Vec<(Field, String)> = Vec::new();
     let mut add_extra = |f: Field, file: &str| -> Result<()> {

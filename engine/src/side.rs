@@ -575,10 +575,29 @@ impl Truth {
     }
 }
 
-/// Every user turn of the prompts of evaluation benchmarks, from files with a `prompt`
-/// column (jobs' `bench::decontamination_prompts` reads the released layouts too).
-pub fn read_benchmark_prompts(urls: &[String]) -> Result<Vec<String>> {
-    let mut prompts = Vec::new();
+/// Benchmark texts decontamination indexes: every user turn of each prompt, and every
+/// reply the benchmark holds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BenchmarkTexts {
+    pub prompts: Vec<String>,
+    pub replies: Vec<String>,
+}
+
+impl BenchmarkTexts {
+    /// Sorts both lists and keeps each distinct text once.
+    pub fn dedup(&mut self) {
+        for texts in [&mut self.prompts, &mut self.replies] {
+            texts.sort();
+            texts.dedup();
+        }
+    }
+}
+
+/// The texts of evaluation benchmarks, from files with a `prompt` column (and, with
+/// `replies`, the `chosen` and `rejected` columns where they exist; jobs'
+/// `bench::decontamination_texts` reads the released layouts too).
+pub fn read_benchmark_texts(urls: &[String], replies: bool) -> Result<BenchmarkTexts> {
+    let mut texts = BenchmarkTexts::default();
     for url in urls {
         for r in read_rows(url)? {
             let c = r.conversation("prompt")?.ok_or_else(|| {
@@ -589,8 +608,15 @@ pub fn read_benchmark_prompts(urls: &[String]) -> Result<Vec<String>> {
                     "benchmark file rows need a `prompt`",
                 )
             })?;
-            prompts.extend(c.user_turns().into_iter().map(str::to_string));
+            texts
+                .prompts
+                .extend(c.user_turns().into_iter().map(str::to_string));
+            for column in ["chosen", "rejected"].into_iter().filter(|_| replies) {
+                if let Some(reply) = r.conversation(column)? {
+                    reply.for_each_text(|t| texts.replies.push(t.to_string()));
+                }
+            }
         }
     }
-    Ok(prompts)
+    Ok(texts)
 }

@@ -48,6 +48,7 @@ pub fn routed(pair: PreferencePair, reason: Reason, error: Option<String>) -> Ou
         p_gold: None,
         error,
         raw: None,
+        matched_ngram: None,
         swapped: false,
     }
 }

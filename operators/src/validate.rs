@@ -336,6 +336,7 @@ fn quarantined(
         p_gold: None,
         error: Some(message),
         raw,
+        matched_ngram: None,
         swapped: false,
     }
 }

@@ -281,6 +281,129 @@ fn curate_decontaminates_against_judgebench_rmb_and_rm_bench_files_as_released()
     }
 }
 
+/// The words of `text` as the decontaminator splits them (runs of ASCII alphanumerics
+/// and non-ASCII characters), `n` of them from word `from`, joined by spaces.
+fn words_of(text: &str, from: usize, n: usize) -> String {
+    let words: Vec<&str> = text
+        .split(|c: char| c.is_ascii() && !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    assert!(words.len() >= from + n, "{text}");
+    words[from..from + n].join(" ")
+}
+
+#[test]
+fn whole_pair_decontamination_discards_replies_that_share_an_ngram_with_benchmark_replies_and_names_it(
+) {
+    let tmp = tempfile::tempdir().unwrap();
+    let judgebench: Value = serde_json::from_str(
+        std::fs::read_to_string(fixture(
+            "benchmarks/judgebench/dataset=judgebench,response_model=gpt-4o-2024-05-13.jsonl",
+        ))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap(),
+    )
+    .unwrap();
+    let rmb = json_file(&fixture(
+        "benchmarks/rmb/RMB_dataset/BoN_set/Harmlessness/S1.json",
+    ));
+    let rm_bench = json_file(&fixture("benchmarks/rm-bench/total_dataset.json"));
+    // Eight words of a JudgeBench response (a string), of an RMB best-of-N loser (an
+    // object in a list) and of an RM-Bench chosen style (a string in a list); seven
+    // words, one short of the n-gram, of the same JudgeBench response.
+    let judge_8 = words_of(judgebench["response_A"].as_str().unwrap(), 1, 8);
+    let rmb_8 = words_of(rmb[1]["loser_list"][0]["answer"].as_str().unwrap(), 2, 8);
+    let rm_bench_8 = words_of(rm_bench[0]["chosen"][1].as_str().unwrap(), 0, 8);
+    let judge_7 = words_of(judgebench["response_A"].as_str().unwrap(), 1, 7);
+    let clean_prompt = "Explain how a hash map resolves collisions with open addressing";
+    // (pair_id, chosen, rejected, the n-gram its `matched_ngram` must hold)
+    let rows: [(&str, String, String, Option<&str>); 5] = [
+        (
+            "leak-judgebench-chosen",
+            format!("Zebra quantum: {judge_8}, zebra."),
+            "No.".into(),
+            Some(&judge_8),
+        ),
+        (
+            "leak-rmb-rejected",
+            "A careful answer.".into(),
+            format!("Quantum {rmb_8} zebra."),
+            Some(&rmb_8),
+        ),
+        (
+            "leak-rm-bench-chosen",
+            format!("{rm_bench_8}!"),
+            "No.".into(),
+            Some(&rm_bench_8),
+        ),
+        (
+            "seven-words-only",
+            format!("Zebra quantum {judge_7} zebra."),
+            "No.".into(),
+            None,
+        ),
+        ("clean", "A careful answer.".into(), "No.".into(), None),
+    ];
+    let pairs = tmp.path().join("pairs.jsonl");
+    let mut text = String::new();
+    for (id, chosen, rejected, _) in &rows {
+        text.push_str(
+            &serde_json::json!({"pair_id": id, "prompt": clean_prompt, "chosen": chosen, "rejected": rejected})
+                .to_string(),
+        );
+        text.push('\n');
+    }
+    std::fs::write(&pairs, text).unwrap();
+    let gold = tmp.path().join("gold.jsonl");
+    std::fs::write(&gold, "{\"pair_id\":\"clean\",\"verdict\":\"chosen\"}\n").unwrap();
+    let benchmarks = [
+        s(&fixture("benchmarks/judgebench")).to_string(),
+        s(&fixture("benchmarks/rmb")).to_string(),
+        s(&fixture("benchmarks/rm-bench/total_dataset.json")).to_string(),
+    ];
+    let run = |name: &str, extra: &[&str]| -> Vec<Value> {
+        let out = tmp.path().join(name);
+        let mut args: Vec<&str> = vec!["--decontaminate"];
+        args.extend(benchmarks.iter().map(String::as_str));
+        args.extend(extra);
+        curate_ok(&pairs, &gold, &out, &args);
+        let mut all = Vec::new();
+        for dir in ["curated", "discarded", "quarantine"] {
+            all.extend(read_rows(&out.join(dir)));
+        }
+        assert_eq!(all.len(), rows.len(), "{name}: every row accounted for");
+        all
+    };
+    let whole_pair = run(
+        "pair",
+        &["--decontaminate-scope", "pair", "--decontaminate-ngram", "8"],
+    );
+    for (id, _, _, expected) in &rows {
+        let r = whole_pair.iter().find(|r| r["pair_id"] == *id).unwrap();
+        match expected {
+            Some(ngram) => {
+                assert_eq!(r["reason"], "contaminated", "{id}");
+                assert_eq!(r["matched_ngram"], **ngram, "{id}");
+            }
+            None => {
+                assert_ne!(r["reason"], "contaminated", "{id}");
+                assert!(r["matched_ngram"].is_null(), "{id}: {r}");
+            }
+        }
+    }
+    // The default scope looks at prompts only: none of these prompts leaks.
+    let prompt_only = run("prompt", &[]);
+    assert!(prompt_only.iter().all(|r| r["reason"] != "contaminated"));
+    // An n-gram length outside 5 to 13 is a bad setting that names its flag.
+    let bad = tmp.path().join("bad");
+    let mut argv = curate_argv(&pairs, &gold, &bad);
+    argv.extend(["--decontaminate-ngram", "4"]);
+    let err = fails_with(&argv, 2);
+    assert!(err.contains("--decontaminate-ngram"), "{err}");
+}
+
 #[test]
 fn fractions_on_an_imported_set_reports_its_official_score_per_fraction_as_eval_does() {
     let tmp = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@ use synpref_engine::output::{OutputFileFormat, OutputFormat};
 use synpref_engine::Error;
 use synpref_jobs::curate::{CurateSpec, MachineSettings};
 use synpref_jobs::serve::ServeSpec;
+use synpref_operators::decontaminate::{DecontaminationScope, DecontaminationSettings, NGRAM_WORDS};
 use synpref_operators::models::ModelSpec;
 
 use super::common::{ClusterArgs, ModelArgs, RunArgs};
@@ -33,9 +34,19 @@ pub struct StageArgs {
     judges: Option<String>,
     /// Benchmark files: any of the seven benchmarks' released files (or a directory of
     /// them), a `bench import` layout, or any file with a `prompt` column; pairs whose
-    /// prompt shares a 13-gram with a user turn of a benchmark prompt are dropped.
+    /// prompt shares a 13-gram with a user turn of a benchmark prompt are dropped
+    /// (`contaminated`, the n-gram in `error`).
     #[arg(long, num_args = 1..)]
     decontaminate: Vec<String>,
+    /// What --decontaminate checks: `prompt` (the pair's prompt against benchmark user
+    /// turns) or `pair` (the paper's whole-pair check: prompt, chosen and rejected
+    /// against benchmark prompts and every benchmark reply).
+    #[arg(long, value_enum, default_value_t = DecontaminationScope::Prompt)]
+    decontaminate_scope: DecontaminationScope,
+    /// Words per n-gram of --decontaminate, 5 to 13 (13: GPT-3's contamination
+    /// analysis; the paper's whole-pair check goes down to 5).
+    #[arg(long, default_value_t = NGRAM_WORDS)]
+    decontaminate_ngram: usize,
     /// Write RM-discarded pairs with chosen and rejected swapped.
     #[arg(long)]
     emit_flipped: bool,
@@ -106,6 +117,10 @@ impl StageArgs {
             threshold: self.threshold,
             judges: self.judges,
             decontaminate: self.decontaminate,
+            decontamination: DecontaminationSettings {
+                scope: self.decontaminate_scope,
+                ngram_words: self.decontaminate_ngram,
+            },
             emit_flipped: self.emit_flipped,
             max_pair_bytes: self.max_pair_bytes,
             best_rm: ModelSpec::parse(&self.best_rm).map_err(|e| e.for_setting("--best-rm"))?,

@@ -72,6 +72,14 @@ pub fn dataset_card(report: &CurateReport, manifest: &Manifest, out: &str) -> St
         file_format.extension(),
         layout_text(spec.format)
     ));
+    if !spec.decontaminate.is_empty()
+        && matches!(spec.format, OutputFormat::Input | OutputFormat::Conversational)
+    {
+        s.push_str(
+            "Decontaminated against evaluation benchmarks: a `contaminated` row of `discarded` names in \
+             `matched_ngram` the benchmark n-gram it holds, as the row writes it.\n\n",
+        );
+    }
     if report.curated_rows > OPENRLHF_MAX_SAMPLES_DEFAULT {
         s.push_str(&format!(
             "**OpenRLHF:** `train_rm` reads at most `--max_samples` rows, {OPENRLHF_MAX_SAMPLES_DEFAULT} by default, \

@@ -56,6 +56,7 @@ pub fn explain_worker(worker: &mut Worker, plan: &CuratePlan) -> String {
             attributes: [false; 6],
             format: plan.spec.format,
             file_format: plan.spec.file_format(),
+            matched_ngram: !plan.spec.decontaminate.is_empty(),
         },
         extras: Arc::new(
             synpref_engine::extras::ExtrasCodec::new(Vec::new()).expect("no extra columns"),

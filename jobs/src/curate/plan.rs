@@ -10,7 +10,7 @@ use synpref_engine::input::{plan_input, InputPlan};
 use synpref_engine::side::{GoldLabels, JudgeVotes, Truth};
 use synpref_engine::store::{resolve, Location};
 use synpref_engine::Result;
-use synpref_operators::decontaminate::NgramIndex;
+use synpref_operators::decontaminate::{DecontaminationScope, NgramIndex};
 use synpref_operators::models::{LoadedModel, ModelOptions, ModelSpec, RewardModel};
 
 use super::spec::CurateSpec;
@@ -139,8 +139,23 @@ pub fn prepare_with_gold(
         .map(Truth::read)
         .transpose()?
         .map(Arc::new);
-    let prompts = crate::bench::prompts::decontamination_prompts(&spec.decontaminate)?;
-    let ngrams = NgramIndex::build(prompts.iter().map(|s| s.as_str()));
+    let settings = spec.decontamination;
+    let texts = crate::bench::prompts::decontamination_texts(
+        &spec.decontaminate,
+        settings.scope == DecontaminationScope::Pair,
+    )?;
+    let ngrams = NgramIndex::build(
+        settings,
+        texts.prompts.iter().map(String::as_str),
+        texts.replies.iter().map(String::as_str),
+    );
+    tracing::info!(
+        texts = ngrams.texts,
+        ngrams = ngrams.len(),
+        words = settings.ngram_words,
+        scope = ?settings.scope,
+        "indexed benchmark n-grams"
+    );
     let out = resolve(&spec.out)?;
     if leader {
         synpref_engine::output::clear_output(&out)?;

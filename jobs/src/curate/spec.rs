@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use synpref_engine::output::{OutputFileFormat, OutputFormat};
 use synpref_engine::{Error, Result};
 use synpref_operators::consistency_rule::RuleSettings;
+use synpref_operators::decontaminate::DecontaminationSettings;
 use synpref_operators::models::builtin::TrainSettings;
 use synpref_operators::models::{ModelOptions, ModelSpec};
 use synpref_operators::training::best::CrossFitSettings;
@@ -28,8 +29,11 @@ pub struct CurateSpec {
     pub truth: Option<String>,
     /// LLM-judge votes (pair_id, verdict), consulted when p_best ≤ τ.
     pub judges: Option<String>,
-    /// Benchmark files for 13-gram decontamination (`bench::prompts` reads them).
+    /// Benchmark files for decontamination (`bench::prompts` reads them).
     pub decontaminate: Vec<String>,
+    /// What decontamination checks and the n-gram length (`--decontaminate-scope`,
+    /// `--decontaminate-ngram`).
+    pub decontamination: DecontaminationSettings,
     /// Write RM-discarded pairs with chosen and rejected swapped.
     pub emit_flipped: bool,
     /// Largest accepted pair in bytes of text; larger rows are quarantined.
@@ -124,6 +128,7 @@ impl Default for CurateSpec {
             truth: None,
             judges: None,
             decontaminate: Vec::new(),
+            decontamination: DecontaminationSettings::default(),
             emit_flipped: false,
             max_pair_bytes: 4 << 20,
             best_rm: ModelSpec::Builtin,
@@ -158,6 +163,7 @@ impl CurateSpec {
 
     /// Checks every setting; errors name the flag that sets it.
     pub fn validate(&self) -> Result<()> {
+        self.decontamination.validate()?;
         if self.pairs.is_empty() {
             return Err(Error::setting("--pairs", "is required"));
         }

@@ -110,7 +110,8 @@ pub fn schema_and_lines(
     observations: &[JsonlObservation],
 ) -> Result<(OutputSchema, Vec<Field>, FxHashMap<(usize, u64), u64>)> {
     let (schema, extras_fields) = infer_output_schema(&plan.input, observations)?;
-    let schema = schema.with_format(plan.spec.format, plan.spec.file_format());
+    let mut schema = schema.with_format(plan.spec.format, plan.spec.file_format());
+    schema.matched_ngram = !plan.spec.decontaminate.is_empty();
     let mut ranges: Vec<(usize, u64, u64)> = observations
         .iter()
         .map(|o| (o.file, o.start, o.line_count))

@@ -32,11 +32,19 @@ pub fn mix(mut z: u64) -> u64 {
 /// Calls `f` with the hash of each lower-cased word of `text`.
 #[inline]
 pub fn for_each_word(text: &str, mut f: impl FnMut(u64)) {
+    for_each_word_span(text, |h, _| f(h));
+}
+
+/// Calls `f` with the hash of each lower-cased word of `text` and the word's byte range
+/// in `text` (decontamination quotes the words it matched).
+#[inline]
+pub fn for_each_word_span(text: &str, mut f: impl FnMut(u64, std::ops::Range<usize>)) {
     let mut h = FNV_OFFSET;
-    let mut in_word = false;
-    for &b in text.as_bytes() {
+    let mut start = None;
+    for (i, &b) in text.as_bytes().iter().enumerate() {
         // ASCII fast path; bytes of multi-byte UTF-8 characters (>= 0x80) count as word
-        // characters, so non-Latin words hash as whole words too.
+        // characters, so non-Latin words hash as whole words too (and a word's range
+        // always falls on character boundaries).
         let c = if b.is_ascii_alphanumeric() || b >= 0x80 {
             b.to_ascii_lowercase()
         } else {
@@ -44,15 +52,14 @@ pub fn for_each_word(text: &str, mut f: impl FnMut(u64)) {
         };
         if c != 0 {
             h = (h ^ c as u64).wrapping_mul(FNV_PRIME);
-            in_word = true;
-        } else if in_word {
-            f(h);
+            start.get_or_insert(i);
+        } else if let Some(s) = start.take() {
+            f(h, s..i);
             h = FNV_OFFSET;
-            in_word = false;
         }
     }
-    if in_word {
-        f(h);
+    if let Some(s) = start {
+        f(h, s..text.len());
     }
 }
 
