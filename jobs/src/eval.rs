@@ -24,6 +24,18 @@ use crate::bench::rewards::ReplyCount;
 use crate::read::eval_sets::{accuracy, load_eval_set};
 pub use crate::read::eval_sets::{EvalModel, SetAccuracy};
 
+/// eval's default `--max-tokens` for `hf:` models: 16,384, what RewardBench 2's
+/// authors ran at, and what the released benchmark files need. Measured on RM-Bench,
+/// RMB and JudgeBench as released (research/token-lengths/RESULTS.md, the fixture BPE
+/// tokenizer with the chat template, which counts 2.6-3.0 times the tokens of a 30k
+/// WordPiece vocabulary, so an upper bound): at 4,096 tokens 12.75% of RMB's inputs
+/// were cut (0.02% of RM-Bench's, 0.08% of JudgeBench's), at 16,384 0.10% of RMB's and
+/// none of the others'. The packed CPU and flash paths hold no T×T scores, so the
+/// longer limit costs only the long inputs' own compute; a model's own
+/// `max_position_embeddings` still caps it. Other jobs keep the model's default
+/// (`hf::DEFAULT_MAX_TOKENS`), sized for training data.
+pub const EVAL_MAX_TOKENS: usize = 16_384;
+
 /// The plain-data spec of an eval run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalSpec {
@@ -76,9 +88,13 @@ pub fn run_eval(spec: &EvalSpec) -> Result<EvalReport> {
     if spec.evals.is_empty() {
         return Err(Error::setting("--eval", "give at least one preference set"));
     }
+    let mut options = spec.options.clone();
+    if matches!(spec.model, EvalModel::Hf(_)) {
+        options.max_tokens = options.max_tokens.or(Some(EVAL_MAX_TOKENS));
+    }
     let model = spec
         .model
-        .load(&spec.options, spec.cache.as_deref())
+        .load(&options, spec.cache.as_deref())
         .map_err(|e| e.for_setting("--model"))?;
     let out = resolve(&spec.out)?;
     let mut sets = Vec::new();
@@ -93,17 +109,14 @@ pub fn run_eval(spec: &EvalSpec) -> Result<EvalReport> {
             benchmarks.push(BenchmarkResult {
                 eval: url.clone(),
                 score,
-                warnings: truncation_warnings(&truncations, spec.options.max_tokens),
+                warnings: truncation_warnings(&truncations, options.max_tokens),
                 replies,
                 truncations,
             });
         } else {
             let mut acc = accuracy(&set, model.as_ref(), spec.chunk_pairs)?;
             acc.truncations = truncated_since(&before, &model.usage().truncations);
-            acc.warnings.extend(truncation_warnings(
-                &acc.truncations,
-                spec.options.max_tokens,
-            ));
+            acc.warnings.extend(truncation_warnings(&acc.truncations, options.max_tokens));
             sets.push(acc);
         }
     }
@@ -128,19 +141,30 @@ fn truncated_since(before: &TruncationStats, now: &TruncationStats) -> Truncatio
     TruncationStats {
         prompt_truncated: now.prompt_truncated - before.prompt_truncated,
         response_truncated: now.response_truncated - before.response_truncated,
+        max_tokens: now.max_tokens,
     }
 }
 
-/// A warning when `--max-tokens` cut anything: a cut reply is scored on part of itself.
+/// A warning when the token limit cut anything (a cut reply is scored on part of
+/// itself), naming the limit in effect and what set it.
 fn truncation_warnings(t: &TruncationStats, max_tokens: Option<usize>) -> Vec<String> {
     if t.prompt_truncated + t.response_truncated == 0 {
         return Vec::new();
     }
-    let limit = max_tokens.map_or("the model's limit".to_string(), |m| {
-        format!("--max-tokens {m}")
-    });
+    let raise = "raise --max-tokens to score them whole";
+    let (limit, remedy) = match max_tokens {
+        Some(m) if t.max_tokens > 0 && t.max_tokens < m => (
+            format!(
+                "the model's own limit of {} tokens (below --max-tokens {m})",
+                t.max_tokens
+            ),
+            "the model cannot read them whole",
+        ),
+        Some(m) => (format!("--max-tokens {m}"), raise),
+        None => (format!("the model's limit of {} tokens", t.max_tokens), raise),
+    };
     vec![format!(
-        "{limit} cut {} scoring pairs: {} in the prompt only, {} into a reply (scored on part of it); raise --max-tokens to score them whole",
+        "{limit} cut {} scoring pairs: {} in the prompt only, {} into a reply (scored on part of it); {remedy}",
         t.prompt_truncated + t.response_truncated,
         t.prompt_truncated,
         t.response_truncated

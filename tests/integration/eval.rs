@@ -200,3 +200,58 @@ fn eval_accuracy_per_subset_equals_the_accuracy_computed_from_score_output() {
     );
     assert!(e.contains("--model"), "{e}");
 }
+
+#[test]
+fn eval_truncation_warning_names_the_limit_in_effect_the_models_own_when_lower() {
+    let tmp = tempfile::tempdir().unwrap();
+    let set = tmp.path().join("set.jsonl");
+    let long = "the river flows past the old mill and on to the sea ".repeat(120);
+    let rows = [
+        serde_json::json!({"pair_id": "long", "prompt": long, "chosen": "Yes.", "rejected": "No."}),
+        serde_json::json!({"pair_id": "short", "prompt": "Hi?", "chosen": "Hello.", "rejected": "Go."}),
+    ];
+    std::fs::write(&set, rows.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+    let dir = fixture("qwen3_rm_chat");
+    let positions = json_file(&dir.join("config.json"))["max_position_embeddings"]
+        .as_u64()
+        .unwrap();
+    assert!(positions < 16_384, "the fixture's own limit is below eval's default");
+    let model = format!("hf:{}", s(&dir));
+    let run = |name: &str, extra: &[&str]| -> Value {
+        let out = tmp.path().join(name);
+        let mut args = vec!["eval", "--model", &model, "--eval", s(&set), "--out", s(&out)];
+        args.extend(["--no-score-cache", "--device", "cpu", "--dtype", "f32"]);
+        args.extend(extra);
+        ok(&args);
+        json_file(&out.join("report.json"))["sets"][0].clone()
+    };
+    // eval's default (16,384) is capped by the model's max_position_embeddings: the
+    // report and the warning say so, and the long prompt was cut for both replies.
+    let capped = run("default", &[]);
+    assert_eq!(capped["truncations"]["max_tokens"], positions, "{capped}");
+    assert_eq!(capped["truncations"]["prompt_truncated"], 2, "{capped}");
+    let warning = capped["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .find(|w| w.contains(" cut "))
+        .unwrap_or_else(|| panic!("no truncation warning: {capped}"));
+    assert!(
+        warning.starts_with(&format!(
+            "the model's own limit of {positions} tokens (below --max-tokens 16384) cut 2 scoring pairs"
+        )),
+        "{warning}"
+    );
+    // A limit below the model's is the one in effect and named as given.
+    let given = run("given", &["--max-tokens", "64"]);
+    assert_eq!(given["truncations"]["max_tokens"], 64, "{given}");
+    assert!(
+        given["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with("--max-tokens 64 cut 2 scoring pairs")),
+        "{given}"
+    );
+}

@@ -60,7 +60,8 @@ impl RunArgs {
 #[derive(Args)]
 pub struct ModelArgs {
     /// Longest input in tokens; longer conversations lose tokens from the start of the
-    /// prompt, and the report counts them (hf default 4096; encoder: its max_seq_length).
+    /// prompt, and the report counts them (hf: 4096, eval 16384; encoder: its
+    /// max_seq_length; a model's max_position_embeddings caps it).
     #[arg(long)]
     max_tokens: Option<usize>,
     /// Padded tokens per model batch.

@@ -103,13 +103,7 @@ pub fn run_import(spec: &ImportSpec) -> Result<ImportReport> {
             ),
         ));
     }
-    let mut ids = std::collections::HashSet::new();
-    if let Some(dup) = rows.iter().find(|r| !ids.insert(r.id.as_str())) {
-        return Err(Error::bad_file(
-            &spec.src,
-            format!("two comparisons have the id `{}`", dup.id),
-        ));
-    }
+    super::check_unique_ids(&spec.src, &rows)?;
     let groups: std::collections::HashSet<&str> = rows.iter().map(|r| r.group.as_str()).collect();
     let mut subsets = std::collections::BTreeMap::new();
     for r in &rows {
@@ -164,5 +158,46 @@ impl crate::job::SerialJob for ImportSpec {
             ));
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RM-Bench's per-domain files reuse ids: a directory of them imports, each
+    /// prompt its own group, and a layout concatenated from two imports of one file
+    /// is refused by eval's reader, naming the id.
+    #[test]
+    fn rm_bench_per_domain_files_with_shared_ids_import_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("data");
+        std::fs::create_dir(&src).unwrap();
+        let row = |domain: &str| {
+            serde_json::json!([{
+                "id": 8,
+                "prompt": format!("a {domain} question"),
+                "chosen": ["c1", "c2", "c3"],
+                "rejected": ["r1", "r2", "r3"],
+            }])
+            .to_string()
+        };
+        for domain in ["chat", "code"] {
+            std::fs::write(src.join(format!("{domain}_filtered.json")), row(domain)).unwrap();
+        }
+        let out = dir.path().join("rm-bench.jsonl");
+        let report = run_import(&ImportSpec {
+            benchmark: Benchmark::RmBench,
+            src: src.to_string_lossy().into_owned(),
+            out: out.to_string_lossy().into_owned(),
+        })
+        .unwrap();
+        assert_eq!((report.comparisons, report.groups), (18, 2));
+        let layout = out.to_string_lossy().into_owned();
+        assert_eq!(super::super::read_layout(&layout).unwrap().unwrap().len(), 18);
+        let text = std::fs::read_to_string(&out).unwrap();
+        std::fs::write(&out, format!("{text}{text}")).unwrap();
+        let err = super::super::read_layout(&layout).unwrap_err().to_string();
+        assert!(err.contains("comparisons 1 and 19 have the same id `chat/8/0,0`"), "{err}");
     }
 }

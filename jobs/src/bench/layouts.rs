@@ -429,7 +429,9 @@ fn rm_bench(i: u64, r: RmBenchRow, out: &mut Converted) {
             .map_or(String::new(), |s| s.to_string_lossy().into_owned());
         stem.trim_end_matches("_filtered").to_string()
     });
-    let group = format!("{}", r.id);
+    // The per-domain files reuse ids (chat and code share 23), so a prompt is named
+    // by its domain and id.
+    let group = format!("{domain}/{}", r.id);
     for (c, chosen) in r.chosen.iter().enumerate() {
         for (j, rejected) in r.rejected.iter().enumerate() {
             push(

@@ -186,5 +186,26 @@ pub fn read_layout(url: &str) -> synpref_engine::Result<Option<Vec<BenchRow>>> {
             ),
         ));
     }
+    check_unique_ids(url, &rows)?;
     Ok(Some(rows))
+}
+
+/// A layout's ids are unique: the official scores group comparisons by them, and two
+/// rows with one id (two imports concatenated) would merge two prompts' groups.
+pub fn check_unique_ids(url: &str, rows: &[BenchRow]) -> synpref_engine::Result<()> {
+    let mut seen = std::collections::HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        if let Some(first) = seen.insert(r.id.as_str(), i) {
+            return Err(synpref_engine::Error::bad_file(
+                url,
+                format!(
+                    "comparisons {} and {} have the same id `{}`; a set's comparisons need distinct ids (import the files of one benchmark together, not one by one)",
+                    first + 1,
+                    i + 1,
+                    r.id
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -161,6 +161,7 @@ impl PairFeatures for EncoderFeatures {
         TruncationStats {
             prompt_truncated: self.prompt_truncated.load(Ordering::Relaxed),
             response_truncated: self.response_truncated.load(Ordering::Relaxed),
+            max_tokens: self.encoder.max_tokens,
         }
     }
 }

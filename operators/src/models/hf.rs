@@ -280,6 +280,7 @@ impl PairFeatures for HfRewardModel {
         TruncationStats {
             prompt_truncated: self.prompt_truncated.load(Ordering::Relaxed),
             response_truncated: self.response_truncated.load(Ordering::Relaxed),
+            max_tokens: self.max_tokens,
         }
     }
 }

@@ -268,6 +268,11 @@ impl Default for ModelOptions {
 pub struct TruncationStats {
     pub prompt_truncated: u64,
     pub response_truncated: u64,
+    /// The limit in effect, in tokens: `--max-tokens` (or its default), lowered to the
+    /// model's own limit (`max_position_embeddings`, `max_seq_length`) where that is
+    /// smaller; 0 for a model without one.
+    #[serde(default)]
+    pub max_tokens: usize,
 }
 
 /// Per-model counts for the report.
@@ -289,6 +294,7 @@ impl ModelUsage {
         self.cached += o.cached;
         self.truncations.prompt_truncated += o.truncations.prompt_truncated;
         self.truncations.response_truncated += o.truncations.response_truncated;
+        self.truncations.max_tokens = self.truncations.max_tokens.max(o.truncations.max_tokens);
         self.compute.merge(&o.compute);
     }
 }
