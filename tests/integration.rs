@@ -1712,6 +1712,7 @@ fn parity_qwen3_rm_chat_end_to_end_template_tokenizer_and_rewards() {
             attributes: Default::default(),
             extras: Vec::new(),
             content_hash: 0,
+            dedup_hash: 0,
             pair_key: 0,
             corrected: false,
         };
@@ -2462,6 +2463,9 @@ fn explain_curate_prints_the_dataflow_graphs_as_blessed() {
 
 #[path = "integration/robustness.rs"]
 mod robustness;
+
+#[path = "integration/dedup.rs"]
+mod dedup;
 
 #[path = "integration/formats.rs"]
 mod formats;

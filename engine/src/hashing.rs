@@ -15,6 +15,86 @@ pub fn content_hash(prompt: &Conversation, chosen: &Conversation, rejected: &Con
     h.digest128()
 }
 
+/// Which form of a pair exact dedup compares (`--dedup-as-written` picks `AsWritten`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DedupForm {
+    /// Every input form normalised to one (whole chosen conversation, whole rejected
+    /// conversation), texts in Unicode NFC with whitespace runs collapsed and both
+    /// ends trimmed: the same comparison written as text or messages, in the explicit
+    /// or the TRL implicit form, or with different spacing, is one pair.
+    #[default]
+    Canonical,
+    /// The bytes as written (`content_hash`): only identical rows are duplicates.
+    AsWritten,
+}
+
+/// 128-bit key of a pair's canonical form (`DedupForm::Canonical`). Each side is the
+/// whole conversation its reply ends: the prompt's turns (a plain-text prompt is one
+/// user turn; in the implicit form the prompt is inside the replies already) and then
+/// the reply's (a plain-text reply is one assistant turn). Each turn feeds its role
+/// and its normalised text, each closed by a byte that UTF-8 never holds, so the
+/// encoding is unambiguous.
+pub fn canonical_pair_hash(
+    prompt: &Conversation,
+    chosen: &Conversation,
+    rejected: &Conversation,
+    implicit_prompt: bool,
+) -> u128 {
+    let mut h = Xxh3::new();
+    for reply in [chosen, rejected] {
+        if !implicit_prompt {
+            hash_turns(prompt, "user", &mut h);
+        }
+        hash_turns(reply, "assistant", &mut h);
+        h.update(&[END_SIDE]);
+    }
+    h.digest128()
+}
+
+const END_TEXT: u8 = 0xff;
+const END_ROLE: u8 = 0xfe;
+const END_SIDE: u8 = 0xfd;
+
+fn hash_turns(c: &Conversation, text_role: &str, h: &mut Xxh3) {
+    let mut turn = |role: &str, text: &str| {
+        h.update(role.as_bytes());
+        h.update(&[END_ROLE]);
+        feed_normalised(text, h);
+        h.update(&[END_TEXT]);
+    };
+    match c {
+        Conversation::Text(t) => turn(text_role, t),
+        Conversation::Messages(ms) => ms.iter().for_each(|m| turn(&m.role, &m.content)),
+    }
+}
+
+/// Feeds `text` in NFC with every run of whitespace as one space and none at either
+/// end. ASCII text (most of it) is already NFC and skips the normaliser.
+fn feed_normalised(text: &str, h: &mut Xxh3) {
+    let mut buf = [0u8; 4];
+    let mut pending_space = false;
+    let mut started = false;
+    let mut put = |c: char, h: &mut Xxh3| {
+        if c.is_whitespace() {
+            pending_space = started;
+            return;
+        }
+        if pending_space {
+            h.update(b" ");
+            pending_space = false;
+        }
+        started = true;
+        h.update(c.encode_utf8(&mut buf).as_bytes());
+    };
+    if text.is_ascii() {
+        text.chars().for_each(|c| put(c, h));
+    } else {
+        use unicode_normalization::UnicodeNormalization;
+        text.nfc().for_each(|c| put(c, h));
+    }
+}
+
 /// The pair id derived when the input has none (DESIGN §4): the content hash in hex.
 pub fn derived_pair_id(content_hash: u128) -> String {
     format!("h{content_hash:032x}")
@@ -36,4 +116,95 @@ pub fn content_key(content_hash: u128) -> u64 {
 pub fn unit_interval(pair_id: &str, salt: u64) -> f64 {
     let h = xxhash_rust::xxh3::xxh3_64_with_seed(pair_id.as_bytes(), salt);
     (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Message;
+
+    fn text(s: &str) -> Conversation {
+        Conversation::Text(s.into())
+    }
+
+    fn msgs(turns: &[(&str, &str)]) -> Conversation {
+        Conversation::Messages(
+            turns
+                .iter()
+                .map(|(role, content)| Message {
+                    role: role.to_string(),
+                    content: content.to_string(),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn one_comparison_in_every_form_has_one_canonical_key() {
+        let key = canonical_pair_hash(&text("Hi there"), &text("Hello!"), &text("Go away."), false);
+        // Messages, explicit.
+        assert_eq!(
+            key,
+            canonical_pair_hash(
+                &msgs(&[("user", "Hi there")]),
+                &msgs(&[("assistant", "Hello!")]),
+                &msgs(&[("assistant", "Go away.")]),
+                false
+            )
+        );
+        // TRL's implicit form: whole conversations, the prompt shared.
+        assert_eq!(
+            key,
+            canonical_pair_hash(
+                &msgs(&[("user", "Hi there")]),
+                &msgs(&[("user", "Hi there"), ("assistant", "Hello!")]),
+                &msgs(&[("user", "Hi there"), ("assistant", "Go away.")]),
+                true
+            )
+        );
+        // Whitespace: runs collapse, ends trim.
+        assert_eq!(
+            key,
+            canonical_pair_hash(
+                &text("  Hi \t\n there\n"),
+                &text("Hello!\n"),
+                &text("Go away. "),
+                false
+            )
+        );
+        // NFC: "é" precomposed and decomposed.
+        assert_eq!(
+            canonical_pair_hash(&text("caf\u{e9}"), &text("a"), &text("b"), false),
+            canonical_pair_hash(&text("cafe\u{301}"), &text("a"), &text("b"), false)
+        );
+    }
+
+    #[test]
+    fn different_comparisons_have_different_canonical_keys() {
+        let key = canonical_pair_hash(&text("Hi there"), &text("Hello!"), &text("Go away."), false);
+        for other in [
+            // Swapped: the same comparison with the opposite label is not a duplicate.
+            canonical_pair_hash(&text("Hi there"), &text("Go away."), &text("Hello!"), false),
+            // A word's case, a space inside a word, punctuation.
+            canonical_pair_hash(&text("hi there"), &text("Hello!"), &text("Go away."), false),
+            canonical_pair_hash(
+                &text("Hi the re"),
+                &text("Hello!"),
+                &text("Go away."),
+                false,
+            ),
+            canonical_pair_hash(&text("Hi there"), &text("Hello"), &text("Go away."), false),
+            // The prompt as a system turn is not the user's.
+            canonical_pair_hash(
+                &msgs(&[("system", "Hi there")]),
+                &text("Hello!"),
+                &text("Go away."),
+                false,
+            ),
+            // Text moved across the turn boundary.
+            canonical_pair_hash(&text("Hi"), &text("there Hello!"), &text("Go away."), false),
+        ] {
+            assert_ne!(key, other);
+        }
+    }
 }

@@ -167,8 +167,12 @@ pub struct PreferencePair {
     /// Other input columns, carried through untouched (arrow row encoding, see
     /// `engine::extras`).
     pub extras: Vec<u8>,
-    /// 128-bit hash of (x, y_w, y_l), the key of exact dedup and of the score cache.
+    /// 128-bit hash of (x, y_w, y_l) as written: the key of the score cache (a model
+    /// reads the text as written) and of derived pair ids.
     pub content_hash: u128,
+    /// The key of exact dedup: `hashing::canonical_pair_hash` (the default), or
+    /// `content_hash` with `--dedup-as-written`.
+    pub dedup_hash: u128,
     /// `hashing::pair_key(pair_id)`, computed once: the exchange and join key.
     pub pair_key: u64,
     /// The row came from an earlier curate pass that swapped chosen and rejected to

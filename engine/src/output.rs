@@ -528,9 +528,9 @@ pub fn rows_to_batch(
                 rows.iter().map(|r| r.row),
             ))),
             Column::Error => cols.push(text_array(rows.iter().map(|r| r.error.as_deref()))),
-            Column::MatchedNgram => cols.push(text_array(
-                rows.iter().map(|r| r.matched_ngram.as_deref()),
-            )),
+            Column::MatchedNgram => {
+                cols.push(text_array(rows.iter().map(|r| r.matched_ngram.as_deref())))
+            }
             Column::Raw => cols.push(text_array(rows.iter().map(|r| r.raw.as_deref()))),
         }
     }

@@ -286,6 +286,7 @@ mod tests {
             attributes: Attributes::default(),
             extras: vec![1, 2, 3],
             content_hash: i as u128,
+            dedup_hash: i as u128,
             pair_key: i,
             corrected: false,
         }

@@ -116,7 +116,8 @@ pub fn run_eval(spec: &EvalSpec) -> Result<EvalReport> {
         } else {
             let mut acc = accuracy(&set, model.as_ref(), spec.chunk_pairs)?;
             acc.truncations = truncated_since(&before, &model.usage().truncations);
-            acc.warnings.extend(truncation_warnings(&acc.truncations, options.max_tokens));
+            acc.warnings
+                .extend(truncation_warnings(&acc.truncations, options.max_tokens));
             sets.push(acc);
         }
     }
@@ -161,7 +162,10 @@ fn truncation_warnings(t: &TruncationStats, max_tokens: Option<usize>) -> Vec<St
             "the model cannot read them whole",
         ),
         Some(m) => (format!("--max-tokens {m}"), raise),
-        None => (format!("the model's limit of {} tokens", t.max_tokens), raise),
+        None => (
+            format!("the model's limit of {} tokens", t.max_tokens),
+            raise,
+        ),
     };
     vec![format!(
         "{limit} cut {} scoring pairs: {} in the prompt only, {} into a reply (scored on part of it); {remedy}",

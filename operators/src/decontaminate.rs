@@ -289,6 +289,7 @@ mod tests {
             attributes: Default::default(),
             extras: vec![],
             content_hash: 0,
+            dedup_hash: 0,
             pair_key: 0,
             corrected: false,
         }
@@ -327,7 +328,10 @@ mod tests {
     #[test]
     fn prompt_scope_ignores_replies_on_both_sides() {
         let idx = NgramIndex::build(Default::default(), ["short prompt"], [BENCH]);
-        assert!(idx.is_empty(), "replies are not indexed in the prompt scope");
+        assert!(
+            idx.is_empty(),
+            "replies are not indexed in the prompt scope"
+        );
         let idx = NgramIndex::build(Default::default(), [BENCH], []);
         assert!(!idx.contaminates(&pair(Conversation::Text("hi".into()), BENCH, "b")));
     }

@@ -1,6 +1,9 @@
-//! `dedup`: exact deduplication on (x, y_w, y_l) (DESIGN §1). Pairs are exchanged by
-//! content hash to the worker holding that part of the survey's index; a pair that is
-//! not the first with its content is discarded as `duplicate`.
+//! `dedup`: exact deduplication on (x, y_w, y_l) (DESIGN §1), on the canonical key
+//! (DESIGN §4: every input form normalised to one conversation + final replies,
+//! whitespace collapsed; `hashing::canonical_pair_hash`) unless `--dedup-as-written`.
+//! Pairs are exchanged by that key to the worker holding that part of the survey's
+//! index; a pair that is not the first with its key (input order) is discarded as
+//! `duplicate`.
 
 use synpref_engine::hashing::content_key;
 use synpref_engine::model::{PreferencePair, Reason};
@@ -25,10 +28,10 @@ impl<'scope> Dedup<'scope> for Rows<'scope, PreferencePair> {
             self,
             "Dedup",
             content_index,
-            |p| content_key(p.content_hash),
+            |p| content_key(p.dedup_hash),
             |pair, first| {
                 let message = format!(
-                    "same prompt, chosen and rejected as the row with key {}",
+                    "same conversation, chosen and rejected reply as the row with key {}",
                     first.0
                 );
                 routed(pair, Reason::Duplicate, Some(message))

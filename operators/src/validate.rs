@@ -1,7 +1,9 @@
 //! `validate`: raw input rows to valid preference pairs; everything else goes to the
 //! quarantine stream with an `invalid_*` reason (DESIGN §2: bad records are data).
 
-use synpref_engine::hashing::{content_hash, derived_pair_id, pair_key};
+use synpref_engine::hashing::{
+    canonical_pair_hash, content_hash, derived_pair_id, pair_key, DedupForm,
+};
 use synpref_engine::input::{RawBody, RawFields, RawRecord, RawValue};
 use synpref_engine::model::{Conversation, InvalidReason, PreferencePair, Reason, KNOWN_ROLES};
 use synpref_engine::output::OutputRow;
@@ -19,6 +21,8 @@ pub struct ValidateSettings {
     /// Accept empty replies (`score` rates them like any reply; curate quarantines them
     /// as `invalid_empty_response`, an empty reply being no training signal).
     pub allow_empty_replies: bool,
+    /// The form exact dedup compares (`dedup_hash`).
+    pub dedup_form: DedupForm,
 }
 
 pub trait Validate<'scope> {
@@ -178,6 +182,10 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
     }
     let hash = content_hash(&prompt, &chosen, &rejected);
     let pair_id = pair_id.unwrap_or_else(|| derived_pair_id(hash));
+    let dedup_hash = match settings.dedup_form {
+        DedupForm::Canonical => canonical_pair_hash(&prompt, &chosen, &rejected, implicit_prompt),
+        DedupForm::AsWritten => hash,
+    };
     Ok(PreferencePair {
         key,
         row,
@@ -190,6 +198,7 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
         attributes,
         extras,
         content_hash: hash,
+        dedup_hash,
         corrected,
     })
 }

@@ -378,7 +378,12 @@ fn whole_pair_decontamination_discards_replies_that_share_an_ngram_with_benchmar
     };
     let whole_pair = run(
         "pair",
-        &["--decontaminate-scope", "pair", "--decontaminate-ngram", "8"],
+        &[
+            "--decontaminate-scope",
+            "pair",
+            "--decontaminate-ngram",
+            "8",
+        ],
     );
     for (id, _, _, expected) in &rows {
         let r = whole_pair.iter().find(|r| r["pair_id"] == *id).unwrap();

@@ -210,16 +210,31 @@ fn eval_truncation_warning_names_the_limit_in_effect_the_models_own_when_lower()
         serde_json::json!({"pair_id": "long", "prompt": long, "chosen": "Yes.", "rejected": "No."}),
         serde_json::json!({"pair_id": "short", "prompt": "Hi?", "chosen": "Hello.", "rejected": "Go."}),
     ];
-    std::fs::write(&set, rows.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+    std::fs::write(
+        &set,
+        rows.iter().map(|r| format!("{r}\n")).collect::<String>(),
+    )
+    .unwrap();
     let dir = fixture("qwen3_rm_chat");
     let positions = json_file(&dir.join("config.json"))["max_position_embeddings"]
         .as_u64()
         .unwrap();
-    assert!(positions < 16_384, "the fixture's own limit is below eval's default");
+    assert!(
+        positions < 16_384,
+        "the fixture's own limit is below eval's default"
+    );
     let model = format!("hf:{}", s(&dir));
     let run = |name: &str, extra: &[&str]| -> Value {
         let out = tmp.path().join(name);
-        let mut args = vec!["eval", "--model", &model, "--eval", s(&set), "--out", s(&out)];
+        let mut args = vec![
+            "eval",
+            "--model",
+            &model,
+            "--eval",
+            s(&set),
+            "--out",
+            s(&out),
+        ];
         args.extend(["--no-score-cache", "--device", "cpu", "--dtype", "f32"]);
         args.extend(extra);
         ok(&args);
@@ -247,11 +262,10 @@ fn eval_truncation_warning_names_the_limit_in_effect_the_models_own_when_lower()
     let given = run("given", &["--max-tokens", "64"]);
     assert_eq!(given["truncations"]["max_tokens"], 64, "{given}");
     assert!(
-        given["warnings"]
-            .as_array()
+        given["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
             .unwrap()
-            .iter()
-            .any(|w| w.as_str().unwrap().starts_with("--max-tokens 64 cut 2 scoring pairs")),
+            .starts_with("--max-tokens 64 cut 2 scoring pairs")),
         "{given}"
     );
 }

@@ -227,6 +227,7 @@ fn packed_pair_rewards_do_not_depend_on_the_token_budget() {
                 attributes: Default::default(),
                 extras: Vec::new(),
                 content_hash: 0,
+                dedup_hash: 0,
                 pair_key: 0,
                 corrected: false,
             }

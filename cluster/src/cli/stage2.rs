@@ -2,11 +2,14 @@
 //! each curate knob once, with its default from `CurateSpec`), turned into specs.
 
 use clap::{Args, Subcommand};
+use synpref_engine::hashing::DedupForm;
 use synpref_engine::output::{OutputFileFormat, OutputFormat};
 use synpref_engine::Error;
 use synpref_jobs::curate::{CurateSpec, MachineSettings};
 use synpref_jobs::serve::ServeSpec;
-use synpref_operators::decontaminate::{DecontaminationScope, DecontaminationSettings, NGRAM_WORDS};
+use synpref_operators::decontaminate::{
+    DecontaminationScope, DecontaminationSettings, NGRAM_WORDS,
+};
 use synpref_operators::models::ModelSpec;
 
 use super::common::{ClusterArgs, ModelArgs, RunArgs};
@@ -38,6 +41,10 @@ pub struct StageArgs {
     /// (`contaminated`, the n-gram in `error`).
     #[arg(long, num_args = 1..)]
     decontaminate: Vec<String>,
+    /// Exact dedup compares pairs as written (byte for byte) instead of in canonical
+    /// form (text or messages, explicit or implicit prompt, NFC, whitespace collapsed).
+    #[arg(long)]
+    dedup_as_written: bool,
     /// What --decontaminate checks: `prompt` (the pair's prompt against benchmark user
     /// turns) or `pair` (the paper's whole-pair check: prompt, chosen and rejected
     /// against benchmark prompts and every benchmark reply).
@@ -117,6 +124,11 @@ impl StageArgs {
             threshold: self.threshold,
             judges: self.judges,
             decontaminate: self.decontaminate,
+            dedup_form: if self.dedup_as_written {
+                DedupForm::AsWritten
+            } else {
+                DedupForm::Canonical
+            },
             decontamination: DecontaminationSettings {
                 scope: self.decontaminate_scope,
                 ngram_words: self.decontaminate_ngram,

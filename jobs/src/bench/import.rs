@@ -194,10 +194,16 @@ mod tests {
         .unwrap();
         assert_eq!((report.comparisons, report.groups), (18, 2));
         let layout = out.to_string_lossy().into_owned();
-        assert_eq!(super::super::read_layout(&layout).unwrap().unwrap().len(), 18);
+        assert_eq!(
+            super::super::read_layout(&layout).unwrap().unwrap().len(),
+            18
+        );
         let text = std::fs::read_to_string(&out).unwrap();
         std::fs::write(&out, format!("{text}{text}")).unwrap();
         let err = super::super::read_layout(&layout).unwrap_err().to_string();
-        assert!(err.contains("comparisons 1 and 19 have the same id `chat/8/0,0`"), "{err}");
+        assert!(
+            err.contains("comparisons 1 and 19 have the same id `chat/8/0,0`"),
+            "{err}"
+        );
     }
 }

@@ -169,22 +169,20 @@ mod tests {
         );
         // RMB pairwise and best-of-N objects.
         assert_eq!(
-            row(
-                r#"{"conversation_input":[{"role":"user","content":"p"}],
-                    "chosen":{"answer":"a","llm_name":"m"},"reject":{"answer":"b","llm_name":"n"}}"#
-            ),
+            row(r#"{"conversation_input":[{"role":"user","content":"p"}],
+                    "chosen":{"answer":"a","llm_name":"m"},"reject":{"answer":"b","llm_name":"n"}}"#),
             ["a", "b"]
         );
         assert_eq!(
-            row(
-                r#"{"conversation_input":[],"bon_best":{"answer":"best"},
-                    "loser_list":[{"answer":"l1"},{"answer":"l2"}]}"#
-            ),
+            row(r#"{"conversation_input":[],"bon_best":{"answer":"best"},
+                    "loser_list":[{"answer":"l1"},{"answer":"l2"}]}"#),
             ["best", "l1", "l2"]
         );
         // PPE: numbered responses, nothing else of the row.
         assert_eq!(
-            row(r#"{"prompt":"p","response_1":"one","response_2":"two","response_x":"no","winner":"model_a"}"#),
+            row(
+                r#"{"prompt":"p","response_1":"one","response_2":"two","response_x":"no","winner":"model_a"}"#
+            ),
             ["one", "two"]
         );
         // JudgeBench.

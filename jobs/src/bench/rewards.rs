@@ -121,6 +121,7 @@ fn scoring_pair(
         attributes: Default::default(),
         extras: Vec::new(),
         content_hash: hash,
+        dedup_hash: hash,
         corrected: false,
     }
 }

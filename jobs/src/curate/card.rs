@@ -73,7 +73,10 @@ pub fn dataset_card(report: &CurateReport, manifest: &Manifest, out: &str) -> St
         layout_text(spec.format)
     ));
     if !spec.decontaminate.is_empty()
-        && matches!(spec.format, OutputFormat::Input | OutputFormat::Conversational)
+        && matches!(
+            spec.format,
+            OutputFormat::Input | OutputFormat::Conversational
+        )
     {
         s.push_str(
             "Decontaminated against evaluation benchmarks: a `contaminated` row of `discarded` names in \

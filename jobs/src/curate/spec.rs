@@ -2,6 +2,7 @@
 //! one place, and their validation (errors name the flag).
 
 use serde::{Deserialize, Serialize};
+use synpref_engine::hashing::DedupForm;
 use synpref_engine::output::{OutputFileFormat, OutputFormat};
 use synpref_engine::{Error, Result};
 use synpref_operators::consistency_rule::RuleSettings;
@@ -31,6 +32,8 @@ pub struct CurateSpec {
     pub judges: Option<String>,
     /// Benchmark files for decontamination (`bench::prompts` reads them).
     pub decontaminate: Vec<String>,
+    /// The form exact dedup compares (`--dedup-as-written`: the bytes as written).
+    pub dedup_form: DedupForm,
     /// What decontamination checks and the n-gram length (`--decontaminate-scope`,
     /// `--decontaminate-ngram`).
     pub decontamination: DecontaminationSettings,
@@ -105,6 +108,7 @@ pub fn validate_settings(spec: &CurateSpec) -> ValidateSettings {
     ValidateSettings {
         max_pair_bytes: spec.max_pair_bytes,
         allow_empty_replies: false,
+        dedup_form: spec.dedup_form,
     }
 }
 
@@ -129,6 +133,7 @@ impl Default for CurateSpec {
             judges: None,
             decontaminate: Vec::new(),
             decontamination: DecontaminationSettings::default(),
+            dedup_form: DedupForm::Canonical,
             emit_flipped: false,
             max_pair_bytes: 4 << 20,
             best_rm: ModelSpec::Builtin,

@@ -211,7 +211,7 @@ pub fn build(
                 };
                 // Each fact goes to the one stream that consumes its kind.
                 let mut facts = vec![
-                    Fact::Content((content_key(p.content_hash), p.key)),
+                    Fact::Content((content_key(p.dedup_hash), p.key)),
                     Fact::Pair((p.pair_key, p.key)),
                 ];
                 // The best RM learns the labels as the pool gives them: a recorded
@@ -227,7 +227,7 @@ pub fn build(
                         .map(Fact::GoldPair),
                 );
                 if decisive {
-                    let content = content_key(p.content_hash);
+                    let content = content_key(p.dedup_hash);
                     facts.push(Fact::VerdictKey((
                         p.pair_key,
                         p.key,

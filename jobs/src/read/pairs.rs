@@ -46,6 +46,7 @@ pub fn read_valid_pairs(
     let settings = ValidateSettings {
         max_pair_bytes: DEFAULT_MAX_PAIR_BYTES,
         allow_empty_replies: true,
+        dedup_form: Default::default(),
     };
     let (mut rows, mut pending) = (0u64, Vec::new());
     for shard in input.shards_for(0, 1) {

@@ -397,6 +397,7 @@ mod tests {
             },
             extras: Vec::new(),
             content_hash: 1,
+            dedup_hash: 1,
             pair_key: 1,
             corrected: false,
         };
@@ -448,6 +449,7 @@ mod tests {
             attributes: Attributes::default(),
             extras: Vec::new(),
             content_hash: 2,
+            dedup_hash: 2,
             pair_key: 2,
             corrected: false,
         }

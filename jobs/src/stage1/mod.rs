@@ -211,6 +211,12 @@ fn swapped(p: &PreferencePair) -> PreferencePair {
     let mut q = p.clone();
     std::mem::swap(&mut q.chosen, &mut q.rejected);
     q.content_hash = synpref_engine::hashing::content_hash(&q.prompt, &q.chosen, &q.rejected);
+    q.dedup_hash = synpref_engine::hashing::canonical_pair_hash(
+        &q.prompt,
+        &q.chosen,
+        &q.rejected,
+        q.implicit_prompt,
+    );
     q
 }
 

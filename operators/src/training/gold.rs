@@ -106,6 +106,7 @@ pub fn label_pair(label: &GoldLabel) -> Option<(PreferencePair, bool)> {
         attributes: Attributes::default(),
         extras: Vec::new(),
         content_hash: synpref_engine::hashing::content_hash(p, c, r),
+        dedup_hash: synpref_engine::hashing::canonical_pair_hash(p, c, r, false),
         pair_key: 0,
         corrected: false,
     };
