@@ -2467,6 +2467,9 @@ mod robustness;
 #[path = "integration/dedup.rs"]
 mod dedup;
 
+#[path = "integration/by_source.rs"]
+mod by_source;
+
 #[path = "integration/formats.rs"]
 mod formats;
 

@@ -1,6 +1,7 @@
 //! `write_parts`: the sink of a curate dataflow. Each worker writes its rows to its own
-//! Parquet parts under curated/, discarded/ and quarantine/, counts rows per reason and,
-//! with ground truth, how many labels match it.
+//! Parquet parts under curated/, discarded/ and quarantine/, counts rows per reason
+//! (and per `source` and reason, with the length bias of each), and, with ground
+//! truth, how many labels match it.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use synpref_engine::hashing::pair_key;
-use synpref_engine::model::Destination;
+use synpref_engine::model::{Conversation, Destination};
 use synpref_engine::output::{OutputRow, PartWriter, WrittenFile};
 use synpref_engine::side::Truth;
 use synpref_engine::Error;
@@ -29,6 +30,43 @@ pub struct SinkStats {
     pub truth_curated: (u64, u64),
     /// The same over curated rows that the models, not a human, decided.
     pub truth_model_curated: (u64, u64),
+    /// Per `source` value ("" for rows without one), per reason code: rows written.
+    #[serde(default)]
+    pub by_source: BTreeMap<String, BTreeMap<String, LengthCounts>>,
+}
+
+/// Rows of one (source, reason), and how many of those with both replies have a
+/// chosen reply longer than the rejected one, as written: the length bias that can
+/// make a preference set degenerate (a model learns "longer wins"; RewardBench issue
+/// #267 shows it in a benchmark).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LengthCounts {
+    pub rows: u64,
+    /// Rows with both replies (quarantined rows may lack one).
+    pub compared: u64,
+    pub chosen_longer: u64,
+}
+
+impl LengthCounts {
+    pub fn merge(&mut self, o: &LengthCounts) {
+        self.rows += o.rows;
+        self.compared += o.compared;
+        self.chosen_longer += o.chosen_longer;
+    }
+
+    /// The share of compared rows whose chosen reply is longer (`None`: none compared).
+    pub fn chosen_longer_share(&self) -> Option<f64> {
+        (self.compared > 0).then(|| self.chosen_longer as f64 / self.compared as f64)
+    }
+}
+
+/// A reply's length in characters (Unicode scalar values): its final message where the
+/// reply is a conversation (the implicit-prompt form holds the whole conversation).
+fn reply_chars(reply: &Conversation) -> usize {
+    match reply {
+        Conversation::Text(t) => t.chars().count(),
+        Conversation::Messages(ms) => ms.last().map_or(0, |m| m.content.chars().count()),
+    }
 }
 
 impl SinkStats {
@@ -42,6 +80,30 @@ impl SinkStats {
         self.truth_curated.1 += other.truth_curated.1;
         self.truth_model_curated.0 += other.truth_model_curated.0;
         self.truth_model_curated.1 += other.truth_model_curated.1;
+        for (source, reasons) in &other.by_source {
+            let mine = self.by_source.entry(source.clone()).or_default();
+            for (reason, counts) in reasons {
+                mine.entry(reason.clone()).or_default().merge(counts);
+            }
+        }
+    }
+
+    fn count_source(&mut self, row: &OutputRow) {
+        let source = row.attributes.source.as_deref().unwrap_or("");
+        if !self.by_source.contains_key(source) {
+            self.by_source.insert(source.to_string(), BTreeMap::new());
+        }
+        let reasons = self.by_source.get_mut(source).expect("inserted above");
+        let code = row.reason.code();
+        if !reasons.contains_key(code) {
+            reasons.insert(code.to_string(), LengthCounts::default());
+        }
+        let counts = reasons.get_mut(code).expect("inserted above");
+        counts.rows += 1;
+        if let (Some(c), Some(r)) = (&row.chosen, &row.rejected) {
+            counts.compared += 1;
+            counts.chosen_longer += (reply_chars(c) > reply_chars(r)) as u64;
+        }
     }
 }
 
@@ -120,6 +182,7 @@ impl OutputSinks {
             .rows
             .entry(row.reason.code().to_string())
             .or_default() += 1;
+        self.stats.count_source(&row);
         if let (Some(truth), Some(id)) = (&self.truth, &row.pair_id) {
             // `chosen_better` is about the pair as read; a row written swapped has the
             // truly better reply as its chosen one exactly when the input did not.

@@ -105,6 +105,7 @@ pub fn dataset_card(report: &CurateReport, manifest: &Manifest, out: &str) -> St
             s.push_str(&format!("| `{code}` | {set} | {n} |\n"));
         }
     }
+    s.push_str(&by_source_table(report));
     s.push_str("\n## Models\n\n| role | spec | fingerprint |\n|---|---|---|\n");
     for (role, m) in [
         ("best RM", &manifest.models.best_rm),
@@ -147,4 +148,52 @@ fn layout_text(format: OutputFormat) -> &'static str {
              or `rewardbench --dataset 'DIR/curated/*.jsonl' --load_json`."
         }
     }
+}
+
+/// Sources shown in the card's table (the largest; report.json holds them all).
+const CARD_SOURCES: usize = 20;
+
+/// Rows per reason per `source` and where each leans: the share of rows whose chosen
+/// reply is longer than the rejected one, over all its rows and over its curated rows.
+fn by_source_table(report: &CurateReport) -> String {
+    let share = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{:.1}%", 100.0 * v));
+    let reasons: Vec<&String> = report
+        .reasons
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(code, _)| code)
+        .collect();
+    let mut sources: Vec<(&String, &super::report::SourceSummary)> =
+        report.by_source.iter().collect();
+    sources.sort_by(|a, b| b.1.rows.cmp(&a.1.rows).then(a.0.cmp(b.0)));
+    let mut s = String::from(
+        "\n## Rows per source\n\nChosen longer: the share of rows whose chosen reply has more characters \
+         than the rejected one, as written (a set where the longer reply nearly always wins teaches \
+         length, not quality).\n\n| source | rows |",
+    );
+    for code in &reasons {
+        s.push_str(&format!(" `{code}` |"));
+    }
+    s.push_str(" chosen longer | chosen longer, curated |\n|---|---|");
+    s.push_str(&"---|".repeat(reasons.len() + 2));
+    s.push('\n');
+    for (name, summary) in sources.iter().take(CARD_SOURCES) {
+        s.push_str(&format!("| {name} | {} |", summary.rows));
+        for code in &reasons {
+            let n = summary.reasons.get(*code).map_or(0, |r| r.rows);
+            s.push_str(&format!(" {n} |"));
+        }
+        s.push_str(&format!(
+            " {} | {} |\n",
+            share(summary.chosen_longer_share),
+            share(summary.curated_chosen_longer_share)
+        ));
+    }
+    if sources.len() > CARD_SOURCES {
+        s.push_str(&format!(
+            "\n{} more sources in report.json (`by_source`).\n",
+            sources.len() - CARD_SOURCES
+        ));
+    }
+    s
 }

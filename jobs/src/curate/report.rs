@@ -10,7 +10,7 @@ use synpref_engine::output::WrittenFile;
 use synpref_engine::report::Quality;
 use synpref_operators::models::builtin::TrainInfo;
 use synpref_operators::models::{ModelSpec, ModelUsage};
-use synpref_operators::write_parts::SinkStats;
+use synpref_operators::write_parts::{LengthCounts, SinkStats};
 
 use super::plan::CuratePlan;
 use super::spec::CurateSpec;
@@ -79,9 +79,75 @@ pub struct CurateReport {
     /// doing it again, and what it read (curate; absent for serve's snapshots).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<super::checkpoint::ResumeFigures>,
+    /// Per `source` value (`(none)` for rows without one): rows per reason and the
+    /// share whose chosen reply is longer than the rejected one, as written (DESIGN
+    /// §4), so a user sees where the curated set leans.
+    #[serde(default)]
+    pub by_source: BTreeMap<String, SourceSummary>,
     /// Each reason's count again at the top level (DESIGN §4: "a count per reason").
     #[serde(flatten)]
     pub reason_counts: BTreeMap<String, u64>,
+}
+
+/// The key of rows without a `source` in `by_source`.
+pub const NO_SOURCE: &str = "(none)";
+
+/// One `source` value's rows, over every destination.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceSummary {
+    pub rows: u64,
+    /// Of the rows with both replies, the share whose chosen reply has more characters
+    /// than the rejected one (`null` when no row has both).
+    pub chosen_longer_share: Option<f64>,
+    /// The same over the source's curated rows, as written.
+    pub curated_chosen_longer_share: Option<f64>,
+    /// Per reason code with rows.
+    pub reasons: BTreeMap<String, ReasonSummary>,
+}
+
+/// One (source, reason)'s rows and length bias.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReasonSummary {
+    pub rows: u64,
+    pub chosen_longer_share: Option<f64>,
+}
+
+/// `by_source` of the report, from the summed sink counts.
+pub fn source_summaries(
+    counts: &BTreeMap<String, BTreeMap<String, LengthCounts>>,
+) -> BTreeMap<String, SourceSummary> {
+    counts
+        .iter()
+        .map(|(source, reasons)| {
+            let (mut all, mut curated) = (LengthCounts::default(), LengthCounts::default());
+            for (reason, c) in reasons {
+                all.merge(c);
+                if Reason::from_code(reason).map(|r| r.destination()) == Some(Destination::Curated)
+                {
+                    curated.merge(c);
+                }
+            }
+            let name = if source.is_empty() { NO_SOURCE } else { source };
+            let summary = SourceSummary {
+                rows: all.rows,
+                chosen_longer_share: all.chosen_longer_share(),
+                curated_chosen_longer_share: curated.chosen_longer_share(),
+                reasons: reasons
+                    .iter()
+                    .map(|(reason, c)| {
+                        (
+                            reason.clone(),
+                            ReasonSummary {
+                                rows: c.rows,
+                                chosen_longer_share: c.chosen_longer_share(),
+                            },
+                        )
+                    })
+                    .collect(),
+            };
+            (name.to_string(), summary)
+        })
+        .collect()
 }
 
 /// `manifest.json`: the exact inputs, settings, model fingerprints and output files.
@@ -233,6 +299,7 @@ pub fn build_report(
         truth_rows_curated: truth.then_some(total.truth_curated.0),
         truth_rows_model_curated: truth.then_some(total.truth_model_curated.0),
         resume: None,
+        by_source: source_summaries(&total.by_source),
         reason_counts: reasons,
     }
 }
