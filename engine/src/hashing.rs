@@ -41,13 +41,19 @@ pub fn canonical_pair_hash(
     rejected: &Conversation,
     implicit_prompt: bool,
 ) -> u128 {
+    // The prompt's normalised bytes are made once and fed to both sides.
+    let mut prompt_bytes = Vec::new();
+    if !implicit_prompt {
+        push_turns(prompt, "user", &mut prompt_bytes);
+    }
     let mut h = Xxh3::new();
+    let mut reply_bytes = Vec::new();
     for reply in [chosen, rejected] {
-        if !implicit_prompt {
-            hash_turns(prompt, "user", &mut h);
-        }
-        hash_turns(reply, "assistant", &mut h);
-        h.update(&[END_SIDE]);
+        h.update(&prompt_bytes);
+        reply_bytes.clear();
+        push_turns(reply, "assistant", &mut reply_bytes);
+        reply_bytes.push(END_SIDE);
+        h.update(&reply_bytes);
     }
     h.digest128()
 }
@@ -56,12 +62,13 @@ const END_TEXT: u8 = 0xff;
 const END_ROLE: u8 = 0xfe;
 const END_SIDE: u8 = 0xfd;
 
-fn hash_turns(c: &Conversation, text_role: &str, h: &mut Xxh3) {
+/// Appends each turn's role and normalised text, each closed by its end byte.
+fn push_turns(c: &Conversation, text_role: &str, out: &mut Vec<u8>) {
     let mut turn = |role: &str, text: &str| {
-        h.update(role.as_bytes());
-        h.update(&[END_ROLE]);
-        feed_normalised(text, h);
-        h.update(&[END_TEXT]);
+        out.extend_from_slice(role.as_bytes());
+        out.push(END_ROLE);
+        push_normalised(text, out);
+        out.push(END_TEXT);
     };
     match c {
         Conversation::Text(t) => turn(text_role, t),
@@ -69,29 +76,37 @@ fn hash_turns(c: &Conversation, text_role: &str, h: &mut Xxh3) {
     }
 }
 
-/// Feeds `text` in NFC with every run of whitespace as one space and none at either
+/// Appends `text` in NFC with every run of whitespace as one space and none at either
 /// end. ASCII text (most of it) is already NFC and skips the normaliser.
-fn feed_normalised(text: &str, h: &mut Xxh3) {
-    let mut buf = [0u8; 4];
+fn push_normalised(text: &str, out: &mut Vec<u8>) {
+    let start = out.len();
     let mut pending_space = false;
-    let mut started = false;
-    let mut put = |c: char, h: &mut Xxh3| {
-        if c.is_whitespace() {
-            pending_space = started;
-            return;
-        }
-        if pending_space {
-            h.update(b" ");
-            pending_space = false;
-        }
-        started = true;
-        h.update(c.encode_utf8(&mut buf).as_bytes());
-    };
     if text.is_ascii() {
-        text.chars().for_each(|c| put(c, h));
-    } else {
-        use unicode_normalization::UnicodeNormalization;
-        text.nfc().for_each(|c| put(c, h));
+        for &b in text.as_bytes() {
+            if b.is_ascii_whitespace() || b == 0x0b {
+                pending_space = out.len() > start;
+            } else {
+                if pending_space {
+                    out.push(b' ');
+                    pending_space = false;
+                }
+                out.push(b);
+            }
+        }
+        return;
+    }
+    use unicode_normalization::UnicodeNormalization;
+    let mut utf8 = [0u8; 4];
+    for c in text.nfc() {
+        if c.is_whitespace() {
+            pending_space = out.len() > start;
+        } else {
+            if pending_space {
+                out.push(b' ');
+                pending_space = false;
+            }
+            out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+        }
     }
 }
 
@@ -171,6 +186,16 @@ mod tests {
                 &text("Go away. "),
                 false
             )
+        );
+        // Every ASCII whitespace character (vertical tab included, as
+        // `char::is_whitespace` has it), on the ASCII path and the Unicode one alike.
+        assert_eq!(
+            key,
+            canonical_pair_hash(&text("Hi\u{0b}\u{0c}\rthere"), &text("Hello!"), &text("Go away."), false)
+        );
+        assert_eq!(
+            canonical_pair_hash(&text("é x"), &text("a"), &text("b"), false),
+            canonical_pair_hash(&text("é\u{0b}\u{2003}x "), &text("a"), &text("b"), false)
         );
         // NFC: "é" precomposed and decomposed.
         assert_eq!(
