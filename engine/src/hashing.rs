@@ -191,7 +191,12 @@ mod tests {
         // `char::is_whitespace` has it), on the ASCII path and the Unicode one alike.
         assert_eq!(
             key,
-            canonical_pair_hash(&text("Hi\u{0b}\u{0c}\rthere"), &text("Hello!"), &text("Go away."), false)
+            canonical_pair_hash(
+                &text("Hi\u{0b}\u{0c}\rthere"),
+                &text("Hello!"),
+                &text("Go away."),
+                false
+            )
         );
         assert_eq!(
             canonical_pair_hash(&text("é x"), &text("a"), &text("b"), false),

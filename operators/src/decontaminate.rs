@@ -92,22 +92,12 @@ pub enum BenchmarkPart {
 
 /// The benchmark n-grams, as 64-bit hashes of their word hashes, and where each came
 /// from.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct NgramIndex {
     settings: DecontaminationSettings,
     grams: FxHashMap<u64, BenchmarkPart>,
     /// Benchmark texts indexed (user turns, and replies in the pair scope).
     pub texts: usize,
-}
-
-impl Default for NgramIndex {
-    fn default() -> Self {
-        NgramIndex {
-            settings: DecontaminationSettings::default(),
-            grams: FxHashMap::default(),
-            texts: 0,
-        }
-    }
 }
 
 fn gram_hash(words: &[u64]) -> u64 {
