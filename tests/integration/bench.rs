@@ -195,19 +195,19 @@ fn bench_import_of_a_file_in_another_layout_exits_2_naming_the_file_and_row() {
     assert!(!tmp.path().join("x.jsonl").exists());
 }
 
+/// The first row of the JudgeBench fixture, as released.
+fn first_judgebench_row() -> Value {
+    let text = std::fs::read_to_string(fixture(
+        "benchmarks/judgebench/dataset=judgebench,response_model=gpt-4o-2024-05-13.jsonl",
+    ))
+    .unwrap();
+    serde_json::from_str(text.lines().next().unwrap()).unwrap()
+}
+
 #[test]
 fn curate_decontaminates_against_judgebench_rmb_and_rm_bench_files_as_released() {
     let tmp = tempfile::tempdir().unwrap();
-    let first_line: Value = serde_json::from_str(
-        std::fs::read_to_string(fixture(
-            "benchmarks/judgebench/dataset=judgebench,response_model=gpt-4o-2024-05-13.jsonl",
-        ))
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap(),
-    )
-    .unwrap();
+    let first_line = first_judgebench_row();
     let judge_question = first_line["question"].as_str().unwrap().to_string();
     let rmb = json_file(&fixture(
         "benchmarks/rmb/RMB_dataset/BoN_set/Harmlessness/S1.json",
@@ -296,16 +296,7 @@ fn words_of(text: &str, from: usize, n: usize) -> String {
 fn whole_pair_decontamination_discards_replies_that_share_an_ngram_with_benchmark_replies_and_names_it(
 ) {
     let tmp = tempfile::tempdir().unwrap();
-    let judgebench: Value = serde_json::from_str(
-        std::fs::read_to_string(fixture(
-            "benchmarks/judgebench/dataset=judgebench,response_model=gpt-4o-2024-05-13.jsonl",
-        ))
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap(),
-    )
-    .unwrap();
+    let judgebench = first_judgebench_row();
     let rmb = json_file(&fixture(
         "benchmarks/rmb/RMB_dataset/BoN_set/Harmlessness/S1.json",
     ));
