@@ -1715,6 +1715,7 @@ fn parity_qwen3_rm_chat_end_to_end_template_tokenizer_and_rewards() {
             dedup_hash: 0,
             pair_key: 0,
             corrected: false,
+            conflict: false,
         };
         for side in ["chosen", "rejected"] {
             let reply = if side == "chosen" {

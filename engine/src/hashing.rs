@@ -34,7 +34,8 @@ pub enum DedupForm {
 /// user turn; in the implicit form the prompt is inside the replies already) and then
 /// the reply's (a plain-text reply is one assistant turn). Each turn feeds its role
 /// and its normalised text, each closed by a byte that UTF-8 never holds, so the
-/// encoding is unambiguous.
+/// encoding is unambiguous. The key is oriented (`oriented_key`): the same comparison
+/// with chosen and rejected swapped has the key with bit 0 flipped.
 pub fn canonical_pair_hash(
     prompt: &Conversation,
     chosen: &Conversation,
@@ -46,21 +47,69 @@ pub fn canonical_pair_hash(
     if !implicit_prompt {
         push_turns(prompt, "user", &mut prompt_bytes);
     }
-    let mut h = Xxh3::new();
     let mut reply_bytes = Vec::new();
-    for reply in [chosen, rejected] {
+    let mut side = |reply: &Conversation| {
+        let mut h = Xxh3::new();
         h.update(&prompt_bytes);
         reply_bytes.clear();
         push_turns(reply, "assistant", &mut reply_bytes);
-        reply_bytes.push(END_SIDE);
         h.update(&reply_bytes);
-    }
-    h.digest128()
+        h.digest128()
+    };
+    let chosen_side = side(chosen);
+    oriented_key(chosen_side, side(rejected))
+}
+
+/// The dedup key of a pair as written (`DedupForm::AsWritten`): the bytes of each side
+/// exactly as read, oriented like `canonical_pair_hash`.
+pub fn as_written_pair_hash(
+    prompt: &Conversation,
+    chosen: &Conversation,
+    rejected: &Conversation,
+) -> u128 {
+    let side = |reply: &Conversation| {
+        let mut h = Xxh3::new();
+        prompt.hash_into(&mut h);
+        reply.hash_into(&mut h);
+        h.digest128()
+    };
+    oriented_key(side(chosen), side(rejected))
+}
+
+/// A key of the unordered pair of sides with the orientation in bit 0: a pair and its
+/// swapped copy (the same comparison with the opposite label) differ in bit 0 only, so
+/// one index finds both duplicates (equal keys) and conflicting labels (`key ^ 1`).
+fn oriented_key(chosen_side: u128, rejected_side: u128) -> u128 {
+    let (low, high) = if chosen_side <= rejected_side {
+        (chosen_side, rejected_side)
+    } else {
+        (rejected_side, chosen_side)
+    };
+    let mut h = Xxh3::new();
+    h.update(&low.to_le_bytes());
+    h.update(&high.to_le_bytes());
+    (h.digest128() & !1) | u128::from(chosen_side > rejected_side)
+}
+
+/// 64-bit key of a dedup hash (`PreferencePair::dedup_hash`) that keeps its orientation
+/// in bit 0: `dedup_key(swapped) == dedup_key(pair) ^ 1`.
+pub fn dedup_key(dedup_hash: u128) -> u64 {
+    (content_key(dedup_hash) & !1) | (dedup_hash as u64 & 1)
+}
+
+/// The dedup key of the same comparison with chosen and rejected swapped.
+pub fn swapped_dedup_key(key: u64) -> u64 {
+    key ^ 1
+}
+
+/// The worker-routing value of a dedup key: both orientations of a comparison go to
+/// the same worker, so the worker holding a key can see its swapped copy.
+pub fn dedup_route(key: u64) -> u64 {
+    key >> 1
 }
 
 const END_TEXT: u8 = 0xff;
 const END_ROLE: u8 = 0xfe;
-const END_SIDE: u8 = 0xfd;
 
 /// Appends each turn's role and normalised text, each closed by its end byte.
 fn push_turns(c: &Conversation, text_role: &str, out: &mut Vec<u8>) {
@@ -207,6 +256,28 @@ mod tests {
             canonical_pair_hash(&text("caf\u{e9}"), &text("a"), &text("b"), false),
             canonical_pair_hash(&text("cafe\u{301}"), &text("a"), &text("b"), false)
         );
+    }
+
+    #[test]
+    fn a_swapped_copy_differs_in_the_orientation_bit_only() {
+        for implicit in [false, true] {
+            let pair =
+                canonical_pair_hash(&text("Hi"), &text("Hello!"), &text("Go away."), implicit);
+            let swapped =
+                canonical_pair_hash(&text("Hi"), &text("Go away."), &text("Hello!"), implicit);
+            assert_ne!(pair, swapped);
+            assert_eq!(dedup_key(swapped), swapped_dedup_key(dedup_key(pair)));
+            assert_eq!(
+                dedup_route(dedup_key(pair)),
+                dedup_route(dedup_key(swapped))
+            );
+        }
+        let pair = as_written_pair_hash(&text("Hi"), &text("a"), &text("b"));
+        let swapped = as_written_pair_hash(&text("Hi"), &text("b"), &text("a"));
+        assert_eq!(dedup_key(swapped), swapped_dedup_key(dedup_key(pair)));
+        // Different comparisons are not each other's swapped copies.
+        let other = canonical_pair_hash(&text("Hi"), &text("Hello"), &text("Go away."), false);
+        assert_ne!(dedup_key(other) >> 1, dedup_key(pair) >> 1);
     }
 
     #[test]

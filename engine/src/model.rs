@@ -181,6 +181,11 @@ pub struct PreferencePair {
     /// verdict where the gold labels have none, so re-curating never swaps it back.
     #[serde(default)]
     pub corrected: bool,
+    /// The same comparison also occurs with chosen and rejected swapped, and this row
+    /// is the copy its human verdict or judge votes decide (`dedup`): the best RM, which
+    /// may have learned either label, is not consulted (DESIGN §4 `conflicting_labels`).
+    #[serde(default)]
+    pub conflict: bool,
 }
 
 /// Why a row was quarantined (bad input flows as data, DESIGN §2).
@@ -260,6 +265,8 @@ pub enum Reason {
     GoldRmDisagrees,
     BestRmAndJudgeDisagree,
     Duplicate,
+    NearDuplicate,
+    ConflictingLabels,
     Contaminated,
     Invalid(InvalidReason),
 }
@@ -310,6 +317,8 @@ impl Reason {
             Reason::GoldRmDisagrees,
             Reason::BestRmAndJudgeDisagree,
             Reason::Duplicate,
+            Reason::NearDuplicate,
+            Reason::ConflictingLabels,
             Reason::Contaminated,
         ];
         v.extend(InvalidReason::ALL.iter().map(|r| Reason::Invalid(*r)));
@@ -326,6 +335,8 @@ impl Reason {
             Reason::GoldRmDisagrees => "gold_rm_disagrees",
             Reason::BestRmAndJudgeDisagree => "best_rm_and_judge_disagree",
             Reason::Duplicate => "duplicate",
+            Reason::NearDuplicate => "near_duplicate",
+            Reason::ConflictingLabels => "conflicting_labels",
             Reason::Contaminated => "contaminated",
             Reason::Invalid(r) => r.code(),
         }

@@ -144,6 +144,9 @@ pub struct OutputSchema {
     /// Discarded parts carry `matched_ngram` (runs with `--decontaminate`).
     #[serde(default)]
     pub matched_ngram: bool,
+    /// Discarded parts carry `duplicate_of` (runs with near-duplicate detection on).
+    #[serde(default)]
+    pub duplicate_of: bool,
 }
 
 /// One output row: an input row (as far as it could be read) plus its decision.
@@ -167,6 +170,10 @@ pub struct OutputRow {
     /// writes it (the `matched_ngram` column of discarded parts).
     #[serde(default)]
     pub matched_ngram: Option<String>,
+    /// `near_duplicate` rows only: the pair id of the row kept instead (the
+    /// `duplicate_of` column of discarded parts).
+    #[serde(default)]
+    pub duplicate_of: Option<String>,
     /// Chosen and rejected were swapped relative to the input (not written as a column;
     /// used for truth agreement).
     pub swapped: bool,
@@ -175,11 +182,12 @@ pub struct OutputRow {
 /// The columns curate writes itself: replaced, never duplicated, when curate's own
 /// output is read again (re-curation, `export`). `margin` is not among them: it is
 /// often the user's own column, and only the presets write one.
-pub const OWN_COLUMNS: [&str; 8] = [
+pub const OWN_COLUMNS: [&str; 9] = [
     "reason",
     "p_best",
     "p_gold",
     "matched_ngram",
+    "duplicate_of",
     "source_file",
     "source_row",
     "error",
@@ -208,6 +216,7 @@ enum Column {
     /// Discarded parts of a decontaminated run: the benchmark n-gram a `contaminated`
     /// row holds.
     MatchedNgram,
+    DuplicateOf,
     Raw,
 }
 
@@ -344,6 +353,9 @@ impl OutputSchema {
         if dest == Destination::Discarded && self.matched_ngram {
             c.push(Column::MatchedNgram);
         }
+        if dest == Destination::Discarded && self.duplicate_of {
+            c.push(Column::DuplicateOf);
+        }
         if dest == Destination::Quarantine {
             c.extend([
                 Column::SourceFile,
@@ -380,6 +392,7 @@ impl OutputSchema {
                 Column::SourceRow => field("source_row", DataType::UInt64, false),
                 Column::Error => field("error", DataType::Utf8, true),
                 Column::MatchedNgram => field("matched_ngram", DataType::Utf8, true),
+                Column::DuplicateOf => field("duplicate_of", DataType::Utf8, true),
                 Column::Raw => field("raw", DataType::Utf8, true),
             });
         }
@@ -530,6 +543,9 @@ pub fn rows_to_batch(
             Column::Error => cols.push(text_array(rows.iter().map(|r| r.error.as_deref()))),
             Column::MatchedNgram => {
                 cols.push(text_array(rows.iter().map(|r| r.matched_ngram.as_deref())))
+            }
+            Column::DuplicateOf => {
+                cols.push(text_array(rows.iter().map(|r| r.duplicate_of.as_deref())))
             }
             Column::Raw => cols.push(text_array(rows.iter().map(|r| r.raw.as_deref()))),
         }

@@ -52,6 +52,7 @@ pub fn infer_output_schema(
         format: Default::default(),
         file_format: Default::default(),
         matched_ngram: false,
+        duplicate_of: false,
     };
     let mut extras: Vec<(Field, String)> = Vec::new();
     let mut add_extra = |f: Field, file: &str| -> Result<()> {

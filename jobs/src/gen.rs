@@ -7,7 +7,7 @@
 //! | file | rows | content |
 //! |---|---|---|
 //! | `pairs/part-NNNNN.parquet` | `pairs` in parts of `rows_per_file` | the pool: `pair_id`, `source`, `prompt`, `chosen`, `rejected`, the five other attribute columns, and an extra `gen_index` (Int64) that curation must carry through untouched |
-//! | `truth.parquet` | one per pool row | `pair_id`, `preference` ("chosen" if the pool's chosen reply is truly better, else "rejected") |
+//! | `truth.parquet` | one per pool row | `pair_id`, `preference` ("chosen" if the pool's chosen reply is truly better, else "rejected"), `injected` and `copy_of` (what a copied row is and the row it copies; null for others) |
 //! | `gold.parquet` | ≈ `gold_fraction` × `pairs` | `pair_id`, `verdict` (chosen/rejected/undecidable), `annotator`, `labeled_at` |
 //! | `judge_votes.parquet` | 3 × ≈ `judge_fraction` × `pairs` | `pair_id`, `judge` (judge-a/b/c), `verdict` |
 //! | `eval.parquet` | `eval_pairs` | held-out pairs not in the pool, pool columns, chosen always truly better |
@@ -51,6 +51,15 @@
 //!   preference noise concentrates there). The expected label noise is
 //!   0.6·0.05 + 0.3·0.20 + 0.1·0.40 = 0.13; the measured share is
 //!   [`GenSummary::label_noise`].
+//! * **Injected copies** (`--near-duplicates`, `--conflicts`, both 0 by default, drawn
+//!   from their own stream so that a pool without them is unchanged): a share of rows
+//!   copy a uniform sample of the earlier fresh rows ([`COPY_SOURCES`], Algorithm R)
+//!   as a near-duplicate (1 to [`NEAR_COPY_MAX_EDITS`] words substituted, deleted or
+//!   inserted, or the text lower-cased, one sentence per line and the final mark
+//!   dropped; truth copied) or as a conflict (chosen and rejected swapped; truth
+//!   swapped too). `truth.parquet` names every copy (`injected`: duplicate,
+//!   near_duplicate, conflict; `copy_of`: the original's pair id), so a detector's
+//!   recall and precision are measured, not guessed.
 //! * **Planted faults.** A `duplicate_fraction` share of rows copy the whole content of
 //!   one of the previous [`DUPLICATE_WINDOW`] rows (new `pair_id`, truth copied); an
 //!   `empty_fraction` share get `rejected = ""` (invalid input; their truth is "chosen",
@@ -295,6 +304,7 @@ enum Stream {
     Contamination = 5,
     Eval = 6,
     Benchmark = 7,
+    Copies = 8,
 }
 
 fn rng_for(seed: u64, stream: Stream) -> ChaCha8Rng {
@@ -329,6 +339,14 @@ pub struct GenSpec {
     pub contaminated_fraction: f64,
     /// Pool rows per Parquet part (default 250,000).
     pub rows_per_file: u64,
+    /// Share of rows that are near-duplicates of an earlier row (`--near-duplicates`,
+    /// default 0): a few words edited or the text re-formatted (`NearCopy`).
+    #[serde(default)]
+    pub near_duplicate_fraction: f64,
+    /// Share of rows that copy an earlier row with chosen and rejected swapped
+    /// (`--conflicts`, default 0): the same comparison with the opposite label.
+    #[serde(default)]
+    pub conflict_fraction: f64,
 }
 
 impl GenSpec {
@@ -345,6 +363,8 @@ impl GenSpec {
             empty_fraction: DEFAULT_EMPTY_FRACTION,
             contaminated_fraction: DEFAULT_CONTAMINATED_FRACTION,
             rows_per_file: DEFAULT_ROWS_PER_FILE,
+            near_duplicate_fraction: 0.0,
+            conflict_fraction: 0.0,
         }
     }
 
@@ -368,6 +388,8 @@ impl GenSpec {
             ("--duplicate-fraction", self.duplicate_fraction),
             ("--empty-fraction", self.empty_fraction),
             ("--contaminated-fraction", self.contaminated_fraction),
+            ("--near-duplicates", self.near_duplicate_fraction),
+            ("--conflicts", self.conflict_fraction),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(Error::setting(
@@ -380,6 +402,12 @@ impl GenSpec {
             return Err(Error::setting(
                 "--empty-fraction",
                 "duplicate and empty rows are distinct rows: --duplicate-fraction + --empty-fraction must be at most 1",
+            ));
+        }
+        if self.near_duplicate_fraction + self.conflict_fraction > 0.5 {
+            return Err(Error::setting(
+                "--conflicts",
+                "--near-duplicates + --conflicts must be at most 0.5: copies need originals",
             ));
         }
         if self.rows_per_file < 1 {
@@ -411,6 +439,12 @@ pub struct GenSummary {
     pub benchmark_prompts: u64,
     /// Share of pool labels that disagree with the truth.
     pub label_noise: f64,
+    /// Rows injected as near-duplicates and as swapped copies (conflicts), each named
+    /// in `truth.parquet` (`injected`, `copy_of`).
+    #[serde(default)]
+    pub near_duplicates: u64,
+    #[serde(default)]
+    pub conflicts: u64,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -836,13 +870,59 @@ struct PoolRows<'a> {
     rng: ChaCha8Rng,
     contamination: ChaCha8Rng,
     ring: Vec<PairText>,
+    /// The row index each ring slot holds (or copies).
+    ring_index: Vec<u64>,
     next: u64,
+    /// Injected copies' choices (their own stream: a pool without them is unchanged).
+    copies: ChaCha8Rng,
+    /// (row, index) of a uniform sample of the earlier fresh rows.
+    sources: Vec<(PairText, u64)>,
+    fresh_rows: u64,
+}
+
+/// Rows an injected copy (`--near-duplicates`, `--conflicts`) can copy: a uniform
+/// sample of the earlier fresh rows (Vitter's Algorithm R), so that a copy lands
+/// anywhere after its original, often in another part and on another worker.
+pub const COPY_SOURCES: usize = 4096;
+
+/// Word edits of a near-duplicate: 1 to this many words substituted, deleted or
+/// inserted ("edits of a few words", issue 28).
+pub const NEAR_COPY_MAX_EDITS: usize = 3;
+
+/// What an injected row copies (`injected` in truth.parquet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Injected {
+    /// An exact copy (`--duplicate-fraction`).
+    Duplicate,
+    /// A few words edited, or the text re-cased and re-punctuated (`near_copy`).
+    NearDuplicate,
+    /// The same comparison with chosen and rejected swapped.
+    Conflict,
+}
+
+impl Injected {
+    fn code(self) -> &'static str {
+        match self {
+            Injected::Duplicate => "duplicate",
+            Injected::NearDuplicate => "near_duplicate",
+            Injected::Conflict => "conflict",
+        }
+    }
+}
+
+/// An injected row: its index, what it is, and the index of the row it copies.
+struct InjectedRow {
+    index: u64,
+    kind: Injected,
+    of: u64,
 }
 
 /// What happened to a pool row besides its content.
 struct RowInfo {
     /// A fresh row whose prompt is to be leaked into the benchmark file.
     contaminated: bool,
+    /// An injected copy: what it is and the row it copies.
+    copy: Option<(Injected, u64)>,
 }
 
 impl<'a> PoolRows<'a> {
@@ -853,7 +933,51 @@ impl<'a> PoolRows<'a> {
             rng: rng_for(spec.seed, Stream::Pool),
             contamination: rng_for(spec.seed, Stream::Contamination),
             ring: Vec::new(),
+            ring_index: Vec::new(),
             next: 0,
+            copies: rng_for(spec.seed, Stream::Copies),
+            sources: Vec::new(),
+            fresh_rows: 0,
+        }
+    }
+
+    fn injects(&self) -> bool {
+        self.spec.near_duplicate_fraction + self.spec.conflict_fraction > 0.0
+    }
+
+    /// Makes `cur` an injected copy of an earlier fresh row, if this row is one.
+    fn inject(&mut self, cur: &mut PairText) -> Option<(Injected, u64)> {
+        let (near, conflict) = (
+            self.spec.near_duplicate_fraction,
+            self.spec.conflict_fraction,
+        );
+        let u = self.copies.random::<f64>();
+        if self.sources.is_empty() || u >= near + conflict {
+            return None;
+        }
+        let (source, of) = &self.sources[self.copies.random_range(0..self.sources.len())];
+        cur.clone_from(source);
+        let of = *of;
+        if u < near {
+            near_copy(&mut self.copies, &self.generator.vocab, cur);
+            Some((Injected::NearDuplicate, of))
+        } else {
+            std::mem::swap(&mut cur.chosen, &mut cur.rejected);
+            cur.chosen_better = !cur.chosen_better;
+            Some((Injected::Conflict, of))
+        }
+    }
+
+    /// Offers a fresh row to the sample of copy sources (Algorithm R).
+    fn offer_source(&mut self, cur: &PairText, index: u64) {
+        self.fresh_rows += 1;
+        if self.sources.len() < COPY_SOURCES {
+            self.sources.push((cur.clone(), index));
+        } else {
+            let j = self.copies.random_range(0..self.fresh_rows);
+            if (j as usize) < COPY_SOURCES {
+                self.sources[j as usize] = (cur.clone(), index);
+            }
         }
     }
 
@@ -867,11 +991,19 @@ impl<'a> PoolRows<'a> {
         let slot = (i % DUPLICATE_WINDOW as u64) as usize;
         let mut info = RowInfo {
             contaminated: false,
+            copy: None,
         };
+        if self.injects() {
+            info.copy = self.inject(cur);
+            if info.copy.is_some() {
+                return info;
+            }
+        }
         if i > 0 && u < self.spec.duplicate_fraction {
             let back = self.rng.random_range(1..=i.min(DUPLICATE_WINDOW as u64));
             let src = ((i - back) % DUPLICATE_WINDOW as u64) as usize;
             cur.clone_from(&self.ring[src]);
+            info.copy = Some((Injected::Duplicate, self.ring_index[src]));
         } else {
             let min_words = if leak { NGRAM_WORDS } else { PROMPT_WORDS.0 };
             self.generator.pair(&mut self.rng, min_words, cur);
@@ -886,15 +1018,74 @@ impl<'a> PoolRows<'a> {
                     cur.chosen_better = true;
                 }
                 cur.rejected.clear();
+            } else if self.injects() {
+                self.offer_source(cur, i);
             }
             info.contaminated = leak;
         }
+        // A copy's slot names the row it copies, so every copy names the original.
+        let original = match info.copy {
+            Some((_, of)) => of,
+            None => i,
+        };
         if self.ring.len() <= slot {
             self.ring.push(cur.clone());
+            self.ring_index.push(original);
         } else {
             self.ring[slot].clone_from(cur);
+            self.ring_index[slot] = original;
         }
         info
+    }
+}
+
+/// Turns `pair` into a near-duplicate of itself, as sources repost a pair: half the
+/// time 1 to `NEAR_COPY_MAX_EDITS` words substituted, deleted or inserted (anywhere in
+/// the prompt or either reply, in proportion to their words), otherwise re-formatted:
+/// lower-cased, one sentence per line, the final punctuation dropped. Its truth is
+/// the original's: the edits do not change which reply is better.
+fn near_copy(rng: &mut ChaCha8Rng, vocab: &Vocab, pair: &mut PairText) {
+    if rng.random::<bool>() {
+        let edits = rng.random_range(1..=NEAR_COPY_MAX_EDITS);
+        for _ in 0..edits {
+            let counts =
+                [&pair.prompt, &pair.chosen, &pair.rejected].map(|t| t.split_whitespace().count());
+            let mut at = rng.random_range(0..counts.iter().sum::<usize>());
+            let field = counts
+                .iter()
+                .position(|&c| {
+                    let here = at < c;
+                    if !here {
+                        at -= c;
+                    }
+                    here
+                })
+                .expect("a word in range");
+            let text = [&mut pair.prompt, &mut pair.chosen, &mut pair.rejected]
+                .into_iter()
+                .nth(field)
+                .expect("three fields");
+            let mut words: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+            let op = rng.random_range(0..3);
+            let word = vocab.words[rng.random_range(0..VOCAB_WORDS)].clone();
+            match op {
+                0 => words[at] = word,
+                1 if words.len() > 1 => {
+                    words.remove(at);
+                }
+                _ => words.insert(at, word),
+            }
+            *text = words.join(" ");
+        }
+    } else {
+        for text in [&mut pair.prompt, &mut pair.chosen, &mut pair.rejected] {
+            let reformatted = text
+                .to_lowercase()
+                .replace(". ", "\n")
+                .trim_end_matches(['.', '?'])
+                .to_string();
+            *text = reformatted;
+        }
     }
 }
 
@@ -919,6 +1110,7 @@ pub fn run_gen(spec: &GenSpec) -> Result<GenSummary> {
     let mut gold: Vec<GoldRow> = Vec::new();
     let mut judged: Vec<JudgedRow> = Vec::new();
     let mut leaked: Vec<String> = Vec::new();
+    let mut injected: Vec<InjectedRow> = Vec::new();
     let mut fallback_leak: Option<String> = None;
     let mut flipped = 0u64;
     let mut pair_files = Vec::new();
@@ -934,6 +1126,9 @@ pub fn run_gen(spec: &GenSpec) -> Result<GenSummary> {
         let end = (start + spec.rows_per_file).min(spec.pairs);
         for i in start..end {
             let info = pool.next_row(&mut cur);
+            if let Some((kind, of)) = info.copy {
+                injected.push(InjectedRow { index: i, kind, of });
+            }
             truth.push(cur.chosen_better);
             flipped += u64::from(!cur.chosen_better);
             if gold_rng.random::<f64>() < spec.gold_fraction {
@@ -986,7 +1181,7 @@ pub fn run_gen(spec: &GenSpec) -> Result<GenSummary> {
         pair_files.push(name);
     }
 
-    write_truth(&out, seed, &truth)?;
+    write_truth(&out, seed, &truth, &injected)?;
     drop(truth);
     write_gold(&out, seed, &gold)?;
     write_judges(&out, seed, &judged)?;
@@ -1007,26 +1202,53 @@ pub fn run_gen(spec: &GenSpec) -> Result<GenSummary> {
         judge_votes: (judged.len() * JUDGES.len()) as u64,
         benchmark_prompts,
         label_noise: flipped as f64 / spec.pairs as f64,
+        near_duplicates: injected
+            .iter()
+            .filter(|r| r.kind == Injected::NearDuplicate)
+            .count() as u64,
+        conflicts: injected
+            .iter()
+            .filter(|r| r.kind == Injected::Conflict)
+            .count() as u64,
     })
 }
 
-fn write_truth(out: &Location, seed: u64, truth: &[bool]) -> Result<()> {
-    let schema = schema_of(&["pair_id", "preference"]);
+/// `truth.parquet`: every pool row's preference, and for injected copies what they
+/// are (`injected`: duplicate, near_duplicate or conflict) and the pair id they copy (`copy_of`).
+fn write_truth(out: &Location, seed: u64, truth: &[bool], injected: &[InjectedRow]) -> Result<()> {
+    let schema = schema_of(&["pair_id", "preference", "injected", "copy_of"]);
     let mut sink = ParquetSink::new(out.child("truth.parquet"), &schema)?;
     let mut id = String::new();
+    let mut copies = injected.iter().peekable();
     for (c, chunk) in truth.chunks(BATCH_ROWS).enumerate() {
         let mut ids = StringBuilder::with_capacity(chunk.len(), chunk.len() * 20);
         let mut pref = StringBuilder::with_capacity(chunk.len(), chunk.len() * 8);
+        let mut kinds = StringBuilder::new();
+        let mut copy_of = StringBuilder::new();
         for (k, &better) in chunk.iter().enumerate() {
-            pool_pair_id(&mut id, seed, (c * BATCH_ROWS + k) as u64);
+            let index = (c * BATCH_ROWS + k) as u64;
+            pool_pair_id(&mut id, seed, index);
             ids.append_value(&id);
             pref.append_value(verdict(better));
+            match copies.next_if(|r| r.index == index) {
+                Some(r) => {
+                    kinds.append_value(r.kind.code());
+                    pool_pair_id(&mut id, seed, r.of);
+                    copy_of.append_value(&id);
+                }
+                None => {
+                    kinds.append_null();
+                    copy_of.append_null();
+                }
+            }
         }
-        sink.write(&batch(
-            &schema,
-            vec![Arc::new(ids.finish()), Arc::new(pref.finish())],
-            "truth",
-        )?)?;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(ids.finish()),
+            Arc::new(pref.finish()),
+            Arc::new(kinds.finish()),
+            Arc::new(copy_of.finish()),
+        ];
+        sink.write(&batch(&schema, cols, "truth")?)?;
     }
     sink.finish()
 }

@@ -4,6 +4,8 @@
 //!   → keep with chosen/rejected swapped (`human_corrected`); undecidable → discard;
 //! - otherwise KEEP iff p_gold > τ AND (p_best > τ OR the LLM judges agree), the judges
 //!   consulted only when p_best ≤ τ, and "no" without judges;
+//! - the copy of a conflicting comparison that judges decide (`PreferencePair::conflict`)
+//!   skips the best RM: KEEP iff p_gold > τ AND the judges agree;
 //! - with `emit_flipped`, pairs discarded by the RMs are written with chosen and rejected
 //!   swapped, as the paper's 40M training mix did.
 //!
@@ -36,14 +38,18 @@ pub struct RuleInputs {
 }
 
 /// (reason, swap) for one pair. A pair an earlier pass corrected (`corrected`) keeps
-/// its recorded correction as its verdict where the gold labels have none.
+/// its recorded correction as its verdict where the gold labels have none. The copy of
+/// a conflicting comparison that judges decide (`conflict`, no human verdict) goes to
+/// the judges whatever p_best says: the best RM may have learned either label.
 pub fn decide(
     inputs: &RuleInputs,
     pair_key: u64,
     corrected: bool,
+    conflict: bool,
     p_best: f64,
     p_gold: f64,
 ) -> (Reason, bool) {
+    let p_best_for_rule = if conflict { 0.0 } else { p_best };
     decide_with(
         &inputs.settings,
         inputs
@@ -59,7 +65,7 @@ pub fn decide(
                 .and_then(|j| j.agree_key(pair_key))
                 .unwrap_or(false)
         },
-        p_best,
+        p_best_for_rule,
         p_gold,
     )
 }
@@ -129,8 +135,14 @@ impl<'scope> ConsistencyRule<'scope> for Rows<'scope, ScoredPair> {
                     let mut session = output.session(&time);
                     for s in data.drain(..) {
                         let (p_best, p_gold) = (s.p_best(), s.p_gold());
-                        let (reason, swap) =
-                            decide(&inputs, s.pair.pair_key, s.pair.corrected, p_best, p_gold);
+                        let (reason, swap) = decide(
+                            &inputs,
+                            s.pair.pair_key,
+                            s.pair.corrected,
+                            s.pair.conflict,
+                            p_best,
+                            p_gold,
+                        );
                         session.give(decided_row(s.pair, reason, swap, p_best, p_gold));
                     }
                 });

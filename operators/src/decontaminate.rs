@@ -282,6 +282,7 @@ mod tests {
             dedup_hash: 0,
             pair_key: 0,
             corrected: false,
+            conflict: false,
         }
     }
 

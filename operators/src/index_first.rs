@@ -35,6 +35,18 @@ impl KeyIndex {
         self.sorted = true;
     }
 
+    /// The keys whose swapped copy (`key ^ 1`, `hashing::swapped_dedup_key`) is also
+    /// in the index, bit 0 cleared, each once: the comparisons with conflicting labels.
+    /// Both orientations sort next to each other, so one scan finds them.
+    pub fn both_orientations(&self) -> Vec<u64> {
+        debug_assert!(self.sorted, "KeyIndex::both_orientations before seal");
+        self.entries
+            .windows(2)
+            .filter(|w| w[0].0 ^ 1 == w[1].0 && w[0].0 & 1 == 0)
+            .map(|w| w[0].0)
+            .collect()
+    }
+
     /// The first row with `key`.
     pub fn first(&self, key: u64) -> Option<RowKey> {
         debug_assert!(self.sorted, "KeyIndex::first before seal");
@@ -70,15 +82,26 @@ impl KeyIndex {
 
 pub type FirstIndex = Rc<RefCell<KeyIndex>>;
 
+/// Which worker owns a key: `route(key)` is the exchange value. The pair-id index routes
+/// by the key itself; the dedup index by `hashing::dedup_route`, so that both
+/// orientations of a comparison meet on one worker.
+pub type Route = fn(u64) -> u64;
+
+/// Routes a key to the worker its own value picks.
+pub fn by_key(key: u64) -> u64 {
+    key
+}
+
 pub trait IndexFirst {
-    /// Exchanges (key, row) by key and records the least row per key into `index`.
-    fn index_first(self, name: &str, index: FirstIndex);
+    /// Exchanges (key, row) by `route(key)` and records the least row per key into
+    /// `index`.
+    fn index_first(self, name: &str, index: FirstIndex, route: Route);
 }
 
 impl IndexFirst for Rows<'_, (u64, RowKey)> {
-    fn index_first(self, name: &str, index: FirstIndex) {
+    fn index_first(self, name: &str, index: FirstIndex, route: Route) {
         self.sink(
-            Exchange::new(|x: &(u64, RowKey)| x.0),
+            Exchange::new(move |x: &(u64, RowKey)| route(x.0)),
             name,
             move |(input, _frontier)| {
                 let mut index = index.borrow_mut();

@@ -1,6 +1,6 @@
 //! synpref-operators: the dataflow operators of synpref, one per file, each an
 //! extension trait with one method on timely streams and a name in the dataflow graph
-//! (validate, index_first, dedup, unique_pair_ids, decontaminate, score,
+//! (validate, index_first, collect_deciders, index_bands, dedup, near_duplicates, unique_pair_ids, decontaminate, score,
 //! consistency_rule, collect_examples, write_parts; decide_incrementally for `serve`), plus the reward-model boundary and
 //! the built-in hashed Bradley–Terry model (`models`), and the training of the
 //! models with the self-measurement of a run (`training`).
@@ -9,12 +9,16 @@
 //! reason) beside the good ones; none panics on bad input.
 
 pub mod collect_examples;
+pub mod conflict_deciders;
 pub mod consistency_rule;
 pub mod decide_incrementally;
 pub mod decontaminate;
 pub mod dedup;
+pub mod index_bands;
 pub mod index_first;
+pub mod minhash;
 pub mod models;
+pub mod near_duplicates;
 pub mod score;
 pub mod training;
 pub mod unique_pair_ids;
@@ -49,6 +53,7 @@ pub fn routed(pair: PreferencePair, reason: Reason, error: Option<String>) -> Ou
         error,
         raw: None,
         matched_ngram: None,
+        duplicate_of: None,
         swapped: false,
     }
 }

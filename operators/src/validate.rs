@@ -2,7 +2,7 @@
 //! quarantine stream with an `invalid_*` reason (DESIGN §2: bad records are data).
 
 use synpref_engine::hashing::{
-    canonical_pair_hash, content_hash, derived_pair_id, pair_key, DedupForm,
+    as_written_pair_hash, canonical_pair_hash, content_hash, derived_pair_id, pair_key, DedupForm,
 };
 use synpref_engine::input::{RawBody, RawFields, RawRecord, RawValue};
 use synpref_engine::model::{Conversation, InvalidReason, PreferencePair, Reason, KNOWN_ROLES};
@@ -184,7 +184,7 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
     let pair_id = pair_id.unwrap_or_else(|| derived_pair_id(hash));
     let dedup_hash = match settings.dedup_form {
         DedupForm::Canonical => canonical_pair_hash(&prompt, &chosen, &rejected, implicit_prompt),
-        DedupForm::AsWritten => hash,
+        DedupForm::AsWritten => as_written_pair_hash(&prompt, &chosen, &rejected),
     };
     Ok(PreferencePair {
         key,
@@ -200,6 +200,7 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
         content_hash: hash,
         dedup_hash,
         corrected,
+        conflict: false,
     })
 }
 
@@ -346,6 +347,7 @@ fn quarantined(
         error: Some(message),
         raw,
         matched_ngram: None,
+        duplicate_of: None,
         swapped: false,
     }
 }

@@ -230,6 +230,7 @@ fn packed_pair_rewards_do_not_depend_on_the_token_budget() {
                 dedup_hash: 0,
                 pair_key: 0,
                 corrected: false,
+                conflict: false,
             }
         })
         .collect();

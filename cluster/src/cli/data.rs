@@ -58,6 +58,14 @@ pub struct GenArgs {
     /// Rows per Parquet file under pairs/.
     #[arg(long, default_value_t = synpref_jobs::gen::DEFAULT_ROWS_PER_FILE)]
     rows_per_file: u64,
+    /// Share of rows that are near-duplicates of an earlier row (a few words edited,
+    /// or re-cased and re-punctuated), named in truth.parquet (`injected`, `copy_of`).
+    #[arg(long = "near-duplicates", value_name = "RATE", default_value_t = 0.0)]
+    near_duplicates: f64,
+    /// Share of rows that copy an earlier row with chosen and rejected swapped (the
+    /// same comparison, the opposite label), named in truth.parquet.
+    #[arg(long = "conflicts", value_name = "RATE", default_value_t = 0.0)]
+    conflicts: f64,
 }
 
 impl GenArgs {
@@ -69,6 +77,8 @@ impl GenArgs {
         spec.empty_fraction = self.empty_fraction;
         spec.contaminated_fraction = self.contaminated_fraction;
         spec.rows_per_file = self.rows_per_file;
+        spec.near_duplicate_fraction = self.near_duplicates;
+        spec.conflict_fraction = self.conflicts;
         if let Some(n) = self.eval_pairs {
             spec.eval_pairs = n;
         }

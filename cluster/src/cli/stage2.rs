@@ -10,6 +10,7 @@ use synpref_jobs::serve::ServeSpec;
 use synpref_operators::decontaminate::{
     DecontaminationScope, DecontaminationSettings, NGRAM_WORDS,
 };
+use synpref_operators::minhash::NearDupSettings;
 use synpref_operators::models::ModelSpec;
 
 use super::common::{ClusterArgs, ModelArgs, RunArgs};
@@ -45,6 +46,31 @@ pub struct StageArgs {
     /// form (text or messages, explicit or implicit prompt, NFC, whitespace collapsed).
     #[arg(long)]
     dedup_as_written: bool,
+    /// Do not look for near-duplicates (MinHash over word shingles of the prompt and
+    /// both replies; discarded as `near_duplicate` with `duplicate_of` naming the kept
+    /// pair).
+    #[arg(long)]
+    no_near_dup: bool,
+    /// Words per near-duplicate shingle.
+    #[arg(long, default_value_t = NearDupSettings::default().shingle_words)]
+    near_dup_shingle: usize,
+    /// Near-duplicate LSH bands (20, as NeMo Curator).
+    #[arg(long, default_value_t = NearDupSettings::default().bands)]
+    near_dup_bands: usize,
+    /// Permutations per near-duplicate LSH band.
+    #[arg(long, default_value_t = NearDupSettings::default().rows)]
+    near_dup_rows: usize,
+    /// Check each near-duplicate candidate's exact similarity (the product of the
+    /// prompt's and both replies' Jaccard similarities) against --near-dup-threshold.
+    #[arg(long)]
+    near_dup_verify: bool,
+    /// Least exact similarity of a near-duplicate under --near-dup-verify.
+    #[arg(long, default_value_t = NearDupSettings::default().threshold)]
+    near_dup_threshold: f64,
+    /// Directory for what workers spill to local disk (default: the system's
+    /// temporary directory).
+    #[arg(long)]
+    spill_dir: Option<std::path::PathBuf>,
     /// What --decontaminate checks: `prompt` (the pair's prompt against benchmark user
     /// turns) or `pair` (the paper's whole-pair check: prompt, chosen and rejected
     /// against benchmark prompts and every benchmark reply).
@@ -144,6 +170,15 @@ impl StageArgs {
                 run: self.run.settings(),
                 batch_rows: self.batch_rows,
                 slice_rows: self.slice_rows,
+                spill_dir: self.spill_dir,
+            },
+            near_dup: NearDupSettings {
+                enabled: !self.no_near_dup,
+                shingle_words: self.near_dup_shingle,
+                bands: self.near_dup_bands,
+                rows: self.near_dup_rows,
+                threshold: self.near_dup_threshold,
+                verify: self.near_dup_verify,
             },
             ..CurateSpec::default()
         };

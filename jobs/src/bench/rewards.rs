@@ -123,5 +123,6 @@ fn scoring_pair(
         content_hash: hash,
         dedup_hash: hash,
         corrected: false,
+        conflict: false,
     }
 }

@@ -28,6 +28,7 @@ use synpref_engine::model::RowKey;
 use synpref_engine::output::{write_json, WrittenFile, RESUME_DIR, STAGING_DIR};
 use synpref_engine::store::Location;
 use synpref_engine::{Error, Result};
+use synpref_operators::near_duplicates::NearDuplicates;
 use synpref_operators::write_parts::SinkStats;
 
 use super::plan::CuratePlan;
@@ -55,6 +56,11 @@ pub struct Checkpoint {
 pub struct SurveyPart {
     pub content_index: Vec<(u64, RowKey)>,
     pub pair_index: Vec<(u64, RowKey)>,
+    /// (comparison key, deciding row) of each conflicting comparison this worker owns.
+    pub deciders: Vec<(u64, RowKey)>,
+    /// The near-duplicate components (the same on every worker).
+    #[serde(default)]
+    pub near: NearDuplicates,
 }
 
 /// A worker's commit of a slice: everything it has written and counted so far.

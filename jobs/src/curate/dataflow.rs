@@ -13,12 +13,14 @@ use synpref_engine::model::PreferencePair;
 use synpref_engine::output::{OutputRow, OutputSchema};
 use synpref_engine::output::{PartWriter, WrittenFile};
 use synpref_engine::{Error, Result};
+use synpref_operators::conflict_deciders::ConflictDeciders;
 use synpref_operators::consistency_rule::{ConsistencyRule, RuleInputs};
 use synpref_operators::decontaminate::Decontaminate;
 use synpref_operators::decontaminate::NgramIndex;
 use synpref_operators::dedup::Dedup;
 use synpref_operators::index_first::FirstIndex;
 use synpref_operators::models::RewardModel;
+use synpref_operators::near_duplicates::{NearDuplicates, RouteNearDuplicates};
 use synpref_operators::score::ScoredPair;
 use synpref_operators::score::{ModelFailure, Score};
 use synpref_operators::unique_pair_ids::UniquePairIds;
@@ -67,8 +69,7 @@ pub fn curate_pass(
     let spec = &plan.spec;
     let t = std::time::Instant::now();
     let Survey {
-        content_index,
-        pair_index,
+        selection,
         schema,
         extras_fields,
         first_lines,
@@ -154,8 +155,7 @@ pub fn curate_pass(
         judges: plan.judges.clone(),
     });
     let graph = Graph {
-        content_index: content_index.clone(),
-        pair_index: pair_index.clone(),
+        selection: selection.clone(),
         sinks: sinks.clone(),
         scorers: (best, gold),
         failure: failure.clone(),
@@ -191,8 +191,7 @@ pub fn curate_pass(
         })
         .and_then(|_| flushed)
         .and_then(|_| sinks.borrow_mut().finish());
-    drop(content_index);
-    drop(pair_index);
+    drop(selection);
     let (files, stats) = finished?;
     Ok(Written {
         files,
@@ -202,11 +201,22 @@ pub fn curate_pass(
     })
 }
 
-/// What a curate dataflow is built from on one worker: the survey's indexes, the
-/// models, the sinks, the rule, and the output schema the survey found.
-pub struct Graph {
+/// What the survey decided on one worker about which rows go on: the first row of each
+/// dedup key and of each pair id, and the row that decides each conflicting comparison
+/// (for the keys this worker owns).
+#[derive(Clone)]
+pub struct Selection {
     pub content_index: FirstIndex,
     pub pair_index: FirstIndex,
+    pub deciders: Rc<ConflictDeciders>,
+    /// Near-duplicate components and the kept row of each (the same on every worker).
+    pub near: Rc<NearDuplicates>,
+}
+
+/// What a curate dataflow is built from on one worker: the survey's selection, the
+/// models, the sinks, the rule, and the output schema the survey found.
+pub struct Graph {
+    pub selection: Selection,
     pub sinks: Rc<RefCell<OutputSinks>>,
     pub scorers: (Arc<dyn RewardModel>, Arc<dyn RewardModel>),
     pub failure: ModelFailure,
@@ -245,7 +255,7 @@ impl GraphBuilder for CurateGraph {
         let (input, probe) = worker.dataflow_named::<u64, _, _>("Curate", move |scope| {
             let (input, raw) = scope.new_input::<RawRecord>();
             let (valid, invalid) = raw.validate(validate_settings);
-            let (clean, routed) = select(valid, invalid, g.content_index, g.pair_index, ngrams);
+            let (clean, routed) = select(valid, invalid, g.selection, ngrams);
             let scored = clean.score(g.scorers.0, g.scorers.1, g.failure);
             let probe = decide_and_write(scored, routed, g.rule, g.sinks);
             (input, probe)
@@ -254,19 +264,30 @@ impl GraphBuilder for CurateGraph {
     }
 }
 
-/// Stage: dedup (first row of each content), unique pair ids, decontamination. Returns
-/// the clean pairs and every routed-away stream, `invalid` first.
+/// Stage: dedup (first row of each comparison, conflicting labels), near-duplicates,
+/// unique pair ids,
+/// decontamination. Returns the clean pairs and every routed-away stream, `invalid`
+/// first.
 pub fn select<'scope>(
     valid: Rows<'scope, PreferencePair>,
     invalid: Rows<'scope, OutputRow>,
-    content_index: FirstIndex,
-    pair_index: FirstIndex,
+    selection: Selection,
     ngrams: Arc<NgramIndex>,
 ) -> (Rows<'scope, PreferencePair>, Vec<Rows<'scope, OutputRow>>) {
-    let (unique, duplicates) = valid.dedup(content_index);
-    let (unique, reused_ids) = unique.unique_pair_ids(pair_index);
+    let (unique, duplicates) = valid.dedup(selection.content_index, selection.deciders);
+    let (unique, near_duplicates) = unique.near_duplicates(selection.near);
+    let (unique, reused_ids) = unique.unique_pair_ids(selection.pair_index);
     let (clean, contaminated) = unique.decontaminate(ngrams);
-    (clean, vec![invalid, duplicates, reused_ids, contaminated])
+    (
+        clean,
+        vec![
+            invalid,
+            duplicates,
+            near_duplicates,
+            reused_ids,
+            contaminated,
+        ],
+    )
 }
 
 /// Stage: the consistency rule on the scored pairs, and every row, routed or decided,

@@ -43,8 +43,12 @@ pub fn explain_worker(worker: &mut Worker, plan: &CuratePlan) -> String {
     // Placeholder models: the graph does not depend on the weights.
     let zero: Arc<dyn RewardModel> = Arc::new(HashedBtModel::zero(10));
     let graph = dataflow::Graph {
-        content_index: collectors.content_index.clone(),
-        pair_index: collectors.pair_index.clone(),
+        selection: dataflow::Selection {
+            content_index: collectors.content_index.clone(),
+            pair_index: collectors.pair_index.clone(),
+            deciders: Default::default(),
+            near: Default::default(),
+        },
         sinks: Rc::new(RefCell::new(OutputSinks::new(Vec::new(), None))),
         scorers: (zero.clone(), zero),
         failure: Rc::default(),
@@ -57,6 +61,7 @@ pub fn explain_worker(worker: &mut Worker, plan: &CuratePlan) -> String {
             format: plan.spec.format,
             file_format: plan.spec.file_format(),
             matched_ngram: !plan.spec.decontaminate.is_empty(),
+            duplicate_of: plan.spec.near_dup.enabled,
         },
         extras: Arc::new(
             synpref_engine::extras::ExtrasCodec::new(Vec::new()).expect("no extra columns"),

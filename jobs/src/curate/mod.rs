@@ -41,7 +41,7 @@ use synpref_engine::collective::agree_on_errors;
 use synpref_engine::Result;
 use timely::worker::Worker;
 
-pub use dataflow::{decide_and_write, select, CurateGraph, Graph, GraphBuilder};
+pub use dataflow::{decide_and_write, select, CurateGraph, Graph, GraphBuilder, Selection};
 pub use plan::{
     default_score_cache, prepare, prepare_with_gold, CuratePlan, GivenModels, ModelRegistry,
 };

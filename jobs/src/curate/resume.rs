@@ -11,11 +11,12 @@ use std::rc::Rc;
 use synpref_engine::collective::{agree_on_errors, all_gather};
 use synpref_engine::side::GoldLabels;
 use synpref_engine::Result;
+use synpref_operators::conflict_deciders::ConflictDeciders;
 use synpref_operators::index_first::KeyIndex;
 use timely::worker::Worker;
 
 use super::checkpoint::{self, Checkpoint, ResumeFigures, SurveyPart};
-use super::dataflow::SliceProgress;
+use super::dataflow::{Selection, SliceProgress};
 use super::feed::Slices;
 use super::plan::{prepare_with_gold, CuratePlan, ModelRegistry};
 use super::spec::CurateSpec;
@@ -144,8 +145,12 @@ fn restored(
     let index = |entries| Rc::new(RefCell::new(KeyIndex::from_sealed(entries)));
     tracing::info!(run_id = %checkpoint.run_id, "resuming: survey and models from the checkpoint");
     let survey = Survey {
-        content_index: index(part.content_index),
-        pair_index: index(part.pair_index),
+        selection: Selection {
+            deciders: Rc::new(ConflictDeciders::from_rows(part.deciders)),
+            near: Rc::new(part.near),
+            content_index: index(part.content_index),
+            pair_index: index(part.pair_index),
+        },
         material: Default::default(),
         schema,
         extras_fields,
@@ -171,8 +176,10 @@ fn survey_and_train(
     let run_id: String = all_gather(worker, &synpref_engine::output::new_run_id())?.swap_remove(0);
     if let Some(fingerprint) = &plan.resume {
         let part = SurveyPart {
-            content_index: survey.content_index.borrow().entries().to_vec(),
-            pair_index: survey.pair_index.borrow().entries().to_vec(),
+            content_index: survey.selection.content_index.borrow().entries().to_vec(),
+            pair_index: survey.selection.pair_index.borrow().entries().to_vec(),
+            deciders: survey.selection.deciders.rows(),
+            near: (*survey.selection.near).clone(),
         };
         let saved = checkpoint::save_survey(&plan.out, worker.index(), &part);
         agree_on_errors(worker, saved)?;

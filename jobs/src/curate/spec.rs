@@ -7,6 +7,7 @@ use synpref_engine::output::{OutputFileFormat, OutputFormat};
 use synpref_engine::{Error, Result};
 use synpref_operators::consistency_rule::RuleSettings;
 use synpref_operators::decontaminate::DecontaminationSettings;
+use synpref_operators::minhash::NearDupSettings;
 use synpref_operators::models::builtin::TrainSettings;
 use synpref_operators::models::{ModelOptions, ModelSpec};
 use synpref_operators::training::best::CrossFitSettings;
@@ -34,6 +35,9 @@ pub struct CurateSpec {
     pub decontaminate: Vec<String>,
     /// The form exact dedup compares (`--dedup-as-written`: the bytes as written).
     pub dedup_form: DedupForm,
+    /// Near-duplicate detection (`--no-near-dup`, `--near-dup-*`; `minhash` documents
+    /// each default and its source).
+    pub near_dup: NearDupSettings,
     /// What decontamination checks and the n-gram length (`--decontaminate-scope`,
     /// `--decontaminate-ngram`).
     pub decontamination: DecontaminationSettings,
@@ -97,6 +101,11 @@ pub struct MachineSettings {
     /// (`resume`). Each commit closes the worker's open parts.
     #[serde(default = "default_slice_rows")]
     pub slice_rows: u64,
+    /// Where a worker keeps what it spills to local disk (`--spill-dir`; the system's
+    /// temporary directory by default): the pair ids, and with `--near-dup-verify` the
+    /// shingles, of the rows it reads in the survey.
+    #[serde(default)]
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 fn default_slice_rows() -> u64 {
@@ -118,6 +127,7 @@ impl Default for MachineSettings {
             run: RunSettings::default(),
             batch_rows: synpref_engine::input::READ_BATCH_ROWS,
             slice_rows: DEFAULT_SLICE_ROWS,
+            spill_dir: None,
         }
     }
 }
@@ -134,6 +144,7 @@ impl Default for CurateSpec {
             decontaminate: Vec::new(),
             decontamination: DecontaminationSettings::default(),
             dedup_form: DedupForm::Canonical,
+            near_dup: NearDupSettings::default(),
             emit_flipped: false,
             max_pair_bytes: 4 << 20,
             best_rm: ModelSpec::Builtin,
@@ -169,6 +180,7 @@ impl CurateSpec {
     /// Checks every setting; errors name the flag that sets it.
     pub fn validate(&self) -> Result<()> {
         self.decontamination.validate()?;
+        self.near_dup.validate()?;
         if self.pairs.is_empty() {
             return Err(Error::setting("--pairs", "is required"));
         }

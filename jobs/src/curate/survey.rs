@@ -13,16 +13,22 @@ use arrow::datatypes::Field;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use synpref_engine::collective::{agree_on_errors, all_gather};
-use synpref_engine::hashing::{content_key, unit_interval};
+use synpref_engine::hashing::{dedup_key, dedup_route, unit_interval};
 use synpref_engine::input::{JsonlObservation, RawRecord};
 use synpref_engine::model::{PreferencePair, RowKey, Verdict};
 use synpref_engine::output::OutputSchema;
 use synpref_engine::schema::infer_output_schema;
 use synpref_engine::Result;
 use synpref_operators::collect_examples::CollectExamples;
-use synpref_operators::index_first::{FirstIndex, IndexFirst, KeyIndex};
+use synpref_operators::conflict_deciders::{
+    CollectDeciders, ConflictDeciders, Decider, DeciderRow,
+};
+use synpref_operators::index_bands::{BandIndex, IndexBands};
+use synpref_operators::index_first::{by_key, FirstIndex, IndexFirst, KeyIndex};
+use synpref_operators::minhash::{MinHasher, PairShingles};
 use synpref_operators::models::builtin::TrainExample;
 use synpref_operators::models::ModelSpec;
+use synpref_operators::near_duplicates::{similar_enough, NearDuplicates, RowSpill};
 use synpref_operators::training::gold::{pool_label_swap, pool_trained_keys};
 use synpref_operators::validate::Validate;
 use timely::dataflow::operators::vec::{Input, Map, Partition};
@@ -30,6 +36,7 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
+use super::dataflow::Selection;
 use super::feed::feed;
 use super::plan::CuratePlan;
 
@@ -41,16 +48,20 @@ const SALT_SAMPLE: u64 = 0x5a17_0001;
 enum Fact {
     Content((u64, RowKey)),
     Pair((u64, RowKey)),
-    Best(TrainExample),
+    /// (dedup key, example): the key keeps conflicting comparisons out of the sample.
+    Best((u64, TrainExample)),
     Gold((u64, RowKey, TrainExample)),
     BestPair((PreferencePair, bool)),
     GoldPair((PreferencePair, bool)),
     VerdictKey((u64, RowKey, bool, u64, bool)),
     VerdictPair((u64, RowKey, PreferencePair)),
+    Decider(DeciderRow),
+    /// The pair's LSH band keys (`minhash`).
+    Bands((Vec<u64>, RowKey)),
 }
 
 impl Fact {
-    const KINDS: u64 = 8;
+    const KINDS: u64 = 10;
 
     /// The stream of this kind, in the order the survey graph consumes them.
     fn kind(&self) -> u64 {
@@ -63,6 +74,8 @@ impl Fact {
             Fact::GoldPair(_) => 5,
             Fact::VerdictKey(_) => 6,
             Fact::VerdictPair(_) => 7,
+            Fact::Decider(_) => 8,
+            Fact::Bands(_) => 9,
         }
     }
 }
@@ -89,8 +102,7 @@ pub struct Material {
 
 /// What the survey hands to the later stages.
 pub struct Survey {
-    pub content_index: FirstIndex,
-    pub pair_index: FirstIndex,
+    pub selection: Selection,
     pub material: Material,
     pub schema: OutputSchema,
     pub extras_fields: Vec<Field>,
@@ -112,6 +124,7 @@ pub fn schema_and_lines(
     let (schema, extras_fields) = infer_output_schema(&plan.input, observations)?;
     let mut schema = schema.with_format(plan.spec.format, plan.spec.file_format());
     schema.matched_ngram = !plan.spec.decontaminate.is_empty();
+    schema.duplicate_of = plan.spec.near_dup.enabled;
     let mut ranges: Vec<(usize, u64, u64)> = observations
         .iter()
         .map(|o| (o.file, o.start, o.line_count))
@@ -133,7 +146,13 @@ pub fn schema_and_lines(
 pub struct Collectors {
     pub content_index: FirstIndex,
     pub pair_index: FirstIndex,
-    best_examples: Rc<RefCell<Vec<TrainExample>>>,
+    pub deciders: Rc<RefCell<Vec<DeciderRow>>>,
+    pub bands: Rc<RefCell<BandIndex>>,
+    /// Each row's pair id (and shingles for the exact check) as this worker reads it,
+    /// on local disk (`near_duplicates::RowSpill`); `None` in a graph built to be
+    /// printed.
+    pub spill: Rc<RefCell<Option<RowSpill>>>,
+    best_examples: Rc<RefCell<Vec<(u64, TrainExample)>>>,
     gold_examples: Rc<RefCell<Vec<(u64, RowKey, TrainExample)>>>,
     best_pairs: Rc<RefCell<Vec<(PreferencePair, bool)>>>,
     gold_pairs: Rc<RefCell<Vec<(PreferencePair, bool)>>>,
@@ -146,6 +165,9 @@ impl Collectors {
         Collectors {
             content_index: Rc::new(RefCell::new(KeyIndex::default())),
             pair_index: Rc::new(RefCell::new(KeyIndex::default())),
+            deciders: Default::default(),
+            bands: Default::default(),
+            spill: Default::default(),
             best_examples: Default::default(),
             gold_examples: Default::default(),
             best_pairs: Default::default(),
@@ -181,6 +203,14 @@ pub fn build(
             c.verdict_pairs.clone(),
         );
         let vk = c.verdict_keys.clone();
+        let dk = c.deciders.clone();
+        let (bi, spill) = (c.bands.clone(), c.spill.clone());
+        let hasher = spec
+            .near_dup
+            .enabled
+            .then(|| Arc::new(MinHasher::new(spec.near_dup)));
+        let mut band_keys = Vec::new();
+        let judges = plan.judges.clone();
         let whole_verdicts =
             !(spec.best_rm == ModelSpec::Builtin && spec.gold_rm == ModelSpec::Builtin);
         let ngrams = plan.ngrams.clone();
@@ -210,13 +240,37 @@ pub fn build(
                     (take && matches!(kind, ModelSpec::Encoder(_))).then(|| (p.clone(), swap))
                 };
                 // Each fact goes to the one stream that consumes its kind.
+                let content = dedup_key(p.dedup_hash);
                 let mut facts = vec![
-                    Fact::Content((content_key(p.dedup_hash), p.key)),
+                    Fact::Content((content, p.key)),
                     Fact::Pair((p.pair_key, p.key)),
                 ];
                 // The best RM learns the labels as the pool gives them: a recorded
                 // correction, held unswapped, is given swapped.
-                facts.extend(sparse(sampled, &best_kind, p.corrected).map(Fact::Best));
+                facts.extend(
+                    sparse(sampled, &best_kind, p.corrected).map(|e| Fact::Best((content, e))),
+                );
+                // Rows a human verdict or judge votes could decide, should their
+                // comparison turn out to occur swapped too (`conflict_deciders`).
+                let decider = if gold.labels.contains_key(&p.pair_key) {
+                    Some(Decider::Human)
+                } else if judges
+                    .as_ref()
+                    .is_some_and(|j| j.agree_key(p.pair_key).is_some())
+                {
+                    Some(Decider::Judges)
+                } else {
+                    None
+                };
+                facts.extend(decider.map(|d| Fact::Decider((content, p.key, d))));
+                if let Some(hasher) = &hasher {
+                    let shingles: PairShingles = hasher.shingles(&p);
+                    hasher.band_keys(&shingles, &mut band_keys);
+                    if let Some(spill) = spill.borrow_mut().as_mut() {
+                        spill.record(&p, hasher.settings().verify.then_some(&shingles));
+                    }
+                    facts.push(Fact::Bands((band_keys.clone(), p.key)));
+                }
                 if gold_kind == ModelSpec::Builtin && gold_keys.contains(&p.pair_key) {
                     let e = TrainExample::from_pair(&p, bits, false);
                     facts.push(Fact::Gold((p.pair_key, p.key, e)));
@@ -227,7 +281,6 @@ pub fn build(
                         .map(Fact::GoldPair),
                 );
                 if decisive {
-                    let content = content_key(p.dedup_hash);
                     facts.push(Fact::VerdictKey((
                         p.pair_key,
                         p.key,
@@ -253,13 +306,13 @@ pub fn build(
                     Fact::Content(c) => Some(c),
                     _ => None,
                 })
-                .index_first("IndexContent", ci);
+                .index_first("IndexContent", ci, dedup_route);
             next()
                 .flat_map(|f| match f {
                     Fact::Pair(c) => Some(c),
                     _ => None,
                 })
-                .index_first("IndexPairId", pi);
+                .index_first("IndexPairId", pi, by_key);
             next()
                 .flat_map(|f| match f {
                     Fact::Best(e) => Some(e),
@@ -296,6 +349,18 @@ pub fn build(
                     _ => None,
                 })
                 .collect_examples("CollectVerdictPairs", vp);
+            next()
+                .flat_map(|f| match f {
+                    Fact::Decider(d) => Some(d),
+                    _ => None,
+                })
+                .collect_deciders(dk);
+            next()
+                .flat_map(|f| match f {
+                    Fact::Bands((keys, row)) => keys.into_iter().map(|k| (k, row)).collect(),
+                    _ => Vec::new(),
+                })
+                .index_bands(bi);
             (input, probe)
         })
     };
@@ -306,10 +371,19 @@ pub fn build(
 pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
     let t = Instant::now();
     let collectors = Collectors::new();
+    let near_dup = plan.spec.near_dup;
+    if near_dup.enabled {
+        let spill = RowSpill::new(plan.spec.machine.spill_dir.as_deref(), near_dup.verify);
+        let spill = agreed(worker, spill)?;
+        *collectors.spill.borrow_mut() = Some(spill);
+    }
     let (input, probe, dataflow) = build(worker, plan, &collectors);
     let Collectors {
         content_index,
         pair_index,
+        deciders,
+        bands,
+        spill,
         best_examples,
         gold_examples,
         best_pairs,
@@ -337,9 +411,19 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
     agree_on_errors(worker, fed.map(|_| ()))?;
     content_index.borrow_mut().seal();
     pair_index.borrow_mut().seal();
+    let deciders = Rc::new(ConflictDeciders::build(
+        &content_index.borrow(),
+        &std::mem::take(&mut *deciders.borrow_mut()),
+    ));
     if worker.index() == 0 {
         plan.bars.survey.finish_and_clear();
     }
+    let near = if near_dup.enabled {
+        let spill = spill.borrow_mut().take().expect("a spill with near-dup on");
+        resolve_near_duplicates(worker, plan, &mut bands.borrow_mut(), spill)?
+    } else {
+        NearDuplicates::default()
+    };
     let surveys = all_gather(worker, &SurveyResult { rows, observations })?;
     let survey_rows: u64 = surveys.iter().map(|s| s.rows).sum();
     let observations: Vec<JsonlObservation> =
@@ -353,15 +437,32 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
     let verdict_keys = std::mem::take(&mut *verdict_keys.borrow_mut());
     let asked: Vec<(u64, RowKey)> = verdict_keys.iter().map(|v| (v.3, v.1)).collect();
     let asked = all_gather(worker, &asked)?.swap_remove(0);
+    // A row reaches the rule if it is the first with its key and, where its comparison
+    // also occurs swapped, the row that decides it (`dedup`).
     let answers: Vec<Option<bool>> = {
         let index = content_index.borrow();
         asked
             .iter()
-            .map(|(content, row)| index.first(*content).map(|first| first == *row))
+            .map(|(content, row)| {
+                index.first(*content).map(|first| {
+                    let conflicting = index.first(content ^ 1).is_some();
+                    first == *row
+                        && (!conflicting || deciders.decider(*content) == Some(*row))
+                        && near.kept_instead(*row).is_none()
+                })
+            })
             .collect()
     };
+    // Neither copy of a conflicting comparison trains the best RM: its label is
+    // whichever copy the sample happened to draw.
+    let conflicting: rustc_hash::FxHashSet<u64> =
+        all_gather(worker, &content_index.borrow().both_orientations())?
+            .into_iter()
+            .flatten()
+            .collect();
+    let unconflicted = |key: u64| !conflicting.contains(&(key & !1));
     let answers = all_gather(worker, &answers)?;
-    let duplicate_rows: rustc_hash::FxHashSet<RowKey> = asked
+    let unreached_rows: rustc_hash::FxHashSet<RowKey> = asked
         .iter()
         .enumerate()
         .filter(|(i, _)| answers.iter().any(|a| a[*i] == Some(false)))
@@ -370,23 +471,34 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
     let verdict_keys: Vec<(u64, RowKey, bool, bool)> = verdict_keys
         .into_iter()
         .map(|(key, row, clean, _, corrected)| {
-            (key, row, clean && !duplicate_rows.contains(&row), corrected)
+            (key, row, clean && !unreached_rows.contains(&row), corrected)
         })
         .collect();
     let mut verdict_pairs = std::mem::take(&mut *verdict_pairs.borrow_mut());
-    verdict_pairs.retain(|(_, row, _)| !duplicate_rows.contains(row));
+    verdict_pairs.retain(|(_, row, _)| !unreached_rows.contains(row));
     let take = |v: &Rc<RefCell<Vec<_>>>| v.borrow_mut().split_off(0);
+    let best_examples: Vec<TrainExample> = std::mem::take(&mut *best_examples.borrow_mut())
+        .into_iter()
+        .filter(|(key, _)| unconflicted(*key))
+        .map(|(_, e)| e)
+        .collect();
+    let mut best_pairs = take(&best_pairs);
+    best_pairs.retain(|(p, _)| unconflicted(dedup_key(p.dedup_hash)));
     let material = Material {
-        best_examples: std::mem::take(&mut *best_examples.borrow_mut()),
-        best_pairs: take(&best_pairs),
+        best_examples,
+        best_pairs,
         gold_examples: std::mem::take(&mut *gold_examples.borrow_mut()),
         gold_pairs: take(&gold_pairs),
         verdict_pairs,
         verdict_keys,
     };
     Ok(Survey {
-        content_index,
-        pair_index,
+        selection: Selection {
+            content_index,
+            pair_index,
+            deciders,
+            near: Rc::new(near),
+        },
         material,
         schema,
         extras_fields,
@@ -395,4 +507,64 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
         rows: survey_rows,
         seconds,
     })
+}
+
+/// The near-duplicate components, the same on every worker: every worker's candidate
+/// edges gathered, the ids (and with the exact check the shingles) of the rows they
+/// name read back from each worker's spill and gathered, then joined
+/// (`NearDuplicates::resolve`).
+fn resolve_near_duplicates(
+    worker: &mut Worker,
+    plan: &CuratePlan,
+    bands: &mut BandIndex,
+    mut spill: RowSpill,
+) -> Result<NearDuplicates> {
+    let t = Instant::now();
+    let settings = plan.spec.near_dup;
+    let entries = bands.len();
+    let local_edges = bands.candidate_edges();
+    let edges: Vec<(RowKey, RowKey)> = all_gather(worker, &local_edges)?
+        .into_iter()
+        .flatten()
+        .collect();
+    drop(local_edges);
+    let nodes = NearDuplicates::nodes(&edges);
+    let found = agreed(worker, spill.lookup(&nodes))?;
+    let found = all_gather(worker, &found)?;
+    let mut ids: FxHashMap<RowKey, String> = FxHashMap::default();
+    let mut shingles: FxHashMap<RowKey, PairShingles> = FxHashMap::default();
+    for (row, id, sh) in found.into_iter().flatten() {
+        ids.insert(row, id);
+        if let Some(sh) = sh {
+            shingles.insert(row, sh);
+        }
+    }
+    let near = if settings.verify {
+        NearDuplicates::resolve(edges, similar_enough(&shingles, settings.threshold), |r| {
+            ids.get(&r).cloned()
+        })
+    } else {
+        NearDuplicates::resolve(edges, |_, _| true, |r| ids.get(&r).cloned())
+    }?;
+    tracing::info!(
+        band_entries = entries,
+        candidate_edges = near.candidate_edges,
+        rejected_edges = near.rejected_edges,
+        components = near.component_count(),
+        near_duplicates = near.member_count(),
+        seconds = t.elapsed().as_secs_f64(),
+        "near-duplicates resolved"
+    );
+    Ok(near)
+}
+
+/// `local`'s value once every worker has succeeded, else the first failure.
+fn agreed<T>(worker: &mut Worker, local: Result<T>) -> Result<T> {
+    match local {
+        Ok(v) => agree_on_errors(worker, Ok(())).map(|_| v),
+        Err(e) => {
+            agree_on_errors(worker, Err(e))?;
+            unreachable!("agree_on_errors returns the local error")
+        }
+    }
 }

@@ -400,6 +400,7 @@ mod tests {
             dedup_hash: 1,
             pair_key: 1,
             corrected: false,
+            conflict: false,
         };
         let scored = model.score(&[&pair]).unwrap()[0];
         let e = TrainExample::from_pair(&pair, settings.feature_bits, false);
@@ -452,6 +453,7 @@ mod tests {
             dedup_hash: 2,
             pair_key: 2,
             corrected: false,
+            conflict: false,
         }
     }
 

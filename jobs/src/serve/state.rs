@@ -182,8 +182,7 @@ impl GraphBuilder for ServeGraph {
                 .clone()
                 .exchange(|p: &PreferencePair| p.pair_key)
                 .inspect(move |p| pool.valid(index, p));
-            let (clean, routed) =
-                curate::select(valid, invalid, g.content_index, g.pair_index, ngrams);
+            let (clean, routed) = curate::select(valid, invalid, g.selection, ngrams);
             let scored = clean
                 .score(g.scorers.0, g.scorers.1, g.failure)
                 .inspect(move |s| scores.scored(index, s));

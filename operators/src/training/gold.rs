@@ -109,6 +109,7 @@ pub fn label_pair(label: &GoldLabel) -> Option<(PreferencePair, bool)> {
         dedup_hash: synpref_engine::hashing::canonical_pair_hash(p, c, r, false),
         pair_key: 0,
         corrected: false,
+        conflict: false,
     };
     Some((pair, label.verdict == Verdict::Rejected))
 }
