@@ -2468,6 +2468,9 @@ mod robustness;
 #[path = "integration/dedup.rs"]
 mod dedup;
 
+#[path = "integration/near_duplicates.rs"]
+mod near_duplicates;
+
 #[path = "integration/by_source.rs"]
 mod by_source;
 

@@ -995,11 +995,10 @@ impl<'a> PoolRows<'a> {
         };
         if self.injects() {
             info.copy = self.inject(cur);
-            if info.copy.is_some() {
-                return info;
-            }
         }
-        if i > 0 && u < self.spec.duplicate_fraction {
+        if info.copy.is_some() {
+            // An injected copy: nothing more to draw.
+        } else if i > 0 && u < self.spec.duplicate_fraction {
             let back = self.rng.random_range(1..=i.min(DUPLICATE_WINDOW as u64));
             let src = ((i - back) % DUPLICATE_WINDOW as u64) as usize;
             cur.clone_from(&self.ring[src]);

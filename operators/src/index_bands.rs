@@ -22,6 +22,12 @@ pub struct BandIndex {
 }
 
 impl BandIndex {
+    /// Room for `entries` entries: the index then grows in one allocation, not by
+    /// copying itself as it doubles.
+    pub fn reserve(&mut self, entries: usize) {
+        self.entries.reserve_exact(entries);
+    }
+
     pub fn push(&mut self, key: u64, row: RowKey) {
         self.entries.push((key, row));
     }

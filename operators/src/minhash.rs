@@ -25,7 +25,7 @@
 //! Words are maximal runs of alphanumeric characters, lower-cased (case and
 //! punctuation changes are re-formatting, not edits). A shingle is `shingle_words`
 //! consecutive words within one turn (a turn with fewer words is one shingle), hashed
-//! to 64 bits (xxh3 per word, mixed). Permutation i maps a shingle hash h to the high 32
+//! to 64 bits (the Fx hash per word, mixed and finalised). Permutation i maps a shingle hash h to the high 32
 //! bits of `(h ^ s_i) · m_i` (multiply-shift, Dietzfelbinger et al. 1997) with odd
 //! `m_i` and `s_i` from a fixed SplitMix64 stream: the input is already a strong hash,
 //! so one multiply per (shingle, permutation) suffices, as in datasketch's
@@ -118,7 +118,7 @@ impl NearDupSettings {
     }
 }
 
-/// The shingle hashes of one side, sorted and distinct.
+/// The shingle hashes of one side.
 pub type SideShingles = Vec<u64>;
 
 /// The three sides of a pair: the prompt and the two replies in the pair's order.
@@ -128,8 +128,12 @@ pub type PairShingles = [SideShingles; 3];
 #[derive(Clone, Debug)]
 pub struct MinHasher {
     settings: NearDupSettings,
-    /// (xor, odd multiplier) of each permutation.
-    permutations: Vec<(u64, u64)>,
+    /// The xor and the odd multiplier of each permutation, apart, so that the inner
+    /// loop runs over contiguous lanes.
+    xors: Vec<u64>,
+    multipliers: Vec<u64>,
+    /// The CPU has AVX-512 (F, DQ): the signature loop's 64-bit products vectorise.
+    avx512: bool,
 }
 
 /// SplitMix64 (Steele, Lea & Flood 2014): the fixed stream the permutations come from.
@@ -147,12 +151,20 @@ const PERMUTATION_SEED: u64 = 0x5e4a_d0b1_0000_0028;
 impl MinHasher {
     pub fn new(settings: NearDupSettings) -> MinHasher {
         let mut state = PERMUTATION_SEED;
-        let permutations = (0..settings.permutations())
-            .map(|_| (splitmix64(&mut state), splitmix64(&mut state) | 1))
-            .collect();
+        let (mut xors, mut multipliers) = (Vec::new(), Vec::new());
+        for _ in 0..settings.permutations() {
+            xors.push(splitmix64(&mut state));
+            multipliers.push(splitmix64(&mut state) | 1);
+        }
+        #[cfg(target_arch = "x86_64")]
+        let avx512 = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx512 = false;
         MinHasher {
             settings,
-            permutations,
+            xors,
+            multipliers,
+            avx512,
         }
     }
 
@@ -160,7 +172,8 @@ impl MinHasher {
         &self.settings
     }
 
-    /// The pair's shingles, side by side (`Scratch` keeps the buffers).
+    /// The pair's shingle hashes, side by side, as they occur (a shingle may repeat;
+    /// MinHash does not mind). `as_sets` makes sets of them for `similarity`.
     pub fn shingles(&self, pair: &PreferencePair) -> PairShingles {
         let n = self.settings.shingle_words;
         let mut out: PairShingles = Default::default();
@@ -169,8 +182,6 @@ impl MinHasher {
             for text in texts {
                 shingles_of(text, n, &mut words, &mut out[side]);
             }
-            out[side].sort_unstable();
-            out[side].dedup();
         }
         out
     }
@@ -179,13 +190,14 @@ impl MinHasher {
     /// (`permutations()` values; an empty side has all values `u32::MAX`).
     fn signature(&self, shingles: &[u64], signature: &mut Vec<u32>) {
         signature.clear();
-        signature.resize(self.permutations.len(), u32::MAX);
-        for &h in shingles {
-            for (min, &(xor, mul)) in signature.iter_mut().zip(&self.permutations) {
-                let v = ((h ^ xor).wrapping_mul(mul) >> 32) as u32;
-                *min = (*min).min(v);
-            }
+        signature.resize(self.xors.len(), u32::MAX);
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512 {
+            // SAFETY: the CPU has the features (checked in `new`).
+            unsafe { signature_avx512(shingles, &self.xors, &self.multipliers, signature) };
+            return;
         }
+        signature_lanes(shingles, &self.xors, &self.multipliers, signature);
     }
 
     /// The pair's band keys into `keys` (`bands` of them, cleared first): band t's key
@@ -218,6 +230,32 @@ impl MinHasher {
     }
 }
 
+/// The signature loop: per shingle, every permutation's value, kept where smaller.
+#[inline(always)]
+fn signature_lanes(shingles: &[u64], xors: &[u64], multipliers: &[u64], signature: &mut [u32]) {
+    let k = signature.len();
+    let (xors, multipliers) = (&xors[..k], &multipliers[..k]);
+    for &h in shingles {
+        for i in 0..k {
+            let v = ((h ^ xors[i]).wrapping_mul(multipliers[i]) >> 32) as u32;
+            signature[i] = signature[i].min(v);
+        }
+    }
+}
+
+/// `signature_lanes` compiled for AVX-512 (8 products per instruction; measured in
+/// docs/benchmarks.md).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+unsafe fn signature_avx512(
+    shingles: &[u64],
+    xors: &[u64],
+    multipliers: &[u64],
+    signature: &mut [u32],
+) {
+    signature_lanes(shingles, xors, multipliers, signature)
+}
+
 /// The texts of a pair's three sides: the prompt's turns, then each reply's own turns
 /// (in the implicit-prompt form the replies hold the prompt's turns first; they are
 /// skipped, so every form of one pair has the same sides).
@@ -243,48 +281,80 @@ fn sides(pair: &PreferencePair) -> [Vec<&str>; 3] {
 /// empty), so that two such sides match each other and nothing else.
 const NO_WORDS: u64 = 0x6e6f_2077_6f72_6473;
 
-/// Appends the shingle hashes of one turn's text to `out`.
+/// Appends the shingle hashes of one turn's text to `out` (`words` is scratch).
 fn shingles_of(text: &str, n: usize, words: &mut Vec<u64>, out: &mut Vec<u64>) {
     words.clear();
-    let mut word = String::new();
-    let flush = |word: &mut String, words: &mut Vec<u64>| {
-        if !word.is_empty() {
-            words.push(xxh3_64(word.as_bytes()));
-            word.clear();
-        }
-    };
+    // Each word's hash is built byte by byte as the text is scanned, lower-cased
+    // (`word_step`); a word ends at any other character.
+    let mut h = WORD_START;
+    let mut in_word = false;
     if text.is_ascii() {
         for &b in text.as_bytes() {
             if b.is_ascii_alphanumeric() {
-                word.push(b.to_ascii_lowercase() as char);
-            } else {
-                flush(&mut word, words);
+                h = word_step(h, b.to_ascii_lowercase());
+                in_word = true;
+            } else if in_word {
+                words.push(h);
+                (h, in_word) = (WORD_START, false);
             }
         }
     } else {
+        let mut utf8 = [0u8; 4];
         for c in text.chars() {
             if c.is_alphanumeric() {
-                word.extend(c.to_lowercase());
-            } else {
-                flush(&mut word, words);
+                for l in c.to_lowercase() {
+                    for &b in l.encode_utf8(&mut utf8).as_bytes() {
+                        h = word_step(h, b);
+                    }
+                }
+                in_word = true;
+            } else if in_word {
+                words.push(h);
+                (h, in_word) = (WORD_START, false);
             }
         }
     }
-    flush(&mut word, words);
+    if in_word {
+        words.push(h);
+    }
     if words.is_empty() {
         out.push(NO_WORDS);
         return;
     }
     let mix = |window: &[u64]| {
-        window.iter().fold(0u64, |h, &w| {
+        let h = window.iter().fold(0u64, |h, &w| {
             (h.rotate_left(23) ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        })
+        });
+        // SplitMix64's finaliser: every bit of the shingle reaches the high bits the
+        // permutations keep.
+        let h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
     };
     if words.len() <= n {
         out.push(mix(words));
     } else {
         out.extend(words.windows(n).map(mix));
     }
+}
+
+/// A word's hash starts here and takes one byte at a time (`word_step`): the Fx hash
+/// (rustc's), fed as the text is scanned, so no word is copied. The shingle mix
+/// finalises it.
+const WORD_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+#[inline(always)]
+fn word_step(h: u64, byte: u8) -> u64 {
+    (h.rotate_left(5) ^ u64::from(byte)).wrapping_mul(0x517c_c1b7_2722_0a95)
+}
+
+/// Each side's shingles sorted and distinct: the sets `similarity` compares.
+pub fn as_sets(mut shingles: PairShingles) -> PairShingles {
+    for side in shingles.iter_mut() {
+        side.sort_unstable();
+        side.dedup();
+    }
+    shingles
 }
 
 /// Jaccard similarity of two sorted, distinct sets.
@@ -442,10 +512,11 @@ mod tests {
     #[test]
     fn similarity_is_the_product_of_the_sides_and_ignores_orientation() {
         let h = MinHasher::new(NearDupSettings::default());
-        let p = h.shingles(&pair(PROMPT, A, B));
+        let sets = |p: &PreferencePair| as_sets(h.shingles(p));
+        let p = sets(&pair(PROMPT, A, B));
         assert_eq!(similarity(&p, &p), 1.0);
-        assert_eq!(similarity(&p, &h.shingles(&pair(PROMPT, B, A))), 1.0);
-        let other = h.shingles(&pair(PROMPT, A, "Completely different words here."));
+        assert_eq!(similarity(&p, &sets(&pair(PROMPT, B, A))), 1.0);
+        let other = sets(&pair(PROMPT, A, "Completely different words here."));
         assert!(similarity(&p, &other) < 0.05);
     }
 

@@ -252,8 +252,9 @@ pub fn similar_enough(
 }
 
 pub trait RouteNearDuplicates<'scope> {
-    /// Passes on every pair that is not a near-duplicate member and routes the others
-    /// away as `near_duplicate` with `duplicate_of` set.
+    /// Passes on every pair that is not a near-duplicate member (or that decides a
+    /// conflicting comparison) and routes the others away as `near_duplicate` with
+    /// `duplicate_of` set.
     fn near_duplicates(
         self,
         near: std::rc::Rc<NearDuplicates>,
@@ -265,7 +266,10 @@ impl<'scope> RouteNearDuplicates<'scope> for Rows<'scope, PreferencePair> {
         self,
         near: std::rc::Rc<NearDuplicates>,
     ) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>) {
+        // The row that decides a conflicting comparison (`dedup`) stays: its swapped
+        // copy has the same bands but is the conflict stage's, not a near-duplicate.
         self.ok_err(move |pair| match near.kept_instead(pair.key) {
+            _ if pair.conflict => Ok(pair),
             None => Ok(pair),
             Some(kept) => {
                 let kept = kept.to_string();

@@ -83,6 +83,19 @@ pub fn dataset_card(report: &CurateReport, manifest: &Manifest, out: &str) -> St
              `matched_ngram` the benchmark n-gram it holds, as the row writes it.\n\n",
         );
     }
+    if spec.near_dup.enabled
+        && matches!(
+            spec.format,
+            OutputFormat::Input | OutputFormat::Conversational
+        )
+    {
+        s.push_str(
+            "Near-duplicates removed: a `near_duplicate` row of `discarded` (its prompt and both replies \
+             alike, by MinHash bands over word shingles) names in `duplicate_of` the pair kept instead. \
+             A `conflicting_labels` row is a comparison that also occurs with chosen and rejected swapped \
+             and that no human verdict or judge vote decided.\n\n",
+        );
+    }
     if report.curated_rows > OPENRLHF_MAX_SAMPLES_DEFAULT {
         s.push_str(&format!(
             "**OpenRLHF:** `train_rm` reads at most `--max_samples` rows, {OPENRLHF_MAX_SAMPLES_DEFAULT} by default, \

@@ -25,7 +25,7 @@ use synpref_operators::conflict_deciders::{
 };
 use synpref_operators::index_bands::{BandIndex, IndexBands};
 use synpref_operators::index_first::{by_key, FirstIndex, IndexFirst, KeyIndex};
-use synpref_operators::minhash::{MinHasher, PairShingles};
+use synpref_operators::minhash::{as_sets, MinHasher, PairShingles};
 use synpref_operators::models::builtin::TrainExample;
 use synpref_operators::models::ModelSpec;
 use synpref_operators::near_duplicates::{similar_enough, NearDuplicates, RowSpill};
@@ -51,10 +51,11 @@ enum Fact {
     /// (dedup key, example): the key keeps conflicting comparisons out of the sample.
     Best((u64, TrainExample)),
     Gold((u64, RowKey, TrainExample)),
-    BestPair((PreferencePair, bool)),
-    GoldPair((PreferencePair, bool)),
+    // Whole pairs are boxed: every fact moves as the enum's size, and these are rare.
+    BestPair(Box<(PreferencePair, bool)>),
+    GoldPair(Box<(PreferencePair, bool)>),
     VerdictKey((u64, RowKey, bool, u64, bool)),
-    VerdictPair((u64, RowKey, PreferencePair)),
+    VerdictPair(Box<(u64, RowKey, PreferencePair)>),
     Decider(DeciderRow),
     /// The pair's LSH band keys (`minhash`).
     Bands((Vec<u64>, RowKey)),
@@ -267,7 +268,8 @@ pub fn build(
                     let shingles: PairShingles = hasher.shingles(&p);
                     hasher.band_keys(&shingles, &mut band_keys);
                     if let Some(spill) = spill.borrow_mut().as_mut() {
-                        spill.record(&p, hasher.settings().verify.then_some(&shingles));
+                        let sets = hasher.settings().verify.then(|| as_sets(shingles.clone()));
+                        spill.record(&p, sets.as_ref());
                     }
                     facts.push(Fact::Bands((band_keys.clone(), p.key)));
                 }
@@ -275,10 +277,12 @@ pub fn build(
                     let e = TrainExample::from_pair(&p, bits, false);
                     facts.push(Fact::Gold((p.pair_key, p.key, e)));
                 }
-                facts.extend(whole(sampled, &best_kind, p.corrected).map(Fact::BestPair));
+                facts.extend(
+                    whole(sampled, &best_kind, p.corrected).map(|e| Fact::BestPair(Box::new(e))),
+                );
                 facts.extend(
                     whole(gold_swap.is_some(), &gold_kind, gold_swap.unwrap_or(false))
-                        .map(Fact::GoldPair),
+                        .map(|e| Fact::GoldPair(Box::new(e))),
                 );
                 if decisive {
                     facts.push(Fact::VerdictKey((
@@ -289,7 +293,7 @@ pub fn build(
                         p.corrected,
                     )));
                     if whole_verdicts && clean {
-                        facts.push(Fact::VerdictPair((p.pair_key, p.key, p.clone())));
+                        facts.push(Fact::VerdictPair(Box::new((p.pair_key, p.key, p.clone()))));
                     }
                 }
                 facts
@@ -327,13 +331,13 @@ pub fn build(
                 .collect_examples("CollectGoldRmExamples", ge);
             next()
                 .flat_map(|f| match f {
-                    Fact::BestPair(e) => Some(e),
+                    Fact::BestPair(e) => Some(*e),
                     _ => None,
                 })
                 .collect_examples("CollectBestRmPairs", bp);
             next()
                 .flat_map(|f| match f {
-                    Fact::GoldPair(e) => Some(e),
+                    Fact::GoldPair(e) => Some(*e),
                     _ => None,
                 })
                 .collect_examples("CollectGoldRmPairs", gp);
@@ -345,7 +349,7 @@ pub fn build(
                 .collect_examples("CollectVerdictKeys", vk);
             next()
                 .flat_map(|f| match f {
-                    Fact::VerdictPair(e) => Some(e),
+                    Fact::VerdictPair(e) => Some(*e),
                     _ => None,
                 })
                 .collect_examples("CollectVerdictPairs", vp);
@@ -376,6 +380,13 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
         let spill = RowSpill::new(plan.spec.machine.spill_dir.as_deref(), near_dup.verify);
         let spill = agreed(worker, spill)?;
         *collectors.spill.borrow_mut() = Some(spill);
+        // Each worker owns about its share of every pair's band keys (the estimate is
+        // the planner's; the index grows past it if needed).
+        let share = plan.input.estimated_rows as usize / worker.peers().max(1);
+        collectors
+            .bands
+            .borrow_mut()
+            .reserve((share + share / 16) * near_dup.bands);
     }
     let (input, probe, dataflow) = build(worker, plan, &collectors);
     let Collectors {
@@ -438,17 +449,20 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
     let asked: Vec<(u64, RowKey)> = verdict_keys.iter().map(|v| (v.3, v.1)).collect();
     let asked = all_gather(worker, &asked)?.swap_remove(0);
     // A row reaches the rule if it is the first with its key and, where its comparison
-    // also occurs swapped, the row that decides it (`dedup`).
+    // also occurs swapped, the row that decides it (`dedup`), else no near-duplicate
+    // member (`near_duplicates`).
     let answers: Vec<Option<bool>> = {
         let index = content_index.borrow();
         asked
             .iter()
             .map(|(content, row)| {
                 index.first(*content).map(|first| {
-                    let conflicting = index.first(content ^ 1).is_some();
-                    first == *row
-                        && (!conflicting || deciders.decider(*content) == Some(*row))
-                        && near.kept_instead(*row).is_none()
+                    let passes = if index.first(content ^ 1).is_some() {
+                        deciders.decider(*content) == Some(*row)
+                    } else {
+                        near.kept_instead(*row).is_none()
+                    };
+                    first == *row && passes
                 })
             })
             .collect()
