@@ -54,7 +54,7 @@ pub struct StageArgs {
     /// Words per near-duplicate shingle.
     #[arg(long, default_value_t = NearDupSettings::default().shingle_words)]
     near_dup_shingle: usize,
-    /// Near-duplicate LSH bands (20, as NeMo Curator).
+    /// Near-duplicate LSH bands (14, as datatrove).
     #[arg(long, default_value_t = NearDupSettings::default().bands)]
     near_dup_bands: usize,
     /// Permutations per near-duplicate LSH band.
