@@ -13,14 +13,12 @@ use synpref_engine::model::PreferencePair;
 use synpref_engine::output::{OutputRow, OutputSchema};
 use synpref_engine::output::{PartWriter, WrittenFile};
 use synpref_engine::{Error, Result};
-use synpref_operators::conflict_deciders::ConflictDeciders;
 use synpref_operators::consistency_rule::{ConsistencyRule, RuleInputs};
 use synpref_operators::decontaminate::Decontaminate;
 use synpref_operators::decontaminate::NgramIndex;
 use synpref_operators::dedup::Dedup;
-use synpref_operators::index_first::FirstIndex;
 use synpref_operators::models::RewardModel;
-use synpref_operators::near_duplicates::{NearDuplicates, RouteNearDuplicates};
+use synpref_operators::near_duplicates::RouteNearDuplicates;
 use synpref_operators::score::ScoredPair;
 use synpref_operators::score::{ModelFailure, Score};
 use synpref_operators::unique_pair_ids::UniquePairIds;
@@ -35,7 +33,7 @@ use timely::worker::Worker;
 use super::checkpoint::{save_marker, SliceMarker};
 use super::feed::{feed, Slices};
 use super::plan::CuratePlan;
-use super::survey::Survey;
+use super::survey::{Selection, Survey};
 use super::train::Features;
 
 /// What one worker's curate pass wrote and counted.
@@ -199,18 +197,6 @@ pub fn curate_pass(
         seconds: t.elapsed().as_secs_f64(),
         rows_read,
     })
-}
-
-/// What the survey decided on one worker about which rows go on: the first row of each
-/// dedup key and of each pair id, and the row that decides each conflicting comparison
-/// (for the keys this worker owns).
-#[derive(Clone)]
-pub struct Selection {
-    pub content_index: FirstIndex,
-    pub pair_index: FirstIndex,
-    pub deciders: Rc<ConflictDeciders>,
-    /// Near-duplicate components and the kept row of each (the same on every worker).
-    pub near: Rc<NearDuplicates>,
 }
 
 /// What a curate dataflow is built from on one worker: the survey's selection, the

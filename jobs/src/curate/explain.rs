@@ -43,7 +43,7 @@ pub fn explain_worker(worker: &mut Worker, plan: &CuratePlan) -> String {
     // Placeholder models: the graph does not depend on the weights.
     let zero: Arc<dyn RewardModel> = Arc::new(HashedBtModel::zero(10));
     let graph = dataflow::Graph {
-        selection: dataflow::Selection {
+        selection: survey::Selection {
             content_index: collectors.content_index.clone(),
             pair_index: collectors.pair_index.clone(),
             deciders: Default::default(),

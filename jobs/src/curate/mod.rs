@@ -41,13 +41,14 @@ use synpref_engine::collective::agree_on_errors;
 use synpref_engine::Result;
 use timely::worker::Worker;
 
-pub use dataflow::{decide_and_write, select, CurateGraph, Graph, GraphBuilder, Selection};
+pub use dataflow::{decide_and_write, select, CurateGraph, Graph, GraphBuilder};
 pub use plan::{
     default_score_cache, prepare, prepare_with_gold, CuratePlan, GivenModels, ModelRegistry,
 };
 pub use report::{summary, CurateReport, Manifest};
 pub use resume::prepare_resumable;
 pub use spec::{validate_settings, CurateSpec, MachineSettings};
+pub use survey::Selection;
 
 /// Runs curate on one timely worker. Worker 0 returns the report.
 pub fn run_worker(worker: &mut Worker, plan: &CuratePlan) -> Result<Option<CurateReport>> {

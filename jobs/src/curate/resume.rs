@@ -16,11 +16,11 @@ use synpref_operators::index_first::KeyIndex;
 use timely::worker::Worker;
 
 use super::checkpoint::{self, Checkpoint, ResumeFigures, SurveyPart};
-use super::dataflow::{Selection, SliceProgress};
+use super::dataflow::SliceProgress;
 use super::feed::Slices;
 use super::plan::{prepare_with_gold, CuratePlan, ModelRegistry};
 use super::spec::CurateSpec;
-use super::survey::{self, Survey};
+use super::survey::{self, Selection, Survey};
 use super::train::{self, Features, Models};
 
 /// `prepare` for a curate run that commits its progress as it goes (`resume`) on

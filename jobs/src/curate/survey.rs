@@ -36,7 +36,6 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use timely::worker::Worker;
 
-use super::dataflow::Selection;
 use super::feed::feed;
 use super::plan::CuratePlan;
 
@@ -99,6 +98,18 @@ pub struct Material {
     /// (pair key, row, reaches the rule): clean and the first row of its content.
     /// (pair key, row, clean, recorded correction) of each decisive verdict's pool row.
     pub verdict_keys: Vec<(u64, RowKey, bool, bool)>,
+}
+
+/// What the survey decided on one worker about which rows go on: the first row of each
+/// dedup key and of each pair id, and the row that decides each conflicting comparison
+/// (for the keys this worker owns).
+#[derive(Clone)]
+pub struct Selection {
+    pub content_index: FirstIndex,
+    pub pair_index: FirstIndex,
+    pub deciders: Rc<ConflictDeciders>,
+    /// Near-duplicate components and the kept row of each (the same on every worker).
+    pub near: Rc<NearDuplicates>,
 }
 
 /// What the survey hands to the later stages.
