@@ -600,8 +600,10 @@ fn human_corrected_pairs_are_swapped_and_emit_flipped_swaps_rm_discards() {
         &pool,
         [
             r#"{"pair_id":"a","prompt":"p","chosen":"good answer","rejected":"bad answer"}"#,
-            r#"{"pair_id":"b","prompt":"p","chosen":"bad answer","rejected":"good answer"}"#,
-            r#"{"pair_id":"c","prompt":"p","chosen":"bad answer here","rejected":"good answer here"}"#,
+            // Other prompts: with p, b would be a's swapped copy (`conflicting_labels`)
+            // and c a near-duplicate candidate.
+            r#"{"pair_id":"b","prompt":"q","chosen":"bad answer","rejected":"good answer"}"#,
+            r#"{"pair_id":"c","prompt":"r","chosen":"bad answer here","rejected":"good answer here"}"#,
         ]
         .join("\n"),
     )
