@@ -332,31 +332,46 @@ fn curated_rows_are_identical_with_1_2_and_4_workers_and_curation_beats_the_inpu
 /// this probability.
 const GEN_GOLD_ERROR: f64 = 0.03;
 
-/// pair_id → whether the pool's chosen reply is truly better, from truth.parquet.
-fn truth_map(path: &Path) -> std::collections::HashMap<String, bool> {
+/// The named string columns of a Parquet file, row by row (`None` for a null).
+fn string_columns(path: &Path, names: &[&str]) -> Vec<Vec<Option<String>>> {
+    use arrow::array::Array;
     let file = File::open(path).unwrap();
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)
         .unwrap()
         .build()
         .unwrap();
-    let mut out = std::collections::HashMap::new();
+    let mut rows = Vec::new();
     for batch in reader {
         let batch = batch.unwrap();
-        let col = |name: &str| {
-            batch
-                .column_by_name(name)
-                .unwrap()
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .unwrap()
-                .clone()
-        };
-        let (ids, pref) = (col("pair_id"), col("preference"));
+        let cols: Vec<StringArray> = names
+            .iter()
+            .map(|name| {
+                batch
+                    .column_by_name(name)
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .unwrap()
+                    .clone()
+            })
+            .collect();
         for i in 0..batch.num_rows() {
-            out.insert(ids.value(i).to_string(), pref.value(i) == "chosen");
+            rows.push(
+                cols.iter()
+                    .map(|c| c.is_valid(i).then(|| c.value(i).to_string()))
+                    .collect(),
+            );
         }
     }
-    out
+    rows
+}
+
+/// pair_id → whether the pool's chosen reply is truly better, from truth.parquet.
+fn truth_map(path: &Path) -> std::collections::HashMap<String, bool> {
+    string_columns(path, &["pair_id", "preference"])
+        .into_iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].as_deref() == Some("chosen")))
+        .collect()
 }
 
 /// Recomputes the report's truth agreement from the files curate wrote: a curated row's

@@ -5,8 +5,6 @@
 
 use std::collections::HashMap;
 
-use arrow::array::Array;
-
 use super::*;
 
 /// (pair_id → (reason, duplicate_of)) of every output row.
@@ -28,34 +26,16 @@ fn decided(out: &Path) -> HashMap<String, (String, Option<String>)> {
 
 /// What gen injected: pair_id → (kind, the pair id it copies).
 fn injected(data: &Path) -> HashMap<String, (String, String)> {
-    let reader =
-        ParquetRecordBatchReaderBuilder::try_new(File::open(data.join("truth.parquet")).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
-    let mut out = HashMap::new();
-    for batch in reader {
-        let batch = batch.unwrap();
-        let col = |name: &str| {
-            batch
-                .column_by_name(name)
-                .unwrap()
-                .as_any()
-                .downcast_ref::<arrow::array::StringArray>()
-                .unwrap()
-                .clone()
-        };
-        let (ids, kinds, of) = (col("pair_id"), col("injected"), col("copy_of"));
-        for i in 0..batch.num_rows() {
-            if kinds.is_valid(i) {
-                out.insert(
-                    ids.value(i).to_string(),
-                    (kinds.value(i).to_string(), of.value(i).to_string()),
-                );
-            }
-        }
-    }
-    out
+    string_columns(
+        &data.join("truth.parquet"),
+        &["pair_id", "injected", "copy_of"],
+    )
+    .into_iter()
+    .filter_map(|r| match &r[..] {
+        [Some(id), Some(kind), Some(of)] => Some((id.clone(), (kind.clone(), of.clone()))),
+        _ => None,
+    })
+    .collect()
 }
 
 #[test]
