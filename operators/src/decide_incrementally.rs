@@ -36,6 +36,9 @@ pub enum PairFact {
     /// The pool row is an earlier pass's human correction: without a verdict in force,
     /// the recorded correction is the verdict (as `consistency_rule::decide`).
     Corrected,
+    /// The pair decides a comparison that also occurs swapped (`dedup`,
+    /// `PreferencePair::conflict`): the rule does not take the best RM's word for it.
+    Conflict,
 }
 
 /// The decision for one pool pair.
@@ -66,7 +69,7 @@ impl<'scope> DecideIncrementally<'scope> for Facts<'scope> {
         self.reduce_named("DecideIncrementally", move |key, facts, out| {
             let mut margins = None;
             let mut verdict = None;
-            let mut corrected = false;
+            let mut row = RowFlags::default();
             for (fact, count) in facts {
                 if *count <= 0 {
                     continue;
@@ -74,7 +77,8 @@ impl<'scope> DecideIncrementally<'scope> for Facts<'scope> {
                 match fact {
                     PairFact::Margins { best, gold } => margins = Some((*best, *gold)),
                     PairFact::Verdict(v) => verdict = Some(*v),
-                    PairFact::Corrected => corrected = true,
+                    PairFact::Corrected => row.corrected = true,
+                    PairFact::Conflict => row.conflict = true,
                 }
             }
             // Labels for pairs outside the pool have no margins: nothing to decide.
@@ -86,7 +90,7 @@ impl<'scope> DecideIncrementally<'scope> for Facts<'scope> {
                     best,
                     gold,
                     verdict,
-                    corrected,
+                    row,
                 );
                 out.push((decided, 1));
             }
@@ -94,9 +98,18 @@ impl<'scope> DecideIncrementally<'scope> for Facts<'scope> {
     }
 }
 
+/// What a pool row itself says about its decision, besides margins and verdict.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RowFlags {
+    /// An earlier pass's recorded human correction (`PairFact::Corrected`).
+    pub corrected: bool,
+    /// The deciding row of a conflicting comparison (`PairFact::Conflict`).
+    pub conflict: bool,
+}
+
 /// The decision for one pool pair from its facts: margins as f32 bits, the verdict in
 /// force, whether the row is a recorded correction (which stands for a `rejected`
-/// verdict while none is in force). The one function both `decide_incrementally` and
+/// verdict while none is in force) or a conflict's deciding row. The one function both `decide_incrementally` and
 /// serve's per-shard decisions apply.
 pub fn decide_pair(
     settings: &RuleSettings,
@@ -105,11 +118,14 @@ pub fn decide_pair(
     best: u32,
     gold: u32,
     verdict: Option<Verdict>,
-    corrected: bool,
+    row: RowFlags,
 ) -> Decided {
+    let (corrected, conflict) = (row.corrected, row.conflict);
     let verdict = verdict.or(corrected.then_some(Verdict::Rejected));
+    // As `consistency_rule::decide`: a conflict's deciding row gets no word from the
+    // best RM, which learned whichever copy it saw.
     let (p_best, p_gold) = (
-        sigmoid(f32::from_bits(best) as f64),
+        if conflict { 0.0 } else { sigmoid(f32::from_bits(best) as f64) },
         sigmoid(f32::from_bits(gold) as f64),
     );
     let judges_agree = || judges.and_then(|j| j.agree_key(key)).unwrap_or(false);
@@ -120,6 +136,28 @@ pub fn decide_pair(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A conflict's deciding row is decided as curate's rule decides it: the best RM's
+    /// margin counts as p = 0, so models that both agree send it to the judges.
+    #[test]
+    fn a_conflicts_deciding_row_gets_no_word_from_the_best_rm() {
+        let settings = RuleSettings {
+            threshold: 0.5,
+            emit_flipped: false,
+        };
+        let (best, gold) = (2.0f32.to_bits(), 2.0f32.to_bits());
+        let plain = decide_pair(&settings, None, 1, best, gold, None, RowFlags::default());
+        assert_eq!(plain.reason, Reason::BothRmsAgree);
+        let conflict = RowFlags {
+            corrected: false,
+            conflict: true,
+        };
+        let decided = decide_pair(&settings, None, 1, best, gold, None, conflict);
+        let (reason, swap) =
+            crate::consistency_rule::decide_with(&settings, None, || false, 0.0, sigmoid(2.0));
+        assert_eq!((decided.reason, decided.swap), (reason, swap));
+        assert_eq!(decided.reason, Reason::BestRmAndJudgeDisagree);
+    }
     use differential_dataflow::input::Input;
     use std::sync::Mutex;
 

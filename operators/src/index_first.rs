@@ -22,6 +22,11 @@ pub struct KeyIndex {
 }
 
 impl KeyIndex {
+    /// Room for `entries` more entries, in one allocation.
+    pub fn reserve(&mut self, entries: usize) {
+        self.entries.reserve_exact(entries);
+    }
+
     pub fn push(&mut self, key: u64, row: RowKey) {
         self.entries.push((key, row));
         self.sorted = false;

@@ -20,6 +20,7 @@ pub mod minhash;
 pub mod models;
 pub mod near_duplicates;
 pub mod score;
+pub mod sorted_runs;
 pub mod training;
 pub mod unique_pair_ids;
 pub mod validate;

@@ -195,6 +195,11 @@ impl MinHasher {
         out
     }
 
+    /// The pair's band keys into `keys` (`shingles`, then `band_keys`).
+    pub fn pair_band_keys(&self, pair: &PreferencePair, keys: &mut Vec<u64>) {
+        self.band_keys(&self.shingles(pair), keys);
+    }
+
     /// The MinHash signature of one side's shingles into `signature`
     /// (`permutations()` values; an empty side has all values `u32::MAX`).
     fn signature(&self, shingles: &[u64], signature: &mut Vec<u32>) {

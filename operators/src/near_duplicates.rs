@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use synpref_engine::model::{PreferencePair, Reason, RowKey};
 use synpref_engine::output::OutputRow;
 use synpref_engine::{Error, Result};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::generic::Operator;
 
 use crate::minhash::{similarity, PairShingles};
 use crate::{routed, Rows};
@@ -35,20 +37,60 @@ pub struct NearDuplicates {
     /// Candidate edges found by the bands, and those the exact check dropped.
     pub candidate_edges: u64,
     pub rejected_edges: u64,
+    /// The band index over all workers: entries, and what it spilled to disk.
+    #[serde(default)]
+    pub band_index: BandIndexFigures,
+}
+
+/// The band index of a run, summed over its workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BandIndexFigures {
+    /// (band key, row) entries: the bands of every valid row.
+    pub entries: u64,
+    /// Sorted runs written to `--spill-dir` under `--memory-budget` (0: held in memory).
+    pub spilled_runs: u64,
+    pub spilled_bytes: u64,
+}
+
+/// What the near-duplicate search found and what it cost (`report.json`
+/// `near_duplicates`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NearDupFigures {
+    pub candidate_edges: u64,
+    /// Candidate edges the exact check (`--near-dup-verify`) dropped.
+    pub rejected_edges: u64,
+    /// Components of two or more rows; each keeps its first row.
+    pub components: u64,
+    /// Rows that are a component's member, not its kept row (routed to
+    /// `near_duplicate` unless an earlier stage routed them first).
+    pub members: u64,
+    pub band_index: BandIndexFigures,
+    /// `--memory-budget` of the process that reports (bytes).
+    pub memory_budget_bytes: u64,
 }
 
 /// One edge of a near-duplicate candidate: the first row of a band group and another.
 pub type Edge = (RowKey, RowKey);
 
 impl NearDuplicates {
-    /// The components of `edges` (every worker's, in any order). `keep(a, b)`, the
-    /// exact check, decides whether a candidate edge joins; `id_of` gives a root's
-    /// pair id.
+    /// The components of `edges` (every worker's, in any order) with their roots'
+    /// pair ids: `components`, then `name_roots`.
     pub fn resolve(
-        mut edges: Vec<Edge>,
-        mut keep: impl FnMut(RowKey, RowKey) -> bool,
+        edges: Vec<Edge>,
+        keep: impl FnMut(RowKey, RowKey) -> bool,
         id_of: impl Fn(RowKey) -> Option<String>,
     ) -> Result<NearDuplicates> {
+        let mut near = NearDuplicates::components(edges, keep);
+        near.name_roots(id_of)?;
+        Ok(near)
+    }
+
+    /// The components of `edges` (every worker's, in any order), roots not yet named.
+    /// `keep(a, b)`, the exact check, decides whether a candidate edge joins.
+    pub fn components(
+        mut edges: Vec<Edge>,
+        mut keep: impl FnMut(RowKey, RowKey) -> bool,
+    ) -> NearDuplicates {
         edges.sort_unstable();
         edges.dedup();
         let candidate_edges = edges.len() as u64;
@@ -78,23 +120,49 @@ impl NearDuplicates {
         for i in 0..nodes.len() {
             let root = find(&mut parent, i);
             if root == i {
-                let id = id_of(nodes[i]).ok_or_else(|| {
-                    Error::other(
-                        "near-duplicates",
-                        format!("no pair id recorded for row key {}", nodes[i].0),
-                    )
-                })?;
-                roots.push((nodes[i], id));
+                roots.push((nodes[i], String::new()));
             } else {
                 members.push((nodes[i], nodes[root]));
             }
         }
-        Ok(NearDuplicates {
+        NearDuplicates {
             members,
             roots,
             candidate_edges,
             rejected_edges,
-        })
+            band_index: BandIndexFigures::default(),
+        }
+    }
+
+    /// Each component's root (kept) row, sorted: the rows whose pair ids
+    /// `name_roots` needs.
+    pub fn root_rows(&self) -> Vec<RowKey> {
+        self.roots.iter().map(|r| r.0).collect()
+    }
+
+    /// Names each root by its pair id (`id_of`, from the workers' spills).
+    pub fn name_roots(&mut self, id_of: impl Fn(RowKey) -> Option<String>) -> Result<()> {
+        for (row, id) in &mut self.roots {
+            *id = id_of(*row).ok_or_else(|| {
+                Error::other(
+                    "near-duplicates",
+                    format!("no pair id recorded for row key {}", row.0),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The report's figures, with the process's `--memory-budget`.
+    pub fn figures(&self, memory_budget_bytes: u64) -> NearDupFigures {
+        NearDupFigures {
+            candidate_edges: self.candidate_edges,
+            rejected_edges: self.rejected_edges,
+            components: self.roots.len() as u64,
+            members: self.members.len() as u64,
+            band_index: self.band_index,
+            memory_budget_bytes,
+        }
     }
 
     /// The rows that `resolve` needs from the spills: every row an edge names.
@@ -268,7 +336,7 @@ impl<'scope> RouteNearDuplicates<'scope> for Rows<'scope, PreferencePair> {
     ) -> (Rows<'scope, PreferencePair>, Rows<'scope, OutputRow>) {
         // The row that decides a conflicting comparison (`dedup`) stays: its swapped
         // copy has the same bands but is the conflict stage's, not a near-duplicate.
-        self.ok_err(move |pair| match near.kept_instead(pair.key) {
+        let route = move |pair: PreferencePair| match near.kept_instead(pair.key) {
             _ if pair.conflict => Ok(pair),
             None => Ok(pair),
             Some(kept) => {
@@ -281,7 +349,21 @@ impl<'scope> RouteNearDuplicates<'scope> for Rows<'scope, PreferencePair> {
                 row.duplicate_of = Some(kept);
                 Err(row)
             }
-        })
+        };
+        // A named operator (not a bare `ok_err`), so the printed graph says what it is.
+        type Checked = std::result::Result<PreferencePair, OutputRow>;
+        let checked: Rows<'scope, Checked> =
+            self.unary(Pipeline, "NearDuplicates", move |_, _| {
+                move |input, output| {
+                    input.for_each(|time, data| {
+                        let mut session = output.session(&time);
+                        for pair in data.drain(..) {
+                            session.give(route(pair));
+                        }
+                    });
+                }
+            });
+        checked.ok_err(|r| r)
     }
 }
 

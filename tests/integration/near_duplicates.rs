@@ -1,6 +1,7 @@
 //! Conflicting labels and near-duplicates (issue 28), measured against what `gen`
 //! injected: recall and precision computed here from `truth.parquet` and the written
-//! parts, the same decisions on 1, 2 and 4 workers and on two processes, and the
+//! parts, the same decisions on 1, 2 and 4 workers, on two processes and under a 64 KiB
+//! `--memory-budget` (the band index spilled in sorted runs), and the
 //! precedence of a conflict's deciders (human verdict, then judges, then neither).
 
 use std::collections::HashMap;
@@ -39,7 +40,7 @@ fn injected(data: &Path) -> HashMap<String, (String, String)> {
 }
 
 #[test]
-fn injected_near_duplicates_and_conflicts_are_caught_the_same_on_1_2_4_workers_and_2_processes() {
+fn injected_near_duplicates_and_conflicts_are_caught_the_same_on_1_2_4_workers_2_processes_and_a_small_memory_budget() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     ok(&[
@@ -61,14 +62,29 @@ fn injected_near_duplicates_and_conflicts_are_caught_the_same_on_1_2_4_workers_a
     let mut runs = Vec::new();
     for workers in ["1", "2", "4"] {
         let out = tmp.path().join(format!("out-{workers}"));
-        curate_ok(
-            &pool,
-            &gold,
-            &out,
-            &["--workers", workers, "--judges", s(&judges)],
-        );
+        let mut flags = vec!["--workers", workers, "--judges", s(&judges)];
+        // Four workers under a 64 KiB budget: 1,024 band entries each in memory, so
+        // each spills about 68 sorted runs to disk and merges them back.
+        if workers == "4" {
+            flags.extend(["--memory-budget", "64K"]);
+        }
+        curate_ok(&pool, &gold, &out, &flags);
         runs.push(decided(&out));
     }
+    let figures = |workers: &str| {
+        json_file(&tmp.path().join(format!("out-{workers}")).join("report.json"))
+            ["near_duplicates"]
+            .clone()
+    };
+    let (roomy, tight) = (figures("1"), figures("4"));
+    assert_eq!(roomy["band_index"]["spilled_runs"], 0);
+    assert!(tight["band_index"]["spilled_runs"].as_u64().unwrap() > 100, "{tight}");
+    assert_eq!(tight["memory_budget_bytes"], 64 << 10);
+    // The bands and what they found do not depend on the budget.
+    for field in ["candidate_edges", "components", "members"] {
+        assert_eq!(roomy[field], tight[field], "{field}");
+    }
+    assert_eq!(roomy["band_index"]["entries"], tight["band_index"]["entries"]);
     let out = tmp.path().join("out-2x2");
     let mut args = vec!["launch", "--local", "2", "--"];
     let argv = curate_argv(&pool, &gold, &out);
@@ -159,6 +175,9 @@ fn injected_near_duplicates_and_conflicts_are_caught_the_same_on_1_2_4_workers_a
     let report = json_file(&tmp.path().join("out-1").join("report.json"));
     let counted = report["reasons"]["near_duplicate"].as_u64().unwrap() as usize;
     assert_eq!(counted, flagged.len(), "report counts what the parts hold");
+    // Every member of a component was routed away: as a near-duplicate, or earlier as
+    // a duplicate, conflict or invalid row.
+    assert!(roomy["members"].as_u64().unwrap() as usize >= flagged.len());
 }
 
 #[test]

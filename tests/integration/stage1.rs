@@ -1106,3 +1106,83 @@ fn stage1_hnsw_index_gives_the_same_neighbours_on_any_worker_count_and_reports_i
     let said = fails_with(&argv, 2);
     assert!(said.contains("--index-shards"), "{said}");
 }
+
+/// Issue 28 part 5: retrieval never returns a near-duplicate of a gold pair as
+/// unverified. The pool has injected near-duplicates (`gen --near-duplicates`, named in
+/// truth.parquet); a pair whose copy family holds a gold pair must not be retrieved,
+/// the report counts those it left out, and with `--no-near-dup` some are retrieved
+/// (so the check can fail). Humans label: no LLM needed for iteration 1's retrieval.
+#[test]
+fn stage1_retrieval_never_returns_a_near_duplicate_of_a_gold_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok(&[
+        "gen",
+        "--pairs",
+        "800",
+        "--out",
+        s(&data),
+        "--seed",
+        "11",
+        "--rows-per-file",
+        "200",
+        "--near-duplicates",
+        "0.3",
+    ]);
+    let pool = data.join("pairs");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&pool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let gold = data.join("gold_all");
+    std::fs::create_dir_all(&gold).unwrap();
+    std::fs::copy(data.join("gold.parquet"), gold.join("gold.parquet")).unwrap();
+    let gold_ids: BTreeSet<String> = read_rows(&gold)
+        .iter()
+        .map(|r| r["pair_id"].as_str().unwrap().to_string())
+        .collect();
+    // Copy families from the truth: a row's family is its original's id.
+    let truth = string_columns(&data.join("truth.parquet"), &["pair_id", "copy_of"]);
+    let parent: BTreeMap<String, String> = truth
+        .iter()
+        .filter_map(|r| Some((r[0].clone()?, r[1].clone()?)))
+        .collect();
+    let family = |id: &str| -> String {
+        let mut id = id.to_string();
+        while let Some(p) = parent.get(&id) {
+            id = p.clone();
+        }
+        id
+    };
+    let gold_families: BTreeSet<String> = gold_ids.iter().map(|g| family(g)).collect();
+    let run = |name: &str, extra: &[&str]| -> (Value, usize) {
+        let out = tmp.path().join(name);
+        let mut argv = humans_argv(&pool, &gold, &files[0], &out);
+        argv.extend(extra);
+        ok(&argv);
+        let retrieved = jsonl(&out.join("iterations/1/retrieval.jsonl"));
+        let near_gold = retrieved
+            .iter()
+            .flat_map(|g| g["neighbours"].as_array().unwrap().clone())
+            .map(|n| n[0].as_str().unwrap().to_string())
+            .filter(|id| !gold_ids.contains(id) && gold_families.contains(&family(id)))
+            .count();
+        (json_file(&out.join("report.json")), near_gold)
+    };
+    let (report, near_gold) = run("on", &["--index", "exact", "--workers", "2"]);
+    assert_eq!(near_gold, 0, "a near-duplicate of a gold pair was retrieved");
+    let excluded = report["iterations"][0]["near_duplicates_of_gold_excluded"]
+        .as_u64()
+        .unwrap();
+    assert!(excluded > 0, "the pool holds near-duplicates of gold pairs");
+    let (report_off, near_gold_off) = run("off", &["--index", "exact", "--no-near-dup"]);
+    assert_eq!(
+        report_off["iterations"][0]["near_duplicates_of_gold_excluded"],
+        0
+    );
+    assert!(
+        near_gold_off > 0,
+        "without the check, retrieval returns near-duplicates of gold pairs"
+    );
+}

@@ -139,6 +139,10 @@ pub struct Stage1Args {
     /// k for a gold pair the best RM gets wrong (the paper's 8).
     #[arg(long, default_value_t = synpref_jobs::stage1::retrieve::K_MAX)]
     k_max: usize,
+    /// Retrieve near-duplicates of gold and labelled pairs too (by default they are
+    /// not candidates: curate's MinHash bands find them).
+    #[arg(long)]
+    no_near_dup: bool,
     /// Epochs of the best RM (the checkpoint with the best gold accuracy is kept).
     #[arg(long, default_value_t = 4)]
     epochs: usize,
@@ -207,6 +211,7 @@ impl Stage1Args {
         spec.llm = self.llm.settings()?;
         spec.train.epochs = self.epochs;
         spec.k_max = self.k_max;
+        spec.near_dup.enabled = !self.no_near_dup;
         spec.index = IndexSettings {
             kind: IndexKind::parse(&self.index).ok_or_else(|| {
                 Error::setting(

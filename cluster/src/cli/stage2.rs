@@ -71,6 +71,12 @@ pub struct StageArgs {
     /// temporary directory).
     #[arg(long)]
     spill_dir: Option<std::path::PathBuf>,
+    /// Memory the near-duplicate band index may hold in this process before its
+    /// workers spill sorted runs to --spill-dir: bytes, or with a K, M, G or T suffix
+    /// (powers of 1024). Default: a sixteenth of this machine's memory. The output does
+    /// not depend on it.
+    #[arg(long, value_parser = super::common::parse_bytes)]
+    memory_budget: Option<u64>,
     /// What --decontaminate checks: `prompt` (the pair's prompt against benchmark user
     /// turns) or `pair` (the paper's whole-pair check: prompt, chosen and rejected
     /// against benchmark prompts and every benchmark reply).
@@ -171,6 +177,7 @@ impl StageArgs {
                 batch_rows: self.batch_rows,
                 slice_rows: self.slice_rows,
                 spill_dir: self.spill_dir,
+                memory_budget: self.memory_budget,
             },
             near_dup: NearDupSettings {
                 enabled: !self.no_near_dup,

@@ -7,6 +7,7 @@ use synpref_engine::collective::all_gather;
 use synpref_engine::output::{publish, write_json, WrittenFile};
 use synpref_engine::Result;
 use synpref_operators::models::{LoadedModel, ModelUsage};
+use synpref_operators::near_duplicates::NearDupFigures;
 use synpref_operators::write_parts::SinkStats;
 use timely::worker::Worker;
 
@@ -27,6 +28,8 @@ pub struct Run<'a> {
     /// Seconds of the survey (0 when it was resumed).
     pub survey_s: f64,
     pub run_id: &'a str,
+    /// The near-duplicate search's figures (`None` with `--no-near-dup`).
+    pub near_duplicates: Option<NearDupFigures>,
 }
 
 /// Gathers every worker's output on worker 0, which builds the report and the manifest
@@ -92,6 +95,7 @@ pub fn gather_and_commit(
     };
     let mut report = build_report(plan, &total, &summary, stages, worker.peers());
     report.resume = resumed;
+    report.near_duplicates = run.near_duplicates;
     let manifest = build_manifest(plan, &summary, &files, &report, run.run_id);
     commit(plan, &report, &manifest)?;
     Ok(Some(report))

@@ -10,6 +10,7 @@ use synpref_engine::output::WrittenFile;
 use synpref_engine::report::Quality;
 use synpref_operators::models::builtin::TrainInfo;
 use synpref_operators::models::{ModelSpec, ModelUsage};
+use synpref_operators::near_duplicates::NearDupFigures;
 use synpref_operators::write_parts::{LengthCounts, SinkStats};
 
 use super::plan::CuratePlan;
@@ -84,6 +85,10 @@ pub struct CurateReport {
     /// §4), so a user sees where the curated set leans.
     #[serde(default)]
     pub by_source: BTreeMap<String, SourceSummary>,
+    /// What the near-duplicate search found and what its band index held and spilled
+    /// (absent with `--no-near-dup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub near_duplicates: Option<NearDupFigures>,
     /// Each reason's count again at the top level (DESIGN §4: "a count per reason").
     #[serde(flatten)]
     pub reason_counts: BTreeMap<String, u64>,
@@ -300,6 +305,7 @@ pub fn build_report(
         truth_rows_model_curated: truth.then_some(total.truth_model_curated.0),
         resume: None,
         by_source: source_summaries(&total.by_source),
+        near_duplicates: None,
         reason_counts: reasons,
     }
 }

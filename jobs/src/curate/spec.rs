@@ -106,6 +106,40 @@ pub struct MachineSettings {
     /// shingles, of the rows it reads in the survey.
     #[serde(default)]
     pub spill_dir: Option<std::path::PathBuf>,
+    /// Bytes the survey's near-duplicate band index may hold in memory in this process
+    /// (`--memory-budget`), shared by its workers; past it each worker spills sorted
+    /// runs to `spill_dir`. `None`: `DEFAULT_MEMORY_BUDGET_SHARE` of this machine's
+    /// memory, resolved where the job runs (each machine of a cluster its own).
+    #[serde(default)]
+    pub memory_budget: Option<u64>,
+}
+
+/// The default `--memory-budget`: a sixteenth of the machine's physical memory. The
+/// band index is 14 entries of 16 bytes per pair (224 bytes), so on a 24 GB machine
+/// 1.5 GB holds a 6.7M-pair pool's bands in memory (no spill at the 1M benchmark) and
+/// larger pools spill, keeping curate's growth per pair to its two first-row indexes
+/// (docs/benchmarks.md, "Memory that scales").
+pub const DEFAULT_MEMORY_BUDGET_SHARE: f64 = 1.0 / 16.0;
+
+/// Assumed physical memory where `/proc/meminfo` cannot be read (not Linux).
+const FALLBACK_PHYSICAL_MEMORY: u64 = 8 << 30;
+
+impl MachineSettings {
+    /// `--memory-budget` in bytes, or its default on this machine.
+    pub fn memory_budget_bytes(&self) -> u64 {
+        self.memory_budget.unwrap_or_else(|| {
+            let total = physical_memory().unwrap_or(FALLBACK_PHYSICAL_MEMORY);
+            (total as f64 * DEFAULT_MEMORY_BUDGET_SHARE) as u64
+        })
+    }
+}
+
+/// `MemTotal` of `/proc/meminfo`, in bytes.
+fn physical_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn default_slice_rows() -> u64 {
@@ -128,6 +162,7 @@ impl Default for MachineSettings {
             batch_rows: synpref_engine::input::READ_BATCH_ROWS,
             slice_rows: DEFAULT_SLICE_ROWS,
             spill_dir: None,
+            memory_budget: None,
         }
     }
 }

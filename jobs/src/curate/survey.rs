@@ -28,7 +28,10 @@ use synpref_operators::index_first::{by_key, FirstIndex, IndexFirst, KeyIndex};
 use synpref_operators::minhash::{as_sets, MinHasher, PairShingles};
 use synpref_operators::models::builtin::TrainExample;
 use synpref_operators::models::ModelSpec;
-use synpref_operators::near_duplicates::{similar_enough, NearDuplicates, RowSpill};
+use synpref_operators::near_duplicates::{
+    similar_enough, BandIndexFigures, NearDuplicates, RowSpill,
+};
+use synpref_operators::sorted_runs::ENTRY_BYTES;
 use synpref_operators::training::gold::{pool_label_swap, pool_trained_keys};
 use synpref_operators::validate::Validate;
 use timely::dataflow::operators::vec::{Input, Map, Partition};
@@ -387,17 +390,24 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
     let t = Instant::now();
     let collectors = Collectors::new();
     let near_dup = plan.spec.near_dup;
+    // Each worker owns about its share of every pair's keys (the estimate is the
+    // planner's; an index grows past it if needed). Reserving once keeps a growing
+    // vector from holding its old and new copies at once as it doubles.
+    let share = plan.input.estimated_rows as usize / worker.peers().max(1);
+    let share = share + share / 16;
+    collectors.content_index.borrow_mut().reserve(share);
+    collectors.pair_index.borrow_mut().reserve(share);
     if near_dup.enabled {
-        let spill = RowSpill::new(plan.spec.machine.spill_dir.as_deref(), near_dup.verify);
+        let spill_dir = plan.spec.machine.spill_dir.as_deref();
+        let spill = RowSpill::new(spill_dir, near_dup.verify);
         let spill = agreed(worker, spill)?;
         *collectors.spill.borrow_mut() = Some(spill);
-        // Each worker owns about its share of every pair's band keys (the estimate is
-        // the planner's; the index grows past it if needed).
-        let share = plan.input.estimated_rows as usize / worker.peers().max(1);
-        collectors
-            .bands
-            .borrow_mut()
-            .reserve((share + share / 16) * near_dup.bands);
+        // The process's budget, shared by its workers, in 16-byte band entries.
+        let local_workers = plan.spec.machine.run.workers.max(1) as u64;
+        let capacity = plan.spec.machine.memory_budget_bytes() / local_workers / ENTRY_BYTES as u64;
+        let mut bands = BandIndex::new(capacity as usize, spill_dir);
+        bands.reserve(share * near_dup.bands);
+        *collectors.bands.borrow_mut() = bands;
     }
     let (input, probe, dataflow) = build(worker, plan, &collectors);
     let Collectors {
@@ -442,7 +452,8 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
     }
     let near = if near_dup.enabled {
         let spill = spill.borrow_mut().take().expect("a spill with near-dup on");
-        resolve_near_duplicates(worker, plan, &mut bands.borrow_mut(), spill)?
+        let bands = std::mem::take(&mut *bands.borrow_mut());
+        resolve_near_duplicates(worker, plan, bands, spill)?
     } else {
         NearDuplicates::default()
     };
@@ -541,20 +552,65 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
 fn resolve_near_duplicates(
     worker: &mut Worker,
     plan: &CuratePlan,
-    bands: &mut BandIndex,
+    bands: BandIndex,
     mut spill: RowSpill,
 ) -> Result<NearDuplicates> {
     let t = Instant::now();
     let settings = plan.spec.near_dup;
     let entries = bands.len();
-    let local_edges = bands.candidate_edges();
+    let (runs, spilled_bytes) = bands.spilled();
+    let band_index = all_gather(worker, &(entries, runs as u64, spilled_bytes))?
+        .into_iter()
+        .fold(BandIndexFigures::default(), |sum, (e, r, b)| BandIndexFigures {
+            entries: sum.entries + e,
+            spilled_runs: sum.spilled_runs + r,
+            spilled_bytes: sum.spilled_bytes + b,
+        });
+    let local_edges = agreed(worker, bands.candidate_edges())?;
     let edges: Vec<(RowKey, RowKey)> = all_gather(worker, &local_edges)?
         .into_iter()
         .flatten()
         .collect();
     drop(local_edges);
-    let nodes = NearDuplicates::nodes(&edges);
-    let found = agreed(worker, spill.lookup(&nodes))?;
+    // Only the rows whose pair ids or shingles are needed come back from the spills:
+    // with the exact check every row an edge names (its shingles), else only each
+    // component's root (whose id `duplicate_of` names), a tenth as many.
+    let mut near = if settings.verify {
+        let nodes = NearDuplicates::nodes(&edges);
+        let (ids, shingles) = spilled_rows(worker, &mut spill, &nodes)?;
+        let mut near =
+            NearDuplicates::components(edges, similar_enough(&shingles, settings.threshold));
+        near.name_roots(|r| ids.get(&r).cloned())?;
+        near
+    } else {
+        let mut near = NearDuplicates::components(edges, |_, _| true);
+        let (ids, _) = spilled_rows(worker, &mut spill, &near.root_rows())?;
+        near.name_roots(|r| ids.get(&r).cloned())?;
+        near
+    };
+    near.band_index = band_index;
+    tracing::info!(
+        band_entries = band_index.entries,
+        spilled_runs = band_index.spilled_runs,
+        spilled_bytes = band_index.spilled_bytes,
+        candidate_edges = near.candidate_edges,
+        rejected_edges = near.rejected_edges,
+        components = near.component_count(),
+        near_duplicates = near.member_count(),
+        seconds = t.elapsed().as_secs_f64(),
+        "near-duplicates resolved"
+    );
+    Ok(near)
+}
+
+/// The pair ids (and with the exact check, shingles) of `rows` (sorted), read back
+/// from every worker's spill and gathered on all.
+fn spilled_rows(
+    worker: &mut Worker,
+    spill: &mut RowSpill,
+    rows: &[RowKey],
+) -> Result<(FxHashMap<RowKey, String>, FxHashMap<RowKey, PairShingles>)> {
+    let found = agreed(worker, spill.lookup(rows))?;
     let found = all_gather(worker, &found)?;
     let mut ids: FxHashMap<RowKey, String> = FxHashMap::default();
     let mut shingles: FxHashMap<RowKey, PairShingles> = FxHashMap::default();
@@ -564,23 +620,7 @@ fn resolve_near_duplicates(
             shingles.insert(row, sh);
         }
     }
-    let near = if settings.verify {
-        NearDuplicates::resolve(edges, similar_enough(&shingles, settings.threshold), |r| {
-            ids.get(&r).cloned()
-        })
-    } else {
-        NearDuplicates::resolve(edges, |_, _| true, |r| ids.get(&r).cloned())
-    }?;
-    tracing::info!(
-        band_entries = entries,
-        candidate_edges = near.candidate_edges,
-        rejected_edges = near.rejected_edges,
-        components = near.component_count(),
-        near_duplicates = near.member_count(),
-        seconds = t.elapsed().as_secs_f64(),
-        "near-duplicates resolved"
-    );
-    Ok(near)
+    Ok((ids, shingles))
 }
 
 /// `local`'s value once every worker has succeeded, else the first failure.

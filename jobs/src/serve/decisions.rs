@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use synpref_engine::side::JudgeVotes;
 use synpref_operators::consistency_rule::RuleSettings;
-use synpref_operators::decide_incrementally::{decide_pair, Decided, Epoch, PairFact};
+use synpref_operators::decide_incrementally::{decide_pair, Decided, Epoch, PairFact, RowFlags};
 
 use super::state::PoolState;
 
@@ -74,7 +74,10 @@ fn decide_at(
         state.m_best[i].to_bits(),
         state.m_gold[i].to_bits(),
         state.labels.labels.get(&key).map(|l| l.verdict),
-        state.corrected.binary_search(&key).is_ok(),
+        RowFlags {
+            corrected: state.corrected.binary_search(&key).is_ok(),
+            conflict: state.conflict.binary_search(&key).is_ok(),
+        },
     )
 }
 

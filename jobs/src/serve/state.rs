@@ -43,6 +43,8 @@ pub struct ScoredFacts {
     pub norm: f32,
     /// The pool row is an earlier pass's human correction (`PreferencePair::corrected`).
     pub corrected: bool,
+    /// The pair decides a conflicting comparison (`PreferencePair::conflict`).
+    pub conflict: bool,
 }
 
 /// What one worker's share of the initial pass captured.
@@ -125,6 +127,7 @@ impl ServeTap {
                 m_gold: s.m_gold,
                 norm,
                 corrected: s.pair.corrected,
+                conflict: s.pair.conflict,
             }),
             Err(e) => c.error = Some(e.to_string()),
         }
@@ -234,6 +237,10 @@ pub struct PoolState {
     /// Keys of the scored pairs that are an earlier pass's recorded human corrections,
     /// sorted.
     pub corrected: Vec<u64>,
+    /// Keys of the scored pairs that decide a conflicting comparison (the rule skips
+    /// their best-RM margin, as curate's), sorted. Not saved with the state: the pass
+    /// that rebuilds the pool store on restart marks them again.
+    pub conflict: Vec<u64>,
     pub index: RescoreIndex,
     /// All labels applied so far.
     pub labels: GoldLabels,
@@ -316,6 +323,11 @@ impl PoolState {
             corrected: scored
                 .iter()
                 .filter(|s| s.corrected)
+                .map(|s| s.key)
+                .collect(),
+            conflict: scored
+                .iter()
+                .filter(|s| s.conflict)
                 .map(|s| s.key)
                 .collect(),
             index,

@@ -508,6 +508,9 @@ impl Decisions {
         for k in &s.corrected {
             input.insert((*k, PairFact::Corrected));
         }
+        for k in &s.conflict {
+            input.insert((*k, PairFact::Conflict));
+        }
         // One worker states the verdicts for all.
         if worker.index() == 0 {
             let mut verdicts: Vec<_> = s

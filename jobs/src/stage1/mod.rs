@@ -45,6 +45,7 @@ use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
 use synpref_operators::models::builtin::{HashedBtModel, TrainExample, TrainSettings};
 use synpref_operators::models::saved::{self, ToSave};
+use synpref_operators::minhash::{MinHasher, NearDupSettings};
 use synpref_operators::models::{sigmoid, ComputeStats, ModelOptions};
 
 use crate::job::RunSettings;
@@ -89,6 +90,12 @@ pub struct Stage1Spec {
     pub k_max: usize,
     /// How the nearest pool pairs are found (exact scan or HNSW shards; `ann`).
     pub index: IndexSettings,
+    /// Near-duplicates of gold (and already labelled) pairs are not candidates: the
+    /// same MinHash bands as curate's near-duplicate search (`minhash`), so a pair
+    /// that curate would discard as a near-duplicate of a verified one is never
+    /// returned as unverified. `enabled: false` (`--no-near-dup`) turns it off.
+    #[serde(default)]
+    pub near_dup: NearDupSettings,
     /// Where LLM answers and embeddings are cached (default OUT/cache).
     pub cache: Option<PathBuf>,
     pub model_options: ModelOptions,
@@ -116,6 +123,7 @@ impl Stage1Spec {
             },
             k_max: retrieve::K_MAX,
             index: IndexSettings::default(),
+            near_dup: NearDupSettings::default(),
             cache: None,
             model_options: ModelOptions::default(),
             run: RunSettings::default(),
@@ -146,6 +154,10 @@ pub struct IterationReport {
     pub retrieval_requested: usize,
     pub retrieved: usize,
     pub pool_candidates: usize,
+    /// Pool pairs left out as near-duplicates of a gold or labelled pair (same
+    /// MinHash bands as curate's near-duplicate search; 0 with near-dup off).
+    #[serde(default)]
+    pub near_duplicates_of_gold_excluded: usize,
     /// Share of the exact k nearest neighbours the approximate index returned, over
     /// `index_recall_queries` gold pairs also searched exactly (`None` in exact mode).
     pub index_recall: Option<f64>,
@@ -344,6 +356,30 @@ fn read_pool_partition(
     Ok((mine, rows, invalid))
 }
 
+/// Adds to `excluded` the pool pairs (`keys`, with `bands` band keys each in
+/// `pool_bands`) that share a band key with a gold or labelled pair
+/// (`near_gold_bands`, sorted): their near-duplicates, which are not unverified data.
+/// Returns how many it added.
+fn exclude_near_gold(
+    keys: &[u64],
+    pool_bands: &[u64],
+    bands: usize,
+    near_gold_bands: &[u64],
+    excluded: &mut FxHashSet<u64>,
+) -> usize {
+    if near_gold_bands.is_empty() || pool_bands.is_empty() {
+        return 0;
+    }
+    let mut added = 0;
+    for (key, own) in keys.iter().zip(pool_bands.chunks_exact(bands)) {
+        if !excluded.contains(key) && own.iter().any(|b| near_gold_bands.binary_search(b).is_ok()) {
+            excluded.insert(*key);
+            added += 1;
+        }
+    }
+    added
+}
+
 /// What the leader asks every worker in an iteration: the gold pairs' embeddings and
 /// k, and the pairs no longer unverified.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -352,6 +388,9 @@ struct RetrievalQuery {
     gold: Vec<(Vec<f32>, usize)>,
     /// Pair keys that are gold or labelled.
     excluded: Vec<u64>,
+    /// The MinHash band keys of the gold and labelled pairs, sorted: a pool pair with
+    /// one of them is their near-duplicate and no candidate (empty with near-dup off).
+    near_gold_bands: Vec<u64>,
     /// Gold pairs (indices into `gold`) also searched exactly, to measure the index's
     /// recall (none in exact mode).
     recall_sample: Vec<usize>,
@@ -364,6 +403,8 @@ type LocalNeighbours = std::result::Result<LocalAnswer, (i32, String)>;
 struct LocalAnswer {
     /// Candidates this worker holds (owned, not excluded).
     candidates: usize,
+    /// Owned pool pairs left out as near-duplicates of a gold or labelled pair.
+    near_gold: usize,
     /// Per gold pair, the index's k most similar candidates (similarity, pair).
     found: Vec<Vec<(f32, PreferencePair)>>,
     /// Per gold pair of the recall sample, the similarities of the exact k nearest.
@@ -494,6 +535,20 @@ pub fn run_worker(
             return Err(e);
         }
     };
+    // The band keys of this worker's candidates, `bands` per pair (near-dup on).
+    let hasher = spec.near_dup.enabled.then(|| MinHasher::new(spec.near_dup));
+    let pool_bands: Vec<u64> = match &hasher {
+        Some(h) => {
+            let mut keys = Vec::new();
+            let mut all = Vec::with_capacity(pool.len() * spec.near_dup.bands);
+            for p in &pool {
+                h.pair_band_keys(p, &mut keys);
+                all.extend_from_slice(&keys);
+            }
+            all
+        }
+        None => Vec::new(),
+    };
     // An error of the leader between collectives reaches every worker at the next one.
     let mut leader_error: Option<Error> = None;
     for iteration in 1..=spec.iterations {
@@ -504,7 +559,14 @@ pub fn run_worker(
                 _ => Ok(None),
             })?;
         let Some(query) = query else { break };
-        let excluded: FxHashSet<u64> = query.excluded.iter().copied().collect();
+        let mut excluded: FxHashSet<u64> = query.excluded.iter().copied().collect();
+        let near_gold = exclude_near_gold(
+            &keys,
+            &pool_bands,
+            spec.near_dup.bands,
+            &query.near_gold_bands,
+            &mut excluded,
+        );
         // This worker's candidates: its own partition only (gold rows kept for the
         // leader are not candidates anyway), not gold, not labelled.
         let search_started = Instant::now();
@@ -540,6 +602,7 @@ pub fn run_worker(
             .collect();
         let found: LocalNeighbours = Ok(LocalAnswer {
             candidates: candidates.len(),
+            near_gold,
             found,
             exact,
             index: pool_index.stats.clone(),
@@ -617,6 +680,25 @@ impl Leader {
     }
 
     /// Step 1 and the query of step 2: the best RM, p and k per gold pair.
+    /// The band keys of every gold and labelled pair the leader has whole, sorted and
+    /// distinct (none with near-dup off).
+    fn near_gold_bands(&self, spec: &Stage1Spec) -> Vec<u64> {
+        if !spec.near_dup.enabled {
+            return Vec::new();
+        }
+        let hasher = MinHasher::new(spec.near_dup);
+        let mut keys = Vec::new();
+        let mut bands = Vec::new();
+        let verified = self.gold.labels.keys().chain(self.labelled.iter());
+        for p in verified.filter_map(|k| self.known.get(k)) {
+            hasher.pair_band_keys(p, &mut keys);
+            bands.extend_from_slice(&keys);
+        }
+        bands.sort_unstable();
+        bands.dedup();
+        bands
+    }
+
     fn start_iteration(&mut self, plan: &Stage1Plan, iteration: usize) -> Result<RetrievalQuery> {
         let spec = &plan.spec;
         let golds = gold_pairs(&self.gold, &self.known);
@@ -680,6 +762,7 @@ impl Leader {
                 .copied()
                 .collect(),
             recall_sample: recall_sample(&golds, &spec.index),
+            near_gold_bands: self.near_gold_bands(spec),
         };
         self.pending = Some(PendingIteration {
             golds,
@@ -788,6 +871,7 @@ impl Leader {
             retrieval_requested: per_gold.iter().map(|g| g.neighbours.len()).sum(),
             retrieved: retrieved.len(),
             pool_candidates: candidates,
+            near_duplicates_of_gold_excluded: per_worker.iter().map(|w| w.near_gold).sum(),
             index_recall,
             index_recall_queries: query.recall_sample.len(),
             search_s: per_worker.iter().map(|w| w.search_s).fold(0.0, f64::max),
