@@ -83,15 +83,8 @@ impl<'scope> DecideIncrementally<'scope> for Facts<'scope> {
             }
             // Labels for pairs outside the pool have no margins: nothing to decide.
             if let Some((best, gold)) = margins {
-                let decided = decide_pair(
-                    &settings,
-                    judges.as_deref(),
-                    *key,
-                    best,
-                    gold,
-                    verdict,
-                    row,
-                );
+                let decided =
+                    decide_pair(&settings, judges.as_deref(), *key, best, gold, verdict, row);
                 out.push((decided, 1));
             }
         })
@@ -125,7 +118,11 @@ pub fn decide_pair(
     // As `consistency_rule::decide`: a conflict's deciding row gets no word from the
     // best RM, which learned whichever copy it saw.
     let (p_best, p_gold) = (
-        if conflict { 0.0 } else { sigmoid(f32::from_bits(best) as f64) },
+        if conflict {
+            0.0
+        } else {
+            sigmoid(f32::from_bits(best) as f64)
+        },
         sigmoid(f32::from_bits(gold) as f64),
     );
     let judges_agree = || judges.and_then(|j| j.agree_key(key)).unwrap_or(false);

@@ -352,17 +352,16 @@ impl<'scope> RouteNearDuplicates<'scope> for Rows<'scope, PreferencePair> {
         };
         // A named operator (not a bare `ok_err`), so the printed graph says what it is.
         type Checked = std::result::Result<PreferencePair, OutputRow>;
-        let checked: Rows<'scope, Checked> =
-            self.unary(Pipeline, "NearDuplicates", move |_, _| {
-                move |input, output| {
-                    input.for_each(|time, data| {
-                        let mut session = output.session(&time);
-                        for pair in data.drain(..) {
-                            session.give(route(pair));
-                        }
-                    });
-                }
-            });
+        let checked: Rows<'scope, Checked> = self.unary(Pipeline, "NearDuplicates", move |_, _| {
+            move |input, output| {
+                input.for_each(|time, data| {
+                    let mut session = output.session(&time);
+                    for pair in data.drain(..) {
+                        session.give(route(pair));
+                    }
+                });
+            }
+        });
         checked.ok_err(|r| r)
     }
 }

@@ -217,7 +217,12 @@ mod tests {
     fn entries(n: u64) -> Vec<Entry> {
         // A fixed scramble: keys repeat (every 7th) and rows arrive out of order.
         (0..n)
-            .map(|i| ((i * 0x9E37_79B9_7F4A_7C15 % 97) % 31, RowKey(n - i)))
+            .map(|i| {
+                (
+                    (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 97) % 31,
+                    RowKey(n - i),
+                )
+            })
             .collect()
     }
 

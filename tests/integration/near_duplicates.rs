@@ -40,7 +40,8 @@ fn injected(data: &Path) -> HashMap<String, (String, String)> {
 }
 
 #[test]
-fn injected_near_duplicates_and_conflicts_are_caught_the_same_on_1_2_4_workers_2_processes_and_a_small_memory_budget() {
+fn injected_near_duplicates_and_conflicts_are_caught_the_same_on_1_2_4_workers_2_processes_and_a_small_memory_budget(
+) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     ok(&[
@@ -72,19 +73,28 @@ fn injected_near_duplicates_and_conflicts_are_caught_the_same_on_1_2_4_workers_2
         runs.push(decided(&out));
     }
     let figures = |workers: &str| {
-        json_file(&tmp.path().join(format!("out-{workers}")).join("report.json"))
-            ["near_duplicates"]
+        json_file(
+            &tmp.path()
+                .join(format!("out-{workers}"))
+                .join("report.json"),
+        )["near_duplicates"]
             .clone()
     };
     let (roomy, tight) = (figures("1"), figures("4"));
     assert_eq!(roomy["band_index"]["spilled_runs"], 0);
-    assert!(tight["band_index"]["spilled_runs"].as_u64().unwrap() > 100, "{tight}");
+    assert!(
+        tight["band_index"]["spilled_runs"].as_u64().unwrap() > 100,
+        "{tight}"
+    );
     assert_eq!(tight["memory_budget_bytes"], 64 << 10);
     // The bands and what they found do not depend on the budget.
     for field in ["candidate_edges", "components", "members"] {
         assert_eq!(roomy[field], tight[field], "{field}");
     }
-    assert_eq!(roomy["band_index"]["entries"], tight["band_index"]["entries"]);
+    assert_eq!(
+        roomy["band_index"]["entries"],
+        tight["band_index"]["entries"]
+    );
     let out = tmp.path().join("out-2x2");
     let mut args = vec!["launch", "--local", "2", "--"];
     let argv = curate_argv(&pool, &gold, &out);

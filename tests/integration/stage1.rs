@@ -1171,7 +1171,10 @@ fn stage1_retrieval_never_returns_a_near_duplicate_of_a_gold_pair() {
         (json_file(&out.join("report.json")), near_gold)
     };
     let (report, near_gold) = run("on", &["--index", "exact", "--workers", "2"]);
-    assert_eq!(near_gold, 0, "a near-duplicate of a gold pair was retrieved");
+    assert_eq!(
+        near_gold, 0,
+        "a near-duplicate of a gold pair was retrieved"
+    );
     let excluded = report["iterations"][0]["near_duplicates_of_gold_excluded"]
         .as_u64()
         .unwrap();

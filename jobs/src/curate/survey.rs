@@ -561,10 +561,12 @@ fn resolve_near_duplicates(
     let (runs, spilled_bytes) = bands.spilled();
     let band_index = all_gather(worker, &(entries, runs as u64, spilled_bytes))?
         .into_iter()
-        .fold(BandIndexFigures::default(), |sum, (e, r, b)| BandIndexFigures {
-            entries: sum.entries + e,
-            spilled_runs: sum.spilled_runs + r,
-            spilled_bytes: sum.spilled_bytes + b,
+        .fold(BandIndexFigures::default(), |sum, (e, r, b)| {
+            BandIndexFigures {
+                entries: sum.entries + e,
+                spilled_runs: sum.spilled_runs + r,
+                spilled_bytes: sum.spilled_bytes + b,
+            }
         });
     let local_edges = agreed(worker, bands.candidate_edges())?;
     let edges: Vec<(RowKey, RowKey)> = all_gather(worker, &local_edges)?

@@ -43,9 +43,9 @@ use synpref_engine::score_cache::ScoreCache;
 use synpref_engine::side::{label_to_json, GoldLabels, Truth};
 use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
+use synpref_operators::minhash::{MinHasher, NearDupSettings};
 use synpref_operators::models::builtin::{HashedBtModel, TrainExample, TrainSettings};
 use synpref_operators::models::saved::{self, ToSave};
-use synpref_operators::minhash::{MinHasher, NearDupSettings};
 use synpref_operators::models::{sigmoid, ComputeStats, ModelOptions};
 
 use crate::job::RunSettings;
