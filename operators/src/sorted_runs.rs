@@ -11,7 +11,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use synpref_engine::model::RowKey;
@@ -23,8 +24,11 @@ pub type Entry = (u64, RowKey);
 /// Bytes of an entry on disk (and in memory): key and row, little-endian.
 pub const ENTRY_BYTES: usize = 16;
 
-/// Read buffer of one run while merging: the merge holds one per run.
+/// Read buffer of one run while merging, at most: the merge holds one per run, and
+/// together they stay within the cap (down to `MIN_RUN_READ_BUFFER` each).
 const RUN_READ_BUFFER: usize = 256 << 10;
+/// Read buffer of one run, at least: 256 entries per positioned read.
+const MIN_RUN_READ_BUFFER: usize = 4 << 10;
 
 /// Entries under a memory cap, spilled to disk in sorted runs.
 #[derive(Debug)]
@@ -145,22 +149,23 @@ impl SortedRuns {
         }
         // Flushes what the writer still buffers.
         drop(writer.into_inner().map_err(|e| io(e.into_error()))?);
-        let mut readers = Vec::with_capacity(self.runs.len());
-        for &(first, count) in &self.runs {
-            let mut f = file.reopen().map_err(io)?;
-            f.seek(SeekFrom::Start(first * ENTRY_BYTES as u64))
-                .map_err(io)?;
-            readers.push(RunReader {
-                reader: BufReader::with_capacity(RUN_READ_BUFFER, f),
-                left: count,
-            });
-        }
+        // Every run reads through the one spill file by positioned reads: a run
+        // needs no file descriptor of its own (a small budget over a large pool makes
+        // thousands of runs, past a process's descriptor limit).
+        let file = file.reopen().map_err(io)?;
+        let share = self.capacity * ENTRY_BYTES / (self.runs.len() + 1);
+        let chunk = share.clamp(MIN_RUN_READ_BUFFER, RUN_READ_BUFFER) / ENTRY_BYTES * ENTRY_BYTES;
+        let mut readers: Vec<RunReader> = self
+            .runs
+            .iter()
+            .map(|&(first, count)| RunReader::new(first, count, chunk))
+            .collect();
         let mut memory = self.buffer.into_iter();
         // The heap holds the next entry of each source; the buffer is source `runs`.
         let memory_source = readers.len();
         let mut heap = BinaryHeap::with_capacity(readers.len() + 1);
         for (i, r) in readers.iter_mut().enumerate() {
-            if let Some(e) = r.next().map_err(io)? {
+            if let Some(e) = r.next(&file).map_err(io)? {
                 heap.push(Reverse((e, i)));
             }
         }
@@ -172,7 +177,7 @@ impl SortedRuns {
             let next = if source == memory_source {
                 memory.next()
             } else {
-                readers[source].next().map_err(io)?
+                readers[source].next(&file).map_err(io)?
             };
             if let Some(e) = next {
                 heap.push(Reverse((e, source)));
@@ -182,20 +187,42 @@ impl SortedRuns {
     }
 }
 
-/// What is left of one run while merging.
+/// What is left of one run while merging: its next bytes in the spill file, and a
+/// buffer of the bytes read ahead.
 struct RunReader {
-    reader: BufReader<File>,
-    left: u64,
+    /// Offset in the spill file of the first byte not yet read into `buffer`.
+    offset: u64,
+    /// Bytes of the run not yet read into `buffer`.
+    unread: u64,
+    buffer: Vec<u8>,
+    /// Position of the next entry in `buffer`.
+    at: usize,
 }
 
 impl RunReader {
-    fn next(&mut self) -> std::io::Result<Option<Entry>> {
-        if self.left == 0 {
-            return Ok(None);
+    fn new(first: u64, count: u64, chunk: usize) -> RunReader {
+        RunReader {
+            offset: first * ENTRY_BYTES as u64,
+            unread: count * ENTRY_BYTES as u64,
+            buffer: Vec::with_capacity(chunk),
+            at: 0,
         }
-        let mut bytes = [0u8; ENTRY_BYTES];
-        self.reader.read_exact(&mut bytes)?;
-        self.left -= 1;
+    }
+
+    fn next(&mut self, file: &File) -> std::io::Result<Option<Entry>> {
+        if self.at == self.buffer.len() {
+            if self.unread == 0 {
+                return Ok(None);
+            }
+            let n = (self.buffer.capacity() as u64).min(self.unread) as usize;
+            self.buffer.resize(n, 0);
+            file.read_exact_at(&mut self.buffer, self.offset)?;
+            self.offset += n as u64;
+            self.unread -= n as u64;
+            self.at = 0;
+        }
+        let bytes = &self.buffer[self.at..self.at + ENTRY_BYTES];
+        self.at += ENTRY_BYTES;
         let key = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
         let row = u64::from_le_bytes(bytes[8..].try_into().expect("8 bytes"));
         Ok(Some((key, RowKey(row))))
@@ -248,6 +275,27 @@ mod tests {
             assert_eq!(out, sorted, "capacity {capacity}");
             assert_eq!(runs, 1000 / capacity, "capacity {capacity}");
         }
+    }
+
+    /// Each run once had its own file descriptor: a small budget over a large pool
+    /// made more runs than a process may open (1,024 by default on Linux).
+    #[test]
+    fn more_runs_than_a_process_may_open_files_still_merge() {
+        // One run per entry, past this process's soft limit on open files.
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let open_files: u64 = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1024);
+        let n = open_files.min(1 << 20) + 100;
+        let input = entries(n);
+        let mut sorted = input.clone();
+        sorted.sort_unstable();
+        let (out, runs) = merged(1, &input);
+        assert_eq!(runs as u64, n);
+        assert_eq!(out, sorted);
     }
 
     #[test]
