@@ -804,6 +804,14 @@ fn bad_settings_exit_2_naming_the_setting() {
     assert!(err.contains("--best-rm"), "{err}");
     let err = fails_with(&["curate", "--pairs", s(&pool)], 2);
     assert!(err.contains("--gold"), "{err}");
+    let missing = tmp.path().join("no-such-dir");
+    let err = fails_with(&[&base[..], &["--spill-dir", s(&missing)]].concat(), 2);
+    assert!(
+        err.contains("--spill-dir") && err.contains("no-such-dir"),
+        "{err}"
+    );
+    let err = fails_with(&[&base[..], &["--memory-budget", "1.5G"]].concat(), 2);
+    assert!(err.contains("--memory-budget"), "{err}");
 }
 
 #[test]

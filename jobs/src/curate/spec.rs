@@ -236,6 +236,16 @@ impl CurateSpec {
         if m.slice_rows == 0 {
             return Err(Error::setting("--slice-rows", "must be at least 1"));
         }
+        // Checked before anything is read: a spill dir that is not there would
+        // otherwise fail the run at its first spill, after minutes of survey.
+        if let Some(dir) = &m.spill_dir {
+            if !dir.is_dir() {
+                return Err(Error::setting(
+                    "--spill-dir",
+                    format!("{} is not an existing directory", dir.display()),
+                ));
+            }
+        }
         if !(self.threshold > 0.0 && self.threshold < 1.0) {
             return Err(Error::setting(
                 "--threshold",
