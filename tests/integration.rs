@@ -1720,28 +1720,16 @@ fn parity_qwen3_rm_chat_end_to_end_template_tokenizer_and_rewards() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     for (p, e) in pairs.iter().zip(expected["pairs"].as_array().unwrap()) {
-        let pair = synpref_engine::model::PreferencePair {
-            key: synpref_engine::model::RowKey(0),
-            row: 0,
-            pair_id: p["pair_id"].as_str().unwrap().into(),
-            prompt: serde_json::from_value::<Vec<synpref_engine::model::Message>>(
-                p["prompt"].clone(),
-            )
-            .map(synpref_engine::model::Conversation::Messages)
-            .unwrap(),
-            chosen: synpref_engine::model::Conversation::Text(p["chosen"].as_str().unwrap().into()),
-            rejected: synpref_engine::model::Conversation::Text(
-                p["rejected"].as_str().unwrap().into(),
-            ),
-            implicit_prompt: false,
-            attributes: Default::default(),
-            extras: Vec::new(),
-            content_hash: 0,
-            dedup_hash: 0,
-            pair_key: 0,
-            corrected: false,
-            conflict: false,
-        };
+        use synpref_engine::model::{Conversation, Message, PreferencePair};
+        let text = |side: &str| Conversation::Text(p[side].as_str().unwrap().into());
+        let pair = PreferencePair::outside_pool(
+            p["pair_id"].as_str().unwrap(),
+            serde_json::from_value::<Vec<Message>>(p["prompt"].clone())
+                .map(Conversation::Messages)
+                .unwrap(),
+            text("chosen"),
+            text("rejected"),
+        );
         for side in ["chosen", "rejected"] {
             let reply = if side == "chosen" {
                 &pair.chosen

@@ -188,6 +188,35 @@ pub struct PreferencePair {
     pub conflict: bool,
 }
 
+impl PreferencePair {
+    /// A pair that is no pool row (a gold label's own text, a benchmark pair, a test's
+    /// pair): row and key 0, hashes and pair key 0, no attributes, extras or flags.
+    /// Callers that need a key or hashes set them with struct update syntax.
+    pub fn outside_pool(
+        pair_id: impl Into<String>,
+        prompt: Conversation,
+        chosen: Conversation,
+        rejected: Conversation,
+    ) -> PreferencePair {
+        PreferencePair {
+            key: RowKey(0),
+            row: 0,
+            pair_id: pair_id.into(),
+            prompt,
+            chosen,
+            rejected,
+            implicit_prompt: false,
+            attributes: Attributes::default(),
+            extras: Vec::new(),
+            content_hash: 0,
+            dedup_hash: 0,
+            pair_key: 0,
+            corrected: false,
+            conflict: false,
+        }
+    }
+}
+
 /// Why a row was quarantined (bad input flows as data, DESIGN §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum InvalidReason {

@@ -265,25 +265,11 @@ impl<'scope> Decontaminate<'scope> for Rows<'scope, PreferencePair> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use synpref_engine::model::{Message, RowKey};
+    use synpref_engine::model::Message;
 
     fn pair(prompt: Conversation, chosen: &str, rejected: &str) -> PreferencePair {
-        PreferencePair {
-            key: RowKey(0),
-            row: 0,
-            pair_id: "x".into(),
-            prompt,
-            chosen: Conversation::Text(chosen.into()),
-            rejected: Conversation::Text(rejected.into()),
-            implicit_prompt: false,
-            attributes: Default::default(),
-            extras: vec![],
-            content_hash: 0,
-            dedup_hash: 0,
-            pair_key: 0,
-            corrected: false,
-            conflict: false,
-        }
+        let text = |t: &str| Conversation::Text(t.into());
+        PreferencePair::outside_pool("x", prompt, text(chosen), text(rejected))
     }
 
     fn text(p: &str) -> PreferencePair {

@@ -398,25 +398,11 @@ pub fn similarity(a: &PairShingles, b: &PairShingles) -> f64 {
 /// A pair of plain texts, for this crate's tests.
 #[cfg(test)]
 pub(crate) mod tests_support {
-    use synpref_engine::model::{Conversation, PreferencePair, RowKey};
+    use synpref_engine::model::{Conversation, PreferencePair};
 
     pub fn pair(prompt: &str, chosen: &str, rejected: &str) -> PreferencePair {
-        PreferencePair {
-            key: RowKey(0),
-            row: 0,
-            pair_id: "p".into(),
-            prompt: Conversation::Text(prompt.into()),
-            chosen: Conversation::Text(chosen.into()),
-            rejected: Conversation::Text(rejected.into()),
-            implicit_prompt: false,
-            attributes: Default::default(),
-            extras: Vec::new(),
-            content_hash: 0,
-            dedup_hash: 0,
-            pair_key: 0,
-            corrected: false,
-            conflict: false,
-        }
+        let text = |t: &str| Conversation::Text(t.into());
+        PreferencePair::outside_pool("p", text(prompt), text(chosen), text(rejected))
     }
 }
 

@@ -216,21 +216,16 @@ fn packed_pair_rewards_do_not_depend_on_the_token_budget() {
                     .collect::<Vec<_>>()
                     .join(" ")
             };
-            synpref_engine::model::PreferencePair {
-                key: synpref_engine::model::RowKey(i as u64),
+            use synpref_engine::model::{Conversation, PreferencePair, RowKey};
+            PreferencePair {
+                key: RowKey(i as u64),
                 row: i as u64,
-                pair_id: format!("p{i}"),
-                prompt: synpref_engine::model::Conversation::Text(words(i % 7 * 9, i)),
-                chosen: synpref_engine::model::Conversation::Text(words(3 + i * 5 % 40, i + 1)),
-                rejected: synpref_engine::model::Conversation::Text(words(1 + i * 3 % 30, i + 2)),
-                implicit_prompt: false,
-                attributes: Default::default(),
-                extras: Vec::new(),
-                content_hash: 0,
-                dedup_hash: 0,
-                pair_key: 0,
-                corrected: false,
-                conflict: false,
+                ..PreferencePair::outside_pool(
+                    format!("p{i}"),
+                    Conversation::Text(words(i % 7 * 9, i)),
+                    Conversation::Text(words(3 + i * 5 % 40, i + 1)),
+                    Conversation::Text(words(1 + i * 3 % 30, i + 2)),
+                )
             }
         })
         .collect();

@@ -113,16 +113,8 @@ fn scoring_pair(
         key: RowKey::new(0, i),
         row: i,
         pair_key: pair_key(&pair_id),
-        pair_id,
-        prompt: prompt.clone(),
-        chosen: a.clone(),
-        rejected: b.clone(),
-        implicit_prompt: false,
-        attributes: Default::default(),
-        extras: Vec::new(),
         content_hash: hash,
         dedup_hash: hash,
-        corrected: false,
-        conflict: false,
+        ..PreferencePair::outside_pool(pair_id, prompt.clone(), a.clone(), b.clone())
     }
 }

@@ -381,26 +381,23 @@ mod tests {
         for (i, w) in model.weights.iter_mut().enumerate() {
             *w = ((i * 7919) % 1000) as f32 / 997.0 - 0.5;
         }
+        let text = |t: &str| Conversation::Text(t.into());
         let pair = PreferencePair {
             key: RowKey(1),
             row: 1,
-            pair_id: "p".into(),
-            prompt: Conversation::Text("Explain the tides".into()),
-            chosen: Conversation::Text(
-                "The moon's gravity pulls the oceans; the tides follow it.".into(),
-            ),
-            rejected: Conversation::Text("Tides are caused by wind, mostly.".into()),
-            implicit_prompt: false,
             attributes: Attributes {
                 task_category: Some("information seeking".into()),
                 ..Default::default()
             },
-            extras: Vec::new(),
             content_hash: 1,
             dedup_hash: 1,
             pair_key: 1,
-            corrected: false,
-            conflict: false,
+            ..PreferencePair::outside_pool(
+                "p",
+                text("Explain the tides"),
+                text("The moon's gravity pulls the oceans; the tides follow it."),
+                text("Tides are caused by wind, mostly."),
+            )
         };
         let scored = model.score(&[&pair]).unwrap()[0];
         let e = TrainExample::from_pair(&pair, settings.feature_bits, false);
@@ -439,21 +436,14 @@ mod tests {
     }
 
     fn pair_for_wide_test() -> PreferencePair {
+        let text = |t: &str| Conversation::Text(t.into());
         PreferencePair {
             key: RowKey(2),
             row: 2,
-            pair_id: "q".into(),
-            prompt: Conversation::Text("a".into()),
-            chosen: Conversation::Text("b c".into()),
-            rejected: Conversation::Text("d".into()),
-            implicit_prompt: false,
-            attributes: Attributes::default(),
-            extras: Vec::new(),
             content_hash: 2,
             dedup_hash: 2,
             pair_key: 2,
-            corrected: false,
-            conflict: false,
+            ..PreferencePair::outside_pool("q", text("a"), text("b c"), text("d"))
         }
     }
 

@@ -5,7 +5,7 @@
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use synpref_engine::hashing::pair_key;
-use synpref_engine::model::{Attributes, GoldLabel, PreferencePair, RowKey, Verdict};
+use synpref_engine::model::{GoldLabel, PreferencePair, RowKey, Verdict};
 use synpref_engine::side::GoldLabels;
 
 use crate::models::builtin::{HashedBtModel, OnlineTrainer, TrainExample, TrainSettings};
@@ -96,20 +96,9 @@ pub fn label_pair(label: &GoldLabel) -> Option<(PreferencePair, bool)> {
         return None;
     }
     let pair = PreferencePair {
-        key: RowKey(0),
-        row: 0,
-        pair_id: label.pair_id.clone(),
-        prompt: p.clone(),
-        chosen: c.clone(),
-        rejected: r.clone(),
-        implicit_prompt: false,
-        attributes: Attributes::default(),
-        extras: Vec::new(),
         content_hash: synpref_engine::hashing::content_hash(p, c, r),
         dedup_hash: synpref_engine::hashing::canonical_pair_hash(p, c, r, false),
-        pair_key: 0,
-        corrected: false,
-        conflict: false,
+        ..PreferencePair::outside_pool(label.pair_id.clone(), p.clone(), c.clone(), r.clone())
     };
     Some((pair, label.verdict == Verdict::Rejected))
 }
