@@ -26,7 +26,7 @@ fn decided(out: &Path) -> HashMap<String, (String, Option<String>)> {
 }
 
 /// What gen injected: pair_id → (kind, the pair id it copies).
-fn injected(data: &Path) -> HashMap<String, (String, String)> {
+pub(super) fn injected(data: &Path) -> HashMap<String, (String, String)> {
     string_columns(
         &data.join("truth.parquet"),
         &["pair_id", "injected", "copy_of"],
@@ -37,6 +37,15 @@ fn injected(data: &Path) -> HashMap<String, (String, String)> {
         _ => None,
     })
     .collect()
+}
+
+/// The family of a row (`injected`): the original that it, or what it copies, copies.
+pub(super) fn family(injected: &HashMap<String, (String, String)>, id: &str) -> String {
+    let mut id = id.to_string();
+    while let Some((_, of)) = injected.get(&id) {
+        id = of.clone();
+    }
+    id
 }
 
 #[test]
@@ -112,14 +121,7 @@ fn injected_near_duplicates_and_conflicts_are_caught_the_same_on_1_2_4_workers_2
     assert_eq!(rows.len(), 20000, "every row accounted for");
     let truth = injected(&data);
     let reason = |id: &str| rows[id].0.as_str();
-    // The family of a row: the original that it (or what it copies) copies.
-    let family = |id: &str| {
-        let mut id = id.to_string();
-        while let Some((_, of)) = truth.get(&id) {
-            id = of.clone();
-        }
-        id
-    };
+    let family = |id: &str| family(&truth, id);
     // Near-duplicates: recall over the injected, precision over what curate flagged.
     let near: Vec<&String> = truth
         .iter()

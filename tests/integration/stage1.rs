@@ -117,25 +117,7 @@ fn jsonl(path: &Path) -> Vec<Value> {
 /// the pool; the gold set is four of gen's human verdicts (few, so that the 2-core CI
 /// machine answers the retrieved pairs' judge requests in about a minute).
 fn stage1_data(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    ok(&[
-        "gen",
-        "--pairs",
-        "800",
-        "--out",
-        s(dir),
-        "--seed",
-        "11",
-        "--rows-per-file",
-        "200",
-    ]);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("pairs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let golddir = dir.join("gold_all");
-    std::fs::create_dir_all(&golddir).unwrap();
-    std::fs::copy(dir.join("gold.parquet"), golddir.join("gold.parquet")).unwrap();
+    let (files, golddir) = gen_pool(dir, &[]);
     let labels = read_rows(&golddir);
     let silver_ids: BTreeSet<String> = {
         let d = dir.join("silver_only");
@@ -157,6 +139,33 @@ fn stage1_data(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     assert_eq!(picked.len(), 4);
     std::fs::write(&gold, picked.join("\n") + "\n").unwrap();
     (dir.join("pairs"), gold, files[0].clone())
+}
+
+/// `gen` of 800 pairs (seed 11) in four files of 200, with `extra` gen flags: the pool's
+/// files in order, and a directory holding only gen's gold labels (for `read_rows`).
+fn gen_pool(dir: &Path, extra: &[&str]) -> (Vec<PathBuf>, PathBuf) {
+    let mut argv = vec![
+        "gen",
+        "--pairs",
+        "800",
+        "--out",
+        s(dir),
+        "--seed",
+        "11",
+        "--rows-per-file",
+        "200",
+    ];
+    argv.extend(extra);
+    ok(&argv);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("pairs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let golddir = dir.join("gold_all");
+    std::fs::create_dir_all(&golddir).unwrap();
+    std::fs::copy(dir.join("gold.parquet"), golddir.join("gold.parquet")).unwrap();
+    (files, golddir)
 }
 
 fn minilm() -> Option<PathBuf> {
@@ -1116,45 +1125,15 @@ fn stage1_hnsw_index_gives_the_same_neighbours_on_any_worker_count_and_reports_i
 fn stage1_retrieval_never_returns_a_near_duplicate_of_a_gold_pair() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    ok(&[
-        "gen",
-        "--pairs",
-        "800",
-        "--out",
-        s(&data),
-        "--seed",
-        "11",
-        "--rows-per-file",
-        "200",
-        "--near-duplicates",
-        "0.3",
-    ]);
+    let (files, gold) = gen_pool(&data, &["--near-duplicates", "0.3"]);
     let pool = data.join("pairs");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&pool)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    let gold = data.join("gold_all");
-    std::fs::create_dir_all(&gold).unwrap();
-    std::fs::copy(data.join("gold.parquet"), gold.join("gold.parquet")).unwrap();
     let gold_ids: BTreeSet<String> = read_rows(&gold)
         .iter()
         .map(|r| r["pair_id"].as_str().unwrap().to_string())
         .collect();
     // Copy families from the truth: a row's family is its original's id.
-    let truth = string_columns(&data.join("truth.parquet"), &["pair_id", "copy_of"]);
-    let parent: BTreeMap<String, String> = truth
-        .iter()
-        .filter_map(|r| Some((r[0].clone()?, r[1].clone()?)))
-        .collect();
-    let family = |id: &str| -> String {
-        let mut id = id.to_string();
-        while let Some(p) = parent.get(&id) {
-            id = p.clone();
-        }
-        id
-    };
+    let copies = super::near_duplicates::injected(&data);
+    let family = |id: &str| super::near_duplicates::family(&copies, id);
     let gold_families: BTreeSet<String> = gold_ids.iter().map(|g| family(g)).collect();
     let run = |name: &str, extra: &[&str]| -> (Value, usize) {
         let out = tmp.path().join(name);
