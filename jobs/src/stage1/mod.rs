@@ -679,7 +679,6 @@ impl Leader {
         })
     }
 
-    /// Step 1 and the query of step 2: the best RM, p and k per gold pair.
     /// The band keys of every gold and labelled pair the leader has whole, sorted and
     /// distinct (none with near-dup off).
     fn near_gold_bands(&self, spec: &Stage1Spec) -> Vec<u64> {
@@ -699,6 +698,7 @@ impl Leader {
         bands
     }
 
+    /// Step 1 and the query of step 2: the best RM, p and k per gold pair.
     fn start_iteration(&mut self, plan: &Stage1Plan, iteration: usize) -> Result<RetrievalQuery> {
         let spec = &plan.spec;
         let golds = gold_pairs(&self.gold, &self.known);
