@@ -104,6 +104,16 @@ fn injected_near_duplicates_and_conflicts_are_caught_the_same_on_1_2_4_workers_2
         roomy["band_index"]["entries"],
         tight["band_index"]["entries"]
     );
+    // Independently: one entry per band of every row that passed validation (the
+    // written parts say which rows did), and a spill of 16 bytes per entry at most.
+    let bands = synpref_operators::minhash::NearDupSettings::default().bands as u64;
+    let valid = runs[0]
+        .values()
+        .filter(|(reason, _)| !reason.starts_with("invalid"))
+        .count() as u64;
+    assert_eq!(roomy["band_index"]["entries"], bands * valid);
+    let spilled = tight["band_index"]["spilled_bytes"].as_u64().unwrap();
+    assert!(spilled > 0 && spilled <= 16 * bands * valid, "{tight}");
     let out = tmp.path().join("out-2x2");
     let mut args = vec!["launch", "--local", "2", "--"];
     let argv = curate_argv(&pool, &gold, &out);
