@@ -186,6 +186,11 @@ pub struct PreferencePair {
     /// may have learned either label, is not consulted (DESIGN §4 `conflicting_labels`).
     #[serde(default)]
     pub conflict: bool,
+    /// The pair key of a duplicate copy whose human label this row, the one kept for
+    /// the content, takes: it has no label of its own (`dedup`; issue 28, "labels on a
+    /// pair apply to its canonical key").
+    #[serde(default)]
+    pub adopted_label: Option<u64>,
 }
 
 impl PreferencePair {
@@ -213,6 +218,7 @@ impl PreferencePair {
             pair_key: 0,
             corrected: false,
             conflict: false,
+            adopted_label: None,
         }
     }
 }

@@ -290,6 +290,7 @@ mod tests {
             pair_key: i,
             corrected: false,
             conflict: false,
+            adopted_label: None,
         }
     }
 

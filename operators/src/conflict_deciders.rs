@@ -8,6 +8,12 @@
 //! order), else LLM-judge votes on either (the first such row), else both are
 //! discarded. This module records which rows have a verdict or votes and picks, per
 //! conflicting comparison, the row that decides it.
+//!
+//! Labels on a pair apply to its canonical key (issue 28 part 5): a human label given
+//! for a duplicate copy's pair id, which dedup discards, is taken by the row kept for
+//! that content (the first in input order) when the kept row has no label of its own;
+//! of several labelled copies, the first in input order. The kept row then counts as a
+//! human-decided row here too. `serve` keeps the same rule (`serve::aliases`).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -32,36 +38,84 @@ pub enum Decider {
     Judges = 1,
 }
 
-/// (dedup key, row, what can decide it) of one row with a verdict or votes.
-pub type DeciderRow = (u64, RowKey, Decider);
+/// (dedup key, row, what can decide it, pair key) of one row with a verdict or votes.
+pub type DeciderRow = (u64, RowKey, Decider, u64);
 
-/// Per conflicting comparison on this worker, the row that decides it.
+/// Per conflicting comparison on this worker, the row that decides it; and the kept
+/// rows that take a duplicate copy's human label.
 #[derive(Default, Debug)]
 pub struct ConflictDeciders {
     by_comparison: FxHashMap<u64, RowKey>,
+    /// Kept row → pair key of the copy whose label it takes (it has none of its own).
+    adopted: FxHashMap<RowKey, u64>,
 }
 
 impl ConflictDeciders {
     /// The deciding row of each conflicting comparison in `index` (this worker's part of
-    /// the dedup index, sealed) among `rows`. Only the first row of its orientation can
-    /// decide: a later copy is discarded as a duplicate before conflicts are looked at.
+    /// the dedup index, sealed) among `rows`, and the kept rows that take a copy's human
+    /// label. Only the first row of its orientation can decide: a later copy is
+    /// discarded as a duplicate before conflicts are looked at, but its human label
+    /// passes to the first row, which then decides as a human-labelled row.
     pub fn build(index: &KeyIndex, rows: &[DeciderRow]) -> ConflictDeciders {
-        let mut by_comparison: FxHashMap<u64, (Decider, RowKey)> = FxHashMap::default();
-        for &(key, row, decider) in rows {
-            let first_of_its_orientation = index.first(key) == Some(row);
-            let conflicting = index.first(key ^ 1).is_some();
-            if !(first_of_its_orientation && conflicting) {
+        // Kept rows with a label of their own, and the first labelled copy of the rest.
+        let mut own: rustc_hash::FxHashSet<RowKey> = Default::default();
+        // Kept row → (copy row, copy's pair key, the content's dedup key).
+        let mut first_copy: FxHashMap<RowKey, (RowKey, u64, u64)> = FxHashMap::default();
+        for &(key, row, decider, pair_key) in rows {
+            let Some(first) = index.first(key) else {
+                continue;
+            };
+            if decider != Decider::Human {
                 continue;
             }
+            if first == row {
+                own.insert(row);
+            } else {
+                let entry = first_copy.entry(first).or_insert((row, pair_key, key));
+                *entry = (*entry).min((row, pair_key, key));
+            }
+        }
+        first_copy.retain(|kept, _| !own.contains(kept));
+        let mut by_comparison: FxHashMap<u64, (Decider, RowKey)> = FxHashMap::default();
+        let mut consider = |key: u64, row: RowKey, decider: Decider| {
             let entry = by_comparison.entry(key & !1).or_insert((decider, row));
             *entry = (*entry).min((decider, row));
+        };
+        for &(key, row, decider, _) in rows {
+            let first_of_its_orientation = index.first(key) == Some(row);
+            let conflicting = index.first(key ^ 1).is_some();
+            if first_of_its_orientation && conflicting {
+                consider(key, row, decider);
+            }
+        }
+        for (&kept, &(_, _, key)) in &first_copy {
+            if index.first(key ^ 1).is_some() {
+                consider(key, kept, Decider::Human);
+            }
         }
         ConflictDeciders {
             by_comparison: by_comparison
                 .into_iter()
                 .map(|(k, (_, row))| (k, row))
                 .collect(),
+            adopted: first_copy
+                .into_iter()
+                .map(|(kept, (_, pair_key, _))| (kept, pair_key))
+                .collect(),
         }
+    }
+
+    /// The pair key of the duplicate copy whose human label the kept row `row` takes,
+    /// if it takes one.
+    pub fn adopted_label(&self, row: RowKey) -> Option<u64> {
+        self.adopted.get(&row).copied()
+    }
+
+    /// (kept row, adopted label's pair key) sorted by row: what a resumable run saves.
+    pub fn adopted_rows(&self) -> Vec<(RowKey, u64)> {
+        let mut rows: Vec<(RowKey, u64)> = self.adopted.iter().map(|(r, k)| (*r, *k)).collect();
+        rows.sort_unstable();
+        rows
     }
 
     /// The row that decides the comparison of dedup key `key`, if any row can.
@@ -77,10 +131,11 @@ impl ConflictDeciders {
         rows
     }
 
-    /// The table `rows()` gave.
-    pub fn from_rows(rows: Vec<(u64, RowKey)>) -> ConflictDeciders {
+    /// The tables `rows()` and `adopted_rows()` gave.
+    pub fn from_rows(rows: Vec<(u64, RowKey)>, adopted: Vec<(RowKey, u64)>) -> ConflictDeciders {
         ConflictDeciders {
             by_comparison: rows.into_iter().collect(),
+            adopted: adopted.into_iter().collect(),
         }
     }
 
@@ -116,23 +171,34 @@ impl CollectDeciders for Rows<'_, DeciderRow> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_human_verdict_decides_before_judges_and_the_first_row_before_later_ones() {
+    /// Comparison 8: rows 1 (key 8) and 2 (key 9, swapped), row 3 a duplicate of 1.
+    /// Comparison 16: rows 4 and 5, no deciders. Key 32: rows 6 and 7 (a duplicate),
+    /// no swapped copy. Pair keys are 100 + the row.
+    fn index() -> KeyIndex {
         let mut index = KeyIndex::default();
-        // Comparison 8: rows 1 (key 8) and 2 (key 9, swapped), row 3 a duplicate of 1.
-        // Comparison 16: rows 4 and 5, no deciders. Key 32: row 6, no swapped copy.
-        for (k, r) in [(8, 1), (9, 2), (8, 3), (16, 4), (17, 5), (32, 6)] {
+        for (k, r) in [(8, 1), (9, 2), (8, 3), (16, 4), (17, 5), (32, 6), (32, 7)] {
             index.push(k, RowKey(r));
         }
         index.seal();
+        index
+    }
+
+    fn row(key: u64, row: u64, decider: Decider) -> DeciderRow {
+        (key, RowKey(row), decider, 100 + row)
+    }
+
+    #[test]
+    fn a_human_verdict_decides_before_judges_and_the_first_row_before_later_ones() {
+        let index = index();
         assert_eq!(index.both_orientations(), vec![8, 16]);
-        let rows = [
-            (8, RowKey(1), Decider::Judges),
-            (9, RowKey(2), Decider::Human),
-            (8, RowKey(3), Decider::Human), // a duplicate never decides
-            (32, RowKey(6), Decider::Human), // no conflict
-        ];
-        let d = ConflictDeciders::build(&index, &rows);
+        let d = ConflictDeciders::build(
+            &index,
+            &[
+                row(8, 1, Decider::Judges),
+                row(9, 2, Decider::Human),
+                row(32, 6, Decider::Human), // no conflict
+            ],
+        );
         assert_eq!(d.decider(8), Some(RowKey(2)));
         assert_eq!(d.decider(9), Some(RowKey(2)));
         assert_eq!(d.decider(16), None);
@@ -141,11 +207,41 @@ mod tests {
         // Two judge-voted copies: the first in input order decides.
         let d = ConflictDeciders::build(
             &index,
-            &[
-                (9, RowKey(2), Decider::Judges),
-                (8, RowKey(1), Decider::Judges),
-            ],
+            &[row(9, 2, Decider::Judges), row(8, 1, Decider::Judges)],
         );
         assert_eq!(d.decider(9), Some(RowKey(1)));
+        // Judge votes on a duplicate copy stay with it: it never decides.
+        let d = ConflictDeciders::build(&index, &[row(8, 3, Decider::Judges)]);
+        assert_eq!(d.decider(8), None);
+    }
+
+    #[test]
+    fn a_kept_row_takes_its_first_labelled_copys_label_unless_it_has_its_own() {
+        let index = index();
+        // Row 7 copies row 6, which has no label: row 6 takes row 7's.
+        let d = ConflictDeciders::build(&index, &[row(32, 7, Decider::Human)]);
+        assert_eq!(d.adopted_label(RowKey(6)), Some(107));
+        assert_eq!(d.adopted_label(RowKey(7)), None);
+        // Row 6's own label comes first.
+        let d = ConflictDeciders::build(
+            &index,
+            &[row(32, 7, Decider::Human), row(32, 6, Decider::Human)],
+        );
+        assert_eq!(d.adopted_label(RowKey(6)), None);
+        // Row 3's human label passes to row 1, which now decides comparison 8 as a
+        // human-labelled row, before row 2's (later in input order).
+        let d = ConflictDeciders::build(
+            &index,
+            &[
+                row(8, 1, Decider::Judges),
+                row(9, 2, Decider::Human),
+                row(8, 3, Decider::Human),
+            ],
+        );
+        assert_eq!(d.adopted_label(RowKey(1)), Some(103));
+        assert_eq!(d.decider(8), Some(RowKey(1)));
+        let saved = ConflictDeciders::from_rows(d.rows(), d.adopted_rows());
+        assert_eq!(saved.adopted_label(RowKey(1)), Some(103));
+        assert_eq!(saved.decider(9), Some(RowKey(1)));
     }
 }

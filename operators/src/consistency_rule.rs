@@ -37,32 +37,33 @@ pub struct RuleInputs {
     pub judges: Option<Arc<JudgeVotes>>,
 }
 
-/// (reason, swap) for one pair. A pair an earlier pass corrected (`corrected`) keeps
-/// its recorded correction as its verdict where the gold labels have none. The copy of
-/// a conflicting comparison that judges decide (`conflict`, no human verdict) goes to
-/// the judges whatever p_best says: the best RM may have learned either label.
+/// (reason, swap) for one pair. Its human verdict is its own label, else the label of
+/// the duplicate copy it takes (`PreferencePair::adopted_label`). A pair an earlier
+/// pass corrected (`corrected`) keeps its recorded correction as its verdict where the
+/// gold labels have none. The copy of a conflicting comparison that judges decide
+/// (`conflict`, no human verdict) goes to the judges whatever p_best says: the best RM
+/// may have learned either label.
 pub fn decide(
     inputs: &RuleInputs,
-    pair_key: u64,
-    corrected: bool,
-    conflict: bool,
+    pair: &PreferencePair,
     p_best: f64,
     p_gold: f64,
 ) -> (Reason, bool) {
-    let p_best_for_rule = if conflict { 0.0 } else { p_best };
+    let p_best_for_rule = if pair.conflict { 0.0 } else { p_best };
+    let labels = &inputs.gold.labels;
+    let verdict = labels
+        .get(&pair.pair_key)
+        .or_else(|| pair.adopted_label.and_then(|k| labels.get(&k)))
+        .map(|l| l.verdict)
+        .or(pair.corrected.then_some(Verdict::Rejected));
     decide_with(
         &inputs.settings,
-        inputs
-            .gold
-            .labels
-            .get(&pair_key)
-            .map(|l| l.verdict)
-            .or(corrected.then_some(Verdict::Rejected)),
+        verdict,
         || {
             inputs
                 .judges
                 .as_ref()
-                .and_then(|j| j.agree_key(pair_key))
+                .and_then(|j| j.agree_key(pair.pair_key))
                 .unwrap_or(false)
         },
         p_best_for_rule,
@@ -135,14 +136,7 @@ impl<'scope> ConsistencyRule<'scope> for Rows<'scope, ScoredPair> {
                     let mut session = output.session(&time);
                     for s in data.drain(..) {
                         let (p_best, p_gold) = (s.p_best(), s.p_gold());
-                        let (reason, swap) = decide(
-                            &inputs,
-                            s.pair.pair_key,
-                            s.pair.corrected,
-                            s.pair.conflict,
-                            p_best,
-                            p_gold,
-                        );
+                        let (reason, swap) = decide(&inputs, &s.pair, p_best, p_gold);
                         session.give(decided_row(s.pair, reason, swap, p_best, p_gold));
                     }
                 });

@@ -10,7 +10,9 @@
 //!   comparison: the row that decides it (`conflict_deciders`: a human verdict, else
 //!   judge votes) goes on, marked `conflict` so that the rule skips the best RM; every
 //!   other copy is `conflicting_labels`, naming the deciding row or, where no row can
-//!   decide, the first row of the other orientation.
+//!   decide, the first row of the other orientation;
+//! - a first row with no human label of its own takes its first labelled duplicate
+//!   copy's (`PreferencePair::adopted_label`, `conflict_deciders`).
 
 use std::rc::Rc;
 
@@ -76,6 +78,7 @@ fn check(
         }
         _ => {}
     }
+    pair.adopted_label = deciders.adopted_label(pair.key);
     let Some(other) = index.first(swapped_dedup_key(key)) else {
         return Ok(pair);
     };

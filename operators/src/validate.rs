@@ -201,6 +201,7 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
         dedup_hash,
         corrected,
         conflict: false,
+        adopted_label: None,
     })
 }
 

@@ -101,3 +101,158 @@ fn the_same_pair_as_text_messages_implicit_respaced_or_nfd_is_curated_once_on_an
     curate_ok(&pool, &gold, &out, &["--dedup-as-written"]);
     assert!(decisions(&out).iter().all(|(_, r)| r != "duplicate"));
 }
+
+/// (copy, original) of every exact copy `gen` wrote whose original is no copy itself.
+fn exact_copies(data: &Path) -> Vec<(String, String)> {
+    let rows = string_columns(
+        &data.join("truth.parquet"),
+        &["pair_id", "injected", "copy_of"],
+    );
+    let is_copy = |r: &Vec<Option<String>>| r[1].as_deref() == Some("duplicate");
+    let copies: std::collections::HashSet<&str> = rows
+        .iter()
+        .filter(|r| is_copy(r))
+        .filter_map(|r| r[0].as_deref())
+        .collect();
+    rows.iter()
+        .filter(|r| is_copy(r) && !copies.contains(r[2].as_deref().unwrap()))
+        .map(|r| (r[0].clone().unwrap(), r[2].clone().unwrap()))
+        .collect()
+}
+
+/// pair_id → reason of every row an output holds.
+fn reasons(out: &Path) -> std::collections::HashMap<String, String> {
+    decisions(out).into_iter().collect()
+}
+
+/// Issue 28 part 5, "labels on a pair apply to its canonical key": a human label given
+/// for a duplicate copy's pair id decides the pair kept for that content (which has no
+/// label of its own; its own label comes first; of two labelled copies, the first in
+/// input order), in curate on 1 and 2 workers and in serve, whose snapshot and counts
+/// after the labels equal a from-scratch curate with them.
+#[test]
+fn a_label_on_a_duplicate_copy_decides_the_kept_pair_in_curate_and_serve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok(&[
+        "gen",
+        "--pairs",
+        "1500",
+        "--out",
+        s(&data),
+        "--seed",
+        "23",
+        "--duplicate-fraction",
+        "0.05",
+    ]);
+    let pairs = data.join("pairs");
+    let gold = data.join("gold.parquet");
+    let base = tmp.path().join("base");
+    curate_ok(&pairs, &gold, &base, &[]);
+    let before = reasons(&base);
+    let gen_labelled: std::collections::HashSet<String> = string_columns(&gold, &["pair_id"])
+        .into_iter()
+        .filter_map(|r| r[0].clone())
+        .collect();
+    // Copies discarded as duplicates whose original the models decided (no label).
+    let model_decided = [
+        "both_rms_agree",
+        "gold_rm_disagrees",
+        "gold_rm_and_judge_agree",
+        "best_rm_and_judge_disagree",
+    ];
+    let mut candidates: Vec<(String, String)> = exact_copies(&data)
+        .into_iter()
+        .filter(|(copy, original)| {
+            before.get(copy).map(String::as_str) == Some("duplicate")
+                && model_decided.contains(&before[original].as_str())
+                && !gen_labelled.contains(copy)
+        })
+        .collect();
+    candidates.sort();
+    candidates.dedup_by(|a, b| a.1 == b.1);
+    assert!(candidates.len() >= 8, "{candidates:?}");
+    let label = |id: &str, verdict: &str| {
+        serde_json::json!({"pair_id": id, "verdict": verdict}).to_string() + "\n"
+    };
+    let mut lines = String::new();
+    let mut want: Vec<(String, &str)> = Vec::new();
+    for (copy, original) in &candidates[..6] {
+        lines += &label(copy, "rejected");
+        want.push((original.clone(), "human_corrected"));
+    }
+    let (copy, original) = &candidates[6];
+    lines += &label(copy, "undecidable");
+    want.push((original.clone(), "human_undecidable"));
+    // The kept pair's own label comes before its copy's.
+    let (copy, original) = &candidates[7];
+    lines += &label(copy, "rejected");
+    lines += &label(original, "chosen");
+    want.push((original.clone(), "human_agrees"));
+
+    let labels = tmp.path().join("labels");
+    std::fs::create_dir_all(&labels).unwrap();
+    std::fs::copy(&gold, labels.join("gold.parquet")).unwrap();
+    std::fs::write(labels.join("on-copies.jsonl"), &lines).unwrap();
+    let mut runs = Vec::new();
+    for workers in ["1", "2"] {
+        let out = tmp.path().join(format!("labelled-{workers}"));
+        curate_ok(&pairs, &labels, &out, &["--workers", workers]);
+        runs.push(reasons(&out));
+    }
+    assert_eq!(runs[0], runs[1], "1 and 2 workers");
+    for (original, reason) in &want {
+        assert_eq!(runs[0][original], *reason, "{original}");
+    }
+    for (copy, _) in &candidates[..8] {
+        assert_eq!(
+            runs[0][copy], "duplicate",
+            "a labelled copy is still a duplicate"
+        );
+    }
+
+    // serve: gen's labels at start, the copies' labels posted; its counts (kept by
+    // its decisions, before a snapshot resets them from the snapshot's report), its
+    // snapshot and changelog then equal a from-scratch curate's with its label log.
+    // One worker keeps decisions per shard, two run differential's reduce.
+    for (workers, engine) in [(1, "shard"), (2, "differential")] {
+        let serve_labels = tmp.path().join(format!("serve-labels-{workers}"));
+        std::fs::create_dir_all(&serve_labels).unwrap();
+        std::fs::copy(&gold, serve_labels.join("gold.parquet")).unwrap();
+        let out = tmp.path().join(format!("serve-{workers}"));
+        let serve = Serve::start_with(
+            &pairs,
+            &out,
+            workers,
+            Some(&serve_labels),
+            &["--decisions", engine],
+        );
+        serve.post_labels(&lines);
+        let st = serve.status();
+        let scratch = tmp.path().join(format!("scratch-{workers}"));
+        curate_from_label_log(&pairs, &out, &scratch, 1, &[]);
+        let r = report(&scratch);
+        let nonzero = |v: &Value| -> std::collections::BTreeMap<String, u64> {
+            v.as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        };
+        assert_eq!(
+            nonzero(&st["reasons"]),
+            nonzero(&r["reasons"]),
+            "{engine}: serve's decisions"
+        );
+        serve.snapshot();
+        assert!(
+            super::decisions(&out.join("snapshot")) == super::decisions(&scratch),
+            "{engine}: serve's snapshot differs from curate"
+        );
+        let served = reasons(&out.join("snapshot"));
+        for (original, reason) in &want {
+            assert_eq!(served[original], *reason, "{engine}: {original}");
+        }
+    }
+}

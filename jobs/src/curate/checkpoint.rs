@@ -58,6 +58,9 @@ pub struct SurveyPart {
     pub pair_index: Vec<(u64, RowKey)>,
     /// (comparison key, deciding row) of each conflicting comparison this worker owns.
     pub deciders: Vec<(u64, RowKey)>,
+    /// (kept row, pair key of the duplicate copy whose human label it takes).
+    #[serde(default)]
+    pub adopted_labels: Vec<(RowKey, u64)>,
     /// The near-duplicate components (the same on every worker).
     #[serde(default)]
     pub near: NearDuplicates,

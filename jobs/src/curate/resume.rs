@@ -146,7 +146,10 @@ fn restored(
     tracing::info!(run_id = %checkpoint.run_id, "resuming: survey and models from the checkpoint");
     let survey = Survey {
         selection: Selection {
-            deciders: Rc::new(ConflictDeciders::from_rows(part.deciders)),
+            deciders: Rc::new(ConflictDeciders::from_rows(
+                part.deciders,
+                part.adopted_labels,
+            )),
             near: Rc::new(part.near),
             content_index: index(part.content_index),
             pair_index: index(part.pair_index),
@@ -179,6 +182,7 @@ fn survey_and_train(
             content_index: survey.selection.content_index.borrow().entries().to_vec(),
             pair_index: survey.selection.pair_index.borrow().entries().to_vec(),
             deciders: survey.selection.deciders.rows(),
+            adopted_labels: survey.selection.deciders.adopted_rows(),
             near: (*survey.selection.near).clone(),
         };
         let saved = checkpoint::save_survey(&plan.out, worker.index(), &part);

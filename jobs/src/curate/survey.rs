@@ -277,7 +277,7 @@ pub fn build(
                 } else {
                     None
                 };
-                facts.extend(decider.map(|d| Fact::Decider((content, p.key, d))));
+                facts.extend(decider.map(|d| Fact::Decider((content, p.key, d, p.pair_key))));
                 if let Some(hasher) = &hasher {
                     let shingles: PairShingles = hasher.shingles(&p);
                     hasher.band_keys(&shingles, &mut band_keys);

@@ -3,7 +3,8 @@
 //! its arrangements cost too much memory: measure").
 //!
 //! Every input of a pair's decision is on the worker that owns the pair: its margins
-//! and correction flag in the shard, the verdict in the labels every worker holds. So
+//! and correction flag in the shard, the verdict in the labels and copies
+//! (`aliases`) every worker holds. So
 //! the shard keeps one decision per pair, aligned with its sorted keys, and after an
 //! epoch re-decides only the pairs whose margins or verdict changed, with the same
 //! function the reduce applies (`decide_pair`), emitting a −1 for the old and a +1 for
@@ -73,7 +74,7 @@ fn decide_at(
         key,
         state.m_best[i].to_bits(),
         state.m_gold[i].to_bits(),
-        state.labels.labels.get(&key).map(|l| l.verdict),
+        state.verdict_of(key),
         RowFlags {
             corrected: state.corrected.binary_search(&key).is_ok(),
             conflict: state.conflict.binary_search(&key).is_ok(),

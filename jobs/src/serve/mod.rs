@@ -25,6 +25,7 @@
 //! figures that never go backwards), and goes on: no acknowledged label is lost and
 //! the state equals what the first process would hold.
 
+pub mod aliases;
 pub mod decisions;
 pub mod gold;
 pub mod job;

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use synpref_engine::extras::ExtrasCodec;
-use synpref_engine::hashing::pair_key;
+use synpref_engine::hashing::{dedup_key, dedup_route, pair_key};
 use synpref_engine::model::{GoldLabel, PreferencePair, RowKey, Verdict};
 use synpref_engine::output::OutputSchema;
 use synpref_engine::pool_store::{PoolLoc, PoolStore, PoolWriter};
@@ -23,11 +23,13 @@ use synpref_engine::side::GoldLabels;
 use synpref_engine::store::Location;
 use synpref_engine::{Error, Result};
 use synpref_operators::decide_incrementally::PairFact;
+use synpref_operators::index_first::KeyIndex;
 use synpref_operators::models::builtin::{OnlineTrainer, TrainExample};
 use synpref_operators::models::margin_bound::{weight_drift, RescoreIndex, MARGIN_ROUNDING};
 use synpref_operators::models::{ModelError, RewardModel};
 use synpref_operators::score::ScoredPair;
 
+use super::aliases::{copies_of_scored, CopyRow, LabelAliases, ScoredCopy};
 use super::gold::{f32s, GoldFeatures, GoldModel, SharedWeights};
 use crate::curate::{self, CurateSpec, Graph, GraphBuilder};
 
@@ -56,6 +58,8 @@ pub struct WorkerCapture {
     /// (pair key, row key, store location) of every valid row this worker read.
     pub valid: Vec<(u64, RowKey, PoolLoc)>,
     pub scored: Vec<ScoredFacts>,
+    /// The duplicate copies of the content keys this worker owns (`aliases`).
+    pub copies: Vec<CopyRow>,
     pub error: Option<String>,
 }
 
@@ -104,6 +108,23 @@ impl ServeTap {
         }
     }
 
+    /// Keeps a row that copies an earlier row's content (at the worker owning the
+    /// content key, whose part of the content index names the first row).
+    fn content(&self, worker: usize, index: &KeyIndex, (content, row, key): (u64, RowKey, u64)) {
+        match index.first(content) {
+            Some(first) if first != row => {
+                let mut c = self.workers[worker].lock().expect("capture");
+                c.copies.push((first, row, key));
+            }
+            _ => {}
+        }
+    }
+
+    /// Every worker's copies, taken once after the first pass.
+    pub fn take_copies(&self, worker: usize) -> Vec<CopyRow> {
+        std::mem::take(&mut self.workers[worker].lock().expect("capture").copies)
+    }
+
     /// Keeps a scored pair's margins and its gold-RM features record.
     fn scored(&self, worker: usize, s: &ScoredPair) {
         let record = self.gold.record(&s.pair);
@@ -146,8 +167,9 @@ impl ServeTap {
 const FEATURE_FILES: u16 = 1024;
 
 /// Serve's first curate pass: curate's own stages (`select`, score,
-/// `decide_and_write`), composed with serve's two captures: every valid row into the
-/// pool store, and every scored pair's margins and gold features record.
+/// `decide_and_write`), composed with serve's three captures: every valid row into the
+/// pool store, every duplicate copy at its content's owner (`aliases`), and every
+/// scored pair's margins and gold features record.
 pub struct ServeGraph {
     pub tap: Arc<ServeTap>,
 }
@@ -166,14 +188,15 @@ impl GraphBuilder for ServeGraph {
         use synpref_operators::score::Score;
         use synpref_operators::validate::Validate;
         use timely::dataflow::operators::core::Exchange;
-        use timely::dataflow::operators::vec::Input;
+        use timely::dataflow::operators::vec::{Input, Map};
         use timely::dataflow::operators::Inspect;
         self.tap.schema(&g.schema, &g.extras, &g.file_urls);
         let settings = curate::validate_settings(&plan.spec);
         let dataflow = worker.next_dataflow_index();
         let ngrams = plan.ngrams.clone();
         let index = worker.index() % self.tap.workers.len();
-        let (pool, scores) = (self.tap.clone(), self.tap.clone());
+        let (pool, scores, copies) = (self.tap.clone(), self.tap.clone(), self.tap.clone());
+        let content_index = g.selection.content_index.clone();
         let (input, probe) = worker.dataflow_named::<u64, _, _>("Curate", move |scope| {
             let (input, raw) = scope.new_input::<synpref_engine::input::RawRecord>();
             let (valid, invalid) = raw.validate(settings);
@@ -185,6 +208,12 @@ impl GraphBuilder for ServeGraph {
                 .clone()
                 .exchange(|p: &PreferencePair| p.pair_key)
                 .inspect(move |p| pool.valid(index, p));
+            // Each row's content key goes to the worker owning it, as in `dedup`.
+            valid
+                .clone()
+                .map(|p: PreferencePair| (dedup_key(p.dedup_hash), p.key, p.pair_key))
+                .exchange(|c: &(u64, RowKey, u64)| dedup_route(c.0))
+                .inspect(move |c| copies.content(index, &content_index.borrow(), *c));
             let (clean, routed) = curate::select(valid, invalid, g.selection, ngrams);
             let scored = clean
                 .score(g.scorers.0, g.scorers.1, g.failure)
@@ -244,6 +273,9 @@ pub struct PoolState {
     pub index: RescoreIndex,
     /// All labels applied so far.
     pub labels: GoldLabels,
+    /// Every scored pair's duplicate copies, whose labels it takes (`aliases`); the
+    /// same on every worker. Not saved: the first pass finds them again on restart.
+    pub aliases: LabelAliases,
     /// Every labelled key's pool facts (`LabelledKey`).
     pub labelled: FxHashMap<u64, LabelledKey>,
     /// The gold RM, kept equal to curate's for the labels so far.
@@ -260,7 +292,7 @@ pub struct PoolState {
 /// An epoch's starting point (`PoolState::start_epoch`).
 pub struct EpochStart {
     old_weights: Vec<f32>,
-    /// The verdict in force before the batch, per key it labels.
+    /// The verdict in force before the batch, per pair its labels may decide.
     before: FxHashMap<u64, Option<Verdict>>,
     started: std::time::Instant,
 }
@@ -332,12 +364,35 @@ impl PoolState {
                 .collect(),
             index,
             labels: GoldLabels::default(),
+            aliases: LabelAliases::default(),
             labelled: FxHashMap::default(),
             gold: GoldModel::new(&spec, &tap.gold),
             margin_error: 0.0,
             spec,
             best_fingerprint: String::new(),
         })
+    }
+
+    /// The copies (gathered from every worker's `ServeTap::take_copies`) of the pairs
+    /// this shard scored, named by pair key; gather them from every worker for
+    /// `LabelAliases::new`.
+    pub fn copies_of_scored(&self, copies: Vec<CopyRow>) -> Vec<ScoredCopy> {
+        // A scored pair's row: its key's valid row at the scored pair's location.
+        let row = |i: usize| {
+            let key = self.keys[i];
+            let at = self.valid.partition_point(|v| v.0 < key);
+            self.valid[at..]
+                .iter()
+                .take_while(|v| v.0 == key)
+                .find(|v| v.2 == self.loc[i])
+                .map(|v| (key, v.1))
+        };
+        copies_of_scored(copies, (0..self.keys.len()).filter_map(row))
+    }
+
+    /// The verdict in force for the scored pair `key` (`LabelAliases::verdict`).
+    pub fn verdict_of(&self, key: u64) -> Option<Verdict> {
+        self.aliases.verdict(key, &self.labels)
     }
 
     /// The gold RM's fingerprint, as curate's manifest gives it.
@@ -423,12 +478,8 @@ impl PoolState {
 
     /// What an epoch needs to know from before its labels are learned.
     pub fn start_epoch(&self, batch: &[GoldLabel]) -> EpochStart {
-        let mut before: FxHashMap<u64, Option<Verdict>> = FxHashMap::default();
-        for label in batch {
-            let key = pair_key(&label.pair_id);
-            let old = self.labels.labels.get(&key).map(|l| l.verdict);
-            before.entry(key).or_insert(old);
-        }
+        let keys = batch.iter().map(|l| pair_key(&l.pair_id));
+        let before = self.aliases.before(keys, &self.labels);
         EpochStart {
             old_weights: self.gold.weights().to_vec(),
             before,
@@ -465,7 +516,7 @@ impl PoolState {
         let mut touched: Vec<(u64, Option<Verdict>)> = start.before.into_iter().collect();
         touched.sort_unstable();
         for (key, old) in touched.into_iter().filter(|_| verdicts) {
-            let new = self.labels.labels.get(&key).map(|l| l.verdict);
+            let new = self.verdict_of(key);
             if old != new {
                 if let Some(v) = old {
                     change.updates.push(((key, PairFact::Verdict(v)), -1));

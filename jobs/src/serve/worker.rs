@@ -49,6 +49,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Operator;
 use timely::worker::Worker;
 
+use super::aliases::LabelAliases;
 use super::decisions::{Change, DecisionEngine, ShardDecisions};
 use super::state::{
     PoolState, SavedPart, SavedScorer, SavedStateMeta, ServeGraph, ServeTap, StateScorer,
@@ -373,6 +374,10 @@ fn run(worker: &mut Worker, ctx: &ProcessCtx) -> Result<()> {
         }
         None => false,
     };
+    // Every scored pair's duplicate copies, whose labels it takes, on every worker.
+    let copies = all_gather(worker, &ctx.tap.take_copies(local))?.concat();
+    let mine = state.copies_of_scored(copies);
+    state.aliases = LabelAliases::new(all_gather(worker, &mine)?.concat());
     // Worker 0 learns the labels from every worker's rows of them; the others take
     // its weights.
     let rows = state.batch_rows(&start.labels)?;
@@ -513,14 +518,7 @@ impl Decisions {
         }
         // One worker states the verdicts for all.
         if worker.index() == 0 {
-            let mut verdicts: Vec<_> = s
-                .labels
-                .labels
-                .iter()
-                .map(|(k, l)| (*k, l.verdict))
-                .collect();
-            verdicts.sort();
-            for (k, v) in verdicts {
+            for (k, v) in s.aliases.verdicts(&s.labels) {
                 input.insert((k, PairFact::Verdict(v)));
             }
         }
