@@ -378,6 +378,14 @@ impl RawFields {
             .as_ref()
             .is_some_and(|p| p.reason == CORRECTED_REASON)
     }
+
+    /// The row's `reason` is `human_agrees`: an earlier curate pass kept it for a human
+    /// verdict that agreed with its label.
+    pub fn is_agreed(&self) -> bool {
+        self.previous
+            .as_ref()
+            .is_some_and(|p| p.reason == AGREED_REASON)
+    }
 }
 
 /// `reason`, `p_best` and `p_gold` as an earlier curate pass wrote them.
@@ -390,6 +398,9 @@ pub struct PreviousDecision {
 
 /// The `reason` an earlier curate pass gives a row it swapped for a human verdict.
 pub const CORRECTED_REASON: &str = "human_corrected";
+
+/// The `reason` an earlier curate pass gives a row a human verdict agreed with.
+pub const AGREED_REASON: &str = "human_agrees";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RawBody {

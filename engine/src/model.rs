@@ -181,6 +181,13 @@ pub struct PreferencePair {
     /// verdict where the gold labels have none, so re-curating never swaps it back.
     #[serde(default)]
     pub corrected: bool,
+    /// The row came from an earlier curate pass that kept it for a human verdict that
+    /// agreed with its label (its `reason` was `human_agrees`). Like a recorded
+    /// correction, the recorded agreement counts as that verdict where the gold labels
+    /// have none: re-curating a curated set keeps a decision whose label named a
+    /// duplicate copy (`adopted_label`) that the curated set no longer holds.
+    #[serde(default)]
+    pub agreed: bool,
     /// The same comparison also occurs with chosen and rejected swapped, and this row
     /// is the copy its human verdict or judge votes decide (`dedup`): the best RM, which
     /// may have learned either label, is not consulted (DESIGN §4 `conflicting_labels`).
@@ -217,6 +224,7 @@ impl PreferencePair {
             dedup_hash: 0,
             pair_key: 0,
             corrected: false,
+            agreed: false,
             conflict: false,
             adopted_label: None,
         }

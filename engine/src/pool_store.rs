@@ -289,6 +289,7 @@ mod tests {
             dedup_hash: i as u128,
             pair_key: i,
             corrected: false,
+            agreed: false,
             conflict: false,
             adopted_label: None,
         }

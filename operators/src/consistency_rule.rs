@@ -39,8 +39,8 @@ pub struct RuleInputs {
 
 /// (reason, swap) for one pair. Its human verdict is its own label, else the label of
 /// the duplicate copy it takes (`PreferencePair::adopted_label`). A pair an earlier
-/// pass corrected (`corrected`) keeps its recorded correction as its verdict where the
-/// gold labels have none. The copy of a conflicting comparison that judges decide
+/// pass corrected (`corrected`) or kept for an agreeing verdict (`agreed`) keeps that
+/// recorded verdict where the gold labels have none. The copy of a conflicting comparison that judges decide
 /// (`conflict`, no human verdict) goes to the judges whatever p_best says: the best RM
 /// may have learned either label.
 pub fn decide(
@@ -55,7 +55,8 @@ pub fn decide(
         .get(&pair.pair_key)
         .or_else(|| pair.adopted_label.and_then(|k| labels.get(&k)))
         .map(|l| l.verdict)
-        .or(pair.corrected.then_some(Verdict::Rejected));
+        .or(pair.corrected.then_some(Verdict::Rejected))
+        .or(pair.agreed.then_some(Verdict::Chosen));
     decide_with(
         &inputs.settings,
         verdict,

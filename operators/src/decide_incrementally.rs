@@ -36,9 +36,14 @@ pub enum PairFact {
     /// The pool row is an earlier pass's human correction: without a verdict in force,
     /// the recorded correction is the verdict (as `consistency_rule::decide`).
     Corrected,
-    /// The pair decides a comparison that also occurs swapped (`dedup`,
+    /// The pool row is an earlier pass's human agreement: likewise, a `chosen` verdict.
+    Agreed,
+    /// The pair is a copy of a comparison that also occurs swapped (`dedup`,
     /// `PreferencePair::conflict`): the rule does not take the best RM's word for it.
     Conflict,
+    /// The pair is such a copy and another copy decides the comparison, or none can
+    /// (no human verdict or judge votes on any): it is `conflicting_labels`.
+    Outvoted,
 }
 
 /// The decision for one pool pair.
@@ -78,7 +83,9 @@ impl<'scope> DecideIncrementally<'scope> for Facts<'scope> {
                     PairFact::Margins { best, gold } => margins = Some((*best, *gold)),
                     PairFact::Verdict(v) => verdict = Some(*v),
                     PairFact::Corrected => row.corrected = true,
+                    PairFact::Agreed => row.agreed = true,
                     PairFact::Conflict => row.conflict = true,
+                    PairFact::Outvoted => row.outvoted = true,
                 }
             }
             // Labels for pairs outside the pool have no margins: nothing to decide.
@@ -96,8 +103,12 @@ impl<'scope> DecideIncrementally<'scope> for Facts<'scope> {
 pub struct RowFlags {
     /// An earlier pass's recorded human correction (`PairFact::Corrected`).
     pub corrected: bool,
-    /// The deciding row of a conflicting comparison (`PairFact::Conflict`).
+    /// An earlier pass's recorded human agreement (`PairFact::Agreed`).
+    pub agreed: bool,
+    /// A copy of a conflicting comparison (`PairFact::Conflict`).
     pub conflict: bool,
+    /// Not the copy that decides it (`PairFact::Outvoted`).
+    pub outvoted: bool,
 }
 
 /// The decision for one pool pair from its facts: margins as f32 bits, the verdict in
@@ -113,8 +124,16 @@ pub fn decide_pair(
     verdict: Option<Verdict>,
     row: RowFlags,
 ) -> Decided {
+    if row.outvoted {
+        return Decided {
+            reason: Reason::ConflictingLabels,
+            swap: false,
+        };
+    }
     let (corrected, conflict) = (row.corrected, row.conflict);
-    let verdict = verdict.or(corrected.then_some(Verdict::Rejected));
+    let verdict = verdict
+        .or(corrected.then_some(Verdict::Rejected))
+        .or(row.agreed.then_some(Verdict::Chosen));
     // As `consistency_rule::decide`: a conflict's deciding row gets no word from the
     // best RM, which learned whichever copy it saw.
     let (p_best, p_gold) = (
@@ -146,14 +165,29 @@ mod tests {
         let plain = decide_pair(&settings, None, 1, best, gold, None, RowFlags::default());
         assert_eq!(plain.reason, Reason::BothRmsAgree);
         let conflict = RowFlags {
-            corrected: false,
             conflict: true,
+            ..RowFlags::default()
         };
         let decided = decide_pair(&settings, None, 1, best, gold, None, conflict);
         let (reason, swap) =
             crate::consistency_rule::decide_with(&settings, None, || false, 0.0, sigmoid(2.0));
         assert_eq!((decided.reason, decided.swap), (reason, swap));
         assert_eq!(decided.reason, Reason::BestRmAndJudgeDisagree);
+        // Another copy decides: whatever the verdict, this one is conflicting_labels.
+        let outvoted = RowFlags {
+            outvoted: true,
+            ..conflict
+        };
+        let decided = decide_pair(
+            &settings,
+            None,
+            1,
+            best,
+            gold,
+            Some(Verdict::Chosen),
+            outvoted,
+        );
+        assert_eq!(decided.reason, Reason::ConflictingLabels);
     }
     use differential_dataflow::input::Input;
     use std::sync::Mutex;

@@ -100,7 +100,7 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
         );
         return fail(fields, InvalidReason::TooLarge, message);
     }
-    let corrected = fields.is_corrected();
+    let (corrected, agreed) = (fields.is_corrected(), fields.is_agreed());
     let RawFields {
         pair_id,
         pair_id_wrong_type,
@@ -200,6 +200,7 @@ pub fn check(record: RawRecord, settings: &ValidateSettings) -> Result<Preferenc
         content_hash: hash,
         dedup_hash,
         corrected,
+        agreed,
         conflict: false,
         adopted_label: None,
     })

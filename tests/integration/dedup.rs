@@ -256,3 +256,120 @@ fn a_label_on_a_duplicate_copy_decides_the_kept_pair_in_curate_and_serve() {
         }
     }
 }
+
+/// (copy, original) of every swapped copy `gen --conflicts` wrote.
+fn swapped_copies(data: &Path) -> Vec<(String, String)> {
+    string_columns(
+        &data.join("truth.parquet"),
+        &["pair_id", "injected", "copy_of"],
+    )
+    .into_iter()
+    .filter(|r| r[1].as_deref() == Some("conflict"))
+    .map(|r| (r[0].clone().unwrap(), r[2].clone().unwrap()))
+    .collect()
+}
+
+/// Issue 28 part 5 for conflicting labels: serve scores every copy of a comparison that
+/// also occurs swapped, so a label arriving later on either copy (or on a duplicate of
+/// one) lets that copy decide, and a label on the earlier copy takes the decision over,
+/// exactly as curate decides from scratch with the same labels: after every epoch
+/// serve's counts (from its decisions, per shard and in differential's reduce, with and
+/// without judge votes) and then its snapshot equal a from-scratch curate's.
+#[test]
+fn serve_lets_a_later_label_decide_a_conflicting_comparison_as_curate_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok(&[
+        "gen",
+        "--pairs",
+        "1500",
+        "--out",
+        s(&data),
+        "--seed",
+        "29",
+        "--conflicts",
+        "0.05",
+        "--duplicate-fraction",
+        "0.03",
+    ]);
+    let pairs = data.join("pairs");
+    let gold = data.join("gold.parquet");
+    let judges = data.join("judge_votes.parquet");
+    let mut conflicts = swapped_copies(&data);
+    conflicts.sort();
+    conflicts.dedup_by(|a, b| a.1 == b.1);
+    assert!(conflicts.len() >= 20, "{}", conflicts.len());
+    // Labels on copies of any kind of duplicate, too: the original's exact copies.
+    let exact: Vec<(String, String)> = exact_copies(&data);
+    let label = |id: &str, verdict: &str| {
+        serde_json::json!({"pair_id": id, "verdict": verdict}).to_string() + "\n"
+    };
+    let verdicts = ["chosen", "rejected", "undecidable"];
+    // Epoch 1: the later (swapped) copies; epoch 2: the originals of some of them, and
+    // of comparisons no label touched yet; epoch 3: an exact copy of an original.
+    let mut epochs: Vec<String> = vec![String::new(); 3];
+    for (i, (copy, _)) in conflicts[..8].iter().enumerate() {
+        epochs[0] += &label(copy, verdicts[i % 3]);
+    }
+    for (i, (_, original)) in conflicts[4..12].iter().enumerate() {
+        epochs[1] += &label(original, verdicts[(i + 1) % 3]);
+    }
+    let originals: std::collections::HashSet<&str> =
+        conflicts[12..].iter().map(|c| c.1.as_str()).collect();
+    let copy_of_an_original = exact
+        .iter()
+        .find(|(_, original)| originals.contains(original.as_str()));
+    if let Some((copy, _)) = copy_of_an_original {
+        epochs[2] += &label(copy, "rejected");
+    }
+    epochs[2] += &label(&conflicts[12].0, "chosen");
+    let nonzero = |v: &Value| -> std::collections::BTreeMap<String, u64> {
+        v.as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    };
+    for (workers, engine, with_judges) in [(1, "shard", false), (2, "differential", true)] {
+        let tag = format!("{engine}, judges {with_judges}");
+        let labels = tmp.path().join(format!("labels-{workers}"));
+        std::fs::create_dir_all(&labels).unwrap();
+        std::fs::copy(&gold, labels.join("gold.parquet")).unwrap();
+        let out = tmp.path().join(format!("serve-{workers}"));
+        let mut extra: Vec<&str> = Vec::new();
+        if with_judges {
+            extra.extend(["--judges", s(&judges)]);
+        }
+        let mut serve_extra = extra.clone();
+        serve_extra.extend(["--decisions", engine]);
+        let serve = Serve::start_with(&pairs, &out, workers, Some(&labels), &serve_extra);
+        let conflicting = |r: &std::collections::BTreeMap<String, u64>| {
+            r.get("conflicting_labels").copied().unwrap_or(0)
+        };
+        let mut undecided = conflicting(&nonzero(&serve.status()["reasons"]));
+        for (epoch, lines) in epochs.iter().enumerate() {
+            serve.post_labels(lines);
+            let st = serve.status();
+            let scratch = tmp.path().join(format!("scratch-{workers}-{epoch}"));
+            curate_from_label_log(&pairs, &out, &scratch, workers, &extra);
+            let got = nonzero(&st["reasons"]);
+            assert_eq!(
+                got,
+                nonzero(&report(&scratch)["reasons"]),
+                "{tag}, epoch {epoch}: serve's decisions"
+            );
+            if epoch == 0 && !with_judges {
+                // Comparisons no row could decide now have a deciding copy (eight were
+                // labelled; gen's own labels may have decided a few already).
+                assert!(conflicting(&got) + 4 <= undecided, "{tag}: {got:?}");
+            }
+            undecided = conflicting(&got);
+            serve.snapshot();
+            assert!(
+                super::decisions(&out.join("snapshot")) == super::decisions(&scratch),
+                "{tag}, epoch {epoch}: serve's snapshot differs from curate"
+            );
+        }
+    }
+}

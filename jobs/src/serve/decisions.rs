@@ -77,7 +77,9 @@ fn decide_at(
         state.verdict_of(key),
         RowFlags {
             corrected: state.corrected.binary_search(&key).is_ok(),
-            conflict: state.conflict.binary_search(&key).is_ok(),
+            agreed: state.agreed.binary_search(&key).is_ok(),
+            conflict: state.is_conflict(key),
+            outvoted: state.outvoted(key),
         },
     )
 }

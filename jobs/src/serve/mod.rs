@@ -26,6 +26,7 @@
 //! the state equals what the first process would hold.
 
 pub mod aliases;
+pub mod conflicts;
 pub mod decisions;
 pub mod gold;
 pub mod job;

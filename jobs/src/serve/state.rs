@@ -30,6 +30,7 @@ use synpref_operators::models::{ModelError, RewardModel};
 use synpref_operators::score::ScoredPair;
 
 use super::aliases::{copies_of_scored, CopyRow, LabelAliases, ScoredCopy};
+use super::conflicts::{ConflictRow, ConflictTable};
 use super::gold::{f32s, GoldFeatures, GoldModel, SharedWeights};
 use crate::curate::{self, CurateSpec, Graph, GraphBuilder};
 
@@ -45,7 +46,10 @@ pub struct ScoredFacts {
     pub norm: f32,
     /// The pool row is an earlier pass's human correction (`PreferencePair::corrected`).
     pub corrected: bool,
-    /// The pair decides a conflicting comparison (`PreferencePair::conflict`).
+    /// The pool row is an earlier pass's human agreement (`PreferencePair::agreed`).
+    pub agreed: bool,
+    /// The pair is a copy of a conflicting comparison (`PreferencePair::conflict`):
+    /// its deciding copy, or one scored on standby (`conflict_standby`).
     pub conflict: bool,
 }
 
@@ -60,6 +64,9 @@ pub struct WorkerCapture {
     pub scored: Vec<ScoredFacts>,
     /// The duplicate copies of the content keys this worker owns (`aliases`).
     pub copies: Vec<CopyRow>,
+    /// The conflicting comparisons' rows among the content keys this worker owns
+    /// (`conflicts`).
+    pub conflict_rows: Vec<ConflictRow>,
     pub error: Option<String>,
 }
 
@@ -116,13 +123,22 @@ impl ServeTap {
                 let mut c = self.workers[worker].lock().expect("capture");
                 c.copies.push((first, row, key));
             }
+            Some(_) if index.first(content ^ 1).is_some() => {
+                let mut c = self.workers[worker].lock().expect("capture");
+                c.conflict_rows.push((content & !1, row, key));
+            }
             _ => {}
         }
     }
 
-    /// Every worker's copies, taken once after the first pass.
-    pub fn take_copies(&self, worker: usize) -> Vec<CopyRow> {
-        std::mem::take(&mut self.workers[worker].lock().expect("capture").copies)
+    /// This worker's copies and conflicting comparisons' rows, taken once after the
+    /// first pass.
+    pub fn take_copies(&self, worker: usize) -> (Vec<CopyRow>, Vec<ConflictRow>) {
+        let mut c = self.workers[worker].lock().expect("capture");
+        (
+            std::mem::take(&mut c.copies),
+            std::mem::take(&mut c.conflict_rows),
+        )
     }
 
     /// Keeps a scored pair's margins and its gold-RM features record.
@@ -148,6 +164,7 @@ impl ServeTap {
                 m_gold: s.m_gold,
                 norm,
                 corrected: s.pair.corrected,
+                agreed: s.pair.agreed,
                 conflict: s.pair.conflict,
             }),
             Err(e) => c.error = Some(e.to_string()),
@@ -167,9 +184,11 @@ impl ServeTap {
 const FEATURE_FILES: u16 = 1024;
 
 /// Serve's first curate pass: curate's own stages (`select`, score,
-/// `decide_and_write`), composed with serve's three captures: every valid row into the
-/// pool store, every duplicate copy at its content's owner (`aliases`), and every
-/// scored pair's margins and gold features record.
+/// `decide_and_write`), composed with serve's captures: every valid row into the pool
+/// store; every duplicate copy and every conflicting comparison's rows at their
+/// content's owner (`aliases`, `conflicts`); and every scored pair's margins and gold
+/// features record, of the main path and of the conflicts' copies that do not decide
+/// at start, scored on a side branch through the same stages (`conflict_standby`).
 pub struct ServeGraph {
     pub tap: Arc<ServeTap>,
 }
@@ -185,7 +204,11 @@ impl GraphBuilder for ServeGraph {
         timely::dataflow::ProbeHandle<u64>,
         usize,
     ) {
+        use synpref_operators::conflict_standby::ConflictStandby;
+        use synpref_operators::decontaminate::Decontaminate;
+        use synpref_operators::near_duplicates::RouteNearDuplicates;
         use synpref_operators::score::Score;
+        use synpref_operators::unique_pair_ids::UniquePairIds;
         use synpref_operators::validate::Validate;
         use timely::dataflow::operators::core::Exchange;
         use timely::dataflow::operators::vec::{Input, Map};
@@ -197,9 +220,23 @@ impl GraphBuilder for ServeGraph {
         let index = worker.index() % self.tap.workers.len();
         let (pool, scores, copies) = (self.tap.clone(), self.tap.clone(), self.tap.clone());
         let content_index = g.selection.content_index.clone();
+        let standby_scores = self.tap.clone();
         let (input, probe) = worker.dataflow_named::<u64, _, _>("Curate", move |scope| {
             let (input, raw) = scope.new_input::<synpref_engine::input::RawRecord>();
             let (valid, invalid) = raw.validate(settings);
+            // The copies of conflicting comparisons that do not decide at start, through
+            // the main path's later stages (their routed rows are the main path's to
+            // write), scored and captured beside it.
+            let sel = g.selection.clone();
+            let standby = valid
+                .clone()
+                .conflict_standby(sel.content_index, sel.deciders);
+            let (standby, _) = standby.near_duplicates(sel.near);
+            let (standby, _) = standby.unique_pair_ids(sel.pair_index);
+            let (standby, _) = standby.decontaminate(ngrams.clone());
+            standby
+                .score(g.scorers.0.clone(), g.scorers.1.clone(), g.failure.clone())
+                .inspect(move |s| standby_scores.scored(index, s));
             // Every valid row's text goes to the store of the worker that owns its pair
             // key (the worker curate routes the pair to for scoring, by the same
             // exchange), so that a pair's text, its gold-RM rows and its decision are
@@ -266,10 +303,16 @@ pub struct PoolState {
     /// Keys of the scored pairs that are an earlier pass's recorded human corrections,
     /// sorted.
     pub corrected: Vec<u64>,
-    /// Keys of the scored pairs that decide a conflicting comparison (the rule skips
-    /// their best-RM margin, as curate's), sorted. Not saved with the state: the pass
-    /// that rebuilds the pool store on restart marks them again.
-    pub conflict: Vec<u64>,
+    /// Keys of the scored pairs that are an earlier pass's recorded human agreements,
+    /// sorted.
+    pub agreed: Vec<u64>,
+    /// (key, row) of the scored pairs that are copies of a conflicting comparison (the
+    /// rule skips their best-RM margin, as curate's, and the table says which decides),
+    /// sorted. Not saved with the state: the pass that rebuilds the pool store on
+    /// restart marks them again.
+    pub conflict: Vec<(u64, RowKey)>,
+    /// Every conflicting comparison's rows, the same on every worker (`conflicts`).
+    pub conflicts: ConflictTable,
     pub index: RescoreIndex,
     /// All labels applied so far.
     pub labels: GoldLabels,
@@ -294,6 +337,9 @@ pub struct EpochStart {
     old_weights: Vec<f32>,
     /// The verdict in force before the batch, per pair its labels may decide.
     before: FxHashMap<u64, Option<Verdict>>,
+    /// Whether each of this shard's conflict copies whose comparison the batch touches
+    /// was outvoted before it.
+    outvoted_before: Vec<(u64, bool)>,
     started: std::time::Instant,
 }
 
@@ -357,11 +403,13 @@ impl PoolState {
                 .filter(|s| s.corrected)
                 .map(|s| s.key)
                 .collect(),
+            agreed: scored.iter().filter(|s| s.agreed).map(|s| s.key).collect(),
             conflict: scored
                 .iter()
                 .filter(|s| s.conflict)
-                .map(|s| s.key)
+                .map(|s| (s.key, s.row))
                 .collect(),
+            conflicts: ConflictTable::default(),
             index,
             labels: GoldLabels::default(),
             aliases: LabelAliases::default(),
@@ -374,7 +422,8 @@ impl PoolState {
     }
 
     /// The copies (gathered from every worker's `ServeTap::take_copies`) of the pairs
-    /// this shard scored, named by pair key; gather them from every worker for
+    /// this shard scored and of the conflicting comparisons' rows (set `conflicts`
+    /// first), named by pair key; gather them from every worker for
     /// `LabelAliases::new`.
     pub fn copies_of_scored(&self, copies: Vec<CopyRow>) -> Vec<ScoredCopy> {
         // A scored pair's row: its key's valid row at the scored pair's location.
@@ -387,12 +436,35 @@ impl PoolState {
                 .find(|v| v.2 == self.loc[i])
                 .map(|v| (key, v.1))
         };
-        copies_of_scored(copies, (0..self.keys.len()).filter_map(row))
+        // The conflicting comparisons' rows take their copies' labels too, scored or
+        // not: a label on one may let its comparison be decided (`conflicts`).
+        let rows = (0..self.keys.len())
+            .filter_map(row)
+            .chain(self.conflicts.rows());
+        copies_of_scored(copies, rows)
     }
 
     /// The verdict in force for the scored pair `key` (`LabelAliases::verdict`).
     pub fn verdict_of(&self, key: u64) -> Option<Verdict> {
         self.aliases.verdict(key, &self.labels)
+    }
+
+    /// Whether the scored pair `key` is a conflict's copy that does not decide it.
+    pub fn outvoted(&self, key: u64) -> bool {
+        let at = self.conflict.partition_point(|c| c.0 < key);
+        self.conflict[at..]
+            .iter()
+            .take_while(|c| c.0 == key)
+            .any(|c| {
+                self.conflicts
+                    .outvoted(key, c.1, |k| self.verdict_of(k).is_some())
+            })
+    }
+
+    /// Whether the scored pair `key` is a copy of a conflicting comparison.
+    pub fn is_conflict(&self, key: u64) -> bool {
+        let at = self.conflict.partition_point(|c| c.0 < key);
+        self.conflict.get(at).is_some_and(|c| c.0 == key)
     }
 
     /// The gold RM's fingerprint, as curate's manifest gives it.
@@ -480,7 +552,19 @@ impl PoolState {
     pub fn start_epoch(&self, batch: &[GoldLabel]) -> EpochStart {
         let keys = batch.iter().map(|l| pair_key(&l.pair_id));
         let before = self.aliases.before(keys, &self.labels);
+        let mut partners: Vec<u64> = before
+            .keys()
+            .flat_map(|k| self.conflicts.partners(*k))
+            .filter(|k| self.is_conflict(*k))
+            .collect();
+        partners.sort_unstable();
+        partners.dedup();
+        let outvoted_before = partners
+            .into_iter()
+            .map(|k| (k, self.outvoted(k)))
+            .collect();
         EpochStart {
+            outvoted_before,
             old_weights: self.gold.weights().to_vec(),
             before,
             started: std::time::Instant::now(),
@@ -524,6 +608,14 @@ impl PoolState {
                 if let Some(v) = new {
                     change.updates.push(((key, PairFact::Verdict(v)), 1));
                 }
+            }
+        }
+        // Each worker states its own conflict copies' changes.
+        for (key, old) in start.outvoted_before {
+            let new = self.outvoted(key);
+            if old != new {
+                let diff = if new { 1 } else { -1 };
+                change.updates.push(((key, PairFact::Outvoted), diff));
             }
         }
         let t = std::time::Instant::now();
@@ -617,6 +709,12 @@ impl PoolState {
                     // measured, as in curate.
                     Some(e) if facts.in_pool => {
                         let (m_best, corrected) = facts.scored?;
+                        if self
+                            .conflicts
+                            .outvoted_key(key, |k| self.verdict_of(k).is_some())
+                        {
+                            return None;
+                        }
                         (e.clone(), true, m_best, corrected)
                     }
                     _ => (

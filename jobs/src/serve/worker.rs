@@ -50,6 +50,7 @@ use timely::dataflow::operators::Operator;
 use timely::worker::Worker;
 
 use super::aliases::LabelAliases;
+use super::conflicts::ConflictTable;
 use super::decisions::{Change, DecisionEngine, ShardDecisions};
 use super::state::{
     PoolState, SavedPart, SavedScorer, SavedStateMeta, ServeGraph, ServeTap, StateScorer,
@@ -374,8 +375,12 @@ fn run(worker: &mut Worker, ctx: &ProcessCtx) -> Result<()> {
         }
         None => false,
     };
-    // Every scored pair's duplicate copies, whose labels it takes, on every worker.
-    let copies = all_gather(worker, &ctx.tap.take_copies(local))?.concat();
+    // Every conflicting comparison's rows, and every scored pair's (and conflict
+    // row's) duplicate copies, whose labels it takes, on every worker.
+    let (copies, conflict_rows) = ctx.tap.take_copies(local);
+    let conflict_rows = all_gather(worker, &conflict_rows)?.concat();
+    state.conflicts = ConflictTable::new(conflict_rows, judges.as_deref());
+    let copies = all_gather(worker, &copies)?.concat();
     let mine = state.copies_of_scored(copies);
     state.aliases = LabelAliases::new(all_gather(worker, &mine)?.concat());
     // Worker 0 learns the labels from every worker's rows of them; the others take
@@ -513,8 +518,14 @@ impl Decisions {
         for k in &s.corrected {
             input.insert((*k, PairFact::Corrected));
         }
-        for k in &s.conflict {
+        for k in &s.agreed {
+            input.insert((*k, PairFact::Agreed));
+        }
+        for (k, _) in &s.conflict {
             input.insert((*k, PairFact::Conflict));
+            if s.outvoted(*k) {
+                input.insert((*k, PairFact::Outvoted));
+            }
         }
         // One worker states the verdicts for all.
         if worker.index() == 0 {
