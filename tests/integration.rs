@@ -174,15 +174,14 @@ fn assert_accounting(out: &Path) -> Value {
 }
 
 fn gen(dir: &Path, pairs: u64, seed: u64) {
-    ok(&[
-        "gen",
-        "--pairs",
-        &pairs.to_string(),
-        "--out",
-        s(dir),
-        "--seed",
-        &seed.to_string(),
-    ]);
+    gen_with(dir, pairs, seed, &[]);
+}
+
+/// `synpref gen --pairs N --out DIR --seed S EXTRA…`.
+fn gen_with(dir: &Path, pairs: u64, seed: u64, extra: &[&str]) {
+    let (pairs, seed) = (pairs.to_string(), seed.to_string());
+    let args = ["gen", "--pairs", &pairs, "--out", s(dir), "--seed", &seed];
+    ok(&[&args[..], extra].concat());
 }
 
 fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {

@@ -120,6 +120,24 @@ fn exact_copies(data: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The reasons with a count above zero of a report's or serve's status's `reasons`.
+fn nonzero_reasons(reasons: &Value) -> std::collections::BTreeMap<String, u64> {
+    reasons
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// A `--labels` directory holding `gold` as its first file.
+fn labels_dir(dir: &Path, gold: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(gold, dir.join("gold.parquet")).unwrap();
+    dir.to_path_buf()
+}
+
 /// pair_id → reason of every row an output holds.
 fn reasons(out: &Path) -> std::collections::HashMap<String, String> {
     decisions(out).into_iter().collect()
@@ -134,17 +152,7 @@ fn reasons(out: &Path) -> std::collections::HashMap<String, String> {
 fn a_label_on_a_duplicate_copy_decides_the_kept_pair_in_curate_and_serve() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    ok(&[
-        "gen",
-        "--pairs",
-        "1500",
-        "--out",
-        s(&data),
-        "--seed",
-        "23",
-        "--duplicate-fraction",
-        "0.05",
-    ]);
+    gen_with(&data, 1500, 23, &["--duplicate-fraction", "0.05"]);
     let pairs = data.join("pairs");
     let gold = data.join("gold.parquet");
     let base = tmp.path().join("base");
@@ -190,9 +198,7 @@ fn a_label_on_a_duplicate_copy_decides_the_kept_pair_in_curate_and_serve() {
     lines += &label(original, "chosen");
     want.push((original.clone(), "human_agrees"));
 
-    let labels = tmp.path().join("labels");
-    std::fs::create_dir_all(&labels).unwrap();
-    std::fs::copy(&gold, labels.join("gold.parquet")).unwrap();
+    let labels = labels_dir(&tmp.path().join("labels"), &gold);
     std::fs::write(labels.join("on-copies.jsonl"), &lines).unwrap();
     let mut runs = Vec::new();
     for workers in ["1", "2"] {
@@ -216,9 +222,7 @@ fn a_label_on_a_duplicate_copy_decides_the_kept_pair_in_curate_and_serve() {
     // snapshot and changelog then equal a from-scratch curate's with its label log.
     // One worker keeps decisions per shard, two run differential's reduce.
     for (workers, engine) in [(1, "shard"), (2, "differential")] {
-        let serve_labels = tmp.path().join(format!("serve-labels-{workers}"));
-        std::fs::create_dir_all(&serve_labels).unwrap();
-        std::fs::copy(&gold, serve_labels.join("gold.parquet")).unwrap();
+        let serve_labels = labels_dir(&tmp.path().join(format!("serve-labels-{workers}")), &gold);
         let out = tmp.path().join(format!("serve-{workers}"));
         let serve = Serve::start_with(
             &pairs,
@@ -232,17 +236,9 @@ fn a_label_on_a_duplicate_copy_decides_the_kept_pair_in_curate_and_serve() {
         let scratch = tmp.path().join(format!("scratch-{workers}"));
         curate_from_label_log(&pairs, &out, &scratch, 1, &[]);
         let r = report(&scratch);
-        let nonzero = |v: &Value| -> std::collections::BTreeMap<String, u64> {
-            v.as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
-                .filter(|(_, n)| *n > 0)
-                .collect()
-        };
         assert_eq!(
-            nonzero(&st["reasons"]),
-            nonzero(&r["reasons"]),
+            nonzero_reasons(&st["reasons"]),
+            nonzero_reasons(&r["reasons"]),
             "{engine}: serve's decisions"
         );
         serve.snapshot();
@@ -279,19 +275,8 @@ fn swapped_copies(data: &Path) -> Vec<(String, String)> {
 fn serve_lets_a_later_label_decide_a_conflicting_comparison_as_curate_does() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    ok(&[
-        "gen",
-        "--pairs",
-        "1500",
-        "--out",
-        s(&data),
-        "--seed",
-        "29",
-        "--conflicts",
-        "0.05",
-        "--duplicate-fraction",
-        "0.03",
-    ]);
+    let flags = ["--conflicts", "0.05", "--duplicate-fraction", "0.03"];
+    gen_with(&data, 1500, 29, &flags);
     let pairs = data.join("pairs");
     let gold = data.join("gold.parquet");
     let judges = data.join("judge_votes.parquet");
@@ -323,19 +308,9 @@ fn serve_lets_a_later_label_decide_a_conflicting_comparison_as_curate_does() {
         epochs[2] += &label(copy, "rejected");
     }
     epochs[2] += &label(&conflicts[12].0, "chosen");
-    let nonzero = |v: &Value| -> std::collections::BTreeMap<String, u64> {
-        v.as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
-            .filter(|(_, n)| *n > 0)
-            .collect()
-    };
     for (workers, engine, with_judges) in [(1, "shard", false), (2, "differential", true)] {
         let tag = format!("{engine}, judges {with_judges}");
-        let labels = tmp.path().join(format!("labels-{workers}"));
-        std::fs::create_dir_all(&labels).unwrap();
-        std::fs::copy(&gold, labels.join("gold.parquet")).unwrap();
+        let labels = labels_dir(&tmp.path().join(format!("labels-{workers}")), &gold);
         let out = tmp.path().join(format!("serve-{workers}"));
         let mut extra: Vec<&str> = Vec::new();
         if with_judges {
@@ -347,16 +322,16 @@ fn serve_lets_a_later_label_decide_a_conflicting_comparison_as_curate_does() {
         let conflicting = |r: &std::collections::BTreeMap<String, u64>| {
             r.get("conflicting_labels").copied().unwrap_or(0)
         };
-        let mut undecided = conflicting(&nonzero(&serve.status()["reasons"]));
+        let mut undecided = conflicting(&nonzero_reasons(&serve.status()["reasons"]));
         for (epoch, lines) in epochs.iter().enumerate() {
             serve.post_labels(lines);
             let st = serve.status();
             let scratch = tmp.path().join(format!("scratch-{workers}-{epoch}"));
             curate_from_label_log(&pairs, &out, &scratch, workers, &extra);
-            let got = nonzero(&st["reasons"]);
+            let got = nonzero_reasons(&st["reasons"]);
             assert_eq!(
                 got,
-                nonzero(&report(&scratch)["reasons"]),
+                nonzero_reasons(&report(&scratch)["reasons"]),
                 "{tag}, epoch {epoch}: serve's decisions"
             );
             if epoch == 0 && !with_judges {

@@ -454,17 +454,7 @@ fn a_launched_curate_restarted_after_a_sigkill_resumes_the_slices_every_process_
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("g");
     // 24 files of one row group each: 12 shards per worker, 4 slices of 3,000 rows.
-    ok(&[
-        "gen",
-        "--pairs",
-        "24000",
-        "--rows-per-file",
-        "1000",
-        "--seed",
-        "12",
-        "--out",
-        s(&data),
-    ]);
+    gen_with(&data, 24000, 12, &["--rows-per-file", "1000"]);
     let (pairs, gold) = (data.join("pairs"), data.join("gold.parquet"));
     let sliced = ["--slice-rows", "3000", "--no-progress"];
     let single = tmp.path().join("single");

@@ -53,19 +53,12 @@ fn injected_near_duplicates_and_conflicts_are_caught_the_same_on_1_2_4_workers_2
 ) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    ok(&[
-        "gen",
-        "--pairs",
-        "20000",
-        "--out",
-        s(&data),
-        "--seed",
-        "28",
-        "--near-duplicates",
-        "0.05",
-        "--conflicts",
-        "0.01",
-    ]);
+    gen_with(
+        &data,
+        20000,
+        28,
+        &["--near-duplicates", "0.05", "--conflicts", "0.01"],
+    );
     let pool = data.join("pairs");
     let gold = data.join("gold.parquet");
     let judges = data.join("judge_votes.parquet");

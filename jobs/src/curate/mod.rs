@@ -74,13 +74,11 @@ pub fn run_worker_with(
     };
     let fingerprints = (scorers.0.fingerprint(), scorers.1.fingerprint());
     let survey_s = stages.survey.seconds;
-    let near_duplicates = plan.spec.near_dup.enabled.then(|| {
-        stages
-            .survey
-            .selection
-            .near
-            .figures(plan.spec.machine.memory_budget_bytes())
-    });
+    let near_duplicates = plan
+        .spec
+        .near_dup
+        .enabled
+        .then(|| stages.survey.selection.near.figures(plan.memory_budget));
     let written = dataflow::curate_pass(
         worker,
         plan,

@@ -74,6 +74,10 @@ pub struct CuratePlan {
     /// The run's fingerprint when it commits progress as it goes and resumes an
     /// interrupted run with the same fingerprint (`resume`; curate only).
     pub resume: Option<String>,
+    /// `--memory-budget` in bytes, resolved once (its default reads the machine's
+    /// memory): what the survey's band index may hold in memory in this process, and
+    /// what the report says it was.
+    pub memory_budget: u64,
 }
 
 /// Progress bars shared by the workers of a process.
@@ -173,6 +177,7 @@ pub fn prepare_with_gold(
         curate: mk("curate", input.estimated_rows),
     };
     Ok(CuratePlan {
+        memory_budget: spec.machine.memory_budget_bytes(),
         spec,
         input,
         gold: Arc::new(gold),

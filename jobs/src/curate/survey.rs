@@ -404,7 +404,7 @@ pub fn survey(worker: &mut Worker, plan: &CuratePlan) -> Result<Survey> {
         *collectors.spill.borrow_mut() = Some(spill);
         // The process's budget, shared by its workers, in 16-byte band entries.
         let local_workers = plan.spec.machine.run.workers.max(1) as u64;
-        let capacity = plan.spec.machine.memory_budget_bytes() / local_workers / ENTRY_BYTES as u64;
+        let capacity = plan.memory_budget / local_workers / ENTRY_BYTES as u64;
         let mut bands = BandIndex::new(capacity as usize, spill_dir);
         bands.reserve(share * near_dup.bands);
         *collectors.bands.borrow_mut() = bands;

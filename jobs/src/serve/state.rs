@@ -385,6 +385,10 @@ impl PoolState {
                 }
             }
         }
+        // The (sorted) keys of the scored pairs with a flag set.
+        let keys_where = |flag: fn(&ScoredFacts) -> bool| -> Vec<u64> {
+            scored.iter().filter(|s| flag(s)).map(|s| s.key).collect()
+        };
         let mut index = RescoreIndex::new(spec.threshold);
         for (i, s) in scored.iter().enumerate() {
             index.insert(i as u32, s.m_gold, s.norm);
@@ -398,12 +402,8 @@ impl PoolState {
             norm: scored.iter().map(|s| s.norm).collect(),
             loc,
             features: scored.iter().map(|s| s.features).collect(),
-            corrected: scored
-                .iter()
-                .filter(|s| s.corrected)
-                .map(|s| s.key)
-                .collect(),
-            agreed: scored.iter().filter(|s| s.agreed).map(|s| s.key).collect(),
+            corrected: keys_where(|s| s.corrected),
+            agreed: keys_where(|s| s.agreed),
             conflict: scored
                 .iter()
                 .filter(|s| s.conflict)
