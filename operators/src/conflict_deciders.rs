@@ -111,6 +111,19 @@ impl ConflictDeciders {
         self.adopted.get(&row).copied()
     }
 
+    /// The rows of this worker's part of the dedup index (`index`, sealed) that `dedup`
+    /// discards as `conflicting_labels`: the first row of an orientation whose swapped
+    /// copy occurs, when it does not decide the comparison; each with the pair key of
+    /// the label it takes, if any (`conflict_standby`, for serve).
+    pub fn standby_rows(&self, index: &KeyIndex) -> Vec<(RowKey, Option<u64>)> {
+        index
+            .entries()
+            .iter()
+            .filter(|(key, row)| index.first(key ^ 1).is_some() && self.decider(*key) != Some(*row))
+            .map(|(_, row)| (*row, self.adopted_label(*row)))
+            .collect()
+    }
+
     /// (kept row, adopted label's pair key) sorted by row: what a resumable run saves.
     pub fn adopted_rows(&self) -> Vec<(RowKey, u64)> {
         let mut rows: Vec<(RowKey, u64)> = self.adopted.iter().map(|(r, k)| (*r, *k)).collect();

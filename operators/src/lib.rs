@@ -1,7 +1,7 @@
 //! synpref-operators: the dataflow operators of synpref, one per file, each an
 //! extension trait with one method on timely streams and a name in the dataflow graph
 //! (validate, index_first, collect_deciders, index_bands, dedup, near_duplicates, unique_pair_ids, decontaminate, score,
-//! consistency_rule, collect_examples, write_parts; decide_incrementally and conflict_standby for `serve`), plus the reward-model boundary and
+//! consistency_rule, collect_examples, write_parts; decide_incrementally for `serve`, and `conflict_standby`, the rows serve scores on standby), plus the reward-model boundary and
 //! the built-in hashed Bradley–Terry model (`models`), and the training of the
 //! models with the self-measurement of a run (`training`).
 //!

@@ -180,6 +180,32 @@ impl ServeTap {
     }
 }
 
+/// One valid pair's parts for serve's captures and its main path (`ServeGraph`).
+#[derive(Clone)]
+enum Tapped {
+    Main(PreferencePair),
+    /// A copy for the pool store.
+    Pool(PreferencePair),
+    /// (content key, row, pair key), for `aliases` and `conflicts`.
+    Content((u64, RowKey, u64)),
+    /// A conflict's copy scored on standby (`conflict_standby`).
+    Standby(PreferencePair),
+}
+
+impl Tapped {
+    const KINDS: u64 = 4;
+
+    /// The stream of this kind, in the order `ServeGraph` consumes them.
+    fn kind(&self) -> u64 {
+        match self {
+            Tapped::Main(_) => 0,
+            Tapped::Pool(_) => 1,
+            Tapped::Content(_) => 2,
+            Tapped::Standby(_) => 3,
+        }
+    }
+}
+
 /// Pool-store file numbers of the features files (one per worker, after the pairs').
 const FEATURE_FILES: u16 = 1024;
 
@@ -204,53 +230,92 @@ impl GraphBuilder for ServeGraph {
         timely::dataflow::ProbeHandle<u64>,
         usize,
     ) {
-        use synpref_operators::conflict_standby::ConflictStandby;
+        use synpref_engine::collective::all_gather;
+        use synpref_operators::conflict_standby::{standby_copy, StandbyRows};
         use synpref_operators::decontaminate::Decontaminate;
         use synpref_operators::near_duplicates::RouteNearDuplicates;
         use synpref_operators::score::Score;
         use synpref_operators::unique_pair_ids::UniquePairIds;
         use synpref_operators::validate::Validate;
         use timely::dataflow::operators::core::Exchange;
-        use timely::dataflow::operators::vec::{Input, Map};
+        use timely::dataflow::operators::vec::{Input, Map, Partition};
         use timely::dataflow::operators::Inspect;
         self.tap.schema(&g.schema, &g.extras, &g.file_urls);
         let settings = curate::validate_settings(&plan.spec);
+        let index = worker.index() % self.tap.workers.len();
+        // Every worker's standby rows, gathered on all (a few per cent of the pool).
+        let local: Vec<(RowKey, Option<u64>)> = g
+            .selection
+            .deciders
+            .standby_rows(&g.selection.content_index.borrow());
+        // Before the dataflow's index is taken: the gather builds a dataflow of its own.
+        let standby: StandbyRows = match all_gather(worker, &local) {
+            Ok(all) => all.into_iter().flatten().collect(),
+            Err(e) => {
+                self.tap.workers[index].lock().expect("capture").error = Some(e.to_string());
+                StandbyRows::default()
+            }
+        };
+        let standby = std::rc::Rc::new(standby);
         let dataflow = worker.next_dataflow_index();
         let ngrams = plan.ngrams.clone();
-        let index = worker.index() % self.tap.workers.len();
         let (pool, scores, copies) = (self.tap.clone(), self.tap.clone(), self.tap.clone());
         let content_index = g.selection.content_index.clone();
         let standby_scores = self.tap.clone();
         let (input, probe) = worker.dataflow_named::<u64, _, _>("Curate", move |scope| {
             let (input, raw) = scope.new_input::<synpref_engine::input::RawRecord>();
             let (valid, invalid) = raw.validate(settings);
+            // One pass over the valid pairs hands each capture its part, so that the
+            // valid stream has one consumer (timely clones batches for every extra one).
+            let tapped = valid.flat_map(move |p: PreferencePair| {
+                let content = (dedup_key(p.dedup_hash), p.key, p.pair_key);
+                let mut out = vec![Tapped::Content(content)];
+                out.extend(standby_copy(&p, &standby).map(Tapped::Standby));
+                out.push(Tapped::Pool(p.clone()));
+                out.push(Tapped::Main(p));
+                out
+            });
+            let mut parts = tapped
+                .partition(Tapped::KINDS, |t: Tapped| (t.kind(), t))
+                .into_iter();
+            let mut next = || parts.next().expect("one stream per kind");
+            let valid = next().flat_map(|t| match t {
+                Tapped::Main(p) => Some(p),
+                _ => None,
+            });
+            // Every valid row's text goes to the store of the worker that owns its pair
+            // key (the worker curate routes the pair to for scoring, by the same
+            // exchange), so that a pair's text, its gold-RM rows and its decision are
+            // on one worker of one process; the main path is unchanged.
+            next()
+                .flat_map(|t| match t {
+                    Tapped::Pool(p) => Some(p),
+                    _ => None,
+                })
+                .exchange(|p: &PreferencePair| p.pair_key)
+                .inspect(move |p| pool.valid(index, p));
+            // Each row's content key goes to the worker owning it, as in `dedup`.
+            next()
+                .flat_map(|t| match t {
+                    Tapped::Content(c) => Some(c),
+                    _ => None,
+                })
+                .exchange(|c: &(u64, RowKey, u64)| dedup_route(c.0))
+                .inspect(move |c| copies.content(index, &content_index.borrow(), *c));
             // The copies of conflicting comparisons that do not decide at start, through
             // the main path's later stages (their routed rows are the main path's to
             // write), scored and captured beside it.
             let sel = g.selection.clone();
-            let standby = valid
-                .clone()
-                .conflict_standby(sel.content_index, sel.deciders);
+            let standby = next().flat_map(|t| match t {
+                Tapped::Standby(p) => Some(p),
+                _ => None,
+            });
             let (standby, _) = standby.near_duplicates(sel.near);
             let (standby, _) = standby.unique_pair_ids(sel.pair_index);
             let (standby, _) = standby.decontaminate(ngrams.clone());
             standby
                 .score(g.scorers.0.clone(), g.scorers.1.clone(), g.failure.clone())
                 .inspect(move |s| standby_scores.scored(index, s));
-            // Every valid row's text goes to the store of the worker that owns its pair
-            // key (the worker curate routes the pair to for scoring, by the same
-            // exchange), so that a pair's text, its gold-RM rows and its decision are
-            // on one worker of one process; the main path is unchanged.
-            valid
-                .clone()
-                .exchange(|p: &PreferencePair| p.pair_key)
-                .inspect(move |p| pool.valid(index, p));
-            // Each row's content key goes to the worker owning it, as in `dedup`.
-            valid
-                .clone()
-                .map(|p: PreferencePair| (dedup_key(p.dedup_hash), p.key, p.pair_key))
-                .exchange(|c: &(u64, RowKey, u64)| dedup_route(c.0))
-                .inspect(move |c| copies.content(index, &content_index.borrow(), *c));
             let (clean, routed) = curate::select(valid, invalid, g.selection, ngrams);
             let scored = clean
                 .score(g.scorers.0, g.scorers.1, g.failure)
