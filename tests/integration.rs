@@ -1927,10 +1927,22 @@ fn free_port() -> u16 {
 
 /// One HTTP/1.1 request; returns (status, body).
 fn http(addr: &str, method: &str, path: &str, token: Option<&str>, body: &[u8]) -> (u16, String) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    http_authorized(addr, method, path, auth.as_deref(), body)
+}
+
+/// `http` with the `Authorization` header's whole value (`None`: no header).
+fn http_authorized(
+    addr: &str,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to serve");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
         .unwrap_or_default();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
@@ -2337,6 +2349,15 @@ fn serve_requires_its_token_and_keeps_acknowledged_labels_across_sigkill() {
         let (code, _) = http(&serve.addr, "GET", "/v1/status", token, b"");
         assert_eq!(code, 401);
     }
+    // The scheme is case-insensitive (RFC 9110 §11.1); another scheme is refused.
+    for scheme in ["bearer", "BEARER", "BeArEr"] {
+        let auth = format!("{scheme} {}", serve.token);
+        let (code, reply) = http_authorized(&serve.addr, "GET", "/v1/status", Some(&auth), b"");
+        assert_eq!(code, 200, "{scheme}: {reply}");
+    }
+    let auth = format!("Basic {}", serve.token);
+    let (code, _) = http_authorized(&serve.addr, "GET", "/v1/status", Some(&auth), b"");
+    assert_eq!(code, 401);
     // A malformed line: 400 naming it, and none of the request is taken.
     let bad = format!("{body}{{\"pair_id\": \"x\", \"verdict\": \"maybe\"}}\n");
     let (code, reply) = serve.call("POST", "/v1/labels", bad.as_bytes());

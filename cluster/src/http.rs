@@ -71,12 +71,34 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
+/// The token of an `Authorization` header value with the Bearer scheme. The scheme is
+/// case-insensitive (RFC 9110 §11.1: "It uses a case-insensitive token to identify the
+/// authentication scheme"), and one or more spaces separate it from the credentials
+/// (§11.4: `auth-scheme [ 1*SP ( token68 / ... ) ]`).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
+}
+
+#[cfg(test)]
+#[test]
+fn the_bearer_scheme_is_case_insensitive_and_other_schemes_are_not_bearer() {
+    for value in ["Bearer t0k", "bearer t0k", "BEARER t0k", "BeArEr   t0k"] {
+        assert_eq!(bearer_token(value), Some("t0k"), "{value}");
+    }
+    for value in ["Basic t0k", "Bearert0k", "t0k", "", "Bearer"] {
+        assert_eq!(bearer_token(value), None, "{value}");
+    }
+}
+
 async fn require_token(State(api): State<Api>, request: Request, next: Next) -> Response {
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
     if bool::from(given.as_bytes().ct_eq(api.token.as_bytes())) && !api.token.is_empty() {
         next.run(request).await
