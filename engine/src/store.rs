@@ -309,10 +309,23 @@ impl Location {
 }
 
 /// The store (scheme and authority) and path segments an input or output names; for
-/// a glob, the directories before its first glob character.
+/// a glob, the directories before its first glob character. A local path is taken
+/// as the file system resolves it (`resolve_local`): every symlink on its existing part
+/// followed, and a `..` after a link going to the link target's parent, so that a link
+/// cannot make an output look apart from the input it points into.
 fn prefix_of(input: &str) -> Result<(String, Vec<String>)> {
     let url = to_url(input)?;
     let store = format!("{}://{}", url.scheme(), url.authority());
+    if url.scheme() == "file" {
+        // The path as given (`to_url` removes `..` as text, which a link defeats).
+        let given = match Url::parse(input) {
+            Ok(u) if u.scheme().len() > 1 => u.to_file_path().ok(),
+            _ => std::env::current_dir().ok().map(|cwd| cwd.join(input)),
+        };
+        if let Some(path) = given {
+            return Ok((store, resolve_local(&path)));
+        }
+    }
     let mut segments: Vec<String> = url
         .path()
         .split('/')
@@ -323,6 +336,38 @@ fn prefix_of(input: &str) -> Result<(String, Vec<String>)> {
         segments.truncate(first_glob);
     }
     Ok((store, segments))
+}
+
+/// The segments of the absolute `path` as the file system resolves them, up to its
+/// first glob component: each existing prefix canonicalised (symlinks followed), `..`
+/// taken from there, and the part that does not exist yet appended as written.
+fn resolve_local(path: &std::path::Path) -> Vec<String> {
+    use std::path::{Component, PathBuf};
+    let mut resolved = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::Normal(name) => {
+                if has_glob(&name.to_string_lossy()) {
+                    break;
+                }
+                resolved.push(name);
+                if let Ok(canonical) = resolved.canonicalize() {
+                    resolved = canonical;
+                }
+            }
+            Component::ParentDir => {
+                resolved.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    resolved
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Refuses an output location that is, lies inside, or contains an input: a run
@@ -468,4 +513,40 @@ pub fn list_inputs(input: &str, accept: &dyn Fn(&str) -> bool) -> Result<Vec<Inp
         });
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_output_apart;
+
+    /// Issue 30: the guard compared paths as spelled, so an output reached through a
+    /// symlink (or an input given through one) wrote into, and a rerun deleted, the
+    /// input.
+    #[test]
+    fn an_output_through_a_symlink_into_an_input_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pairs = tmp.path().join("data/pairs");
+        std::fs::create_dir_all(&pairs).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&pairs, &link).unwrap();
+        let to_data = tmp.path().join("to_data");
+        std::os::unix::fs::symlink(tmp.path().join("data"), &to_data).unwrap();
+        let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        let refused = |out: String, input: String| {
+            let e = check_output_apart("--out", &out, &[("--pairs", &input)]);
+            e.expect_err(&format!("--out {out} --pairs {input} must be refused"))
+                .to_string()
+        };
+        assert!(refused(s(&link), s(&pairs)).contains("is the input"));
+        let inside = s(&to_data.join("pairs/o"));
+        assert!(refused(inside, s(&pairs)).contains("lies inside"));
+        let o2 = s(&pairs.join("o2"));
+        assert!(refused(o2, s(&link)).contains("lies inside"));
+        // `..` through a link resolves where the file system takes it.
+        let dotted = format!("{}/../pairs", s(&link));
+        assert!(refused(dotted, s(&pairs)).contains("is the input"));
+        // Apart stays apart, whether the output exists or not.
+        let apart = s(&tmp.path().join("out/new"));
+        assert!(check_output_apart("--out", &apart, &[("--pairs", &s(&link))]).is_ok());
+    }
 }

@@ -357,3 +357,32 @@ fn a_lost_peer_process_ends_the_survivor_with_exit_1_and_one_line_naming_it() {
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     assert!(!out.join("manifest.json").exists());
 }
+
+/// Issue 30: `--out` through a symlink into the input (or the input through one) once
+/// wrote curated/, discarded/ and manifest.json into the input directory, and a rerun
+/// deleted them as the old output. Now refused, exit 2, before anything is written.
+#[test]
+fn an_out_reached_through_a_symlink_into_the_input_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 200, 4);
+    let pairs = data.join("pairs");
+    let gold = data.join("gold.parquet");
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&pairs, &link).unwrap();
+    let to_data = tmp.path().join("to_data");
+    std::os::unix::fs::symlink(&data, &to_data).unwrap();
+    let before = files_under(&pairs);
+    let cases = [
+        (pairs.clone(), link.clone()),
+        (pairs.clone(), to_data.join("pairs/o")),
+        (link.clone(), pairs.join("o2")),
+    ];
+    for (input, out) in &cases {
+        let mut args = curate_argv(input, &gold, out);
+        args.push("--no-progress");
+        let stderr = fails_with(&args, 2);
+        assert!(stderr.contains("--out"), "{stderr}");
+        assert_eq!(files_under(&pairs), before, "{out:?} wrote into the input");
+    }
+}
