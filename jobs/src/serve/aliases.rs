@@ -131,12 +131,6 @@ impl LabelAliases {
     pub fn is_empty(&self) -> bool {
         self.copies.is_empty()
     }
-
-    /// Bytes held by the table.
-    pub fn bytes(&self) -> usize {
-        self.copies.capacity() * std::mem::size_of::<ScoredCopy>()
-            + self.kept.capacity() * std::mem::size_of::<(u64, u64)>()
-    }
 }
 
 #[cfg(test)]

@@ -121,14 +121,6 @@ impl ConflictTable {
         self.comparisons(key)
             .flat_map(move |c| self.of(c).iter().map(|e| e.pair_key))
     }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
 }
 
 #[cfg(test)]
