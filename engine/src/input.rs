@@ -127,6 +127,13 @@ fn accept_input(name: &str) -> bool {
     FileFormat::of(name).is_some()
 }
 
+/// The pair files an input URL names (a file, directory or glob), sorted by path,
+/// without reading them: what [`plan_input`] plans, and what a pool's fingerprint is
+/// taken from.
+pub fn list_pool_files(url: &str) -> Result<Vec<crate::store::InputFile>> {
+    list_inputs(url, &accept_input)
+}
+
 /// Lists the input and reads every Parquet footer; fails on the first unusable file.
 pub fn plan_input(url: &str) -> Result<InputPlan> {
     plan_input_with(url, JSONL_SHARD_BYTES)
@@ -134,7 +141,7 @@ pub fn plan_input(url: &str) -> Result<InputPlan> {
 
 /// [`plan_input`] with a chosen JSONL shard size (tests use small ones).
 pub fn plan_input_with(url: &str, jsonl_shard_bytes: u64) -> Result<InputPlan> {
-    let files = list_inputs(url, &accept_input)?;
+    let files = list_pool_files(url)?;
     let mut planned = Vec::with_capacity(files.len());
     let mut shards = Vec::new();
     let mut estimated_rows = 0;

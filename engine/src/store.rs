@@ -405,6 +405,16 @@ pub fn check_output_apart(out_flag: &str, out: &str, inputs: &[(&str, &str)]) ->
     Ok(())
 }
 
+/// [`check_output_apart`] for each of a command's outputs (`--out`, a cache it writes)
+/// against all of its inputs: the one guard every writing command calls before it
+/// reads or deletes anything.
+pub fn check_outputs_apart(outputs: &[(&str, &str)], inputs: &[(&str, &str)]) -> Result<()> {
+    for (flag, out) in outputs {
+        check_output_apart(flag, out, inputs)?;
+    }
+    Ok(())
+}
+
 /// One input file found by [`list_inputs`].
 #[derive(Clone, Debug)]
 pub struct InputFile {

@@ -281,6 +281,18 @@ impl crate::job::SerialJob for EvalSpec {
     const NAME: &'static str = "eval";
     type Report = EvalReport;
 
+    /// `--out` (and the score cache, which eval writes) apart from every preference set
+    /// and the model directory it reads.
+    fn check(&self) -> Result<()> {
+        let model = self.model.dir().display().to_string();
+        let mut inputs: Vec<(&str, &str)> =
+            self.evals.iter().map(|e| ("--eval", e.as_str())).collect();
+        inputs.push(("--model", model.as_str()));
+        let mut outputs = vec![("--out", self.out.as_str())];
+        outputs.extend(self.cache.as_deref().map(|c| ("--score-cache", c)));
+        synpref_engine::store::check_outputs_apart(&outputs, &inputs)
+    }
+
     fn run(&self) -> Result<EvalReport> {
         run_eval(self)
     }

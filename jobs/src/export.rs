@@ -56,16 +56,7 @@ fn read_json<T: serde::de::DeserializeOwned>(loc: &Location) -> Result<T> {
 /// Runs an export.
 pub fn run_export(spec: &ExportSpec) -> Result<ExportSummary> {
     let from = resolve(&spec.from)?;
-    let manifest: Manifest = read_json(&from.child("manifest.json")).map_err(|e| match e {
-        Error::BadInput { .. } => Error::setting(
-            "--from",
-            format!(
-                "`{}` is not a committed synpref output (no readable manifest.json): {e}",
-                spec.from
-            ),
-        ),
-        other => other,
-    })?;
+    let manifest = Manifest::read_committed("--from", &spec.from)?;
     let report: CurateReport = read_json(&from.child("report.json"))?;
     if !keeps_decisions(manifest.spec.format) {
         return Err(Error::setting(
@@ -76,7 +67,6 @@ pub fn run_export(spec: &ExportSpec) -> Result<ExportSummary> {
             ),
         ));
     }
-    check_output_apart("--out", &spec.out, &[("--from", spec.from.as_str())])?;
     let out = resolve(&spec.out)?;
     clear_output(&out)?;
     let file_format = spec
@@ -209,6 +199,11 @@ impl crate::job::SerialJob for ExportSpec {
 
     fn progress(&self) -> bool {
         self.progress
+    }
+
+    /// `--out` apart from `--from`, before anything is read.
+    fn check(&self) -> Result<()> {
+        check_output_apart("--out", &self.out, &[("--from", self.from.as_str())])
     }
 
     fn run(&self) -> Result<ExportSummary> {

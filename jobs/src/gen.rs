@@ -1089,14 +1089,33 @@ fn near_copy(rng: &mut ChaCha8Rng, vocab: &Vocab, pair: &mut PairText) {
 }
 
 /// Generates the data set described in the module docs under `spec.out`.
+/// The file gen leaves in the `pairs/` it writes; list_inputs skips names starting with
+/// `_`, so no reader sees it.
+const GEN_MARKER: &str = "_written_by_synpref_gen";
+
 pub fn run_gen(spec: &GenSpec) -> Result<GenSummary> {
     spec.validate()?;
     let out = resolve(&spec.out).map_err(|e| match e {
         Error::Setting { message, .. } => Error::setting("--out", message),
         other => other,
     })?;
-    // A previous run may have written more parts than this one will.
-    out.child("pairs").delete_prefix()?;
+    // A previous run may have written more parts than this one will; but a `pairs/`
+    // that no gen wrote may be someone's only pool. gen marks its own with a file
+    // readers skip (a leading `_`), written before the first part, so a gen that
+    // died half-way is still recognised.
+    let parts = out.child("pairs");
+    let names = parts.list_names()?;
+    if !names.is_empty() && !names.iter().any(|n| n == GEN_MARKER) {
+        return Err(Error::setting(
+            "--out",
+            format!(
+                "`{}/pairs` holds files that gen did not write (no {GEN_MARKER}): gen replaces that directory; choose an empty directory or an earlier gen output",
+                spec.out.trim_end_matches('/')
+            ),
+        ));
+    }
+    parts.delete_prefix()?;
+    parts.child(GEN_MARKER).put(Vec::new())?;
 
     let generator = Generator::new(spec.seed);
     let seed = spec.seed;

@@ -386,3 +386,132 @@ fn an_out_reached_through_a_symlink_into_the_input_is_refused_before_anything_is
         assert_eq!(files_under(&pairs), before, "{out:?} wrote into the input");
     }
 }
+
+/// Issue 30 item 1: annotate, eval, tasks, Stage 1, fractions and gen guard their
+/// outputs as curate does (before the fix annotate ran with `--out` equal to `--pairs`,
+/// read its own cache as input and lost its report), gen refuses to replace a `pairs/`
+/// it did not write, and fractions refuses a `--curated` output of another pool.
+#[test]
+fn every_writing_command_refuses_an_out_that_overlaps_its_input_and_fractions_another_pools_curate()
+{
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 200, 4);
+    let pairs = data.join("pairs");
+    let eval_set = data.join("eval.parquet");
+    let before = files_under(&data);
+    let model = format!("hf:{}", s(&fixture("qwen3_rm_chat")));
+    let inside = pairs.join("o");
+    let missing = tmp.path().join("c");
+    let cases: Vec<Vec<&str>> = vec![
+        vec![
+            "annotate",
+            "--pairs",
+            s(&pairs),
+            "--out",
+            s(&pairs),
+            "--model",
+            "m",
+        ],
+        vec![
+            "annotate",
+            "--pairs",
+            s(&pairs),
+            "--out",
+            s(&inside),
+            "--model",
+            "m",
+        ],
+        vec![
+            "annotate",
+            "--pairs",
+            s(&pairs),
+            "--out",
+            s(&tmp.path()),
+            "--model",
+            "m",
+        ],
+        vec![
+            "eval",
+            "--model",
+            &model,
+            "--eval",
+            s(&eval_set),
+            "--out",
+            s(&data),
+        ],
+        vec!["tasks", "export", "--pairs", s(&pairs), "--out", s(&inside)],
+        vec![
+            "tasks",
+            "import",
+            "--label-studio",
+            s(&eval_set),
+            "--out",
+            s(&eval_set),
+        ],
+        vec![
+            "fractions",
+            "--pairs",
+            s(&pairs),
+            "--curated",
+            s(&missing),
+            "--eval",
+            s(&eval_set),
+            "--out",
+            s(&pairs),
+        ],
+    ];
+    for args in &cases {
+        let stderr = fails_with(args, 2);
+        assert!(stderr.contains("--out"), "{args:?}: {stderr}");
+        assert_eq!(files_under(&data), before, "{args:?} wrote into the input");
+    }
+
+    // gen replaces `pairs/` only where gen wrote it.
+    let pool = tmp.path().join("pool");
+    std::fs::create_dir_all(pool.join("pairs")).unwrap();
+    std::fs::copy(
+        pairs.join("part-00000.parquet"),
+        pool.join("pairs/mine.parquet"),
+    )
+    .unwrap();
+    let stderr = fails_with(&["gen", "--pairs", "10", "--out", s(&pool)], 2);
+    assert!(
+        stderr.contains("--out") && stderr.contains("did not write"),
+        "{stderr}"
+    );
+    assert_eq!(files_under(&pool), vec!["pairs/mine.parquet".to_string()]);
+    gen(&data, 150, 5); // an earlier gen output is replaced as before
+
+    // fractions: the curate output of one pool against another pool's --pairs.
+    let other = tmp.path().join("other");
+    gen(&other, 120, 6);
+    let curated = tmp.path().join("curated");
+    curate_ok(
+        &other.join("pairs"),
+        &other.join("gold.parquet"),
+        &curated,
+        &[],
+    );
+    let out = tmp.path().join("fractions");
+    let stderr = fails_with(
+        &[
+            "fractions",
+            "--pairs",
+            s(&pairs),
+            "--curated",
+            s(&curated),
+            "--eval",
+            s(&eval_set),
+            "--out",
+            s(&out),
+        ],
+        2,
+    );
+    assert!(
+        stderr.contains("--curated")
+            && stderr.contains("another pool")
+            && stderr.contains("--pairs"),
+        "{stderr}"
+    );
+}

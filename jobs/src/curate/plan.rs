@@ -106,18 +106,6 @@ pub fn prepare_with_gold(
 ) -> Result<CuratePlan> {
     let started = Instant::now();
     spec.validate()?;
-    let mut inputs: Vec<(&str, &str)> = vec![("--pairs", spec.pairs.as_str())];
-    if !spec.gold.is_empty() {
-        inputs.push(("--gold", spec.gold.as_str()));
-    }
-    inputs.extend(spec.truth.as_deref().map(|t| ("--truth", t)));
-    inputs.extend(spec.judges.as_deref().map(|j| ("--judges", j)));
-    inputs.extend(
-        spec.decontaminate
-            .iter()
-            .map(|d| ("--decontaminate", d.as_str())),
-    );
-    synpref_engine::store::check_output_apart("--out", &spec.out, &inputs)?;
     let mut input = plan_input(&spec.pairs)?;
     input.batch_rows = spec.machine.batch_rows;
     tracing::info!(

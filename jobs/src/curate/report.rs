@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use synpref_engine::model::{Destination, Reason};
 use synpref_engine::output::WrittenFile;
 use synpref_engine::report::Quality;
+use synpref_engine::store::resolve;
+use synpref_engine::{Error, Result};
 use synpref_operators::models::builtin::TrainInfo;
 use synpref_operators::models::{ModelSpec, ModelUsage};
 use synpref_operators::near_duplicates::NearDupFigures;
@@ -171,6 +173,85 @@ pub struct Manifest {
     pub report: String,
     pub rows: ManifestRows,
     pub committed_unix_s: u64,
+}
+
+impl Manifest {
+    /// Reads the manifest of the committed output at `dir` (the value of `flag`): a
+    /// setting error naming the flag when there is none or it is not this version's.
+    pub fn read_committed(flag: &str, dir: &str) -> Result<Manifest> {
+        let loc = resolve(dir)?.child("manifest.json");
+        let not_committed = |why: String| {
+            Error::setting(
+                flag,
+                format!("`{dir}` is not a committed synpref output ({why})"),
+            )
+        };
+        if !loc.exists()? {
+            return Err(not_committed("no manifest.json".into()));
+        }
+        let bytes = loc.get()?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| not_committed(format!("manifest.json unreadable: {e}")))
+    }
+
+    /// Refuses a committed output whose recorded pool is not the pool at `pairs` (the
+    /// value of `pairs_flag`): names, sizes and order of the pair files must match.
+    pub fn check_pool(&self, flag: &str, dir: &str, pairs_flag: &str, pairs: &str) -> Result<()> {
+        let recorded = PoolFingerprint::recorded(self);
+        let given = PoolFingerprint::of_input(pairs)?;
+        if recorded == given {
+            return Ok(());
+        }
+        Err(Error::setting(
+            flag,
+            format!(
+                "`{dir}` was curated from another pool than {pairs_flag} `{pairs}`: its manifest records {} from `{}`, {pairs_flag} has {}; give the curate output of this pool",
+                recorded.describe(),
+                self.spec.pairs,
+                given.describe()
+            ),
+        ))
+    }
+}
+
+/// What identifies a pool without reading its rows: each pair file's name and size, in
+/// path order. Two pools with the same fingerprint are, in practice, the same files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolFingerprint(Vec<(String, u64)>);
+
+impl PoolFingerprint {
+    /// The pool a manifest records.
+    pub fn recorded(manifest: &Manifest) -> PoolFingerprint {
+        PoolFingerprint(
+            manifest
+                .inputs
+                .pairs
+                .iter()
+                .map(|f| (last_segment(&f.url).to_string(), f.bytes))
+                .collect(),
+        )
+    }
+
+    /// The pool at an input URL, listed now.
+    pub fn of_input(url: &str) -> Result<PoolFingerprint> {
+        let files = synpref_engine::input::list_pool_files(url)?;
+        Ok(PoolFingerprint(
+            files
+                .iter()
+                .map(|f| (last_segment(f.location.path.as_ref()).to_string(), f.size))
+                .collect(),
+        ))
+    }
+
+    /// "N files, B bytes" for messages.
+    pub fn describe(&self) -> String {
+        let bytes: u64 = self.0.iter().map(|(_, b)| b).sum();
+        format!("{} files, {bytes} bytes", self.0.len())
+    }
+}
+
+fn last_segment(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

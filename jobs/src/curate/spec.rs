@@ -213,6 +213,21 @@ impl CurateSpec {
     }
 
     /// Checks every setting; errors name the flag that sets it.
+    /// Refuses an `--out` that is, lies inside or contains any input, before anything
+    /// is read or deleted (`store::check_output_apart`).
+    fn check_out_apart(&self) -> Result<()> {
+        let mut inputs: Vec<(&str, &str)> = vec![("--pairs", self.pairs.as_str())];
+        inputs.push(("--gold", self.gold.as_str()));
+        inputs.extend(self.truth.as_deref().map(|t| ("--truth", t)));
+        inputs.extend(self.judges.as_deref().map(|j| ("--judges", j)));
+        inputs.extend(
+            self.decontaminate
+                .iter()
+                .map(|d| ("--decontaminate", d.as_str())),
+        );
+        synpref_engine::store::check_output_apart("--out", &self.out, &inputs)
+    }
+
     pub fn validate(&self) -> Result<()> {
         self.decontamination.validate()?;
         self.near_dup.validate()?;
@@ -225,6 +240,7 @@ impl CurateSpec {
         if self.out.is_empty() {
             return Err(Error::setting("--out", "is required"));
         }
+        self.check_out_apart()?;
         let m = &self.machine;
         m.run.validate()?;
         if m.batch_rows == 0 || m.batch_rows > 1 << 20 {

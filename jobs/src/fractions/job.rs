@@ -67,6 +67,15 @@ impl Job for FractionsJob {
             ));
         }
         self.fractions.validate()?;
+        // --curated is not among the inputs: by default it lies inside --out
+        // (OUT/curate), and its own pool is checked against --pairs by its manifest.
+        let f = &self.fractions;
+        let cache = f.cache.display().to_string();
+        let mut outputs = vec![("--out", f.out.as_str()), ("--cache", cache.as_str())];
+        outputs.extend(f.score_cache.as_deref().map(|c| ("--score-cache", c)));
+        let mut inputs = vec![("--pairs", f.pairs.as_str())];
+        inputs.extend(f.evals.iter().map(|e| ("--eval", e.as_str())));
+        synpref_engine::store::check_outputs_apart(&outputs, &inputs)?;
         if let Some(curate) = &self.curate {
             curate.validate()?;
         }

@@ -154,16 +154,15 @@ pub fn prepare(
     process_workers: std::ops::Range<usize>,
 ) -> Result<FractionsPlan> {
     spec.validate()?;
-    let curated = resolve(&spec.curated)?;
-    if !curated.child("manifest.json").exists()? {
-        return Err(Error::setting(
-            "--curated",
-            format!(
-                "`{}` is not a committed curate output (no manifest.json); run `synpref curate` into it, or give --gold and fractions curates --pairs itself",
-                spec.curated
+    crate::curate::report::Manifest::read_committed("--curated", &spec.curated)
+        .map_err(|e| match e {
+            Error::Setting { setting, message } => Error::setting(
+                setting,
+                format!("{message}; run `synpref curate` into it, or give --gold and fractions curates --pairs itself"),
             ),
-        ));
-    }
+            other => other,
+        })?
+        .check_pool("--curated", &spec.curated, "--pairs", &spec.pairs)?;
     let trainer = LoadedTrainer::load(&spec.trainer, &spec.options, spec.score_cache.as_deref())?;
     let trainer_fingerprint = spec.trainer.fingerprint(trainer.encoder_fingerprint());
     let mine = assign(&tasks(&spec), &spec.fractions, total_workers)

@@ -62,6 +62,13 @@ impl<'de> Deserialize<'de> for EvalModel {
 }
 
 impl EvalModel {
+    /// The model's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        match self {
+            EvalModel::Hf(d) | EvalModel::Saved(d) => d,
+        }
+    }
+
     /// Parses `hf:DIR` or `saved:DIR`, checking that the directory holds such a model.
     pub fn parse(spec: &str) -> std::result::Result<EvalModel, ModelError> {
         if let Some(d) = spec.strip_prefix("saved:") {

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use synpref_engine::store::resolve;
+use synpref_engine::store::{check_outputs_apart, resolve};
 use synpref_engine::{Error, Result};
 
 use super::attributes::{run_annotate, AnnotateReport, AnnotateSpec};
@@ -27,6 +27,17 @@ impl Job for Stage1Spec {
         self.run.validate()?;
         require_local("--out", Some(&self.out))?;
         require_local("--cache", self.cache.as_deref())?;
+        let (out, cache) = (
+            self.out.display().to_string(),
+            local_text(self.cache.as_deref()),
+        );
+        let mut inputs = vec![
+            ("--pool", self.pool.as_str()),
+            ("--gold", self.gold.as_str()),
+            ("--silver", self.silver.as_str()),
+        ];
+        inputs.extend(self.truth.as_deref().map(|t| ("--truth", t)));
+        check_outputs_apart(&outputs(&out, cache.as_deref()), &inputs)?;
         if self.train.epochs == 0 {
             return Err(Error::setting("--epochs", "must be at least 1"));
         }
@@ -72,6 +83,18 @@ fn require_local(flag: &str, dir: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// A local path as the text the output guard compares.
+fn local_text(path: Option<&Path>) -> Option<String> {
+    path.map(|p| p.display().to_string())
+}
+
+/// `--out` and, when given, `--cache`: what Stage 1 and annotate write.
+fn outputs<'a>(out: &'a str, cache: Option<&'a str>) -> Vec<(&'static str, &'a str)> {
+    let mut outputs = vec![("--out", out)];
+    outputs.extend(cache.map(|c| ("--cache", c)));
+    outputs
+}
+
 impl SerialJob for AnnotateSpec {
     const NAME: &'static str = "annotate";
     type Report = AnnotateReport;
@@ -83,6 +106,14 @@ impl SerialJob for AnnotateSpec {
     fn check(&self) -> Result<()> {
         require_local("--out", Some(&self.out))?;
         require_local("--cache", self.cache.as_deref())?;
+        let (out, cache) = (
+            self.out.display().to_string(),
+            local_text(self.cache.as_deref()),
+        );
+        check_outputs_apart(
+            &outputs(&out, cache.as_deref()),
+            &[("--pairs", self.pairs.as_str())],
+        )?;
         self.llm.validate()
     }
 
@@ -167,6 +198,10 @@ impl SerialJob for TasksExport {
     const NAME: &'static str = "tasks export";
     type Report = ExportedTasks;
 
+    fn check(&self) -> Result<()> {
+        check_outputs_apart(&[("--out", &self.out)], &[("--pairs", &self.pairs)])
+    }
+
     fn run(&self) -> Result<ExportedTasks> {
         let set = crate::read::load_eval_set(&self.pairs, 8192)?;
         let refs: Vec<_> = set.pairs.iter().collect();
@@ -204,6 +239,13 @@ pub struct TasksImport {
 impl SerialJob for TasksImport {
     const NAME: &'static str = "tasks import";
     type Report = tasks::Imported;
+
+    fn check(&self) -> Result<()> {
+        check_outputs_apart(
+            &[("--out", &self.out)],
+            &[("--label-studio", &self.label_studio)],
+        )
+    }
 
     fn run(&self) -> Result<tasks::Imported> {
         let imported = tasks::import_label_studio(&resolve(&self.label_studio)?)?;
