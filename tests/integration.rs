@@ -1939,6 +1939,18 @@ fn http_authorized(
     authorization: Option<&str>,
     body: &[u8],
 ) -> (u16, String) {
+    let (status, _, body) = http_response(addr, method, path, authorization, body);
+    (status, body)
+}
+
+/// One HTTP/1.1 request: (status, the head's lines, body).
+fn http_response(
+    addr: &str,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> (u16, String, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("connect to serve");
     let auth = authorization
@@ -1958,11 +1970,8 @@ fn http_authorized(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP response: {text}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_string(), body.to_string())
 }
 
 /// A `synpref serve` command on `pairs`/`out` with `workers` workers, listening on
@@ -2515,6 +2524,9 @@ mod object_storage;
 
 #[path = "integration/serve_faults.rs"]
 mod serve_faults;
+
+#[path = "integration/serve_load.rs"]
+mod serve_load;
 
 #[path = "integration/serve_cluster.rs"]
 mod serve_cluster;

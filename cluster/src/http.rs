@@ -5,6 +5,8 @@
 //! - `POST /v1/labels`: a JSONL body of gold labels. All lines are checked before any is
 //!   taken; a bad line fails the request with 400 naming the line. The reply comes
 //!   after the batch is durably in the label log: an acknowledged label is never lost.
+//!   While more than `--max-pending-labels` wait to be applied it answers 503 with
+//!   `Retry-After` and takes nothing.
 //! - `GET /v1/status`: JSON (`Status`).
 //! - `GET /metrics`: Prometheus text format.
 //! - `POST /v1/snapshot`: compacts, and replies once the snapshot is written.
@@ -110,6 +112,10 @@ async fn require_token(State(api): State<Api>, request: Request, next: Next) -> 
     }
 }
 
+/// Seconds a client is asked to wait when the backlog is over its bound: about one
+/// epoch of a large pool (docs/benchmarks.md), after which the backlog has been taken.
+const RETRY_AFTER_S: u32 = 2;
+
 async fn post_labels(State(api): State<Api>, body: Bytes) -> Response {
     let labels = match parse_label_lines(&body, "request body") {
         Ok(l) => l,
@@ -132,6 +138,20 @@ async fn post_labels(State(api): State<Api>, body: Bytes) -> Response {
         return error(StatusCode::BAD_REQUEST, "request body: no labels");
     }
     let n = labels.len();
+    let pending = api.status.lock().expect("status").labels_pending;
+    if pending + n as u64 > api.max_pending_labels {
+        // Nothing is logged: the client sends the same batch again later.
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{pending} labels are waiting to be applied (--max-pending-labels {}): nothing of this request was taken; send it again after Retry-After",
+                api.max_pending_labels
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, RETRY_AFTER_S.into());
+        return r;
+    }
     let (tx, rx) = mpsc::channel();
     let sent = api
         .ingest
@@ -210,6 +230,11 @@ async fn get_metrics(State(api): State<Api>) -> Response {
         "labels_pending",
         "Label records logged but not applied yet.",
         st.labels_pending as f64,
+    );
+    gauge(
+        "epochs_applied",
+        "Epochs this process applied (each takes every batch waiting: group commit).",
+        st.epochs_applied as f64,
     );
     gauge("pool_pairs", "Scored pairs held.", st.pool_pairs as f64);
     gauge(

@@ -405,6 +405,19 @@ pub fn check_output_apart(out_flag: &str, out: &str, inputs: &[(&str, &str)]) ->
     Ok(())
 }
 
+/// A local path with its symbolic links resolved (as the file system resolves it now),
+/// so that a reader that opens several files under it reads one directory throughout
+/// even if a link on the way is replaced meanwhile (serve's `snapshot`); any other
+/// URL, or a path that does not exist, as given.
+pub fn pin_local(url: &str) -> String {
+    if url.contains("://") {
+        return url.to_string();
+    }
+    std::fs::canonicalize(url)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| url.to_string())
+}
+
 /// [`check_output_apart`] for each of a command's outputs (`--out`, a cache it writes)
 /// against all of its inputs: the one guard every writing command calls before it
 /// reads or deletes anything.

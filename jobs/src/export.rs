@@ -53,10 +53,87 @@ fn read_json<T: serde::de::DeserializeOwned>(loc: &Location) -> Result<T> {
         .map_err(|e| Error::bad_file(&loc.url, format!("not a synpref file of this version: {e}")))
 }
 
+/// The parts of `dest` the manifest records, by path relative to the output.
+fn recorded_parts(manifest: &Manifest, dest: Destination) -> Vec<&WrittenFile> {
+    let prefix = format!("{}/", dest.dir());
+    manifest
+        .outputs
+        .iter()
+        .filter(|f| f.path.starts_with(&prefix))
+        .collect()
+}
+
+/// The path of an input file relative to the output `from`.
+fn relative<'a>(file: &'a synpref_engine::input::PlannedFile, from: &Location) -> &'a str {
+    let path = file.location.path.as_ref();
+    path.strip_prefix(from.path.as_ref())
+        .unwrap_or(path)
+        .trim_start_matches('/')
+}
+
+/// Refuses an output whose `dest` parts are not exactly the ones its manifest lists
+/// (a part deleted, added or renamed since it was committed): exit 2 naming the first.
+fn check_parts_listed(
+    manifest: &Manifest,
+    dest: Destination,
+    input: &synpref_engine::input::InputPlan,
+    from: &Location,
+) -> Result<()> {
+    let recorded: std::collections::BTreeSet<&str> = recorded_parts(manifest, dest)
+        .iter()
+        .map(|f| f.path.as_str())
+        .collect();
+    let found: std::collections::BTreeSet<&str> =
+        input.files.iter().map(|f| relative(f, from)).collect();
+    if let Some(missing) = recorded.difference(&found).next() {
+        return Err(Error::bad_file(
+            &from.child(missing).url,
+            "listed in manifest.json but not there: the output was changed after it was committed",
+        ));
+    }
+    if let Some(extra) = found.difference(&recorded).next() {
+        return Err(Error::bad_file(
+            &from.child(extra).url,
+            "not listed in manifest.json: the output was changed after it was committed",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a part whose rows are not the count its manifest records.
+fn check_rows_recorded(
+    manifest: &Manifest,
+    dest: Destination,
+    input: &synpref_engine::input::InputPlan,
+    from: &Location,
+    rows_read: &[u64],
+) -> Result<()> {
+    for (file, rows) in input.files.iter().zip(rows_read) {
+        let path = relative(file, from);
+        let recorded = recorded_parts(manifest, dest)
+            .into_iter()
+            .find(|f| f.path == path)
+            .map(|f| f.rows);
+        if recorded != Some(*rows) {
+            return Err(Error::bad_file(
+                &file.location.url,
+                format!(
+                    "{rows} rows, manifest.json records {}: the output was changed after it was committed",
+                    recorded.map(|r| r.to_string()).unwrap_or_else(|| "none".into())
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Runs an export.
 pub fn run_export(spec: &ExportSpec) -> Result<ExportSummary> {
-    let from = resolve(&spec.from)?;
-    let manifest = Manifest::read_committed("--from", &spec.from)?;
+    // A live serve's `snapshot` is a link replaced atomically by each snapshot: read
+    // one version throughout (it stays for `serve::snapshots::GRACE` once replaced).
+    let from_url = synpref_engine::store::pin_local(&spec.from);
+    let from = resolve(&from_url)?;
+    let manifest = Manifest::read_committed("--from", &from_url)?;
     let report: CurateReport = read_json(&from.child("report.json"))?;
     if !keeps_decisions(manifest.spec.format) {
         return Err(Error::setting(
@@ -92,6 +169,8 @@ pub fn run_export(spec: &ExportSpec) -> Result<ExportSummary> {
             continue;
         }
         let input = plan_input(&from.child(dest.dir()).url)?;
+        check_parts_listed(&manifest, dest, &input, &from)?;
+        let mut rows_read = vec![0u64; input.files.len()];
         let mut observations = Vec::new();
         for shard in input.shards_for(0, 1) {
             let mut obs = JsonlObservation {
@@ -117,6 +196,7 @@ pub fn run_export(spec: &ExportSpec) -> Result<ExportSummary> {
                 bar.inc(batch.len() as u64);
                 for record in batch {
                     let (file, row) = (record.key.file_index(), record.row);
+                    rows_read[file] += 1;
                     let where_ = || format!("{} row {row}", input.files[file].location.url);
                     let previous = match &record.body {
                         RawBody::Fields(f) => f.previous.clone(),
@@ -147,6 +227,7 @@ pub fn run_export(spec: &ExportSpec) -> Result<ExportSummary> {
                 }
             }
         }
+        check_rows_recorded(&manifest, dest, &input, &from, &rows_read)?;
         written.extend(writer.finish()?);
     }
     bar.finish_and_clear();

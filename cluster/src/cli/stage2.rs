@@ -260,6 +260,10 @@ pub struct ServeArgs {
     /// Largest accepted request body in bytes.
     #[arg(long, default_value_t = ServeSpec::default().max_body_bytes)]
     max_body_bytes: usize,
+    /// Labels logged but not yet applied beyond which POST /v1/labels answers 503 with
+    /// Retry-After instead of acknowledging work that would be minutes stale.
+    #[arg(long, default_value_t = ServeSpec::default().max_pending_labels)]
+    max_pending_labels: u64,
     /// Local directory for the pool store [default: the system temporary directory].
     #[arg(long)]
     pool_dir: Option<String>,
@@ -308,6 +312,7 @@ impl ServeArgs {
             poll_interval_s: self.poll_interval,
             snapshot_every: self.snapshot_every,
             max_body_bytes: self.max_body_bytes,
+            max_pending_labels: self.max_pending_labels,
             pool_dir: self.pool_dir,
             decisions: self.decisions,
         })

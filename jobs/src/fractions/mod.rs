@@ -154,6 +154,9 @@ pub fn prepare(
     process_workers: std::ops::Range<usize>,
 ) -> Result<FractionsPlan> {
     spec.validate()?;
+    let mut spec = spec;
+    // One version of a live serve's `snapshot` link throughout (serve::snapshots).
+    spec.curated = synpref_engine::store::pin_local(&spec.curated);
     crate::curate::report::Manifest::read_committed("--curated", &spec.curated)
         .map_err(|e| match e {
             Error::Setting { setting, message } => Error::setting(

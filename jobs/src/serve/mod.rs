@@ -30,6 +30,7 @@ pub mod conflicts;
 pub mod decisions;
 pub mod gold;
 pub mod job;
+pub mod snapshots;
 pub mod state;
 pub mod worker;
 
@@ -75,6 +76,10 @@ pub struct ServeSpec {
     pub snapshot_every: u64,
     /// Largest accepted HTTP body (bytes).
     pub max_body_bytes: usize,
+    /// Backlog bound: while more label records than this are logged but not applied,
+    /// `POST /v1/labels` answers 503 with `Retry-After` (nothing is logged), so that
+    /// an acknowledgement never stands for minutes-stale work.
+    pub max_pending_labels: u64,
     /// Local directory for the pool store (default: the system temporary directory).
     pub pool_dir: Option<String>,
     /// How decisions are kept: one per pair in each shard (`shard`, the default: no
@@ -96,6 +101,10 @@ impl Default for ServeSpec {
             snapshot_every: 100,
             // 16 MiB: about 100K labels with their pair ids per request.
             max_body_bytes: 16 << 20,
+            // Group commit applies a backlog in one epoch; 100K labels is one
+            // epoch of a few seconds at 1M pairs (docs/benchmarks.md), a bound that
+            // only a stalled serve or a flood reaches.
+            max_pending_labels: 100_000,
             pool_dir: None,
             decisions: decisions::DecisionEngine::default(),
         }
@@ -143,6 +152,9 @@ impl ServeSpec {
         }
         if self.max_body_bytes == 0 {
             return Err(Error::setting("--max-body-bytes", "must be positive"));
+        }
+        if self.max_pending_labels == 0 {
+            return Err(Error::setting("--max-pending-labels", "must be positive"));
         }
         self.listen
             .parse::<std::net::SocketAddr>()
@@ -192,6 +204,10 @@ pub struct Status {
     pub labels_total: u64,
     /// Label records accepted into the log but not applied yet.
     pub labels_pending: u64,
+    /// Epochs this process has applied since it started. With group commit one epoch
+    /// takes every batch waiting, so under load this grows slower than `epoch` (the
+    /// log's segments).
+    pub epochs_applied: u64,
     pub label_files_taken: u64,
     pub label_files_rejected: Vec<String>,
     pub input_rows: u64,
@@ -215,7 +231,10 @@ pub struct Status {
 /// One epoch's figures.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct UpdateStats {
+    /// The epoch: the last label-log segment it applied.
     pub epoch: u64,
+    /// Logged batches (segments) the epoch applied together (group commit).
+    pub batches: u64,
     pub labels: u64,
     pub latency_s: f64,
     pub train_s: f64,
@@ -254,6 +273,8 @@ pub struct Api {
     pub control: Arc<Mutex<mpsc::Sender<Control>>>,
     pub status: Arc<Mutex<Status>>,
     pub max_body_bytes: usize,
+    /// `ServeSpec::max_pending_labels`.
+    pub max_pending_labels: u64,
 }
 
 /// What serve runs on each of its timely workers.
@@ -305,6 +326,7 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
             control: Arc::new(Mutex::new(control_tx.clone())),
             status: status.clone(),
             max_body_bytes: spec.max_body_bytes,
+            max_pending_labels: spec.max_pending_labels,
         },
     )?;
     eprintln!("synpref serve: listening on http://{addr} (loading)");
@@ -390,14 +412,18 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
     }
     let (reports_tx, reports_rx) = mpsc::channel::<WorkerReport>();
     let ctx = process_ctx(&spec, &cspec, &out, true, reports_tx)?;
+    let mut snapshots = snapshots::Snapshots::open(&out, &spec.out)?;
+    // The first pass writes the snapshot of epoch0 into a version of its own.
+    let first_snapshot = snapshots.next_dir(epoch0);
     *ctx.start.lock().expect("start") = Some(StartInfo {
         epoch0,
         labels: labels.stream.clone(),
         saved: saved.is_some(),
+        snapshot_dir: first_snapshot.clone(),
     });
     start_workers(&ctx, &runtime)?;
     let recovered = saved.is_some();
-    let controller = Controller {
+    let mut controller = Controller {
         spec: &spec,
         ctx: &ctx,
         reports: reports_rx,
@@ -407,6 +433,7 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         applied_labels: labels.records,
         last_snapshot: epoch0,
         quality_stale: false,
+        snapshots,
     };
     let WorkerReport::Loaded {
         report: initial_report,
@@ -424,11 +451,13 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         ctx.command(ServeCommand::Snapshot {
             epoch: epoch0,
             pass: false,
+            dir: None,
         });
         if let WorkerReport::Snapshot(r) = controller.wait("saving the first state")? {
             r?;
         }
     }
+    controller.snapshots.publish(first_snapshot.as_deref())?;
     {
         let mut st = status.lock().expect("status");
         show_applied(&mut st, epoch0, controller.applied_labels, target_epoch);
@@ -480,6 +509,8 @@ struct Controller<'a> {
     last_snapshot: u64,
     /// An epoch was applied since the last self-measurement.
     quality_stale: bool,
+    /// The snapshot versions and the link that names the current one.
+    snapshots: snapshots::Snapshots,
 }
 
 impl Controller<'_> {
@@ -504,10 +535,14 @@ impl Controller<'_> {
     }
 
     /// Writes the snapshot of `epoch`; its report, with the epoch.
-    fn snapshot(&self, epoch: u64) -> Result<serde_json::Value> {
+    fn snapshot(&mut self, epoch: u64) -> Result<serde_json::Value> {
         let t = Instant::now();
-        self.ctx
-            .command(ServeCommand::Snapshot { epoch, pass: true });
+        let dir = self.snapshots.next_dir(epoch);
+        self.ctx.command(ServeCommand::Snapshot {
+            epoch,
+            pass: true,
+            dir: dir.clone(),
+        });
         let WorkerReport::Snapshot(r) = self.wait("a snapshot")? else {
             return Err(Error::Worker(
                 "the workers did not report the snapshot".into(),
@@ -515,6 +550,7 @@ impl Controller<'_> {
         };
         let report =
             r?.ok_or_else(|| Error::Worker("the snapshot pass returned no report".into()))?;
+        self.snapshots.publish(dir.as_deref())?;
         self.status.lock().expect("status").snapshot_epoch = Some(epoch);
         tracing::info!(
             epoch,
@@ -553,8 +589,10 @@ impl Controller<'_> {
         else {
             return Err(Error::Worker("the workers did not report the epoch".into()));
         };
+        let previous = self.status.lock().expect("status").applied_epoch;
         let stats = UpdateStats {
             epoch: seq,
+            batches: seq.saturating_sub(previous).max(1),
             labels: n,
             latency_s: t.elapsed().as_secs_f64(),
             train_s: figures.train_s,
@@ -570,6 +608,7 @@ impl Controller<'_> {
             let mut st = self.status.lock().expect("status");
             show_applied(&mut st, seq, self.applied_labels, self.target_epoch);
             st.labels_pending = st.labels_pending.saturating_sub(n);
+            st.epochs_applied += 1;
             for (reason, d) in &figures.reason_deltas {
                 let e = st.reasons.entry(reason.clone()).or_default();
                 *e = (*e as i64 + d) as u64;
@@ -587,14 +626,34 @@ impl Controller<'_> {
     }
 
     /// Serves the control channel until it closes (every sender gone) or an error.
+    ///
+    /// Group commit: an epoch takes every logged batch waiting when it starts (each
+    /// already durable and acknowledged, in log order), so the apply rate grows with
+    /// the load instead of being one epoch per request, and a restart replays its
+    /// backlog in a few epochs. An epoch is named after the last segment it applies;
+    /// the decisions depend only on the labels so far, never on how they were grouped
+    /// (the online gold-RM fold takes the same labels in the same order; an encoder
+    /// head is retrained from scratch), which the serve oracle tests check.
     fn run(mut self, control: mpsc::Receiver<Control>) -> Result<()> {
+        let mut next: Option<Control> = None;
         loop {
-            let msg = match control.recv_timeout(Duration::from_millis(50)) {
+            let received = match next.take() {
+                Some(msg) => Ok(msg),
+                None => control.recv_timeout(Duration::from_millis(50)),
+            };
+            let msg = match received {
+                Ok(Control::Labels { seq, labels }) => {
+                    let (seq, labels, after) = gather_waiting(seq, labels, &control);
+                    next = after;
+                    Control::Labels { seq, labels }
+                }
                 Ok(msg) => msg,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    // Idle: measure the labels so far if an epoch came since, and end
-                    // on a worker's error.
+                    // Idle: measure the labels so far if an epoch came since, remove
+                    // snapshot versions past their grace period, and end on a worker's
+                    // error.
                     self.refresh_quality()?;
+                    self.snapshots.prune()?;
                     if let Some(e) = self.ctx.error.lock().expect("error").take() {
                         return Err(e);
                     }
@@ -622,6 +681,29 @@ impl Controller<'_> {
                     return Err(Error::other("label log", e));
                 }
             }
+        }
+    }
+}
+
+/// The batch `seq` with every batch already waiting behind it on `control`, in log
+/// order: (the last segment's number, all their labels, the first other message met).
+fn gather_waiting(
+    mut seq: u64,
+    mut labels: Vec<GoldLabel>,
+    control: &mpsc::Receiver<Control>,
+) -> (u64, Vec<GoldLabel>, Option<Control>) {
+    loop {
+        match control.try_recv() {
+            Ok(Control::Labels {
+                seq: s,
+                labels: more,
+            }) => {
+                debug_assert!(s > seq, "segments arrive in log order");
+                seq = s;
+                labels.extend(more);
+            }
+            Ok(other) => return (seq, labels, Some(other)),
+            Err(_) => return (seq, labels, None),
         }
     }
 }

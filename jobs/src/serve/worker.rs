@@ -64,9 +64,14 @@ pub enum ServeCommand {
     Epoch { seq: Epoch, labels: Vec<GoldLabel> },
     /// Recompute the self-measurement (worker 0; the controller asks when idle).
     Quality,
-    /// Write a snapshot of epoch `epoch` (a curate pass, unless `pass` is false: the
-    /// first pass wrote it) and save the state beside it.
-    Snapshot { epoch: Epoch, pass: bool },
+    /// Write a snapshot of epoch `epoch` (a curate pass into `dir`, or `OUT/snapshot`
+    /// when `None`; unless `pass` is false: the first pass wrote it) and save the state
+    /// beside it.
+    Snapshot {
+        epoch: Epoch,
+        pass: bool,
+        dir: Option<String>,
+    },
 }
 
 /// Where the run starts: decided by process 0 from its label log and saved state.
@@ -77,6 +82,9 @@ pub struct StartInfo {
     pub labels: Vec<GoldLabel>,
     /// A saved state of epoch0 made by as many workers exists (`state.json`).
     pub saved: bool,
+    /// Where the first pass writes its snapshot (`snapshots::Snapshots::next_dir`;
+    /// `None`: `OUT/snapshot` itself).
+    pub snapshot_dir: Option<String>,
 }
 
 /// One worker's figures for an epoch, gathered onto worker 0.
@@ -148,8 +156,8 @@ pub struct ProcessCtx {
     plan: Mutex<Option<std::result::Result<Arc<CuratePlan>, Arc<Error>>>>,
     /// The saved state a restart starts from, every part merged.
     saved: Mutex<Option<std::result::Result<Arc<SavedPart>, Arc<Error>>>>,
-    /// The plan of the snapshot of an epoch, built once per snapshot per process.
-    snapshot_plan: Mutex<Option<(Epoch, Arc<CuratePlan>)>>,
+    /// The plan of a snapshot (by its directory), built once per snapshot per process.
+    snapshot_plan: Mutex<Option<(Option<String>, Arc<CuratePlan>)>>,
     /// Each local worker's shard, for the snapshot's scorers.
     states: Mutex<Vec<Option<Arc<RwLock<PoolState>>>>>,
     /// The first error of any of this process's workers.
@@ -249,8 +257,12 @@ impl ProcessCtx {
                 }
                 _ => None,
             };
+            let mut spec = self.spec.clone();
+            if let Some(dir) = &start.snapshot_dir {
+                spec.out = dir.clone();
+            }
             Ok(Arc::new(curate::prepare_with_gold(
-                self.spec.clone(),
+                spec,
                 labels,
                 self.leader,
                 scorers,
@@ -265,12 +277,12 @@ impl ProcessCtx {
             .map_err(|e| e.copied_by(worker))
     }
 
-    /// The plan of the snapshot of `epoch`: a curate pass over the pool with the
+    /// The plan of the snapshot written into `dir`: a curate pass over the pool with the
     /// labels so far, whose scorers read this process's shards.
-    fn snapshot_plan(&self, epoch: Epoch, state: &PoolState) -> Result<Arc<CuratePlan>> {
+    fn snapshot_plan(&self, dir: &Option<String>, state: &PoolState) -> Result<Arc<CuratePlan>> {
         let mut slot = self.snapshot_plan.lock().expect("snapshot plan");
-        if let Some((e, plan)) = &*slot {
-            if *e == epoch {
+        if let Some((d, plan)) = &*slot {
+            if d == dir {
                 return Ok(plan.clone());
             }
         }
@@ -295,6 +307,9 @@ impl ProcessCtx {
         );
         let mut spec = self.spec.clone();
         spec.machine.run.progress = false;
+        if let Some(dir) = dir {
+            spec.out = dir.clone();
+        }
         let plan = Arc::new(curate::prepare_with_gold(
             spec,
             state.labels.clone(),
@@ -302,7 +317,7 @@ impl ProcessCtx {
             Some(scorers),
             self.registry.clone(),
         )?);
-        *slot = Some((epoch, plan.clone()));
+        *slot = Some((dir.clone(), plan.clone()));
         Ok(plan)
     }
 }
@@ -680,11 +695,11 @@ fn serve_commands(
                     ctx.report(WorkerReport::Quality(quality));
                 }
             }
-            ServeCommand::Snapshot { epoch, pass } => {
+            ServeCommand::Snapshot { epoch, pass, dir } => {
                 let result = if pass {
                     let plan = {
                         let s = state.read().expect("state");
-                        ctx.snapshot_plan(epoch, &s)
+                        ctx.snapshot_plan(&dir, &s)
                     };
                     plan.and_then(|plan| curate::run_worker(worker, &plan))
                 } else {

@@ -1,0 +1,332 @@
+//! Serve under load (issue 30 items 2 and 8): an epoch takes every label batch waiting
+//! when it starts (group commit), so many clients posting at once are applied in far
+//! fewer epochs than they made requests, a restart replays its backlog in one or two
+//! epochs, the result equals a from-scratch curate whatever the grouping, and a backlog
+//! over `--max-pending-labels` is answered 503 with `Retry-After`, taking nothing.
+
+use super::*;
+
+/// `clients` threads each post `batches` random 5-label batches as fast as they can
+/// (sending a batch again after a 503); returns the label records acknowledged.
+fn post_from_clients(
+    serve: &Serve,
+    ids: &[String],
+    clients: u64,
+    batches: usize,
+    seed: u64,
+) -> u64 {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|client| {
+                let addr = serve.addr.clone();
+                scope.spawn(move || {
+                    let mut rng = Lcg(seed * 1_000 + client);
+                    let mut labelled = Vec::new();
+                    let mut acknowledged = 0;
+                    for _ in 0..batches {
+                        let lines: Vec<String> = (0..5)
+                            .map(|_| random_label(&mut rng, ids, &mut labelled))
+                            .collect();
+                        let body = lines.join("\n") + "\n";
+                        loop {
+                            let (code, reply) =
+                                http(&addr, "POST", "/v1/labels", Some(TOKEN), body.as_bytes());
+                            if code == 503 {
+                                std::thread::sleep(std::time::Duration::from_millis(50));
+                                continue;
+                            }
+                            assert_eq!(code, 200, "{reply}");
+                            break;
+                        }
+                        acknowledged += lines.len() as u64;
+                    }
+                    acknowledged
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    })
+}
+
+/// Label-log segments written so far.
+fn segments(out: &Path) -> u64 {
+    files_under(&out.join("labels-log"))
+        .iter()
+        .filter(|f| f.starts_with("seg-"))
+        .count() as u64
+}
+
+/// Waits until every logged label is applied; the status then.
+fn wait_until_applied(serve: &Serve, out: &Path) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let st = serve.status();
+        if st["labels_pending"] == 0 && st["applied_epoch"].as_u64() == Some(segments(out)) {
+            return st;
+        }
+        assert!(
+            started.elapsed().as_secs() < 300,
+            "backlog not applied: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Serve's snapshot against curate from scratch on its label log.
+fn assert_snapshot_is_curate(serve: &Serve, pairs: &Path, out: &Path, scratch: &Path) {
+    serve.snapshot();
+    curate_from_label_log(pairs, out, scratch, 1, &[]);
+    assert!(
+        decisions(&out.join("snapshot")) == decisions(scratch),
+        "serve's snapshot differs from curate on the same labels ({})",
+        scratch.display()
+    );
+}
+
+#[test]
+fn concurrent_posts_are_applied_in_grouped_epochs_and_a_restart_replays_its_backlog_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 2_000, 31);
+    let pairs = data.join("pairs");
+    let ids = pool_ids(&pairs);
+    let out = tmp.path().join("serve");
+    let serve = Serve::start(&pairs, &out, 1, None);
+
+    // 8 clients, 25 batches each: 200 requests, each its own durable segment.
+    let acknowledged = post_from_clients(&serve, &ids, 8, 25, 1);
+    let st = wait_until_applied(&serve, &out);
+    assert_eq!(segments(&out), 200);
+    assert_eq!(st["labels_total"].as_u64(), Some(acknowledged), "{st}");
+    let epochs = st["epochs_applied"].as_u64().unwrap();
+    assert!(
+        epochs < 200,
+        "one epoch per request: {epochs} epochs for 200 batches ({st})"
+    );
+    eprintln!("200 batches applied in {epochs} epochs");
+    assert_snapshot_is_curate(&serve, &pairs, &out, &tmp.path().join("scratch-1"));
+
+    // A backlog logged after the saved state, then SIGKILL: the restart replays the
+    // 200 segments it finds in one or two epochs and ends in curate's state.
+    let more = post_from_clients(&serve, &ids, 8, 25, 2);
+    drop(serve);
+    let serve = Serve::start(&pairs, &out, 1, None);
+    let st = wait_until_applied(&serve, &out);
+    assert_eq!(segments(&out), 400);
+    assert_eq!(st["recovered_from_saved_state"], true, "{st}");
+    assert_eq!(
+        st["labels_total"].as_u64(),
+        Some(acknowledged + more),
+        "{st}"
+    );
+    assert!(
+        st["epochs_applied"].as_u64().unwrap() <= 2,
+        "the replay of 200 segments was not grouped: {st}"
+    );
+    assert_snapshot_is_curate(&serve, &pairs, &out, &tmp.path().join("scratch-2"));
+}
+
+#[test]
+fn a_backlog_over_max_pending_labels_is_answered_503_with_retry_after_and_nothing_is_taken() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 300, 32);
+    let ids = pool_ids(&data.join("pairs"));
+    let out = tmp.path().join("serve");
+    let serve = Serve::start_with(
+        &data.join("pairs"),
+        &out,
+        1,
+        None,
+        &["--max-pending-labels", "4"],
+    );
+    let line = |i: usize| format!("{{\"pair_id\": \"{}\", \"verdict\": \"chosen\"}}\n", ids[i]);
+    let five: String = (0..5).map(line).collect();
+    let auth = format!("Bearer {TOKEN}");
+    let (code, head, body) = http_response(
+        &serve.addr,
+        "POST",
+        "/v1/labels",
+        Some(&auth),
+        five.as_bytes(),
+    );
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 2"),
+        "{head}"
+    );
+    assert!(body.contains("--max-pending-labels"), "{body}");
+    assert_eq!(segments(&out), 0, "a refused batch is not logged");
+    assert_eq!(serve.status()["labels_total"], 0);
+    // Within the bound: taken and applied.
+    let three: String = (0..3).map(line).collect();
+    serve.post_labels(&three);
+    assert_eq!(serve.status()["labels_total"], 3);
+}
+
+/// Issue 30 item 4: `snapshot/` is replaced atomically. A reader polling it every 20 ms
+/// while snapshots are taken always finds manifest.json and, in the version it names,
+/// every part the manifest lists (before, it found no manifest while a pass ran), and
+/// `export --from OUT/snapshot` succeeds at any moment. Replaced versions stay for the
+/// grace period, so a reader that resolved the link just before is not cut off.
+#[test]
+fn a_reader_polling_the_snapshot_never_finds_it_incomplete_and_export_works_while_snapshots_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 1_500, 33);
+    let pairs = data.join("pairs");
+    let ids = pool_ids(&pairs);
+    let out = tmp.path().join("serve");
+    let serve = Serve::start(&pairs, &out, 1, None);
+    let snapshot = out.join("snapshot");
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (reads, exports) = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut reads = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                // Resolve the link once, then read the version it names.
+                let version = std::fs::canonicalize(&snapshot).expect("snapshot/ is there");
+                let text = std::fs::read_to_string(version.join("manifest.json"))
+                    .unwrap_or_else(|e| panic!("{}: no manifest.json: {e}", version.display()));
+                let manifest: Value = serde_json::from_str(&text).unwrap();
+                for part in manifest["outputs"].as_array().unwrap() {
+                    let path = version.join(part["path"].as_str().unwrap());
+                    assert!(path.exists(), "{} is listed but not there", path.display());
+                }
+                reads += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            reads
+        });
+        let exporter = scope.spawn(|| {
+            let mut exports = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let to = tmp.path().join(format!("export-{exports}"));
+                ok(&[
+                    "export",
+                    "--from",
+                    s(&snapshot),
+                    "--out",
+                    s(&to),
+                    "--format",
+                    "trl",
+                ]);
+                exports += 1;
+            }
+            exports
+        });
+        let mut rng = Lcg(5);
+        let mut labelled = Vec::new();
+        for _ in 0..6 {
+            let lines: Vec<String> = (0..20)
+                .map(|_| random_label(&mut rng, &ids, &mut labelled))
+                .collect();
+            serve.post_labels(&(lines.join("\n") + "\n"));
+            serve.snapshot();
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        (reader.join().unwrap(), exporter.join().unwrap())
+    });
+    eprintln!("{reads} reads and {exports} exports while 6 snapshots were taken");
+    assert!(
+        reads > 20 && exports > 0,
+        "{reads} reads, {exports} exports"
+    );
+    // Every replaced version is still there (within the grace period), the current one
+    // is what the link names, and it equals curate from scratch.
+    let versions = files_under(&out.join("snapshots"))
+        .iter()
+        .filter(|f| f.ends_with("/manifest.json"))
+        .count();
+    assert_eq!(versions, 7, "the first pass's snapshot and 6 more");
+    assert_snapshot_is_curate(&serve, &pairs, &out, &tmp.path().join("scratch"));
+}
+
+/// Issue 30 item 6: export checks the parts against the manifest. Before, with one part
+/// deleted it exported what was left (2,369 of 3,000 rows) and exited 0.
+#[test]
+fn export_refuses_an_output_whose_parts_differ_from_its_manifest_naming_the_part() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 400, 34);
+    let curated = tmp.path().join("curated");
+    curate_ok(
+        &data.join("pairs"),
+        &data.join("gold.parquet"),
+        &curated,
+        &["--workers", "2"],
+    );
+    let parts: Vec<String> = files_under(&curated.join("curated"));
+    assert!(parts.len() >= 2, "{parts:?}");
+    // A part deleted: exit 2 naming it.
+    let gone = curated.join("curated").join(&parts[0]);
+    let saved = std::fs::read(&gone).unwrap();
+    std::fs::remove_file(&gone).unwrap();
+    let stderr = fails_with(
+        &[
+            "export",
+            "--from",
+            s(&curated),
+            "--out",
+            s(&tmp.path().join("e1")),
+            "--format",
+            "trl",
+        ],
+        2,
+    );
+    assert!(
+        stderr.contains(&parts[0]) && stderr.contains("manifest.json"),
+        "{stderr}"
+    );
+    // A part added: exit 2 naming it.
+    std::fs::write(&gone, &saved).unwrap();
+    let extra = curated.join("curated").join("part-extra.parquet");
+    std::fs::write(&extra, &saved).unwrap();
+    let stderr = fails_with(
+        &[
+            "export",
+            "--from",
+            s(&curated),
+            "--out",
+            s(&tmp.path().join("e2")),
+            "--format",
+            "trl",
+        ],
+        2,
+    );
+    assert!(stderr.contains("part-extra.parquet"), "{stderr}");
+    // A part with other rows under its name: exit 2 naming it.
+    std::fs::remove_file(&extra).unwrap();
+    let other = curated.join("curated").join(&parts[1]);
+    keep_first_row(&other);
+    let stderr = fails_with(
+        &[
+            "export",
+            "--from",
+            s(&curated),
+            "--out",
+            s(&tmp.path().join("e3")),
+            "--format",
+            "trl",
+        ],
+        2,
+    );
+    assert!(
+        stderr.contains(&parts[1]) && stderr.contains("rows"),
+        "{stderr}"
+    );
+}
+
+/// Rewrites a Parquet file with its first row only.
+fn keep_first_row(path: &Path) {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+    assert!(batches.iter().map(|b| b.num_rows()).sum::<usize>() > 1);
+    let first = batches[0].slice(0, 1);
+    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), first.schema(), None).unwrap();
+    w.write(&first).unwrap();
+    w.close().unwrap();
+}
