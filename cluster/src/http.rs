@@ -138,6 +138,7 @@ async fn post_labels(State(api): State<Api>, body: Bytes) -> Response {
         return error(StatusCode::BAD_REQUEST, "request body: no labels");
     }
     let n = labels.len();
+    let checked = labels.clone();
     let pending = api.status.lock().expect("status").labels_pending;
     if pending + n as u64 > api.max_pending_labels {
         // Nothing is logged: the client sends the same batch again later.
@@ -162,7 +163,17 @@ async fn post_labels(State(api): State<Api>, body: Bytes) -> Response {
         return error(StatusCode::SERVICE_UNAVAILABLE, "serve is shutting down");
     }
     match tokio::task::spawn_blocking(move || rx.recv()).await {
-        Ok(Ok(Ok(seq))) => Json(serde_json::json!({ "accepted": n, "epoch": seq })).into_response(),
+        Ok(Ok(Ok(seq))) => {
+            // Ids no pool row has: logged all the same (the pool may be re-run), and
+            // said here so that a typo does not lose a person's work without a trace.
+            // `null` while the first pass runs (the pool's ids are not known yet).
+            let unmatched = api
+                .pool_keys
+                .get()
+                .map(|keys| synpref_jobs::serve::unmatched_ids(keys, &checked));
+            Json(serde_json::json!({ "accepted": n, "epoch": seq, "unmatched": unmatched }))
+                .into_response()
+        }
         Ok(Ok(Err(e))) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("not logged: {e}"),

@@ -7,9 +7,12 @@
 //! both take a number. It holds the labels as gold-label JSONL (DESIGN §4), each line
 //! with one more field, `log_source`: a hash of where the batch came from (a label file
 //! under `--labels`, or an HTTP request), so that a restarted serve knows which label
-//! files it has already taken. Readers of gold labels ignore the extra field: the log
-//! directory is itself a valid `--gold` input, and `curate --gold LOG` recomputes from
-//! scratch what serve holds.
+//! files it has already taken. A batch read from a label file under `--labels` also
+//! records how far that file was taken (`FileExtent`: its name, the byte offset the
+//! batch ends at, and a hash of every byte before it), so that a restarted serve goes
+//! on from there and notices a file changed in its taken part. Readers of gold labels
+//! ignore the extra fields: the log directory is itself a valid `--gold` input, and
+//! `curate --gold LOG` recomputes from scratch what serve holds.
 
 use crate::error::{Error, Result};
 use crate::model::GoldLabel;
@@ -30,10 +33,32 @@ pub struct Batch {
     /// Hash of the batch's source (`source_tag`).
     pub source: u64,
     pub labels: Vec<GoldLabel>,
+    /// The label file the batch was read from and how far (none for HTTP batches and
+    /// for segments logged before extents were recorded).
+    pub extent: Option<FileExtent>,
+}
+
+/// How far a label file was taken: its bytes `[0, end)`, whose hash is `prefix_hash`
+/// (`prefix_hash`), are in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileExtent {
+    /// The file's name relative to `--labels`.
+    pub name: String,
+    pub end: u64,
+    pub prefix_hash: u64,
+}
+
+/// The hash a `FileExtent` records of a file's taken bytes.
+pub fn prefix_hash(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
 /// The field of each logged line that names the batch's source.
 const SOURCE_FIELD: &str = "log_source";
+/// The fields of each logged line that record a `FileExtent`.
+const FILE_FIELD: &str = "log_file";
+const FILE_END_FIELD: &str = "log_file_end";
+const FILE_HASH_FIELD: &str = "log_file_prefix_hash";
 
 /// A label log under one prefix.
 #[derive(Clone, Debug)]
@@ -77,6 +102,18 @@ impl LabelLog {
     /// Appends a non-empty batch as segment `seq`; returns once it is durable. Fails
     /// if the segment exists (another writer took the number).
     pub fn append(&self, seq: u64, source: &str, labels: &[GoldLabel]) -> Result<Segment> {
+        self.append_from(seq, source, labels, None)
+    }
+
+    /// [`append`](Self::append) for a batch read from a label file, recording how far
+    /// the file is taken.
+    pub fn append_from(
+        &self,
+        seq: u64,
+        source: &str,
+        labels: &[GoldLabel],
+        extent: Option<&FileExtent>,
+    ) -> Result<Segment> {
         if labels.is_empty() {
             return Err(Error::other(&self.dir.url, "an empty batch is not logged"));
         }
@@ -85,9 +122,16 @@ impl LabelLog {
         let mut bytes = Vec::with_capacity(labels.len() * 96);
         for l in labels {
             let mut v = label_to_json(l);
-            v.as_object_mut()
-                .expect("object")
-                .insert(SOURCE_FIELD.into(), tag.clone().into());
+            let m = v.as_object_mut().expect("object");
+            m.insert(SOURCE_FIELD.into(), tag.clone().into());
+            if let Some(e) = extent {
+                m.insert(FILE_FIELD.into(), e.name.clone().into());
+                m.insert(FILE_END_FIELD.into(), e.end.into());
+                m.insert(
+                    FILE_HASH_FIELD.into(),
+                    format!("{:016x}", e.prefix_hash).into(),
+                );
+            }
             serde_json::to_writer(&mut bytes, &v).map_err(|e| Error::other(&self.dir.url, e))?;
             bytes.push(b'\n');
         }
@@ -101,9 +145,16 @@ impl LabelLog {
         let bytes = loc.get()?;
         let labels = parse_label_lines(&bytes, &loc.url)?;
         let first = bytes.split(|b| *b == b'\n').next().unwrap_or(b"");
-        let source = serde_json::from_slice::<serde_json::Value>(first)
-            .ok()
-            .and_then(|v| v.get(SOURCE_FIELD)?.as_str().map(str::to_string))
+        let first = serde_json::from_slice::<LoggedFields>(first).ok();
+        let extent = first.as_ref().and_then(|f| {
+            Some(FileExtent {
+                name: f.log_file.clone()?,
+                end: f.log_file_end?,
+                prefix_hash: u64::from_str_radix(f.log_file_prefix_hash.as_deref()?, 16).ok()?,
+            })
+        });
+        let source = first
+            .and_then(|f| f.log_source)
             .and_then(|t| u64::from_str_radix(&t, 16).ok())
             .ok_or_else(|| {
                 Error::bad_row(
@@ -113,8 +164,21 @@ impl LabelLog {
                     "missing or not a hash",
                 )
             })?;
-        Ok(Batch { source, labels })
+        Ok(Batch {
+            source,
+            labels,
+            extent,
+        })
     }
+}
+
+/// The fields serve adds to each logged line (`SOURCE_FIELD`, `FILE_FIELD`, …).
+#[derive(serde::Deserialize)]
+struct LoggedFields {
+    log_source: Option<String>,
+    log_file: Option<String>,
+    log_file_end: Option<u64>,
+    log_file_prefix_hash: Option<String>,
 }
 
 fn parse_name(name: &str) -> Option<u64> {
@@ -162,11 +226,21 @@ mod tests {
         let second = log.read(&segs[1]).unwrap();
         assert_eq!(second.labels, vec![b, a.clone()]);
         assert_eq!(second.source, source_tag("file:labels/x.jsonl"));
+        assert_eq!(second.extent, None);
+        let extent = FileExtent {
+            name: "sub/y.jsonl".into(),
+            end: 1234,
+            prefix_hash: prefix_hash(b"abc"),
+        };
+        log.append_from(3, "file:sub/y.jsonl@1234", &[a.clone()], Some(&extent))
+            .unwrap();
+        let third = log.read(&log.segments().unwrap()[2]).unwrap();
+        assert_eq!(third.extent, Some(extent));
         assert!(log.append(2, "http:2", &[a.clone()]).is_err());
-        assert!(log.append(3, "http:3", &[]).is_err());
+        assert!(log.append(4, "http:4", &[]).is_err());
         // The log is a gold-label input as it stands.
         let gold = crate::side::GoldLabels::read(dir.path().to_str().unwrap()).unwrap();
-        assert_eq!(gold.records, 3);
+        assert_eq!(gold.records, 4);
         assert_eq!(gold.labels.len(), 2);
     }
 }

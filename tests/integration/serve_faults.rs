@@ -114,10 +114,15 @@ fn a_failed_label_log_write_answers_5xx_ends_serve_with_exit_1_and_loses_nothing
     assert_eq!(st["epoch"], 1, "{st}");
 }
 
-/// A JSONL label file is taken only once complete; one whose last line is cut off is
-/// held back (at most rejected at that size) and taken whole once the line is finished.
+/// Issue 30 item 3: label files under `--labels` follow the data tools' conventions. A
+/// JSONL file is taken up to its last complete line and again as it grows (before, a
+/// file whose writer paused was taken half-written and its later lines never); `_` and
+/// `.` names are skipped until renamed; a restart goes on where the log says the file
+/// was taken; a last line without a newline is taken once it parses; a rewritten file
+/// is rejected with a message; a rejection leaves the status once the file is read.
 #[test]
-fn label_files_are_taken_only_once_complete_and_a_partial_line_is_not_rejected_for_good() {
+fn label_files_are_taken_line_by_line_as_they_grow_skipped_while_hidden_and_refused_when_rewritten()
+{
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     gen(&data, 300, 8);
@@ -125,27 +130,104 @@ fn label_files_are_taken_only_once_complete_and_a_partial_line_is_not_rejected_f
     let labels = tmp.path().join("labels");
     std::fs::create_dir_all(&labels).unwrap();
     let ids: Vec<String> = pool_ids(&pairs);
-    let serve = Serve::start(&pairs, &tmp.path().join("out"), 1, Some(&labels));
-    let file = labels.join("batch.jsonl");
-    let full = format!(
-        "{{\"pair_id\": \"{}\", \"verdict\": \"chosen\"}}\n{{\"pair_id\": \"{}\", \"verdict\": \"rejected\"}}\n",
-        ids[0], ids[1]
+    let out = tmp.path().join("out");
+    let serve = Serve::start(&pairs, &out, 1, Some(&labels));
+    let line = |i: usize| format!("{{\"pair_id\": \"{}\", \"verdict\": \"chosen\"}}\n", ids[i]);
+    let wait_total = |serve: &Serve, n: u64| -> Value {
+        let started = std::time::Instant::now();
+        loop {
+            let st = serve.status();
+            if st["labels_total"].as_u64() == Some(n) && st["labels_pending"] == 0 {
+                return st;
+            }
+            assert!(
+                started.elapsed().as_secs() < 120,
+                "labels_total never {n}: {st}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let append = |name: &str, text: &str| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(labels.join(name))
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    // One complete line and half of the next: the complete one is taken, the half
+    // waits (and is not rejected).
+    let second = line(1);
+    append("batch.jsonl", &(line(0) + &second[..20]));
+    wait_total(&serve, 1);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let st = wait_total(&serve, 1);
+    assert_eq!(st["label_files_rejected"], serde_json::json!([]), "{st}");
+    // The writer finishes the line and adds one: both are taken.
+    append("batch.jsonl", &(second[20..].to_string() + &line(2)));
+    wait_total(&serve, 3);
+    // Hidden names are skipped; renamed into place, the file is taken.
+    append(".hidden.jsonl", &line(3));
+    append("_writing.jsonl", &line(4));
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    wait_total(&serve, 3);
+    std::fs::rename(labels.join("_writing.jsonl"), labels.join("done.jsonl")).unwrap();
+    wait_total(&serve, 4);
+    // A last line without a newline is taken once the file keeps its size.
+    append("no-newline.jsonl", line(5).trim_end());
+    wait_total(&serve, 5);
+
+    // Restarted: nothing is taken twice, and the file goes on from where it was taken.
+    drop(serve);
+    let serve = Serve::start(&pairs, &out, 1, Some(&labels));
+    wait_total(&serve, 5);
+    append("batch.jsonl", &line(6));
+    wait_total(&serve, 6);
+
+    // Rewritten shorter: rejected, naming the file and why; nothing more is taken.
+    std::fs::write(labels.join("batch.jsonl"), line(7)).unwrap();
+    let started = std::time::Instant::now();
+    let st = loop {
+        let st = serve.status();
+        if st["label_files_rejected"].as_array().unwrap().len() == 1 {
+            break st;
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the rewrite was not rejected: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let rejection = st["label_files_rejected"][0].as_str().unwrap().to_string();
+    assert!(
+        rejection.contains("batch.jsonl") && rejection.contains("shrank"),
+        "{rejection}"
     );
-    let cut = full.len() - 20;
-    std::fs::write(&file, &full[..cut]).unwrap();
-    // Several listings (0.2 s apart) see the cut file: it is not taken.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let st = serve.status();
-    assert_eq!(st["labels_total"], 0, "{st}");
-    assert_eq!(st["label_files_taken"], 0, "{st}");
-    // The writer finishes the line: the whole file is taken, both labels.
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&file)
-        .unwrap();
-    f.write_all(&full.as_bytes()[cut..]).unwrap();
-    drop(f);
-    let st = serve.wait_for_epoch(1);
-    assert_eq!(st["labels_total"], 2, "{st}");
-    assert_eq!(st["label_files_taken"], 1, "{st}");
+    // A bad line: rejected; corrected, it is read and its rejection goes.
+    std::fs::write(
+        labels.join("bad.jsonl"),
+        "{\"pair_id\": \"x\", \"verdict\": \"maybe\"}\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    while serve.status()["label_files_rejected"]
+        .as_array()
+        .unwrap()
+        .len()
+        < 2
+    {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "bad.jsonl was not rejected"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::fs::write(labels.join("bad.jsonl"), line(8)).unwrap();
+    let st = wait_total(&serve, 7);
+    let rejected = st["label_files_rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1, "{st}");
+    assert!(
+        rejected[0].as_str().unwrap().contains("batch.jsonl"),
+        "{st}"
+    );
 }

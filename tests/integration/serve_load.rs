@@ -330,3 +330,63 @@ fn keep_first_row(path: &Path) {
     w.write(&first).unwrap();
     w.close().unwrap();
 }
+
+/// Issue 30 item 3: label files are listed on a timer of their own. Before, the ingest
+/// thread listed `--labels` only after a whole poll interval without a request, so
+/// under steady HTTP traffic a file waited forever.
+#[test]
+fn a_label_file_added_during_steady_http_posting_is_taken_within_3_poll_intervals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 400, 35);
+    let pairs = data.join("pairs");
+    let ids = pool_ids(&pairs);
+    let labels = tmp.path().join("labels");
+    std::fs::create_dir_all(&labels).unwrap();
+    let out = tmp.path().join("serve");
+    let serve = Serve::start_with(&pairs, &out, 1, Some(&labels), &["--poll-interval", "1"]);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let taken_after = std::thread::scope(|scope| {
+        // One request every 50 ms: the ingest thread is never idle for a poll interval.
+        scope.spawn(|| {
+            let mut i = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let body = format!(
+                    "{{\"pair_id\": \"{}\", \"verdict\": \"chosen\"}}\n",
+                    ids[i % 50]
+                );
+                let (code, reply) = serve.call("POST", "/v1/labels", body.as_bytes());
+                assert_eq!(code, 200, "{reply}");
+                i += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let staged = labels.join("_batch.jsonl");
+        std::fs::write(
+            &staged,
+            format!(
+                "{{\"pair_id\": \"{}\", \"verdict\": \"rejected\"}}\n",
+                ids[60]
+            ),
+        )
+        .unwrap();
+        std::fs::rename(&staged, labels.join("batch.jsonl")).unwrap();
+        let added = std::time::Instant::now();
+        let taken_after = loop {
+            if serve.status()["label_files_taken"] == 1 {
+                break added.elapsed();
+            }
+            if added.elapsed().as_secs() > 10 {
+                break added.elapsed();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        taken_after
+    });
+    assert!(
+        taken_after.as_secs_f64() <= 3.0,
+        "the file waited {taken_after:?} under steady posting (poll interval 1 s)"
+    );
+}

@@ -127,13 +127,25 @@ pub enum LabelCommand {
         labels: String,
         /// A Parquet or JSONL gold-label file.
         file: String,
+        /// The pool serve runs on: refuse (exit 2, naming them) labels whose pair ids
+        /// no row of it has, instead of adding labels that would decide nothing.
+        #[arg(long)]
+        pairs: Option<String>,
     },
 }
 
 impl LabelCommand {
     pub fn into_job(self) -> AddLabels {
         match self {
-            LabelCommand::Add { labels, file } => AddLabels { labels, file },
+            LabelCommand::Add {
+                labels,
+                file,
+                pairs,
+            } => AddLabels {
+                labels,
+                file,
+                pairs,
+            },
         }
     }
 }

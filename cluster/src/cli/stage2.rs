@@ -236,10 +236,12 @@ pub struct ServeArgs {
     /// Input pairs (the pool): a Parquet or JSONL file, a directory or a glob.
     #[arg(long)]
     pairs: String,
-    /// Prefix polled for new gold-label files (Parquet or JSONL; each file taken once).
+    /// Prefix listed for gold-label files (JSONL taken line by line as it grows, Parquet
+    /// whole; names starting with _ or . skipped).
     #[arg(long)]
     labels: Option<String>,
-    /// Output directory: snapshot/ (laid out like curate's output), changelog/, labels-log/.
+    /// Output directory: snapshot/ (laid out like curate's output; on a local disk a link
+    /// to a version under snapshots/, replaced atomically), changelog/, labels-log/.
     #[arg(long)]
     out: String,
     /// The label log [default: OUT/labels-log].

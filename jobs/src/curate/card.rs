@@ -118,6 +118,15 @@ pub fn dataset_card(report: &CurateReport, manifest: &Manifest, out: &str) -> St
             s.push_str(&format!("| `{code}` | {set} | {n} |\n"));
         }
     }
+    if report.gold_labels_unmatched > 0 || report.judge_votes_unmatched > 0 {
+        s.push_str(&format!(
+            "\n**Unmatched labels:** {} gold-labelled pair ids and {} pair ids with judge votes match no valid \
+             pair of the pool, so they decided nothing (first ids: {}). Check the `pair_id` column of the labels.\n",
+            report.gold_labels_unmatched,
+            report.judge_votes_unmatched,
+            report.gold_labels_unmatched_ids.join(", ")
+        ));
+    }
     s.push_str(&by_source_table(report));
     s.push_str("\n## Models\n\n| role | spec | fingerprint |\n|---|---|---|\n");
     for (role, m) in [

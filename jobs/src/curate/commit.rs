@@ -30,6 +30,8 @@ pub struct Run<'a> {
     pub run_id: &'a str,
     /// The near-duplicate search's figures (`None` with `--no-near-dup`).
     pub near_duplicates: Option<NearDupFigures>,
+    /// Gold labels and judge votes that match no valid pool row.
+    pub unmatched: super::unmatched::Unmatched,
 }
 
 /// Gathers every worker's output on worker 0, which builds the report and the manifest
@@ -96,6 +98,9 @@ pub fn gather_and_commit(
     let mut report = build_report(plan, &total, &summary, stages, worker.peers());
     report.resume = resumed;
     report.near_duplicates = run.near_duplicates;
+    report.gold_labels_unmatched = run.unmatched.gold_labels;
+    report.gold_labels_unmatched_ids = run.unmatched.gold_label_ids;
+    report.judge_votes_unmatched = run.unmatched.judge_votes;
     let manifest = build_manifest(plan, &summary, &files, &report, run.run_id);
     commit(plan, &report, &manifest)?;
     Ok(Some(report))

@@ -36,6 +36,7 @@ pub mod resume;
 pub mod spec;
 mod survey;
 pub mod train;
+pub mod unmatched;
 
 use synpref_engine::collective::agree_on_errors;
 use synpref_engine::Result;
@@ -65,6 +66,12 @@ pub fn run_worker_with(
     let features = load_features(worker, plan)?;
     // Survey and training, from an interrupted run's checkpoint or run (`resume`).
     let stages = resume::restore_or_run(worker, plan, &features)?;
+    let unmatched = unmatched::find(worker, plan, &stages.survey.selection.pair_index)?;
+    if worker.index() == 0 {
+        if let Some(w) = unmatched::warning(&unmatched, "curate") {
+            eprintln!("{w}");
+        }
+    }
     let scorers = match plan.given_models.clone() {
         Some(given) => given,
         None => (
@@ -110,6 +117,7 @@ pub fn run_worker_with(
         survey_s,
         run_id: &stages.run_id,
         near_duplicates,
+        unmatched,
     };
     commit::gather_and_commit(worker, plan, &features, written, figures, run)
 }

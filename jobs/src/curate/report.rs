@@ -60,6 +60,16 @@ pub struct CurateReport {
     pub best_rm: ModelReport,
     pub gold_rm: ModelReport,
     pub gold_labels: usize,
+    /// Gold-labelled pair ids (labels without their text) that match no valid pool row:
+    /// those labels decide nothing (`curate::unmatched`).
+    #[serde(default)]
+    pub gold_labels_unmatched: u64,
+    /// The first few of them, in the order the labels were read.
+    #[serde(default)]
+    pub gold_labels_unmatched_ids: Vec<String>,
+    /// Pair ids with judge votes that match no valid pool row.
+    #[serde(default)]
+    pub judge_votes_unmatched: u64,
     pub benchmark_ngrams: usize,
     /// The run measured from its own held-out gold verdicts (`null` for a run whose
     /// models were given, e.g. serve's snapshots, which carry serve's own).
@@ -376,6 +386,9 @@ pub fn build_report(
             models.usage.1.clone(),
         ),
         gold_labels: plan.gold.labels.len(),
+        gold_labels_unmatched: 0,
+        gold_labels_unmatched_ids: Vec::new(),
+        judge_votes_unmatched: 0,
         benchmark_ngrams: plan.ngrams.len(),
         quality: models.trained.quality.clone(),
         truth_agreement_input: truth.then(|| share(total.truth_input)).flatten(),

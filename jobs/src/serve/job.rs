@@ -64,6 +64,8 @@ pub struct AddLabels {
     pub labels: String,
     /// A Parquet or JSONL gold-label file.
     pub file: String,
+    /// The pool to check the labels' pair ids against first (`None`: no check).
+    pub pairs: Option<String>,
 }
 
 /// What `label add` did: the labels added and the file's URL under the prefix.
@@ -77,6 +79,9 @@ impl SerialJob for AddLabels {
     type Report = AddedLabels;
 
     fn run(&self) -> Result<AddedLabels> {
+        if let Some(pairs) = &self.pairs {
+            super::check_labels_match(&self.file, pairs)?;
+        }
         let (labels, url) = add_label_file(&self.labels, &self.file)?;
         Ok(AddedLabels { labels, url })
     }

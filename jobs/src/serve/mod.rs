@@ -13,9 +13,10 @@
 //! - the controller (the main thread): turns label batches into commands, waits for
 //!   worker 0's figures, keeps `/v1/status`, and asks for snapshots every
 //!   `snapshot_every` epochs or when asked.
-//! - the ingest thread: the only writer of the label log; appends HTTP batches and
-//!   complete label files found under `--labels`, one segment each, durably, before
-//!   anything is acknowledged or applied. A failed write ends serve (exit 1).
+//! - the ingest thread (`ingest`): the only writer of the label log; appends HTTP
+//!   batches and the complete lines of the label files under `--labels`, listed on a
+//!   timer of their own, one segment each, durably, before anything is acknowledged or
+//!   applied. A failed write ends serve (exit 1).
 //! - the HTTP server, started first by the caller (the binary's `http` module) with
 //!   the `Api` that `run_serve` hands it: the jobs crate starts no runtime or server.
 //!
@@ -29,18 +30,19 @@ pub mod aliases;
 pub mod conflicts;
 pub mod decisions;
 pub mod gold;
+mod ingest;
 pub mod job;
 pub mod snapshots;
 pub mod state;
 pub mod worker;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use synpref_engine::input::FileFormat;
-use synpref_engine::label_log::{source_tag, LabelLog};
+use synpref_engine::label_log::LabelLog;
 use synpref_engine::model::{Destination, GoldLabel};
 use synpref_engine::pool_store::PoolStore;
 use synpref_engine::side::{read_label_records, GoldLabels};
@@ -51,6 +53,7 @@ use timely::worker::Worker;
 
 use crate::curate::{self, CurateSpec};
 use gold::GoldFeatures;
+use ingest::Ingester;
 use state::{PoolState, ServeTap};
 use worker::{ProcessCtx, ServeCommand, StartInfo, WorkerReport};
 
@@ -61,8 +64,11 @@ pub struct ServeSpec {
     /// The curate settings serve keeps current (pairs, threshold, models, …); its `gold`
     /// is the label log and its `out` the snapshot directory, both set by serve.
     pub curate: CurateSpec,
-    /// Prefix polled for new label files (Parquet or JSONL gold labels). Files are
-    /// taken once each, by name: add new files rather than rewriting old ones.
+    /// Prefix listed every `poll_interval_s` for label files (Parquet or JSONL gold
+    /// labels; names starting with `_` or `.` are skipped). A JSONL file is taken up to
+    /// its last complete line and again as it grows; a Parquet file whole, once
+    /// complete. Append to a file or add new ones; a rewritten file is rejected
+    /// (`ingest`).
     pub labels: Option<String>,
     /// Output: `snapshot/`, `changelog/`, `labels-log/` (unless `label_log` is set).
     pub out: String,
@@ -210,6 +216,11 @@ pub struct Status {
     pub epochs_applied: u64,
     pub label_files_taken: u64,
     pub label_files_rejected: Vec<String>,
+    /// Label records (without their pair's text) whose pair id matches no valid pool
+    /// row: logged (the pool may be re-run), but they decide nothing.
+    pub labels_unmatched: u64,
+    /// The first few such pair ids.
+    pub labels_unmatched_ids: Vec<String>,
     pub input_rows: u64,
     pub curated_rows: u64,
     pub discarded_rows: u64,
@@ -275,6 +286,41 @@ pub struct Api {
     pub max_body_bytes: usize,
     /// `ServeSpec::max_pending_labels`.
     pub max_pending_labels: u64,
+    /// The pair keys of the pool's valid rows, once the first pass is done.
+    pub pool_keys: PoolKeys,
+}
+
+/// The sorted pair keys of every valid pool row, known on process 0 once the first pass
+/// is done (8 bytes per row): the API answers which ids of a label batch match no pair.
+pub type PoolKeys = Arc<std::sync::OnceLock<Vec<u64>>>;
+
+/// How many unmatched ids `/v1/status` names.
+const NAMED_UNMATCHED: usize = 5;
+
+/// The pair ids among `labels` (those without their pair's text) that no pool row has.
+pub fn unmatched_ids<'a>(pool_keys: &[u64], labels: &'a [GoldLabel]) -> Vec<&'a str> {
+    labels
+        .iter()
+        .filter(|l| l.text.is_none())
+        .filter(|l| {
+            pool_keys
+                .binary_search(&synpref_engine::hashing::pair_key(&l.pair_id))
+                .is_err()
+        })
+        .map(|l| l.pair_id.as_str())
+        .collect()
+}
+
+/// Counts a batch's unmatched labels into the status.
+fn count_unmatched(st: &mut Status, pool_keys: &[u64], labels: &[GoldLabel]) {
+    for id in unmatched_ids(pool_keys, labels) {
+        st.labels_unmatched += 1;
+        if st.labels_unmatched_ids.len() < NAMED_UNMATCHED
+            && !st.labels_unmatched_ids.iter().any(|i| i == id)
+        {
+            st.labels_unmatched_ids.push(id.to_string());
+        }
+    }
 }
 
 /// What serve runs on each of its timely workers.
@@ -316,6 +362,7 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
     let mut ingest = Ingester::new(log.clone(), labels_dir, status.clone(), fatal.clone())?;
     let (control_tx, control_rx) = mpsc::channel::<Control>();
     let (ingest_tx, ingest_rx) = mpsc::channel::<Ingest>();
+    let pool_keys = PoolKeys::default();
     // The API first: a port in use ends serve at once (exit 2, naming the address),
     // and while the pool loads `/v1/status` says so and labels are already logged.
     let addr = (runtime.start_api)(
@@ -327,6 +374,7 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
             status: status.clone(),
             max_body_bytes: spec.max_body_bytes,
             max_pending_labels: spec.max_pending_labels,
+            pool_keys: pool_keys.clone(),
         },
     )?;
     eprintln!("synpref serve: listening on http://{addr} (loading)");
@@ -434,11 +482,13 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         last_snapshot: epoch0,
         quality_stale: false,
         snapshots,
+        pool_keys: pool_keys.clone(),
     };
     let WorkerReport::Loaded {
         report: initial_report,
         figures,
         quality,
+        pool_keys: keys,
     } = controller.wait("the first pass")?
     else {
         return Err(Error::Worker(
@@ -466,12 +516,14 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         st.state_bytes_per_pair = figures.bytes as f64 / figures.pairs.max(1) as f64;
         st.snapshot_epoch = Some(epoch0);
         st.recovered_from_saved_state = recovered;
+        count_unmatched(&mut st, &keys, &labels.stream);
         apply_report_counts(&mut st, &initial_report);
         if st.quality.is_none() {
             // A restart from a saved state trained nothing: measure from the state.
             st.quality = quality.map(|q| *q);
         }
     }
+    let _ = pool_keys.set(keys);
     tracing::info!(
         epoch = epoch0,
         pairs = figures.pairs,
@@ -511,6 +563,8 @@ struct Controller<'a> {
     quality_stale: bool,
     /// The snapshot versions and the link that names the current one.
     snapshots: snapshots::Snapshots,
+    /// Set once the first pass is done.
+    pool_keys: PoolKeys,
 }
 
 impl Controller<'_> {
@@ -580,6 +634,9 @@ impl Controller<'_> {
     /// Applies logged segment `seq` as an epoch.
     fn apply_epoch(&mut self, seq: u64, labels: Vec<GoldLabel>) -> Result<()> {
         let n = labels.len() as u64;
+        if let Some(keys) = self.pool_keys.get() {
+            count_unmatched(&mut self.status.lock().expect("status"), keys, &labels);
+        }
         let t = Instant::now();
         self.ctx.command(ServeCommand::Epoch { seq, labels });
         let WorkerReport::Epoch {
@@ -835,170 +892,32 @@ fn recount(st: &mut Status) {
     st.input_rows = c + d + q;
 }
 
-/// The label log's only writer.
-///
-/// A label file under `--labels` is taken once, by name, when it is complete: listed
-/// with the same size at two successive listings (a writer that is still appending
-/// changes it), or written in one atomic put as `synpref label add` does. A file that
-/// does not parse is rejected at that size only: if it changes (a partial last line
-/// completed) it is read again, so a line is never rejected for good while its writer
-/// is still at work.
-struct Ingester {
-    log: LabelLog,
-    next_seq: u64,
-    taken: HashSet<u64>,
-    /// Size of each rejected file when it was rejected.
-    rejected: HashMap<String, u64>,
-    /// Size of each label file at the last listing.
-    listed: HashMap<String, u64>,
-    labels_dir: Option<Location>,
-    status: Arc<Mutex<Status>>,
-    /// Set when the log cannot be written; serve then ends.
-    fatal: Arc<Mutex<Option<String>>>,
-    requests: u64,
-}
-
-impl Ingester {
-    fn new(
-        log: LabelLog,
-        labels_dir: Option<Location>,
-        status: Arc<Mutex<Status>>,
-        fatal: Arc<Mutex<Option<String>>>,
-    ) -> Result<Self> {
-        let segments = log.segments()?;
-        let mut taken = HashSet::new();
-        for s in &segments {
-            taken.insert(log.read(s)?.source);
+/// `label add --pairs`: refuses a label file with pair ids (labels without text) that
+/// no row of the pool at `pairs` has, naming the first few.
+pub fn check_labels_match(file: &str, pairs: &str) -> Result<()> {
+    let labels = read_label_records(file)?;
+    let mut keys = Vec::new();
+    synpref_engine::side::for_each_string_row(pairs, &["pair_id"], |_, _, v| {
+        if let Some(id) = v[0] {
+            keys.push(synpref_engine::hashing::pair_key(id));
         }
-        Ok(Ingester {
-            next_seq: segments.len() as u64 + 1,
-            taken,
-            rejected: HashMap::new(),
-            listed: HashMap::new(),
-            log,
-            labels_dir,
-            status,
-            fatal,
-            requests: 0,
-        })
+        Ok(())
+    })?;
+    keys.sort_unstable();
+    let unmatched = unmatched_ids(&keys, &labels);
+    if unmatched.is_empty() {
+        return Ok(());
     }
-
-    fn append(&mut self, source: &str, labels: &[GoldLabel]) -> Result<u64> {
-        let seq = self.next_seq;
-        self.log.append(seq, source, labels)?;
-        self.next_seq += 1;
-        self.taken.insert(source_tag(source));
-        self.status.lock().expect("status").labels_pending += labels.len() as u64;
-        Ok(seq)
-    }
-
-    /// Takes the complete label files under `--labels` that are not in the log yet;
-    /// returns the new segments with their labels. An error is a failed write of the
-    /// log (fatal) or a failed listing (tried again at the next poll).
-    fn poll(&mut self) -> Result<Vec<(u64, Vec<GoldLabel>)>> {
-        match &self.labels_dir {
-            Some(dir) => {
-                let listing = dir.list_sizes()?;
-                self.take(listing)
-            }
-            None => Ok(Vec::new()),
-        }
-    }
-
-    /// `poll` given a listing; an error is a failed write of the log.
-    fn take(&mut self, listing: Vec<(String, u64)>) -> Result<Vec<(u64, Vec<GoldLabel>)>> {
-        let Some(dir) = self.labels_dir.clone() else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        let mut listed = HashMap::new();
-        for (name, size) in listing {
-            if FileFormat::of(&name).is_none() {
-                continue;
-            }
-            listed.insert(name.clone(), size);
-            let source = format!("file:{name}");
-            if self.rejected.get(&name) == Some(&size)
-                || self.taken.contains(&source_tag(&source))
-                || self.listed.get(&name) != Some(&size)
-            {
-                continue;
-            }
-            let url = dir.child(&name).url;
-            match read_label_records(&url) {
-                Ok(labels) => {
-                    let seq = self.append(&source, &labels)?;
-                    self.status.lock().expect("status").label_files_taken += 1;
-                    tracing::info!(file = %url, labels = labels.len(), epoch = seq, "label file taken");
-                    out.push((seq, labels));
-                }
-                Err(e) => {
-                    tracing::error!(file = %url, error = %e, "label file rejected (read again if it changes)");
-                    self.status
-                        .lock()
-                        .expect("status")
-                        .label_files_rejected
-                        .push(format!("{url}: {e}"));
-                    self.rejected.insert(name, size);
-                }
-            }
-        }
-        self.listed = listed;
-        Ok(out)
-    }
-
-    /// Ends ingestion after a failed write of the log: no label is acknowledged any
-    /// more, and the controller ends serve with the error.
-    fn fail(&self, control: &mpsc::Sender<Control>, e: &Error) {
-        let message = format!("cannot write the label log {}: {e}", self.log.dir.url);
-        tracing::error!("{message}; serve stops taking labels and exits");
-        *self.fatal.lock().expect("fatal") = Some(message.clone());
-        let _ = control.send(Control::Fatal(message));
-    }
-
-    fn run(mut self, rx: mpsc::Receiver<Ingest>, control: mpsc::Sender<Control>, poll: Duration) {
-        loop {
-            match rx.recv_timeout(poll) {
-                Ok(Ingest::Http { labels, reply }) => {
-                    self.requests += 1;
-                    let source = format!("http:{}:{}", unix_now(), self.requests);
-                    match self.append(&source, &labels) {
-                        Ok(seq) => {
-                            let _ = control.send(Control::Labels { seq, labels });
-                            let _ = reply.send(Ok(seq));
-                        }
-                        Err(e) => {
-                            self.fail(&control, &e);
-                            let _ = reply.send(Err(e));
-                            return;
-                        }
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    let listing = match self.labels_dir.as_ref().map(|d| d.list_sizes()) {
-                        None => continue,
-                        Some(Ok(l)) => l,
-                        Some(Err(e)) => {
-                            tracing::error!(error = %e, "cannot list label files; trying again");
-                            continue;
-                        }
-                    };
-                    match self.take(listing) {
-                        Ok(batches) => {
-                            for (seq, labels) in batches {
-                                let _ = control.send(Control::Labels { seq, labels });
-                            }
-                        }
-                        Err(e) => {
-                            self.fail(&control, &e);
-                            return;
-                        }
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            }
-        }
-    }
+    let first: Vec<&str> = unmatched.iter().take(NAMED_UNMATCHED).copied().collect();
+    Err(Error::bad_file(
+        file,
+        format!(
+            "{} of its {} labels name pair ids that no row of --pairs {pairs} has (first: {}): nothing was added; correct the pair_id column",
+            unmatched.len(),
+            labels.len(),
+            first.join(", ")
+        ),
+    ))
 }
 
 /// `synpref label add`: checks a gold-label file (every row must be a valid label) and

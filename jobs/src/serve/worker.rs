@@ -122,6 +122,8 @@ pub enum WorkerReport {
         report: Box<CurateReport>,
         figures: EpochFigures,
         quality: Option<Box<Quality>>,
+        /// The pair keys of every valid pool row, sorted (`PoolKeys`).
+        pool_keys: Vec<u64>,
     },
     Epoch {
         figures: EpochFigures,
@@ -378,7 +380,18 @@ fn run(worker: &mut Worker, ctx: &ProcessCtx) -> Result<()> {
             .unwrap_or_default())
     })?;
 
-    // 3. This worker's shard, and the gold RM learned from the labels so far.
+    // 3. This worker's shard, and the gold RM learned from the labels so far. The pair
+    // ids of every valid row go to process 0, where labels naming none are told apart.
+    let valid_keys: Vec<u64> = {
+        let c = ctx.tap.workers[local].lock().expect("capture");
+        c.valid.iter().map(|v| v.0).collect()
+    };
+    let pool_keys = gather_to_leader(worker, &valid_keys)?.map(|all| {
+        let mut keys = all.concat();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    });
     let mut state = PoolState::from_capture(&ctx.tap, local, ctx.spec.clone())?;
     state.best_fingerprint = best_fingerprint;
     let record_only = match &meta {
@@ -457,6 +470,7 @@ fn run(worker: &mut Worker, ctx: &ProcessCtx) -> Result<()> {
             report: Box::new(report.clone()),
             figures: total,
             quality,
+            pool_keys: pool_keys.unwrap_or_default(),
         });
         serve_commands(worker, ctx, &state, &mut decisions, judges, best_rm)
     } else {
