@@ -144,8 +144,8 @@ def main():
           f"({taken[0] / post_s:.0f} labels/s, {taken[0] / 5 / post_s:.0f} requests/s), "
           f"{taken[1]} answered 503")
     print(f"labels_pending peak {peak[0]}; 0 again {drained:.2f} s after the last acknowledgement; "
-          f"{st['epochs_applied']} epochs for {st['epoch']} logged batches; "
-          f"last epoch {st['last_update']['batches']} batches, {st['last_update']['latency_s']:.3f} s")
+          f"{st.get('epochs_applied', '?')} epochs for {st['epoch']} logged batches; "
+          f"last epoch {st['last_update'].get('batches', 1)} batches, {st['last_update']['latency_s']:.3f} s")
 
     serve.send_signal(signal.SIGKILL)
     serve.wait()
@@ -153,7 +153,7 @@ def main():
     serve = start_serve(a.binary, pairs, out, port, a.workers)
     ready_s, st = wait_ready(port, t0)
     print(f"restart with {st['labels_total']} labels logged after the saved state: ready in "
-          f"{ready_s:.1f} s, {st['epochs_applied']} replay epochs, "
+          f"{ready_s:.1f} s, {st.get('epochs_applied', '?')} replay epochs, "
           f"recovered_from_saved_state={st['recovered_from_saved_state']}")
     serve.send_signal(signal.SIGKILL)
     serve.wait()

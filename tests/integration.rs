@@ -1977,6 +1977,17 @@ fn http_response(
 /// A `synpref serve` command on `pairs`/`out` with `workers` workers, listening on
 /// `listen`, with the tests' token, no automatic snapshots and fast label polling.
 fn serve_command(pairs: &Path, out: &Path, workers: usize, listen: &str) -> Command {
+    serve_command_polling(pairs, out, workers, listen, "0.2")
+}
+
+/// `serve_command` listing `--labels` every `poll_s` seconds.
+fn serve_command_polling(
+    pairs: &Path,
+    out: &Path,
+    workers: usize,
+    listen: &str,
+    poll_s: &str,
+) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_synpref"));
     c.args([
         "serve",
@@ -1991,7 +2002,7 @@ fn serve_command(pairs: &Path, out: &Path, workers: usize, listen: &str) -> Comm
         "--snapshot-every",
         "0",
         "--poll-interval",
-        "0.2",
+        poll_s,
         "--no-progress",
     ])
     .env("RUST_LOG", "warn")
@@ -2016,8 +2027,12 @@ impl Serve {
         if let Some(l) = labels {
             c.args(["--labels", s(l)]);
         }
+        Serve::spawn(c.args(extra), addr)
+    }
+
+    /// Starts a prepared serve command listening on `addr` and waits until it is ready.
+    fn spawn(c: &mut Command, addr: String) -> Serve {
         let child = c
-            .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start serve");

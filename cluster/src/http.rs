@@ -30,8 +30,65 @@ use synpref_engine::{Error, Result};
 
 use synpref_jobs::serve::{Api, Control, Ingest};
 
+/// Blocks SIGTERM and SIGINT in the calling thread, and so in every thread it starts
+/// afterwards: called first thing by `synpref serve`, so that these signals reach only
+/// the thread `start` waits for them on (`stop_on_signals`), which stops serve cleanly.
+pub fn block_stop_signals() {
+    // SAFETY: plain libc calls on a signal set this function owns.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Waits for SIGTERM or SIGINT (blocked by `block_stop_signals`) on a thread of its
+/// own. The first asks serve's controller to stop after the epoch in flight; one while
+/// the pool still loads, or a second, ends the process at once (exit 0: every
+/// acknowledged label is in the log, and a restart applies it).
+fn stop_on_signals(api: Api) -> Result<()> {
+    std::thread::Builder::new()
+        .name("synpref-signals".into())
+        .spawn(move || {
+            let mut asked = false;
+            loop {
+                // SAFETY: sigwait on a set of blocked signals, as POSIX prescribes.
+                let signal = unsafe {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, libc::SIGTERM);
+                    libc::sigaddset(&mut set, libc::SIGINT);
+                    let mut signal = 0;
+                    libc::sigwait(&set, &mut signal);
+                    signal
+                };
+                let name = if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
+                let loading =
+                    api.status.lock().expect("status").state == synpref_jobs::serve::ServeState::Loading;
+                if asked || loading {
+                    eprintln!(
+                        "synpref serve: {name}: exiting now{}; every acknowledged label is in the label log",
+                        if loading { " (the pool was still loading)" } else { "" }
+                    );
+                    std::process::exit(0);
+                }
+                asked = true;
+                let _ = api
+                    .control
+                    .lock()
+                    .expect("control")
+                    .send(Control::Stop(name.to_string()));
+            }
+        })
+        .map_err(|e| Error::other("signal thread", e))?;
+    Ok(())
+}
+
 /// Binds `listen` and serves on a background thread; returns the bound address.
 pub fn start(listen: &str, api: Api) -> Result<std::net::SocketAddr> {
+    stop_on_signals(api.clone())?;
     let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| Error::setting("--listen", format!("cannot bind {listen}: {e}")))?;
     listener

@@ -167,6 +167,14 @@ pub fn plan_input_with(url: &str, jsonl_shard_bytes: u64) -> Result<InputPlan> {
                     Error::bad_file(&location.url, format!("not a readable Parquet file: {e}"))
                 })?;
                 let columns = parquet_columns(&location.url, meta.schema())?;
+                // A file without rows is refused as a zero-byte JSONL file is: one
+                // answer for "no rows" whatever the format.
+                if meta.metadata().file_metadata().num_rows() == 0 {
+                    return Err(Error::bad_file(
+                        &location.url,
+                        "no rows: the Parquet file holds no rows; remove it or give rows",
+                    ));
+                }
                 for (rg, md) in meta.metadata().row_groups().iter().enumerate() {
                     let rows = md.num_rows() as u64;
                     estimated_rows += rows;
@@ -190,7 +198,7 @@ pub fn plan_input_with(url: &str, jsonl_shard_bytes: u64) -> Result<InputPlan> {
                 if size == 0 {
                     return Err(Error::bad_file(
                         &location.url,
-                        "the file is empty (0 bytes): remove it or give rows",
+                        "no rows: the file is empty (0 bytes); remove it or give rows",
                     ));
                 }
                 estimated_rows += size / 512 + 1;

@@ -28,22 +28,38 @@ const OFFSET_BITS: u32 = 48;
 /// Pool-store directories are `synpref-pool-PID-XXXXXX`.
 const PREFIX: &str = "synpref-pool-";
 
-/// Removes the pool stores of processes that no longer run (a SIGKILLed serve cannot
-/// remove its own).
+/// The file in each pool-store directory its process holds an exclusive `flock` on for
+/// as long as the store lives: the kernel releases it when the process ends, however it
+/// ends (SIGKILL included), and on a shared file system it is held for a process on
+/// another host too, which a process-id check could not tell.
+const LOCK_FILE: &str = "owner.lock";
+
+/// How old a directory without a lock file must be before it counts as abandoned: one
+/// being created has no lock for the microseconds between `mkdir` and the lock, and
+/// directories of serves from before lock files have none at all.
+const UNLOCKED_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes the pool stores nobody holds (a SIGKILLed serve cannot remove its own).
 fn remove_orphans(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(PREFIX)
-            .and_then(|r| r.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
+        if !name.starts_with(PREFIX) {
             continue;
+        }
+        let abandoned = match File::open(e.path().join(LOCK_FILE)) {
+            // Free to lock: its owner is gone (the lock is dropped at once).
+            Ok(lock) => lock.try_lock().is_ok(),
+            Err(_) => e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > UNLOCKED_GRACE),
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        if abandoned {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
@@ -78,6 +94,8 @@ impl PoolWriter {
 /// A pool store: a directory of per-worker files.
 pub struct PoolStore {
     dir: tempfile::TempDir,
+    /// Holds the `LOCK_FILE` lock while the store lives.
+    _owner: File,
     /// Open files for reading, by index; shared by concurrent readers (positioned
     /// reads need no seek position).
     files: RwLock<Vec<Option<Arc<File>>>>,
@@ -85,8 +103,8 @@ pub struct PoolStore {
 
 impl PoolStore {
     /// A new, empty store in a fresh directory under `parent` (the system's temporary
-    /// directory when `None`), removed when the store is dropped. Stores left by killed
-    /// processes (directories named by their process id) are removed here.
+    /// directory when `None`), removed when the store is dropped. Stores nobody holds
+    /// (left by killed processes: their lock file is free) are removed here.
     pub fn create(parent: Option<&Path>) -> Result<PoolStore> {
         let parent = parent
             .map(Path::to_path_buf)
@@ -98,7 +116,14 @@ impl PoolStore {
             .prefix(&format!("{PREFIX}{}-", std::process::id()))
             .tempdir_in(&parent)
             .map_err(|e| Error::other("pool store directory", e))?;
+        let lock_path = dir.path().join(LOCK_FILE);
+        let owner = File::create(&lock_path)
+            .map_err(|e| Error::other(lock_path.display().to_string(), e))?;
+        owner
+            .try_lock()
+            .map_err(|e| Error::other(lock_path.display().to_string(), e.to_string()))?;
         Ok(PoolStore {
+            _owner: owner,
             dir,
             files: RwLock::new(Vec::new()),
         })
@@ -293,6 +318,37 @@ mod tests {
             conflict: false,
             adopted_label: None,
         }
+    }
+
+    /// Issue 30 item 6: a store is removed by a later process only when no process
+    /// holds its lock, whatever process ids the directory names (before, a live serve's
+    /// store on a shared directory was removed by a serve on another host, whose
+    /// `/proc` lacked the first one's process id).
+    #[test]
+    fn a_held_store_is_kept_and_an_abandoned_one_removed_whatever_its_process_id() {
+        let parent = tempfile::tempdir().unwrap();
+        let live = PoolStore::create(Some(parent.path())).unwrap();
+        // A directory named after a process id that cannot be running here, whose lock
+        // is held (as by a process on another host): kept.
+        let foreign = parent.path().join(format!("{PREFIX}4294967295-remote"));
+        std::fs::create_dir_all(&foreign).unwrap();
+        let held = File::create(foreign.join(LOCK_FILE)).unwrap();
+        held.try_lock().unwrap();
+        // One whose lock nobody holds: removed.
+        let abandoned = parent
+            .path()
+            .join(format!("{PREFIX}{}-gone", std::process::id()));
+        std::fs::create_dir_all(&abandoned).unwrap();
+        File::create(abandoned.join(LOCK_FILE)).unwrap();
+        // A fresh one without a lock file yet (being created): kept.
+        let fresh = parent.path().join(format!("{PREFIX}1-fresh"));
+        std::fs::create_dir_all(&fresh).unwrap();
+        let second = PoolStore::create(Some(parent.path())).unwrap();
+        assert!(live.path().exists() && second.path().exists());
+        assert!(foreign.exists(), "a store whose lock is held was removed");
+        assert!(fresh.exists(), "a store being created was removed");
+        assert!(!abandoned.exists(), "an abandoned store was kept");
+        drop(held);
     }
 
     #[test]

@@ -515,3 +515,106 @@ fn every_writing_command_refuses_an_out_that_overlaps_its_input_and_fractions_an
         "{stderr}"
     );
 }
+
+/// Issue 30 item 6: "no rows" and "no valid row" have one answer everywhere, exit 2.
+/// Before, a zero-row Parquet pool committed an empty run (while a zero-byte JSONL pool
+/// exited 2), a zero-byte `--decontaminate` file turned decontamination off without a
+/// word, and eval and annotate exited 0 with no valid row.
+#[test]
+fn zero_rows_and_no_valid_row_exit_2_in_every_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 150, 12);
+    let gold = data.join("gold.parquet");
+    let empty: ArrayRef = Arc::new(StringArray::from(Vec::<&str>::new()));
+    let zero = tmp.path().join("zero");
+    std::fs::create_dir_all(&zero).unwrap();
+    write_parquet(
+        &zero.join("part-0.parquet"),
+        vec![
+            ("pair_id", empty.clone()),
+            ("prompt", empty.clone()),
+            ("chosen", empty.clone()),
+            ("rejected", empty),
+        ],
+    );
+    let empty_jsonl = tmp.path().join("empty.jsonl");
+    std::fs::write(&empty_jsonl, "").unwrap();
+    let out = tmp.path().join("out");
+    for pool in [&zero, &empty_jsonl] {
+        let mut args = curate_argv(pool, &gold, &out);
+        args.push("--no-progress");
+        let stderr = fails_with(&args, 2);
+        assert!(stderr.contains("no rows"), "{pool:?}: {stderr}");
+        assert!(!out.join("manifest.json").exists());
+    }
+    let pairs = data.join("pairs");
+    let mut args = curate_argv(&pairs, &gold, &out);
+    args.extend(["--decontaminate", s(&empty_jsonl), "--no-progress"]);
+    let stderr = fails_with(&args, 2);
+    assert!(
+        stderr.contains("empty.jsonl") && stderr.contains("no rows"),
+        "{stderr}"
+    );
+
+    // Rows, but none a valid pair: eval and annotate name the reasons with counts.
+    let invalid = tmp.path().join("invalid.jsonl");
+    std::fs::write(
+        &invalid,
+        "{\"pair_id\": \"a\", \"prompt\": \"p\", \"chosen\": \"x\", \"rejected\": null}\n\
+         {\"pair_id\": \"b\", \"prompt\": \"p\", \"chosen\": \"y\", \"rejected\": null}\n",
+    )
+    .unwrap();
+    let model = format!("hf:{}", s(&fixture("qwen3_rm_chat")));
+    let evals = tmp.path().join("eval-out");
+    let stderr = fails_with(
+        &[
+            "eval",
+            "--model",
+            &model,
+            "--eval",
+            s(&invalid),
+            "--out",
+            s(&evals),
+            "--device",
+            "cpu",
+        ],
+        2,
+    );
+    assert!(
+        stderr.contains("no valid row")
+            && stderr.contains("2 rows read")
+            && stderr.contains("2 invalid_missing_response"),
+        "{stderr}"
+    );
+    let stderr = fails_with(
+        &[
+            "eval",
+            "--model",
+            &model,
+            "--eval",
+            s(&empty_jsonl),
+            "--out",
+            s(&evals),
+            "--device",
+            "cpu",
+        ],
+        2,
+    );
+    assert!(stderr.contains("no rows"), "{stderr}");
+    let annotated = tmp.path().join("annotated");
+    let stderr = fails_with(
+        &[
+            "annotate",
+            "--pairs",
+            s(&invalid),
+            "--out",
+            s(&annotated),
+            "--model",
+            "m",
+            "--no-progress",
+        ],
+        2,
+    );
+    assert!(stderr.contains("no valid row"), "{stderr}");
+}

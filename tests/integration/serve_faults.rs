@@ -231,3 +231,66 @@ fn label_files_are_taken_line_by_line_as_they_grow_skipped_while_hidden_and_refu
         "{st}"
     );
 }
+
+/// Issue 30 item 6: SIGTERM ends serve cleanly. It applies what it took, says so, removes
+/// its pool store and exits 0 (before, it died at once, silent, leaving its pool-store
+/// directory); the status answers the logged figures from its first moment after a
+/// restart (before, epoch 0 and 0 labels for the first second).
+#[test]
+fn sigterm_applies_the_epoch_in_flight_reports_removes_the_pool_store_and_exits_0() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 300, 9);
+    let pairs = data.join("pairs");
+    let ids = pool_ids(&pairs);
+    let out = tmp.path().join("out");
+    let pools = tmp.path().join("pools");
+    let serve = Serve::start_with(&pairs, &out, 1, None, &["--pool-dir", s(&pools)]);
+    let body = format!(
+        "{{\"pair_id\": \"{}\", \"verdict\": \"rejected\"}}\n",
+        ids[2]
+    );
+    serve.post_labels(&body);
+    let pool_dirs = || std::fs::read_dir(&pools).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(pool_dirs(), 1);
+    // SIGTERM: exit 0, naming what it applied, with its pool store gone.
+    let addr = serve.addr.clone();
+    let mut c = serve_command(&pairs, &out, 1, &addr);
+    drop(serve);
+    c.args(["--pool-dir", s(&pools)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    // The restarted serve answers the logged figures from its first answer on.
+    let started = std::time::Instant::now();
+    loop {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            let (code, body) = http(&addr, "GET", "/v1/status", Some(TOKEN), b"");
+            assert_eq!(code, 200, "{body}");
+            let st: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(st["epoch"], 1, "{st}");
+            assert_eq!(st["labels_total"], 1, "{st}");
+            if st["state"] == "ready" {
+                break;
+            }
+        }
+        assert!(started.elapsed().as_secs() < 120, "not ready");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (code, _) = http(&addr, "POST", "/v1/labels", Some(TOKEN), body.as_bytes());
+    assert_eq!(code, 200);
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let code = exit_within(&mut child, 120);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("SIGTERM: stopping at epoch"), "{err}");
+    assert_eq!(pool_dirs(), 0, "the pool store is left behind");
+}

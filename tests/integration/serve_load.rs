@@ -344,7 +344,9 @@ fn a_label_file_added_during_steady_http_posting_is_taken_within_3_poll_interval
     let labels = tmp.path().join("labels");
     std::fs::create_dir_all(&labels).unwrap();
     let out = tmp.path().join("serve");
-    let serve = Serve::start_with(&pairs, &out, 1, Some(&labels), &["--poll-interval", "1"]);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut c = serve_command_polling(&pairs, &out, 1, &addr, "1");
+    let serve = Serve::spawn(c.args(["--labels", s(&labels)]), addr);
     let done = std::sync::atomic::AtomicBool::new(false);
     let taken_after = std::thread::scope(|scope| {
         // One request every 50 ms: the ingest thread is never idle for a poll interval.
@@ -389,4 +391,146 @@ fn a_label_file_added_during_steady_http_posting_is_taken_within_3_poll_interval
         taken_after.as_secs_f64() <= 3.0,
         "the file waited {taken_after:?} under steady posting (poll interval 1 s)"
     );
+}
+
+/// Issue 30 item 5: labels whose pair id no pool row has are never silent. Curate
+/// counts and names them in its report and card and warns on stderr (checked against a
+/// count from the files it wrote); serve answers them to the request that sent them and
+/// counts them in its status; `label add --pairs` refuses them.
+#[test]
+fn labels_naming_no_pool_pair_are_counted_named_and_warned_in_curate_and_serve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 400, 36);
+    let pairs = data.join("pairs");
+    let gold = tmp.path().join("gold");
+    std::fs::create_dir_all(&gold).unwrap();
+    std::fs::copy(data.join("gold.parquet"), gold.join("gold.parquet")).unwrap();
+    let bogus: Vec<String> = (0..3).map(|i| format!("nope-{i:03}")).collect();
+    let lines: String = bogus
+        .iter()
+        .map(|id| format!("{{\"pair_id\": \"{id}\", \"verdict\": \"chosen\"}}\n"))
+        .collect();
+    std::fs::write(gold.join("typos.jsonl"), &lines).unwrap();
+    let judges = tmp.path().join("judges");
+    std::fs::create_dir_all(&judges).unwrap();
+    std::fs::copy(
+        data.join("judge_votes.parquet"),
+        judges.join("votes.parquet"),
+    )
+    .unwrap();
+    std::fs::write(
+        judges.join("typos.jsonl"),
+        "{\"pair_id\": \"vote-typo-1\", \"verdict\": \"chosen\"}\n{\"pair_id\": \"vote-typo-2\", \"verdict\": \"rejected\"}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("curated");
+    let run = curate_ok(
+        &pairs,
+        &gold,
+        &out,
+        &["--judges", s(&judges), "--workers", "2"],
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("match no valid pair") && stderr.contains("nope-000"),
+        "{stderr}"
+    );
+    // The independent count: gold pair ids not among the valid rows curate wrote.
+    let valid: std::collections::HashSet<String> = ["curated", "discarded"]
+        .iter()
+        .flat_map(|set| read_rows(&out.join(set)))
+        .map(|r| r["pair_id"].as_str().unwrap().to_string())
+        .collect();
+    // `read_rows` reads the directory's Parquet file; the typos are the JSONL file's.
+    let gold_ids: std::collections::BTreeSet<String> = read_rows(&gold)
+        .iter()
+        .map(|r| r["pair_id"].as_str().unwrap().to_string())
+        .chain(bogus.iter().cloned())
+        .collect();
+    let expected = gold_ids.iter().filter(|id| !valid.contains(*id)).count() as u64;
+    let r = report(&out);
+    assert_eq!(r["gold_labels_unmatched"].as_u64(), Some(expected), "{r}");
+    assert!(expected >= 3);
+    let named: Vec<&str> = r["gold_labels_unmatched_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for id in &bogus {
+        assert!(named.contains(&id.as_str()), "{named:?}");
+    }
+    // Judge votes: gen's (some on rows quarantined as invalid) and the two typos.
+    let vote_ids: std::collections::BTreeSet<String> = read_rows(&judges)
+        .iter()
+        .map(|r| r["pair_id"].as_str().unwrap().to_string())
+        .chain(["vote-typo-1".to_string(), "vote-typo-2".to_string()])
+        .collect();
+    let expected_votes = vote_ids.iter().filter(|id| !valid.contains(*id)).count() as u64;
+    assert_eq!(r["judge_votes_unmatched"].as_u64(), Some(expected_votes), "{r}");
+    assert!(expected_votes >= 2);
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(
+        card.contains("Unmatched labels") && card.contains("nope-001"),
+        "card"
+    );
+
+    // serve: the reply names the unmatched ids, the status counts them.
+    let ids = pool_ids(&pairs);
+    let serve = Serve::start(&pairs, &tmp.path().join("serve"), 1, None);
+    let body = format!(
+        "{{\"pair_id\": \"{}\", \"verdict\": \"chosen\"}}\n{{\"pair_id\": \"nope-000\", \"verdict\": \"rejected\"}}\n",
+        ids[0]
+    );
+    let reply = serve.post_labels(&body);
+    assert_eq!(reply["accepted"], 2, "{reply}");
+    assert_eq!(
+        reply["unmatched"],
+        serde_json::json!(["nope-000"]),
+        "{reply}"
+    );
+    let st = serve.status();
+    assert_eq!(st["labels_unmatched"], 1, "{st}");
+    assert_eq!(
+        st["labels_unmatched_ids"],
+        serde_json::json!(["nope-000"]),
+        "{st}"
+    );
+
+    // label add --pairs: refused, naming them; a file whose ids all match is added.
+    let labels = tmp.path().join("labels");
+    let stderr = fails_with(
+        &[
+            "label",
+            "add",
+            "--labels",
+            s(&labels),
+            "--pairs",
+            s(&pairs),
+            s(&gold.join("typos.jsonl")),
+        ],
+        2,
+    );
+    assert!(
+        stderr.contains("nope-000") && stderr.contains("3 of its 3"),
+        "{stderr}"
+    );
+    assert!(files_under(&labels).is_empty(), "nothing was added");
+    let good = tmp.path().join("good.jsonl");
+    std::fs::write(
+        &good,
+        format!("{{\"pair_id\": \"{}\", \"verdict\": \"chosen\"}}\n", ids[1]),
+    )
+    .unwrap();
+    ok(&[
+        "label",
+        "add",
+        "--labels",
+        s(&labels),
+        "--pairs",
+        s(&pairs),
+        s(&good),
+    ]);
+    assert_eq!(files_under(&labels).len(), 1);
 }

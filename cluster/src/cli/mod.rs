@@ -131,6 +131,12 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Serve(args) => {
             let token = args.token()?;
             let cluster = args.cluster.cluster()?;
+            if cluster.process == 0 {
+                // Before any thread starts: SIGTERM and SIGINT then reach only serve's
+                // signal thread, which stops it cleanly (`http::start`). The other
+                // processes keep the default: a signal ends them at once.
+                crate::http::block_stop_signals();
+            }
             let serve = Serve {
                 spec: args.into_spec()?,
                 token,

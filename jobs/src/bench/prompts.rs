@@ -119,15 +119,22 @@ impl AnyBenchmarkRow {
 pub fn decontamination_texts(urls: &[String], replies: bool) -> Result<BenchmarkTexts> {
     let mut texts = BenchmarkTexts::default();
     for url in urls {
+        // A set with no rows would turn decontamination off without a word.
+        let no_rows = || Error::setting("--decontaminate", format!("`{url}`: no rows"));
         let local = std::path::Path::new(url);
         if !(local.is_file() || local.is_dir()) {
             let read = read_benchmark_texts(std::slice::from_ref(url), replies)?;
+            if read.prompts.is_empty() {
+                return Err(no_rows());
+            }
             texts.prompts.extend(read.prompts);
             texts.replies.extend(read.replies);
             continue;
         }
+        let mut rows = 0usize;
         for file in source_files(url, "--decontaminate")? {
             for (row, mut r) in read_rows::<AnyBenchmarkRow>(&resolve(&file)?)? {
+                rows += 1;
                 let Some(prompt) = r.take_prompt() else {
                     return Err(Error::bad_row(
                         &file,
@@ -143,6 +150,9 @@ pub fn decontamination_texts(urls: &[String], replies: bool) -> Result<Benchmark
                     r.replies(&mut texts.replies);
                 }
             }
+        }
+        if rows == 0 {
+            return Err(no_rows());
         }
     }
     texts.dedup();

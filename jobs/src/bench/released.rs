@@ -45,7 +45,7 @@ pub fn rows_of<T: DeserializeOwned>(url: &str, bytes: bytes::Bytes) -> Result<Ve
                     .map_err(|e| Error::bad_row(url, row, None, e.to_string()))
             })
             .collect(),
-        None => Err(Error::bad_file(url, "the file is empty")),
+        None => Err(Error::bad_file(url, "no rows: the file is empty")),
     }
 }
 

@@ -225,14 +225,21 @@ pub fn load_eval_set(url: &str, chunk_pairs: usize) -> Result<EvalSet> {
     let subset_column = extras_fields.iter().position(|f| f.name() == "subset");
     let extras = Arc::new(ExtrasCodec::new(extras_fields)?);
     let mut invalid = 0u64;
+    // Why rows were invalid: (count, first message) per reason, for the error when none
+    // is valid.
+    let mut why: BTreeMap<String, (u64, String)> = BTreeMap::new();
     let mut all = Vec::new();
     let mut names: Vec<String> = Vec::new();
     let input_rows = read_valid_pairs(
         &input,
         &extras,
         chunk_pairs,
-        &mut |_| {
+        &mut |row| {
             invalid += 1;
+            let e = why
+                .entry(row.reason.code().to_string())
+                .or_insert_with(|| (0, row.error.clone().unwrap_or_default()));
+            e.0 += 1;
             Ok(())
         },
         &mut |pairs| {
@@ -256,6 +263,25 @@ pub fn load_eval_set(url: &str, chunk_pairs: usize) -> Result<EvalSet> {
             Ok(())
         },
     )?;
+    if all.is_empty() {
+        // Nothing to score: an accuracy over no pair would be a number that means
+        // nothing, so the set is refused, saying why its rows were not pairs.
+        let reasons: Vec<String> = why
+            .iter()
+            .map(|(reason, (n, first))| format!("{n} {reason} (first: {first})"))
+            .collect();
+        return Err(Error::bad_file(
+            url,
+            if input_rows == 0 {
+                "no rows".to_string()
+            } else {
+                format!(
+                    "no valid row: {input_rows} rows read, none a valid pair: {}",
+                    reasons.join("; ")
+                )
+            },
+        ));
+    }
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     for (i, p) in all.iter().enumerate() {
         h.update(&p.content_hash.to_le_bytes());

@@ -62,12 +62,22 @@ impl Ingester {
         let segments = log.segments()?;
         let mut taken = HashSet::new();
         let mut extents: HashMap<String, FileExtent> = HashMap::new();
+        let mut records = 0u64;
         for s in &segments {
             let batch = log.read(s)?;
             taken.insert(batch.source);
+            records += batch.labels.len() as u64;
             if let Some(e) = batch.extent {
                 extents.insert(e.name.clone(), e);
             }
+        }
+        {
+            // What was acknowledged before this process started, from the moment the
+            // API answers: `/v1/status` never shows 0/0 while a restart loads.
+            let mut st = status.lock().expect("status");
+            st.epoch = segments.len() as u64;
+            st.labels_total = records;
+            st.labels_pending = records;
         }
         Ok(Ingester {
             next_seq: segments.len() as u64 + 1,

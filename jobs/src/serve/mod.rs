@@ -265,6 +265,10 @@ pub enum Control {
     /// The label log cannot be written: serve stops (exit 1) so that nothing is
     /// acknowledged that would not be applied; a restart applies everything logged.
     Fatal(String),
+    /// The process was asked to stop (SIGTERM, SIGINT: the name): once the epoch in
+    /// flight is applied, serve says what it logged and applied, removes its pool
+    /// store and returns (exit 0). A restart applies anything logged after.
+    Stop(String),
 }
 
 /// Messages to the ingest thread.
@@ -730,6 +734,18 @@ impl Controller<'_> {
                         self.last_snapshot = epoch;
                     }
                     let _ = reply.send(r);
+                }
+                Control::Stop(signal) => {
+                    let st = self.status.lock().expect("status").clone();
+                    eprintln!(
+                        "synpref serve: {signal}: stopping at epoch {} with {} labels applied and {} logged but not applied (a restart applies them); every acknowledged label is in the label log",
+                        st.applied_epoch, st.labels_total, st.labels_pending
+                    );
+                    let dir = self.ctx.tap.store.path().to_path_buf();
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the pool store");
+                    }
+                    return Ok(());
                 }
                 Control::Fatal(e) => {
                     // A moment for the HTTP server to send the failed request its 5xx
