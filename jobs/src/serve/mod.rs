@@ -446,22 +446,7 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         records = labels.records,
         "label log read"
     );
-    let changelog = out.child("changelog");
-    if saved.is_none() {
-        changelog.delete_prefix()?;
-    } else {
-        // Epochs after the saved state are written again as they are replayed (by
-        // however many workers this run has).
-        for name in changelog.list_names()? {
-            let epoch = name
-                .strip_prefix("epoch-")
-                .and_then(|r| r.split('/').next())
-                .and_then(|e| e.parse::<u64>().ok());
-            if epoch.is_some_and(|e| e > epoch0) {
-                changelog.child(&name).delete()?;
-            }
-        }
-    }
+    clear_changelog(&out.child("changelog"), saved.is_some(), epoch0)?;
     let (reports_tx, reports_rx) = mpsc::channel::<WorkerReport>();
     let ctx = process_ctx(&spec, &cspec, &out, true, reports_tx)?;
     let mut snapshots = snapshots::Snapshots::open(&out, &spec.out)?;
@@ -548,6 +533,24 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
     );
     drop(control_tx);
     controller.run(control_rx)
+}
+
+/// Clears the changelog a restart writes again: all of it without a saved state, else
+/// the epochs after the saved one (replayed by however many workers this run has).
+fn clear_changelog(changelog: &Location, saved: bool, epoch0: u64) -> Result<()> {
+    if !saved {
+        return changelog.delete_prefix();
+    }
+    for name in changelog.list_names()? {
+        let epoch = name
+            .strip_prefix("epoch-")
+            .and_then(|r| r.split('/').next())
+            .and_then(|e| e.parse::<u64>().ok());
+        if epoch.is_some_and(|e| e > epoch0) {
+            changelog.child(&name).delete()?;
+        }
+    }
+    Ok(())
 }
 
 /// serve's controller on the leader process: applies each logged batch of labels as an
