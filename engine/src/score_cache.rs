@@ -158,8 +158,12 @@ impl ScoreCache {
 
 fn read_chunk(loc: &Location, width: usize, into: &mut FxHashMap<u128, Arc<[f32]>>) -> Result<()> {
     let bytes = loc.get()?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .and_then(|b| b.build())
+    let size = bytes.len() as u64;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| Error::bad_file(&loc.url, e.to_string()))?;
+    crate::input::check_parquet_ranges(&loc.url, builder.metadata(), size)?;
+    let reader = builder
+        .build()
         .map_err(|e| Error::bad_file(&loc.url, e.to_string()))?;
     for batch in reader {
         let batch = batch.map_err(|e| Error::bad_file(&loc.url, e.to_string()))?;

@@ -78,9 +78,14 @@ fn read_parquet(loc: &Location, out: &mut Vec<SideRow>) -> Result<()> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::DataType;
     let bytes = loc.get()?;
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .and_then(|b| b.with_batch_size(8192).build())
-        .map_err(|e| Error::bad_file(&loc.url, format!("not a readable Parquet file: {e}")))?;
+    let size = bytes.len() as u64;
+    let not_parquet = |e: parquet::errors::ParquetError| {
+        Error::bad_file(&loc.url, format!("not a readable Parquet file: {e}"))
+    };
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(not_parquet)?;
+    crate::input::check_parquet_ranges(&loc.url, builder.metadata(), size)?;
+    let reader = builder.with_batch_size(8192).build().map_err(not_parquet)?;
     let mut row = 0u64;
     for batch in reader {
         let batch = batch
@@ -174,8 +179,10 @@ pub fn for_each_string_row(
             continue;
         }
         let bytes = loc.get()?;
+        let size = bytes.len() as u64;
         let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
             .map_err(|e| Error::bad_file(&loc.url, format!("not a readable Parquet file: {e}")))?;
+        crate::input::check_parquet_ranges(&loc.url, builder.metadata(), size)?;
         let schema = builder.schema().clone();
         let mut roots = Vec::new();
         for c in columns {
@@ -317,8 +324,12 @@ pub struct GoldLabels {
     /// Label records read (relabels included).
     pub records: u64,
     pub files: Vec<String>,
-    /// Every record, in the order read: the stream the gold RM learns from.
+    /// Every record, in the order read.
     pub stream: Vec<GoldLabel>,
+    /// The position in `stream` of the record in force for each pair key (the one in
+    /// `labels`). The gold RM learns from these records only, in stream order: a
+    /// superseded label no longer trains it (`in_force`).
+    in_force_at: FxHashMap<u64, usize>,
 }
 
 /// A gold label from one side-table row (DESIGN §4): `pair_id`, `verdict`, optional
@@ -459,17 +470,34 @@ impl GoldLabels {
         Ok(gold)
     }
 
-    pub fn insert(&mut self, label: GoldLabel) {
+    /// Adds a record; returns the stream position of the record it supersedes, if it
+    /// supersedes one (a record dated before the one in force supersedes nothing).
+    pub fn insert(&mut self, label: GoldLabel) -> Option<usize> {
         self.records += 1;
+        let at = self.stream.len();
         self.stream.push(label.clone());
         let key = pair_key(&label.pair_id);
         match self.labels.get(&key) {
-            Some(old) if matches!((&old.labeled_at, &label.labeled_at), (Some(a), Some(b)) if b < a) =>
-                {}
+            Some(old) if matches!((&old.labeled_at, &label.labeled_at), (Some(a), Some(b)) if b < a) => {
+                None
+            }
             _ => {
                 self.labels.insert(key, label);
+                self.in_force_at.insert(key, at)
             }
         }
+    }
+
+    /// The records in force from stream position `from` on, in stream order: what the
+    /// gold RM learns (from 0: all of it; a superseded record does not train it, so
+    /// two contradictory labels for one pair train it on the later one only).
+    pub fn in_force(&self, from: usize) -> impl Iterator<Item = &GoldLabel> + '_ {
+        self.stream
+            .iter()
+            .enumerate()
+            .skip(from)
+            .filter(|(at, l)| self.in_force_at.get(&pair_key(&l.pair_id)) == Some(at))
+            .map(|(_, l)| l)
     }
 }
 

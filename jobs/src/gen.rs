@@ -1089,8 +1089,8 @@ fn near_copy(rng: &mut ChaCha8Rng, vocab: &Vocab, pair: &mut PairText) {
 }
 
 /// Generates the data set described in the module docs under `spec.out`.
-/// The file gen leaves in the `pairs/` it writes; list_inputs skips names starting with
-/// `_`, so no reader sees it.
+/// The file gen leaves beside the `pairs/` it writes (readers skip names starting
+/// with `_`).
 const GEN_MARKER: &str = "_written_by_synpref_gen";
 
 pub fn run_gen(spec: &GenSpec) -> Result<GenSummary> {
@@ -1100,22 +1100,22 @@ pub fn run_gen(spec: &GenSpec) -> Result<GenSummary> {
         other => other,
     })?;
     // A previous run may have written more parts than this one will; but a `pairs/`
-    // that no gen wrote may be someone's only pool. gen marks its own with a file
-    // readers skip (a leading `_`), written before the first part, so a gen that
-    // died half-way is still recognised.
+    // that no gen wrote may be someone's only pool. gen marks the directories it writes
+    // with a file beside `pairs/` (a leading `_`: readers skip it), written before the
+    // first part, so a gen that died half-way is still recognised.
     let parts = out.child("pairs");
-    let names = parts.list_names()?;
-    if !names.is_empty() && !names.iter().any(|n| n == GEN_MARKER) {
+    let marker = out.child(GEN_MARKER);
+    if !marker.exists()? && !parts.list_names()?.is_empty() {
         return Err(Error::setting(
             "--out",
             format!(
-                "`{}/pairs` holds files that gen did not write (no {GEN_MARKER}): gen replaces that directory; choose an empty directory or an earlier gen output",
+                "`{}/pairs` holds files that gen did not write (no {GEN_MARKER} beside it): gen replaces that directory; choose an empty directory or an earlier gen output",
                 spec.out.trim_end_matches('/')
             ),
         ));
     }
     parts.delete_prefix()?;
-    parts.child(GEN_MARKER).put(Vec::new())?;
+    marker.put(Vec::new())?;
 
     let generator = Generator::new(spec.seed);
     let seed = spec.seed;

@@ -618,3 +618,82 @@ fn zero_rows_and_no_valid_row_exit_2_in_every_command() {
     );
     assert!(stderr.contains("no valid row"), "{stderr}");
 }
+
+/// Issue 30 item 6: a superseded gold label no longer trains the gold RM. Before, with
+/// two contradictory labels for one pair the decision followed the later one while the
+/// built-in gold RM learned both (p_gold 0.475 against 0.549 with the label replaced).
+/// Curate with both labels must train the same gold RM as curate with the later one
+/// only; serve taking the later one in a later epoch must equal both.
+#[test]
+fn a_superseded_gold_label_no_longer_trains_the_gold_rm_in_curate_and_serve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 600, 13);
+    let pairs = data.join("pairs");
+    let only_gold = tmp.path().join("gen-gold");
+    std::fs::create_dir_all(&only_gold).unwrap();
+    std::fs::copy(data.join("gold.parquet"), only_gold.join("gold.parquet")).unwrap();
+    let labels: Vec<(String, String)> = read_rows(&only_gold)
+        .iter()
+        .map(|r| {
+            (
+                r["pair_id"].as_str().unwrap().to_string(),
+                r["verdict"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let line = |id: &str, v: &str| format!("{{\"pair_id\": \"{id}\", \"verdict\": \"{v}\"}}\n");
+    let flip = |v: &str| if v == "chosen" { "rejected" } else { "chosen" }.to_string();
+    // The contradicted pair: the first with a decisive label.
+    let (target, verdict) = labels
+        .iter()
+        .find(|(_, v)| v != "undecidable")
+        .unwrap()
+        .clone();
+    let original: String = labels.iter().map(|(id, v)| line(id, v)).collect();
+    let both = tmp.path().join("both");
+    std::fs::create_dir_all(&both).unwrap();
+    std::fs::write(
+        both.join("gold.jsonl"),
+        original.clone() + &line(&target, &flip(&verdict)),
+    )
+    .unwrap();
+    let replaced = tmp.path().join("replaced");
+    std::fs::create_dir_all(&replaced).unwrap();
+    let replaced_lines: String = labels
+        .iter()
+        .map(|(id, v)| {
+            if *id == target {
+                line(id, &flip(v))
+            } else {
+                line(id, v)
+            }
+        })
+        .collect();
+    std::fs::write(replaced.join("gold.jsonl"), replaced_lines).unwrap();
+    let (out_both, out_replaced) = (tmp.path().join("c-both"), tmp.path().join("c-replaced"));
+    curate_ok(&pairs, &both, &out_both, &[]);
+    curate_ok(&pairs, &replaced, &out_replaced, &[]);
+    let fingerprint = |out: &Path| report(out)["gold_rm"]["fingerprint"].clone();
+    assert_eq!(
+        fingerprint(&out_both),
+        fingerprint(&out_replaced),
+        "the superseded label still trains curate's gold RM"
+    );
+    assert!(decisions(&out_both) == decisions(&out_replaced));
+
+    // serve: the original labels at start, the contradiction as a later epoch.
+    let labels_dir = tmp.path().join("labels");
+    std::fs::create_dir_all(&labels_dir).unwrap();
+    std::fs::write(labels_dir.join("gold.jsonl"), original).unwrap();
+    let out = tmp.path().join("serve");
+    let serve = Serve::start(&pairs, &out, 1, Some(&labels_dir));
+    serve.post_labels(&line(&target, &flip(&verdict)));
+    serve.snapshot();
+    assert_eq!(
+        fingerprint(&out.join("snapshot")),
+        fingerprint(&out_replaced),
+        "serve's gold RM learned the superseded label"
+    );
+    assert!(decisions(&out.join("snapshot")) == decisions(&out_replaced));
+}

@@ -468,7 +468,11 @@ fn labels_naming_no_pool_pair_are_counted_named_and_warned_in_curate_and_serve()
         .chain(["vote-typo-1".to_string(), "vote-typo-2".to_string()])
         .collect();
     let expected_votes = vote_ids.iter().filter(|id| !valid.contains(*id)).count() as u64;
-    assert_eq!(r["judge_votes_unmatched"].as_u64(), Some(expected_votes), "{r}");
+    assert_eq!(
+        r["judge_votes_unmatched"].as_u64(),
+        Some(expected_votes),
+        "{r}"
+    );
     assert!(expected_votes >= 2);
     let card = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(
@@ -533,4 +537,218 @@ fn labels_naming_no_pool_pair_are_counted_named_and_warned_in_curate_and_serve()
         s(&good),
     ]);
     assert_eq!(files_under(&labels).len(), 1);
+}
+
+/// One POST of a label batch that tolerates a serve that is gone: `Some(status)`, or
+/// `None` when the connection failed (the batch may or may not have been logged).
+fn try_post(addr: &str, body: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    let head = format!(
+        "POST /v1/labels HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The (pair_id, verdict) records of JSONL label text, counted.
+fn record_counts(
+    text: &str,
+    counts: &mut std::collections::BTreeMap<(String, String), i64>,
+    sign: i64,
+) {
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let key = (
+            v["pair_id"].as_str().unwrap().to_string(),
+            v["verdict"].as_str().unwrap().to_string(),
+        );
+        *counts.entry(key).or_default() += sign;
+    }
+}
+
+/// Every record of the label log, counted.
+fn logged_records(out: &Path) -> std::collections::BTreeMap<(String, String), i64> {
+    let mut counts = Default::default();
+    for f in files_under(&out.join("labels-log")) {
+        let text = std::fs::read_to_string(out.join("labels-log").join(f)).unwrap();
+        record_counts(&text, &mut counts, 1);
+    }
+    counts
+}
+
+/// Issue 30 item 8, the load-and-faults test a user can read: 8 clients post labels
+/// while label files arrive and snapshots are taken, and the server is killed (SIGKILL)
+/// and started again twice. At the end every acknowledged label and every file line is
+/// in the label log (the log holds nothing else but batches whose request failed when
+/// the server died), the final snapshot equals curate from scratch on the log, the
+/// status counts what the log holds, and a reader polling the snapshot throughout never
+/// found it without its manifest or a part the manifest lists.
+#[test]
+fn eight_clients_files_and_snapshots_through_two_kills_lose_nothing_and_end_as_curate() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 1_500, 37);
+    let pairs = data.join("pairs");
+    let ids = pool_ids(&pairs);
+    let labels = tmp.path().join("labels");
+    std::fs::create_dir_all(&labels).unwrap();
+    let out = tmp.path().join("serve");
+    let snapshot = out.join("snapshot");
+    // What was acknowledged (+1 per record), and what was sent by a request that failed.
+    let acknowledged = Mutex::new(std::collections::BTreeMap::new());
+    let unknown = Mutex::new(std::collections::BTreeMap::new());
+    let mut files = std::collections::BTreeMap::new();
+    let reader_done = AtomicBool::new(false);
+    let (reads, serve) = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut reads = 0;
+            while !reader_done.load(Ordering::SeqCst) {
+                if let Ok(version) = std::fs::canonicalize(&snapshot) {
+                    let text = std::fs::read_to_string(version.join("manifest.json"))
+                        .unwrap_or_else(|e| panic!("{}: no manifest.json: {e}", version.display()));
+                    let manifest: Value = serde_json::from_str(&text).unwrap();
+                    for part in manifest["outputs"].as_array().unwrap() {
+                        let path = version.join(part["path"].as_str().unwrap());
+                        assert!(path.exists(), "{} is listed but not there", path.display());
+                    }
+                    reads += 1;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            reads
+        });
+        let mut last = None;
+        for round in 0..3u64 {
+            let serve = Serve::start_with(&pairs, &out, 2, Some(&labels), &[]);
+            let stop = AtomicBool::new(false);
+            last = std::thread::scope(|clients| {
+                for client in 0..8u64 {
+                    let (addr, ids, stop) = (serve.addr.clone(), &ids, &stop);
+                    let (acknowledged, unknown) = (&acknowledged, &unknown);
+                    clients.spawn(move || {
+                        let mut rng = Lcg(round * 100 + client);
+                        while !stop.load(Ordering::SeqCst) {
+                            let body: String = (0..5)
+                                .map(|_| {
+                                    let verdict = ["chosen", "rejected"][rng.below(2)];
+                                    format!(
+                                        "{{\"pair_id\": \"{}\", \"verdict\": \"{verdict}\"}}\n",
+                                        ids[rng.below(ids.len())]
+                                    )
+                                })
+                                .collect();
+                            match try_post(&addr, &body) {
+                                Some(200) => {
+                                    record_counts(&body, &mut acknowledged.lock().unwrap(), 1)
+                                }
+                                Some(503) => {
+                                    std::thread::sleep(std::time::Duration::from_millis(50))
+                                }
+                                Some(code) => panic!("POST answered {code}"),
+                                None => {
+                                    record_counts(&body, &mut unknown.lock().unwrap(), 1);
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                }
+                // Files arrive (written under a `_` name, then renamed), one grows, and
+                // snapshots are taken while the clients post.
+                for i in 0..3 {
+                    let text: String = (0..4)
+                        .map(|k| {
+                            format!(
+                                "{{\"pair_id\": \"{}\", \"verdict\": \"chosen\"}}\n",
+                                ids[(round as usize * 40 + i * 7 + k) % ids.len()]
+                            )
+                        })
+                        .collect();
+                    let staged = labels.join(format!("_r{round}-{i}.jsonl"));
+                    std::fs::write(&staged, &text).unwrap();
+                    std::fs::rename(&staged, labels.join(format!("r{round}-{i}.jsonl"))).unwrap();
+                    record_counts(&text, &mut files, 1);
+                    let grown = format!(
+                        "{{\"pair_id\": \"{}\", \"verdict\": \"rejected\"}}\n",
+                        ids[(round as usize * 3 + i) % ids.len()]
+                    );
+                    let mut f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(labels.join("growing.jsonl"))
+                        .unwrap();
+                    std::io::Write::write_all(&mut f, grown.as_bytes()).unwrap();
+                    record_counts(&grown, &mut files, 1);
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    let (code, body) = serve.call("POST", "/v1/snapshot", b"");
+                    assert_eq!(code, 200, "{body}");
+                }
+                stop.store(true, Ordering::SeqCst);
+                if round < 2 {
+                    // SIGKILL while the clients post; they stop at their first failure.
+                    drop(serve);
+                    None
+                } else {
+                    // The last round's serve stays for the checks below.
+                    Some(serve)
+                }
+            });
+        }
+        reader_done.store(true, Ordering::SeqCst);
+        (
+            reader.join().unwrap(),
+            last.expect("the last round's serve"),
+        )
+    });
+    // Every acknowledged label and every file line is in the log; the log holds nothing
+    // else but (some of) the batches whose request failed.
+    let started = std::time::Instant::now();
+    let logged = loop {
+        let logged = logged_records(&out);
+        let mut missing = acknowledged.lock().unwrap().clone();
+        for (k, n) in &files {
+            *missing.entry(k.clone()).or_default() += n;
+        }
+        let short: Vec<_> = missing
+            .iter()
+            .filter(|(k, n)| logged.get(*k).copied().unwrap_or(0) < **n)
+            .collect();
+        if short.is_empty() {
+            break logged;
+        }
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "not in the log: {short:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let unknown = unknown.into_inner().unwrap();
+    let acknowledged = acknowledged.into_inner().unwrap();
+    for (k, n) in &logged {
+        let allowed = acknowledged.get(k).unwrap_or(&0)
+            + files.get(k).unwrap_or(&0)
+            + unknown.get(k).unwrap_or(&0);
+        assert!(
+            *n <= allowed,
+            "the log holds {k:?} {n} times, at most {allowed} were sent"
+        );
+    }
+    let st = wait_until_applied(&serve, &out);
+    let total: i64 = logged.values().sum();
+    assert_eq!(st["labels_total"].as_i64(), Some(total), "{st}");
+    assert_snapshot_is_curate(&serve, &pairs, &out, &tmp.path().join("scratch"));
+    eprintln!(
+        "{} labels acknowledged, {} file lines, {} logged; {reads} snapshot reads",
+        acknowledged.values().sum::<i64>(),
+        files.values().sum::<i64>(),
+        total
+    );
+    assert!(reads > 10, "{reads} reads");
 }

@@ -53,13 +53,14 @@ fn typed<T: DeserializeOwned>(url: &str, row: u64, value: serde_json::Value) -> 
     serde_json::from_value(value).map_err(|e| Error::bad_row(url, row, None, e.to_string()))
 }
 
-fn parquet_rows<T: DeserializeOwned>(
-    url: &str,
-    bytes: impl parquet::file::reader::ChunkReader + 'static,
-) -> Result<Vec<(u64, T)>> {
+fn parquet_rows<T: DeserializeOwned>(url: &str, bytes: bytes::Bytes) -> Result<Vec<(u64, T)>> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .and_then(|b| b.build())
+    let size = bytes.len() as u64;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| Error::bad_file(url, format!("not a Parquet file: {e}")))?;
+    synpref_engine::input::check_parquet_ranges(url, builder.metadata(), size)?;
+    let reader = builder
+        .build()
         .map_err(|e| Error::bad_file(url, format!("not a Parquet file: {e}")))?;
     let mut out = Vec::new();
     for batch in reader {

@@ -196,29 +196,27 @@ impl GoldModel {
         }
     }
 
-    /// Takes one label record (before it is added to `labels`). `rows(key)` reads the
-    /// valid pool rows with a pair key, in row-key order. Without `step` the built-in
-    /// trainer is not stepped (a restored trainer has learned the label already); the
-    /// row is still kept, for the self-measurement's folds.
-    pub fn learn(
+    /// Keeps the pool row the model learns a label record's pair from (before the
+    /// record is added to `labels`). `rows(key)` reads the valid pool rows with a pair
+    /// key, in row-key order. The built-in model keeps the row for the self-measurement's
+    /// folds too.
+    pub fn remember_rows(
         &mut self,
         spec: &CurateSpec,
         label: &GoldLabel,
         rows: &dyn Fn(u64) -> Result<Vec<PreferencePair>>,
-        step: bool,
     ) -> Result<()> {
         let key = pair_key(&label.pair_id);
         let trains_on_pool = label.text.is_none() && label.verdict != Verdict::Undecidable;
         match self {
-            GoldModel::Builtin { trainer, examples } => {
-                let bits = spec.train.feature_bits;
+            GoldModel::Builtin { examples, .. } => {
                 if trains_on_pool && !examples.contains_key(&key) {
                     if let Some(first) = rows(key)?.first() {
-                        examples.insert(key, TrainExample::from_pair(first, bits, false));
+                        examples.insert(
+                            key,
+                            TrainExample::from_pair(first, spec.train.feature_bits, false),
+                        );
                     }
-                }
-                if let Some(e) = gold_example(label, examples, bits).filter(|_| step) {
-                    trainer.step(&e);
                 }
             }
             GoldModel::Encoder { rows: memo, .. } => {
@@ -231,6 +229,25 @@ impl GoldModel {
             }
         }
         Ok(())
+    }
+
+    /// Steps the built-in trainer over the records in force from stream position
+    /// `from` on, or, with `None` (a record it had learned was superseded), trains it
+    /// again from scratch over every record in force: either way it ends where
+    /// curate's one pass over the records in force ends (`train_builtin_gold`). An
+    /// encoder head is retrained by `refit`.
+    pub fn learn_in_force(&mut self, spec: &CurateSpec, labels: &GoldLabels, from: Option<usize>) {
+        if let GoldModel::Builtin { trainer, examples } = self {
+            let bits = spec.train.feature_bits;
+            if from.is_none() {
+                *trainer = OnlineTrainer::new(&spec.train);
+            }
+            for label in labels.in_force(from.unwrap_or(0)) {
+                if let Some(e) = gold_example(label, examples, bits) {
+                    trainer.step(&e);
+                }
+            }
+        }
     }
 
     /// Brings the model up to `labels` once a batch has been learned: the built-in

@@ -598,10 +598,18 @@ impl PoolState {
                 .map(|r| r.iter().map(|(_, p)| p.clone()).collect())
                 .unwrap_or_default())
         };
+        let from = self.labels.stream.len();
+        // A record in force before this batch and superseded by it had trained the
+        // model: it learns again from the records in force (curate's one pass over
+        // them); otherwise it goes on with the batch's.
+        let mut superseded = false;
         for label in batch {
+            self.gold.remember_rows(&self.spec, &label, &rows_of)?;
+            superseded |= self.labels.insert(label).is_some_and(|at| at < from);
+        }
+        if !record_only {
             self.gold
-                .learn(&self.spec, &label, &rows_of, !record_only)?;
-            self.labels.insert(label);
+                .learn_in_force(&self.spec, &self.labels, (!superseded).then_some(from));
         }
         self.gold.refit(&self.spec, &self.labels)?;
         self.margin_error = self.margin_error.max(self.gold.margin_error_bound());
@@ -955,9 +963,16 @@ pub fn spec_fingerprint(spec: &CurateSpec) -> String {
     s.gold.clear();
     // How the run is executed never changes the state.
     s.machine = crate::curate::MachineSettings::default();
-    let json = serde_json::to_vec(&s).expect("spec serialises");
+    let mut json = serde_json::to_vec(&s).expect("spec serialises");
+    json.extend_from_slice(STATE_RULES.as_bytes());
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&json))
 }
+
+/// What a saved state was computed under beyond the spec. Changed when the rules that
+/// shape a saved state change, so that a serve never resumes from a state the old rules
+/// made: "in-force" since the built-in gold RM stopped learning from superseded labels
+/// (issue 30 item 6).
+const STATE_RULES: &str = "in-force";
 
 fn part_name(epoch: u64, worker: usize) -> String {
     format!("pairs-{epoch:010}-w{worker:05}.bin")

@@ -103,8 +103,10 @@ pub fn label_pair(label: &GoldLabel) -> Option<(PreferencePair, bool)> {
     Some((pair, label.verdict == Verdict::Rejected))
 }
 
-/// Trains the built-in gold RM: one online pass over the label stream
-/// (`OnlineTrainer`), so that serve, extending the stream, reaches the same weights.
+/// Trains the built-in gold RM: one online pass over the label records in force, in
+/// stream order (`OnlineTrainer`; a superseded label does not train it), so that serve,
+/// extending the pass or running it again when a label is superseded, reaches the same
+/// weights.
 pub fn train_builtin_gold(
     settings: &TrainSettings,
     gold: &GoldLabels,
@@ -113,7 +115,7 @@ pub fn train_builtin_gold(
     let bits = settings.feature_bits;
     let mut trainer = OnlineTrainer::new(settings);
     let mut examples = Vec::new();
-    for label in &gold.stream {
+    for label in gold.in_force(0) {
         if let Some(e) = gold_example(label, pool, bits) {
             trainer.step(&e);
             examples.push(e);
@@ -126,8 +128,7 @@ pub fn train_builtin_gold(
 }
 
 /// The built-in gold RM's cross-validation folds: model k is the same online pass over
-/// the label stream without the records of fold k's pair ids (all records of a pair
-/// fall in one fold, relabels included).
+/// the records in force without those of fold k's pair ids.
 pub fn builtin_gold_folds(
     settings: &TrainSettings,
     gold: &GoldLabels,
@@ -139,8 +140,7 @@ pub fn builtin_gold_folds(
     // The stream's examples once, with their folds; then one pass per fold, in
     // parallel (each pass alone is the deterministic left fold).
     let stream: Vec<(usize, TrainExample)> = gold
-        .stream
-        .iter()
+        .in_force(0)
         .filter_map(|l| Some((assignment.fold_of(&l.pair_id), gold_example(l, pool, bits)?)))
         .collect();
     (0..assignment.folds)
