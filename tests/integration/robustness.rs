@@ -622,8 +622,8 @@ fn zero_rows_and_no_valid_row_exit_2_in_every_command() {
 /// Issue 30 item 6: a superseded gold label no longer trains the gold RM. Before, with
 /// two contradictory labels for one pair the decision followed the later one while the
 /// built-in gold RM learned both (p_gold 0.475 against 0.549 with the label replaced).
-/// Curate with both labels must train the same gold RM as curate with the later one
-/// only; serve taking the later one in a later epoch must equal both.
+/// Curate with both labels must train the same gold RM as curate with the earlier one
+/// left out; serve taking the later one in a later epoch must equal both.
 #[test]
 fn a_superseded_gold_label_no_longer_trains_the_gold_rm_in_curate_and_serve() {
     let tmp = tempfile::tempdir().unwrap();
@@ -660,15 +660,13 @@ fn a_superseded_gold_label_no_longer_trains_the_gold_rm_in_curate_and_serve() {
     .unwrap();
     let replaced = tmp.path().join("replaced");
     std::fs::create_dir_all(&replaced).unwrap();
+    // The same labels without the superseded record: the later one in its place in
+    // the stream (the gold RM learns the records in force in stream order).
     let replaced_lines: String = labels
         .iter()
-        .map(|(id, v)| {
-            if *id == target {
-                line(id, &flip(v))
-            } else {
-                line(id, v)
-            }
-        })
+        .filter(|(id, _)| *id != target)
+        .map(|(id, v)| line(id, v))
+        .chain([line(&target, &flip(&verdict))])
         .collect();
     std::fs::write(replaced.join("gold.jsonl"), replaced_lines).unwrap();
     let (out_both, out_replaced) = (tmp.path().join("c-both"), tmp.path().join("c-replaced"));
