@@ -4,6 +4,18 @@
 use super::*;
 use std::io::{Read, Write};
 
+/// What an exited child wrote on its piped standard error.
+fn stderr_of(child: &mut std::process::Child) -> String {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
 /// Runs `c` and waits at most `limit_s` for it to exit; its status and stderr.
 fn exits_within(mut c: Command, limit_s: u64) -> (Option<i32>, String) {
     let mut child = c
@@ -12,14 +24,7 @@ fn exits_within(mut c: Command, limit_s: u64) -> (Option<i32>, String) {
         .spawn()
         .unwrap();
     let code = exit_within(&mut child, limit_s);
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (code, err)
+    (code, stderr_of(&mut child))
 }
 
 #[test]
@@ -283,13 +288,7 @@ fn sigterm_applies_the_epoch_in_flight_reports_removes_the_pool_store_and_exits_
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
     let code = exit_within(&mut child, 120);
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_of(&mut child);
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("SIGTERM: stopping at epoch"), "{err}");
     assert_eq!(pool_dirs(), 0, "the pool store is left behind");

@@ -258,22 +258,27 @@ fn export_refuses_an_output_whose_parts_differ_from_its_manifest_naming_the_part
     );
     let parts: Vec<String> = files_under(&curated.join("curated"));
     assert!(parts.len() >= 2, "{parts:?}");
+    // `export --from CURATED` into a fresh directory, expected to exit 2.
+    let export_fails = |to: &str| {
+        let to = tmp.path().join(to);
+        fails_with(
+            &[
+                "export",
+                "--from",
+                s(&curated),
+                "--out",
+                s(&to),
+                "--format",
+                "trl",
+            ],
+            2,
+        )
+    };
     // A part deleted: exit 2 naming it.
     let gone = curated.join("curated").join(&parts[0]);
     let saved = std::fs::read(&gone).unwrap();
     std::fs::remove_file(&gone).unwrap();
-    let stderr = fails_with(
-        &[
-            "export",
-            "--from",
-            s(&curated),
-            "--out",
-            s(&tmp.path().join("e1")),
-            "--format",
-            "trl",
-        ],
-        2,
-    );
+    let stderr = export_fails("e1");
     assert!(
         stderr.contains(&parts[0]) && stderr.contains("manifest.json"),
         "{stderr}"
@@ -282,35 +287,13 @@ fn export_refuses_an_output_whose_parts_differ_from_its_manifest_naming_the_part
     std::fs::write(&gone, &saved).unwrap();
     let extra = curated.join("curated").join("part-extra.parquet");
     std::fs::write(&extra, &saved).unwrap();
-    let stderr = fails_with(
-        &[
-            "export",
-            "--from",
-            s(&curated),
-            "--out",
-            s(&tmp.path().join("e2")),
-            "--format",
-            "trl",
-        ],
-        2,
-    );
+    let stderr = export_fails("e2");
     assert!(stderr.contains("part-extra.parquet"), "{stderr}");
     // A part with other rows under its name: exit 2 naming it.
     std::fs::remove_file(&extra).unwrap();
     let other = curated.join("curated").join(&parts[1]);
     keep_first_row(&other);
-    let stderr = fails_with(
-        &[
-            "export",
-            "--from",
-            s(&curated),
-            "--out",
-            s(&tmp.path().join("e3")),
-            "--format",
-            "trl",
-        ],
-        2,
-    );
+    let stderr = export_fails("e3");
     assert!(
         stderr.contains(&parts[1]) && stderr.contains("rows"),
         "{stderr}"
