@@ -1197,4 +1197,87 @@ mod tests {
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// Every record of every shard of `path` cut into `shard_bytes` ranges: (row key,
+    /// whether the line was a JSON object).
+    fn records_in_ranges(path: &str, shard_bytes: u64) -> Vec<(RowKey, bool)> {
+        let plan = plan_input_with(path, shard_bytes).unwrap();
+        let mut out = Vec::new();
+        for shard in &plan.shards {
+            let mut r = ShardReader::open(&plan, shard.clone(), None, false, None).unwrap();
+            while let Some(batch) = r.next_batch(None).unwrap() {
+                out.extend(
+                    batch
+                        .into_iter()
+                        .map(|rec| (rec.key, matches!(rec.body, RawBody::Fields(_)))),
+                );
+            }
+        }
+        out
+    }
+
+    /// Fuzzing regression (fuzz/fuzz_targets/pairs_jsonl.rs): a file starting with a
+    /// byte-order mark, cut into a first range shorter than the mark, read its first
+    /// line with the mark's last bytes (not JSON); with a first range of exactly the
+    /// mark, the first line was read by no range at all.
+    #[test]
+    fn fuzz_regression_a_byte_order_mark_longer_than_the_first_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pairs.jsonl");
+        std::fs::write(
+            &path,
+            include_bytes!(
+                "../../tests/fuzz_regressions/pairs_jsonl/bom-in-short-first-range.jsonl"
+            ),
+        )
+        .unwrap();
+        let path = path.to_str().unwrap();
+        let whole = records_in_ranges(path, JSONL_SHARD_BYTES);
+        assert!(
+            whole[0].1,
+            "the first line (after the mark) is a JSON object"
+        );
+        for shard_bytes in 1..=8 {
+            assert_eq!(
+                records_in_ranges(path, shard_bytes),
+                whole,
+                "ranges of {shard_bytes} bytes"
+            );
+        }
+    }
+
+    /// Fuzzing regression (fuzz/fuzz_targets/pairs_parquet.rs): a footer whose column
+    /// chunk has a negative size made the parquet crate panic (`byte_range`) when a row
+    /// group was read; every Parquet reader now refuses it with an error.
+    #[test]
+    fn fuzz_regression_a_negative_column_chunk_size_is_an_error_in_every_reader() {
+        let bytes = include_bytes!(
+            "../../tests/fuzz_regressions/pairs_parquet/negative-column-range.parquet"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f.parquet");
+        std::fs::write(&file, bytes).unwrap();
+        let url = file.to_str().unwrap();
+        let refused = |e: crate::Error| {
+            let text = e.to_string();
+            assert!(text.contains("claims bytes"), "{text}");
+        };
+        refused(plan_input(url).err().expect("pairs: an error"));
+        refused(
+            crate::side::read_rows(url)
+                .err()
+                .expect("side rows: an error"),
+        );
+        refused(
+            crate::side::for_each_string_row(url, &["pair_id"], |_, _, _| Ok(()))
+                .err()
+                .expect("string rows: an error"),
+        );
+        // The score cache skips an unreadable chunk (a miss), as it skips any other.
+        let cache = dir.path().join("cache");
+        std::fs::create_dir_all(cache.join("fp")).unwrap();
+        std::fs::write(cache.join("fp").join("chunk-0.parquet"), bytes).unwrap();
+        let opened = crate::score_cache::ScoreCache::open(cache.to_str().unwrap(), "fp", 2);
+        assert!(opened.unwrap().is_empty());
+    }
 }

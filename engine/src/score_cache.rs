@@ -167,13 +167,18 @@ fn read_chunk(loc: &Location, width: usize, into: &mut FxHashMap<u128, Arc<[f32]
         .map_err(|e| Error::bad_file(&loc.url, e.to_string()))?;
     for batch in reader {
         let batch = batch.map_err(|e| Error::bad_file(&loc.url, e.to_string()))?;
-        let keys = batch
-            .column(0)
+        // By name: a chunk with fewer columns is an error, not an index out of bounds
+        // (found by fuzzing, fuzz/fuzz_targets/score_cache.rs).
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| Error::bad_file(&loc.url, format!("no column `{name}`")))
+        };
+        let keys = column("key")?
             .as_any()
             .downcast_ref::<FixedSizeBinaryArray>()
             .ok_or_else(|| Error::bad_file(&loc.url, "column `key` is not 16-byte binary"))?;
-        let values = batch
-            .column(1)
+        let values = column("values")?
             .as_any()
             .downcast_ref::<BinaryArray>()
             .ok_or_else(|| Error::bad_file(&loc.url, "column `values` is not binary"))?;
@@ -219,5 +224,24 @@ mod tests {
         assert!(got[1].is_none());
         // Another fingerprint sees nothing.
         assert!(ScoreCache::open(url, "other", 2).unwrap().is_empty());
+    }
+
+    /// Fuzzing regression (fuzz/fuzz_targets/score_cache.rs): a chunk with a `key`
+    /// column only panicked (column 1 out of bounds); it is an unreadable chunk, skipped.
+    #[test]
+    fn fuzz_regression_a_chunk_without_its_values_column_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunk = dir.path().join("fp").join("chunk-0.parquet");
+        std::fs::create_dir_all(chunk.parent().unwrap()).unwrap();
+        std::fs::write(
+            &chunk,
+            include_bytes!("../../tests/fuzz_regressions/score_cache/key-column-only.parquet"),
+        )
+        .unwrap();
+        let loc = resolve(chunk.to_str().unwrap()).unwrap();
+        let err = read_chunk(&loc, 2, &mut FxHashMap::default()).unwrap_err();
+        assert!(err.to_string().contains("no column `values`"), "{err}");
+        let cache = ScoreCache::open(dir.path().to_str().unwrap(), "fp", 2).unwrap();
+        assert!(cache.is_empty());
     }
 }

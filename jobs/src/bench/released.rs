@@ -82,3 +82,18 @@ fn parquet_rows<T: DeserializeOwned>(url: &str, bytes: bytes::Bytes) -> Result<V
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    /// Fuzzing regression (fuzz/fuzz_targets/pairs_parquet.rs): a footer whose column
+    /// chunk has a negative size made the parquet crate panic; a released file like it
+    /// is an error naming the file.
+    #[test]
+    fn fuzz_regression_a_negative_column_chunk_size_is_an_error() {
+        let bytes = bytes::Bytes::from_static(include_bytes!(
+            "../../../tests/fuzz_regressions/pairs_parquet/negative-column-range.parquet"
+        ));
+        let err = super::rows_of::<serde_json::Value>("bench.parquet", bytes).unwrap_err();
+        assert!(err.to_string().contains("claims bytes"), "{err}");
+    }
+}
