@@ -1245,39 +1245,4 @@ mod tests {
             );
         }
     }
-
-    /// Fuzzing regression (fuzz/fuzz_targets/pairs_parquet.rs): a footer whose column
-    /// chunk has a negative size made the parquet crate panic (`byte_range`) when a row
-    /// group was read; every Parquet reader now refuses it with an error.
-    #[test]
-    fn fuzz_regression_a_negative_column_chunk_size_is_an_error_in_every_reader() {
-        let bytes = include_bytes!(
-            "../../tests/fuzz_regressions/pairs_parquet/negative-column-range.parquet"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("f.parquet");
-        std::fs::write(&file, bytes).unwrap();
-        let url = file.to_str().unwrap();
-        let refused = |e: crate::Error| {
-            let text = e.to_string();
-            assert!(text.contains("claims bytes"), "{text}");
-        };
-        refused(plan_input(url).err().expect("pairs: an error"));
-        refused(
-            crate::side::read_rows(url)
-                .err()
-                .expect("side rows: an error"),
-        );
-        refused(
-            crate::side::for_each_string_row(url, &["pair_id"], |_, _, _| Ok(()))
-                .err()
-                .expect("string rows: an error"),
-        );
-        // The score cache skips an unreadable chunk (a miss), as it skips any other.
-        let cache = dir.path().join("cache");
-        std::fs::create_dir_all(cache.join("fp")).unwrap();
-        std::fs::write(cache.join("fp").join("chunk-0.parquet"), bytes).unwrap();
-        let opened = crate::score_cache::ScoreCache::open(cache.to_str().unwrap(), "fp", 2);
-        assert!(opened.unwrap().is_empty());
-    }
 }
