@@ -19,6 +19,11 @@ use synpref_jobs::job::{Host, Job, Role, WorkerFn};
 pub fn install_abort_on_panic() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        // A corrupt Parquet page the parquet crate panics on, inside a reader that
+        // turns the panic into an error naming the file (`input::catch_parquet_panic`).
+        if synpref_engine::input::panic_is_caught() {
+            return;
+        }
         let thread = std::thread::current();
         let name = thread.name().unwrap_or("");
         let peer = name

@@ -592,27 +592,29 @@ impl<'a> ShardReader<'a> {
         let file = &self.plan.files[file_index];
         match &mut self.state {
             ReaderState::Done => Ok(None),
-            ReaderState::Parquet { stream, next_row } => match block_on(stream.next()) {
-                None => {
-                    self.state = ReaderState::Done;
-                    Ok(None)
-                }
-                Some(Err(e)) => Err(Error::bad_file(
-                    &file.location.url,
-                    format!("cannot decode Parquet data: {e}"),
-                )),
-                Some(Ok(batch)) => {
-                    let records = parquet_batch_records(
+            ReaderState::Parquet { stream, next_row } => {
+                match catch_parquet_panic(&file.location.url, || block_on(stream.next()))? {
+                    None => {
+                        self.state = ReaderState::Done;
+                        Ok(None)
+                    }
+                    Some(Err(e)) => Err(Error::bad_file(
                         &file.location.url,
-                        file_index,
-                        *next_row,
-                        &batch,
-                        self.extras,
-                    )?;
-                    *next_row += batch.num_rows() as u64;
-                    Ok(Some(records))
+                        format!("cannot decode Parquet data: {e}"),
+                    )),
+                    Some(Ok(batch)) => {
+                        let records = parquet_batch_records(
+                            &file.location.url,
+                            file_index,
+                            *next_row,
+                            &batch,
+                            self.extras,
+                        )?;
+                        *next_row += batch.num_rows() as u64;
+                        Ok(Some(records))
+                    }
                 }
-            },
+            }
             ReaderState::Jsonl {
                 data,
                 pos,
@@ -789,6 +791,43 @@ pub fn check_parquet_ranges(
         }
     }
     Ok(())
+}
+
+/// Runs `decode`, a call into the parquet crate that decodes pages, with a panic in it
+/// turned into an error naming the file. parquet 60 does not check all page data
+/// before indexing with it (a dictionary index past the end of a fixed-size binary
+/// column's dictionary panics, `array_reader/fixed_len_byte_array.rs`; found by
+/// fuzzing, fuzz/fuzz_targets/score_cache.rs), and pages cannot be checked from
+/// outside without decoding them: so the panic is caught here, at the boundary. The
+/// default panic hook still prints the crate's message.
+pub fn catch_parquet_panic<T>(url: &str, decode: impl FnOnce() -> T) -> Result<T> {
+    CATCHING.with(|c| c.set(true));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode));
+    CATCHING.with(|c| c.set(false));
+    caught.map_err(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Error::bad_file(
+            url,
+            format!(
+                "cannot decode Parquet data: corrupt page data (the parquet crate panicked: {why})"
+            ),
+        )
+    })
+}
+
+thread_local! {
+    /// Set while `catch_parquet_panic` decodes on this thread.
+    static CATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a panic on this thread happens inside `catch_parquet_panic`, which turns it
+/// into an error: the binary's abort-on-panic hook lets such a panic unwind.
+pub fn panic_is_caught() -> bool {
+    CATCHING.with(|c| c.get())
 }
 
 fn memchr_newline(b: &[u8]) -> Option<usize> {

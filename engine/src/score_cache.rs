@@ -162,10 +162,10 @@ fn read_chunk(loc: &Location, width: usize, into: &mut FxHashMap<u128, Arc<[f32]
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(|e| Error::bad_file(&loc.url, e.to_string()))?;
     crate::input::check_parquet_ranges(&loc.url, builder.metadata(), size)?;
-    let reader = builder
+    let mut reader = builder
         .build()
         .map_err(|e| Error::bad_file(&loc.url, e.to_string()))?;
-    for batch in reader {
+    while let Some(batch) = crate::input::catch_parquet_panic(&loc.url, || reader.next())? {
         let batch = batch.map_err(|e| Error::bad_file(&loc.url, e.to_string()))?;
         // By name: a chunk with fewer columns is an error, not an index out of bounds
         // (found by fuzzing, fuzz/fuzz_targets/score_cache.rs).
@@ -243,5 +243,41 @@ mod tests {
         assert!(err.to_string().contains("no column `values`"), "{err}");
         let cache = ScoreCache::open(dir.path().to_str().unwrap(), "fp", 2).unwrap();
         assert!(cache.is_empty());
+    }
+
+    /// Fuzzing regression (fuzz/fuzz_targets/score_cache.rs): dictionary-encoded pages
+    /// of the fixed-size `key` column with an index past the dictionary, and without a
+    /// dictionary page, made the parquet crate panic while decoding; the panic is
+    /// caught at the reader (`input::catch_parquet_panic`) and the chunk skipped.
+    #[test]
+    fn fuzz_regression_corrupt_dictionary_pages_are_an_error() {
+        let cases: [(&str, &[u8]); 2] = [
+            (
+                "index past the dictionary",
+                include_bytes!(
+                    "../../tests/fuzz_regressions/score_cache/dictionary-index-past-the-dictionary.parquet"
+                ),
+            ),
+            (
+                "no dictionary page",
+                include_bytes!(
+                    "../../tests/fuzz_regressions/score_cache/dictionary-encoded-without-dictionary.parquet"
+                ),
+            ),
+        ];
+        for (case, bytes) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let chunk = dir.path().join("fp").join("chunk-0.parquet");
+            std::fs::create_dir_all(chunk.parent().unwrap()).unwrap();
+            std::fs::write(&chunk, bytes).unwrap();
+            let loc = resolve(chunk.to_str().unwrap()).unwrap();
+            let err = read_chunk(&loc, 2, &mut FxHashMap::default()).unwrap_err();
+            assert!(
+                err.to_string().contains("corrupt page data"),
+                "{case}: {err}"
+            );
+            let cache = ScoreCache::open(dir.path().to_str().unwrap(), "fp", 2).unwrap();
+            assert!(cache.is_empty(), "{case}");
+        }
     }
 }

@@ -85,9 +85,9 @@ fn read_parquet(loc: &Location, out: &mut Vec<SideRow>) -> Result<()> {
     let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(not_parquet)?;
     crate::input::check_parquet_ranges(&loc.url, builder.metadata(), size)?;
-    let reader = builder.with_batch_size(8192).build().map_err(not_parquet)?;
+    let mut reader = builder.with_batch_size(8192).build().map_err(not_parquet)?;
     let mut row = 0u64;
-    for batch in reader {
+    while let Some(batch) = crate::input::catch_parquet_panic(&loc.url, || reader.next())? {
         let batch = batch
             .map_err(|e| Error::bad_file(&loc.url, format!("cannot decode Parquet data: {e}")))?;
         let n = batch.num_rows();
@@ -206,13 +206,13 @@ pub fn for_each_string_row(
             }
         }
         let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots);
-        let reader = builder
+        let mut reader = builder
             .with_projection(mask)
             .with_batch_size(8192)
             .build()
             .map_err(|e| Error::bad_file(&loc.url, format!("not a readable Parquet file: {e}")))?;
         let mut row = 0u64;
-        for batch in reader {
+        while let Some(batch) = crate::input::catch_parquet_panic(&loc.url, || reader.next())? {
             let batch = batch.map_err(|e| {
                 Error::bad_file(&loc.url, format!("cannot decode Parquet data: {e}"))
             })?;

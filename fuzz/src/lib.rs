@@ -10,11 +10,30 @@ use synpref_engine::extras::ExtrasCodec;
 use synpref_engine::input::{plan_input, plan_input_with};
 use synpref_jobs::read::{input_schema, read_valid_pairs};
 
+/// Lets a panic raised inside the parquet crate unwind to the reader that catches it
+/// (`synpref_engine::input::catch_parquet_panic`, which turns it into an error), instead
+/// of libfuzzer-sys's panic hook aborting at once. A panic anywhere else, or one from
+/// parquet that no reader catches (libfuzzer-sys aborts on any panic that reaches the
+/// target's boundary), is still a crash.
+fn let_parquet_panics_unwind() {
+    let abort = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_parquet = info
+            .location()
+            .is_some_and(|l| l.file().contains("/parquet-"));
+        if !in_parquet {
+            abort(info);
+        }
+    }));
+}
+
 /// This process's scratch directory: `$TMPDIR/synpref-fuzz-PID` (`scripts/fuzz` points
-/// TMPDIR into fuzz/target and removes it afterwards).
+/// TMPDIR into fuzz/target and removes it afterwards). The first call (every target
+/// makes one before reading) also installs `let_parquet_panics_unwind`.
 pub fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        let_parquet_panics_unwind();
         let d = std::env::temp_dir().join(format!("synpref-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&d).expect("scratch directory");
         d

@@ -59,11 +59,11 @@ fn parquet_rows<T: DeserializeOwned>(url: &str, bytes: bytes::Bytes) -> Result<V
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(|e| Error::bad_file(url, format!("not a Parquet file: {e}")))?;
     synpref_engine::input::check_parquet_ranges(url, builder.metadata(), size)?;
-    let reader = builder
+    let mut reader = builder
         .build()
         .map_err(|e| Error::bad_file(url, format!("not a Parquet file: {e}")))?;
     let mut out = Vec::new();
-    for batch in reader {
+    while let Some(batch) = synpref_engine::input::catch_parquet_panic(url, || reader.next())? {
         let batch = batch.map_err(|e| Error::bad_file(url, e.to_string()))?;
         let mut lines = Vec::new();
         {
