@@ -10,18 +10,14 @@ use synpref_engine::extras::ExtrasCodec;
 use synpref_engine::input::{plan_input, plan_input_with};
 use synpref_jobs::read::{input_schema, read_valid_pairs};
 
-/// Lets a panic raised inside the parquet crate unwind to the reader that catches it
-/// (`synpref_engine::input::catch_parquet_panic`, which turns it into an error), instead
-/// of libfuzzer-sys's panic hook aborting at once. A panic anywhere else, or one from
-/// parquet that no reader catches (libfuzzer-sys aborts on any panic that reaches the
-/// target's boundary), is still a crash.
-fn let_parquet_panics_unwind() {
+/// Lets a panic inside `synpref_engine::input::catch_parquet_panic` (a reader's call into
+/// the parquet crate, whose panic it turns into an error naming the file) unwind to it,
+/// as the binary's own abort-on-panic hook does (`input::panic_is_caught`), instead of
+/// libfuzzer-sys's hook aborting at once. Any other panic is still a crash.
+fn let_caught_panics_unwind() {
     let abort = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let in_parquet = info
-            .location()
-            .is_some_and(|l| l.file().contains("/parquet-"));
-        if !in_parquet {
+        if !synpref_engine::input::panic_is_caught() {
             abort(info);
         }
     }));
@@ -29,11 +25,11 @@ fn let_parquet_panics_unwind() {
 
 /// This process's scratch directory: `$TMPDIR/synpref-fuzz-PID` (`scripts/fuzz` points
 /// TMPDIR into fuzz/target and removes it afterwards). The first call (every target
-/// makes one before reading) also installs `let_parquet_panics_unwind`.
+/// makes one before reading) also installs `let_caught_panics_unwind`.
 pub fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let_parquet_panics_unwind();
+        let_caught_panics_unwind();
         let d = std::env::temp_dir().join(format!("synpref-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&d).expect("scratch directory");
         d

@@ -695,3 +695,41 @@ fn a_superseded_gold_label_no_longer_trains_the_gold_rm_in_curate_and_serve() {
     );
     assert!(decisions(&out.join("snapshot")) == decisions(&out_replaced));
 }
+
+/// Fuzzing regression (fuzz/fuzz_targets/pairs_parquet.rs, tests/fuzz_regressions/
+/// pairs_parquet/): Parquet pages whose definition levels run past their buffer make
+/// arrow-buffer panic inside the parquet crate's decoder. Through the binary, whose
+/// panic hook aborts the process on any other panic, the reader's catch
+/// (`input::catch_parquet_panic`) must still turn it into exit 2 naming the file, with
+/// no output committed, whatever the worker count.
+#[test]
+fn corrupt_parquet_pages_in_a_pool_exit_2_naming_the_file_not_an_abort() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 30, 3);
+    let gold = data.join("gold.parquet");
+    let pool = tmp.path().join("pool");
+    std::fs::create_dir_all(&pool).unwrap();
+    let regressions = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fuzz_regressions");
+    for (i, name) in [
+        "pairs_parquet/definition-levels-past-the-buffer.parquet",
+        "pairs_parquet/negative-column-range.parquet",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let part = pool.join("part-0.parquet");
+        std::fs::copy(regressions.join(name), &part).unwrap();
+        for workers in ["1", "2"] {
+            let out = tmp.path().join(format!("out-{i}-{workers}"));
+            let mut args = curate_argv(&pool, &gold, &out);
+            args.extend(["--workers", workers, "--no-progress"]);
+            let stderr = fails_with(&args, 2);
+            assert!(
+                stderr.contains(s(&part)) && !stderr.contains("panicked at"),
+                "{name}, {workers} worker(s): {stderr}"
+            );
+            assert!(!out.join("manifest.json").exists(), "{name}");
+        }
+    }
+}
