@@ -2569,3 +2569,6 @@ mod stage1;
 
 #[path = "integration/bench.rs"]
 mod bench;
+
+#[path = "integration/fuzz_replay.rs"]
+mod fuzz_replay;

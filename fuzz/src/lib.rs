@@ -1,10 +1,18 @@
-//! Helpers shared by the fuzz targets: a scratch directory per fuzzing process (the
-//! readers take URLs, so each input is written to a file there, one fixed path per
-//! target so that nothing accumulates), and the pair-reading pipeline `score`, `eval`,
-//! `fractions` and `stage1` run on an input.
+//! The bodies of the fuzz targets (`targets`, one function per reader of untrusted
+//! bytes; `fuzz_targets/*.rs` only hand libFuzzer's input to them) and their helpers: a
+//! scratch directory per process (the readers take URLs, so each input is written to a
+//! file there, one fixed path per target so that nothing accumulates), and the
+//! pair-reading pipeline `score`, `eval`, `fractions` and `stage1` run on an input.
+//!
+//! The main test suite replays every seed and every kept crasher through these same
+//! functions on the stable toolchain (tests/integration/fuzz_replay.rs includes this
+//! file), so a regression is caught by the test command without a libFuzzer build.
+//! Only engine, jobs and std are used here, for that reason.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+
+pub mod targets;
 
 use synpref_engine::extras::ExtrasCodec;
 use synpref_engine::input::{plan_input, plan_input_with};
