@@ -44,6 +44,65 @@ pub fn block_stop_signals() {
     }
 }
 
+/// How long a serve process other than process 0 waits, after SIGTERM or SIGINT, for
+/// process 0 to end the job before it exits anyway. Process 0 finishes the epoch in
+/// flight first, and an epoch under the load benchmark (docs/benchmarks.md, "serve
+/// under load") takes well under a second: a wait this long means process 0 is not
+/// stopping (it was not signalled, or it is stuck).
+const FOLLOWER_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits for SIGTERM or SIGINT (blocked by `block_stop_signals`), one at a time.
+fn wait_for_stop_signal() -> &'static str {
+    // SAFETY: sigwait on a set of blocked signals, as POSIX prescribes.
+    let signal = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let mut signal = 0;
+        libc::sigwait(&set, &mut signal);
+        signal
+    };
+    if signal == libc::SIGINT {
+        "SIGINT"
+    } else {
+        "SIGTERM"
+    }
+}
+
+/// SIGTERM or SIGINT on a serve process other than process 0 (which holds the API and
+/// the controller): a stopped job (a process group signalled at once, `launch` ended)
+/// signals every process, and process 0 then finishes the epoch in flight on every
+/// worker, which needs this process alive. So this process says so and waits for the
+/// job to end, up to [`FOLLOWER_STOP_WAIT`]; after that, or at a second signal, it
+/// exits (exit 0: its pool store is left to the next serve, which removes it through
+/// its free lock, and process 0 ends naming the lost process).
+pub fn follow_stop_signals(process: usize) -> Result<()> {
+    std::thread::Builder::new()
+        .name("synpref-signals".into())
+        .spawn(move || {
+            let name = wait_for_stop_signal();
+            eprintln!(
+                "synpref serve (process {process}): {name}: waiting up to {} s for process 0 to stop the job (stop it too); a second signal exits at once",
+                FOLLOWER_STOP_WAIT.as_secs()
+            );
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(wait_for_stop_signal());
+            });
+            match rx.recv_timeout(FOLLOWER_STOP_WAIT) {
+                Ok(again) => eprintln!("synpref serve (process {process}): {again}: exiting now"),
+                Err(_) => eprintln!(
+                    "synpref serve (process {process}): process 0 did not stop the job within {} s: exiting",
+                    FOLLOWER_STOP_WAIT.as_secs()
+                ),
+            }
+            std::process::exit(0);
+        })
+        .map_err(|e| Error::other("signal thread", e))?;
+    Ok(())
+}
+
 /// Waits for SIGTERM or SIGINT (blocked by `block_stop_signals`) on a thread of its
 /// own. The first asks serve's controller to stop after the epoch in flight; one while
 /// the pool still loads, or a second, ends the process at once (exit 0: every
@@ -54,17 +113,7 @@ fn stop_on_signals(api: Api) -> Result<()> {
         .spawn(move || {
             let mut asked = false;
             loop {
-                // SAFETY: sigwait on a set of blocked signals, as POSIX prescribes.
-                let signal = unsafe {
-                    let mut set: libc::sigset_t = std::mem::zeroed();
-                    libc::sigemptyset(&mut set);
-                    libc::sigaddset(&mut set, libc::SIGTERM);
-                    libc::sigaddset(&mut set, libc::SIGINT);
-                    let mut signal = 0;
-                    libc::sigwait(&set, &mut signal);
-                    signal
-                };
-                let name = if signal == libc::SIGINT { "SIGINT" } else { "SIGTERM" };
+                let name = wait_for_stop_signal();
                 let loading =
                     api.status.lock().expect("status").state == synpref_jobs::serve::ServeState::Loading;
                 if asked || loading {

@@ -20,6 +20,18 @@ impl ServeJob {
         processes: usize,
         labels: Option<&Path>,
     ) -> ServeJob {
+        ServeJob::start_with(tmp, pairs, out, processes, labels, &[])
+    }
+
+    /// `start` with `extra` arguments for every process.
+    fn start_with(
+        tmp: &Path,
+        pairs: &Path,
+        out: &Path,
+        processes: usize,
+        labels: Option<&Path>,
+        extra: &[&str],
+    ) -> ServeJob {
         let hostfile = tmp.join(format!("hosts-{}", free_port()));
         let hosts: Vec<String> = (0..processes)
             .map(|_| format!("127.0.0.1:{}", free_port()))
@@ -38,14 +50,19 @@ impl ServeJob {
             .map(|p| {
                 serve_command(pairs, out, 1, "127.0.0.1:1")
                     .args(cluster(p))
+                    .args(extra)
                     .stdout(std::process::Stdio::null())
                     .spawn()
                     .unwrap()
             })
             .collect();
-        let extra = cluster(0);
-        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        let main = Serve::start_with(pairs, out, 1, labels, &extra);
+        let main_args = cluster(0);
+        let main_args: Vec<&str> = main_args
+            .iter()
+            .map(String::as_str)
+            .chain(extra.iter().copied())
+            .collect();
+        let main = Serve::start_with(pairs, out, 1, labels, &main_args);
         ServeJob { main, followers }
     }
 }
@@ -161,4 +178,51 @@ fn reasons_scored_but_discarded(r: &Value) -> u64 {
     .iter()
     .map(|k| reasons[*k].as_u64().unwrap_or(0))
     .sum()
+}
+
+/// A two-process serve stopped as a whole (SIGTERM to every process, the follower
+/// first, as a process-group kill or an orchestrator may): the follower waits for
+/// process 0, which applies the epoch in flight; both exit 0 and both pool stores go.
+/// Before, the follower died at once and process 0 ended with exit 1 (a lost process).
+#[test]
+fn sigterm_to_every_process_of_a_two_process_serve_ends_both_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    gen(&data, 400, 17);
+    let pairs = data.join("pairs");
+    let ids = pool_ids(&pairs);
+    let out = tmp.path().join("serve");
+    let pools = tmp.path().join("pools");
+    let mut job = ServeJob::start_with(
+        tmp.path(),
+        &pairs,
+        &out,
+        2,
+        None,
+        &["--pool-dir", s(&pools)],
+    );
+    job.main.post_labels(&format!(
+        "{{\"pair_id\": \"{}\", \"verdict\": \"chosen\"}}\n",
+        ids[0]
+    ));
+    let pool_dirs = || std::fs::read_dir(&pools).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(pool_dirs(), 2, "one pool store per process");
+    let follower = &mut job.followers[0];
+    unsafe {
+        libc::kill(follower.id() as i32, libc::SIGTERM);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        follower.try_wait().unwrap().is_none(),
+        "the follower exited before process 0 stopped the job"
+    );
+    unsafe {
+        libc::kill(job.main.child.id() as i32, libc::SIGTERM);
+    }
+    // (Process 0's message on SIGTERM is checked by the one-process test in
+    // serve_faults.)
+    assert_eq!(exit_within(&mut job.main.child, 60), Some(0), "process 0");
+    let code = exit_within(&mut job.followers[0], 60);
+    assert_eq!(code, Some(0), "the follower");
+    assert_eq!(pool_dirs(), 0, "a pool store is left behind");
 }

@@ -131,11 +131,13 @@ pub fn run(command: Command) -> Result<(), Error> {
         Command::Serve(args) => {
             let token = args.token()?;
             let cluster = args.cluster.cluster()?;
-            if cluster.process == 0 {
-                // Before any thread starts: SIGTERM and SIGINT then reach only serve's
-                // signal thread, which stops it cleanly (`http::start`). The other
-                // processes keep the default: a signal ends them at once.
-                crate::http::block_stop_signals();
+            // Before any thread starts: SIGTERM and SIGINT then reach only a signal
+            // thread. Process 0's stops serve cleanly (`http::start`); another
+            // process's waits for process 0 to end the job, as it does when a whole
+            // job is signalled at once (`http::follow_stop_signals`).
+            crate::http::block_stop_signals();
+            if cluster.process != 0 {
+                crate::http::follow_stop_signals(cluster.process)?;
             }
             let serve = Serve {
                 spec: args.into_spec()?,

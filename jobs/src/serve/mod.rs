@@ -458,7 +458,7 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         saved: saved.is_some(),
         snapshot_dir: first_snapshot.clone(),
     });
-    start_workers(&ctx, &runtime)?;
+    let workers = start_workers(&ctx, &runtime)?;
     let recovered = saved.is_some();
     let mut controller = Controller {
         spec: &spec,
@@ -532,7 +532,13 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
         started.elapsed().as_secs_f64()
     );
     drop(control_tx);
-    controller.run(control_rx)
+    controller.run(control_rx)?;
+    // Stopped (or every sender gone): the workers of every process end, and this
+    // process waits for them so that the others see the job end, not a lost process.
+    ctx.command(ServeCommand::Stop);
+    workers.join();
+    remove_pool_store(&ctx);
+    Ok(())
 }
 
 /// Clears the changelog a restart writes again: all of it without a saved state, else
@@ -744,10 +750,7 @@ impl Controller<'_> {
                         "synpref serve: {signal}: stopping at epoch {} with {} labels applied and {} logged but not applied (a restart applies them); every acknowledged label is in the label log",
                         st.applied_epoch, st.labels_total, st.labels_pending
                     );
-                    let dir = self.ctx.tap.store.path().to_path_buf();
-                    if let Err(e) = std::fs::remove_dir_all(&dir) {
-                        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the pool store");
-                    }
+                    // run_serve stops the workers and removes the pool store.
                     return Ok(());
                 }
                 Control::Fatal(e) => {
@@ -826,29 +829,57 @@ fn process_ctx(
     )))
 }
 
-/// Starts the process's workers. They run until the process ends: serve returns only
-/// with an error, and joining workers that wait for their next command would hang
-/// instead of exiting.
-fn start_workers(ctx: &Arc<ProcessCtx>, runtime: &ServeRuntime<'_>) -> Result<()> {
+/// The process's running workers: [`Workers::join`] after `ServeCommand::Stop`, which
+/// every worker of every process obeys. Dropped otherwise (serve ending with an error,
+/// when workers may wait for a command that never comes), they are left to the
+/// process's exit rather than joined, which would hang.
+struct Workers(Option<Box<dyn std::any::Any>>);
+
+impl Workers {
+    /// Waits for the workers to end (and timely's connections to other processes to
+    /// close): only after they were told `ServeCommand::Stop`.
+    fn join(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        if let Some(guards) = self.0.take() {
+            std::mem::forget(guards);
+        }
+    }
+}
+
+/// Starts the process's workers.
+fn start_workers(ctx: &Arc<ProcessCtx>, runtime: &ServeRuntime<'_>) -> Result<Workers> {
     let worker_ctx = ctx.clone();
     let guards = (runtime.start_workers)(
         ctx.local_workers,
         Box::new(move |worker: &mut Worker| worker::serve_worker(worker, &worker_ctx)),
     )?;
-    std::mem::forget(guards);
-    Ok(())
+    Ok(Workers(Some(guards)))
+}
+
+/// Removes this process's pool store (serve stopped cleanly).
+fn remove_pool_store(ctx: &ProcessCtx) {
+    let dir = ctx.tap.store.path().to_path_buf();
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the pool store");
+    }
 }
 
 /// A process of a multi-process serve other than the first: its workers own their
 /// shards and follow worker 0's commands; it has no API, label log or controller. It
-/// ends (with the error) when one of its workers fails; the loss of another process
-/// ends it through the runner's panic hook.
+/// ends (with the error) when one of its workers fails, and cleanly (its pool store
+/// removed, exit 0) when process 0 stops the job; the loss of another process ends it
+/// through the runner's panic hook.
 fn run_follower(spec: ServeSpec, runtime: ServeRuntime<'_>) -> Result<()> {
     let out = resolve(&spec.out)?;
     let cspec = spec.curate_spec();
     let (reports_tx, _reports_rx) = mpsc::channel::<WorkerReport>();
     let ctx = process_ctx(&spec, &cspec, &out, false, reports_tx)?;
-    start_workers(&ctx, &runtime)?;
+    let workers = start_workers(&ctx, &runtime)?;
     eprintln!(
         "synpref serve: process {} of {} started",
         runtime.process, runtime.processes
@@ -856,6 +887,15 @@ fn run_follower(spec: ServeSpec, runtime: ServeRuntime<'_>) -> Result<()> {
     loop {
         if let Some(e) = ctx.error.lock().expect("error").take() {
             return Err(e);
+        }
+        if ctx.stopped.load(std::sync::atomic::Ordering::SeqCst) == ctx.local_workers {
+            workers.join();
+            remove_pool_store(&ctx);
+            eprintln!(
+                "synpref serve: process {}: stopped by process 0",
+                runtime.process
+            );
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
     }

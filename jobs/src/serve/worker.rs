@@ -72,6 +72,9 @@ pub enum ServeCommand {
         pass: bool,
         dir: Option<String>,
     },
+    /// End: every worker returns, so that each process can join its workers and end
+    /// (serve stopped by SIGTERM or SIGINT on process 0).
+    Stop,
 }
 
 /// Where the run starts: decided by process 0 from its label log and saved state.
@@ -164,6 +167,8 @@ pub struct ProcessCtx {
     states: Mutex<Vec<Option<Arc<RwLock<PoolState>>>>>,
     /// The first error of any of this process's workers.
     pub error: Mutex<Option<Error>>,
+    /// This process's workers that ended without error (after `ServeCommand::Stop`).
+    pub stopped: std::sync::atomic::AtomicUsize,
 }
 
 impl ProcessCtx {
@@ -180,6 +185,7 @@ impl ProcessCtx {
     ) -> ProcessCtx {
         ProcessCtx {
             rule: spec.rule(),
+            stopped: Default::default(),
             decisions,
             spec,
             registry,
@@ -328,6 +334,10 @@ impl ProcessCtx {
 /// the process's main thread, which ends the process.
 pub fn serve_worker(worker: &mut Worker, ctx: &ProcessCtx) -> Result<()> {
     let r = run(worker, ctx);
+    if r.is_ok() {
+        ctx.stopped
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
     if let Err(e) = &r {
         let mut slot = ctx.error.lock().expect("error");
         if slot.is_none() {
@@ -749,6 +759,7 @@ fn serve_commands(
                     ctx.report(WorkerReport::Snapshot(r));
                 }
             }
+            ServeCommand::Stop => return Ok(()),
         }
     }
 }
