@@ -141,7 +141,12 @@ pub fn plan_input(url: &str) -> Result<InputPlan> {
 
 /// [`plan_input`] with a chosen JSONL shard size (tests use small ones).
 pub fn plan_input_with(url: &str, jsonl_shard_bytes: u64) -> Result<InputPlan> {
-    let files = list_pool_files(url)?;
+    plan_files(url, list_pool_files(url)?, jsonl_shard_bytes)
+}
+
+/// [`plan_input`] of chosen files of `url` (as [`list_pool_files`] gives them): export
+/// plans the parts a manifest lists, not whatever else the directory holds.
+pub fn plan_files(url: &str, files: Vec<InputFile>, jsonl_shard_bytes: u64) -> Result<InputPlan> {
     let mut planned = Vec::with_capacity(files.len());
     let mut shards = Vec::new();
     let mut estimated_rows = 0;

@@ -267,6 +267,15 @@ impl Location {
         })
     }
 
+    /// Copies this object to `to`, replacing it (on object stores a server-side copy,
+    /// which readers of `to` see whole or not at all).
+    pub fn copy_to(&self, to: &Location) -> Result<()> {
+        block_on(self.store.copy(&self.path, &to.path)).map_err(|e| Error::Storage {
+            path: format!("{} -> {}", self.url, to.url),
+            source: e,
+        })
+    }
+
     pub fn delete(&self) -> Result<()> {
         match block_on(self.store.delete(&self.path)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

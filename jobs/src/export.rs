@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use synpref_engine::extras::ExtrasCodec;
-use synpref_engine::input::{plan_input, JsonlObservation, RawBody, ShardReader};
+use synpref_engine::input::{JsonlObservation, RawBody, ShardReader};
 use synpref_engine::model::{Destination, Reason};
 use synpref_engine::output::{
     clear_output, publish, write_json, OutputFileFormat, OutputFormat, PartWriter, WrittenFile,
@@ -69,35 +69,6 @@ fn relative<'a>(file: &'a synpref_engine::input::PlannedFile, from: &Location) -
     path.strip_prefix(from.path.as_ref())
         .unwrap_or(path)
         .trim_start_matches('/')
-}
-
-/// Refuses an output whose `dest` parts are not exactly the ones its manifest lists
-/// (a part deleted, added or renamed since it was committed): exit 2 naming the first.
-fn check_parts_listed(
-    manifest: &Manifest,
-    dest: Destination,
-    input: &synpref_engine::input::InputPlan,
-    from: &Location,
-) -> Result<()> {
-    let recorded: std::collections::BTreeSet<&str> = recorded_parts(manifest, dest)
-        .iter()
-        .map(|f| f.path.as_str())
-        .collect();
-    let found: std::collections::BTreeSet<&str> =
-        input.files.iter().map(|f| relative(f, from)).collect();
-    if let Some(missing) = recorded.difference(&found).next() {
-        return Err(Error::bad_file(
-            &from.child(missing).url,
-            "listed in manifest.json but not there: the output was changed after it was committed",
-        ));
-    }
-    if let Some(extra) = found.difference(&recorded).next() {
-        return Err(Error::bad_file(
-            &from.child(extra).url,
-            "not listed in manifest.json: the output was changed after it was committed",
-        ));
-    }
-    Ok(())
 }
 
 /// Refuses a part whose rows are not the count its manifest records.
@@ -168,8 +139,7 @@ pub fn run_export(spec: &ExportSpec) -> Result<ExportSummary> {
         if !has_parts {
             continue;
         }
-        let input = plan_input(&from.child(dest.dir()).url)?;
-        check_parts_listed(&manifest, dest, &input, &from)?;
+        let input = manifest.plan_parts(dest, &from)?;
         let mut rows_read = vec![0u64; input.files.len()];
         let mut observations = Vec::new();
         for shard in input.shards_for(0, 1) {

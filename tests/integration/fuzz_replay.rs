@@ -47,13 +47,18 @@ fn every_fuzz_seed_and_kept_crasher_is_read_without_a_panic() {
     for dir in inputs_dirs(&root.join("tests/fuzz_regressions")) {
         let name = dir.file_name().unwrap().to_str().unwrap().to_string();
         assert!(
-            fuzz_bodies::targets::TARGETS.iter().any(|(t, _)| *t == name),
+            fuzz_bodies::targets::TARGETS
+                .iter()
+                .any(|(t, _)| *t == name),
             "tests/fuzz_regressions/{name}/ names no fuzz target"
         );
     }
     // The targets' inputs were written under `$TMPDIR/synpref-fuzz-PID`.
     std::fs::remove_dir_all(fuzz_bodies::scratch()).unwrap();
-    eprintln!("replayed {replayed} inputs through {} targets", fuzz_bodies::targets::TARGETS.len());
+    eprintln!(
+        "replayed {replayed} inputs through {} targets",
+        fuzz_bodies::targets::TARGETS.len()
+    );
     assert!(panics.is_empty(), "panicked on: {panics:#?}");
     assert!(replayed >= 30, "only {replayed} inputs replayed");
 }

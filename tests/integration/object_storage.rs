@@ -374,29 +374,68 @@ fn s3_serve_keeps_its_label_log_and_snapshots_on_the_server() {
         assert!(child.try_wait().unwrap().is_none(), "serve exited");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let body: String = ids[..20]
-        .iter()
-        .enumerate()
-        .map(|(i, id)| {
-            let v = if i % 3 == 0 { "rejected" } else { "chosen" };
-            format!("{{\"pair_id\": \"{id}\", \"verdict\": \"{v}\"}}\n")
-        })
-        .collect();
-    let (status, reply) = http(&addr, "POST", "/v1/labels", Some(TOKEN), body.as_bytes());
-    assert_eq!(status, 200, "{reply}");
-    let (status, reply) = http(&addr, "POST", "/v1/snapshot", Some(TOKEN), b"");
-    assert_eq!(status, 200, "{reply}");
+    // Two batches, a snapshot after each: every snapshot pass uses the labels of its
+    // own epoch, and replaces the one before without a moment where the manifest lists
+    // a part that is not there.
+    let snapshot = server.file("served/run/snapshot");
+    let mut first_parts = Vec::new();
+    for (batch, range) in [(0, 0..12), (1, 12..20)] {
+        let body: String = ids[range]
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let v = if i % 3 == 0 { "rejected" } else { "chosen" };
+                format!("{{\"pair_id\": \"{id}\", \"verdict\": \"{v}\"}}\n")
+            })
+            .collect();
+        let (status, reply) = http(&addr, "POST", "/v1/labels", Some(TOKEN), body.as_bytes());
+        assert_eq!(status, 200, "{reply}");
+        let (status, reply) = http(&addr, "POST", "/v1/snapshot", Some(TOKEN), b"");
+        assert_eq!(status, 200, "{reply}");
+        let listed = manifest_parts(&snapshot);
+        for part in &listed {
+            assert!(
+                snapshot.join(part).exists(),
+                "batch {batch}: {part} is listed but not there"
+            );
+        }
+        if batch == 0 {
+            first_parts = listed;
+        } else {
+            // The replaced version's parts are still there for a reader that read its
+            // manifest (they go after snapshots::GRACE); export reads the listed ones.
+            for part in &first_parts {
+                assert!(snapshot.join(part).exists(), "{part} went at once");
+            }
+            server.synpref(&[
+                "export",
+                "--from",
+                "s3://served/run/snapshot",
+                "--out",
+                "s3://served/exported",
+                "--format",
+                "trl",
+            ]);
+        }
+    }
     let _ = child.kill();
     let _ = child.wait();
     // The acknowledged labels are in the log on the server, and the log is itself a
     // gold-label input a curate run reads from S3.
     let log_dir = server.file("served/run/labels-log");
     let log = files_under(&log_dir);
-    assert_eq!(log.len(), 1, "{log:?}");
-    let segment = std::fs::read_to_string(log_dir.join(&log[0])).unwrap();
-    assert_eq!(segment.lines().count(), 20);
-    let snapshot = server.file("served/run/snapshot");
-    let r = assert_accounting(&snapshot);
+    assert_eq!(log.len(), 2, "{log:?}");
+    let lines: usize = log
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(log_dir.join(f))
+                .unwrap()
+                .lines()
+                .count()
+        })
+        .sum();
+    assert_eq!(lines, 20);
+    let r = report(&snapshot);
     // Every label is in force (a label on a duplicate row leaves it a duplicate).
     let human = r["human_agrees"].as_u64().unwrap() + r["human_corrected"].as_u64().unwrap();
     assert!((15..=20).contains(&human), "{r}");
@@ -416,11 +455,11 @@ fn s3_serve_keeps_its_label_log_and_snapshots_on_the_server() {
     ]);
     assert_eq!(
         read_rows(&server.file("served/check/curated")),
-        read_rows(&snapshot.join("curated")),
+        manifest_rows(&snapshot, "curated/"),
         "serve's snapshot on S3 equals a curate run on its S3 label log"
     );
     // Snapshots are laid out as --format says, with their dataset card.
-    let row = &read_rows(&snapshot.join("curated"))[0];
+    let row = &manifest_rows(&snapshot, "curated/")[0];
     assert!(
         row.get("prompt").is_none() && row["chosen"].is_array(),
         "{row}"
@@ -428,6 +467,29 @@ fn s3_serve_keeps_its_label_log_and_snapshots_on_the_server() {
     assert!(std::fs::read_to_string(snapshot.join("README.md"))
         .unwrap()
         .contains("--format conversational"));
+}
+
+/// The parts a committed output's manifest.json lists (paths under the output).
+fn manifest_parts(out: &Path) -> Vec<String> {
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    m["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The rows of the parts the manifest lists under `prefix`, sorted as `read_rows`
+/// sorts (a listing of the directory may also hold a replaced version's parts).
+fn manifest_rows(out: &Path, prefix: &str) -> Vec<Value> {
+    let only = tempfile::tempdir().unwrap();
+    for part in manifest_parts(out).iter().filter(|p| p.starts_with(prefix)) {
+        let name = Path::new(part).file_name().unwrap();
+        std::fs::copy(out.join(part), only.path().join(name)).unwrap();
+    }
+    read_rows(only.path())
 }
 
 /// A static file server on loopback that answers HEAD and ranged GETs (what

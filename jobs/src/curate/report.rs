@@ -186,6 +186,59 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The input plan of the `dest` parts this manifest lists, in the committed output
+    /// `from`. Refuses an output whose parts are not those (a part deleted, added or
+    /// renamed since it was committed): exit 2 naming the first. A part of another run
+    /// (named by a run id other than this manifest's) is left out, not refused: on
+    /// object storage serve replaces its snapshot by copying the new version's parts
+    /// beside the old ones, the manifest last, and removes the old parts after
+    /// `serve::snapshots::GRACE`, so that a reader of the previous manifest still finds
+    /// them. Readers of a committed output (export, fractions) read these parts only.
+    pub fn plan_parts(
+        &self,
+        dest: Destination,
+        from: &synpref_engine::store::Location,
+    ) -> Result<synpref_engine::input::InputPlan> {
+        let dir = from.child(dest.dir());
+        let prefix = format!("{}/", dest.dir());
+        let recorded: std::collections::BTreeSet<&str> = self
+            .outputs
+            .iter()
+            .map(|f| f.path.as_str())
+            .filter(|p| p.starts_with(&prefix))
+            .collect();
+        let mut kept = Vec::new();
+        for file in synpref_engine::input::list_pool_files(&dir.url)? {
+            let path = file.location.path.as_ref();
+            let name = path
+                .strip_prefix(from.path.as_ref())
+                .unwrap_or(path)
+                .trim_start_matches('/')
+                .to_string();
+            if recorded.contains(name.as_str()) {
+                kept.push((name, file));
+            } else if !of_another_run(&name, &self.run_id) {
+                return Err(Error::bad_file(
+                    &file.location.url,
+                    "not listed in manifest.json: the output was changed after it was committed",
+                ));
+            }
+        }
+        let found: std::collections::BTreeSet<&str> =
+            kept.iter().map(|(n, _)| n.as_str()).collect();
+        if let Some(missing) = recorded.difference(&found).next() {
+            return Err(Error::bad_file(
+                &from.child(missing).url,
+                "listed in manifest.json but not there: the output was changed after it was committed",
+            ));
+        }
+        synpref_engine::input::plan_files(
+            &dir.url,
+            kept.into_iter().map(|(_, f)| f).collect(),
+            synpref_engine::input::JSONL_SHARD_BYTES,
+        )
+    }
+
     /// Reads the manifest of the committed output at `dir` (the value of `flag`): a
     /// setting error naming the flag when there is none or it is not this version's.
     pub fn read_committed(flag: &str, dir: &str) -> Result<Manifest> {
@@ -552,4 +605,56 @@ pub fn summary(report: &CurateReport, out: &str) -> String {
     }
     s.push_str(&format!("outputs: {out}/{{curated,discarded,quarantine}}/, {out}/report.json, {out}/README.md (dataset card), {out}/manifest.json\n"));
     s
+}
+
+/// Whether the part `name` is named as a curate run names its parts
+/// (`…/part-WWWWW-NNNNN-RUNID.ext`, digits and a hexadecimal run id as long as
+/// `run_id`) by a run other than `run_id` (never, for an output that records no run id).
+fn of_another_run(name: &str, run_id: &str) -> bool {
+    let stem = name.rsplit('/').next().unwrap_or(name);
+    let stem = stem.split('.').next().unwrap_or(stem);
+    let fields: Vec<&str> = stem.split('-').collect();
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match fields[..] {
+        ["part", worker, seq, id] => {
+            digits(worker)
+                && digits(seq)
+                && !run_id.is_empty()
+                && id.len() == run_id.len()
+                && id.bytes().all(|b| b.is_ascii_hexdigit())
+                && id != run_id
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_parts_named_by_another_run_count_as_another_runs() {
+        let run = "f7cdce25172e";
+        assert!(of_another_run(
+            "curated/part-00000-00001-0123456789ab.parquet",
+            run
+        ));
+        assert!(!of_another_run(
+            "curated/part-00000-00001-f7cdce25172e.parquet",
+            run
+        ));
+        assert!(!of_another_run("curated/part-extra.parquet", run));
+        assert!(!of_another_run(
+            "curated/part-00000-00001-extra.parquet",
+            run
+        ));
+        assert!(!of_another_run(
+            "curated/part-x-00001-0123456789ab.parquet",
+            run
+        ));
+        assert!(!of_another_run(
+            "curated/part-00000-00001-0123456789ab.parquet",
+            ""
+        ));
+    }
 }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use synpref_engine::collective::gather_to_leader;
 use synpref_engine::extras::ExtrasCodec;
 use synpref_engine::input::plan_input;
-use synpref_engine::model::PreferencePair;
+use synpref_engine::model::{Destination, PreferencePair};
 use synpref_engine::output::OutputSchema;
 use synpref_engine::store::resolve;
 use synpref_engine::{Error, Result};
@@ -340,8 +340,12 @@ fn work(index: usize, peers: usize, plan: &FractionsPlan) -> Result<WorkerOutcom
         *e = e.max(fraction(t));
     }
     let mut counts = vec![vec![0u64; spec.fractions.len()]; spec.seeds as usize];
-    let curated_url = resolve(&spec.curated)?.child("curated").url;
-    let curated = read_set(SetName::Curated, &curated_url, |pair, by_seed| {
+    // The parts the manifest lists (a live serve's snapshot on object storage holds the
+    // replaced run's parts beside them for a minute: `Manifest::plan_parts`).
+    let curated_parts =
+        crate::curate::report::Manifest::read_committed("--curated", &spec.curated)?
+            .plan_parts(Destination::Curated, &resolve(&spec.curated)?)?;
+    let curated = read_set(SetName::Curated, curated_parts, |pair, by_seed| {
         let pair = Arc::new(pair);
         for seed in 0..spec.seeds {
             let key = RankKey::of(&pair, seed);
@@ -365,7 +369,7 @@ fn work(index: usize, peers: usize, plan: &FractionsPlan) -> Result<WorkerOutcom
         .iter()
         .map(|(s, n)| (*s, SmallestN::new(*n)))
         .collect();
-    let mut raw = read_set(SetName::Raw, &spec.pairs, |pair, _| {
+    let mut raw = read_set(SetName::Raw, plan_input(&spec.pairs)?, |pair, _| {
         let pair = Arc::new(pair);
         for (seed, heap) in heaps.iter_mut() {
             heap.offer(RankKey::of(&pair, *seed), || pair.clone());
@@ -522,10 +526,9 @@ fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
 /// rows that are not valid pairs.
 fn read_set(
     name: SetName,
-    url: &str,
+    input: synpref_engine::input::InputPlan,
     mut keep: impl FnMut(PreferencePair, &mut BTreeMap<u32, Vec<(RankKey, Arc<PreferencePair>)>>),
 ) -> Result<SetData> {
-    let input = plan_input(url)?;
     let (schema, extras_fields) = input_schema(&input)?;
     let extras = Arc::new(ExtrasCodec::new(extras_fields)?);
     let mut by_seed = BTreeMap::new();
