@@ -17,7 +17,9 @@ use synpref_engine::side::{parse_label_lines, read_label_records, GoldLabels, Ju
 use synpref_jobs::bench::layouts::convert_file;
 use synpref_jobs::bench::prompts::decontamination_texts;
 use synpref_jobs::bench::{read_layout, Benchmark};
-use synpref_jobs::curate::checkpoint::{committed_slices, load_checkpoint, load_marker, load_survey};
+use synpref_jobs::curate::checkpoint::{
+    committed_slices, load_checkpoint, load_marker, load_survey,
+};
 use synpref_jobs::curate::CurateSpec;
 use synpref_jobs::serve::state::{spec_fingerprint, PoolState, SavedScorer, SavedStateMeta};
 
