@@ -26,8 +26,11 @@ use synpref_jobs::serve::state::{spec_fingerprint, PoolState, SavedScorer, Saved
 // `super`, not `crate`: the main suite includes this crate's lib.rs as a module.
 use super::{fresh_dir, read_pairs, scratch, side_file_name, write, write_at};
 
+/// A target's body: libFuzzer's input in, nothing out.
+pub type Target = fn(&[u8]);
+
 /// Every target by name (the file name under `fuzz_targets/` and `fuzz/seeds/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("bench_files", bench_files),
     ("gold_labels", gold_labels),
     ("judge_votes", judge_votes),

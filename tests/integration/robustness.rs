@@ -427,7 +427,7 @@ fn every_writing_command_refuses_an_out_that_overlaps_its_input_and_fractions_an
             "--pairs",
             s(&pairs),
             "--out",
-            s(&tmp.path()),
+            s(tmp.path()),
             "--model",
             "m",
         ],

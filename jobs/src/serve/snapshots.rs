@@ -340,7 +340,7 @@ mod tests {
         snapshots.publish(Some(&first)).unwrap();
         assert_eq!(
             listed_parts(&out.child("snapshot")).unwrap(),
-            [first_part.clone()]
+            [first_part.as_str()]
         );
         let objects = |url: &str| {
             synpref_engine::store::resolve(url)
@@ -357,7 +357,7 @@ mod tests {
         snapshots.publish(Some(&second)).unwrap();
         assert_eq!(
             listed_parts(&out.child("snapshot")).unwrap(),
-            [second_part.clone()]
+            [second_part.as_str()]
         );
         assert_eq!(
             std::fs::read_to_string(snapshot.join("report.json")).unwrap(),
