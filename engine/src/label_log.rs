@@ -76,6 +76,36 @@ impl LabelLog {
         Ok(LabelLog { dir: resolve(url)? })
     }
 
+    /// Removes what a write killed midway left on a local disk: object_store writes a
+    /// segment to `seg-N.jsonl#K`, hard-links it to `seg-N.jsonl` and then removes the
+    /// staging name, so a SIGKILL in between leaves it (never read: `segments` skips
+    /// it). Called by serve at startup, under its output lock, before it appends;
+    /// returns how many it removed. Object stores write a segment in one request and
+    /// leave nothing.
+    pub fn remove_torn_writes(&self) -> Result<usize> {
+        let Some(dir) = self.dir.local_path() else {
+            return Ok(0);
+        };
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::other(dir.display().to_string(), e)),
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let staged_segment = name
+                .split_once('#')
+                .is_some_and(|(segment, _)| parse_name(segment).is_some());
+            if staged_segment {
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| Error::other(entry.path().display().to_string(), e))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// The segments, in sequence order. Other objects under the prefix are ignored.
     pub fn segments(&self) -> Result<Vec<Segment>> {
         let mut out: Vec<Segment> = self
@@ -193,6 +223,25 @@ fn parse_name(name: &str) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::model::{Conversation, Verdict};
+
+    #[test]
+    fn a_staging_file_left_by_a_killed_write_is_ignored_and_then_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LabelLog::open(dir.path().to_str().unwrap()).unwrap();
+        let line = "{\"pair_id\": \"p1\", \"verdict\": \"chosen\"}\n";
+        std::fs::write(dir.path().join("seg-0000000001.jsonl"), line).unwrap();
+        // What object_store leaves when killed between its hard link and the removal.
+        std::fs::write(dir.path().join("seg-0000000001.jsonl#1"), line).unwrap();
+        std::fs::write(dir.path().join("notes#1"), "not a segment").unwrap();
+        assert_eq!(log.segments().unwrap().len(), 1);
+        assert_eq!(log.remove_torn_writes().unwrap(), 1);
+        assert!(!dir.path().join("seg-0000000001.jsonl#1").exists());
+        assert!(
+            dir.path().join("notes#1").exists(),
+            "only staged segments go"
+        );
+        assert_eq!(log.segments().unwrap().len(), 1);
+    }
 
     #[test]
     fn segments_round_trip_in_order_and_refuse_overwrites() {

@@ -357,6 +357,13 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
     // One serve per output: a second would append to the same label log.
     let _lock = synpref_engine::out_lock::lock_output(&out, "--out")?;
     let log = LabelLog::open(&spec.label_log_url())?;
+    let torn = log.remove_torn_writes()?;
+    if torn > 0 {
+        tracing::info!(
+            files = torn,
+            "removed staging files of label-log writes a kill interrupted"
+        );
+    }
     let labels_dir = spec.labels.as_deref().map(resolve).transpose()?;
     let status = Arc::new(Mutex::new(Status {
         started_unix_s: unix_now(),
