@@ -503,7 +503,7 @@ pub fn run_serve(spec: ServeSpec, token: String, runtime: ServeRuntime<'_>) -> R
             r?;
         }
     }
-    controller.snapshots.publish(first_snapshot.as_deref())?;
+    controller.snapshots.publish(&first_snapshot)?;
     {
         let mut st = status.lock().expect("status");
         show_applied(&mut st, epoch0, controller.applied_labels, target_epoch);
@@ -615,7 +615,7 @@ impl Controller<'_> {
         self.ctx.command(ServeCommand::Snapshot {
             epoch,
             pass: true,
-            dir: dir.clone(),
+            dir: Some(dir.clone()),
         });
         let WorkerReport::Snapshot(r) = self.wait("a snapshot")? else {
             return Err(Error::Worker(
@@ -624,7 +624,7 @@ impl Controller<'_> {
         };
         let report =
             r?.ok_or_else(|| Error::Worker("the snapshot pass returned no report".into()))?;
-        self.snapshots.publish(dir.as_deref())?;
+        self.snapshots.publish(&dir)?;
         self.status.lock().expect("status").snapshot_epoch = Some(epoch);
         tracing::info!(
             epoch,

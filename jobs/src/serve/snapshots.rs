@@ -84,28 +84,23 @@ impl Snapshots {
         Ok(snapshots)
     }
 
-    /// Where the next snapshot pass of `epoch` writes: a new version. (`None` never;
-    /// kept an `Option` for the workers' `StartInfo` and commands, where `None` means
-    /// `OUT/snapshot` itself.)
-    pub fn next_dir(&mut self, epoch: u64) -> Option<String> {
+    /// Where the next snapshot pass of `epoch` writes: a new version.
+    pub fn next_dir(&mut self, epoch: u64) -> String {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         self.last_millis = now.max(self.last_millis + 1);
-        Some(format!(
+        format!(
             "{}/{VERSIONS_DIR}/epoch-{epoch:010}-{:013}",
             self.out_url, self.last_millis
-        ))
+        )
     }
 
     /// Makes the committed version at `dir` (a URL `next_dir` gave) the one
     /// `OUT/snapshot` names, atomically, and removes what was replaced more than
     /// [`GRACE`] ago.
-    pub fn publish(&mut self, dir: Option<&str>) -> Result<()> {
-        let Some(dir) = dir else {
-            return Ok(());
-        };
+    pub fn publish(&mut self, dir: &str) -> Result<()> {
         let Some(out) = &self.local else {
             return self.publish_by_copy(dir);
         };
@@ -276,15 +271,15 @@ mod tests {
             std::fs::create_dir_all(dir).unwrap();
             std::fs::write(format!("{dir}/manifest.json"), text).unwrap();
         };
-        let first = snapshots.next_dir(0).unwrap();
+        let first = snapshots.next_dir(0);
         write(&first, "first");
-        snapshots.publish(Some(&first)).unwrap();
+        snapshots.publish(&first).unwrap();
         let manifest = tmp.path().join("snapshot/manifest.json");
         assert_eq!(std::fs::read_to_string(&manifest).unwrap(), "first");
-        let second = snapshots.next_dir(0).unwrap();
+        let second = snapshots.next_dir(0);
         assert_ne!(first, second, "two snapshots of one epoch get two versions");
         write(&second, "second");
-        snapshots.publish(Some(&second)).unwrap();
+        snapshots.publish(&second).unwrap();
         assert_eq!(std::fs::read_to_string(&manifest).unwrap(), "second");
         // The replaced version is still there for a reader that opened it.
         assert!(Path::new(&first).join("manifest.json").exists());
@@ -335,9 +330,9 @@ mod tests {
             part
         };
         let snapshot = tmp.path().join("snapshot");
-        let first = snapshots.next_dir(1).unwrap();
+        let first = snapshots.next_dir(1);
         let first_part = write(&first, "aaaa");
-        snapshots.publish(Some(&first)).unwrap();
+        snapshots.publish(&first).unwrap();
         assert_eq!(
             listed_parts(&out.child("snapshot")).unwrap(),
             [first_part.as_str()]
@@ -352,9 +347,9 @@ mod tests {
             objects(&first).is_empty(),
             "the version is removed once copied"
         );
-        let second = snapshots.next_dir(2).unwrap();
+        let second = snapshots.next_dir(2);
         let second_part = write(&second, "bbbb");
-        snapshots.publish(Some(&second)).unwrap();
+        snapshots.publish(&second).unwrap();
         assert_eq!(
             listed_parts(&out.child("snapshot")).unwrap(),
             [second_part.as_str()]
@@ -375,7 +370,7 @@ mod tests {
         assert!(snapshot.join(&second_part).exists());
         // A later process counts unlisted parts as replaced, and removes versions that
         // were never published.
-        write(&snapshots.next_dir(3).unwrap(), "cccc");
+        write(&snapshots.next_dir(3), "cccc");
         std::fs::write(snapshot.join("curated/part-00001-00000-aaaa.parquet"), "x").unwrap();
         let left = object_storage_leftovers(&out).unwrap();
         assert_eq!(left, ["curated/part-00001-00000-aaaa.parquet"]);
@@ -390,10 +385,10 @@ mod tests {
         std::fs::create_dir_all(tmp.path().join("snapshot")).unwrap();
         std::fs::write(tmp.path().join("snapshot/manifest.json"), "old").unwrap();
         let mut snapshots = Snapshots::open(&out, out_url).unwrap();
-        let dir = snapshots.next_dir(3).unwrap();
+        let dir = snapshots.next_dir(3);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(format!("{dir}/manifest.json"), "new").unwrap();
-        snapshots.publish(Some(&dir)).unwrap();
+        snapshots.publish(&dir).unwrap();
         let pointer = tmp.path().join("snapshot");
         assert!(pointer.symlink_metadata().unwrap().file_type().is_symlink());
         assert_eq!(

@@ -64,9 +64,9 @@ pub enum ServeCommand {
     Epoch { seq: Epoch, labels: Vec<GoldLabel> },
     /// Recompute the self-measurement (worker 0; the controller asks when idle).
     Quality,
-    /// Write a snapshot of epoch `epoch` (a curate pass into `dir`, or `OUT/snapshot`
-    /// when `None`; unless `pass` is false: the first pass wrote it) and save the state
-    /// beside it.
+    /// Write a snapshot of epoch `epoch` (a curate pass into the version `dir`, which
+    /// `snapshots::Snapshots::next_dir` named; none when `pass` is false: the first pass
+    /// wrote it) and save the state beside it.
     Snapshot {
         epoch: Epoch,
         pass: bool,
@@ -85,9 +85,9 @@ pub struct StartInfo {
     pub labels: Vec<GoldLabel>,
     /// A saved state of epoch0 made by as many workers exists (`state.json`).
     pub saved: bool,
-    /// Where the first pass writes its snapshot (`snapshots::Snapshots::next_dir`;
-    /// `None`: `OUT/snapshot` itself).
-    pub snapshot_dir: Option<String>,
+    /// The version the first pass writes its snapshot into
+    /// (`snapshots::Snapshots::next_dir`).
+    pub snapshot_dir: String,
 }
 
 /// One worker's figures for an epoch, gathered onto worker 0.
@@ -266,9 +266,7 @@ impl ProcessCtx {
                 _ => None,
             };
             let mut spec = self.spec.clone();
-            if let Some(dir) = &start.snapshot_dir {
-                spec.out = dir.clone();
-            }
+            spec.out = start.snapshot_dir.clone();
             Ok(Arc::new(curate::prepare_with_gold(
                 spec,
                 labels,
