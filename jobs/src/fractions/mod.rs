@@ -141,6 +141,8 @@ pub struct Task {
 /// and shared by its workers) and the trainer's fingerprint.
 pub struct FractionsPlan {
     pub spec: FractionsSpec,
+    /// The manifest of `--curated`, read once: which parts the workers read.
+    curated_manifest: crate::curate::report::Manifest,
     trainer: LoadedTrainer,
     trainer_fingerprint: String,
     bar: indicatif::ProgressBar,
@@ -157,15 +159,15 @@ pub fn prepare(
     let mut spec = spec;
     // One version of a live serve's `snapshot` link throughout (serve::snapshots).
     spec.curated = synpref_engine::store::pin_local(&spec.curated);
-    crate::curate::report::Manifest::read_committed("--curated", &spec.curated)
+    let curated_manifest = crate::curate::report::Manifest::read_committed("--curated", &spec.curated)
         .map_err(|e| match e {
             Error::Setting { setting, message } => Error::setting(
                 setting,
                 format!("{message}; run `synpref curate` into it, or give --gold and fractions curates --pairs itself"),
             ),
             other => other,
-        })?
-        .check_pool("--curated", &spec.curated, "--pairs", &spec.pairs)?;
+        })?;
+    curated_manifest.check_pool("--curated", &spec.curated, "--pairs", &spec.pairs)?;
     let trainer = LoadedTrainer::load(&spec.trainer, &spec.options, spec.score_cache.as_deref())?;
     let trainer_fingerprint = spec.trainer.fingerprint(trainer.encoder_fingerprint());
     let mine = assign(&tasks(&spec), &spec.fractions, total_workers)
@@ -178,6 +180,7 @@ pub fn prepare(
     }
     Ok(FractionsPlan {
         spec,
+        curated_manifest,
         trainer,
         trainer_fingerprint,
         bar,
@@ -342,9 +345,9 @@ fn work(index: usize, peers: usize, plan: &FractionsPlan) -> Result<WorkerOutcom
     let mut counts = vec![vec![0u64; spec.fractions.len()]; spec.seeds as usize];
     // The parts the manifest lists (a live serve's snapshot on object storage holds the
     // replaced run's parts beside them for a minute: `Manifest::plan_parts`).
-    let curated_parts =
-        crate::curate::report::Manifest::read_committed("--curated", &spec.curated)?
-            .plan_parts(Destination::Curated, &resolve(&spec.curated)?)?;
+    let curated_parts = plan
+        .curated_manifest
+        .plan_parts(Destination::Curated, &resolve(&spec.curated)?)?;
     let curated = read_set(SetName::Curated, curated_parts, |pair, by_seed| {
         let pair = Arc::new(pair);
         for seed in 0..spec.seeds {
